@@ -1,0 +1,83 @@
+// Engine: the optimized, immutable, serializable result of building a Network.
+//
+// An Engine is shared (std::shared_ptr<const Engine>) by any number of ExecutionContexts, each
+// holding one caller's per-run state. Engines hold no torch types: they are built, saved, loaded
+// and run by plain C++.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/ir/layers.h"
+#include "core/ir/network.h"
+#include "core/ir/types.h"
+
+namespace kiln {
+
+enum class Backend : uint8_t { kCpu = 0, kCuda = 1 };
+const char* toString(Backend backend);
+
+// What an engine was built for; a CUDA engine runs only where these match.
+struct BuildTarget {
+  Backend backend = Backend::kCpu;
+  std::string deviceName;  // "cpu", or the GPU's name
+  int computeCapabilityMajor = 0;
+  int computeCapabilityMinor = 0;
+  int cudaVersion = 0;   // CUDA runtime version the engine was built with, 0 on CPU
+  int cudnnVersion = 0;  // 0 on CPU
+};
+
+struct EngineTensor {
+  std::string name;
+  DataType dtype = DataType::kFloat32;
+  Dims dims;  // declared: -1 where dynamic
+};
+
+struct EngineLayer {
+  std::string name;
+  LayerParams params;
+  std::vector<int32_t> inputs;   // indices into EngineDefinition::tensors; -1 = absent optional
+  std::vector<int32_t> outputs;  // indices into EngineDefinition::tensors
+};
+
+// Everything an engine is: what the builder produces and what a plan file holds.
+struct EngineDefinition {
+  BuildTarget target;
+  std::vector<EngineTensor> tensors;
+  std::vector<EngineLayer> layers;  // in execution order
+  std::vector<int32_t> inputs;      // tensor indices of the engine inputs, in binding order
+  std::vector<int32_t> outputs;     // tensor indices of the engine outputs, in binding order
+  std::vector<OptimizationProfile> profiles;  // at least one; covers every dynamic input dim
+};
+
+class ExecutionContext;
+
+class Engine : public std::enable_shared_from_this<Engine> {
+ public:
+  explicit Engine(EngineDefinition definition);
+
+  const EngineDefinition& definition() const { return definition_; }
+  const BuildTarget& target() const { return definition_.target; }
+  size_t numInputs() const { return definition_.inputs.size(); }
+  size_t numOutputs() const { return definition_.outputs.size(); }
+  const EngineTensor& inputTensor(size_t i) const;
+  const EngineTensor& outputTensor(size_t i) const;
+  const std::vector<OptimizationProfile>& profiles() const { return definition_.profiles; }
+
+  std::unique_ptr<ExecutionContext> createExecutionContext() const;
+
+  // The plan: a versioned, checksummed byte string (see plan.h).
+  std::vector<uint8_t> serialize() const;
+  // Throws PlanError when the bytes are truncated, corrupt, foreign or of a newer format.
+  static std::shared_ptr<Engine> deserialize(const void* data, size_t size);
+
+  // A readable description: target, inputs with profiles, layers with kinds and parameters.
+  std::string inspect() const;
+
+ private:
+  EngineDefinition definition_;
+};
+
+}  // namespace kiln

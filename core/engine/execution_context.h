@@ -1,0 +1,41 @@
+// ExecutionContext: one caller's state for running an Engine (activation buffers, the shapes
+// of the current run). Not thread-safe; use one context per thread or stream.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "core/engine/engine.h"
+
+namespace kiln {
+
+class ExecutionContext {
+ public:
+  explicit ExecutionContext(std::shared_ptr<const Engine> engine);
+  ~ExecutionContext();
+
+  const Engine& engine() const { return *engine_; }
+
+  // Sets the shapes of this run's inputs (binding order). Checks each input's rank and every
+  // dim against the optimization profiles, picks the first profile that holds them all, infers
+  // every tensor's dims, and returns the output dims. Throws Error naming the input, the dim
+  // and the profile's range when no profile holds the shapes.
+  std::vector<Dims> setInputShapes(const std::vector<Dims>& shapes);
+  // Index of the profile chosen by the last setInputShapes.
+  int activeProfile() const { return activeProfile_; }
+
+  // Runs the engine on the shapes of the last setInputShapes. Buffers live where the engine's
+  // backend runs (host memory for the CPU backend); outputs are allocated by the caller with the
+  // dims setInputShapes returned. `stream` is a cudaStream_t for the CUDA backend.
+  void execute(const std::vector<const void*>& inputs, const std::vector<void*>& outputs,
+               void* stream = nullptr);
+
+ private:
+  std::shared_ptr<const Engine> engine_;
+  int activeProfile_ = -1;
+  std::vector<Dims> tensorDims_;  // every tensor's dims for the current shapes
+  struct Buffers;
+  std::unique_ptr<Buffers> buffers_;
+};
+
+}  // namespace kiln

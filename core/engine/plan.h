@@ -1,0 +1,31 @@
+// The plan format: how an EngineDefinition is written to bytes and read back.
+//
+// Layout: a fixed header (magic "KILNPLAN", plan format version, Kiln version, backend, the
+// build target: device name, compute capability, CUDA and cuDNN versions), the payload size and
+// a checksum of the payload, then the payload (tensors, layers with parameters and weights,
+// bindings, profiles). Every read is bounds-checked.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "core/engine/engine.h"
+
+namespace kiln {
+
+constexpr uint32_t kPlanFormatVersion = 1;
+extern const char* const kKilnVersion;
+
+// A plan that cannot be loaded; the message says why (truncated, corrupt, not a Kiln plan,
+// newer format) and what to do.
+class PlanError : public Error {
+ public:
+  using Error::Error;
+};
+
+std::vector<uint8_t> writePlan(const EngineDefinition& definition);
+EngineDefinition readPlan(const void* data, size_t size);
+// Reads only the header's build target (for a cheap compatibility check before a full read).
+BuildTarget readPlanTarget(const void* data, size_t size);
+
+}  // namespace kiln

@@ -1,0 +1,323 @@
+// The layer kinds of Kiln's Network and their parameters.
+//
+// A layer is its parameters (one struct per kind, held in the LayerParams variant) plus its
+// input and output tensors. Weights are not parameters: they are tensors produced by Constant
+// layers, so that folding and fusion passes treat every operand alike.
+//
+// Every params struct lists its fields once in `fields(visitor)`: serialization, equality and
+// printing all go through it, so adding a field is one edit.
+#pragma once
+
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "core/ir/types.h"
+
+namespace kiln {
+
+// Inputs: [x (N, C, spatial...), weight (K, C/groups, kernel...), bias (K) or null].
+// Spatial rank (1, 2 or 3) is kernel.size(); every per-dim vector has that length.
+struct ConvolutionParams {
+  int64_t outChannels = 0;
+  Dims kernel;
+  Dims stride;
+  Dims prePadding;
+  Dims postPadding;
+  Dims dilation;
+  int64_t groups = 1;
+  template <typename V>
+  void fields(V&& v) {
+    v("outChannels", outChannels), v("kernel", kernel), v("stride", stride),
+        v("prePadding", prePadding), v("postPadding", postPadding), v("dilation", dilation),
+        v("groups", groups);
+  }
+};
+
+// Transposed convolution. Inputs: [x (N, C, spatial...), weight (C, K/groups, kernel...), bias (K)
+// or null]; out = (in - 1) * stride - prePadding - postPadding + dilation * (kernel - 1)
+// + outputPadding + 1, as torch.nn.ConvTranspose.
+struct DeconvolutionParams {
+  int64_t outChannels = 0;
+  Dims kernel;
+  Dims stride;
+  Dims prePadding;
+  Dims postPadding;
+  Dims outputPadding;
+  Dims dilation;
+  int64_t groups = 1;
+  template <typename V>
+  void fields(V&& v) {
+    v("outChannels", outChannels), v("kernel", kernel), v("stride", stride),
+        v("prePadding", prePadding), v("postPadding", postPadding),
+        v("outputPadding", outputPadding), v("dilation", dilation), v("groups", groups);
+  }
+};
+
+// Inputs: [a (..., M, K), b (..., K, N)], both of rank >= 2; leading (batch) dims broadcast.
+// A transpose flag swaps that operand's last two dims before the product.
+struct MatMulParams {
+  bool transposeA = false;
+  bool transposeB = false;
+  template <typename V>
+  void fields(V&& v) {
+    v("transposeA", transposeA), v("transposeB", transposeB);
+  }
+};
+
+// torch.nn.functional.linear: inputs [x (..., K), weight (N, K), bias (N) or null] -> (..., N).
+struct FullyConnectedParams {
+  template <typename V>
+  void fields(V&&) {}
+};
+
+enum class ElementwiseOp : uint8_t {
+  kSum,
+  kSub,
+  kProd,
+  kDiv,
+  kPow,
+  kMax,
+  kMin,
+  kFloorDiv,
+  kEqual,
+  kLess,
+  kGreater,
+  kAnd,
+  kOr,
+  kXor,
+};
+const char* toString(ElementwiseOp op);
+
+// Inputs [a, b], broadcast numpy-style (right-aligned, size-1 dims stretch). The output type is
+// the inputs' type (which must match), or kBool for comparisons.
+struct ElementwiseParams {
+  ElementwiseOp op = ElementwiseOp::kSum;
+  template <typename V>
+  void fields(V&& v) {
+    v("op", op);
+  }
+};
+
+enum class UnaryOp : uint8_t {
+  kExp,
+  kLog,
+  kSqrt,
+  kRsqrt,
+  kRecip,
+  kAbs,
+  kNeg,
+  kSin,
+  kCos,
+  kTan,
+  kErf,
+  kFloor,
+  kCeil,
+  kRound,
+  kSign,
+  kNot,
+};
+const char* toString(UnaryOp op);
+
+struct UnaryParams {
+  UnaryOp op = UnaryOp::kExp;
+  template <typename V>
+  void fields(V&& v) {
+    v("op", op);
+  }
+};
+
+enum class ActivationType : uint8_t {
+  kRelu,
+  kSigmoid,
+  kTanh,
+  kLeakyRelu,    // alpha = negative slope
+  kElu,          // alpha
+  kSelu,
+  kSoftplus,     // alpha = beta, beta = threshold (torch's names)
+  kClip,         // alpha = min, beta = max (hardtanh, relu6, clamp)
+  kHardSigmoid,  // torch's: relu6(x + 3) / 6
+  kHardSwish,
+  kGeluErf,
+  kGeluTanh,
+  kSilu,
+  kMish,
+};
+const char* toString(ActivationType type);
+
+struct ActivationParams {
+  ActivationType type = ActivationType::kRelu;
+  double alpha = 0.0;
+  double beta = 0.0;
+  template <typename V>
+  void fields(V&& v) {
+    v("type", type), v("alpha", alpha), v("beta", beta);
+  }
+};
+
+enum class PoolingType : uint8_t { kMax, kAverage };
+const char* toString(PoolingType type);
+
+// Input (N, C, spatial...). Fixed pooling uses kernel/stride/padding/dilation (spatial rank =
+// kernel.size()); adaptive pooling uses outputSize only, with torch's start/end index rule.
+struct PoolingParams {
+  PoolingType type = PoolingType::kMax;
+  bool adaptive = false;
+  Dims outputSize;
+  Dims kernel;
+  Dims stride;
+  Dims prePadding;
+  Dims postPadding;
+  Dims dilation;
+  bool ceilMode = false;
+  bool countIncludePad = true;  // average pooling: divide by the padded window size
+  template <typename V>
+  void fields(V&& v) {
+    v("type", type), v("adaptive", adaptive), v("outputSize", outputSize), v("kernel", kernel),
+        v("stride", stride), v("prePadding", prePadding), v("postPadding", postPadding),
+        v("dilation", dilation), v("ceilMode", ceilMode), v("countIncludePad", countIncludePad);
+  }
+};
+
+enum class ReduceOp : uint8_t { kSum, kProd, kMax, kMin, kAvg };
+const char* toString(ReduceOp op);
+
+// Axes may be negative (counted from the end); an empty axes list reduces every axis.
+struct ReduceParams {
+  ReduceOp op = ReduceOp::kSum;
+  Dims axes;
+  bool keepDims = false;
+  template <typename V>
+  void fields(V&& v) {
+    v("op", op), v("axes", axes), v("keepDims", keepDims);
+  }
+};
+
+struct SoftmaxParams {
+  int64_t axis = -1;
+  bool log = false;  // log_softmax
+  template <typename V>
+  void fields(V&& v) {
+    v("axis", axis), v("log", log);
+  }
+};
+
+enum class NormalizationType : uint8_t { kBatch, kLayer };
+const char* toString(NormalizationType type);
+
+// kBatch (inference): inputs [x (N, C, ...), scale (C), bias (C), mean (C), var (C)]; scale and
+//   bias may be null. y = (x - mean) / sqrt(var + epsilon) * scale + bias over axis 1.
+// kLayer: inputs [x, scale, bias] with scale/bias (may be null) shaped like x's dims from `axis`
+//   on; statistics over the dims from `axis` to the end.
+struct NormalizationParams {
+  NormalizationType type = NormalizationType::kBatch;
+  double epsilon = 1e-5;
+  int64_t axis = 1;
+  template <typename V>
+  void fields(V&& v) {
+    v("type", type), v("epsilon", epsilon), v("axis", axis);
+  }
+};
+
+// TensorRT's shuffle: an optional first transpose, an optional reshape, an optional second
+// transpose. Reshape dims: a positive size, 0 = copy the dim at this index of the (transposed)
+// input, -1 = infer from the volume (at most one). An empty permutation means none.
+struct ShuffleParams {
+  Dims firstPermutation;
+  bool hasReshape = false;
+  Dims reshapeDims;
+  Dims secondPermutation;
+  template <typename V>
+  void fields(V&& v) {
+    v("firstPermutation", firstPermutation), v("hasReshape", hasReshape),
+        v("reshapeDims", reshapeDims), v("secondPermutation", secondPermutation);
+  }
+};
+
+struct ConcatParams {
+  int64_t axis = 0;
+  template <typename V>
+  void fields(V&& v) {
+    v("axis", axis);
+  }
+};
+
+// torch slicing along the listed axes: starts/ends may be negative (from the end) and are
+// clamped to the dim as Python does; kSliceEnd means "to the end". Steps are positive.
+constexpr int64_t kSliceEnd = std::numeric_limits<int64_t>::max();
+struct SliceParams {
+  Dims axes;
+  Dims starts;
+  Dims ends;
+  Dims steps;
+  template <typename V>
+  void fields(V&& v) {
+    v("axes", axes), v("starts", starts), v("ends", ends), v("steps", steps);
+  }
+};
+
+// Inputs [data, indices (int32 or int64, negative indices count from the end)]:
+// out = data.dims[:axis] + indices.dims + data.dims[axis+1:] (torch.index_select / embedding
+// generalized to any indices rank; a rank-0 index removes the axis, like torch.select).
+struct GatherParams {
+  int64_t axis = 0;
+  template <typename V>
+  void fields(V&& v) {
+    v("axis", axis);
+  }
+};
+
+// No inputs; one output holding the weights.
+struct ConstantParams {
+  Weights weights;
+  template <typename V>
+  void fields(V&& v) {
+    v("weights", weights);
+  }
+};
+
+struct CastParams {
+  DataType toType = DataType::kFloat32;
+  template <typename V>
+  void fields(V&& v) {
+    v("toType", toType);
+  }
+};
+
+// The order of the alternatives is part of the plan format: append new kinds at the end.
+using LayerParams =
+    std::variant<ConvolutionParams, DeconvolutionParams, MatMulParams, FullyConnectedParams,
+                 ElementwiseParams, UnaryParams, ActivationParams, PoolingParams, ReduceParams,
+                 SoftmaxParams, NormalizationParams, ShuffleParams, ConcatParams, SliceParams,
+                 GatherParams, ConstantParams, CastParams>;
+
+enum class LayerKind : uint8_t {
+  kConvolution,
+  kDeconvolution,
+  kMatMul,
+  kFullyConnected,
+  kElementwise,
+  kUnary,
+  kActivation,
+  kPooling,
+  kReduce,
+  kSoftmax,
+  kNormalization,
+  kShuffle,
+  kConcat,
+  kSlice,
+  kGather,
+  kConstant,
+  kCast,
+};
+inline LayerKind kindOf(const LayerParams& params) {
+  return static_cast<LayerKind>(params.index());
+}
+const char* toString(LayerKind kind);
+
+// One line describing a layer's parameters ("Convolution(outChannels=64, kernel=[3,3], ...)").
+std::string describe(const LayerParams& params);
+
+}  // namespace kiln
