@@ -1,0 +1,598 @@
+#include "core/engine/cpu_backend.h"
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "kernels/cpu/cast.h"
+#include "kernels/cpu/convolution.h"
+#include "kernels/cpu/data_movement.h"
+#include "kernels/cpu/elementwise.h"
+#include "kernels/cpu/matmul.h"
+#include "kernels/cpu/normalization.h"
+#include "kernels/cpu/pooling.h"
+#include "kernels/cpu/reduce_softmax.h"
+#include "kernels/cpu/scalar_type.h"
+#include "kernels/cpu/unary_activation.h"
+
+namespace kiln {
+namespace {
+
+namespace ck = cpu_kernels;
+
+using Inputs = std::vector<const TensorView*>;
+using Outputs = std::vector<TensorView>;
+
+ck::ScalarType toScalarType(DataType type) {
+  switch (type) {
+    case DataType::kFloat32:
+      return ck::ScalarType::kFloat32;
+    case DataType::kFloat16:
+      return ck::ScalarType::kFloat16;
+    case DataType::kBFloat16:
+      return ck::ScalarType::kBFloat16;
+    case DataType::kInt8:
+      return ck::ScalarType::kInt8;
+    case DataType::kInt32:
+      return ck::ScalarType::kInt32;
+    case DataType::kInt64:
+      return ck::ScalarType::kInt64;
+    case DataType::kBool:
+      return ck::ScalarType::kBool;
+    case DataType::kUInt8:
+      return ck::ScalarType::kUInt8;
+  }
+  throw Error(concat("unknown data type ", static_cast<int>(type)));
+}
+
+bool isHalfPrecision(DataType type) {
+  return type == DataType::kFloat16 || type == DataType::kBFloat16;
+}
+
+// The input at `index`, which the layer kind requires.
+const TensorView& requiredInput(const Inputs& inputs, size_t index, const char* what) {
+  KILN_CHECK(index < inputs.size() && inputs[index] != nullptr, "input ", index, " (", what,
+             ") is missing");
+  return *inputs[index];
+}
+
+// The input at `index` if the layer was given one (optional inputs are null or absent).
+const TensorView* optionalInput(const Inputs& inputs, size_t index) {
+  return index < inputs.size() ? inputs[index] : nullptr;
+}
+
+const float* floatData(const TensorView& view, const char* what) {
+  KILN_CHECK(view.dtype == DataType::kFloat32, what, " must be a float tensor on the CPU, got ",
+             toString(view.dtype));
+  return static_cast<const float*>(view.data);
+}
+
+const float* floatDataOrNull(const TensorView* view, const char* what) {
+  return view ? floatData(*view, what) : nullptr;
+}
+
+float* floatOutput(const Outputs& outputs) {
+  KILN_CHECK(!outputs.empty(), "the layer needs an output");
+  KILN_CHECK(outputs[0].dtype == DataType::kFloat32,
+             "the output must be a float tensor on the CPU, got ", toString(outputs[0].dtype));
+  return static_cast<float*>(outputs[0].data);
+}
+
+int64_t normalizeAxis(int64_t axis, size_t rank, const char* what) {
+  const int64_t signedRank = static_cast<int64_t>(rank);
+  KILN_CHECK(axis >= -signedRank && axis < std::max<int64_t>(signedRank, 1), what, " ", axis,
+             " is out of range for rank ", rank);
+  return axis < 0 ? axis + signedRank : axis;
+}
+
+// A per-spatial-dim parameter, or `fill` for every dim when the converter left it empty.
+Dims orDefault(const Dims& values, size_t rank, int64_t fill) {
+  return values.empty() ? Dims(rank, fill) : values;
+}
+
+Dims spatialDims(const Dims& dims) { return Dims(dims.begin() + 2, dims.end()); }
+
+Dims alignToRank(const Dims& dims, size_t rank) {
+  Dims aligned(rank - dims.size(), 1);
+  aligned.insert(aligned.end(), dims.begin(), dims.end());
+  return aligned;
+}
+
+template <typename ConvParams>
+ck::ConvolutionParams convolutionGeometry(const ConvParams& p, const TensorView& x,
+                                          const TensorView& out) {
+  KILN_CHECK(x.dims.size() == p.kernel.size() + 2, "input rank ", x.dims.size(),
+             " does not match a kernel of ", p.kernel.size(), " spatial dims");
+  const size_t rank = p.kernel.size();
+  ck::ConvolutionParams geometry;
+  geometry.batch = x.dims[0];
+  geometry.inChannels = x.dims[1];
+  geometry.outChannels = out.dims[1];
+  geometry.groups = p.groups;
+  geometry.inSpatial = spatialDims(x.dims);
+  geometry.outSpatial = spatialDims(out.dims);
+  geometry.kernel = p.kernel;
+  geometry.stride = orDefault(p.stride, rank, 1);
+  geometry.prePadding = orDefault(p.prePadding, rank, 0);
+  geometry.dilation = orDefault(p.dilation, rank, 1);
+  return geometry;
+}
+
+void runConvolution(const ConvolutionParams& p, const Inputs& in, const Outputs& out) {
+  const TensorView& x = requiredInput(in, 0, "x");
+  const TensorView& weight = requiredInput(in, 1, "weight");
+  ck::convolution(convolutionGeometry(p, x, out[0]), floatData(x, "x"),
+                  floatData(weight, "weight"), floatDataOrNull(optionalInput(in, 2), "bias"),
+                  floatOutput(out));
+}
+
+void runDeconvolution(const DeconvolutionParams& p, const Inputs& in, const Outputs& out) {
+  const TensorView& x = requiredInput(in, 0, "x");
+  const TensorView& weight = requiredInput(in, 1, "weight");
+  ck::deconvolution(convolutionGeometry(p, x, out[0]), floatData(x, "x"),
+                    floatData(weight, "weight"), floatDataOrNull(optionalInput(in, 2), "bias"),
+                    floatOutput(out));
+}
+
+void runMatMul(const MatMulParams& p, const Inputs& in, const Outputs& out) {
+  const TensorView& a = requiredInput(in, 0, "a");
+  const TensorView& b = requiredInput(in, 1, "b");
+  ck::matmul({a.dims, b.dims, p.transposeA, p.transposeB}, floatData(a, "a"), floatData(b, "b"),
+             floatOutput(out));
+}
+
+void runFullyConnected(const Inputs& in, const Outputs& out) {
+  const TensorView& x = requiredInput(in, 0, "x");
+  const TensorView& weight = requiredInput(in, 1, "weight");
+  KILN_CHECK(!x.dims.empty() && weight.dims.size() == 2, "fully connected needs x (..., K) and ",
+             "weight (N, K)");
+  ck::FullyConnectedParams shape;
+  shape.inFeatures = x.dims.back();
+  shape.outFeatures = weight.dims[0];
+  shape.rows = shape.inFeatures > 0 ? volume(x.dims) / shape.inFeatures
+                                    : volume(Dims(x.dims.begin(), x.dims.end() - 1));
+  ck::fullyConnected(shape, floatData(x, "x"), floatData(weight, "weight"),
+                     floatDataOrNull(optionalInput(in, 2), "bias"), floatOutput(out));
+}
+
+ck::BinaryOp toBinaryOp(ElementwiseOp op) {
+  switch (op) {
+    case ElementwiseOp::kSum:
+      return ck::BinaryOp::kAdd;
+    case ElementwiseOp::kSub:
+      return ck::BinaryOp::kSub;
+    case ElementwiseOp::kProd:
+      return ck::BinaryOp::kMul;
+    case ElementwiseOp::kDiv:
+      return ck::BinaryOp::kDiv;
+    case ElementwiseOp::kPow:
+      return ck::BinaryOp::kPow;
+    case ElementwiseOp::kMax:
+      return ck::BinaryOp::kMax;
+    case ElementwiseOp::kMin:
+      return ck::BinaryOp::kMin;
+    case ElementwiseOp::kFloorDiv:
+      return ck::BinaryOp::kFloorDiv;
+    case ElementwiseOp::kEqual:
+      return ck::BinaryOp::kEqual;
+    case ElementwiseOp::kLess:
+      return ck::BinaryOp::kLess;
+    case ElementwiseOp::kGreater:
+      return ck::BinaryOp::kGreater;
+    case ElementwiseOp::kAnd:
+      return ck::BinaryOp::kAnd;
+    case ElementwiseOp::kOr:
+      return ck::BinaryOp::kOr;
+    case ElementwiseOp::kXor:
+      return ck::BinaryOp::kXor;
+  }
+  throw Error(concat("unknown elementwise op ", static_cast<int>(op)));
+}
+
+void runElementwise(const ElementwiseParams& p, const Inputs& in, const Outputs& out) {
+  const TensorView& a = requiredInput(in, 0, "a");
+  const TensorView& b = requiredInput(in, 1, "b");
+  KILN_CHECK(a.dtype == b.dtype, "elementwise inputs differ in type (", toString(a.dtype),
+             " and ", toString(b.dtype), ")");
+  const size_t rank = out[0].dims.size();
+  KILN_CHECK(a.dims.size() <= rank && b.dims.size() <= rank,
+             "elementwise inputs have a higher rank than the output");
+  ck::BinaryParams binary;
+  binary.op = toBinaryOp(p.op);
+  binary.type = toScalarType(a.dtype);
+  binary.aShape = alignToRank(a.dims, rank);
+  binary.bShape = alignToRank(b.dims, rank);
+  binary.outShape = out[0].dims;
+  ck::binaryElementwise(binary, a.data, b.data, out[0].data);
+}
+
+ck::UnaryFunction toUnaryFunction(UnaryOp op) {
+  switch (op) {
+    case UnaryOp::kExp:
+      return ck::UnaryFunction::kExp;
+    case UnaryOp::kLog:
+      return ck::UnaryFunction::kLog;
+    case UnaryOp::kSqrt:
+      return ck::UnaryFunction::kSqrt;
+    case UnaryOp::kRsqrt:
+      return ck::UnaryFunction::kRsqrt;
+    case UnaryOp::kRecip:
+      return ck::UnaryFunction::kRecip;
+    case UnaryOp::kAbs:
+      return ck::UnaryFunction::kAbs;
+    case UnaryOp::kNeg:
+      return ck::UnaryFunction::kNeg;
+    case UnaryOp::kSin:
+      return ck::UnaryFunction::kSin;
+    case UnaryOp::kCos:
+      return ck::UnaryFunction::kCos;
+    case UnaryOp::kTan:
+      return ck::UnaryFunction::kTan;
+    case UnaryOp::kErf:
+      return ck::UnaryFunction::kErf;
+    case UnaryOp::kFloor:
+      return ck::UnaryFunction::kFloor;
+    case UnaryOp::kCeil:
+      return ck::UnaryFunction::kCeil;
+    case UnaryOp::kRound:
+      return ck::UnaryFunction::kRound;
+    case UnaryOp::kSign:
+      return ck::UnaryFunction::kSign;
+    case UnaryOp::kNot:
+      return ck::UnaryFunction::kNot;
+  }
+  throw Error(concat("unknown unary op ", static_cast<int>(op)));
+}
+
+void runUnary(const UnaryParams& p, const Inputs& in, const Outputs& out) {
+  const TensorView& x = requiredInput(in, 0, "x");
+  ck::unary(toUnaryFunction(p.op), toScalarType(x.dtype), x.data, out[0].data, volume(x.dims));
+}
+
+ck::Activation toActivation(ActivationType type) {
+  switch (type) {
+    case ActivationType::kRelu:
+      return ck::Activation::kRelu;
+    case ActivationType::kSigmoid:
+      return ck::Activation::kSigmoid;
+    case ActivationType::kTanh:
+      return ck::Activation::kTanh;
+    case ActivationType::kLeakyRelu:
+      return ck::Activation::kLeakyRelu;
+    case ActivationType::kElu:
+      return ck::Activation::kElu;
+    case ActivationType::kSelu:
+      return ck::Activation::kSelu;
+    case ActivationType::kSoftplus:
+      return ck::Activation::kSoftplus;
+    case ActivationType::kClip:
+      return ck::Activation::kClip;
+    case ActivationType::kHardSigmoid:
+      return ck::Activation::kHardSigmoid;
+    case ActivationType::kHardSwish:
+      return ck::Activation::kHardSwish;
+    case ActivationType::kGeluErf:
+      return ck::Activation::kGeluErf;
+    case ActivationType::kGeluTanh:
+      return ck::Activation::kGeluTanh;
+    case ActivationType::kSilu:
+      return ck::Activation::kSilu;
+    case ActivationType::kMish:
+      return ck::Activation::kMish;
+  }
+  throw Error(concat("unknown activation ", static_cast<int>(type)));
+}
+
+void runActivation(const ActivationParams& p, const Inputs& in, const Outputs& out) {
+  const TensorView& x = requiredInput(in, 0, "x");
+  ck::activation({toActivation(p.type), p.alpha, p.beta}, floatData(x, "x"), floatOutput(out),
+                 volume(x.dims));
+}
+
+void runPooling(const PoolingParams& p, const Inputs& in, const Outputs& out) {
+  const TensorView& x = requiredInput(in, 0, "x");
+  KILN_CHECK(x.dims.size() >= 3, "pooling needs an input (N, C, spatial...), got ",
+             toString(x.dims));
+  const ck::PoolingMode mode =
+      p.type == PoolingType::kMax ? ck::PoolingMode::kMax : ck::PoolingMode::kAverage;
+  if (p.adaptive) {
+    ck::AdaptivePoolingParams adaptive{mode, x.dims[0], x.dims[1], spatialDims(x.dims),
+                                       spatialDims(out[0].dims)};
+    ck::adaptivePooling(adaptive, floatData(x, "x"), floatOutput(out));
+    return;
+  }
+  const size_t rank = p.kernel.size();
+  KILN_CHECK(x.dims.size() == rank + 2, "input rank ", x.dims.size(),
+             " does not match a window of ", rank, " spatial dims");
+  ck::PoolingParams pooling;
+  pooling.mode = mode;
+  pooling.batch = x.dims[0];
+  pooling.channels = x.dims[1];
+  pooling.inSpatial = spatialDims(x.dims);
+  pooling.outSpatial = spatialDims(out[0].dims);
+  pooling.kernel = p.kernel;
+  pooling.stride = orDefault(p.stride, rank, 1);
+  pooling.prePadding = orDefault(p.prePadding, rank, 0);
+  pooling.postPadding = orDefault(p.postPadding, rank, 0);
+  pooling.dilation = orDefault(p.dilation, rank, 1);
+  pooling.countIncludePad = p.countIncludePad;
+  ck::pooling(pooling, floatData(x, "x"), floatOutput(out));
+}
+
+ck::ReduceFunction toReduceFunction(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::kSum:
+      return ck::ReduceFunction::kSum;
+    case ReduceOp::kProd:
+      return ck::ReduceFunction::kProd;
+    case ReduceOp::kMax:
+      return ck::ReduceFunction::kMax;
+    case ReduceOp::kMin:
+      return ck::ReduceFunction::kMin;
+    case ReduceOp::kAvg:
+      return ck::ReduceFunction::kMean;
+  }
+  throw Error(concat("unknown reduce op ", static_cast<int>(op)));
+}
+
+void runReduce(const ReduceParams& p, const Inputs& in, const Outputs& out) {
+  const TensorView& x = requiredInput(in, 0, "x");
+  ck::ReduceParams reduce;
+  reduce.function = toReduceFunction(p.op);
+  reduce.type = toScalarType(x.dtype);
+  reduce.inShape = x.dims;
+  reduce.reduced.assign(x.dims.size(), p.axes.empty());
+  for (int64_t axis : p.axes) reduce.reduced[normalizeAxis(axis, x.dims.size(), "axis")] = true;
+  ck::reduce(reduce, x.data, out[0].data);
+}
+
+void runSoftmax(const SoftmaxParams& p, const Inputs& in, const Outputs& out) {
+  const TensorView& x = requiredInput(in, 0, "x");
+  if (x.dims.empty()) {
+    // Softmax of a scalar is 1 (log: 0), as torch gives.
+    *floatOutput(out) = p.log ? 0.0f : 1.0f;
+    return;
+  }
+  ck::softmax({x.dims, normalizeAxis(p.axis, x.dims.size(), "axis"), p.log}, floatData(x, "x"),
+              floatOutput(out));
+}
+
+void runNormalization(const NormalizationParams& p, const Inputs& in, const Outputs& out) {
+  const TensorView& x = requiredInput(in, 0, "x");
+  const float* scale = floatDataOrNull(optionalInput(in, 1), "scale");
+  const float* bias = floatDataOrNull(optionalInput(in, 2), "bias");
+  if (p.type == NormalizationType::kBatch) {
+    KILN_CHECK(x.dims.size() >= 2, "batch norm needs an input (N, C, ...), got ",
+               toString(x.dims));
+    ck::BatchNormParams batch;
+    batch.batch = x.dims[0];
+    batch.channels = x.dims[1];
+    batch.spatial = volume(spatialDims(x.dims));
+    batch.epsilon = p.epsilon;
+    ck::batchNorm(batch, floatData(x, "x"), scale, bias,
+                  floatData(requiredInput(in, 3, "mean"), "mean"),
+                  floatData(requiredInput(in, 4, "var"), "var"), floatOutput(out));
+    return;
+  }
+  const int64_t axis = normalizeAxis(p.axis, x.dims.size(), "axis");
+  ck::LayerNormParams layer;
+  layer.rows = volume(Dims(x.dims.begin(), x.dims.begin() + axis));
+  layer.cols = volume(Dims(x.dims.begin() + axis, x.dims.end()));
+  layer.epsilon = p.epsilon;
+  ck::layerNorm(layer, floatData(x, "x"), scale, bias, floatOutput(out));
+}
+
+void runShuffle(const ShuffleParams& p, const Inputs& in, const Outputs& out) {
+  const TensorView& x = requiredInput(in, 0, "x");
+  const size_t elementSize = kiln::elementSize(x.dtype);
+  const bool first = !p.firstPermutation.empty();
+  const bool second = !p.secondPermutation.empty();
+  if (!first && !second) {
+    // A reshape alone keeps the row-major bytes.
+    std::memcpy(out[0].data, x.data, static_cast<size_t>(volume(x.dims)) * elementSize);
+    return;
+  }
+  if (!second) {
+    ck::transpose(x.data, x.dims, p.firstPermutation, elementSize, out[0].data);
+    return;
+  }
+  // The reshaped dims are the output dims before the second transpose: out[i] = reshaped[perm[i]].
+  Dims reshaped(out[0].dims.size());
+  for (size_t i = 0; i < p.secondPermutation.size(); ++i) {
+    reshaped.at(p.secondPermutation[i]) = out[0].dims.at(i);
+  }
+  if (!first) {
+    ck::transpose(x.data, reshaped, p.secondPermutation, elementSize, out[0].data);
+    return;
+  }
+  std::vector<uint8_t> transposed(static_cast<size_t>(volume(x.dims)) * elementSize);
+  ck::transpose(x.data, x.dims, p.firstPermutation, elementSize, transposed.data());
+  ck::transpose(transposed.data(), reshaped, p.secondPermutation, elementSize, out[0].data);
+}
+
+void runConcat(const ConcatParams& p, const Inputs& in, const Outputs& out) {
+  KILN_CHECK(!in.empty(), "concat needs at least one input");
+  std::vector<const void*> data;
+  std::vector<Dims> shapes;
+  for (size_t i = 0; i < in.size(); ++i) {
+    const TensorView& x = requiredInput(in, i, "x");
+    data.push_back(x.data);
+    shapes.push_back(x.dims);
+  }
+  const int64_t axis = normalizeAxis(p.axis, out[0].dims.size(), "axis");
+  ck::concat(data, shapes, axis, elementSize(out[0].dtype), out[0].data);
+}
+
+void runSlice(const SliceParams& p, const Inputs& in, const Outputs& out) {
+  const TensorView& x = requiredInput(in, 0, "x");
+  const size_t rank = x.dims.size();
+  KILN_CHECK(p.starts.size() == p.axes.size() && p.ends.size() == p.axes.size() &&
+                 (p.steps.empty() || p.steps.size() == p.axes.size()),
+             "slice needs one start, end and step per axis");
+  ck::SliceParams slice;
+  slice.inShape = x.dims;
+  slice.starts.assign(rank, 0);
+  slice.steps.assign(rank, 1);
+  slice.outShape = out[0].dims;
+  for (size_t i = 0; i < p.axes.size(); ++i) {
+    const int64_t axis = normalizeAxis(p.axes[i], rank, "axis");
+    const int64_t dim = x.dims[axis];
+    int64_t start = p.starts[i];
+    if (start < 0) start += dim;
+    slice.starts[axis] = std::min(std::max<int64_t>(start, 0), dim);
+    slice.steps[axis] = p.steps.empty() ? 1 : p.steps[i];
+    KILN_CHECK(slice.steps[axis] > 0, "slice step ", slice.steps[axis], " must be positive");
+  }
+  ck::slice(slice, elementSize(x.dtype), x.data, out[0].data);
+}
+
+void runGather(const GatherParams& p, const Inputs& in, const Outputs& out) {
+  const TensorView& data = requiredInput(in, 0, "data");
+  const TensorView& indices = requiredInput(in, 1, "indices");
+  KILN_CHECK(indices.dtype == DataType::kInt32 || indices.dtype == DataType::kInt64,
+             "gather indices must be int32 or int64, got ", toString(indices.dtype));
+  KILN_CHECK(!data.dims.empty(), "gather needs data of rank >= 1");
+  const int64_t axis = normalizeAxis(p.axis, data.dims.size(), "axis");
+  ck::GatherParams gather;
+  gather.outer = volume(Dims(data.dims.begin(), data.dims.begin() + axis));
+  gather.axisSize = data.dims[axis];
+  gather.inner = volume(Dims(data.dims.begin() + axis + 1, data.dims.end()));
+  gather.indexCount = volume(indices.dims);
+  gather.indexType = toScalarType(indices.dtype);
+  ck::gather(gather, elementSize(data.dtype), data.data, indices.data, out[0].data);
+}
+
+void runConstant(const ConstantParams& p, const Outputs& out) {
+  const size_t bytes = static_cast<size_t>(volume(out[0].dims)) * elementSize(out[0].dtype);
+  KILN_CHECK(p.weights.bytes && p.weights.bytes->size() == bytes, "constant holds ",
+             p.weights.bytes ? p.weights.bytes->size() : 0, " bytes, its output needs ", bytes);
+  if (bytes > 0) std::memcpy(out[0].data, p.weights.data(), bytes);
+}
+
+void runCast(const CastParams& p, const Inputs& in, const Outputs& out) {
+  const TensorView& x = requiredInput(in, 0, "x");
+  KILN_CHECK(out[0].dtype == p.toType, "cast output is ", toString(out[0].dtype), ", expected ",
+             toString(p.toType));
+  ck::cast(x.data, toScalarType(x.dtype), out[0].data, toScalarType(p.toType), volume(x.dims));
+}
+
+void dispatch(const LayerParams& params, const Inputs& in, const Outputs& out) {
+  std::visit(
+      [&](const auto& p) {
+        using P = std::decay_t<decltype(p)>;
+        if constexpr (std::is_same_v<P, ConvolutionParams>) {
+          runConvolution(p, in, out);
+        } else if constexpr (std::is_same_v<P, DeconvolutionParams>) {
+          runDeconvolution(p, in, out);
+        } else if constexpr (std::is_same_v<P, MatMulParams>) {
+          runMatMul(p, in, out);
+        } else if constexpr (std::is_same_v<P, FullyConnectedParams>) {
+          runFullyConnected(in, out);
+        } else if constexpr (std::is_same_v<P, ElementwiseParams>) {
+          runElementwise(p, in, out);
+        } else if constexpr (std::is_same_v<P, UnaryParams>) {
+          runUnary(p, in, out);
+        } else if constexpr (std::is_same_v<P, ActivationParams>) {
+          runActivation(p, in, out);
+        } else if constexpr (std::is_same_v<P, PoolingParams>) {
+          runPooling(p, in, out);
+        } else if constexpr (std::is_same_v<P, ReduceParams>) {
+          runReduce(p, in, out);
+        } else if constexpr (std::is_same_v<P, SoftmaxParams>) {
+          runSoftmax(p, in, out);
+        } else if constexpr (std::is_same_v<P, NormalizationParams>) {
+          runNormalization(p, in, out);
+        } else if constexpr (std::is_same_v<P, ShuffleParams>) {
+          runShuffle(p, in, out);
+        } else if constexpr (std::is_same_v<P, ConcatParams>) {
+          runConcat(p, in, out);
+        } else if constexpr (std::is_same_v<P, SliceParams>) {
+          runSlice(p, in, out);
+        } else if constexpr (std::is_same_v<P, GatherParams>) {
+          runGather(p, in, out);
+        } else if constexpr (std::is_same_v<P, ConstantParams>) {
+          runConstant(p, out);
+        } else {
+          static_assert(std::is_same_v<P, CastParams>, "every layer kind needs a CPU runner");
+          runCast(p, in, out);
+        }
+      },
+      params);
+}
+
+// Layers that compute (rather than move bytes or convert types) run on float32 only: fp16 and
+// bf16 tensors take a detour through float32 scratch copies.
+bool computesInFloat32(LayerKind kind) {
+  switch (kind) {
+    case LayerKind::kShuffle:
+    case LayerKind::kConcat:
+    case LayerKind::kSlice:
+    case LayerKind::kGather:
+    case LayerKind::kConstant:
+    case LayerKind::kCast:
+      return false;
+    default:
+      return true;
+  }
+}
+
+// Runs the layer on float32 copies of its fp16/bf16 inputs and writes its fp16/bf16 outputs
+// back from float32 results.
+void runInFloat32(const LayerParams& params, const Inputs& inputs, const Outputs& outputs) {
+  std::vector<std::vector<float>> scratch;
+  scratch.reserve(inputs.size() + outputs.size());
+  std::vector<TensorView> widenedInputs(inputs.size());
+  Inputs inputPointers(inputs.size(), nullptr);
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    if (inputs[i] == nullptr) continue;
+    widenedInputs[i] = *inputs[i];
+    if (isHalfPrecision(inputs[i]->dtype)) {
+      const int64_t count = volume(inputs[i]->dims);
+      scratch.emplace_back(static_cast<size_t>(count));
+      ck::cast(inputs[i]->data, toScalarType(inputs[i]->dtype), scratch.back().data(),
+               ck::ScalarType::kFloat32, count);
+      widenedInputs[i].dtype = DataType::kFloat32;
+      widenedInputs[i].data = scratch.back().data();
+    }
+    inputPointers[i] = &widenedInputs[i];
+  }
+  Outputs widenedOutputs = outputs;
+  for (TensorView& output : widenedOutputs) {
+    if (!isHalfPrecision(output.dtype)) continue;
+    scratch.emplace_back(static_cast<size_t>(volume(output.dims)));
+    output.dtype = DataType::kFloat32;
+    output.data = scratch.back().data();
+  }
+  dispatch(params, inputPointers, widenedOutputs);
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    if (!isHalfPrecision(outputs[i].dtype)) continue;
+    ck::cast(widenedOutputs[i].data, ck::ScalarType::kFloat32, outputs[i].data,
+             toScalarType(outputs[i].dtype), volume(outputs[i].dims));
+  }
+}
+
+}  // namespace
+
+void runLayerOnCpu(const LayerParams& params, const std::vector<const TensorView*>& inputs,
+                   const std::vector<TensorView>& outputs) {
+  KILN_CHECK(!outputs.empty(), toString(kindOf(params)), " layer was given no output");
+  bool anyHalf = false;
+  for (const TensorView* input : inputs) anyHalf |= input && isHalfPrecision(input->dtype);
+  for (const TensorView& output : outputs) anyHalf |= isHalfPrecision(output.dtype);
+  try {
+    if (anyHalf && computesInFloat32(kindOf(params))) {
+      runInFloat32(params, inputs, outputs);
+    } else {
+      dispatch(params, inputs, outputs);
+    }
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception& error) {
+    // Kernels throw standard exceptions (kernels/ knows nothing of kiln::Error).
+    throw Error(error.what());
+  }
+}
+
+}  // namespace kiln

@@ -1,0 +1,44 @@
+// Binary elementwise operations with numpy broadcasting, on float32, int32, int64 and bool.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/cpu/scalar_type.h"
+
+namespace kiln::cpu_kernels {
+
+enum class BinaryOp : uint8_t {
+  kAdd,
+  kSub,
+  kMul,
+  kDiv,       // integers: truncates toward zero
+  kPow,       // integers: negative exponents are refused, as torch does
+  kMax,       // float: NaN propagates
+  kMin,       // float: NaN propagates
+  kFloorDiv,  // rounds the quotient toward negative infinity
+  kEqual,     // comparisons write bool
+  kLess,
+  kGreater,
+  kAnd,  // bool: logical; integers: bitwise
+  kOr,
+  kXor,
+};
+
+bool isComparison(BinaryOp op);
+
+// a and b are broadcast to out: all three shapes have the same rank and each input dim is
+// either the output dim or 1. Both inputs have `type`; the output has `type`, or bool for a
+// comparison. On bool, add/mul/max/min act as or/and/or/and.
+struct BinaryParams {
+  BinaryOp op = BinaryOp::kAdd;
+  ScalarType type = ScalarType::kFloat32;
+  Shape aShape;
+  Shape bShape;
+  Shape outShape;
+};
+
+// Throws std::invalid_argument for an op the type does not support (e.g. and on float) and
+// std::domain_error for an integer division by zero.
+void binaryElementwise(const BinaryParams& params, const void* a, const void* b, void* out);
+
+}  // namespace kiln::cpu_kernels

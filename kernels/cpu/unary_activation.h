@@ -1,0 +1,61 @@
+// Unary math functions and activations, elementwise.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/cpu/scalar_type.h"
+
+namespace kiln::cpu_kernels {
+
+enum class UnaryFunction : uint8_t {
+  kExp,
+  kLog,
+  kSqrt,
+  kRsqrt,
+  kRecip,
+  kAbs,  // also int32/int64
+  kNeg,  // also int32/int64
+  kSin,
+  kCos,
+  kTan,
+  kErf,
+  kFloor,
+  kCeil,
+  kRound,  // half to even, as torch.round
+  kSign,   // also int32/int64
+  kNot,    // bool and integers: x == 0; float is refused
+};
+
+// Float math on float32; the functions marked above also on integers. Throws
+// std::invalid_argument for a type the function is not defined on.
+void unary(UnaryFunction function, ScalarType type, const void* input, void* output,
+           int64_t count);
+
+enum class Activation : uint8_t {
+  kRelu,
+  kSigmoid,
+  kTanh,
+  kLeakyRelu,    // alpha = negative slope
+  kElu,          // alpha
+  kSelu,
+  kSoftplus,     // alpha = beta, beta = threshold (torch's names)
+  kClip,         // alpha = min, beta = max
+  kHardSigmoid,  // relu6(x + 3) / 6
+  kHardSwish,    // x * relu6(x + 3) / 6
+  kGeluErf,
+  kGeluTanh,
+  kSilu,
+  kMish,
+};
+
+struct ActivationParams {
+  Activation type = Activation::kRelu;
+  double alpha = 0.0;
+  double beta = 0.0;
+};
+
+// float32 only.
+void activation(const ActivationParams& params, const float* input, float* output,
+                int64_t count);
+
+}  // namespace kiln::cpu_kernels

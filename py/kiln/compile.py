@@ -1,0 +1,362 @@
+"""kiln.compile: a module -> the same module with its supported parts running in Kiln engines."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, Literal
+
+import sympy
+import torch
+import torch.fx as fx
+from torch.export import Dim, ExportedProgram
+from torch.export.graph_signature import InputKind, OutputKind
+from torch.fx.graph import _PyTreeCodeGen, _PyTreeInfo
+
+from kiln import _C
+from kiln._logging import debug_logging, logger
+from kiln.fx_importer import SymbolRanges, bare_symbol
+from kiln.fx_partition import (
+    BuildSettings,
+    attach_summary,
+    compile_graph,
+    decomposition_table,
+    normalize_op_names,
+)
+from kiln.input import Input
+
+_IRS = {"default": "dynamo", "dynamo": "dynamo", "ts": "ts", "torchscript": "ts"}
+
+
+def backend_for_device(device: str | torch.device | None) -> str:
+    """The Kiln backend that runs on ``device`` ("cpu" for now)."""
+    if device is None:
+        return "cpu"
+    if not isinstance(device, (str, torch.device)):
+        raise TypeError(f"device must be a str or torch.device, got {type(device).__name__}")
+    try:
+        device = torch.device(device)
+    except RuntimeError as error:
+        raise ValueError(f"device {device!r} is not a valid torch device: {error}") from None
+    if device.type == "cpu":
+        return "cpu"
+    if device.type == "cuda":
+        raise NotImplementedError(
+            "Kiln's CUDA backend is not available yet; compile with device='cpu' (the default) "
+            "and run the module on CPU tensors for now"
+        )
+    raise ValueError(f"Kiln runs on 'cpu' (and later 'cuda'), not on {device.type!r}")
+
+
+def check_precisions(enabled_precisions: Iterable[torch.dtype]) -> None:
+    if isinstance(enabled_precisions, torch.dtype):
+        enabled_precisions = {enabled_precisions}
+    precisions = set(enabled_precisions)
+    for dtype in precisions:
+        if not isinstance(dtype, torch.dtype):
+            raise TypeError(f"enabled_precisions must hold torch.dtype values, got {dtype!r}")
+    reduced = precisions - {torch.float32}
+    if reduced:
+        raise NotImplementedError(
+            f"enabled_precisions={sorted(str(d) for d in precisions)}: Kiln builds float32 engines "
+            "only for now; reduced precision (float16, bfloat16, int8) arrives with the CUDA "
+            "backend. Use enabled_precisions={torch.float32}."
+        )
+    if not precisions:
+        raise ValueError("enabled_precisions is empty; use {torch.float32}")
+
+
+def build_settings(
+    *,
+    min_block_size: int,
+    torch_executed_ops: Iterable[Any],
+    require_full_compilation: bool,
+    backend: str,
+    debug: bool,
+) -> BuildSettings:
+    if isinstance(min_block_size, bool) or not isinstance(min_block_size, int):
+        raise TypeError(f"min_block_size must be an int, got {type(min_block_size).__name__}")
+    if min_block_size < 1:
+        raise ValueError(f"min_block_size must be at least 1, got {min_block_size}")
+    if not isinstance(require_full_compilation, bool):
+        raise TypeError(
+            f"require_full_compilation must be a bool, got {type(require_full_compilation).__name__}"
+        )
+    if not isinstance(debug, bool):
+        raise TypeError(f"debug must be a bool, got {type(debug).__name__}")
+    return BuildSettings(
+        min_block_size=min_block_size,
+        torch_executed_ops=tuple(normalize_op_names(torch_executed_ops)),
+        require_full_compilation=require_full_compilation,
+        backend=backend,
+        debug=debug,
+    )
+
+
+def _resolve_inputs(inputs: Any) -> list[tuple[Input, torch.Tensor | None]]:
+    """Each forward argument as an Input and, when the user gave a tensor, that tensor."""
+    if inputs is None:
+        raise ValueError(
+            "kiln.compile needs `inputs`: one kiln.Input or example tensor per forward argument, "
+            "e.g. inputs=[kiln.Input(shape=(1, 3, 224, 224))]"
+        )
+    if isinstance(inputs, (Input, torch.Tensor)):
+        inputs = [inputs]
+    if not isinstance(inputs, Sequence) or isinstance(inputs, str):
+        raise TypeError(
+            f"inputs must be a list of kiln.Input or torch.Tensor, got {type(inputs).__name__}"
+        )
+    resolved = []
+    for i, item in enumerate(inputs):
+        if isinstance(item, Input):
+            resolved.append((item, None))
+        elif isinstance(item, torch.Tensor):
+            resolved.append((Input.from_tensor(item), item))
+        else:
+            raise TypeError(
+                f"inputs[{i}] must be a kiln.Input or a torch.Tensor, got {type(item).__name__}"
+            )
+    return resolved
+
+
+def _check_input_devices(inputs: list[tuple[Input, torch.Tensor | None]], backend: str) -> None:
+    for i, (_, tensor) in enumerate(inputs):
+        if tensor is not None and backend_for_device(tensor.device) != backend:
+            raise ValueError(
+                f"inputs[{i}] is on {tensor.device}, but the module is compiled for {backend!r}"
+            )
+
+
+def compile(
+    module: torch.nn.Module,
+    ir: Literal["default", "dynamo", "ts", "torchscript"] = "default",
+    inputs: Sequence[Input | torch.Tensor] | None = None,
+    *,
+    enabled_precisions: Iterable[torch.dtype] = frozenset({torch.float32}),
+    min_block_size: int = 3,
+    torch_executed_ops: Iterable[Any] = (),
+    require_full_compilation: bool = False,
+    debug: bool = False,
+    device: str | torch.device | None = None,
+) -> torch.nn.Module:
+    """Compiles ``module`` for inference: supported parts run in Kiln engines, the rest in PyTorch.
+
+    Args:
+        module: the model (put in eval mode). For ``ir="ts"`` it may already be a ScriptModule.
+        ir: ``"dynamo"`` (the default: torch.export, returns a ``torch.fx.GraphModule``) or
+            ``"ts"`` (TorchScript: returns a ``torch.jit.ScriptModule``).
+        inputs: one :class:`kiln.Input` or example tensor per forward argument. Dynamic dims
+            (``min_shape != max_shape``) give engines that accept every shape in the range.
+        enabled_precisions: ``{torch.float32}``; reduced precision arrives with the CUDA backend.
+        min_block_size: segments with fewer ops stay in PyTorch.
+        torch_executed_ops: ops kept in PyTorch, e.g. ``{"aten::relu"}`` or
+            ``{"aten.relu.default"}``.
+        require_full_compilation: raise (naming the ops) unless everything runs in Kiln.
+        debug: debug logging and engine-builder diagnostics for this call.
+        device: ``"cpu"`` (the default) for now.
+
+    Weights are frozen into the engines: later changes to the module's parameters are not seen.
+    ``kiln.summary(result)`` tells what ran where.
+    """
+    if not isinstance(module, torch.nn.Module):
+        raise TypeError(f"kiln.compile expects a torch.nn.Module, got {type(module).__name__}")
+    if ir not in _IRS:
+        raise ValueError(f"ir must be one of {sorted(_IRS)}, got {ir!r}")
+    resolved_ir = _IRS[ir]
+    if ir == "default" and isinstance(module, torch.jit.ScriptModule):
+        resolved_ir = "ts"
+    if resolved_ir == "dynamo" and isinstance(module, torch.jit.ScriptModule):
+        raise TypeError(
+            "ir='dynamo' needs a Python nn.Module; a ScriptModule compiles with ir='ts'"
+        )
+    resolved_inputs = _resolve_inputs(inputs)
+    check_precisions(enabled_precisions)
+    backend = backend_for_device(device)
+    _check_input_devices(resolved_inputs, backend)
+    settings = build_settings(
+        min_block_size=min_block_size,
+        torch_executed_ops=torch_executed_ops,
+        require_full_compilation=require_full_compilation,
+        backend=backend,
+        debug=debug,
+    )
+    with debug_logging(debug):
+        logger.debug("kiln.compile: ir=%s, inputs=%s, %s", resolved_ir, [i for i, _ in resolved_inputs], settings)
+        module.eval()
+        if resolved_ir == "ts":
+            return _compile_ts(module, resolved_inputs, settings)
+        return _compile_dynamo(module, resolved_inputs, settings)
+
+
+# -- TorchScript -------------------------------------------------------------------------------
+
+
+def _to_script(
+    module: torch.nn.Module, inputs: list[tuple[Input, torch.Tensor | None]]
+) -> torch.jit.ScriptModule:
+    if isinstance(module, torch.jit.ScriptModule):
+        return module
+    try:
+        return torch.jit.script(module)
+    except Exception as error:  # noqa: BLE001 - any scripting failure means: trace instead
+        logger.info(
+            "kiln.compile(ir='ts'): torch.jit.script failed (%s); tracing with example inputs "
+            "at the opt shapes instead. Control flow and shape-dependent code are fixed by "
+            "tracing.",
+            str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__,
+        )
+    examples = tuple(t if t is not None else i.example_tensor("opt") for i, t in inputs)
+    with torch.no_grad():
+        return torch.jit.trace(module, examples)
+
+
+def _compile_ts(
+    module: torch.nn.Module,
+    inputs: list[tuple[Input, torch.Tensor | None]],
+    settings: BuildSettings,
+) -> torch.jit.ScriptModule:
+    scripted = _to_script(module, inputs)
+    scripted.eval()
+    compiled, summary = _C.compile_ts(
+        scripted._c,
+        [i.to_spec() for i, _ in inputs],
+        settings.min_block_size,
+        list(settings.torch_executed_ops),
+        settings.require_full_compilation,
+        settings.backend,
+        settings.debug,
+    )
+    result = torch.jit._recursive.wrap_cpp_module(compiled)
+    attach_summary(result, summary)
+    return result
+
+
+# -- torch.export ------------------------------------------------------------------------------
+
+
+def _export_example(spec: Input, tensor: torch.Tensor | None) -> torch.Tensor:
+    """The example torch.export traces with.
+
+    torch.export specializes a dim whose example size is 0 or 1 (it cannot tell it from a
+    broadcast), so a dynamic dim is traced at ``max(opt, 2)`` (always within the range: a
+    dynamic dim has ``max > min >= 1``). The engines still accept the whole ``[min, max]``.
+    """
+    if tensor is not None:
+        return tensor
+    shape = tuple(
+        opt if lo == hi else max(opt, 2)
+        for lo, opt, hi in zip(spec.min_shape, spec.opt_shape, spec.max_shape)
+    )
+    return Input(shape=shape, dtype=spec.dtype).example_tensor("opt")
+
+
+def _dynamic_shapes(inputs: list[tuple[Input, torch.Tensor | None]]) -> list[dict[int, Any] | None]:
+    """torch.export dims for the dynamic dims. ``Dim.DYNAMIC`` (not named Dims) lets export find
+    dims that must be equal (two inputs' batch dims) and still errors if a dim gets specialized."""
+    shapes = []
+    for spec, _ in inputs:
+        dims = {d: Dim.DYNAMIC(min=spec.min_shape[d], max=spec.max_shape[d]) for d in spec.dynamic_dims}
+        shapes.append(dims or None)
+    return shapes
+
+
+def _export(
+    module: torch.nn.Module, inputs: list[tuple[Input, torch.Tensor | None]]
+) -> ExportedProgram:
+    args = tuple(_export_example(spec, tensor) for spec, tensor in inputs)
+    try:
+        exported = torch.export.export(module, args, dynamic_shapes=_dynamic_shapes(inputs))
+    except Exception as error:
+        raise RuntimeError(
+            f"kiln.compile(ir='dynamo'): torch.export could not capture the module: {error}\n"
+            "Fix what torch.export reports, or try ir='ts'."
+        ) from error
+    return exported.run_decompositions(decomposition_table())
+
+
+def _constants(exported: ExportedProgram) -> dict[str, torch.Tensor]:
+    """Placeholder name -> tensor, for the parameters, buffers and constants of the program."""
+    constants = {}
+    for spec in exported.graph_signature.input_specs:
+        if spec.kind == InputKind.USER_INPUT:
+            continue
+        if spec.kind in (InputKind.PARAMETER, InputKind.BUFFER, InputKind.CONSTANT_TENSOR):
+            value = exported.state_dict.get(spec.target)
+            if value is None:
+                value = exported.constants[spec.target]
+            constants[spec.arg.name] = value.detach()
+            continue
+        raise NotImplementedError(
+            f"kiln.compile(ir='dynamo'): the exported program has a {spec.kind.name} input "
+            f"({spec.arg.name}); Kiln compiles programs whose inputs are tensors, parameters, "
+            "buffers and constants"
+        )
+    for spec in exported.graph_signature.output_specs:
+        if spec.kind != OutputKind.USER_OUTPUT:
+            raise NotImplementedError(
+                f"kiln.compile(ir='dynamo'): the module's forward updates state ({spec.kind.name} "
+                f"of {spec.target}); Kiln compiles inference graphs without state updates"
+            )
+    return constants
+
+
+def _symbol_overrides(
+    user_nodes: list[fx.Node], inputs: list[tuple[Input, torch.Tensor | None]]
+) -> dict[sympy.Symbol, tuple[int, int, int]]:
+    """The kiln.Input range of each symbol of a user input's dims (intersected when export
+    found that dims of several inputs are equal)."""
+    overrides: dict[sympy.Symbol, tuple[int, int, int]] = {}
+    for node, (spec, _) in zip(user_nodes, inputs):
+        for d, size in enumerate(node.meta["val"].shape):
+            symbol = bare_symbol(size)
+            if symbol is None:
+                continue
+            lo, opt, hi = spec.min_shape[d], spec.opt_shape[d], spec.max_shape[d]
+            if symbol in overrides:
+                old_lo, old_opt, old_hi = overrides[symbol]
+                lo, hi = max(lo, old_lo), min(hi, old_hi)
+                if lo > hi:
+                    raise ValueError(
+                        f"kiln.compile: dim {d} of input {node.name} must equal a dim of another "
+                        f"input, but their kiln.Input ranges do not overlap"
+                    )
+                opt = min(max(old_opt, lo), hi)
+            overrides[symbol] = (lo, opt, hi)
+    return overrides
+
+
+def _restore_output_structure(gm: fx.GraphModule, exported: ExportedProgram) -> None:
+    """Makes the module return what the original module returned (a tensor, a tuple, a dict...)
+    instead of the program's flat tuple of outputs."""
+    out_spec = exported.call_spec.out_spec
+    output = next(n for n in reversed(gm.graph.nodes) if n.op == "output")
+    flat = output.args[0]
+    if out_spec is None:
+        return
+    if out_spec.is_leaf():
+        output.args = (flat[0],)
+    elif out_spec.type in (tuple, list) and all(c.is_leaf() for c in out_spec.children()):
+        output.args = (out_spec.type(flat),)
+    else:
+        names = [n.name for n in gm.graph.nodes if n.op == "placeholder"]
+        gm.graph._codegen = _PyTreeCodeGen(_PyTreeInfo(names, exported.call_spec.in_spec, out_spec))
+    gm.recompile()
+
+
+def _compile_dynamo(
+    module: torch.nn.Module,
+    inputs: list[tuple[Input, torch.Tensor | None]],
+    settings: BuildSettings,
+) -> fx.GraphModule:
+    exported = _export(module, inputs)
+    gm = exported.graph_module
+    constants = _constants(exported)
+    user_nodes = [n for n in gm.graph.nodes if n.op == "placeholder" and n.name not in constants]
+    if len(user_nodes) != len(inputs):
+        raise ValueError(
+            f"kiln.compile: the exported program takes {len(user_nodes)} input(s), but "
+            f"{len(inputs)} were given in `inputs`"
+        )
+    overrides = _symbol_overrides(user_nodes, inputs)
+    compiled = compile_graph(gm, constants, SymbolRanges.of_graph(gm, overrides), settings)
+    _restore_output_structure(compiled, exported)
+    return compiled

@@ -1,0 +1,102 @@
+"""kiln.save / kiln.load: compiled modules as TorchScript files.
+
+A file written by kiln.save is an ordinary TorchScript archive whose engines are
+``torch.classes.kiln.Engine`` attributes; it loads with ``kiln.load``, with ``torch.jit.load``
+after ``import kiln``, or from C++ with ``torch::jit::load`` linked against libkiln_runtime.so.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Sequence
+
+import torch
+import torch.fx as fx
+
+from kiln import _C  # noqa: F401 - loads libkiln_runtime.so: the Engine class and execute_engine
+from kiln._logging import logger
+from kiln.input import Input
+
+PathLike = str | os.PathLike[str]
+
+
+def _script_graph_module(module: fx.GraphModule) -> torch.jit.ScriptModule:
+    """Scripts an aten-level GraphModule: TorchScript resolves ``torch.ops.aten.view`` but not
+    ``torch.ops.aten.view.default``, so the copy calls overload packets (TorchScript picks the
+    overload from the argument types)."""
+    graph = copy.deepcopy(module.graph)
+    for node in graph.nodes:
+        if node.op == "call_function" and isinstance(node.target, torch._ops.OpOverload):
+            node.target = node.target.overloadpacket
+    scriptable = fx.GraphModule(module, graph)
+    return torch.jit.script(scriptable)
+
+
+def _trace_graph_module(
+    module: fx.GraphModule, inputs: Sequence[Input | torch.Tensor]
+) -> torch.jit.ScriptModule:
+    if isinstance(inputs, (Input, torch.Tensor)):
+        inputs = [inputs]
+    examples = []
+    for i, item in enumerate(inputs):
+        if isinstance(item, torch.Tensor):
+            examples.append(item)
+        elif isinstance(item, Input):
+            examples.append(item.example_tensor("opt"))
+        else:
+            raise TypeError(f"inputs[{i}] must be a kiln.Input or a torch.Tensor, got {type(item).__name__}")
+    with torch.no_grad():
+        return torch.jit.trace(module, tuple(examples), check_trace=False)
+
+
+def save(
+    module: torch.nn.Module,
+    path: PathLike,
+    inputs: Sequence[Input | torch.Tensor] | None = None,
+) -> None:
+    """Saves a module from kiln.compile as a TorchScript file.
+
+    A ScriptModule (``ir="ts"``) is saved as it is. A GraphModule (``ir="dynamo"``) is scripted;
+    if that fails it is traced with ``inputs`` (kiln.Input or example tensors at the shapes to
+    trace; the parts left to PyTorch are then fixed to those shapes), which are then required.
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+    if isinstance(module, torch.jit.ScriptModule):
+        torch.jit.save(module, path)
+        return
+    if not isinstance(module, fx.GraphModule):
+        raise TypeError(
+            f"kiln.save expects a module returned by kiln.compile (a ScriptModule or a "
+            f"torch.fx.GraphModule), got {type(module).__name__}"
+        )
+    try:
+        scripted = _script_graph_module(module)
+    except Exception as error:  # noqa: BLE001 - any scripting failure means: trace instead
+        if inputs is None:
+            raise ValueError(
+                "kiln.save: this module cannot be scripted, so it must be traced; pass the "
+                "example inputs: kiln.save(module, path, inputs=[...]) (scripting failed: "
+                f"{str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__})"
+            ) from error
+        logger.info("kiln.save: scripting failed (%s); tracing with the given inputs", error)
+        scripted = _trace_graph_module(module, inputs)
+    torch.jit.save(scripted, path)
+
+
+def load(path: PathLike, map_location: str | torch.device | None = None) -> torch.jit.ScriptModule:
+    """Loads a module saved by kiln.save (any TorchScript file, in fact)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"kiln.load: no such file: {os.fspath(path)!r}")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"kiln.load: {os.fspath(path)!r} is a directory, not a saved module")
+    try:
+        return torch.jit.load(path, map_location=map_location)
+    except RuntimeError as error:
+        raise ValueError(
+            f"kiln.load: {os.fspath(path)!r} is not a TorchScript module saved by kiln.save or "
+            f"torch.jit.save ({str(error).strip().splitlines()[0]})"
+        ) from error

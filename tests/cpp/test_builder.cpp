@@ -1,0 +1,271 @@
+// The builder's passes, each on a small network before and after, and the builder's checks of
+// optimization profiles.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <functional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "core/builder/builder.h"
+#include "core/builder/passes.h"
+#include "core/engine/cpu_backend.h"
+#include "core/engine/execution_context.h"
+#include "core/ir/network.h"
+
+namespace kiln {
+namespace {
+
+Weights floatWeights(Dims dims, const std::vector<float>& values) {
+  return Weights::fromValues(DataType::kFloat32, std::move(dims), values);
+}
+
+// Runs a network with static dims layer by layer on the CPU backend, without building it, so
+// that a pass's effect can be checked on the network itself.
+std::vector<std::vector<float>> evaluate(const Network& network,
+                                         const std::vector<std::vector<float>>& inputs) {
+  std::unordered_map<const Tensor*, std::vector<uint8_t>> memory;
+  std::unordered_map<const Tensor*, TensorView> views;
+  auto bind = [&](const Tensor* tensor) -> TensorView& {
+    std::vector<uint8_t>& bytes = memory[tensor];
+    bytes.resize(static_cast<size_t>(volume(tensor->dims())) * elementSize(tensor->dtype()));
+    views[tensor] = {tensor->dtype(), tensor->dims(), bytes.data()};
+    return views[tensor];
+  };
+  for (size_t i = 0; i < network.numInputs(); ++i) {
+    TensorView& view = bind(network.input(i));
+    std::memcpy(view.data, inputs.at(i).data(), inputs[i].size() * sizeof(float));
+  }
+  // Evaluated on demand, so that the order passes leave the layers in does not matter.
+  std::function<void(const Layer*)> run = [&](const Layer* layer) {
+    if (views.count(layer->output(0)) > 0) return;
+    std::vector<const TensorView*> layerInputs;
+    for (const Tensor* input : layer->inputs()) {
+      if (input != nullptr && input->producer() != nullptr) run(input->producer());
+      layerInputs.push_back(input == nullptr ? nullptr : &views.at(input));
+    }
+    std::vector<TensorView> layerOutputs;
+    for (const Tensor* output : layer->outputs()) layerOutputs.push_back(bind(output));
+    runLayerOnCpu(layer->params(), layerInputs, layerOutputs);
+  };
+  std::vector<std::vector<float>> outputs;
+  for (size_t i = 0; i < network.numOutputs(); ++i) {
+    const Tensor* output = network.output(i);
+    if (output->producer() != nullptr) run(output->producer());
+    const TensorView& view = views.at(output);
+    const float* data = static_cast<const float*>(view.data);
+    outputs.emplace_back(data, data + volume(view.dims));
+  }
+  return outputs;
+}
+
+size_t countLayers(const Network& network, LayerKind kind) {
+  size_t count = 0;
+  for (size_t i = 0; i < network.numLayers(); ++i) count += network.layer(i)->kind() == kind;
+  return count;
+}
+
+TEST(DeadLayerElimination, RemovesLayersThatReachNoOutput) {
+  Network network;
+  Tensor* x = network.addInput("x", DataType::kFloat32, {2, 3});
+  Tensor* used = network.addActivation(x, {ActivationType::kRelu})->output(0);
+  Tensor* dead = network.addActivation(x, {ActivationType::kSigmoid})->output(0);
+  network.addUnary(dead, UnaryOp::kExp);
+  network.addConstant(floatWeights({3}, {1, 2, 3}));
+  Tensor* bias = network.addConstant(floatWeights({3}, {0.5f, -1, 2}))->output(0);
+  network.markOutput(network.addElementwise(used, bias, ElementwiseOp::kSum)->output(0));
+  const std::vector<std::vector<float>> inputs = {{-1, 2, -3, 4, -5, 6}};
+  const std::vector<std::vector<float>> before = evaluate(network, inputs);
+  ASSERT_EQ(network.numLayers(), 6u);
+
+  eliminateDeadLayers(network);
+
+  EXPECT_EQ(network.numLayers(), 3u);  // relu, the bias constant, the sum
+  EXPECT_EQ(countLayers(network, LayerKind::kUnary), 0u);
+  EXPECT_EQ(evaluate(network, inputs), before);
+  EXPECT_EQ(before[0], (std::vector<float>{0.5f, 1, 2, 4.5f, -1, 8}));
+}
+
+TEST(DeadLayerElimination, KeepsEverythingLive) {
+  Network network;
+  Tensor* x = network.addInput("x", DataType::kFloat32, {4});
+  Tensor* a = network.addActivation(x, {ActivationType::kRelu})->output(0);
+  network.markOutput(a);
+  network.markOutput(network.addUnary(a, UnaryOp::kNeg)->output(0));
+  eliminateDeadLayers(network);
+  EXPECT_EQ(network.numLayers(), 2u);
+}
+
+TEST(ConstantFolding, FoldsChainsOfConstantLayersIntoOneConstant) {
+  Network network;
+  Tensor* x = network.addInput("x", DataType::kFloat32, {2, 3});
+  Tensor* a = network.addConstant(floatWeights({3}, {1, 2, 3}))->output(0);
+  Tensor* b = network.addConstant(floatWeights({3}, {4, 5, 6}))->output(0);
+  Tensor* sum = network.addElementwise(a, b, ElementwiseOp::kSum)->output(0);
+  Tensor* scaled = network.addElementwise(sum, a, ElementwiseOp::kProd)->output(0);
+  Tensor* negated = network.addUnary(scaled, UnaryOp::kNeg)->output(0);
+  network.markOutput(network.addElementwise(x, negated, ElementwiseOp::kSum)->output(0));
+  const std::vector<std::vector<float>> inputs = {{1, 1, 1, 2, 2, 2}};
+  const std::vector<std::vector<float>> before = evaluate(network, inputs);
+  ASSERT_EQ(network.numLayers(), 6u);
+
+  foldConstants(network);
+
+  EXPECT_EQ(network.numLayers(), 2u);  // the folded constant and the sum with x
+  EXPECT_EQ(countLayers(network, LayerKind::kConstant), 1u);
+  EXPECT_EQ(countLayers(network, LayerKind::kElementwise), 1u);
+  EXPECT_EQ(evaluate(network, inputs), before);
+  EXPECT_EQ(before[0], (std::vector<float>{-4, -13, -26, -3, -12, -25}));
+}
+
+TEST(ConstantFolding, AFoldedOutputKeepsItsName) {
+  Network network;
+  network.addInput("x", DataType::kFloat32, {1});
+  Tensor* a = network.addConstant(floatWeights({2}, {1, 2}))->output(0);
+  Layer* twice = network.addElementwise(a, a, ElementwiseOp::kSum);
+  twice->output(0)->setName("twice");
+  network.markOutput(twice->output(0));
+
+  foldConstants(network);
+
+  ASSERT_EQ(network.numLayers(), 1u);
+  EXPECT_EQ(network.layer(0)->kind(), LayerKind::kConstant);
+  EXPECT_EQ(network.output(0)->name(), "twice");
+  EXPECT_EQ(evaluate(network, {{0}})[0], (std::vector<float>{2, 4}));
+}
+
+TEST(ConstantFolding, LeavesLargeResultsAndNonConstantLayersAlone) {
+  Network network;
+  Tensor* x = network.addInput("x", DataType::kFloat32, {1});
+  const int64_t large = (int64_t{4} << 20) + 1;
+  Tensor* big =
+      network.addConstant(floatWeights({large}, std::vector<float>(large, 1.0f)))->output(0);
+  Tensor* one = network.addConstant(floatWeights({1}, {1.0f}))->output(0);
+  Tensor* bigger = network.addElementwise(big, one, ElementwiseOp::kSum)->output(0);
+  network.markOutput(network.addElementwise(bigger, x, ElementwiseOp::kProd)->output(0));
+  ASSERT_EQ(network.numLayers(), 4u);
+
+  foldConstants(network);
+
+  EXPECT_EQ(network.numLayers(), 4u);
+  EXPECT_EQ(countLayers(network, LayerKind::kElementwise), 2u);
+}
+
+TEST(ConstantFolding, BuiltEngineHasTheFoldedLayersOnly) {
+  Network network;
+  Tensor* x = network.addInput("x", DataType::kFloat32, {3});
+  Tensor* w = network.addConstant(floatWeights({3}, {1, 4, 9}))->output(0);
+  Tensor* root = network.addUnary(w, UnaryOp::kSqrt)->output(0);
+  network.markOutput(network.addElementwise(x, root, ElementwiseOp::kProd)->output(0));
+  std::shared_ptr<Engine> engine = Builder::build(network, {});
+  EXPECT_EQ(engine->definition().layers.size(), 2u);
+  std::unique_ptr<ExecutionContext> context = engine->createExecutionContext();
+  context->setInputShapes({{3}});
+  const std::vector<float> in = {2, 2, 2};
+  std::vector<float> out(3);
+  context->execute({in.data()}, {out.data()});
+  EXPECT_EQ(out, (std::vector<float>{2, 4, 6}));
+}
+
+// ---- profile validation --------------------------------------------------------------------
+
+// x (-1, 3) -> relu, for profile errors.
+std::unique_ptr<Network> dynamicNetwork() {
+  auto network = std::make_unique<Network>();
+  Tensor* x = network->addInput("x", DataType::kFloat32, {-1, 3});
+  network->markOutput(network->addActivation(x, {ActivationType::kRelu})->output(0));
+  return network;
+}
+
+BuilderConfig configWith(const std::string& input, ShapeRange range) {
+  BuilderConfig config;
+  OptimizationProfile profile;
+  profile.setRange(input, std::move(range));
+  config.profiles.push_back(profile);
+  return config;
+}
+
+// The message of the Error that building throws; fails the test when none is thrown.
+std::string buildError(const Network& network, const BuilderConfig& config) {
+  try {
+    Builder::build(network, config);
+  } catch (const Error& error) {
+    return error.what();
+  }
+  ADD_FAILURE() << "the build was expected to fail";
+  return "";
+}
+
+void expectContains(const std::string& message, const std::vector<std::string>& parts) {
+  for (const std::string& part : parts) {
+    EXPECT_NE(message.find(part), std::string::npos) << "'" << part << "' not in: " << message;
+  }
+}
+
+TEST(BuilderProfiles, StaticNetworkGetsOneImplicitProfile) {
+  Network network;
+  Tensor* x = network.addInput("x", DataType::kFloat32, {2, 3});
+  network.markOutput(network.addActivation(x, {ActivationType::kRelu})->output(0));
+  std::shared_ptr<Engine> engine = Builder::build(network, {});
+  ASSERT_EQ(engine->profiles().size(), 1u);
+  EXPECT_EQ(engine->target().backend, Backend::kCpu);
+  EXPECT_EQ(engine->target().deviceName, "cpu");
+}
+
+TEST(BuilderProfiles, DynamicInputWithoutProfileIsRefused) {
+  expectContains(buildError(*dynamicNetwork(), {}), {"'x'", "no optimization profile"});
+}
+
+TEST(BuilderProfiles, ProfileMissingADynamicInputIsRefused) {
+  expectContains(buildError(*dynamicNetwork(), configWith("y", {{1, 3}, {1, 3}, {1, 3}})),
+                 {"profile 0", "'y'", "not an input"});
+  BuilderConfig empty;
+  empty.profiles.emplace_back();
+  expectContains(buildError(*dynamicNetwork(), empty), {"profile 0", "'x'", "no range"});
+}
+
+TEST(BuilderProfiles, MinOptMaxOutOfOrderIsRefused) {
+  expectContains(buildError(*dynamicNetwork(), configWith("x", {{4, 3}, {2, 3}, {8, 3}})),
+                 {"profile 0", "'x'", "dim 0", "min <= opt <= max"});
+}
+
+TEST(BuilderProfiles, WrongRankIsRefused) {
+  expectContains(buildError(*dynamicNetwork(), configWith("x", {{1, 3}, {2, 3, 1}, {4, 3}})),
+                 {"profile 0", "opt", "'x'", "rank 3"});
+}
+
+TEST(BuilderProfiles, StaticDimDifferentFromTheDeclaredOneIsRefused) {
+  expectContains(buildError(*dynamicNetwork(), configWith("x", {{1, 3}, {2, 4}, {4, 3}})),
+                 {"profile 0", "opt", "'x'", "dim 1", "fixed at 3"});
+}
+
+TEST(BuilderProfiles, SecondProfileIsCheckedToo) {
+  BuilderConfig config = configWith("x", {{1, 3}, {2, 3}, {4, 3}});
+  OptimizationProfile second;
+  second.setRange("x", {{8, 3}, {6, 3}, {16, 3}});
+  config.profiles.push_back(second);
+  expectContains(buildError(*dynamicNetwork(), config), {"profile 1", "min <= opt <= max"});
+}
+
+TEST(BuilderProfiles, ValidProfilesAreKept) {
+  BuilderConfig config = configWith("x", {{1, 3}, {2, 3}, {4, 3}});
+  OptimizationProfile second;
+  second.setRange("x", {{5, 3}, {8, 3}, {16, 3}});
+  config.profiles.push_back(second);
+  std::shared_ptr<Engine> engine = Builder::build(*dynamicNetwork(), config);
+  ASSERT_EQ(engine->profiles().size(), 2u);
+  EXPECT_EQ(engine->profiles()[1].ranges.at("x").max, (Dims{16, 3}));
+}
+
+TEST(BuilderProfiles, CudaBackendIsRefusedClearly) {
+  Network network;
+  Tensor* x = network.addInput("x", DataType::kFloat32, {2});
+  network.markOutput(network.addActivation(x, {ActivationType::kRelu})->output(0));
+  BuilderConfig config;
+  config.backend = Backend::kCuda;
+  expectContains(buildError(network, config), {"CPU", "Backend::kCpu"});
+}
+
+}  // namespace
+}  // namespace kiln

@@ -1,0 +1,82 @@
+"""Whole models through every front end: kiln.compile(ir="ts"), kiln.compile(ir="dynamo") and
+torch.compile(backend="kiln") match eager float32."""
+
+import logging
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+
+import kiln
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
+import models  # noqa: E402  (examples/models.py)
+
+FRONT_ENDS = ["ts", "dynamo", "torch.compile"]
+
+
+def max_relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    assert actual.shape == expected.shape
+    return (actual - expected).abs().max().item() / expected.abs().max().item()
+
+
+def compile_with(front_end: str, model: torch.nn.Module, example: torch.Tensor, **settings):
+    if front_end == "torch.compile":
+        torch._dynamo.reset()
+        return torch.compile(model, backend="kiln", options=settings)
+    return kiln.compile(model, ir=front_end, inputs=[kiln.Input.from_tensor(example)], **settings)
+
+
+def run_and_check(front_end: str, model: torch.nn.Module, example: torch.Tensor, caplog) -> dict:
+    """Compiles, checks the output against eager and returns what Kiln reported."""
+    with caplog.at_level(logging.INFO, logger="kiln"), torch.no_grad():
+        compiled = compile_with(front_end, model, example)
+        actual = compiled(example)
+        expected = model(example)
+    assert max_relative_error(actual, expected) <= 1e-4
+    if front_end != "torch.compile":
+        return kiln.summary(compiled)
+    summaries = [
+        re.search(r"(\d+) op\(s\) in (\d+) engine\(s\), (\d+) op\(s\) left to PyTorch", r.getMessage())
+        for r in caplog.records
+    ]
+    found = [m for m in summaries if m]
+    assert found, "torch.compile(backend='kiln') logged no compile summary"
+    torch._dynamo.reset()
+    return {
+        "ops_in_kiln": sum(int(m.group(1)) for m in found),
+        "engines": sum(int(m.group(2)) for m in found),
+        "ops_in_torch": sum(int(m.group(3)) for m in found),
+    }
+
+
+@pytest.mark.parametrize("front_end", FRONT_ENDS)
+def test_resnet18(front_end, caplog):
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None).eval()
+    example = torch.randn(1, 3, 224, 224)
+    summary = run_and_check(front_end, model, example, caplog)
+    assert summary["ops_in_torch"] == 0
+    assert summary["engines"] == 1
+
+
+@pytest.mark.parametrize("front_end", FRONT_ENDS)
+def test_small_resnet(front_end, caplog):
+    torch.manual_seed(0)
+    model = models.SmallResNet().eval()
+    example = torch.randn(2, 3, 64, 64)
+    summary = run_and_check(front_end, model, example, caplog)
+    assert summary["engines"] >= 1
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "manual"])
+@pytest.mark.parametrize("front_end", FRONT_ENDS)
+def test_small_transformer_encoder(front_end, attention, caplog):
+    torch.manual_seed(0)
+    model = models.SmallTransformerEncoder(attention=attention).eval()
+    example = torch.randn(2, 16, model.d_model)
+    summary = run_and_check(front_end, model, example, caplog)
+    assert summary["engines"] >= 1
