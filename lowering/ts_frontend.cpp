@@ -105,7 +105,7 @@ std::unordered_map<const Value*, std::array<c10::IValue, 3>> profile(
 
   torch::jit::GraphFunction function("kiln_profile", copy, nullptr);
   std::unordered_map<const Value*, std::array<c10::IValue, 3>> observations;
-  torch::NoGradGuard noGrad;
+  at::NoGradGuard noGrad;
   for (int point = 0; point < 3; ++point) {
     torch::jit::Stack stack{lowered._ivalue()};
     for (const InputSpec& spec : inputs) {
@@ -159,10 +159,10 @@ ValueKind kindOfConstant(const c10::IValue& value, const c10::TypePtr& type) {
 }
 
 // Values a node's sub-blocks read from the enclosing (top-level) block.
-void collectCapturedValues(const Node* node, const torch::jit::Block* top,
+void collectCapturedValues(Node* node, const torch::jit::Block* top,
                            std::vector<Value*>& captured) {
-  for (const torch::jit::Block* block : node->blocks()) {
-    for (const Node* inner : block->nodes()) {
+  for (torch::jit::Block* block : node->blocks()) {
+    for (Node* inner : block->nodes()) {
       for (Value* input : inner->inputs()) {
         const Node* producer = input->node();
         bool fromTop = producer->owningBlock() == top || input->node()->kind() == c10::prim::Param;
@@ -415,7 +415,7 @@ torch::jit::Module rewriteTorchScript(
         graph->appendNode(graph->createListUnpack(call->output(), segment.outputs.size()));
     for (size_t i = 0; i < segment.outputs.size(); ++i) {
       Value* original = import.values.at(static_cast<size_t>(segment.outputs[i]));
-      unpack->output(i)->setType(original->type());
+      unpack->output(i)->setType(c10::TensorType::get());
       env[original] = unpack->output(i);
     }
   }

@@ -18,8 +18,48 @@ enum class TensorSource : uint8_t {
   kActivation,  // written by a layer into the context's memory or the caller's output
 };
 
-std::string dimsOfProfile(const ShapeRange& range, size_t dim) {
-  return concat(range.min.at(dim), "..", range.max.at(dim));
+// The first dim of one input that a profile does not hold.
+struct ProfileViolation {
+  size_t profile = 0;
+  size_t input = 0;
+  size_t dim = 0;
+  const ShapeRange* range = nullptr;
+};
+
+std::string rangeOf(const ProfileViolation& v) {
+  return concat("[", v.range->min[v.dim], ", ", v.range->max[v.dim], "] (profile ", v.profile,
+                ": min ", toString(v.range->min), ", max ", toString(v.range->max), ")");
+}
+
+// "input 'x' has shape [9,3,64,64] but dim 0 = 9 is outside the optimization profile range
+// [1, 8] (profile 0: min [1,3,64,64], max [8,3,64,64]); rebuild the engine with a larger
+// max_shape", listing every profile's range when there are several.
+std::string describeViolations(const Engine& engine, const std::vector<Dims>& shapes,
+                               const std::vector<ProfileViolation>& violations) {
+  const ProfileViolation& first = violations.front();
+  const std::string& name = engine.inputTensor(first.input).name;
+  const int64_t value = shapes[first.input][first.dim];
+  std::string message = concat("input '", name, "' has shape ", toString(shapes[first.input]),
+                               " but dim ", first.dim, " = ", value, " is outside ");
+  if (violations.size() == 1) {
+    message += concat("the optimization profile range ", rangeOf(first));
+  } else {
+    message += "every optimization profile's range: ";
+    for (size_t i = 0; i < violations.size(); ++i) {
+      const ProfileViolation& v = violations[i];
+      if (i > 0) message += " or ";
+      if (v.input != first.input || v.dim != first.dim) {
+        // This profile fails on another dim first.
+        message += concat("input '", engine.inputTensor(v.input).name, "' dim ", v.dim, " = ",
+                          shapes[v.input][v.dim], " is outside ");
+      }
+      message += rangeOf(v);
+    }
+  }
+  const bool tooLarge = value > first.range->max[first.dim];
+  message += concat("; rebuild the engine with a ", tooLarge ? "larger max_shape" : "smaller min_shape",
+                    tooLarge && first.dim == 0 ? ", or split the batch" : "");
+  return message;
 }
 
 }  // namespace
@@ -99,12 +139,7 @@ std::vector<Dims> ExecutionContext::setInputShapes(const std::vector<Dims>& shap
   }
 
   // The first profile holding every dynamic dim; for each profile, its first violation.
-  struct Violation {
-    size_t input = 0;
-    size_t dim = 0;
-    const ShapeRange* range = nullptr;
-  };
-  std::vector<Violation> violations;
+  std::vector<ProfileViolation> violations;
   int chosen = -1;
   const std::vector<OptimizationProfile>& profiles = engine.profiles();
   for (size_t p = 0; p < profiles.size() && chosen < 0; ++p) {
@@ -116,9 +151,13 @@ std::vector<Dims> ExecutionContext::setInputShapes(const std::vector<Dims>& shap
       KILN_CHECK(found != profiles[p].ranges.end(), "profile ", p, " of the engine has no range",
                  " for the dynamic input '", input.name, "'; rebuild the engine");
       const ShapeRange& range = found->second;
+      KILN_CHECK(range.min.size() == shapes[i].size() && range.max.size() == shapes[i].size(),
+                 "profile ", p, " of the engine gives input '", input.name, "' a range of rank ",
+                 range.min.size(), ", but the input has rank ", shapes[i].size(),
+                 "; the engine is inconsistent, rebuild it");
       for (size_t d = 0; d < shapes[i].size() && holds; ++d) {
-        if (shapes[i][d] < range.min.at(d) || shapes[i][d] > range.max.at(d)) {
-          violations.push_back({i, d, &range});
+        if (shapes[i][d] < range.min[d] || shapes[i][d] > range.max[d]) {
+          violations.push_back({p, i, d, &range});
           holds = false;
         }
       }
@@ -127,25 +166,7 @@ std::vector<Dims> ExecutionContext::setInputShapes(const std::vector<Dims>& shap
   }
   if (chosen < 0) {
     KILN_CHECK(!violations.empty(), "the engine has no optimization profile; rebuild it");
-    const Violation& first = violations[0];
-    const std::string& name = engine.inputTensor(first.input).name;
-    const int64_t value = shapes[first.input][first.dim];
-    std::string allowed;
-    for (size_t p = 0; p < violations.size(); ++p) {
-      const Violation& v = violations[p];
-      if (p > 0) allowed += ", ";
-      allowed += concat("profile ", p, " allows ", dimsOfProfile(*v.range, v.dim));
-      if (v.input != first.input || v.dim != first.dim) {
-        allowed += concat(" for input '", engine.inputTensor(v.input).name, "' dim ", v.dim,
-                          ", which is ", shapes[v.input][v.dim]);
-      }
-    }
-    const bool tooLarge = value > first.range->max.at(first.dim);
-    throw Error(concat("input '", name, "' dim ", first.dim, " is ", value,
-                       ", outside every optimization profile of this engine (", allowed,
-                       "). Rebuild the engine with a ", tooLarge ? "max_shape" : "min_shape",
-                       " covering this shape", tooLarge && first.dim == 0 ? ", or split the batch" : "",
-                       "."));
+    throw Error(describeViolations(engine, shapes, violations));
   }
 
   // Every tensor's dims at these shapes, layer by layer.
@@ -183,6 +204,18 @@ std::vector<Dims> ExecutionContext::setInputShapes(const std::vector<Dims>& shap
   buffers.lastOutputDims = outputDims;
   activeProfile_ = chosen;
   return outputDims;
+}
+
+void ExecutionContext::checkInputTypes(const std::vector<DataType>& types) const {
+  const Engine& engine = *engine_;
+  KILN_CHECK(types.size() == engine.numInputs(), "the engine takes ", engine.numInputs(),
+             " input(s), but ", types.size(), " input type(s) were given");
+  for (size_t i = 0; i < types.size(); ++i) {
+    const EngineTensor& input = engine.inputTensor(i);
+    KILN_CHECK(types[i] == input.dtype, "input '", input.name, "' is ", toString(types[i]),
+               ", but the engine was built for ", toString(input.dtype), "; cast the input to ",
+               toString(input.dtype), " or rebuild the engine for ", toString(types[i]));
+  }
 }
 
 void ExecutionContext::execute(const std::vector<const void*>& inputs,

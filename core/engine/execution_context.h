@@ -21,6 +21,9 @@ class ExecutionContext {
   // every tensor's dims, and returns the output dims. Throws Error naming the input, the dim
   // and the profile's range when no profile holds the shapes.
   std::vector<Dims> setInputShapes(const std::vector<Dims>& shapes);
+  // Checks the element types of this run's inputs (binding order) against the engine's inputs;
+  // throws Error naming the input, its type and the one the engine was built for.
+  void checkInputTypes(const std::vector<DataType>& types) const;
   // Index of the profile chosen by the last setInputShapes.
   int activeProfile() const { return activeProfile_; }
 

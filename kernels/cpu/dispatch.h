@@ -46,12 +46,17 @@ decltype(auto) visitScalarType(ScalarType type, Fn&& fn) {
   throw std::invalid_argument("unknown scalar type " + std::to_string(static_cast<int>(type)));
 }
 
-// Like visitScalarType, for the types arithmetic kernels compute on: float32, int32, int64, bool.
+// Like visitScalarType, for the types arithmetic kernels compute on: float32, the integers and
+// bool (fp16 and bf16 are widened to float32 by the caller).
 template <typename Fn>
 decltype(auto) visitComputeType(ScalarType type, const char* kernel, Fn&& fn) {
   switch (type) {
     case ScalarType::kFloat32:
       return fn(TypeTag<float>{});
+    case ScalarType::kInt8:
+      return fn(TypeTag<int8_t>{});
+    case ScalarType::kUInt8:
+      return fn(TypeTag<uint8_t>{});
     case ScalarType::kInt32:
       return fn(TypeTag<int32_t>{});
     case ScalarType::kInt64:
@@ -62,7 +67,7 @@ decltype(auto) visitComputeType(ScalarType type, const char* kernel, Fn&& fn) {
       break;
   }
   throw std::invalid_argument(std::string(kernel) + " does not support " + scalarName(type) +
-                              " on the CPU; cast to float32, int32, int64 or bool first");
+                              " on the CPU; cast to float32 first");
 }
 
 }  // namespace kiln::cpu_kernels

@@ -118,8 +118,10 @@ T checkedDivisor(T b) {
 
 template <typename T>
 T integerPow(T base, T exponent) {
-  if (exponent < 0) {
-    throw std::domain_error("integers to negative integer powers are not allowed");
+  if constexpr (std::is_signed_v<T>) {
+    if (exponent < 0) {
+      throw std::domain_error("integers to negative integer powers are not allowed");
+    }
   }
   T result = 1;
   while (exponent > 0) {
@@ -135,8 +137,11 @@ T integerPow(T base, T exponent) {
 template <typename T>
 T integerFloorDiv(T a, T b) {
   checkedDivisor(b);
-  const T quotient = a / b;
-  return (a % b != 0 && ((a < 0) != (b < 0))) ? quotient - 1 : quotient;
+  const T quotient = static_cast<T>(a / b);
+  if constexpr (std::is_signed_v<T>) {
+    if (a % b != 0 && ((a < 0) != (b < 0))) return static_cast<T>(quotient - 1);
+  }
+  return quotient;
 }
 
 // Calls run(fn) with fn the scalar function of `op` on T.

@@ -1,4 +1,4 @@
-// Binary elementwise operations with numpy broadcasting, on float32, int32, int64 and bool.
+// Binary elementwise operations with numpy broadcasting, on float32, the integer types and bool.
 #pragma once
 
 #include <cstdint>

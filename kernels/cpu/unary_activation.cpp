@@ -75,16 +75,30 @@ void integerUnary(UnaryFunction function, ScalarType type, const void* input, vo
   if (function == UnaryFunction::kNot) {
     return map<T>(input, output, count, [](T x) { return static_cast<T>(x == 0); });
   }
-  if constexpr (!std::is_same_v<T, bool>) {
+  if constexpr (std::is_signed_v<T>) {
     using U = std::make_unsigned_t<T>;
+    // Negation in unsigned arithmetic wraps the most negative value to itself, as torch does,
+    // instead of overflowing.
     switch (function) {
       case UnaryFunction::kAbs:
-        return map<T>(input, output, count, [](T x) { return x < 0 ? static_cast<T>(0 - static_cast<U>(x)) : x; });
+        return map<T>(input, output, count,
+                      [](T x) { return x < 0 ? static_cast<T>(0 - static_cast<U>(x)) : x; });
       case UnaryFunction::kNeg:
-        // Unsigned negation wraps INT_MIN to itself, as torch does, instead of overflowing.
         return map<T>(input, output, count, [](T x) { return static_cast<T>(0 - static_cast<U>(x)); });
       case UnaryFunction::kSign:
         return map<T>(input, output, count, [](T x) { return static_cast<T>((x > 0) - (x < 0)); });
+      default:
+        break;
+    }
+  } else if constexpr (!std::is_same_v<T, bool>) {
+    // Unsigned: abs is the identity, neg wraps (torch's uint8 semantics), sign is 0 or 1.
+    switch (function) {
+      case UnaryFunction::kAbs:
+        return map<T>(input, output, count, [](T x) { return x; });
+      case UnaryFunction::kNeg:
+        return map<T>(input, output, count, [](T x) { return static_cast<T>(0 - x); });
+      case UnaryFunction::kSign:
+        return map<T>(input, output, count, [](T x) { return static_cast<T>(x != 0); });
       default:
         break;
     }

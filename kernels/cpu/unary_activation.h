@@ -13,8 +13,8 @@ enum class UnaryFunction : uint8_t {
   kSqrt,
   kRsqrt,
   kRecip,
-  kAbs,  // also int32/int64
-  kNeg,  // also int32/int64
+  kAbs,  // also integers
+  kNeg,  // also integers
   kSin,
   kCos,
   kTan,
@@ -22,7 +22,7 @@ enum class UnaryFunction : uint8_t {
   kFloor,
   kCeil,
   kRound,  // half to even, as torch.round
-  kSign,   // also int32/int64
+  kSign,   // also integers
   kNot,    // bool and integers: x == 0; float is refused
 };
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import os
+import zipfile
 from collections.abc import Sequence
 
 import torch
@@ -47,7 +48,7 @@ def _trace_graph_module(
         else:
             raise TypeError(f"inputs[{i}] must be a kiln.Input or a torch.Tensor, got {type(item).__name__}")
     with torch.no_grad():
-        return torch.jit.trace(module, tuple(examples), check_trace=False)
+        return torch.jit.trace(module, tuple(examples), check_trace=False, strict=False)
 
 
 def save(
@@ -85,18 +86,44 @@ def save(
     torch.jit.save(scripted, path)
 
 
+def _check_archive(path: PathLike) -> None:
+    """Refuses files that are not TorchScript archives, saying what they look like instead."""
+    shown = repr(os.fspath(path))
+    if not zipfile.is_zipfile(path):
+        raise ValueError(
+            f"kiln.load: {shown} is not a saved module: kiln.save writes a TorchScript zip "
+            "archive, and this file is not a zip archive (it is truncated, or another kind of file)"
+        )
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError) as error:
+        raise ValueError(f"kiln.load: {shown} is a damaged zip archive ({error})") from error
+    if any("/code/" in name for name in names):
+        return
+    if any(name.endswith("data.pkl") for name in names):
+        raise ValueError(
+            f"kiln.load: {shown} was written by torch.save (a checkpoint or a pickled module), "
+            "not by kiln.save or torch.jit.save; load it with torch.load"
+        )
+    raise ValueError(f"kiln.load: {shown} is a zip archive but not a TorchScript module")
+
+
 def load(path: PathLike, map_location: str | torch.device | None = None) -> torch.jit.ScriptModule:
-    """Loads a module saved by kiln.save (any TorchScript file, in fact)."""
+    """Loads a module saved by kiln.save (any TorchScript file, in fact).
+
+    Raises FileNotFoundError for a missing file and ValueError for a file that is not a
+    TorchScript module, or whose engines cannot be loaded (the message says why: a truncated,
+    corrupt or foreign engine plan, or one from a newer Kiln).
+    """
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
     if not os.path.exists(path):
         raise FileNotFoundError(f"kiln.load: no such file: {os.fspath(path)!r}")
     if os.path.isdir(path):
         raise IsADirectoryError(f"kiln.load: {os.fspath(path)!r} is a directory, not a saved module")
+    _check_archive(path)
     try:
         return torch.jit.load(path, map_location=map_location)
     except RuntimeError as error:
-        raise ValueError(
-            f"kiln.load: {os.fspath(path)!r} is not a TorchScript module saved by kiln.save or "
-            f"torch.jit.save ({str(error).strip().splitlines()[0]})"
-        ) from error
+        raise ValueError(f"kiln.load: loading {os.fspath(path)!r} failed: {error}") from error

@@ -66,7 +66,7 @@ size_t countLayers(const Network& network, LayerKind kind) {
   return count;
 }
 
-TEST(DeadLayerElimination, RemovesLayersThatReachNoOutput) {
+TEST(BuilderDeadLayerElimination, RemovesLayersThatReachNoOutput) {
   Network network;
   Tensor* x = network.addInput("x", DataType::kFloat32, {2, 3});
   Tensor* used = network.addActivation(x, {ActivationType::kRelu})->output(0);
@@ -87,7 +87,7 @@ TEST(DeadLayerElimination, RemovesLayersThatReachNoOutput) {
   EXPECT_EQ(before[0], (std::vector<float>{0.5f, 1, 2, 4.5f, -1, 8}));
 }
 
-TEST(DeadLayerElimination, KeepsEverythingLive) {
+TEST(BuilderDeadLayerElimination, KeepsEverythingLive) {
   Network network;
   Tensor* x = network.addInput("x", DataType::kFloat32, {4});
   Tensor* a = network.addActivation(x, {ActivationType::kRelu})->output(0);
@@ -97,7 +97,7 @@ TEST(DeadLayerElimination, KeepsEverythingLive) {
   EXPECT_EQ(network.numLayers(), 2u);
 }
 
-TEST(ConstantFolding, FoldsChainsOfConstantLayersIntoOneConstant) {
+TEST(BuilderConstantFolding, FoldsChainsOfConstantLayersIntoOneConstant) {
   Network network;
   Tensor* x = network.addInput("x", DataType::kFloat32, {2, 3});
   Tensor* a = network.addConstant(floatWeights({3}, {1, 2, 3}))->output(0);
@@ -119,7 +119,7 @@ TEST(ConstantFolding, FoldsChainsOfConstantLayersIntoOneConstant) {
   EXPECT_EQ(before[0], (std::vector<float>{-4, -13, -26, -3, -12, -25}));
 }
 
-TEST(ConstantFolding, AFoldedOutputKeepsItsName) {
+TEST(BuilderConstantFolding, AFoldedOutputKeepsItsName) {
   Network network;
   network.addInput("x", DataType::kFloat32, {1});
   Tensor* a = network.addConstant(floatWeights({2}, {1, 2}))->output(0);
@@ -135,7 +135,7 @@ TEST(ConstantFolding, AFoldedOutputKeepsItsName) {
   EXPECT_EQ(evaluate(network, {{0}})[0], (std::vector<float>{2, 4}));
 }
 
-TEST(ConstantFolding, LeavesLargeResultsAndNonConstantLayersAlone) {
+TEST(BuilderConstantFolding, LeavesLargeResultsAndNonConstantLayersAlone) {
   Network network;
   Tensor* x = network.addInput("x", DataType::kFloat32, {1});
   const int64_t large = (int64_t{4} << 20) + 1;
@@ -152,7 +152,7 @@ TEST(ConstantFolding, LeavesLargeResultsAndNonConstantLayersAlone) {
   EXPECT_EQ(countLayers(network, LayerKind::kElementwise), 2u);
 }
 
-TEST(ConstantFolding, BuiltEngineHasTheFoldedLayersOnly) {
+TEST(BuilderConstantFolding, BuiltEngineHasTheFoldedLayersOnly) {
   Network network;
   Tensor* x = network.addInput("x", DataType::kFloat32, {3});
   Tensor* w = network.addConstant(floatWeights({3}, {1, 4, 9}))->output(0);

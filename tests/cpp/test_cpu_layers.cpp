@@ -70,16 +70,27 @@ Tensor* constant(Network& network, const HostTensor& tensor) {
 
 using LayerMaker = std::function<Tensor*(Network&, const std::vector<Tensor*>&)>;
 
-// Builds a network whose inputs are `inputs` (static shapes) and whose one output is what
-// `addLayers` returns, then runs it once.
-HostTensor runLayer(const std::vector<HostTensor>& inputs, const LayerMaker& addLayers) {
+// Builds a network whose inputs are `inputs` and whose one output is what `addLayers` returns,
+// then builds it and runs it once.
+HostTensor buildAndRun(const std::vector<HostTensor>& inputs, const LayerMaker& addLayers,
+                       bool dynamicBatch, Dims* declaredOutputDims) {
   Network network;
   std::vector<Tensor*> tensors;
+  OptimizationProfile profile;
   for (size_t i = 0; i < inputs.size(); ++i) {
-    tensors.push_back(network.addInput("in" + std::to_string(i), inputs[i].dtype, inputs[i].dims));
+    const std::string name = "in" + std::to_string(i);
+    Dims declared = inputs[i].dims;
+    if (dynamicBatch && !declared.empty()) {
+      declared[0] = kDynamic;
+      profile.setRange(name, {inputs[i].dims, inputs[i].dims, inputs[i].dims});
+    }
+    tensors.push_back(network.addInput(name, inputs[i].dtype, declared));
   }
   network.markOutput(addLayers(network, tensors));
-  std::shared_ptr<Engine> engine = Builder::build(network, BuilderConfig{});
+  BuilderConfig config;
+  if (dynamicBatch) config.profiles.push_back(profile);
+  std::shared_ptr<Engine> engine = Builder::build(network, config);
+  *declaredOutputDims = engine->outputTensor(0).dims;
   std::unique_ptr<ExecutionContext> context = engine->createExecutionContext();
   std::vector<Dims> shapes;
   std::vector<const void*> inputPointers;
@@ -94,6 +105,28 @@ HostTensor runLayer(const std::vector<HostTensor>& inputs, const LayerMaker& add
   output.bytes.resize(static_cast<size_t>(volume(output.dims)) * elementSize(output.dtype));
   context->execute(inputPointers, {output.bytes.data()});
   return output;
+}
+
+// Runs the layers twice: with the inputs' dims declared static, and with their first dim
+// declared dynamic (-1) so that shape inference meets -1 when the network is made and the
+// concrete dims at run time. Both must give the same result, and the declared output dims must
+// agree with the concrete ones wherever they are not -1.
+HostTensor runLayer(const std::vector<HostTensor>& inputs, const LayerMaker& addLayers) {
+  Dims staticDims;
+  const HostTensor result = buildAndRun(inputs, addLayers, false, &staticDims);
+  EXPECT_EQ(staticDims, result.dims) << "shape inference on static dims";
+  Dims dynamicDims;
+  const HostTensor dynamic = buildAndRun(inputs, addLayers, true, &dynamicDims);
+  EXPECT_EQ(dynamic.dtype, result.dtype);
+  EXPECT_EQ(dynamic.dims, result.dims);
+  EXPECT_TRUE(dynamic.bytes == result.bytes) << "the dynamic-batch engine computes differently";
+  EXPECT_EQ(dynamicDims.size(), result.dims.size());
+  for (size_t d = 0; d < dynamicDims.size() && d < result.dims.size(); ++d) {
+    EXPECT_TRUE(dynamicDims[d] == kDynamic || dynamicDims[d] == result.dims[d])
+        << "declared output dims " << toString(dynamicDims) << " contradict the run's "
+        << toString(result.dims);
+  }
+  return result;
 }
 
 void expectAllNear(const std::vector<float>& actual, const std::vector<float>& expected,
@@ -1203,6 +1236,158 @@ TEST(CpuLayers, HalfPrecisionComputeLayersRunThroughFloat32) {
   EXPECT_EQ(product.dtype, DataType::kBFloat16);
   EXPECT_EQ(runCast(product, DataType::kFloat32).values<float>(),
             (std::vector<float>{7, 10, 15, 22}));
+}
+
+TEST(CpuLayers, CastEveryPairOfTypes) {
+  // Values every type holds exactly; through bool they become 0 or 1.
+  const std::vector<float> values = {0, 1, 2, 7, 100};
+  const std::vector<DataType> types = {DataType::kFloat32, DataType::kFloat16,
+                                       DataType::kBFloat16, DataType::kInt8,
+                                       DataType::kInt32,   DataType::kInt64,
+                                       DataType::kBool,    DataType::kUInt8};
+  for (DataType from : types) {
+    for (DataType to : types) {
+      SCOPED_TRACE(concat(toString(from), " -> ", toString(to)));
+      const HostTensor y = runLayer({floats({5}, values)},
+                                    [&](Network& net, const std::vector<Tensor*>& in) {
+                                      Tensor* a = net.addCast(in[0], from)->output(0);
+                                      Tensor* b = net.addCast(a, to)->output(0);
+                                      return net.addCast(b, DataType::kFloat32)->output(0);
+                                    });
+      const bool throughBool = from == DataType::kBool || to == DataType::kBool;
+      EXPECT_EQ(y.values<float>(), throughBool ? (std::vector<float>{0, 1, 1, 1, 1}) : values);
+    }
+  }
+}
+
+TEST(CpuLayers, CastFloatToIntegerTruncatesAndSaturates) {
+  const HostTensor x = floats({5}, {-300.5f, -2.9f, 2.9f, 300.0f, NAN});
+  EXPECT_EQ(runCast(x, DataType::kInt8).values<int8_t>(),
+            (std::vector<int8_t>{-128, -2, 2, 127, 0}));
+  EXPECT_EQ(runCast(x, DataType::kUInt8).values<uint8_t>(),
+            (std::vector<uint8_t>{0, 0, 2, 255, 0}));
+  // NaN is not zero, so it casts to true, as in torch.
+  EXPECT_EQ(runCast(x, DataType::kBool).values<uint8_t>(), (std::vector<uint8_t>{1, 1, 1, 1, 1}));
+}
+
+TEST(CpuLayers, ElementwiseInt8AndUInt8) {
+  const HostTensor a8 = tensorOf(DataType::kInt8, {4}, std::vector<int8_t>{100, -7, 5, -128});
+  const HostTensor b8 = tensorOf(DataType::kInt8, {4}, std::vector<int8_t>{100, 2, -5, 1});
+  auto run = [](const HostTensor& a, const HostTensor& b, ElementwiseOp op) {
+    return runLayer({a, b}, [&](Network& net, const std::vector<Tensor*>& in) {
+      return net.addElementwise(in[0], in[1], op)->output(0);
+    });
+  };
+  // Sums wrap as in torch: 100 + 100 = -56 in int8.
+  EXPECT_EQ(run(a8, b8, ElementwiseOp::kSum).values<int8_t>(),
+            (std::vector<int8_t>{-56, -5, 0, -127}));
+  EXPECT_EQ(run(a8, b8, ElementwiseOp::kFloorDiv).values<int8_t>(),
+            (std::vector<int8_t>{1, -4, -1, -128}));
+  EXPECT_EQ(run(a8, b8, ElementwiseOp::kLess).values<uint8_t>(),
+            (std::vector<uint8_t>{0, 1, 0, 1}));
+  const HostTensor au = tensorOf(DataType::kUInt8, {3}, std::vector<uint8_t>{200, 3, 7});
+  const HostTensor bu = tensorOf(DataType::kUInt8, {3}, std::vector<uint8_t>{100, 5, 2});
+  EXPECT_EQ(run(au, bu, ElementwiseOp::kSum).values<uint8_t>(),
+            (std::vector<uint8_t>{44, 8, 9}));
+  EXPECT_EQ(run(au, bu, ElementwiseOp::kSub).values<uint8_t>(),
+            (std::vector<uint8_t>{100, 254, 5}));
+  EXPECT_EQ(run(au, bu, ElementwiseOp::kFloorDiv).values<uint8_t>(),
+            (std::vector<uint8_t>{2, 0, 3}));
+  EXPECT_EQ(run(au, bu, ElementwiseOp::kMax).values<uint8_t>(),
+            (std::vector<uint8_t>{200, 5, 7}));
+  EXPECT_EQ(run(au, bu, ElementwiseOp::kGreater).values<uint8_t>(),
+            (std::vector<uint8_t>{1, 0, 1}));
+}
+
+TEST(CpuLayers, ReduceInt64AndBool) {
+  const HostTensor x = tensorOf(DataType::kInt64, {2, 2},
+                                std::vector<int64_t>{int64_t{1} << 40, 3, -5, 8});
+  const HostTensor sum = runLayer({x}, [&](Network& net, const std::vector<Tensor*>& in) {
+    return net.addReduce(in[0], {ReduceOp::kSum, {0}, true})->output(0);
+  });
+  EXPECT_EQ(sum.dims, (Dims{1, 2}));
+  EXPECT_EQ(sum.values<int64_t>(), (std::vector<int64_t>{(int64_t{1} << 40) - 5, 11}));
+  const HostTensor flags = bools({2, 3}, {0, 1, 0, 0, 0, 0});
+  auto reduceBool = [&](ReduceOp op) {
+    return runLayer({flags}, [&](Network& net, const std::vector<Tensor*>& in) {
+             return net.addReduce(in[0], {op, {1}, false})->output(0);
+           })
+        .values<uint8_t>();
+  };
+  EXPECT_EQ(reduceBool(ReduceOp::kMax), (std::vector<uint8_t>{1, 0}));  // any
+  EXPECT_EQ(reduceBool(ReduceOp::kMin), (std::vector<uint8_t>{0, 0}));  // all
+}
+
+TEST(CpuLayers, HalfPrecisionConvolutionMatchesFloat32Reference) {
+  // The fp16 layer computes in float32 on widened inputs: its result is the float32 result of
+  // the fp16-rounded operands, rounded once to fp16.
+  const ConvCase c = {1, 3, 4, 1, {6, 6}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, {1, 1}, {}};
+  const HostTensor x = randomTensor({1, 3, 6, 6}, 22);
+  const HostTensor w = randomTensor({4, 3, 3, 3}, 23);
+  for (DataType type : {DataType::kFloat16, DataType::kBFloat16}) {
+    SCOPED_TRACE(toString(type));
+    const HostTensor xRounded = runCast(runCast(x, type), DataType::kFloat32);
+    const HostTensor wRounded = runCast(runCast(w, type), DataType::kFloat32);
+    ConvolutionParams params;
+    params.outChannels = 4;
+    params.kernel = {3, 3};
+    params.stride = {1, 1};
+    params.prePadding = {1, 1};
+    params.postPadding = {1, 1};
+    params.dilation = {1, 1};
+    const HostTensor narrowWeights = runCast(w, type);
+    const HostTensor y = runLayer({runCast(x, type)}, [&](Network& net, const std::vector<Tensor*>& in) {
+      return net.addConvolution(in[0], constant(net, narrowWeights), nullptr, params)->output(0);
+    });
+    EXPECT_EQ(y.dtype, type);
+    const std::vector<float> expected = referenceConvolution(
+        c, {6, 6}, xRounded.values<float>(), wRounded.values<float>(), {});
+    const float tolerance = type == DataType::kFloat16 ? 1e-3f : 8e-3f;
+    expectAllNear(runCast(y, DataType::kFloat32).values<float>(), expected, tolerance);
+  }
+}
+
+// Declared dims with -1 (dynamic) go through shape inference when the network is made; -1
+// stays where an output dim depends on it and concrete dims stay concrete.
+TEST(CpuLayers, ShapeInferencePropagatesDynamicDims) {
+  Network net;
+  Tensor* image = net.addInput("image", DataType::kFloat32, {-1, 4, -1, 9});
+  ConvolutionParams conv;
+  conv.outChannels = 6;
+  conv.kernel = {3, 3};
+  conv.stride = {1, 2};
+  conv.prePadding = {1, 1};
+  conv.postPadding = {1, 1};
+  conv.dilation = {1, 1};
+  Tensor* weight = constant(net, randomTensor({6, 4, 3, 3}, 24));
+  EXPECT_EQ(net.addConvolution(image, weight, nullptr, conv)->output(0)->dims(),
+            (Dims{-1, 6, -1, 5}));
+  PoolingParams pool = pool2D(PoolingType::kMax, {2, 2}, {2, 2}, {0, 0}, false);
+  EXPECT_EQ(net.addPooling(image, pool)->output(0)->dims(), (Dims{-1, 4, -1, 4}));
+
+  Tensor* x = net.addInput("x", DataType::kFloat32, {-1, 5, 7});
+  Tensor* b = constant(net, randomTensor({7, 3}, 25));
+  EXPECT_EQ(net.addMatMul(x, b)->output(0)->dims(), (Dims{-1, 5, 3}));
+  EXPECT_EQ(net.addReduce(x, {ReduceOp::kSum, {1}, false})->output(0)->dims(), (Dims{-1, 7}));
+  EXPECT_EQ(net.addReduce(x, {ReduceOp::kMax, {0}, true})->output(0)->dims(), (Dims{1, 5, 7}));
+  EXPECT_EQ(net.addSoftmax(x, {-1, false})->output(0)->dims(), (Dims{-1, 5, 7}));
+  ShuffleParams transpose;
+  transpose.firstPermutation = {2, 0, 1};
+  EXPECT_EQ(net.addShuffle(x, transpose)->output(0)->dims(), (Dims{7, -1, 5}));
+  EXPECT_EQ(net.addConcat({x, x}, {2})->output(0)->dims(), (Dims{-1, 5, 14}));
+  SliceParams slice;
+  slice.axes = {2};
+  slice.starts = {1};
+  slice.ends = {-1};
+  slice.steps = {2};
+  EXPECT_EQ(net.addSlice(x, slice)->output(0)->dims(), (Dims{-1, 5, 3}));
+  Tensor* indices = net.addInput("indices", DataType::kInt64, {2, 3});
+  EXPECT_EQ(net.addGather(x, indices, {1})->output(0)->dims(), (Dims{-1, 2, 3, 7}));
+  Tensor* row = constant(net, randomTensor({7}, 26));
+  Layer* less = net.addElementwise(x, row, ElementwiseOp::kLess);
+  EXPECT_EQ(less->output(0)->dims(), (Dims{-1, 5, 7}));
+  EXPECT_EQ(less->output(0)->dtype(), DataType::kBool);
+  EXPECT_EQ(net.addCast(x, DataType::kFloat16)->output(0)->dtype(), DataType::kFloat16);
 }
 
 TEST(CpuLayers, ConstantOutput) {

@@ -141,10 +141,15 @@ TEST_F(ExecutionContextTest, EveryBatchInTheProfileRunsAndMatches) {
 
 TEST_F(ExecutionContextTest, BatchOutsideTheProfileIsRefusedNamingInputAndProfile) {
   std::unique_ptr<ExecutionContext> context = engine->createExecutionContext();
-  expectContains(errorOf([&] { context->setInputShapes({{9, kChannels, kSize, kSize}}); }),
-                 {"input 'x' dim 0 is 9", "profile 0 allows 1..8", "max_shape"});
+  const Dims tooLarge = {9, kChannels, kSize, kSize};
+  expectContains(errorOf([&] { context->setInputShapes({tooLarge}); }),
+                 {"input 'x' has shape " + toString(tooLarge), "dim 0 = 9",
+                  "outside the optimization profile range [1, 8]",
+                  "profile 0: min " + toString(Dims{1, kChannels, kSize, kSize}) + ", max " +
+                      toString(Dims{8, kChannels, kSize, kSize}),
+                  "rebuild the engine with a larger max_shape"});
   expectContains(errorOf([&] { context->setInputShapes({{0, kChannels, kSize, kSize}}); }),
-                 {"input 'x' dim 0 is 0", "profile 0 allows 1..8", "min_shape"});
+                 {"input 'x'", "dim 0 = 0", "range [1, 8]", "smaller min_shape"});
   // The refused shapes leave no run behind.
   std::vector<float> out(16);
   expectContains(errorOf([&] { context->execute({input.data()}, {out.data()}); }),
@@ -167,6 +172,15 @@ TEST_F(ExecutionContextTest, WrongRankCountOrStaticDimIsRefused) {
   std::vector<float> out(2 * kFeatures * kSize * kSize);
   expectContains(errorOf([&] { context->execute({}, {out.data()}); }), {"1 input", "0 input"});
   expectContains(errorOf([&] { context->execute({input.data()}, {}); }), {"1 output"});
+}
+
+TEST_F(ExecutionContextTest, InputTypesAreChecked) {
+  std::unique_ptr<ExecutionContext> context = engine->createExecutionContext();
+  context->checkInputTypes({DataType::kFloat32});
+  expectContains(errorOf([&] { context->checkInputTypes({DataType::kFloat16}); }),
+                 {"input 'x'", toString(DataType::kFloat16), "built for",
+                  toString(DataType::kFloat32)});
+  expectContains(errorOf([&] { context->checkInputTypes({}); }), {"1 input", "0 input type"});
 }
 
 TEST_F(ExecutionContextTest, TwoContextsOfOneEngineGiveEqualResults) {
@@ -192,7 +206,11 @@ TEST(ExecutionContext, PicksTheFirstProfileHoldingTheShapes) {
   expectAllNear(run(*context, input, 7), model.reference(input, 7));
   EXPECT_EQ(context->activeProfile(), 1);
   expectContains(errorOf([&] { context->setInputShapes({{12, kChannels, kSize, kSize}}); }),
-                 {"input 'x' dim 0 is 12", "profile 0 allows 1..4", "profile 1 allows 3..8"});
+                 {"input 'x'", "dim 0 = 12", "every optimization profile", "[1, 4] (profile 0:",
+                  "[3, 8] (profile 1:", "larger max_shape"});
+  // Back inside the first profile after an error.
+  expectAllNear(run(*context, input, 2), model.reference(input, 2));
+  EXPECT_EQ(context->activeProfile(), 0);
 }
 
 TEST(ExecutionContext, OutputsThatAreInputsOrConstantsAreCopied) {
@@ -229,7 +247,7 @@ TEST(ExecutionContext, CudaEngineIsRefusedOnTheCpu) {
   std::vector<float> in(kChannels * kSize * kSize);
   std::vector<float> out(kFeatures * kSize * kSize);
   expectContains(errorOf([&] { context->execute({in.data()}, {out.data()}); }),
-                 {"built for CUDA", "NVIDIA H100"});
+                 {"built for", toString(Backend::kCuda), "NVIDIA H100", "CPU engines only"});
 }
 
 TEST(ExecutionContext, EngineNotOwnedBySharedPtrCannotMakeContexts) {

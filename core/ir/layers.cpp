@@ -1,0 +1,239 @@
+#include "core/ir/layers.h"
+
+#include <sstream>
+#include <type_traits>
+
+namespace kiln {
+
+const char* toString(ElementwiseOp op) {
+  switch (op) {
+    case ElementwiseOp::kSum:
+      return "sum";
+    case ElementwiseOp::kSub:
+      return "sub";
+    case ElementwiseOp::kProd:
+      return "prod";
+    case ElementwiseOp::kDiv:
+      return "div";
+    case ElementwiseOp::kPow:
+      return "pow";
+    case ElementwiseOp::kMax:
+      return "max";
+    case ElementwiseOp::kMin:
+      return "min";
+    case ElementwiseOp::kFloorDiv:
+      return "floor_div";
+    case ElementwiseOp::kEqual:
+      return "equal";
+    case ElementwiseOp::kLess:
+      return "less";
+    case ElementwiseOp::kGreater:
+      return "greater";
+    case ElementwiseOp::kAnd:
+      return "and";
+    case ElementwiseOp::kOr:
+      return "or";
+    case ElementwiseOp::kXor:
+      return "xor";
+  }
+  return "unknown elementwise op";
+}
+
+const char* toString(UnaryOp op) {
+  switch (op) {
+    case UnaryOp::kExp:
+      return "exp";
+    case UnaryOp::kLog:
+      return "log";
+    case UnaryOp::kSqrt:
+      return "sqrt";
+    case UnaryOp::kRsqrt:
+      return "rsqrt";
+    case UnaryOp::kRecip:
+      return "recip";
+    case UnaryOp::kAbs:
+      return "abs";
+    case UnaryOp::kNeg:
+      return "neg";
+    case UnaryOp::kSin:
+      return "sin";
+    case UnaryOp::kCos:
+      return "cos";
+    case UnaryOp::kTan:
+      return "tan";
+    case UnaryOp::kErf:
+      return "erf";
+    case UnaryOp::kFloor:
+      return "floor";
+    case UnaryOp::kCeil:
+      return "ceil";
+    case UnaryOp::kRound:
+      return "round";
+    case UnaryOp::kSign:
+      return "sign";
+    case UnaryOp::kNot:
+      return "not";
+  }
+  return "unknown unary op";
+}
+
+const char* toString(ActivationType type) {
+  switch (type) {
+    case ActivationType::kRelu:
+      return "relu";
+    case ActivationType::kSigmoid:
+      return "sigmoid";
+    case ActivationType::kTanh:
+      return "tanh";
+    case ActivationType::kLeakyRelu:
+      return "leaky_relu";
+    case ActivationType::kElu:
+      return "elu";
+    case ActivationType::kSelu:
+      return "selu";
+    case ActivationType::kSoftplus:
+      return "softplus";
+    case ActivationType::kClip:
+      return "clip";
+    case ActivationType::kHardSigmoid:
+      return "hard_sigmoid";
+    case ActivationType::kHardSwish:
+      return "hard_swish";
+    case ActivationType::kGeluErf:
+      return "gelu_erf";
+    case ActivationType::kGeluTanh:
+      return "gelu_tanh";
+    case ActivationType::kSilu:
+      return "silu";
+    case ActivationType::kMish:
+      return "mish";
+  }
+  return "unknown activation";
+}
+
+const char* toString(PoolingType type) {
+  switch (type) {
+    case PoolingType::kMax:
+      return "max";
+    case PoolingType::kAverage:
+      return "average";
+  }
+  return "unknown pooling type";
+}
+
+const char* toString(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::kSum:
+      return "sum";
+    case ReduceOp::kProd:
+      return "prod";
+    case ReduceOp::kMax:
+      return "max";
+    case ReduceOp::kMin:
+      return "min";
+    case ReduceOp::kAvg:
+      return "avg";
+  }
+  return "unknown reduce op";
+}
+
+const char* toString(NormalizationType type) {
+  switch (type) {
+    case NormalizationType::kBatch:
+      return "batch";
+    case NormalizationType::kLayer:
+      return "layer";
+  }
+  return "unknown normalization type";
+}
+
+const char* toString(LayerKind kind) {
+  switch (kind) {
+    case LayerKind::kConvolution:
+      return "Convolution";
+    case LayerKind::kDeconvolution:
+      return "Deconvolution";
+    case LayerKind::kMatMul:
+      return "MatMul";
+    case LayerKind::kFullyConnected:
+      return "FullyConnected";
+    case LayerKind::kElementwise:
+      return "Elementwise";
+    case LayerKind::kUnary:
+      return "Unary";
+    case LayerKind::kActivation:
+      return "Activation";
+    case LayerKind::kPooling:
+      return "Pooling";
+    case LayerKind::kReduce:
+      return "Reduce";
+    case LayerKind::kSoftmax:
+      return "Softmax";
+    case LayerKind::kNormalization:
+      return "Normalization";
+    case LayerKind::kShuffle:
+      return "Shuffle";
+    case LayerKind::kConcat:
+      return "Concat";
+    case LayerKind::kSlice:
+      return "Slice";
+    case LayerKind::kGather:
+      return "Gather";
+    case LayerKind::kConstant:
+      return "Constant";
+    case LayerKind::kCast:
+      return "Cast";
+  }
+  return "UnknownLayer";
+}
+
+namespace {
+
+// Writes "name=value" for each field a params struct lists, comma-separated.
+class FieldPrinter {
+ public:
+  explicit FieldPrinter(std::ostringstream& out) : out_(out) {}
+
+  template <typename T>
+  void operator()(const char* name, const T& value) {
+    if (!first_) out_ << ", ";
+    first_ = false;
+    out_ << name << "=";
+    write(value);
+  }
+
+ private:
+  void write(const Dims& dims) { out_ << toString(dims); }
+  void write(bool value) { out_ << (value ? "true" : "false"); }
+  void write(int64_t value) { out_ << value; }
+  void write(double value) { out_ << value; }
+  void write(DataType type) { out_ << toString(type); }
+  void write(const Weights& weights) {
+    out_ << toString(weights.dtype) << toString(weights.dims);
+  }
+  template <typename Enum, typename = std::enable_if_t<std::is_enum_v<Enum>>>
+  void write(Enum value) {
+    out_ << toString(value);
+  }
+
+  std::ostringstream& out_;
+  bool first_ = true;
+};
+
+}  // namespace
+
+std::string describe(const LayerParams& params) {
+  std::ostringstream out;
+  out << toString(kindOf(params)) << "(";
+  std::visit(
+      [&](const auto& typed) {
+        // fields() hands out mutable references; a copy shares the weights, it does not copy them.
+        auto copy = typed;
+        copy.fields(FieldPrinter(out));
+      },
+      params);
+  out << ")";
+  return out.str();
+}
+
+}  // namespace kiln

@@ -1,0 +1,129 @@
+"""Dynamic shapes: one engine built for a range of input shapes runs every shape in the range
+and refuses the others with a message naming the profile."""
+
+import pytest
+import torch
+
+import kiln
+from kiln.inspect import find_engines
+
+MIN_SHAPE = (1, 3, 64, 64)
+OPT_SHAPE = (4, 3, 64, 64)
+MAX_SHAPE = (8, 3, 64, 64)
+IRS = ["ts", "dynamo"]
+
+
+class Classifier(torch.nn.Module):
+    """conv-bn-relu, a residual block, global pooling, flatten and a linear head: the batch dim
+    flows through convolutions, a reshape and a matrix multiply."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.bn = torch.nn.BatchNorm2d(8)
+        self.conv = torch.nn.Conv2d(8, 8, 3, padding=1)
+        self.pool = torch.nn.AdaptiveAvgPool2d(1)
+        self.head = torch.nn.Linear(8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.bn(self.stem(x)))
+        y = torch.relu(self.conv(y) + y)
+        return self.head(torch.flatten(self.pool(y), 1))
+
+
+def make_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = Classifier().eval()
+    with torch.no_grad():
+        model.bn.running_mean.uniform_(-0.5, 0.5)
+        model.bn.running_var.uniform_(0.5, 2.0)
+    return model
+
+
+def assert_close_to_eager(actual: torch.Tensor, expected: torch.Tensor) -> None:
+    assert actual.shape == expected.shape
+    tolerance = 1e-4 * max(expected.abs().max().item(), 1.0)
+    error = (actual - expected).abs().max().item()
+    assert error <= tolerance, f"max abs error {error} > {tolerance}"
+
+
+@pytest.fixture(scope="module", params=IRS)
+def compiled(request):
+    model = make_model()
+    spec = kiln.Input(min_shape=MIN_SHAPE, opt_shape=OPT_SHAPE, max_shape=MAX_SHAPE)
+    module = kiln.compile(
+        model, ir=request.param, inputs=[spec], min_block_size=1, require_full_compilation=True
+    )
+    return model, module
+
+
+def test_one_engine_for_the_whole_range(compiled):
+    _, module = compiled
+    summary = kiln.summary(module)
+    assert summary["engines"] == 1
+    assert summary["ops_in_torch"] == 0
+    assert len(list(find_engines(module))) == 1
+
+
+@pytest.mark.parametrize("batch", range(1, 9))
+def test_every_batch_in_the_profile_equals_eager(compiled, batch):
+    model, module = compiled
+    torch.manual_seed(batch)
+    x = torch.randn(batch, *MAX_SHAPE[1:])
+    with torch.no_grad():
+        assert_close_to_eager(module(x), model(x))
+
+
+def test_batch_above_the_profile_is_refused(compiled):
+    _, module = compiled
+    with pytest.raises(RuntimeError) as raised, torch.no_grad():
+        module(torch.randn(9, *MAX_SHAPE[1:]))
+    message = str(raised.value)
+    assert "dim 0 = 9" in message
+    assert "optimization profile range [1, 8]" in message
+    assert "profile 0: min [1,3,64,64], max [8,3,64,64]" in message
+    assert "larger max_shape" in message
+
+
+def test_static_dims_are_enforced(compiled):
+    """H and W were given as 64 in min, opt and max: other sizes are outside the profile."""
+    _, module = compiled
+    with pytest.raises(RuntimeError, match=r"dim 2 = 32 is outside the optimization profile range \[64, 64\]"):
+        with torch.no_grad():
+            module(torch.randn(2, 3, 32, 64))
+
+
+def test_module_still_runs_after_a_refused_shape(compiled):
+    model, module = compiled
+    x = torch.randn(3, *MAX_SHAPE[1:])
+    with torch.no_grad():
+        with pytest.raises(RuntimeError, match="profile"):
+            module(torch.randn(9, *MAX_SHAPE[1:]))
+        assert_close_to_eager(module(x), model(x))
+
+
+@pytest.mark.parametrize("ir", IRS)
+def test_two_dynamic_dims(ir):
+    """Batch and sequence length both dynamic, in a model that reshapes by them."""
+
+    class Mixer(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.proj = torch.nn.Linear(16, 16)
+            self.norm = torch.nn.LayerNorm(16)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.norm(torch.relu(self.proj(x)) + x)
+            return torch.softmax(y @ y.transpose(1, 2), dim=-1) @ y
+
+    torch.manual_seed(0)
+    model = Mixer().eval()
+    spec = kiln.Input(min_shape=(1, 2, 16), opt_shape=(2, 8, 16), max_shape=(4, 12, 16))
+    module = kiln.compile(model, ir=ir, inputs=[spec], min_block_size=1)
+    assert kiln.summary(module)["engines"] == 1
+    with torch.no_grad():
+        for batch, length in [(1, 2), (2, 8), (4, 12), (3, 5), (1, 12), (4, 2)]:
+            x = torch.randn(batch, length, 16)
+            assert_close_to_eager(module(x), model(x))
+        with pytest.raises(RuntimeError, match=r"dim 1 = 13 is outside the optimization profile range \[2, 12\]"):
+            module(torch.randn(2, 13, 16))
