@@ -122,20 +122,6 @@ std::string checkConvolution(const NodeArgs& args) {
   return "";
 }
 
-// (1, rest...) -> (rest...): a single shuffle that moves the unit batch dim last and drops it,
-// so that dynamic dims are copied in place.
-Tensor* dropLeadingUnitDim(ConversionContext& ctx, Tensor* x) {
-  ShuffleParams p;
-  const int64_t rank = x->rank();
-  for (int64_t d = 1; d < rank; ++d) p.firstPermutation.push_back(d);
-  p.firstPermutation.push_back(0);
-  p.hasReshape = true;
-  p.reshapeDims.assign(static_cast<size_t>(rank - 1), 0);
-  Layer* layer = ctx.network().addShuffle(x, p);
-  ctx.nameLayer(layer, "squeeze");
-  return layer->output(0);
-}
-
 void convertConvolution(ConversionContext& ctx, const NodeArgs& args) {
   const ConvolutionGeometry g = readGeometry(args);
   Tensor* x = ctx.tensor(args, "input");
@@ -168,7 +154,7 @@ void convertConvolution(ConversionContext& ctx, const NodeArgs& args) {
   }
   ctx.nameLayer(layer);
   Tensor* out = layer->output(0);
-  if (g.unbatched) out = dropLeadingUnitDim(ctx, out);
+  if (g.unbatched) out = squeezeDims(ctx, out, {0});
   ctx.setOutput(args, 0, out);
 }
 

@@ -73,21 +73,19 @@ void convertMatmul(ConversionContext& ctx, const NodeArgs& args) {
   const int64_t bRank = b->rank();
   if (aRank == 1 && bRank == 1) {
     Tensor* product = matmul(ctx, unsqueeze(ctx, a, 0), unsqueeze(ctx, b, 1));
-    ctx.setOutput(args, 0, reshape(ctx, product, Dims{}));
+    ctx.setOutput(args, 0, squeezeDims(ctx, product, {0, 1}));
     return;
   }
   if (bRank == 1) {
-    // (..., M, K) x (K, 1) -> (..., M, 1) -> (..., M): every kept dim copied in place.
+    // (..., M, K) x (K, 1) -> (..., M, 1) -> (..., M)
     Tensor* product = matmul(ctx, a, unsqueeze(ctx, b, 1));
-    ctx.setOutput(args, 0, reshape(ctx, product, Dims(static_cast<size_t>(aRank - 1), 0)));
+    ctx.setOutput(args, 0, squeezeDims(ctx, product, {aRank - 1}));
     return;
   }
   if (aRank == 1) {
-    // (1, K) x (..., K, N) -> (..., 1, N) -> (..., N): batch dims copied, N inferred.
+    // (1, K) x (..., K, N) -> (..., 1, N) -> (..., N)
     Tensor* product = matmul(ctx, unsqueeze(ctx, a, 0), b);
-    Dims dims(static_cast<size_t>(bRank - 2), 0);
-    dims.push_back(-1);
-    ctx.setOutput(args, 0, reshape(ctx, product, dims));
+    ctx.setOutput(args, 0, squeezeDims(ctx, product, {bRank - 2}));
     return;
   }
   auto [left, right] = alignRanks(ctx, a, b);

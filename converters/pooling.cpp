@@ -40,20 +40,6 @@ void requireValuesOnly(const NodeArgs& args) {
              ": the indices output is used; Kiln computes the pooled values only");
 }
 
-// (1, rest...) -> (rest...): one shuffle that moves the unit batch dim last and drops it, so
-// that dynamic dims are copied in place.
-Tensor* dropLeadingUnitDim(ConversionContext& ctx, Tensor* x) {
-  ShuffleParams p;
-  const int64_t rank = x->rank();
-  for (int64_t d = 1; d < rank; ++d) p.firstPermutation.push_back(d);
-  p.firstPermutation.push_back(0);
-  p.hasReshape = true;
-  p.reshapeDims.assign(static_cast<size_t>(rank - 1), 0);
-  Layer* layer = ctx.network().addShuffle(x, p);
-  ctx.nameLayer(layer, "squeeze");
-  return layer->output(0);
-}
-
 void addPooling(ConversionContext& ctx, const NodeArgs& args, const PoolingParams& params,
                 bool unbatched) {
   Tensor* x = ctx.tensor(args, "self");
@@ -61,7 +47,7 @@ void addPooling(ConversionContext& ctx, const NodeArgs& args, const PoolingParam
   Layer* layer = ctx.network().addPooling(x, params);
   ctx.nameLayer(layer);
   Tensor* out = layer->output(0);
-  if (unbatched) out = dropLeadingUnitDim(ctx, out);
+  if (unbatched) out = squeezeDims(ctx, out, {0});
   ctx.setOutput(args, 0, out);
 }
 

@@ -64,8 +64,8 @@ const TensorView* optionalInput(const Inputs& inputs, size_t index) {
 }
 
 const float* floatData(const TensorView& view, const char* what) {
-  KILN_CHECK(view.dtype == DataType::kFloat32, what, " must be a float tensor on the CPU, got ",
-             toString(view.dtype));
+  KILN_CHECK(view.dtype == DataType::kFloat32, what, " must be a floating-point tensor for this ",
+             "layer on the CPU backend, got ", toString(view.dtype), "; cast it to float32 first");
   return static_cast<const float*>(view.data);
 }
 
@@ -76,7 +76,8 @@ const float* floatDataOrNull(const TensorView* view, const char* what) {
 float* floatOutput(const Outputs& outputs) {
   KILN_CHECK(!outputs.empty(), "the layer needs an output");
   KILN_CHECK(outputs[0].dtype == DataType::kFloat32,
-             "the output must be a float tensor on the CPU, got ", toString(outputs[0].dtype));
+             "the output must be a floating-point tensor for this layer on the CPU backend, got ",
+             toString(outputs[0].dtype));
   return static_cast<float*>(outputs[0].data);
 }
 
@@ -287,8 +288,12 @@ ck::Activation toActivation(ActivationType type) {
 
 void runActivation(const ActivationParams& p, const Inputs& in, const Outputs& out) {
   const TensorView& x = requiredInput(in, 0, "x");
-  ck::activation({toActivation(p.type), p.alpha, p.beta}, floatData(x, "x"), floatOutput(out),
-                 volume(x.dims));
+  const ck::ActivationParams activation{toActivation(p.type), p.alpha, p.beta};
+  if (x.dtype != DataType::kFloat32) {
+    ck::integerActivation(activation, toScalarType(x.dtype), x.data, out[0].data, volume(x.dims));
+    return;
+  }
+  ck::activation(activation, floatData(x, "x"), floatOutput(out), volume(x.dims));
 }
 
 void runPooling(const PoolingParams& p, const Inputs& in, const Outputs& out) {

@@ -38,8 +38,8 @@ void checkProfiles(const EngineDefinition& definition) {
   for (size_t p = 0; p < definition.profiles.size(); ++p) {
     const OptimizationProfile& profile = definition.profiles[p];
     for (const auto& [name, range] : profile.ranges) {
-      KILN_CHECK(inputNames.count(name) > 0, kInvalid, "profile ", p, " has a range for '",
-                 name, "', which is not an input of the engine");
+      KILN_CHECK(inputNames.count(name) > 0, kInvalid, "profile ", p, " has a range for '", name,
+                 "', which is not an input of the engine");
     }
     for (int32_t index : definition.inputs) {
       const EngineTensor& input = definition.tensors[index];
@@ -57,25 +57,25 @@ void checkProfiles(const EngineDefinition& definition) {
                    input.dims.size(), " ", toString(input.dims));
       }
       for (size_t d = 0; d < input.dims.size(); ++d) {
-        KILN_CHECK(range.min[d] >= 0 && range.min[d] <= range.opt[d] &&
-                       range.opt[d] <= range.max[d],
-                   kInvalid, "profile ", p, ": input '", input.name, "' dim ", d,
-                   " needs 0 <= min <= opt <= max, got ", range.min[d], ", ", range.opt[d], ", ",
-                   range.max[d]);
+        KILN_CHECK(
+            range.min[d] >= 0 && range.min[d] <= range.opt[d] && range.opt[d] <= range.max[d],
+            kInvalid, "profile ", p, ": input '", input.name, "' dim ", d,
+            " needs 0 <= min <= opt <= max, got ", range.min[d], ", ", range.opt[d], ", ",
+            range.max[d]);
         KILN_CHECK(input.dims[d] == kDynamic ||
                        (range.min[d] == input.dims[d] && range.max[d] == input.dims[d]),
-                   kInvalid, "profile ", p, ": input '", input.name, "' dim ", d,
-                   " is fixed at ", input.dims[d], ", but the profile ranges it over ",
-                   range.min[d], "..", range.max[d]);
+                   kInvalid, "profile ", p, ": input '", input.name, "' dim ", d, " is fixed at ",
+                   input.dims[d], ", but the profile ranges it over ", range.min[d], "..",
+                   range.max[d]);
       }
     }
   }
 }
 
 void validate(const EngineDefinition& definition) {
-  KILN_CHECK(definition.target.backend == Backend::kCpu ||
-                 definition.target.backend == Backend::kCuda,
-             kInvalid, "unknown backend ", int(definition.target.backend));
+  KILN_CHECK(
+      definition.target.backend == Backend::kCpu || definition.target.backend == Backend::kCuda,
+      kInvalid, "unknown backend ", int(definition.target.backend));
   const size_t tensorCount = definition.tensors.size();
   for (size_t l = 0; l < definition.layers.size(); ++l) {
     const EngineLayer& layer = definition.layers[l];

@@ -332,8 +332,8 @@ void readWeights(Reader& in, Weights& weights) {
   }
   const uint64_t size = in.integer<uint64_t>();
   if (size > in.remaining()) {
-    in.corrupt(concat(in.where(), " claims ", size, " bytes of weights, but only ",
-                      in.remaining(), " bytes are left"));
+    in.corrupt(concat(in.where(), " claims ", size, " bytes of weights, but only ", in.remaining(),
+                      " bytes are left"));
   }
   const std::optional<uint64_t> expected = expectedWeightBytes(weights);
   if (expected && *expected != size) {
@@ -417,8 +417,8 @@ LayerParams defaultParams(size_t index) {
 void checkTensorIndex(const Reader& in, int32_t index, size_t tensorCount, bool mayBeAbsent) {
   if (mayBeAbsent && index == -1) return;
   if (index < 0 || static_cast<size_t>(index) >= tensorCount) {
-    in.corrupt(concat(in.where(), " refers to tensor ", index, ", but the plan has ",
-                      tensorCount, " tensors"));
+    in.corrupt(concat(in.where(), " refers to tensor ", index, ", but the plan has ", tensorCount,
+                      " tensors"));
   }
 }
 

@@ -1,6 +1,7 @@
 #include "kernels/cpu/unary_activation.h"
 
 #include <cmath>
+#include <limits>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -180,6 +181,49 @@ void activation(const ActivationParams& params, const float* in, float* out, int
   }
   throw std::invalid_argument("unknown activation " +
                               std::to_string(static_cast<int>(params.type)));
+}
+
+namespace {
+
+// A clip bound as a value of T: bounds beyond T's range saturate (a clamp at -inf is no clamp).
+template <typename T>
+T integerBound(double bound, const char* which) {
+  if (std::isnan(bound) || (std::isfinite(bound) && std::floor(bound) != bound)) {
+    throw std::invalid_argument(std::string("clip on integers needs a whole-number ") + which +
+                                " bound, got " + std::to_string(bound) +
+                                "; cast the input to float32 first");
+  }
+  if (bound <= static_cast<double>(std::numeric_limits<T>::lowest())) {
+    return std::numeric_limits<T>::lowest();
+  }
+  if (bound >= static_cast<double>(std::numeric_limits<T>::max())) {
+    return std::numeric_limits<T>::max();
+  }
+  return static_cast<T>(bound);
+}
+
+}  // namespace
+
+void integerActivation(const ActivationParams& params, ScalarType type, const void* input,
+                       void* output, int64_t count) {
+  visitComputeType(type, "activation", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
+      if (params.type == Activation::kRelu) {
+        return map<T>(input, output, count, [](T x) { return x > 0 ? x : T{0}; });
+      }
+      if (params.type == Activation::kClip) {
+        const T low = integerBound<T>(params.alpha, "min");
+        const T high = integerBound<T>(params.beta, "max");
+        return map<T>(input, output, count,
+                      [low, high](T x) { return x < low ? low : (x > high ? high : x); });
+      }
+    }
+    throw std::invalid_argument(std::string("activation ") +
+                                std::to_string(static_cast<int>(params.type)) +
+                                " is not defined on " + scalarName(type) +
+                                " (integers take relu and clip); cast to float32 first");
+  });
 }
 
 }  // namespace kiln::cpu_kernels

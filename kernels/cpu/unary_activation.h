@@ -58,4 +58,10 @@ struct ActivationParams {
 void activation(const ActivationParams& params, const float* input, float* output,
                 int64_t count);
 
+// relu and clip on integer types (int8, uint8, int32, int64), as torch.relu and torch.clamp do
+// on integer tensors. Clip bounds must be whole numbers (or beyond the type's range, which
+// leaves that side open). Throws std::invalid_argument for other activations or types.
+void integerActivation(const ActivationParams& params, ScalarType type, const void* input,
+                       void* output, int64_t count);
+
 }  // namespace kiln::cpu_kernels

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import warnings
 from collections.abc import Iterator
 
 logger = logging.getLogger("kiln")
@@ -56,6 +57,17 @@ def debug_logging(enabled: bool) -> Iterator[None]:
         yield
     finally:
         set_debug(False)
+
+
+@contextlib.contextmanager
+def torchscript_warnings_silenced() -> Iterator[None]:
+    """Kiln's saved format is TorchScript by design: torch's deprecation notices for
+    torch.jit.script/trace/save/load, and TorchScript's notes on GraphModule attributes it skips,
+    say nothing the user can act on, so Kiln's own TorchScript calls do not show them."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message="The TorchScript type system doesn't support instance-level annotations")
+        yield
 
 
 def _env_flag(name: str) -> bool:

@@ -13,7 +13,7 @@ from torch.export.graph_signature import InputKind, OutputKind
 from torch.fx.graph import _PyTreeCodeGen, _PyTreeInfo
 
 from kiln import _C
-from kiln._logging import debug_logging, logger
+from kiln._logging import debug_logging, logger, torchscript_warnings_silenced
 from kiln.fx_importer import SymbolRanges, bare_symbol
 from kiln.fx_partition import (
     BuildSettings,
@@ -183,7 +183,8 @@ def compile(
         logger.debug("kiln.compile: ir=%s, inputs=%s, %s", resolved_ir, [i for i, _ in resolved_inputs], settings)
         module.eval()
         if resolved_ir == "ts":
-            return _compile_ts(module, resolved_inputs, settings)
+            with torchscript_warnings_silenced():
+                return _compile_ts(module, resolved_inputs, settings)
         return _compile_dynamo(module, resolved_inputs, settings)
 
 

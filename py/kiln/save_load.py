@@ -16,7 +16,7 @@ import torch
 import torch.fx as fx
 
 from kiln import _C  # noqa: F401 - loads libkiln_runtime.so: the Engine class and execute_engine
-from kiln._logging import logger
+from kiln._logging import logger, torchscript_warnings_silenced
 from kiln.input import Input
 
 PathLike = str | os.PathLike[str]
@@ -64,6 +64,13 @@ def save(
     """
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+    with torchscript_warnings_silenced():
+        _save(module, path, inputs)
+
+
+def _save(
+    module: torch.nn.Module, path: PathLike, inputs: Sequence[Input | torch.Tensor] | None
+) -> None:
     if isinstance(module, torch.jit.ScriptModule):
         torch.jit.save(module, path)
         return
@@ -124,6 +131,7 @@ def load(path: PathLike, map_location: str | torch.device | None = None) -> torc
         raise IsADirectoryError(f"kiln.load: {os.fspath(path)!r} is a directory, not a saved module")
     _check_archive(path)
     try:
-        return torch.jit.load(path, map_location=map_location)
+        with torchscript_warnings_silenced():
+            return torch.jit.load(path, map_location=map_location)
     except RuntimeError as error:
         raise ValueError(f"kiln.load: loading {os.fspath(path)!r} failed: {error}") from error

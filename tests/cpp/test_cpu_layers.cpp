@@ -692,6 +692,38 @@ TEST(CpuLayers, ActivationEveryType) {
   }
 }
 
+TEST(CpuLayers, ActivationReluAndClipOnIntegers) {
+  // torch.relu and torch.clamp keep integer tensors integer (clamping indices is common).
+  const HostTensor longs =
+      tensorOf(DataType::kInt64, {5}, std::vector<int64_t>{-7, -1, 0, 3, int64_t{1} << 40});
+  auto run = [](const HostTensor& x, const ActivationParams& p) {
+    return runLayer({x}, [&](Network& net, const std::vector<Tensor*>& in) {
+      return net.addActivation(in[0], p)->output(0);
+    });
+  };
+  EXPECT_EQ(run(longs, {ActivationType::kRelu}).values<int64_t>(),
+            (std::vector<int64_t>{0, 0, 0, 3, int64_t{1} << 40}));
+  EXPECT_EQ(run(longs, {ActivationType::kClip, -2.0, 9.0}).values<int64_t>(),
+            (std::vector<int64_t>{-2, -1, 0, 3, 9}));
+  // A bound beyond the type's range leaves that side open.
+  const HostTensor bytes = tensorOf(DataType::kUInt8, {3}, std::vector<uint8_t>{0, 100, 250});
+  EXPECT_EQ(run(bytes, {ActivationType::kClip, -1e9, 200.0}).values<uint8_t>(),
+            (std::vector<uint8_t>{0, 100, 200}));
+  try {
+    run(longs, {ActivationType::kClip, 0.5, 9.0});
+    FAIL() << "expected an error";
+  } catch (const Error& error) {
+    EXPECT_NE(std::string(error.what()).find("whole-number"), std::string::npos) << error.what();
+  }
+  try {
+    run(longs, {ActivationType::kSigmoid});
+    FAIL() << "expected an error";
+  } catch (const Error& error) {
+    EXPECT_NE(std::string(error.what()).find("cast to float32"), std::string::npos)
+        << error.what();
+  }
+}
+
 // ---- pooling -------------------------------------------------------------------------------
 
 // Reference 2-D pooling over windows that may reach into padding and, in ceil mode, past it.

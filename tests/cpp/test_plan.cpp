@@ -147,7 +147,8 @@ EngineDefinition everyKindDefinition() {
   bias.weights = Weights::fromValues(DataType::kInt64, {}, std::vector<int64_t>{-7});
   const int32_t b = layer("bias", bias, {}, DataType::kInt64, {});
   ConstantParams bytes;
-  bytes.weights = Weights::fromValues(DataType::kInt8, {5}, std::vector<int8_t>{-128, -1, 0, 1, 127});
+  bytes.weights =
+      Weights::fromValues(DataType::kInt8, {5}, std::vector<int8_t>{-128, -1, 0, 1, 127});
   layer("bytes", bytes, {}, DataType::kInt8, {5});
 
   ConvolutionParams conv;
@@ -176,7 +177,8 @@ EngineDefinition everyKindDefinition() {
   matmul.transposeB = false;
   const int32_t m = layer("matmul", matmul, {c, c}, f32, {-1, 4, 6, 6});
   layer("fc", FullyConnectedParams{}, {m, w, -1}, f32, {-1, 4, 6, 4});
-  const int32_t e = layer("add", ElementwiseParams{ElementwiseOp::kXor}, {m, m}, f32, {-1, 4, 6, 6});
+  const int32_t e =
+      layer("add", ElementwiseParams{ElementwiseOp::kXor}, {m, m}, f32, {-1, 4, 6, 6});
   layer("not", UnaryParams{UnaryOp::kNot}, {e}, f32, {-1, 4, 6, 6});
 
   ActivationParams activation;
@@ -340,8 +342,8 @@ TEST(PlanErrors, EveryTruncationIsRefused) {
   const std::vector<uint8_t> plan = writePlan(everyKindDefinition());
   for (size_t size = 0; size < plan.size(); ++size) {
     const std::string error = planErrorOf([&] { readPlan(plan.data(), size); });
-    ASSERT_NE(error.find("truncated"), std::string::npos) << "prefix of " << size
-                                                          << " bytes: " << error;
+    ASSERT_NE(error.find("truncated"), std::string::npos)
+        << "prefix of " << size << " bytes: " << error;
   }
   expectContains(planErrorOf([&] { readPlan(plan.data(), plan.size() - 1); }),
                  {"truncated", "copy it again or rebuild"});
@@ -355,8 +357,8 @@ TEST(PlanErrors, EveryBitFlipInThePayloadIsCorrupt) {
     for (int bit = 0; bit < 8; ++bit) {
       flipped[i] = static_cast<uint8_t>(plan[i] ^ (1u << bit));
       const std::string error = planErrorOf([&] { readPlan(flipped.data(), flipped.size()); });
-      ASSERT_NE(error.find("corrupt"), std::string::npos) << "byte " << i << " bit " << bit
-                                                          << ": " << error;
+      ASSERT_NE(error.find("corrupt"), std::string::npos)
+          << "byte " << i << " bit " << bit << ": " << error;
       flipped[i] = plan[i];
     }
   }

@@ -224,3 +224,26 @@ def test_torch_compile_rejects_unknown_options(net):
 
 def test_version():
     assert isinstance(kiln.__version__, str) and kiln.__version__
+
+
+def test_torch_compile_backend_without_importing_kiln():
+    """An installed Kiln registers "kiln" through the torch_dynamo_backends entry point."""
+    from importlib import metadata
+
+    if not any(ep.name == "kiln" for ep in metadata.entry_points(group="torch_dynamo_backends")):
+        pytest.skip("kiln is not installed (pip install .): no torch_dynamo_backends entry point")
+    code = """
+import sys
+import torch
+model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2)).eval()
+x = torch.randn(3, 4)
+assert "kiln" not in sys.modules
+with torch.no_grad():
+    out = torch.compile(model, backend="kiln")(x)
+    torch.testing.assert_close(out, model(x), rtol=1e-4, atol=1e-4)
+assert "kiln" in sys.modules
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"

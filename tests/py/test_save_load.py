@@ -248,7 +248,7 @@ def test_corrupt_engine_plan(saved_file, tmp_path):
         return data[:-1] + bytes([data[-1] ^ 0xFF]) if name == entry else data
 
     rewrite_archive(saved_file, path, flip_last_byte)
-    with pytest.raises(ValueError, match="(?i)kiln.load: loading .* failed: .*corrupt"):
+    with pytest.raises(ValueError, match=r"(?is)kiln\.load: loading .* failed: .*corrupt"):
         kiln.load(path)
 
 

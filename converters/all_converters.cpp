@@ -1,0 +1,23 @@
+#include "converters/families.h"
+#include "converters/registry.h"
+
+namespace kiln {
+
+void registerAllConverters(ConverterRegistry& registry) {
+  registerActivationConverters(registry);
+  registerElementwiseConverters(registry);
+  registerUnaryConverters(registry);
+  registerCastConverters(registry);
+  registerNoopConverters(registry);
+  registerShapeConverters(registry);
+  registerIndexingConverters(registry);
+  registerConvolutionConverters(registry);
+  registerMatmulConverters(registry);
+  registerPoolingConverters(registry);
+  registerNormalizationConverters(registry);
+  registerReduceConverters(registry);
+  registerSoftmaxConverters(registry);
+  registerAttentionConverters(registry);
+}
+
+}  // namespace kiln

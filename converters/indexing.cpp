@@ -1,0 +1,124 @@
+// Indexing: select.int and slice.Tensor (basic indexing, x[:, 1], x[..., 2:5]), index_select and
+// embedding (Gather). torch.gather (per-element indices) has no Network layer and stays in
+// PyTorch.
+#include <ATen/ATen.h>
+
+#include <limits>
+
+#include "converters/families.h"
+#include "converters/helpers.h"
+
+namespace kiln {
+namespace {
+
+Tensor* gather(ConversionContext& ctx, Tensor* data, Tensor* indices, int64_t axis) {
+  GatherParams params;
+  params.axis = axis;
+  Layer* layer = ctx.network().addGather(data, indices, params);
+  ctx.nameLayer(layer);
+  return layer->output(0);
+}
+
+// select: a rank-0 index removes the axis; Gather counts a negative index from the end.
+void convertSelect(ConversionContext& ctx, const NodeArgs& args) {
+  const int64_t axis = normalizeDim(args.getInt("dim"), args.rank("self"));
+  Tensor* index = ctx.constant(at::scalar_tensor(args.getInt("index"), at::kLong));
+  ctx.setOutput(args, 0, gather(ctx, ctx.tensor(args, "self"), index, axis));
+}
+
+std::string checkSelect(const NodeArgs& args) {
+  if (args.rank("self") == 0) return "select on a scalar";
+  return requireConstants(args, {"index"});
+}
+
+// A slice bound: None, the largest int64 (what FX writes for "to the end") and the input's own
+// size along the axis mean "to the end"; anything else must be a constant.
+std::optional<int64_t> sliceEnd(const NodeArgs& args, int64_t axis) {
+  if (args.isNone("end")) return kSliceEnd;
+  const OpValue& end = args.value("end");
+  if (end.shapeInt && !end.shapeInt->isStatic()) {
+    const SymInt& size = args.value("self").shape[static_cast<size_t>(axis)];
+    if (end.shapeInt->symbol == size.symbol) return kSliceEnd;
+    return std::nullopt;
+  }
+  const int64_t value = args.getInt("end");
+  return value >= std::numeric_limits<int64_t>::max() ? kSliceEnd : value;
+}
+
+void convertSlice(ConversionContext& ctx, const NodeArgs& args) {
+  const int64_t axis = normalizeDim(args.getInt("dim"), args.rank("self"));
+  std::optional<int64_t> end = sliceEnd(args, axis);
+  KILN_CHECK(end.has_value(), "the slice end depends on the input shapes");
+  SliceParams params;
+  params.axes = {axis};
+  params.starts = {args.isNone("start") ? 0 : args.getInt("start")};
+  params.ends = {*end};
+  params.steps = {args.getInt("step")};
+  Layer* layer = ctx.network().addSlice(ctx.tensor(args, "self"), params);
+  ctx.nameLayer(layer);
+  ctx.setOutput(args, 0, layer->output(0));
+}
+
+std::string checkSlice(const NodeArgs& args) {
+  if (args.rank("self") == 0) return "slice of a scalar";
+  if (!args.isNone("start") && !args.isConstant("start")) {
+    return "the slice start depends on the input shapes";
+  }
+  if (!args.isConstant("step")) return "the slice step depends on the input shapes";
+  if (args.getInt("step") < 1) return "slice step must be positive";
+  const int64_t axis = normalizeDim(args.getInt("dim"), args.rank("self"));
+  if (!sliceEnd(args, axis)) {
+    return "the slice end depends on the input shapes in a way other than the input's size";
+  }
+  return "";
+}
+
+std::string requireIndexDtype(const NodeArgs& args, const std::string& name) {
+  const c10::ScalarType type = args.dtype(name);
+  if (type != c10::ScalarType::Long && type != c10::ScalarType::Int) {
+    return concat("argument '", name, "' has dtype ", c10::toString(type),
+                  "; indices must be int32 or int64");
+  }
+  return "";
+}
+
+// index_select keeps the axis even for a rank-0 index (torch treats it as one index).
+void convertIndexSelect(ConversionContext& ctx, const NodeArgs& args) {
+  const int64_t axis = normalizeDim(args.getInt("dim"), args.rank("self"));
+  Tensor* index = ctx.tensor(args, "index");
+  if (index->rank() == 0) index = reshape(ctx, index, {1});
+  ctx.setOutput(args, 0, gather(ctx, ctx.tensor(args, "self"), index, axis));
+}
+
+std::string checkIndexSelect(const NodeArgs& args) {
+  if (args.rank("self") == 0) return "index_select on a scalar";
+  if (args.rank("index") > 1) return "index_select with an index of rank > 1";
+  return requireIndexDtype(args, "index");
+}
+
+// embedding: rows of the weight; padding_idx only matters for gradients.
+void convertEmbedding(ConversionContext& ctx, const NodeArgs& args) {
+  ctx.setOutput(args, 0, gather(ctx, ctx.tensor(args, "weight"), ctx.tensor(args, "indices"), 0));
+}
+
+std::string checkEmbedding(const NodeArgs& args) {
+  if (args.rank("weight") != 2) return "embedding with a weight that is not a matrix";
+  return requireIndexDtype(args, "indices");
+}
+
+}  // namespace
+
+void registerIndexingConverters(ConverterRegistry& registry) {
+  registry.add({"aten::select.int(Tensor(a) self, int dim, SymInt index) -> Tensor(a)",
+                convertSelect, checkSelect});
+  registry.add({"aten::slice.Tensor(Tensor(a) self, int dim=0, SymInt? start=None, SymInt? "
+                "end=None, SymInt step=1) -> Tensor(a)",
+                convertSlice, checkSlice});
+  registry.add({"aten::index_select(Tensor self, int dim, Tensor index) -> Tensor",
+                convertIndexSelect, checkIndexSelect});
+  registry.add({"aten::embedding(Tensor weight, Tensor indices, SymInt padding_idx=-1, bool "
+                "scale_grad_by_freq=False, bool sparse=False) -> Tensor",
+                convertEmbedding, checkEmbedding});
+}
+
+}  // namespace kiln

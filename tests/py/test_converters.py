@@ -1,0 +1,431 @@
+"""Every converter against eager PyTorch, through both front ends.
+
+Each case is one small module (an ``nn`` layer, which TorchScript scripts, or a function, which it
+traces) with a few sets of sample inputs. Every case is compiled with
+``kiln.compile(..., min_block_size=1, require_full_compilation=True)`` through ``ir="ts"`` and
+``ir="dynamo"``, so a converter that is missing or refuses the node fails the test with the
+reason, and the result must match eager float32.
+
+``test_every_converter_is_exercised`` checks the table is complete: each op Kiln registers must
+appear in the graph some case gives one of the front ends (or be listed in ``NOT_REACHABLE`` with
+why no front end produces it).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import kiln
+from kiln.fx_partition import decomposition_table
+
+FRONT_ENDS = ("ts", "dynamo")
+
+# An input of a case: a shape (float32 randn) or a function returning the tensor.
+ArgSpec = tuple[int, ...] | Callable[[], torch.Tensor]
+
+
+def positive(*shape: int) -> Callable[[], torch.Tensor]:
+    return lambda: torch.rand(shape) + 0.1
+
+
+def ints(*shape: int, low: int = -5, high: int = 6, dtype: torch.dtype = torch.int64) -> Callable[[], torch.Tensor]:
+    return lambda: torch.randint(low, high, shape, dtype=dtype)
+
+
+def bools(*shape: int) -> Callable[[], torch.Tensor]:
+    return lambda: torch.rand(shape) > 0.5
+
+
+def nonzero(*shape: int) -> Callable[[], torch.Tensor]:
+    """Floats away from zero (divisors)."""
+    return lambda: (torch.rand(shape) + 0.5) * torch.where(torch.rand(shape) > 0.5, 1.0, -1.0)
+
+
+def make(spec: ArgSpec) -> torch.Tensor:
+    return spec() if callable(spec) else torch.randn(spec)
+
+
+class Fn(nn.Module):
+    """A function as a module. TorchScript cannot script it, so ir="ts" traces it."""
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, *args: torch.Tensor) -> Any:
+        return self.fn(*args)
+
+
+@dataclass(frozen=True)
+class Dynamic:
+    """Inputs with dynamic dims: one compile, run at each shape set of ``runs``."""
+
+    inputs: tuple[kiln.Input, ...]
+    runs: tuple[tuple[ArgSpec, ...], ...]
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    module: Callable[[], nn.Module]
+    samples: tuple[tuple[ArgSpec, ...], ...] = ()
+    dynamic: Dynamic | None = None
+    tol: float = 1e-5
+    # front end -> why this case cannot convert there (an expected failure, shown as xfail).
+    xfail: dict[str, str] = field(default_factory=dict)
+
+
+def fn(f: Callable[..., Any]) -> Callable[[], nn.Module]:
+    return lambda: Fn(f)
+
+
+def layer(factory: Callable[[], nn.Module]) -> Callable[[], nn.Module]:
+    def build() -> nn.Module:
+        torch.manual_seed(0)
+        module = factory().eval()
+        # Non-trivial running statistics, so batch norm is checked for more than the identity.
+        for m in module.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.running_mean.uniform_(-1, 1)
+                m.running_var.uniform_(0.5, 2)
+                if m.affine:
+                    m.weight.data.uniform_(0.5, 1.5)
+                    m.bias.data.uniform_(-1, 1)
+        return module
+
+    return build
+
+
+# -- attention modules (scriptable, so ir="ts" sees aten::scaled_dot_product_attention whole) ----
+
+
+class Attention(nn.Module):
+    def __init__(self, is_causal: bool = False, scale: float | None = None, enable_gqa: bool = False) -> None:
+        super().__init__()
+        self.is_causal = is_causal
+        self.scale = scale
+        self.enable_gqa = enable_gqa
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return F.scaled_dot_product_attention(
+            q, k, v, is_causal=self.is_causal, scale=self.scale, enable_gqa=self.enable_gqa
+        )
+
+
+class MaskedAttention(nn.Module):
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+class ConstantMaskAttention(nn.Module):
+    """A boolean mask with fully masked rows (torch gives zeros there)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        mask = torch.ones(6, 6, dtype=torch.bool).tril()
+        mask[2] = False
+        self.register_buffer("mask", mask)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=self.mask)
+
+
+def float_mask(*shape: int) -> Callable[[], torch.Tensor]:
+    """An additive mask with -inf entries and one fully masked row."""
+
+    def build() -> torch.Tensor:
+        mask = torch.randn(shape)
+        mask = mask.masked_fill(torch.rand(shape) > 0.6, float("-inf"))
+        mask[..., 0, :] = float("-inf")
+        return mask
+
+    return build
+
+
+# -- the table ---------------------------------------------------------------------------------
+
+B = Dynamic  # short alias for the table
+
+CASES: list[Case] = [
+    # ---- convolution ----
+    Case("conv2d", layer(lambda: nn.Conv2d(3, 8, 3)), (((1, 3, 8, 8),), ((2, 3, 5, 7),)), tol=1e-4),
+    Case("conv2d_stride_pad_dilation", layer(lambda: nn.Conv2d(4, 6, (3, 2), stride=(2, 1), padding=(1, 2), dilation=(2, 1))),
+         (((2, 4, 9, 10),),), tol=1e-4),
+    Case("conv2d_groups_nobias", layer(lambda: nn.Conv2d(8, 4, 3, groups=4, bias=False, padding=1)), (((1, 8, 6, 6),),), tol=1e-4),
+    Case("conv2d_depthwise", layer(lambda: nn.Conv2d(6, 6, 3, groups=6, padding=1)), (((2, 6, 7, 7),),), tol=1e-4),
+    Case("conv2d_padding_same", layer(lambda: nn.Conv2d(3, 4, 4, padding="same", dilation=2)), (((1, 3, 9, 9),),), tol=1e-4),
+    Case("conv2d_padding_valid", layer(lambda: nn.Conv2d(3, 4, 3, padding="valid")), (((1, 3, 6, 6),),), tol=1e-4),
+    Case("conv2d_unbatched", layer(lambda: nn.Conv2d(3, 4, 3)), (((3, 6, 6),),), tol=1e-4),
+    Case("conv2d_dynamic_batch", layer(lambda: nn.Conv2d(3, 4, 3, padding=1)), tol=1e-4,
+         dynamic=B((kiln.Input(min_shape=(1, 3, 8, 8), opt_shape=(2, 3, 8, 8), max_shape=(4, 3, 8, 8)),),
+                   (((1, 3, 8, 8),), ((3, 3, 8, 8),), ((4, 3, 8, 8),)))),
+    Case("conv1d", layer(lambda: nn.Conv1d(3, 5, 3, stride=2, padding=1)), (((2, 3, 11),), ((1, 3, 4),)), tol=1e-4),
+    Case("conv3d", layer(lambda: nn.Conv3d(2, 3, 3, padding=1)), (((1, 2, 4, 5, 6),),), tol=1e-4),
+    Case("conv_transpose2d", layer(lambda: nn.ConvTranspose2d(4, 3, 3, stride=2, padding=1, output_padding=1)),
+         (((1, 4, 5, 5),), ((2, 4, 3, 6),)), tol=1e-4),
+    Case("conv_transpose2d_groups_dilation", layer(lambda: nn.ConvTranspose2d(4, 6, 3, groups=2, dilation=2, bias=False)),
+         (((1, 4, 4, 4),),), tol=1e-4),
+    Case("conv_transpose1d", layer(lambda: nn.ConvTranspose1d(3, 2, 4, stride=3)), (((2, 3, 5),),), tol=1e-4),
+    Case("conv_transpose3d", layer(lambda: nn.ConvTranspose3d(2, 2, 2, stride=2)), (((1, 2, 3, 3, 3),),), tol=1e-4),
+    # Wrapped in Fn, TorchScript traces the layers: aten::_convolution instead of aten::conv2d.
+    Case("conv2d_traced", layer(lambda: Fn(nn.Conv2d(3, 4, 3, stride=2))), (((1, 3, 9, 9),),), tol=1e-4),
+    Case("conv_transpose2d_traced", layer(lambda: Fn(nn.ConvTranspose2d(3, 2, 3, stride=2))), (((1, 3, 4, 4),),), tol=1e-4),
+    # ---- matrix products ----
+    Case("linear", layer(lambda: nn.Linear(16, 8)), (((4, 16),), ((2, 3, 16),), ((16,),)), tol=1e-4),
+    Case("linear_nobias", layer(lambda: nn.Linear(7, 5, bias=False)), (((3, 7),),), tol=1e-4),
+    Case("linear_dynamic", layer(lambda: nn.Linear(6, 4)), tol=1e-4,
+         dynamic=B((kiln.Input(min_shape=(1, 2, 6), opt_shape=(4, 3, 6), max_shape=(8, 5, 6)),),
+                   (((1, 2, 6),), ((8, 5, 6),), ((3, 4, 6),)))),
+    Case("matmul", fn(torch.matmul), (((3, 4), (4, 5)), ((2, 3, 4), (4, 5)), ((2, 3, 4), (2, 4, 5)),
+                                       ((2, 1, 3, 4), (3, 4, 2)), ((4,), (4,)), ((4,), (2, 4, 3)), ((2, 3, 4), (4,))),
+         tol=1e-4),
+    Case("matmul_dynamic", fn(torch.matmul), tol=1e-4,
+         dynamic=B((kiln.Input(min_shape=(1, 3, 4), opt_shape=(2, 3, 4), max_shape=(4, 3, 4)), kiln.Input(shape=(4, 5))),
+                   (((1, 3, 4), (4, 5)), ((4, 3, 4), (4, 5))))),
+    Case("mm", fn(torch.mm), (((3, 4), (4, 5)), ((1, 7), (7, 1))), tol=1e-4),
+    Case("bmm", fn(torch.bmm), (((2, 3, 4), (2, 4, 5)),), tol=1e-4),
+    Case("addmm", fn(lambda b, x, y: torch.addmm(b, x, y)), (((5,), (3, 4), (4, 5)), ((3, 5), (3, 4), (4, 5))), tol=1e-4),
+    Case("addmm_beta_alpha", fn(lambda b, x, y: torch.addmm(b, x, y, beta=0.5, alpha=2.0)), (((1, 5), (3, 4), (4, 5)),), tol=1e-4),
+    Case("addmm_beta_zero", fn(lambda b, x, y: torch.addmm(b * float("nan"), x, y, beta=0)), (((3, 5), (3, 4), (4, 5)),), tol=1e-4),
+    # ---- pooling ----
+    Case("max_pool2d", layer(lambda: nn.MaxPool2d(2)), (((1, 3, 8, 8),), ((2, 2, 7, 5),))),
+    Case("max_pool2d_stride_pad_dilation", layer(lambda: nn.MaxPool2d(3, stride=2, padding=1, dilation=2)), (((1, 2, 9, 10),),)),
+    Case("max_pool2d_ceil", layer(lambda: nn.MaxPool2d(3, stride=2, ceil_mode=True)), (((1, 2, 8, 8),), ((1, 1, 6, 9),))),
+    Case("max_pool2d_ceil_pad", layer(lambda: nn.MaxPool2d(2, stride=2, padding=1, ceil_mode=True)), (((1, 1, 5, 5),),)),
+    Case("max_pool2d_unbatched", layer(lambda: nn.MaxPool2d(2)), (((3, 6, 6),),)),
+    Case("max_pool2d_dynamic", layer(lambda: nn.MaxPool2d(2)),
+         dynamic=B((kiln.Input(min_shape=(1, 3, 4, 4), opt_shape=(2, 3, 8, 8), max_shape=(4, 3, 16, 16)),),
+                   (((1, 3, 4, 4),), ((4, 3, 16, 10),)))),
+    Case("max_pool1d", layer(lambda: nn.MaxPool1d(3, stride=2, padding=1)), (((2, 3, 10),),)),
+    Case("max_pool3d", layer(lambda: nn.MaxPool3d(2)), (((1, 2, 4, 4, 6),),)),
+    Case("avg_pool2d", layer(lambda: nn.AvgPool2d(2)), (((1, 3, 8, 8),), ((2, 1, 5, 7),))),
+    Case("avg_pool2d_pad_include", layer(lambda: nn.AvgPool2d(3, stride=2, padding=1)), (((1, 2, 7, 8),),)),
+    Case("avg_pool2d_pad_exclude", layer(lambda: nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False)), (((1, 2, 7, 8),),)),
+    Case("avg_pool2d_ceil", layer(lambda: nn.AvgPool2d(3, stride=2, ceil_mode=True)), (((1, 2, 8, 8),),)),
+    Case("avg_pool2d_ceil_pad_exclude", layer(lambda: nn.AvgPool2d(3, stride=2, padding=1, ceil_mode=True, count_include_pad=False)),
+         (((1, 2, 8, 9),),)),
+    Case("avg_pool1d", layer(lambda: nn.AvgPool1d(3, stride=2, padding=1)), (((2, 3, 10),),)),
+    Case("avg_pool3d", layer(lambda: nn.AvgPool3d(2)), (((1, 2, 4, 4, 4),),)),
+    Case("adaptive_avg_pool2d", layer(lambda: nn.AdaptiveAvgPool2d((3, 2))), (((1, 3, 8, 8),), ((2, 2, 7, 5),))),
+    Case("adaptive_avg_pool2d_global", layer(lambda: nn.AdaptiveAvgPool2d(1)), (((2, 4, 7, 7),),)),
+    Case("adaptive_avg_pool2d_dynamic", layer(lambda: nn.AdaptiveAvgPool2d(1)),
+         dynamic=B((kiln.Input(min_shape=(1, 4, 5, 5), opt_shape=(2, 4, 7, 7), max_shape=(4, 4, 9, 9)),),
+                   (((1, 4, 5, 5),), ((4, 4, 9, 6),)))),
+    Case("adaptive_avg_pool1d", layer(lambda: nn.AdaptiveAvgPool1d(4)), (((2, 3, 10),),)),
+    Case("adaptive_avg_pool3d", layer(lambda: nn.AdaptiveAvgPool3d((2, 3, 1))), (((1, 2, 4, 5, 6),),)),
+    Case("adaptive_max_pool2d", layer(lambda: nn.AdaptiveMaxPool2d((3, 2))), (((1, 3, 8, 7),),)),
+    Case("adaptive_max_pool1d", layer(lambda: nn.AdaptiveMaxPool1d(3)), (((2, 3, 10),),)),
+    # ---- normalization ----
+    Case("batch_norm2d", layer(lambda: nn.BatchNorm2d(3)), (((2, 3, 4, 5),), ((1, 3, 1, 1),))),
+    Case("batch_norm1d", layer(lambda: nn.BatchNorm1d(4)), (((5, 4),), ((2, 4, 6),))),
+    Case("batch_norm_no_affine", layer(lambda: nn.BatchNorm2d(3, affine=False)), (((2, 3, 4, 4),),)),
+    Case("batch_norm_dynamic", layer(lambda: nn.BatchNorm2d(3)),
+         dynamic=B((kiln.Input(min_shape=(1, 3, 4, 4), opt_shape=(2, 3, 4, 4), max_shape=(4, 3, 4, 4)),),
+                   (((1, 3, 4, 4),), ((4, 3, 4, 4),)))),
+    Case("layer_norm", layer(lambda: nn.LayerNorm(8)), (((2, 8),), ((2, 3, 8),))),
+    Case("layer_norm_2d", layer(lambda: nn.LayerNorm((3, 4), eps=1e-3)), (((2, 3, 4),),)),
+    Case("layer_norm_no_affine", layer(lambda: nn.LayerNorm(6, elementwise_affine=False)), (((4, 6),),)),
+    Case("layer_norm_dynamic", layer(lambda: nn.LayerNorm(8)),
+         dynamic=B((kiln.Input(min_shape=(1, 2, 8), opt_shape=(2, 4, 8), max_shape=(4, 9, 8)),),
+                   (((1, 2, 8),), ((4, 9, 8),)))),
+    # ---- reductions ----
+    Case("sum_dim", fn(lambda x: x.sum(1)), (((2, 3, 4),), ((5, 6),))),
+    Case("sum_dims_keepdim", fn(lambda x: x.sum((0, -1), keepdim=True)), (((2, 3, 4),),)),
+    Case("sum_all", fn(lambda x: x.sum()), (((2, 3, 4),),), tol=1e-4),
+    Case("sum_int", fn(lambda x: x.sum(0)), ((ints(3, 4, dtype=torch.int32),),)),
+    Case("sum_bool", fn(lambda x: x.sum(-1)), ((bools(3, 4),),)),
+    Case("sum_dtype", fn(lambda x: x.sum(1, dtype=torch.float32)), ((ints(3, 4),),)),
+    Case("sum_dynamic", fn(lambda x: x.sum(-1)),
+         dynamic=B((kiln.Input(min_shape=(1, 3), opt_shape=(2, 5), max_shape=(4, 8)),), (((1, 3),), ((4, 8),)))),
+    Case("mean_dim", fn(lambda x: x.mean(-1)), (((2, 3, 4),),)),
+    Case("mean_dims_keepdim", fn(lambda x: x.mean((1, 2), keepdim=True)), (((2, 3, 4),),)),
+    Case("mean_all", fn(lambda x: x.mean()), (((2, 3, 4),),)),
+    Case("prod_dim", fn(lambda x: x.prod(1)), ((positive(2, 3, 4),),)),
+    Case("prod_all", fn(lambda x: x.prod()), ((positive(2, 3),),)),
+    Case("prod_int", fn(lambda x: x.prod(0, keepdim=True)), ((ints(3, 4, low=-3, high=4),),)),
+    Case("amax", fn(lambda x: x.amax(1)), (((2, 3, 4),),)),
+    Case("amax_dims", fn(lambda x: x.amax((0, 2), keepdim=True)), (((2, 3, 4),),)),
+    Case("amin", fn(lambda x: x.amin(-1)), (((2, 3, 4),), (ints(3, 5),))),
+    Case("max_dim_values", fn(lambda x: x.max(1).values), (((2, 3, 4),),)),
+    Case("max_dim_keepdim", fn(lambda x: torch.max(x, -1, keepdim=True)[0]), (((2, 3, 4),),)),
+    Case("min_dim_values", fn(lambda x: x.min(0).values), (((2, 3, 4),),)),
+    Case("max_all", fn(lambda x: x.max()), (((2, 3, 4),),)),
+    Case("min_all", fn(lambda x: x.min()), (((2, 3, 4),),)),
+    Case("any_dim", fn(lambda x: x.any(1)), ((bools(3, 4),), (ints(3, 4, low=0, high=2),))),
+    Case("any_dims", fn(lambda x: x.any((0, 1))), ((bools(3, 4, 2),),)),
+    Case("any_all", fn(lambda x: x.any()), (((3, 4),),)),
+    Case("all_dim", fn(lambda x: x.all(-1)), ((bools(3, 4),),)),
+    Case("all_all", fn(lambda x: x.all()), ((bools(2, 2),),)),
+    # ---- softmax ----
+    Case("softmax", layer(lambda: nn.Softmax(dim=1)), (((2, 5),), ((2, 3, 4),))),
+    Case("softmax_last", fn(lambda x: torch.softmax(x * 10, -1)), (((2, 3, 7),),)),
+    Case("softmax_dtype", fn(lambda x: torch.softmax(x, 0, dtype=torch.float32)), ((ints(4, 3),),)),
+    Case("log_softmax", layer(lambda: nn.LogSoftmax(dim=-1)), (((2, 5),), ((2, 3, 4),))),
+    Case("softmax_dynamic", layer(lambda: nn.Softmax(dim=-1)),
+         dynamic=B((kiln.Input(min_shape=(1, 3), opt_shape=(2, 5), max_shape=(4, 9)),), (((1, 3),), ((4, 9),)))),
+    # ---- attention ----
+    Case("sdpa", layer(lambda: Attention()), (((2, 3, 5, 8), (2, 3, 7, 8), (2, 3, 7, 4)), ((1, 6, 8), (1, 4, 8), (1, 4, 8))),
+         tol=1e-4),
+    Case("sdpa_causal", layer(lambda: Attention(is_causal=True)), (((2, 2, 6, 8), (2, 2, 6, 8), (2, 2, 6, 8)),
+                                                                   ((1, 2, 3, 4), (1, 2, 5, 4), (1, 2, 5, 4))), tol=1e-4),
+    Case("sdpa_scale", layer(lambda: Attention(scale=0.3)), (((2, 2, 4, 8), (2, 2, 4, 8), (2, 2, 4, 8)),), tol=1e-4),
+    Case("sdpa_float_mask", layer(lambda: MaskedAttention()),
+         (((2, 2, 5, 8), (2, 2, 6, 8), (2, 2, 6, 8), float_mask(5, 6)),
+          ((2, 2, 5, 8), (2, 2, 6, 8), (2, 2, 6, 8), float_mask(2, 1, 5, 6))), tol=1e-4),
+    Case("sdpa_bool_mask", layer(lambda: MaskedAttention()),
+         (((2, 2, 5, 8), (2, 2, 6, 8), (2, 2, 6, 8), bools(5, 6)),
+          ((1, 2, 4, 8), (1, 2, 4, 8), (1, 2, 4, 8), bools(1, 2, 4, 4))), tol=1e-4),
+    Case("sdpa_constant_mask_masked_rows", layer(lambda: ConstantMaskAttention()), (((1, 2, 6, 4), (1, 2, 6, 4), (1, 2, 6, 4)),),
+         tol=1e-4),
+    Case("sdpa_gqa", layer(lambda: Attention(enable_gqa=True)), (((2, 4, 5, 8), (2, 2, 6, 8), (2, 2, 6, 8)),), tol=1e-4),
+    Case("sdpa_gqa_causal", layer(lambda: Attention(is_causal=True, enable_gqa=True)),
+         (((1, 6, 5, 4), (1, 2, 5, 4), (1, 2, 5, 4)),), tol=1e-4),
+    Case("sdpa_dynamic_batch", layer(lambda: Attention()), tol=1e-4,
+         dynamic=B(tuple(kiln.Input(min_shape=(1, 2, 6, 8), opt_shape=(2, 2, 6, 8), max_shape=(4, 2, 6, 8)) for _ in range(3)),
+                   (((1, 2, 6, 8),) * 3, ((4, 2, 6, 8),) * 3))),
+]
+
+# Ops Kiln registers that neither front end produces from an eval-mode module on CPU.
+NOT_REACHABLE: dict[str, str] = {
+    "aten::native_batch_norm": "TorchScript keeps aten::batch_norm and torch.export makes "
+    "_native_batch_norm_legit_no_training; native_batch_norm appears only in hand-written graphs",
+    "aten::_scaled_dot_product_flash_attention_for_cpu": "Kiln keeps scaled_dot_product_attention "
+    "whole in kiln.compile; this form comes from torch.compile(backend='kiln') (tested there)",
+}
+
+
+# -- running the table -------------------------------------------------------------------------
+
+
+def _runs(case: Case) -> list[tuple[str, int | None]]:
+    runs: list[tuple[str, int | None]] = [(f"{case.name}-{i}", i) for i in range(len(case.samples))]
+    if case.dynamic is not None:
+        runs.append((f"{case.name}-dynamic", None))
+    return runs
+
+
+def _params() -> list[Any]:
+    params = []
+    for case in CASES:
+        for run_id, index in _runs(case):
+            for front_end in FRONT_ENDS:
+                marks = []
+                if front_end in case.xfail:
+                    marks.append(pytest.mark.xfail(reason=case.xfail[front_end], strict=True))
+                params.append(pytest.param(case, index, front_end, id=f"{run_id}-{front_end}", marks=marks))
+    return params
+
+
+def _check_close(actual: Any, expected: Any, tol: float) -> None:
+    if isinstance(expected, (tuple, list)):
+        assert isinstance(actual, (tuple, list)) and len(actual) == len(expected)
+        for a, e in zip(actual, expected):
+            _check_close(a, e, tol)
+        return
+    assert isinstance(actual, torch.Tensor), f"expected a tensor, got {type(actual).__name__}"
+    assert actual.dtype == expected.dtype, f"dtype {actual.dtype} != eager's {expected.dtype}"
+    assert actual.shape == expected.shape, f"shape {tuple(actual.shape)} != eager's {tuple(expected.shape)}"
+    if expected.dtype.is_floating_point:
+        torch.testing.assert_close(actual, expected, rtol=tol, atol=tol, equal_nan=True)
+    else:
+        assert torch.equal(actual, expected)
+
+
+@pytest.mark.parametrize("case, index, front_end", _params())
+def test_converter(case: Case, index: int | None, front_end: str) -> None:
+    torch.manual_seed(1)
+    module = case.module()
+    if index is None:
+        assert case.dynamic is not None
+        compile_inputs: Sequence[Any] = case.dynamic.inputs
+        runs = [[make(spec) for spec in run] for run in case.dynamic.runs]
+    else:
+        run = [make(spec) for spec in case.samples[index]]
+        compile_inputs, runs = run, [run]
+    with torch.no_grad():
+        compiled = kiln.compile(
+            module,
+            ir=front_end,
+            inputs=list(compile_inputs),
+            min_block_size=1,
+            require_full_compilation=True,
+        )
+        summary = kiln.summary(compiled)
+        assert summary["engines"] >= 1 and summary["ops_in_torch"] == 0, summary
+        for inputs in runs:
+            _check_close(compiled(*inputs), module(*inputs), case.tol)
+
+
+# -- completeness ------------------------------------------------------------------------------
+
+
+def _op_name(schema: torch._C.FunctionSchema) -> str:
+    return schema.name + (f".{schema.overload_name}" if schema.overload_name else "")
+
+
+def _ts_ops(module: nn.Module, inputs: list[torch.Tensor]) -> set[str]:
+    """The aten ops of the graph kiln.compile(ir="ts") imports: scripted (traced when the module
+    does not script), frozen and inlined."""
+    try:
+        scripted = torch.jit.script(module)
+    except Exception:  # noqa: BLE001 - kiln.compile traces what does not script, and so do we
+        scripted = torch.jit.trace(module, tuple(inputs))
+    graph = torch.jit.freeze(scripted.eval()).graph
+    torch._C._jit_pass_inline(graph)
+    ops = set()
+    blocks = [graph]
+    while blocks:
+        for node in blocks.pop().nodes():
+            blocks.extend(node.blocks())
+            schema = node.schema()
+            if schema != "(no schema)":
+                ops.add(schema.split("(", 1)[0])
+    return ops
+
+
+def _dynamo_ops(module: nn.Module, inputs: list[torch.Tensor]) -> set[str]:
+    """The aten ops of the graph kiln.compile(ir="dynamo") imports."""
+    program = torch.export.export(module, tuple(inputs)).run_decompositions(decomposition_table())
+    return {
+        _op_name(node.target._schema)
+        for node in program.graph.nodes
+        if node.op == "call_function" and isinstance(node.target, torch._ops.OpOverload)
+    }
+
+
+def test_every_converter_is_exercised() -> None:
+    registered = {schema.split("(", 1)[0] for schema in kiln.supported_ops()}
+    seen: set[str] = set()
+    with torch.no_grad():
+        for case in CASES:
+            module = case.module()
+            samples = case.samples or case.dynamic.runs[:1]
+            for sample in samples:
+                inputs = [make(spec) for spec in sample]
+                for front_end, ops_of in (("ts", _ts_ops), ("dynamo", _dynamo_ops)):
+                    if front_end not in case.xfail:
+                        seen |= ops_of(module, inputs)
+    missing = sorted(registered - seen - set(NOT_REACHABLE))
+    assert not missing, f"converters no case exercises (add a case to CASES): {missing}"
+    stale = sorted(set(NOT_REACHABLE) - registered)
+    assert not stale, f"NOT_REACHABLE names ops Kiln does not register: {stale}"
+
+
+def test_flash_attention_for_cpu_through_torch_compile() -> None:
+    """torch.compile traces F.scaled_dot_product_attention to the CPU flash-attention op."""
+    torch._dynamo.reset()
+    module = MaskedAttention().eval()
+    q, k, v = (torch.randn(2, 2, 5, 8) for _ in range(3))
+    mask = float_mask(5, 5)()
+    with torch.no_grad():
+        compiled = torch.compile(module, backend="kiln", dynamic=False)
+        _check_close(compiled(q, k, v, mask), module(q, k, v, mask), 1e-4)
+    torch._dynamo.reset()
