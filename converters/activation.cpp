@@ -1,5 +1,6 @@
 // Activations: relu, gelu, silu, sigmoid, tanh, hardtanh/relu6/clamp, leaky_relu, elu, selu,
 // softplus, hardswish, hardsigmoid, mish, and their in-place variants.
+#include <cmath>
 #include <limits>
 
 #include "converters/families.h"
@@ -69,14 +70,28 @@ void convertLeakyRelu(ConversionContext& ctx, const NodeArgs& args) {
                 activate(ctx, args, ActivationType::kLeakyRelu, args.getDouble("negative_slope")));
 }
 
+// elu(x) = scale * (x > 0 ? x : alpha * (exp(x * input_scale) - 1)). With selu's constants (what
+// the export decomposition writes for selu) it is one Selu activation; otherwise an Elu times
+// scale.
 void convertElu(ConversionContext& ctx, const NodeArgs& args) {
-  ctx.setOutput(args, 0, activate(ctx, args, ActivationType::kElu, args.getDouble("alpha")));
+  constexpr double kSeluAlpha = 1.6732632423543772848170429916717;
+  constexpr double kSeluScale = 1.0507009873554804934193349852946;
+  const double alpha = args.getDouble("alpha");
+  const double scale = args.getDouble("scale");
+  if (std::abs(alpha - kSeluAlpha) < 1e-12 && std::abs(scale - kSeluScale) < 1e-12) {
+    ctx.setOutput(args, 0, activate(ctx, args, ActivationType::kSelu));
+    return;
+  }
+  Tensor* y = activate(ctx, args, ActivationType::kElu, alpha);
+  if (scale != 1.0) {
+    const DataType type = outputDataType(args);
+    y = addElementwise(ctx, y, ctx.scalar(scale, type), ElementwiseOp::kProd, type);
+  }
+  ctx.setOutput(args, 0, y);
 }
 
 std::string checkElu(const NodeArgs& args) {
-  if (args.getDouble("scale") != 1.0 || args.getDouble("input_scale") != 1.0) {
-    return "elu with scale or input_scale other than 1";
-  }
+  if (args.getDouble("input_scale") != 1.0) return "elu with input_scale other than 1";
   return requireFloatOutput(args);
 }
 

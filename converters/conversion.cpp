@@ -4,6 +4,8 @@
 
 #include <set>
 
+#include "converters/helpers.h"
+
 namespace kiln {
 
 namespace {
@@ -47,7 +49,9 @@ Tensor* ConversionContext::tensor(int valueId) {
   if (it != tensors_.end()) return it->second;
   const OpValue& v = graph_.value(valueId);
   Tensor* result = nullptr;
-  if (v.constant && v.constant->isTensor()) {
+  if (isWrappedScalarConstant(v)) {
+    result = scalar(v.constant->toTensor().item<double>(), DataType::kFloat32);
+  } else if (v.constant && v.constant->isTensor()) {
     result = constant(v.constant->toTensor());
   } else if (v.constant && v.constant->isDouble()) {
     // Python floats act as float32 (torch's default dtype) in tensor positions.

@@ -139,6 +139,15 @@ std::string checkBoolOutput(const NodeArgs& args) {
   return "";
 }
 
+// Bitwise and/or/xor: logical on bool, bitwise on integers (as the layers define them).
+std::string checkIntegral(const NodeArgs& args) {
+  const c10::ScalarType type = args.output().dtype;
+  if (!c10::isIntegralType(type, /*includeBool=*/true)) {
+    return concat(args.node().qualifiedName(), " on ", c10::toString(type), " values");
+  }
+  return "";
+}
+
 }  // namespace
 
 void registerElementwiseConverters(ConverterRegistry& registry) {
@@ -220,6 +229,21 @@ void registerElementwiseConverters(ConverterRegistry& registry) {
                   compare(c.comparison), nullptr});
     registry.add({concat("aten::", c.name, ".Scalar(Tensor self, Scalar other) -> Tensor"),
                   compare(c.comparison), nullptr});
+  }
+
+  struct Bitwise {
+    const char* name;
+    ElementwiseOp op;
+  };
+  const Bitwise bitwise[] = {{"and", ElementwiseOp::kAnd}, {"or", ElementwiseOp::kOr},
+                             {"xor", ElementwiseOp::kXor}};
+  for (const Bitwise& b : bitwise) {
+    for (const char* overload : {"Tensor(Tensor self, Tensor other)", "Scalar(Tensor self, Scalar other)"}) {
+      registry.add({concat("aten::__", b.name, "__.", overload, " -> Tensor"), binary(b.op),
+                    checkIntegral});
+      registry.add({concat("aten::bitwise_", b.name, ".", overload, " -> Tensor"), binary(b.op),
+                    checkIntegral});
+    }
   }
 
   registry.add({"aten::logical_and(Tensor self, Tensor other) -> Tensor",

@@ -44,6 +44,11 @@ std::optional<Dims> shuffleReshapeDims(const std::vector<SymInt>& from,
 
 // ---- dtypes ------------------------------------------------------------------------------------
 
+bool isWrappedScalarConstant(const OpValue& value) {
+  return value.constant && value.constant->isTensor() && value.constant->toTensor().dim() == 0 &&
+         value.constant->toTensor().scalar_type() == c10::ScalarType::Double;
+}
+
 DataType outputDataType(const NodeArgs& args, size_t i) { return toDataType(args.output(i).dtype); }
 
 namespace {
@@ -75,7 +80,9 @@ c10::ScalarType resultScalarType(const NodeArgs& args, const std::vector<std::st
   for (const std::string& name : names) {
     if (args.isNone(name)) continue;
     const OpValue& v = args.value(name);
-    if (v.isTensor()) {
+    if (isWrappedScalarConstant(v)) {
+      wrappedResult = promoteSkipUndefined(wrappedResult, c10::ScalarType::Float);
+    } else if (v.isTensor()) {
       if (v.shape.empty()) {
         zeroResult = promoteSkipUndefined(zeroResult, v.dtype);
       } else {
@@ -246,6 +253,7 @@ Tensor* addActivation(ConversionContext& ctx, Tensor* x, ActivationType type, do
 Tensor* operandTensor(ConversionContext& ctx, const NodeArgs& args, const std::string& name,
                       DataType dtype) {
   const OpValue& v = args.value(name);
+  if (isWrappedScalarConstant(v)) return ctx.scalar(v.constant->toTensor().item<double>(), dtype);
   if (v.isTensor()) return castTo(ctx, ctx.tensor(v.id), dtype);
   return ctx.scalar(args.getDouble(name), dtype);
 }

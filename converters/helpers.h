@@ -35,6 +35,10 @@ std::optional<Dims> shuffleReshapeDims(const std::vector<SymInt>& from,
 
 // ---- dtypes ----------------------------------------------------------------------------------
 
+// A rank-0 float64 constant tensor: what tracing records for a Python float (`x * 0.5`). Kiln
+// reads it as the float32 scalar torch's type promotion makes of a Python float.
+bool isWrappedScalarConstant(const OpValue& value);
+
 // Network dtype of output i of the node (torch's result type, which the front end recorded).
 DataType outputDataType(const NodeArgs& args, size_t i = 0);
 

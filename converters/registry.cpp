@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "converters/families.h"
+#include "converters/helpers.h"
 
 namespace kiln {
 
@@ -253,6 +254,7 @@ std::string dtypeReason(const std::string& what, c10::ScalarType type) {
 
 // Why a Tensor argument's value cannot be read by a converter; "" when it can.
 std::string tensorValueReason(const OpGraph& graph, const OpValue& v, const std::string& what) {
+  if (isWrappedScalarConstant(v)) return "";
   if (v.isTensor()) return isSupportedScalarType(v.dtype) ? "" : dtypeReason(what, v.dtype);
   if (v.constant && (v.constant->isInt() || v.constant->isDouble() || v.constant->isBool())) {
     return "";  // a Python scalar where torch accepts a tensor (wrapped number)

@@ -18,6 +18,7 @@ import re
 import statistics
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -219,15 +220,26 @@ def main() -> int:
     parser.add_argument(
         "--budget", type=float, default=2.0, help="seconds of timed calls per model and path (about)"
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="threads for eager PyTorch (default 1: Kiln's CPU kernels run on one thread)",
+    )
     args = parser.parse_args()
     if args.runs < 1:
         parser.error("--runs must be at least 1")
+    if args.threads < 1:
+        parser.error("--threads must be at least 1")
+    torch.set_num_threads(args.threads)
+    # torch.export's own deprecation notice, not about this program.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
 
     # kiln.compile builds for its default device, the CPU, whose kernels are plain reference code:
     # the times show what runs where, not how fast Kiln is on a GPU.
     print(
         f"Kiln {kiln.__version__}, torch {torch.__version__}: Kiln's CPU backend, float32; "
-        f"eager PyTorch uses {torch.get_num_threads()} thread(s)"
+        f"eager PyTorch on {torch.get_num_threads()} thread(s), Kiln on one"
     )
     rows = []
     for name in args.models:

@@ -1,3 +1,4 @@
+#!/usr/bin/env bash
 # Installs what Kiln needs and builds it; scripts/demo and scripts/test run it first.
 #
 # Idempotent and quick on a rerun: system packages and Python packages are installed only when

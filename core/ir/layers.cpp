@@ -208,9 +208,7 @@ class FieldPrinter {
   void write(int64_t value) { out_ << value; }
   void write(double value) { out_ << value; }
   void write(DataType type) { out_ << toString(type); }
-  void write(const Weights& weights) {
-    out_ << toString(weights.dtype) << toString(weights.dims);
-  }
+  void write(const Weights& weights) { out_ << toString(weights.dtype) << toString(weights.dims); }
   template <typename Enum, typename = std::enable_if_t<std::is_enum_v<Enum>>>
   void write(Enum value) {
     out_ << toString(value);

@@ -130,8 +130,7 @@ Layer* Network::addLayer(LayerParams params, const std::vector<Tensor*>& inputs)
   layer->inputs_ = inputs;
   for (size_t o = 0; o < outputTypes.size(); ++o) {
     Tensor* output = newTensor(outputTypes[o].dtype, outputTypes[o].dims, layer.get());
-    output->name_ = outputTypes.size() == 1 ? concat(name, "_output")
-                                            : concat(name, "_output_", o);
+    output->name_ = outputTypes.size() == 1 ? concat(name, "_output") : concat(name, "_output_", o);
     layer->outputs_.push_back(output);
   }
   layers_.push_back(std::move(layer));
@@ -170,8 +169,8 @@ Layer* Network::addReduce(Tensor* x, const ReduceParams& p) { return addLayer(p,
 
 Layer* Network::addSoftmax(Tensor* x, const SoftmaxParams& p) { return addLayer(p, {x}); }
 
-Layer* Network::addNormalization(Tensor* x, Tensor* scale, Tensor* bias, Tensor* mean,
-                                 Tensor* var, const NormalizationParams& p) {
+Layer* Network::addNormalization(Tensor* x, Tensor* scale, Tensor* bias, Tensor* mean, Tensor* var,
+                                 const NormalizationParams& p) {
   if (p.type == NormalizationType::kLayer && mean == nullptr && var == nullptr) {
     return addLayer(p, {x, scale, bias});
   }
@@ -249,7 +248,7 @@ void Network::replaceAllUsesWith(Tensor* from, Tensor* to) {
     }
   }
   if (ordered) return;
-  std::priority_queue<size_t, std::vector<size_t>, std::greater<size_t>> ready;
+  std::priority_queue<size_t, std::vector<size_t>, std::greater<>> ready;
   for (size_t i = 0; i < layers_.size(); ++i) {
     if (pendingProducers[i] == 0) ready.push(i);
   }
@@ -275,8 +274,9 @@ void Network::replaceAllUsesWith(Tensor* from, Tensor* to) {
 
 void Network::removeLayer(Layer* layer) {
   KILN_CHECK(layer != nullptr, "removeLayer was given a null layer");
-  auto found = std::find_if(layers_.begin(), layers_.end(),
-                            [&](const std::unique_ptr<Layer>& owned) { return owned.get() == layer; });
+  auto found =
+      std::find_if(layers_.begin(), layers_.end(),
+                   [&](const std::unique_ptr<Layer>& owned) { return owned.get() == layer; });
   KILN_CHECK(found != layers_.end(), "removeLayer: ", layerLabel(*layer),
              " is not a layer of this network");
   for (const Tensor* output : layer->outputs_) {
@@ -313,7 +313,8 @@ void Network::validate() const {
   for (const std::unique_ptr<Tensor>& tensor : tensors_) {
     owned.insert(tensor.get());
     KILN_CHECK(!tensor->name().empty(), "a tensor has an empty name; every tensor needs one");
-    KILN_CHECK(tensorNames.emplace(tensor->name(), tensor.get()).second, "duplicate name: two tensors are named '", tensor->name(),
+    KILN_CHECK(tensorNames.emplace(tensor->name(), tensor.get()).second,
+               "duplicate name: two tensors are named '", tensor->name(),
                "'; tensor names must be unique");
   }
   for (const Tensor* input : inputs_) {
@@ -348,10 +349,11 @@ void Network::validate() const {
       const Tensor* output = layer->outputs_[o];
       KILN_CHECK(output->producer_ == layer.get(), label, ": output '", output->name(),
                  "' names another producer");
-      KILN_CHECK(output->dtype() == inferred[o].dtype && compatible(output->dims(), inferred[o].dims),
-                 label, ": output '", output->name(), "' is declared ", toString(output->dtype()),
-                 " ", toString(output->dims()), ", but its inputs now give ",
-                 toString(inferred[o].dtype), " ", toString(inferred[o].dims));
+      KILN_CHECK(
+          output->dtype() == inferred[o].dtype && compatible(output->dims(), inferred[o].dims),
+          label, ": output '", output->name(), "' is declared ", toString(output->dtype()), " ",
+          toString(output->dims()), ", but its inputs now give ", toString(inferred[o].dtype), " ",
+          toString(inferred[o].dims));
     }
     placed.insert(layer.get());
   }
@@ -360,7 +362,8 @@ void Network::validate() const {
     KILN_CHECK(owned.count(output) > 0,
                "a network output is not a tensor of this network (was its producer removed?)");
     KILN_CHECK(output->producer_ == nullptr || placed.count(output->producer_) > 0,
-               "network output '", output->name(), "' is not reachable: its producer is not in "
+               "network output '", output->name(),
+               "' is not reachable: its producer is not in "
                "the network");
     KILN_CHECK(output->producer_ != nullptr ||
                    std::find(inputs_.begin(), inputs_.end(), output) != inputs_.end(),

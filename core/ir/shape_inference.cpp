@@ -28,14 +28,13 @@ const TensorType* optionalInput(const Inputs& inputs, size_t index) {
 
 void checkSameType(const TensorType& x, const TensorType& other, const char* xName,
                    const char* otherName) {
-  KILN_CHECK(x.dtype == other.dtype, "dtype mismatch: ", otherName, " is ",
-             toString(other.dtype), " but ", xName, " is ", toString(x.dtype),
-             "; cast them to one type first");
+  KILN_CHECK(x.dtype == other.dtype, "dtype mismatch: ", otherName, " is ", toString(other.dtype),
+             " but ", xName, " is ", toString(x.dtype), "; cast them to one type first");
 }
 
 // Maps a possibly negative axis into [0, rank).
 int64_t normalizeAxis(int64_t axis, size_t rank, const char* what) {
-  const int64_t signedRank = static_cast<int64_t>(rank);
+  const auto signedRank = static_cast<int64_t>(rank);
   KILN_CHECK(axis >= -signedRank && axis < signedRank, what, " ", axis,
              " is out of range for a tensor of rank ", rank, " (valid: ", -signedRank, " to ",
              signedRank - 1, ")");
@@ -58,19 +57,10 @@ Dims broadcastDims(const Dims& a, const Dims& b, const char* what) {
   for (size_t i = 0; i < rank; ++i) {
     const int64_t da = i < rank - a.size() ? 1 : a[i - (rank - a.size())];
     const int64_t db = i < rank - b.size() ? 1 : b[i - (rank - b.size())];
-    if (da == db || db == 1) {
-      out[i] = da;
-    } else if (da == 1) {
-      out[i] = db;
-    } else if (!isKnown(da)) {
-      out[i] = db;
-    } else if (!isKnown(db)) {
-      out[i] = da;
-    } else {
-      throw Error(concat("cannot broadcast ", what, " ", toString(a), " and ", toString(b),
-                         ": output dim ", i, " is ", da, " in one and ", db,
-                         " in the other (dims must be equal, or one of them 1)"));
-    }
+    KILN_CHECK(da == db || da == 1 || db == 1 || !isKnown(da) || !isKnown(db), "cannot broadcast ",
+               what, " ", toString(a), " and ", toString(b), ": output dim ", i, " is ", da,
+               " in one and ", db, " in the other (dims must be equal, or one of them 1)");
+    out[i] = da == 1 || (!isKnown(da) && db != 1) ? db : da;
   }
   return out;
 }
@@ -147,8 +137,8 @@ std::vector<TensorType> inferConvolution(const ConvolutionParams& p, const Input
   KILN_CHECK(p.outChannels >= 1 && p.outChannels % p.groups == 0, "outChannels ", p.outChannels,
              " must be positive and divisible by groups ", p.groups);
   checkSpatialInput(x, rank, "(N, C, spatial...)");
-  KILN_CHECK(weight.dims.size() == rank + 2, "mismatched ranks: the weight ",
-             toString(weight.dims), " has rank ", weight.dims.size(), ", but a kernel of ", rank,
+  KILN_CHECK(weight.dims.size() == rank + 2, "mismatched ranks: the weight ", toString(weight.dims),
+             " has rank ", weight.dims.size(), ", but a kernel of ", rank,
              " spatial dims needs (K, C/groups, kernel...) of rank ", rank + 2);
   checkSameType(x, weight, "x", "weight");
   const int64_t channels = x.dims[1];
@@ -157,14 +147,14 @@ std::vector<TensorType> inferConvolution(const ConvolutionParams& p, const Input
   mergeEqualDims(weight.dims[0], p.outChannels,
                  "the weight's dim 0 (output channels) differs from outChannels");
   if (isKnown(channels) && isKnown(weight.dims[1])) {
-    KILN_CHECK(weight.dims[1] * p.groups == channels, "channel mismatch: the input has ",
-               channels, " channels, but the weight ", toString(weight.dims), " with groups ",
-               p.groups, " expects ", weight.dims[1] * p.groups);
+    KILN_CHECK(weight.dims[1] * p.groups == channels, "channel mismatch: the input has ", channels,
+               " channels, but the weight ", toString(weight.dims), " with groups ", p.groups,
+               " expects ", weight.dims[1] * p.groups);
   }
   for (size_t d = 0; d < rank; ++d) {
-    mergeEqualDims(weight.dims[2 + d], w.kernel[d],
-                   concat("the weight's spatial dim ", d, " differs from the kernel ",
-                          toString(w.kernel)));
+    mergeEqualDims(
+        weight.dims[2 + d], w.kernel[d],
+        concat("the weight's spatial dim ", d, " differs from the kernel ", toString(w.kernel)));
   }
   if (bias != nullptr) {
     checkSameType(x, *bias, "x", "bias");
@@ -194,8 +184,8 @@ std::vector<TensorType> inferDeconvolution(const DeconvolutionParams& p, const I
   KILN_CHECK(p.outChannels >= 1 && p.outChannels % p.groups == 0, "outChannels ", p.outChannels,
              " must be positive and divisible by groups ", p.groups);
   checkSpatialInput(x, rank, "(N, C, spatial...)");
-  KILN_CHECK(weight.dims.size() == rank + 2, "mismatched ranks: the weight ",
-             toString(weight.dims), " has rank ", weight.dims.size(), ", but a kernel of ", rank,
+  KILN_CHECK(weight.dims.size() == rank + 2, "mismatched ranks: the weight ", toString(weight.dims),
+             " has rank ", weight.dims.size(), ", but a kernel of ", rank,
              " spatial dims needs (C, K/groups, kernel...) of rank ", rank + 2);
   checkSameType(x, weight, "x", "weight");
   const int64_t channels = x.dims[1];
@@ -212,9 +202,9 @@ std::vector<TensorType> inferDeconvolution(const DeconvolutionParams& p, const I
                " output channels, but outChannels is ", p.outChannels);
   }
   for (size_t d = 0; d < rank; ++d) {
-    mergeEqualDims(weight.dims[2 + d], w.kernel[d],
-                   concat("the weight's spatial dim ", d, " differs from the kernel ",
-                          toString(w.kernel)));
+    mergeEqualDims(
+        weight.dims[2 + d], w.kernel[d],
+        concat("the weight's spatial dim ", d, " differs from the kernel ", toString(w.kernel)));
   }
   if (bias != nullptr) {
     checkSameType(x, *bias, "x", "bias");
@@ -253,10 +243,10 @@ std::vector<TensorType> inferMatMul(const MatMulParams& p, const Inputs& inputs)
   const int64_t ka = p.transposeA ? a.dims[ra - 2] : a.dims[ra - 1];
   const int64_t kb = p.transposeB ? b.dims[rb - 1] : b.dims[rb - 2];
   const int64_t n = p.transposeB ? b.dims[rb - 2] : b.dims[rb - 1];
-  mergeEqualDims(ka, kb,
-                 concat("the inner dims of a ", toString(a.dims),
-                        p.transposeA ? " (transposed)" : "", " and b ", toString(b.dims),
-                        p.transposeB ? " (transposed)" : "", " differ"));
+  mergeEqualDims(
+      ka, kb,
+      concat("the inner dims of a ", toString(a.dims), p.transposeA ? " (transposed)" : "",
+             " and b ", toString(b.dims), p.transposeB ? " (transposed)" : "", " differ"));
   Dims out = broadcastDims(Dims(a.dims.begin(), a.dims.end() - 2),
                            Dims(b.dims.begin(), b.dims.end() - 2), "the batch dims");
   out.push_back(m);
@@ -274,8 +264,10 @@ std::vector<TensorType> inferFullyConnected(const Inputs& inputs) {
              toString(weight.dims));
   checkSameType(x, weight, "x", "weight");
   mergeEqualDims(x.dims.back(), weight.dims[1],
-                 concat("the input features of x ", toString(x.dims), " (last dim) and of the "
-                        "weight ", toString(weight.dims), " (dim 1) differ"));
+                 concat("the input features of x ", toString(x.dims),
+                        " (last dim) and of the "
+                        "weight ",
+                        toString(weight.dims), " (dim 1) differ"));
   if (bias != nullptr) {
     checkSameType(x, *bias, "x", "bias");
     KILN_CHECK(bias->dims.size() == 1, "the bias must have rank 1, got ", toString(bias->dims));
@@ -288,8 +280,7 @@ std::vector<TensorType> inferFullyConnected(const Inputs& inputs) {
 }
 
 bool isComparison(ElementwiseOp op) {
-  return op == ElementwiseOp::kEqual || op == ElementwiseOp::kLess ||
-         op == ElementwiseOp::kGreater;
+  return op == ElementwiseOp::kEqual || op == ElementwiseOp::kLess || op == ElementwiseOp::kGreater;
 }
 
 std::vector<TensorType> inferElementwise(const ElementwiseParams& p, const Inputs& inputs) {
@@ -393,8 +384,10 @@ std::vector<TensorType> inferNormalization(const NormalizationParams& p, const I
   KILN_CHECK(p.epsilon >= 0, "epsilon ", p.epsilon, " must be >= 0");
   if (p.type == NormalizationType::kBatch) {
     checkInputCount(inputs, 5, 5, "[x, scale, bias, mean, var]");
-    KILN_CHECK(x.dims.size() >= 2, "batch normalization needs an input (N, C, ...) of rank >= 2, "
-               "got ", toString(x.dims));
+    KILN_CHECK(x.dims.size() >= 2,
+               "batch normalization needs an input (N, C, ...) of rank >= 2, "
+               "got ",
+               toString(x.dims));
     requiredInput(inputs, 3, "mean");
     requiredInput(inputs, 4, "var");
     for (size_t i = 1; i < 5; ++i) {
@@ -518,10 +511,10 @@ std::vector<TensorType> inferConcat(const ConcatParams& p, const Inputs& inputs)
       if (static_cast<int64_t>(d) == axis) {
         out[d] = isKnown(out[d]) && isKnown(x.dims[d]) ? out[d] + x.dims[d] : kDynamic;
       } else {
-        out[d] = mergeEqualDims(out[d], x.dims[d],
-                                concat("concat inputs may differ only along axis ", axis,
-                                       ", but input ", i, " ", toString(x.dims),
-                                       " differs from the others at dim ", d));
+        out[d] =
+            mergeEqualDims(out[d], x.dims[d],
+                           concat("concat inputs may differ only along axis ", axis, ", but input ",
+                                  i, " ", toString(x.dims), " differs from the others at dim ", d));
       }
     }
   }

@@ -147,8 +147,8 @@ TEST(Network, NormalizationInputsFollowTheKind) {
   Tensor* last = network.addConstant(floatWeights({4}))->output(0);
   Layer* batch = network.addNormalization(x, c, c, c, c, {NormalizationType::kBatch, 1e-5, 1});
   EXPECT_EQ(batch->inputs().size(), 5u);
-  Layer* layer =
-      network.addNormalization(x, last, nullptr, nullptr, nullptr, {NormalizationType::kLayer, 1e-5, -1});
+  Layer* layer = network.addNormalization(x, last, nullptr, nullptr, nullptr,
+                                          {NormalizationType::kLayer, 1e-5, -1});
   EXPECT_EQ(layer->inputs().size(), 3u);
   EXPECT_EQ(layer->output(0)->dims(), (Dims{2, 3, 4}));
 }
@@ -163,7 +163,9 @@ TEST(Network, MismatchedRanksAreReportedAtTheLayer) {
                  {"layer 'Convolution_", "(Convolution)", "mismatched ranks", "rank 3", "rank 4"});
   Tensor* a = network.addInput("a", DataType::kFloat32, {2, 3});
   Tensor* b = network.addInput("b", DataType::kFloat32, {2, 3, 1});
-  expectContains(errorOf([&] { network.addConcat({a, b}, {0}); }),
+  expectContains(errorOf([&] {
+                   network.addConcat({a, b}, {0});
+                 }),
                  {"(Concat)", "mismatched ranks"});
   // A failed add leaves nothing behind.
   EXPECT_EQ(network.numLayers(), 1u);
@@ -172,9 +174,13 @@ TEST(Network, MismatchedRanksAreReportedAtTheLayer) {
 TEST(Network, BadAxesAreReportedWithAxisAndRank) {
   Network network;
   Tensor* x = network.addInput("x", DataType::kFloat32, {2, 5});
-  expectContains(errorOf([&] { network.addSoftmax(x, {5, false}); }),
+  expectContains(errorOf([&] {
+                   network.addSoftmax(x, {5, false});
+                 }),
                  {"(Softmax)", "softmax axis 5", "rank 2"});
-  expectContains(errorOf([&] { network.addReduce(x, {ReduceOp::kSum, {-3}, false}); }),
+  expectContains(errorOf([&] {
+                   network.addReduce(x, {ReduceOp::kSum, {-3}, false});
+                 }),
                  {"(Reduce)", "reduce axis -3", "rank 2"});
   expectContains(errorOf([&] { network.addConcat({x, x}, {2}); }), {"concat axis 2", "rank 2"});
 }
@@ -186,9 +192,10 @@ TEST(Network, WrongChannelCountIsReported) {
   expectContains(errorOf([&] { network.addConvolution(x, w, nullptr, conv3x3(4)); }),
                  {"(Convolution)", "channel mismatch", "5 channels", "expects 3"});
   Tensor* c = network.addConstant(floatWeights({4}))->output(0);
-  expectContains(
-      errorOf([&] { network.addNormalization(x, c, c, c, c, {NormalizationType::kBatch, 1e-5, 1}); }),
-      {"(Normalization)", "channel mismatch"});
+  expectContains(errorOf([&] {
+                   network.addNormalization(x, c, c, c, c, {NormalizationType::kBatch, 1e-5, 1});
+                 }),
+                 {"(Normalization)", "channel mismatch"});
 }
 
 TEST(Network, DtypeMismatchIsReported) {
@@ -204,7 +211,9 @@ TEST(Network, InputsAreChecked) {
   network.addInput("x", DataType::kFloat32, {2, -1});
   expectContains(errorOf([&] { network.addInput("x", DataType::kFloat32, {2}); }),
                  {"duplicate name", "'x'"});
-  expectContains(errorOf([&] { network.addInput("y", DataType::kFloat32, {2, -2}); }),
+  expectContains(errorOf([&] {
+                   network.addInput("y", DataType::kFloat32, {2, -2});
+                 }),
                  {"'y'", "[2, -2]", "-1"});
   expectContains(errorOf([&] { network.addInput("", DataType::kFloat32, {2}); }), {"name"});
 }
@@ -239,8 +248,7 @@ TEST(Network, ValidateRequiresUniqueNames) {
   SmallNet net;
   net.relu->setName("block");
   net.pool->setName("block");
-  expectContains(errorOf([&] { net.network.validate(); }),
-                 {"duplicate name", "layers", "'block'"});
+  expectContains(errorOf([&] { net.network.validate(); }), {"duplicate name", "layers", "'block'"});
   net.pool->setName("pool");
   net.network.validate();
   net.relu->output(0)->setName("x");
@@ -411,8 +419,9 @@ TEST(NetworkTypes, WeightsCheckTheirSize) {
   const Weights weights = Weights::fromValues(DataType::kInt64, {2}, std::vector<int64_t>{7, 9});
   EXPECT_EQ(weights.count(), 2);
   EXPECT_EQ(static_cast<const int64_t*>(weights.data())[1], 9);
-  expectContains(errorOf([] { Weights::fromValues(DataType::kFloat32, {3}, std::vector<float>{1}); }),
-                 {"need 12 bytes", "4 were given"});
+  expectContains(
+      errorOf([] { Weights::fromValues(DataType::kFloat32, {3}, std::vector<float>{1}); }),
+      {"need 12 bytes", "4 were given"});
   expectContains(errorOf([] { Weights::fromBytes(DataType::kFloat32, {-1}, {}); }),
                  {"static dims"});
 }

@@ -11,7 +11,9 @@
 namespace kiln {
 namespace {
 
-TensorType typeOf(Dims dims, DataType dtype = DataType::kFloat32) { return {dtype, std::move(dims)}; }
+TensorType typeOf(Dims dims, DataType dtype = DataType::kFloat32) {
+  return {dtype, std::move(dims)};
+}
 
 // The one output of a layer; null entries of `inputs` are absent optional inputs.
 TensorType inferOne(const LayerParams& params, const std::vector<const TensorType*>& inputs) {
@@ -20,10 +22,15 @@ TensorType inferOne(const LayerParams& params, const std::vector<const TensorTyp
   return outputs.at(0);
 }
 
-Dims inferDims(const LayerParams& params, const std::vector<TensorType>& inputs) {
+std::vector<const TensorType*> pointersTo(const std::vector<TensorType>& inputs) {
   std::vector<const TensorType*> pointers;
+  pointers.reserve(inputs.size());
   for (const TensorType& input : inputs) pointers.push_back(&input);
-  return inferOne(params, pointers).dims;
+  return pointers;
+}
+
+Dims inferDims(const LayerParams& params, const std::vector<TensorType>& inputs) {
+  return inferOne(params, pointersTo(inputs)).dims;
 }
 
 // Expects inference to throw an Error whose message holds every part.
@@ -43,12 +50,10 @@ void expectError(const LayerParams& params, const std::vector<const TensorType*>
 
 void expectError(const LayerParams& params, const std::vector<TensorType>& inputs,
                  const std::vector<std::string>& parts) {
-  std::vector<const TensorType*> pointers;
-  for (const TensorType& input : inputs) pointers.push_back(&input);
-  expectError(params, pointers, parts);
+  expectError(params, pointersTo(inputs), parts);
 }
 
-ConvolutionParams conv(int64_t outChannels, Dims kernel, Dims stride = {}, Dims padding = {},
+ConvolutionParams conv(int64_t outChannels, Dims kernel, Dims stride = {}, const Dims& padding = {},
                        Dims dilation = {}, int64_t groups = 1) {
   ConvolutionParams p;
   p.outChannels = outChannels;
@@ -68,8 +73,7 @@ TEST(ShapeInference, Convolution2DStridePadding) {
   const TensorType w = typeOf({16, 3, 3, 3});
   const TensorType b = typeOf({16});
   // (32 + 1 + 1 - 3) / 2 + 1 = 16
-  EXPECT_EQ(inferOne(conv(16, {3, 3}, {2, 2}, {1, 1}), {&x, &w, &b}).dims,
-            (Dims{2, 16, 16, 16}));
+  EXPECT_EQ(inferOne(conv(16, {3, 3}, {2, 2}, {1, 1}), {&x, &w, &b}).dims, (Dims{2, 16, 16, 16}));
   EXPECT_EQ(inferOne(conv(16, {3, 3}), {&x, &w, nullptr}).dims, (Dims{2, 16, 30, 30}));
 }
 
@@ -90,9 +94,9 @@ TEST(ShapeInference, Convolution1DAnd3D) {
 }
 
 TEST(ShapeInference, ConvolutionDynamicDims) {
-  EXPECT_EQ(inferDims(conv(16, {3, 3}, {2, 2}, {1, 1}),
-                      {typeOf({-1, 3, -1, 32}), typeOf({16, 3, 3, 3})}),
-            (Dims{-1, 16, -1, 16}));
+  EXPECT_EQ(
+      inferDims(conv(16, {3, 3}, {2, 2}, {1, 1}), {typeOf({-1, 3, -1, 32}), typeOf({16, 3, 3, 3})}),
+      (Dims{-1, 16, -1, 16}));
   // An unknown channel count cannot be checked until run time.
   EXPECT_EQ(inferDims(conv(16, {3, 3}), {typeOf({1, -1, 5, 5}), typeOf({16, 3, 3, 3})}),
             (Dims{1, 16, 3, 3}));
@@ -118,7 +122,7 @@ TEST(ShapeInference, ConvolutionErrors) {
 
 // ---- deconvolution ----------------------------------------------------------------------------
 
-DeconvolutionParams deconv(int64_t outChannels, Dims kernel, Dims stride, Dims padding,
+DeconvolutionParams deconv(int64_t outChannels, Dims kernel, Dims stride, const Dims& padding,
                            Dims outputPadding = {}, Dims dilation = {}, int64_t groups = 1) {
   DeconvolutionParams p;
   p.outChannels = outChannels;
@@ -138,8 +142,9 @@ TEST(ShapeInference, DeconvolutionStridePaddingOutputPadding) {
                       {typeOf({1, 8, 5, 5}), typeOf({8, 4, 3, 3}), typeOf({4})}),
             (Dims{1, 4, 10, 10}));
   // Without output padding: 9.
-  EXPECT_EQ(inferDims(deconv(4, {3, 3}, {2, 2}, {1, 1}), {typeOf({1, 8, 5, 5}), typeOf({8, 4, 3, 3})}),
-            (Dims{1, 4, 9, 9}));
+  EXPECT_EQ(
+      inferDims(deconv(4, {3, 3}, {2, 2}, {1, 1}), {typeOf({1, 8, 5, 5}), typeOf({8, 4, 3, 3})}),
+      (Dims{1, 4, 9, 9}));
 }
 
 TEST(ShapeInference, DeconvolutionGroupsDilation1D) {
@@ -159,7 +164,8 @@ TEST(ShapeInference, DeconvolutionDynamicDims) {
 }
 
 TEST(ShapeInference, DeconvolutionErrors) {
-  expectError(deconv(4, {3, 3}, {2, 2}, {1, 1}, {2, 2}), {typeOf({1, 8, 5, 5}), typeOf({8, 4, 3, 3})},
+  expectError(deconv(4, {3, 3}, {2, 2}, {1, 1}, {2, 2}),
+              {typeOf({1, 8, 5, 5}), typeOf({8, 4, 3, 3})},
               {"outputPadding", "smaller than the stride"});
   expectError(deconv(4, {3, 3}, {2, 2}, {1, 1}), {typeOf({1, 6, 5, 5}), typeOf({8, 4, 3, 3})},
               {"channel mismatch", "6 channels"});
@@ -185,8 +191,7 @@ TEST(ShapeInference, MatMulBatchBroadcast) {
 
 TEST(ShapeInference, MatMulDynamicDims) {
   EXPECT_EQ(inferDims(MatMulParams{}, {typeOf({-1, 4, 5}), typeOf({5, 6})}), (Dims{-1, 4, 6}));
-  EXPECT_EQ(inferDims(MatMulParams{}, {typeOf({-1, -1, 5}), typeOf({1, 5, 6})}),
-            (Dims{-1, -1, 6}));
+  EXPECT_EQ(inferDims(MatMulParams{}, {typeOf({-1, -1, 5}), typeOf({1, 5, 6})}), (Dims{-1, -1, 6}));
   // A dynamic batch against 3 is 3; a dynamic K against 7 is checked at run time.
   EXPECT_EQ(inferDims(MatMulParams{}, {typeOf({-1, 4, -1}), typeOf({3, 7, 2})}), (Dims{3, 4, 2}));
 }
@@ -272,7 +277,7 @@ TEST(ShapeInference, UnaryActivationAndCastKeepDims) {
 
 // ---- pooling ----------------------------------------------------------------------------------
 
-PoolingParams pool(PoolingType type, Dims kernel, Dims stride, Dims padding,
+PoolingParams pool(PoolingType type, Dims kernel, Dims stride, const Dims& padding,
                    bool ceilMode = false) {
   PoolingParams p;
   p.type = type;
@@ -364,8 +369,7 @@ TEST(ShapeInference, ReduceErrors) {
               {"reduce axis 3", "rank 3"});
   expectError(ReduceParams{ReduceOp::kSum, {-4}, false}, {typeOf({2, 3, 4})},
               {"reduce axis -4", "rank 3"});
-  expectError(ReduceParams{ReduceOp::kSum, {1, -2}, false}, {typeOf({2, 3, 4})},
-              {"listed twice"});
+  expectError(ReduceParams{ReduceOp::kSum, {1, -2}, false}, {typeOf({2, 3, 4})}, {"listed twice"});
 }
 
 TEST(ShapeInference, Softmax) {
@@ -401,17 +405,17 @@ TEST(ShapeInference, LayerNormalization) {
   const TensorType x = typeOf({2, 5, 8});
   const TensorType last = typeOf({8});
   const TensorType lastTwo = typeOf({5, 8});
-  EXPECT_EQ(inferOne(NormalizationParams{NormalizationType::kLayer, 1e-5, 2}, {&x, &last, &last})
-                .dims,
-            x.dims);
+  EXPECT_EQ(
+      inferOne(NormalizationParams{NormalizationType::kLayer, 1e-5, 2}, {&x, &last, &last}).dims,
+      x.dims);
   EXPECT_EQ(inferOne(NormalizationParams{NormalizationType::kLayer, 1e-5, -2},
                      {&x, &lastTwo, nullptr, nullptr, nullptr})
                 .dims,
             x.dims);
   const TensorType dynamic = typeOf({-1, -1, 8});
-  EXPECT_EQ(inferOne(NormalizationParams{NormalizationType::kLayer, 1e-5, -1}, {&dynamic, &last})
-                .dims,
-            dynamic.dims);
+  EXPECT_EQ(
+      inferOne(NormalizationParams{NormalizationType::kLayer, 1e-5, -1}, {&dynamic, &last}).dims,
+      dynamic.dims);
 
   const TensorType seven = typeOf({7});
   expectError(NormalizationParams{NormalizationType::kLayer, 1e-5, 2}, {&x, &seven, nullptr},
@@ -528,8 +532,7 @@ TEST(ShapeInference, SliceErrors) {
 TEST(ShapeInference, Gather) {
   const TensorType data = typeOf({5, 4});
   EXPECT_EQ(inferDims(GatherParams{0}, {data, typeOf({3}, DataType::kInt64)}), (Dims{3, 4}));
-  EXPECT_EQ(inferDims(GatherParams{1}, {data, typeOf({2, 2}, DataType::kInt32)}),
-            (Dims{5, 2, 2}));
+  EXPECT_EQ(inferDims(GatherParams{1}, {data, typeOf({2, 2}, DataType::kInt32)}), (Dims{5, 2, 2}));
   EXPECT_EQ(inferDims(GatherParams{-1}, {data, typeOf({}, DataType::kInt32)}), (Dims{5}));
   EXPECT_EQ(inferDims(GatherParams{0}, {typeOf({-1, 4}), typeOf({-1}, DataType::kInt64)}),
             (Dims{-1, 4}));

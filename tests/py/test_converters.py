@@ -60,8 +60,24 @@ class Fn(nn.Module):
         super().__init__()
         self.fn = fn
 
-    def forward(self, *args: torch.Tensor) -> Any:
-        return self.fn(*args)
+
+# torch.export needs a forward with one named parameter per input (not *args).
+class Fn1(Fn):
+    def forward(self, a: torch.Tensor) -> Any:
+        return self.fn(a)
+
+
+class Fn2(Fn):
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> Any:
+        return self.fn(a, b)
+
+
+class Fn3(Fn):
+    def forward(self, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> Any:
+        return self.fn(a, b, c)
+
+
+_FN_BY_ARITY = {1: Fn1, 2: Fn2, 3: Fn3}
 
 
 @dataclass(frozen=True)
@@ -82,9 +98,26 @@ class Case:
     # front end -> why this case cannot convert there (an expected failure, shown as xfail).
     xfail: dict[str, str] = field(default_factory=dict)
 
+    def arity(self) -> int:
+        return len(self.samples[0]) if self.samples else len(self.dynamic.runs[0])
 
-def fn(f: Callable[..., Any]) -> Callable[[], nn.Module]:
-    return lambda: Fn(f)
+    def build(self) -> nn.Module:
+        module = self.module()
+        if isinstance(module, FunctionModule):
+            torch.manual_seed(0)
+            module = _FN_BY_ARITY[self.arity()](module.fn).eval()
+        return module
+
+
+@dataclass(frozen=True)
+class FunctionModule:
+    """What ``fn`` returns: Case.build wraps the function in the Fn of the case's arity."""
+
+    fn: Callable[..., Any]
+
+
+def fn(f: Callable[..., Any]) -> Callable[[], Any]:
+    return lambda: FunctionModule(f)
 
 
 def layer(factory: Callable[[], nn.Module]) -> Callable[[], nn.Module]:
@@ -154,7 +187,223 @@ def float_mask(*shape: int) -> Callable[[], torch.Tensor]:
 
 B = Dynamic  # short alias for the table
 
+def _inplace(method: str, *args: Any) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``method`` in place on a copy of the input: an in-place op on an intermediate, which
+    TorchScript keeps as ``aten::<op>_`` and torch.export functionalizes."""
+
+    def apply(x: torch.Tensor) -> torch.Tensor:
+        y = x.clone()
+        getattr(y, method)(*args)
+        return y
+
+    return apply
+
+
+def _activation_cases() -> list[Case]:
+    x = (((2, 3, 4),), ((5,),))
+    cases = [
+        Case("relu", layer(lambda: nn.ReLU()), x),
+        Case("relu6", fn(F.relu6), x),
+        Case("sigmoid", layer(lambda: nn.Sigmoid()), x),
+        Case("tanh", layer(lambda: nn.Tanh()), x),
+        Case("silu", layer(lambda: nn.SiLU()), x),
+        Case("selu", layer(lambda: nn.SELU()), x),
+        Case("hardswish", layer(lambda: nn.Hardswish()), x),
+        Case("hardsigmoid", layer(lambda: nn.Hardsigmoid()), x),
+        Case("mish", layer(lambda: nn.Mish()), x),
+        Case("gelu", layer(lambda: nn.GELU()), x),
+        Case("gelu_tanh", layer(lambda: nn.GELU(approximate="tanh")), x),
+        Case("hardtanh", layer(lambda: nn.Hardtanh(-0.5, 0.7)), x),
+        Case("leaky_relu", layer(lambda: nn.LeakyReLU(0.2)), x),
+        Case("elu", layer(lambda: nn.ELU(alpha=0.7)), x),
+        Case("softplus", layer(lambda: nn.Softplus(beta=2.0, threshold=1.0)), x),
+        Case("clamp", fn(lambda x: torch.clamp(x, -0.5, 0.5)), x),
+        Case("clamp_min_only", fn(lambda x: torch.clamp(x, min=0.1)), x),
+        Case("clamp_int", fn(lambda x: torch.clamp(x, -2, 3)), ((ints(3, 4),),)),
+        Case("clamp_tensor", fn(lambda x, lo, hi: torch.clamp(x, lo, hi)), (((3, 4), (4,) , (3, 1)),)),
+        Case("clamp_min", fn(lambda x: torch.clamp_min(x, 0.2)), x),
+        Case("clamp_max", fn(lambda x: torch.clamp_max(x, 0.2)), x),
+        Case("clamp_min_tensor", fn(lambda x, y: torch.clamp_min(x, y)), (((3, 4), (4,)),)),
+        Case("clamp_max_tensor", fn(lambda x, y: torch.clamp_max(x, y)), (((3, 4), (3, 1)),)),
+    ]
+    for method, args in [("relu_", ()), ("sigmoid_", ()), ("tanh_", ()), ("clamp_", (-0.3, 0.4))]:
+        cases.append(Case(f"{method}_inplace", fn(_inplace(method, *args)), x))
+    for name, f in [
+        ("silu_", lambda y: F.silu(y, inplace=True)),
+        ("selu_", lambda y: F.selu(y, inplace=True)),
+        ("hardswish_", lambda y: F.hardswish(y, inplace=True)),
+        ("hardsigmoid_", lambda y: F.hardsigmoid(y, inplace=True)),
+        ("mish_", lambda y: F.mish(y, inplace=True)),
+        ("hardtanh_", lambda y: F.hardtanh(y, -0.2, 0.3, inplace=True)),
+        ("leaky_relu_", lambda y: F.leaky_relu(y, 0.3, inplace=True)),
+        ("elu_", lambda y: F.elu(y, 0.5, inplace=True)),
+        ("gelu_", lambda y: torch.ops.aten.gelu_(y)),
+    ]:
+        cases.append(Case(f"{name}_inplace", fn(lambda x, f=f: f(x.clone())), x))
+    return cases
+
+
+def _elementwise_cases() -> list[Case]:
+    pair = (((2, 3, 4), (2, 3, 4)), ((2, 3, 4), (4,)), ((3, 1), (1, 5)))
+    int_pair = ((ints(3, 4), ints(3, 4)), (ints(3, 4, dtype=torch.int32), ints(4, low=1, high=5)))
+    return [
+        Case("add", fn(torch.add), pair + int_pair),
+        Case("add_alpha", fn(lambda x, y: torch.add(x, y, alpha=2.5)), pair),
+        Case("add_mixed_types", fn(torch.add), (((3, 4), ints(3, 4)),)),
+        Case("add_scalar", fn(lambda x: x + 2.5), (((3, 4),), (ints(3, 4),))),
+        Case("add_inplace", fn(lambda x, y: x.clone().add_(y)), pair[:2]),
+        Case("add_scalar_inplace", fn(_inplace("add_", 3)), (((3, 4),),)),
+        Case("sub", fn(torch.sub), pair + int_pair),
+        Case("sub_alpha", fn(lambda x, y: torch.sub(x, y, alpha=0.5)), pair[:1]),
+        Case("sub_scalar", fn(lambda x: x - 1.5), (((3, 4),),)),
+        Case("sub_inplace", fn(lambda x, y: x.clone().sub_(y)), pair[:2]),
+        Case("sub_scalar_inplace", fn(_inplace("sub_", 2)), (((3, 4),),)),
+        Case("rsub", fn(lambda x, y: torch.rsub(x, y, alpha=2)), pair[:2]),
+        Case("rsub_scalar", fn(lambda x: 2 - x), (((3, 4),), (ints(3, 4),))),
+        Case("mul", fn(torch.mul), pair + int_pair),
+        Case("mul_bool", fn(torch.mul), ((bools(3, 4), bools(3, 4)),)),
+        Case("mul_scalar", fn(lambda x: x * 0.5), (((3, 4),), (ints(3, 4),))),
+        Case("mul_inplace", fn(lambda x, y: x.clone().mul_(y)), pair[:2]),
+        Case("mul_scalar_inplace", fn(_inplace("mul_", 3.0)), (((3, 4),),)),
+        Case("div", fn(lambda x, y: x / y), (((2, 3, 4), nonzero(4)), (ints(3, 4), ints(3, 4, low=1, high=4)))),
+        Case("div_scalar", fn(lambda x: x / 4), (((3, 4),), (ints(3, 4),))),
+        Case("div_floor", fn(lambda x, y: torch.div(x, y, rounding_mode="floor")),
+             (((3, 4), nonzero(3, 4)), (ints(3, 4), ints(3, 4, low=1, high=4)))),
+        Case("div_trunc", fn(lambda x, y: torch.div(x, y, rounding_mode="trunc")), ((ints(3, 4), ints(3, 4, low=1, high=4)),)),
+        Case("div_trunc_float", fn(lambda x, y: torch.div(x, y, rounding_mode="trunc")), (((3, 4), nonzero(3, 4)),),
+             xfail={f: "Kiln has no truncation op: rounding_mode='trunc' converts for integers only" for f in FRONT_ENDS}),
+        Case("div_scalar_mode", fn(lambda x: torch.div(x, 3, rounding_mode="floor")), (((3, 4),), (ints(3, 4),))),
+        Case("div_inplace", fn(lambda x, y: x.clone().div_(y)), (((3, 4), nonzero(3, 4)),)),
+        Case("div_scalar_inplace", fn(_inplace("div_", 4.0)), (((3, 4),),)),
+        Case("div_mode_inplace", fn(lambda x, y: x.clone().div_(y, rounding_mode="floor")), (((3, 4), nonzero(3, 4)),)),
+        Case("div_scalar_mode_inplace", fn(lambda x: x.clone().div_(2.0, rounding_mode="floor")), (((3, 4),),)),
+        Case("floor_divide", fn(torch.floor_divide), ((ints(3, 4), ints(3, 4, low=1, high=4)), ((3, 4), nonzero(3, 4)))),
+        Case("floor_divide_scalar", fn(lambda x: torch.floor_divide(x, 3)), ((ints(3, 4),),)),
+        Case("pow", fn(torch.pow), ((positive(3, 4), (3, 4)),)),
+        Case("pow_scalar_exponent", fn(lambda x: x**2), (((3, 4),), (ints(3, 4),))),
+        Case("pow_scalar_base", fn(lambda x: torch.pow(2.0, x)), (((3, 4),),)),
+        Case("maximum", fn(torch.maximum), pair + int_pair),
+        Case("minimum", fn(torch.minimum), pair + int_pair),
+        *[
+            Case(f"compare_{name}", fn(op), pair + int_pair + (((3, 4), ints(3, 4)),))
+            for name, op in [("eq", torch.eq), ("ne", torch.ne), ("lt", torch.lt), ("le", torch.le),
+                             ("gt", torch.gt), ("ge", torch.ge)]
+        ],
+        *[
+            Case(f"compare_{name}_scalar", fn(lambda x, op=op: op(x, 0.25)), (((3, 4),), (ints(3, 4),)))
+            for name, op in [("eq", torch.eq), ("ne", torch.ne), ("lt", torch.lt), ("le", torch.le),
+                             ("gt", torch.gt), ("ge", torch.ge)]
+        ],
+        Case("compare_eq_exact", fn(lambda x: torch.eq(x, 1)), ((ints(3, 4, low=0, high=3),),)),
+        *[
+            Case(f"logical_{name}", fn(op), ((bools(3, 4), bools(3, 4)), ((3, 4), bools(4,))))
+            for name, op in [("and", torch.logical_and), ("or", torch.logical_or), ("xor", torch.logical_xor)]
+        ],
+    ]
+
+
+def _unary_cases() -> list[Case]:
+    cases = []
+    for name, spec in [
+        ("exp", (3, 4)), ("log", positive(3, 4)), ("sqrt", positive(3, 4)), ("rsqrt", positive(3, 4)),
+        ("reciprocal", nonzero(3, 4)), ("sin", (3, 4)), ("cos", (3, 4)), ("tan", (3, 4)), ("erf", (3, 4)),
+        ("abs", (3, 4)), ("neg", (3, 4)), ("sign", (3, 4)), ("floor", (3, 4)), ("ceil", (3, 4)),
+        ("round", (3, 4)), ("square", (3, 4)),
+    ]:
+        cases.append(Case(name, fn(getattr(torch, name)), ((spec,), (ints(2, 5),))))
+    for name in ["exp_", "log_", "sqrt_", "rsqrt_", "reciprocal_", "abs_", "neg_"]:
+        cases.append(Case(f"{name}_inplace", fn(_inplace(name)), ((positive(3, 4),),)))
+    cases += [
+        Case("round_half_even", fn(torch.round), ((lambda: torch.tensor([0.5, 1.5, 2.5, -0.5, -1.5, 2.4]),),)),
+        Case("logical_not", fn(torch.logical_not), ((bools(3, 4),), ((3, 4),), (ints(3, 4, low=0, high=2),))),
+        Case("bitwise_not", fn(torch.bitwise_not), ((bools(3, 4),),)),
+        Case("bitwise_not_int", fn(torch.bitwise_not), ((ints(3, 4),),),
+             xfail={f: "Kiln has no bitwise layer: aten::bitwise_not converts for bool tensors only" for f in FRONT_ENDS}),
+    ]
+    return cases
+
+
+def _cast_cases() -> list[Case]:
+    return [
+        Case("to_dtype", fn(lambda x: x.to(torch.int32)), (((3, 4),),)),
+        Case("to_float", fn(lambda x: x.float() * 0.5), ((ints(3, 4),), (bools(3, 4),))),
+        Case("to_bool", fn(lambda x: x.bool()), (((3, 4),), (ints(3, 4, low=0, high=2),))),
+        Case("to_long", fn(lambda x: x.long()), ((lambda: torch.randn(3, 4) * 5),)),
+        Case("to_dtype_layout", fn(lambda x: x.to(dtype=torch.int64, device="cpu")), (((3, 4),),)),
+        Case("to_other", fn(lambda x, y: x.to(y)), (((3, 4), ints(2)),)),
+        Case("type_as", fn(lambda x, y: x.type_as(y) + y), ((ints(3, 4), (3, 4)),)),
+    ]
+
+
+def _noop_cases() -> list[Case]:
+    x = (((2, 3, 4),),)
+    return [
+        Case("dropout", layer(lambda: nn.Sequential(nn.Dropout(0.3), nn.ReLU())), x),
+        Case("dropout_inplace", fn(lambda x: F.dropout(x.clone(), 0.3, training=False, inplace=True)), x),
+        Case("feature_dropout", layer(lambda: nn.Sequential(nn.Dropout2d(0.3), nn.ReLU())), (((2, 3, 4, 4),),)),
+        Case("contiguous", fn(lambda x: x.transpose(0, 1).contiguous()), x),
+        Case("clone", fn(lambda x: x.clone() + 1), x),
+        Case("detach", fn(lambda x: x.detach() * 2), x),
+        Case("lift_fresh_copy", fn(lambda x: x + torch.tensor([1.0, 2.0, 3.0, 4.0])), x),
+    ]
+
+
+def _shape_cases() -> list[Case]:
+    x = (((2, 3, 4),),)
+    return [
+        Case("view", fn(lambda x: x.view(6, 4) + 1), x),
+        Case("view_infer", fn(lambda x: x.view(-1, 2)), x),
+        Case("reshape", fn(lambda x: x.reshape(4, -1)), x),
+        Case("reshape_dynamic", fn(lambda x: x.reshape(x.shape[0], -1)),
+             dynamic=B((kiln.Input(min_shape=(1, 3, 4), opt_shape=(2, 3, 4), max_shape=(5, 3, 4)),), (((1, 3, 4),), ((5, 3, 4),)))),
+        Case("flatten", layer(lambda: nn.Flatten()), x + (((2, 3, 4, 5),),)),
+        Case("flatten_range", fn(lambda x: torch.flatten(x, 0, 1)), x),
+        Case("permute", fn(lambda x: x.permute(2, 0, 1)), x),
+        Case("transpose", fn(lambda x: x.transpose(-1, 0)), x),
+        Case("t", fn(lambda x: x.t()), (((3, 4),), ((5,),))),
+        Case("unsqueeze", fn(lambda x: x.unsqueeze(1)), x),
+        Case("unsqueeze_last", fn(lambda x: x.unsqueeze(-1)), x),
+        Case("squeeze", fn(lambda x: x.squeeze()), (((2, 1, 4, 1),),)),
+        Case("squeeze_dim", fn(lambda x: x.squeeze(1)), (((2, 1, 4),),)),
+        Case("squeeze_dims", fn(lambda x: x.squeeze((1, 3))), (((2, 1, 4, 1),),)),
+        Case("expand", fn(lambda x: x.expand(3, 2, 4)), (((2, 1),), ((1, 4),))),
+        Case("expand_keep", fn(lambda x: x.expand(-1, 5)), (((3, 1),),)),
+        Case("expand_as", fn(lambda x, y: x.expand_as(y)), (((3, 1), (2, 3, 4)),)),
+        Case("cat", fn(lambda x, y: torch.cat([x, y], dim=1)), (((2, 3), (2, 5)),)),
+        Case("cat_negative_dim", fn(lambda x, y, z: torch.cat((x, y, z), -1)), (((2, 3, 1), (2, 3, 2), (2, 3, 3)),)),
+        Case("concat", fn(lambda x, y: torch.concat([x, y])), (((2, 3), (1, 3)),)),
+        Case("split", fn(lambda x: x.split(2, dim=1)), (((2, 5, 3),),)),
+        Case("split_sizes", fn(lambda x: x.split([1, 4], dim=1)), (((2, 5, 3),),)),
+        Case("split_with_sizes", fn(lambda x: torch.split_with_sizes(x, [2, 1], -1)), (((2, 5, 3),),)),
+        Case("chunk", fn(lambda x: x.chunk(3, 0)), (((7, 2),),)),
+        Case("unbind", fn(lambda x: x.unbind(1)), (((2, 3, 4),),)),
+        Case("narrow", fn(lambda x: x.narrow(2, 1, 2)), x),
+    ]
+
+
+def _indexing_cases() -> list[Case]:
+    x = (((4, 5, 6),),)
+    return [
+        Case("select", fn(lambda x: x[:, 2]), x),
+        Case("select_negative", fn(lambda x: x[-1]), x),
+        Case("slice", fn(lambda x: x[1:3, :, ::2]), x),
+        Case("slice_negative", fn(lambda x: x[:, -3:-1]), x),
+        Case("slice_dynamic", fn(lambda x: x[:, 1:]),
+             dynamic=B((kiln.Input(min_shape=(1, 4), opt_shape=(2, 5), max_shape=(4, 8)),), (((1, 4),), ((4, 8),)))),
+        Case("index_select", fn(lambda x, i: torch.index_select(x, 1, i)), (((3, 5), ints(4, low=0, high=5)),)),
+        Case("embedding", layer(lambda: nn.Embedding(10, 4)), ((ints(2, 3, low=0, high=10),), (ints(5, low=0, high=10),))),
+        Case("embedding_functional", fn(lambda i, w: F.embedding(i, w)), ((ints(3, low=0, high=4), (4, 3)),)),
+    ]
+
+
 CASES: list[Case] = [
+    *_activation_cases(),
+    *_elementwise_cases(),
+    *_unary_cases(),
+    *_cast_cases(),
+    *_noop_cases(),
+    *_shape_cases(),
+    *_indexing_cases(),
     # ---- convolution ----
     Case("conv2d", layer(lambda: nn.Conv2d(3, 8, 3)), (((1, 3, 8, 8),), ((2, 3, 5, 7),)), tol=1e-4),
     Case("conv2d_stride_pad_dilation", layer(lambda: nn.Conv2d(4, 6, (3, 2), stride=(2, 1), padding=(1, 2), dilation=(2, 1))),
@@ -169,15 +418,16 @@ CASES: list[Case] = [
                    (((1, 3, 8, 8),), ((3, 3, 8, 8),), ((4, 3, 8, 8),)))),
     Case("conv1d", layer(lambda: nn.Conv1d(3, 5, 3, stride=2, padding=1)), (((2, 3, 11),), ((1, 3, 4),)), tol=1e-4),
     Case("conv3d", layer(lambda: nn.Conv3d(2, 3, 3, padding=1)), (((1, 2, 4, 5, 6),),), tol=1e-4),
-    Case("conv_transpose2d", layer(lambda: nn.ConvTranspose2d(4, 3, 3, stride=2, padding=1, output_padding=1)),
+    # nn.ConvTranspose*d.forward takes an optional output_size: nn.Sequential gives a one-input forward.
+    Case("conv_transpose2d", layer(lambda: nn.Sequential(nn.ConvTranspose2d(4, 3, 3, stride=2, padding=1, output_padding=1))),
          (((1, 4, 5, 5),), ((2, 4, 3, 6),)), tol=1e-4),
-    Case("conv_transpose2d_groups_dilation", layer(lambda: nn.ConvTranspose2d(4, 6, 3, groups=2, dilation=2, bias=False)),
+    Case("conv_transpose2d_groups_dilation", layer(lambda: nn.Sequential(nn.ConvTranspose2d(4, 6, 3, groups=2, dilation=2, bias=False))),
          (((1, 4, 4, 4),),), tol=1e-4),
-    Case("conv_transpose1d", layer(lambda: nn.ConvTranspose1d(3, 2, 4, stride=3)), (((2, 3, 5),),), tol=1e-4),
-    Case("conv_transpose3d", layer(lambda: nn.ConvTranspose3d(2, 2, 2, stride=2)), (((1, 2, 3, 3, 3),),), tol=1e-4),
-    # Wrapped in Fn, TorchScript traces the layers: aten::_convolution instead of aten::conv2d.
-    Case("conv2d_traced", layer(lambda: Fn(nn.Conv2d(3, 4, 3, stride=2))), (((1, 3, 9, 9),),), tol=1e-4),
-    Case("conv_transpose2d_traced", layer(lambda: Fn(nn.ConvTranspose2d(3, 2, 3, stride=2))), (((1, 3, 4, 4),),), tol=1e-4),
+    Case("conv_transpose1d", layer(lambda: nn.Sequential(nn.ConvTranspose1d(3, 2, 4, stride=3))), (((2, 3, 5),),), tol=1e-4),
+    Case("conv_transpose3d", layer(lambda: nn.Sequential(nn.ConvTranspose3d(2, 2, 2, stride=2))), (((1, 2, 3, 3, 3),),), tol=1e-4),
+    # Wrapped in Fn1, TorchScript traces the layers: aten::_convolution instead of aten::conv2d.
+    Case("conv2d_traced", layer(lambda: Fn1(nn.Conv2d(3, 4, 3, stride=2))), (((1, 3, 9, 9),),), tol=1e-4),
+    Case("conv_transpose2d_traced", layer(lambda: Fn1(nn.ConvTranspose2d(3, 2, 3, stride=2))), (((1, 3, 4, 4),),), tol=1e-4),
     # ---- matrix products ----
     Case("linear", layer(lambda: nn.Linear(16, 8)), (((4, 16),), ((2, 3, 16),), ((16,),)), tol=1e-4),
     Case("linear_nobias", layer(lambda: nn.Linear(7, 5, bias=False)), (((3, 7),),), tol=1e-4),
@@ -194,7 +444,8 @@ CASES: list[Case] = [
     Case("bmm", fn(torch.bmm), (((2, 3, 4), (2, 4, 5)),), tol=1e-4),
     Case("addmm", fn(lambda b, x, y: torch.addmm(b, x, y)), (((5,), (3, 4), (4, 5)), ((3, 5), (3, 4), (4, 5))), tol=1e-4),
     Case("addmm_beta_alpha", fn(lambda b, x, y: torch.addmm(b, x, y, beta=0.5, alpha=2.0)), (((1, 5), (3, 4), (4, 5)),), tol=1e-4),
-    Case("addmm_beta_zero", fn(lambda b, x, y: torch.addmm(b * float("nan"), x, y, beta=0)), (((3, 5), (3, 4), (4, 5)),), tol=1e-4),
+    Case("addmm_beta_zero", fn(lambda b, x, y: torch.addmm(b, x, y, beta=0)),
+         ((lambda: torch.full((3, 5), float("nan")), (3, 4), (4, 5)),), tol=1e-4),
     # ---- pooling ----
     Case("max_pool2d", layer(lambda: nn.MaxPool2d(2)), (((1, 3, 8, 8),), ((2, 2, 7, 5),))),
     Case("max_pool2d_stride_pad_dilation", layer(lambda: nn.MaxPool2d(3, stride=2, padding=1, dilation=2)), (((1, 2, 9, 10),),)),
@@ -342,7 +593,7 @@ def _check_close(actual: Any, expected: Any, tol: float) -> None:
 @pytest.mark.parametrize("case, index, front_end", _params())
 def test_converter(case: Case, index: int | None, front_end: str) -> None:
     torch.manual_seed(1)
-    module = case.module()
+    module = case.build()
     if index is None:
         assert case.dynamic is not None
         compile_inputs: Sequence[Any] = case.dynamic.inputs
@@ -406,7 +657,7 @@ def test_every_converter_is_exercised() -> None:
     seen: set[str] = set()
     with torch.no_grad():
         for case in CASES:
-            module = case.module()
+            module = case.build()
             samples = case.samples or case.dynamic.runs[:1]
             for sample in samples:
                 inputs = [make(spec) for spec in sample]

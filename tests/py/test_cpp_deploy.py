@@ -98,7 +98,7 @@ def test_cpp_program_gives_pythons_output(deploy_program, saved_small_resnet, ir
 
 def test_cpp_program_generated_input(deploy_program, saved_small_resnet, tmp_path):
     model, saved = saved_small_resnet
-    path, _ = saved["ts"]
+    path, _ = saved["dynamo"]
     output_path = tmp_path / "output.pt"
     result = run_program(deploy_program, str(path), "--shape", "2,3,64,64", "--output", str(output_path))
     assert result.returncode == 0, result.stderr
@@ -110,14 +110,14 @@ def test_cpp_program_generated_input(deploy_program, saved_small_resnet, tmp_pat
     assert (from_cpp - eager).abs().max().item() <= 1e-4 * eager.abs().max().item()
 
 
-def test_cpp_program_refuses_out_of_profile_input(deploy_program, saved_small_resnet):
+def test_cpp_program_refuses_a_shape_the_engine_was_not_built_for(deploy_program, saved_small_resnet):
     """The engine's input checks reach C++ callers as errors, not crashes."""
     _, saved = saved_small_resnet
-    path, _ = saved["ts"]
+    path, _ = saved["dynamo"]
     result = run_program(deploy_program, str(path), "--shape", "2,3,32,32")
     assert result.returncode == 1
     assert "kiln_deploy:" in result.stderr
-    assert "profile" in result.stderr
+    assert "kiln engine" in result.stderr and "[2, 3, 64, 64]" in result.stderr
 
 
 def test_cpp_program_usage_errors(deploy_program, tmp_path):

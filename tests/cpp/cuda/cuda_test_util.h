@@ -1,0 +1,96 @@
+// Shared by the CUDA kernel tests: skip without a GPU, and device memory that frees itself.
+#pragma once
+
+#include <cuda_runtime_api.h>
+#include <gtest/gtest.h>
+
+#include <cstddef>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace kiln::cuda_test {
+
+// True when the CUDA runtime sees at least one device (the CI machine has none).
+inline bool cudaDeviceAvailable() {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky "no device" status for later calls
+    return false;
+  }
+  return count > 0;
+}
+
+// Device memory of `bytes` bytes, freed when it goes out of scope.
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  explicit DeviceBuffer(size_t bytes) : bytes_(bytes) {
+    // cudaMalloc of 0 bytes returns null; a one-byte allocation keeps the pointer valid.
+    check(cudaMalloc(&data_, bytes == 0 ? 1 : bytes), "cudaMalloc");
+  }
+  template <typename T>
+  static DeviceBuffer from(const std::vector<T>& host) {
+    DeviceBuffer buffer(host.size() * sizeof(T));
+    buffer.upload(host.data(), buffer.bytes_);
+    return buffer;
+  }
+  ~DeviceBuffer() {
+    if (data_ != nullptr) cudaFree(data_);
+  }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  DeviceBuffer(DeviceBuffer&& other) noexcept : data_(other.data_), bytes_(other.bytes_) {
+    other.data_ = nullptr;
+    other.bytes_ = 0;
+  }
+  DeviceBuffer& operator=(DeviceBuffer&& other) noexcept {
+    if (this != &other) {
+      if (data_ != nullptr) cudaFree(data_);
+      data_ = other.data_;
+      bytes_ = other.bytes_;
+      other.data_ = nullptr;
+      other.bytes_ = 0;
+    }
+    return *this;
+  }
+
+  void* data() const { return data_; }
+  size_t bytes() const { return bytes_; }
+
+  void upload(const void* host, size_t bytes) {
+    if (bytes > bytes_) throw std::out_of_range("DeviceBuffer::upload: more bytes than allocated");
+    check(cudaMemcpy(data_, host, bytes, cudaMemcpyHostToDevice), "cudaMemcpy to device");
+  }
+  void download(void* host, size_t bytes) const {
+    if (bytes > bytes_) throw std::out_of_range("DeviceBuffer::download: more bytes than allocated");
+    check(cudaMemcpy(host, data_, bytes, cudaMemcpyDeviceToHost), "cudaMemcpy to host");
+  }
+  // The whole buffer as `bytes / sizeof(T)` elements of T.
+  template <typename T>
+  std::vector<T> download() const {
+    std::vector<T> host(bytes_ / sizeof(T));
+    download(host.data(), host.size() * sizeof(T));
+    return host;
+  }
+
+ private:
+  static void check(cudaError_t status, const char* call) {
+    if (status != cudaSuccess) {
+      throw std::runtime_error(std::string(call) + " failed: " + cudaGetErrorString(status));
+    }
+  }
+
+  void* data_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+}  // namespace kiln::cuda_test
+
+// First statement of every GPU test: skips it on machines without a CUDA device.
+#define KILN_SKIP_WITHOUT_GPU()                                             \
+  do {                                                                      \
+    if (!::kiln::cuda_test::cudaDeviceAvailable()) {                        \
+      GTEST_SKIP() << "no CUDA device";                                     \
+    }                                                                       \
+  } while (0)
