@@ -6,6 +6,9 @@
 #include <utility>
 
 #include "core/engine/plan.h"
+#ifdef KILN_WITH_CUDA
+#include "core/engine/cuda/device.h"
+#endif
 
 namespace kiln {
 
@@ -157,8 +160,18 @@ const EngineTensor& Engine::outputTensor(size_t i) const {
 
 std::vector<uint8_t> Engine::serialize() const { return writePlan(definition_); }
 
-std::shared_ptr<Engine> Engine::deserialize(const void* data, size_t size) {
+std::shared_ptr<Engine> Engine::deserialize(const void* data, size_t size, bool allowOtherGpu) {
   EngineDefinition definition = readPlan(data, size);
+  if (definition.target.backend == Backend::kCuda) {
+#ifdef KILN_WITH_CUDA
+    checkRunsOnCurrentDevice(definition.target, allowOtherGpu);
+#else
+    (void)allowOtherGpu;
+    throw PlanError(concat("this plan is a CUDA engine (built for ", definition.target.deviceName,
+                           "), but this Kiln was built without CUDA; install a Kiln built with "
+                           "CUDA on a machine with that GPU, or rebuild the engine for the CPU"));
+#endif
+  }
   try {
     return std::make_shared<Engine>(std::move(definition));
   } catch (const PlanError&) {
@@ -218,6 +231,13 @@ std::string Engine::inspect() const {
     out << ")\n";
   }
   return out.str();
+}
+
+std::shared_ptr<const EngineBackendState> Engine::backendState(
+    const std::function<std::shared_ptr<const EngineBackendState>()>& create) const {
+  std::lock_guard<std::mutex> lock(backendStateMutex_);
+  if (!backendState_) backendState_ = create();
+  return backendState_;
 }
 
 }  // namespace kiln

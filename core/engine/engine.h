@@ -6,7 +6,9 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -54,6 +56,21 @@ struct EngineDefinition {
 
 class ExecutionContext;
 
+struct ExecutionSettings {
+  // CUDA backend: capture a CUDA graph the first time an input shape is seen and replay it for
+  // that shape after. Inputs and outputs then pass through the context's own buffers.
+  bool cudaGraphs = true;
+  // At most this many graphs are kept (one per input shape); the least recently used goes.
+  size_t maxCudaGraphs = 16;
+};
+
+// State a backend keeps per engine and shares between the engine's execution contexts (the CUDA
+// backend's weights on the GPU).
+class EngineBackendState {
+ public:
+  virtual ~EngineBackendState() = default;
+};
+
 class Engine : public std::enable_shared_from_this<Engine> {
  public:
   explicit Engine(EngineDefinition definition);
@@ -66,18 +83,28 @@ class Engine : public std::enable_shared_from_this<Engine> {
   const EngineTensor& outputTensor(size_t i) const;
   const std::vector<OptimizationProfile>& profiles() const { return definition_.profiles; }
 
-  std::unique_ptr<ExecutionContext> createExecutionContext() const;
+  std::unique_ptr<ExecutionContext> createExecutionContext(
+      const ExecutionSettings& settings = {}) const;
 
   // The plan: a versioned, checksummed byte string (see plan.h).
   std::vector<uint8_t> serialize() const;
-  // Throws PlanError when the bytes are truncated, corrupt, foreign or of a newer format.
-  static std::shared_ptr<Engine> deserialize(const void* data, size_t size);
+  // Throws PlanError when the bytes are truncated, corrupt, foreign or of a newer format, or
+  // when a CUDA engine was built for a GPU of another compute capability (unless
+  // `allowOtherGpu`, which only warns).
+  static std::shared_ptr<Engine> deserialize(const void* data, size_t size,
+                                             bool allowOtherGpu = false);
 
   // A readable description: target, inputs with profiles, layers with kinds and parameters.
   std::string inspect() const;
 
+  // The backend's state, made by `create` on the first call; later calls return the same one.
+  std::shared_ptr<const EngineBackendState> backendState(
+      const std::function<std::shared_ptr<const EngineBackendState>()>& create) const;
+
  private:
   EngineDefinition definition_;
+  mutable std::mutex backendStateMutex_;
+  mutable std::shared_ptr<const EngineBackendState> backendState_;
 };
 
 }  // namespace kiln

@@ -5,6 +5,14 @@
 #include <string>
 
 #include "core/engine/cpu_backend.h"
+#ifdef KILN_WITH_CUDA
+#include "core/engine/cuda/cuda_runner.h"
+#else
+namespace kiln {
+// A Kiln without CUDA never makes one; the context's member needs a complete type to delete.
+class CudaRunner {};
+}  // namespace kiln
+#endif
 #include "core/ir/shape_inference.h"
 
 namespace kiln {
@@ -79,9 +87,20 @@ struct ExecutionContext::Buffers {
   std::vector<Dims> lastOutputDims;
 };
 
-ExecutionContext::ExecutionContext(std::shared_ptr<const Engine> engine)
+ExecutionContext::ExecutionContext(std::shared_ptr<const Engine> engine,
+                                   const ExecutionSettings& settings)
     : engine_(std::move(engine)), buffers_(std::make_unique<Buffers>()) {
   KILN_CHECK(engine_ != nullptr, "an ExecutionContext needs an engine");
+  if (engine_->target().backend == Backend::kCuda) {
+#ifdef KILN_WITH_CUDA
+    cudaRunner_ = std::make_unique<CudaRunner>(engine_, settings);
+#else
+    throw Error(concat("this engine was built for CUDA (", engine_->target().deviceName,
+                       "), but this Kiln was built without CUDA; use a Kiln built with CUDA, or "
+                       "build the engine for the CPU backend"));
+#endif
+  }
+  (void)settings;
   const EngineDefinition& definition = engine_->definition();
   const size_t tensorCount = definition.tensors.size();
   Buffers& buffers = *buffers_;
@@ -219,19 +238,22 @@ void ExecutionContext::checkInputTypes(const std::vector<DataType>& types) const
 }
 
 void ExecutionContext::execute(const std::vector<const void*>& inputs,
-                               const std::vector<void*>& outputs, void* /*stream*/) {
+                               const std::vector<void*>& outputs, void* stream) {
   const Engine& engine = *engine_;
   const EngineDefinition& definition = engine.definition();
-  KILN_CHECK(engine.target().backend == Backend::kCpu, "this engine was built for ",
-             toString(engine.target().backend), " (", engine.target().deviceName,
-             "), but this build of Kiln executes CPU engines only. Build the engine with the CPU ",
-             "backend, or use a Kiln built with CUDA.");
   KILN_CHECK(activeProfile_ >= 0,
              "execute was called before setInputShapes; set this run's input shapes first");
   KILN_CHECK(inputs.size() == engine.numInputs(), "the engine takes ", engine.numInputs(),
              " input(s), but ", inputs.size(), " input pointer(s) were given");
   KILN_CHECK(outputs.size() == engine.numOutputs(), "the engine gives ", engine.numOutputs(),
              " output(s), but ", outputs.size(), " output pointer(s) were given");
+#ifdef KILN_WITH_CUDA
+  if (cudaRunner_) {
+    cudaRunner_->execute(tensorDims_, inputs, outputs, static_cast<cudaStream_t>(stream));
+    return;
+  }
+#endif
+  (void)stream;
   Buffers& buffers = *buffers_;
 
   // Bind every tensor to its memory for this run.
@@ -294,12 +316,13 @@ void ExecutionContext::execute(const std::vector<const void*>& inputs,
   }
 }
 
-std::unique_ptr<ExecutionContext> Engine::createExecutionContext() const {
+std::unique_ptr<ExecutionContext> Engine::createExecutionContext(
+    const ExecutionSettings& settings) const {
   std::shared_ptr<const Engine> self = weak_from_this().lock();
   KILN_CHECK(self != nullptr,
              "createExecutionContext needs the engine to be owned by a std::shared_ptr (as "
              "Builder::build and Engine::deserialize return it); wrap it in std::make_shared");
-  return std::make_unique<ExecutionContext>(std::move(self));
+  return std::make_unique<ExecutionContext>(std::move(self), settings);
 }
 
 }  // namespace kiln

@@ -9,9 +9,12 @@
 
 namespace kiln {
 
+class CudaRunner;
+
 class ExecutionContext {
  public:
-  explicit ExecutionContext(std::shared_ptr<const Engine> engine);
+  explicit ExecutionContext(std::shared_ptr<const Engine> engine,
+                            const ExecutionSettings& settings = {});
   ~ExecutionContext();
 
   const Engine& engine() const { return *engine_; }
@@ -39,6 +42,7 @@ class ExecutionContext {
   std::vector<Dims> tensorDims_;  // every tensor's dims for the current shapes
   struct Buffers;
   std::unique_ptr<Buffers> buffers_;
+  std::unique_ptr<CudaRunner> cudaRunner_;  // CUDA engines only
 };
 
 }  // namespace kiln

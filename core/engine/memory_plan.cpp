@@ -1,7 +1,6 @@
 #include "core/engine/memory_plan.h"
 
 #include <algorithm>
-#include <numeric>
 
 #include "core/ir/shape_inference.h"
 
@@ -38,13 +37,11 @@ int64_t roundUp(int64_t value, int64_t alignment) {
 
 }  // namespace
 
-std::vector<int64_t> largestTensorBytes(const EngineDefinition& definition) {
-  std::vector<std::vector<Dims>> inputShapeSets;
+std::vector<std::vector<Dims>> dimsAtProfileCorners(const EngineDefinition& definition) {
   std::vector<Dims> declared;
   for (int32_t t : definition.inputs) declared.push_back(definition.tensors[t].dims);
-  if (definition.profiles.empty()) {
-    inputShapeSets.push_back(declared);
-  }
+  std::vector<std::vector<Dims>> corners;
+  if (definition.profiles.empty()) corners.push_back(inferAllDims(definition, declared));
   for (const OptimizationProfile& profile : definition.profiles) {
     for (const Dims ShapeRange::*point : {&ShapeRange::min, &ShapeRange::opt, &ShapeRange::max}) {
       std::vector<Dims> shapes = declared;
@@ -52,12 +49,15 @@ std::vector<int64_t> largestTensorBytes(const EngineDefinition& definition) {
         auto range = profile.ranges.find(definition.tensors[definition.inputs[i]].name);
         if (range != profile.ranges.end()) shapes[i] = range->second.*point;
       }
-      inputShapeSets.push_back(std::move(shapes));
+      corners.push_back(inferAllDims(definition, shapes));
     }
   }
+  return corners;
+}
+
+std::vector<int64_t> largestTensorBytes(const EngineDefinition& definition) {
   std::vector<int64_t> largest(definition.tensors.size(), 0);
-  for (const std::vector<Dims>& shapes : inputShapeSets) {
-    std::vector<Dims> dims = inferAllDims(definition, shapes);
+  for (const std::vector<Dims>& dims : dimsAtProfileCorners(definition)) {
     for (size_t t = 0; t < dims.size(); ++t) {
       const int64_t bytes =
           volume(dims[t]) * static_cast<int64_t>(elementSize(definition.tensors[t].dtype));

@@ -23,6 +23,10 @@ struct MemoryPlan {
   int64_t naiveBytes = 0;  // every arena tensor in its own buffer, for comparison
 };
 
+// Every tensor's dims at each corner (min, opt, max) of each profile, or at the declared dims
+// when the engine has no profile: [corner][tensor].
+std::vector<std::vector<Dims>> dimsAtProfileCorners(const EngineDefinition& definition);
+
 // Every tensor's largest size in bytes over every profile's min, opt and max shapes.
 std::vector<int64_t> largestTensorBytes(const EngineDefinition& definition);
 

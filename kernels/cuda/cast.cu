@@ -11,18 +11,21 @@ namespace {
 using pointwise::BoolByte;
 using pointwise::ComputeType;
 
+// Integer bounds as namespace-scope constants, which device code may read (numeric_limits'
+// functions are host functions).
+template <typename Int>
+inline constexpr Int kLowest = std::numeric_limits<Int>::lowest();
+template <typename Int>
+inline constexpr Int kHighest = std::numeric_limits<Int>::max();
+
 // NaN -> 0, out of range -> the nearest bound, else truncation toward zero. Comparing with the
 // bounds in float is exact: the lowest bounds are 0 or -2^k, and the float nearest max is max
 // itself (8-bit types) or 2^31 / 2^63, above which no float lies below max.
 template <typename Int>
 __device__ __forceinline__ Int floatToInt(float value) {
   if (isnan(value)) return 0;
-  if (value <= static_cast<float>(std::numeric_limits<Int>::lowest())) {
-    return std::numeric_limits<Int>::lowest();
-  }
-  if (value >= static_cast<float>(std::numeric_limits<Int>::max())) {
-    return std::numeric_limits<Int>::max();
-  }
+  if (value <= static_cast<float>(kLowest<Int>)) return kLowest<Int>;
+  if (value >= static_cast<float>(kHighest<Int>)) return kHighest<Int>;
   return static_cast<Int>(value);
 }
 

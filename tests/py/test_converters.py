@@ -7,8 +7,7 @@ traces) with a few sets of sample inputs. Every case is compiled with
 reason, and the result must match eager float32.
 
 ``test_every_converter_is_exercised`` checks the table is complete: each op Kiln registers must
-appear in the graph some case gives one of the front ends (or be listed in ``NOT_REACHABLE`` with
-why no front end produces it).
+appear in the graph that some case gives one of the front ends.
 """
 
 from __future__ import annotations
@@ -184,6 +183,10 @@ def float_mask(*shape: int) -> Callable[[], torch.Tensor]:
 
 
 # -- the table ---------------------------------------------------------------------------------
+
+# weight, bias, running mean, running var of aten::native_batch_norm, called directly (neither
+# front end produces it from nn.BatchNorm).
+_BN_STATS = (torch.rand(3) + 0.5, torch.randn(3), torch.randn(3), torch.rand(3) + 0.5)
 
 B = Dynamic  # short alias for the table
 
@@ -481,6 +484,8 @@ CASES: list[Case] = [
     Case("batch_norm_dynamic", layer(lambda: nn.BatchNorm2d(3)),
          dynamic=B((kiln.Input(min_shape=(1, 3, 4, 4), opt_shape=(2, 3, 4, 4), max_shape=(4, 3, 4, 4)),),
                    (((1, 3, 4, 4),), ((4, 3, 4, 4),)))),
+    Case("native_batch_norm", fn(lambda x: torch.ops.aten.native_batch_norm(x, *_BN_STATS, False, 0.1, 1e-5)[0]),
+         (((2, 3, 4),),)),
     Case("layer_norm", layer(lambda: nn.LayerNorm(8)), (((2, 8),), ((2, 3, 8),))),
     Case("layer_norm_2d", layer(lambda: nn.LayerNorm((3, 4), eps=1e-3)), (((2, 3, 4),),)),
     Case("layer_norm_no_affine", layer(lambda: nn.LayerNorm(6, elementwise_affine=False)), (((4, 6),),)),
@@ -539,19 +544,17 @@ CASES: list[Case] = [
     Case("sdpa_gqa", layer(lambda: Attention(enable_gqa=True)), (((2, 4, 5, 8), (2, 2, 6, 8), (2, 2, 6, 8)),), tol=1e-4),
     Case("sdpa_gqa_causal", layer(lambda: Attention(is_causal=True, enable_gqa=True)),
          (((1, 6, 5, 4), (1, 2, 5, 4), (1, 2, 5, 4)),), tol=1e-4),
+    # What F.scaled_dot_product_attention dispatches to on CPU; Kiln's front ends keep
+    # scaled_dot_product_attention whole, so this form is called directly.
+    Case("sdpa_flash_for_cpu", fn(lambda q, k, v: torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v)[0]),
+         (((2, 3, 5, 8), (2, 3, 7, 8), (2, 3, 7, 8)),), tol=1e-4),
+    Case("sdpa_flash_for_cpu_causal_mask",
+         fn(lambda q, k, v: torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, is_causal=True, scale=0.5)[0]),
+         (((1, 2, 6, 4), (1, 2, 6, 4), (1, 2, 6, 4)),), tol=1e-4),
     Case("sdpa_dynamic_batch", layer(lambda: Attention()), tol=1e-4,
          dynamic=B(tuple(kiln.Input(min_shape=(1, 2, 6, 8), opt_shape=(2, 2, 6, 8), max_shape=(4, 2, 6, 8)) for _ in range(3)),
                    (((1, 2, 6, 8),) * 3, ((4, 2, 6, 8),) * 3))),
 ]
-
-# Ops Kiln registers that neither front end produces from an eval-mode module on CPU.
-NOT_REACHABLE: dict[str, str] = {
-    "aten::native_batch_norm": "TorchScript keeps aten::batch_norm and torch.export makes "
-    "_native_batch_norm_legit_no_training; native_batch_norm appears only in hand-written graphs",
-    "aten::_scaled_dot_product_flash_attention_for_cpu": "Kiln keeps scaled_dot_product_attention "
-    "whole in kiln.compile; this form comes from torch.compile(backend='kiln') (tested there)",
-}
-
 
 # -- running the table -------------------------------------------------------------------------
 
@@ -664,19 +667,5 @@ def test_every_converter_is_exercised() -> None:
                 for front_end, ops_of in (("ts", _ts_ops), ("dynamo", _dynamo_ops)):
                     if front_end not in case.xfail:
                         seen |= ops_of(module, inputs)
-    missing = sorted(registered - seen - set(NOT_REACHABLE))
+    missing = sorted(registered - seen)
     assert not missing, f"converters no case exercises (add a case to CASES): {missing}"
-    stale = sorted(set(NOT_REACHABLE) - registered)
-    assert not stale, f"NOT_REACHABLE names ops Kiln does not register: {stale}"
-
-
-def test_flash_attention_for_cpu_through_torch_compile() -> None:
-    """torch.compile traces F.scaled_dot_product_attention to the CPU flash-attention op."""
-    torch._dynamo.reset()
-    module = MaskedAttention().eval()
-    q, k, v = (torch.randn(2, 2, 5, 8) for _ in range(3))
-    mask = float_mask(5, 5)()
-    with torch.no_grad():
-        compiled = torch.compile(module, backend="kiln", dynamic=False)
-        _check_close(compiled(q, k, v, mask), module(q, k, v, mask), 1e-4)
-    torch._dynamo.reset()

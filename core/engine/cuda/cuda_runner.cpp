@@ -1,0 +1,977 @@
+#include "core/engine/cuda/cuda_runner.h"
+
+#include <algorithm>
+#include <exception>
+#include <iostream>
+#include <list>
+#include <map>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <variant>
+
+#include "core/engine/execution_context.h"
+#include "kernels/cuda/cast.h"
+#include "kernels/cuda/convolution.h"
+#include "kernels/cuda/data_movement.h"
+#include "kernels/cuda/elementwise.h"
+#include "kernels/cuda/gemm.h"
+#include "kernels/cuda/normalization.h"
+#include "kernels/cuda/pooling.h"
+#include "kernels/cuda/reduce_softmax.h"
+#include "kernels/cuda/unary_activation.h"
+
+namespace kiln {
+namespace {
+
+namespace ck = cuda_kernels;
+
+void check(cudaError_t status, const char* what) {
+  KILN_CHECK(status == cudaSuccess, what, " failed: ", cudaGetErrorName(status), " (",
+             cudaGetErrorString(status), ")");
+}
+
+int64_t roundUp(int64_t value, int64_t alignment) {
+  return (value + alignment - 1) / alignment * alignment;
+}
+
+class DeviceMemory {
+ public:
+  DeviceMemory() = default;
+  explicit DeviceMemory(size_t bytes) : bytes_(bytes) {
+    if (bytes > 0) {
+      const cudaError_t status = cudaMalloc(&data_, bytes);
+      KILN_CHECK(status == cudaSuccess, "allocating ", bytes, " bytes of GPU memory failed: ",
+                 cudaGetErrorString(status), "; free GPU memory or use a smaller max_shape");
+    }
+  }
+  ~DeviceMemory() {
+    if (data_) cudaFree(data_);
+  }
+  DeviceMemory(const DeviceMemory&) = delete;
+  DeviceMemory& operator=(const DeviceMemory&) = delete;
+  DeviceMemory(DeviceMemory&& other) noexcept { *this = std::move(other); }
+  DeviceMemory& operator=(DeviceMemory&& other) noexcept {
+    std::swap(data_, other.data_);
+    std::swap(bytes_, other.bytes_);
+    return *this;
+  }
+  uint8_t* data() const { return static_cast<uint8_t*>(data_); }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  void* data_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+class PinnedMemory {
+ public:
+  explicit PinnedMemory(size_t bytes) {
+    if (bytes > 0) check(cudaMallocHost(&data_, bytes), "cudaMallocHost");
+  }
+  ~PinnedMemory() {
+    if (data_) cudaFreeHost(data_);
+  }
+  PinnedMemory(const PinnedMemory&) = delete;
+  PinnedMemory& operator=(const PinnedMemory&) = delete;
+  uint8_t* data() const { return static_cast<uint8_t*>(data_); }
+
+ private:
+  void* data_ = nullptr;
+};
+
+class Stream {
+ public:
+  Stream() { check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate"); }
+  ~Stream() { cudaStreamDestroy(stream_); }
+  Stream(const Stream&) = delete;
+  Stream& operator=(const Stream&) = delete;
+  cudaStream_t get() const { return stream_; }
+
+ private:
+  cudaStream_t stream_ = nullptr;
+};
+
+class Event {
+ public:
+  Event() { check(cudaEventCreateWithFlags(&event_, cudaEventDisableTiming), "cudaEventCreate"); }
+  ~Event() { cudaEventDestroy(event_); }
+  Event(const Event&) = delete;
+  Event& operator=(const Event&) = delete;
+  cudaEvent_t get() const { return event_; }
+
+ private:
+  cudaEvent_t event_ = nullptr;
+};
+
+class GraphExec {
+ public:
+  explicit GraphExec(cudaGraphExec_t exec) : exec_(exec) {}
+  ~GraphExec() {
+    if (exec_) cudaGraphExecDestroy(exec_);
+  }
+  GraphExec(const GraphExec&) = delete;
+  GraphExec& operator=(const GraphExec&) = delete;
+  cudaGraphExec_t get() const { return exec_; }
+
+ private:
+  cudaGraphExec_t exec_ = nullptr;
+};
+
+class Graph {
+ public:
+  explicit Graph(cudaGraph_t graph) : graph_(graph) {}
+  ~Graph() {
+    if (graph_) cudaGraphDestroy(graph_);
+  }
+  Graph(const Graph&) = delete;
+  Graph& operator=(const Graph&) = delete;
+  cudaGraph_t get() const { return graph_; }
+
+ private:
+  cudaGraph_t graph_ = nullptr;
+};
+
+// An engine's constants on the GPU: uploaded once, shared by every context of the engine.
+class DeviceWeights : public EngineBackendState {
+ public:
+  explicit DeviceWeights(const EngineDefinition& definition)
+      : offsets_(definition.tensors.size(), -1) {
+    check(cudaGetDevice(&device_), "cudaGetDevice");
+    int64_t total = 0;
+    std::vector<const ConstantParams*> constants(definition.tensors.size(), nullptr);
+    for (const EngineLayer& layer : definition.layers) {
+      if (const auto* constant = std::get_if<ConstantParams>(&layer.params)) {
+        const int32_t tensor = layer.outputs.at(0);
+        constants[tensor] = constant;
+        offsets_[tensor] = total;
+        total += roundUp(constant->weights.bytes ? static_cast<int64_t>(constant->weights.bytes->size()) : 0, 256);
+      }
+    }
+    memory_ = DeviceMemory(static_cast<size_t>(total));
+    for (size_t t = 0; t < constants.size(); ++t) {
+      if (!constants[t] || !constants[t]->weights.bytes || constants[t]->weights.bytes->empty()) {
+        continue;
+      }
+      check(cudaMemcpy(memory_.data() + offsets_[t], constants[t]->weights.data(),
+                       constants[t]->weights.bytes->size(), cudaMemcpyHostToDevice),
+            "uploading weights");
+    }
+  }
+  void* data(int32_t tensor) const { return memory_.data() + offsets_.at(tensor); }
+  int device() const { return device_; }
+  size_t bytes() const { return memory_.bytes(); }
+
+ private:
+  std::vector<int64_t> offsets_;
+  DeviceMemory memory_;
+  int device_ = 0;
+};
+
+ck::ScalarType toScalarType(DataType type) {
+  switch (type) {
+    case DataType::kFloat32:
+      return ck::ScalarType::kFloat32;
+    case DataType::kFloat16:
+      return ck::ScalarType::kFloat16;
+    case DataType::kBFloat16:
+      return ck::ScalarType::kBFloat16;
+    case DataType::kInt8:
+      return ck::ScalarType::kInt8;
+    case DataType::kInt32:
+      return ck::ScalarType::kInt32;
+    case DataType::kInt64:
+      return ck::ScalarType::kInt64;
+    case DataType::kBool:
+      return ck::ScalarType::kBool;
+    case DataType::kUInt8:
+      return ck::ScalarType::kUInt8;
+  }
+  throw Error(concat("unknown data type ", static_cast<int>(type)));
+}
+
+struct DeviceView {
+  DataType dtype = DataType::kFloat32;
+  Dims dims;
+  void* data = nullptr;
+  size_t bytes() const { return static_cast<size_t>(volume(dims)) * elementSize(dtype); }
+};
+
+using Inputs = std::vector<const DeviceView*>;
+using Outputs = std::vector<DeviceView*>;
+
+const DeviceView& requiredInput(const Inputs& inputs, size_t index, const char* what) {
+  KILN_CHECK(index < inputs.size() && inputs[index] != nullptr, "input ", index, " (", what,
+             ") is missing");
+  return *inputs[index];
+}
+
+const void* optionalData(const Inputs& inputs, size_t index) {
+  return index < inputs.size() && inputs[index] ? inputs[index]->data : nullptr;
+}
+
+int64_t normalizeAxis(int64_t axis, size_t rank, const char* what) {
+  const int64_t signedRank = static_cast<int64_t>(rank);
+  KILN_CHECK(axis >= -signedRank && axis < std::max<int64_t>(signedRank, 1), what, " ", axis,
+             " is out of range for rank ", rank);
+  return axis < 0 ? axis + signedRank : axis;
+}
+
+Dims orDefault(const Dims& values, size_t rank, int64_t fill) {
+  return values.empty() ? Dims(rank, fill) : values;
+}
+
+Dims spatialDims(const Dims& dims) { return Dims(dims.begin() + 2, dims.end()); }
+
+Dims alignToRank(const Dims& dims, size_t rank) {
+  Dims aligned(rank - dims.size(), 1);
+  aligned.insert(aligned.end(), dims.begin(), dims.end());
+  return aligned;
+}
+
+ck::BinaryOp toBinaryOp(ElementwiseOp op) {
+  switch (op) {
+    case ElementwiseOp::kSum:
+      return ck::BinaryOp::kAdd;
+    case ElementwiseOp::kSub:
+      return ck::BinaryOp::kSub;
+    case ElementwiseOp::kProd:
+      return ck::BinaryOp::kMul;
+    case ElementwiseOp::kDiv:
+      return ck::BinaryOp::kDiv;
+    case ElementwiseOp::kPow:
+      return ck::BinaryOp::kPow;
+    case ElementwiseOp::kMax:
+      return ck::BinaryOp::kMax;
+    case ElementwiseOp::kMin:
+      return ck::BinaryOp::kMin;
+    case ElementwiseOp::kFloorDiv:
+      return ck::BinaryOp::kFloorDiv;
+    case ElementwiseOp::kEqual:
+      return ck::BinaryOp::kEqual;
+    case ElementwiseOp::kLess:
+      return ck::BinaryOp::kLess;
+    case ElementwiseOp::kGreater:
+      return ck::BinaryOp::kGreater;
+    case ElementwiseOp::kAnd:
+      return ck::BinaryOp::kAnd;
+    case ElementwiseOp::kOr:
+      return ck::BinaryOp::kOr;
+    case ElementwiseOp::kXor:
+      return ck::BinaryOp::kXor;
+  }
+  throw Error(concat("unknown elementwise op ", static_cast<int>(op)));
+}
+
+ck::UnaryFunction toUnaryFunction(UnaryOp op) {
+  switch (op) {
+    case UnaryOp::kExp:
+      return ck::UnaryFunction::kExp;
+    case UnaryOp::kLog:
+      return ck::UnaryFunction::kLog;
+    case UnaryOp::kSqrt:
+      return ck::UnaryFunction::kSqrt;
+    case UnaryOp::kRsqrt:
+      return ck::UnaryFunction::kRsqrt;
+    case UnaryOp::kRecip:
+      return ck::UnaryFunction::kRecip;
+    case UnaryOp::kAbs:
+      return ck::UnaryFunction::kAbs;
+    case UnaryOp::kNeg:
+      return ck::UnaryFunction::kNeg;
+    case UnaryOp::kSin:
+      return ck::UnaryFunction::kSin;
+    case UnaryOp::kCos:
+      return ck::UnaryFunction::kCos;
+    case UnaryOp::kTan:
+      return ck::UnaryFunction::kTan;
+    case UnaryOp::kErf:
+      return ck::UnaryFunction::kErf;
+    case UnaryOp::kFloor:
+      return ck::UnaryFunction::kFloor;
+    case UnaryOp::kCeil:
+      return ck::UnaryFunction::kCeil;
+    case UnaryOp::kRound:
+      return ck::UnaryFunction::kRound;
+    case UnaryOp::kSign:
+      return ck::UnaryFunction::kSign;
+    case UnaryOp::kNot:
+      return ck::UnaryFunction::kNot;
+  }
+  throw Error(concat("unknown unary op ", static_cast<int>(op)));
+}
+
+ck::Activation toActivation(ActivationType type) {
+  switch (type) {
+    case ActivationType::kRelu:
+      return ck::Activation::kRelu;
+    case ActivationType::kSigmoid:
+      return ck::Activation::kSigmoid;
+    case ActivationType::kTanh:
+      return ck::Activation::kTanh;
+    case ActivationType::kLeakyRelu:
+      return ck::Activation::kLeakyRelu;
+    case ActivationType::kElu:
+      return ck::Activation::kElu;
+    case ActivationType::kSelu:
+      return ck::Activation::kSelu;
+    case ActivationType::kSoftplus:
+      return ck::Activation::kSoftplus;
+    case ActivationType::kClip:
+      return ck::Activation::kClip;
+    case ActivationType::kHardSigmoid:
+      return ck::Activation::kHardSigmoid;
+    case ActivationType::kHardSwish:
+      return ck::Activation::kHardSwish;
+    case ActivationType::kGeluErf:
+      return ck::Activation::kGeluErf;
+    case ActivationType::kGeluTanh:
+      return ck::Activation::kGeluTanh;
+    case ActivationType::kSilu:
+      return ck::Activation::kSilu;
+    case ActivationType::kMish:
+      return ck::Activation::kMish;
+  }
+  throw Error(concat("unknown activation ", static_cast<int>(type)));
+}
+
+ck::ReduceFunction toReduceFunction(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::kSum:
+      return ck::ReduceFunction::kSum;
+    case ReduceOp::kProd:
+      return ck::ReduceFunction::kProd;
+    case ReduceOp::kMax:
+      return ck::ReduceFunction::kMax;
+    case ReduceOp::kMin:
+      return ck::ReduceFunction::kMin;
+    case ReduceOp::kAvg:
+      return ck::ReduceFunction::kMean;
+  }
+  throw Error(concat("unknown reduce op ", static_cast<int>(op)));
+}
+
+template <typename ConvParams>
+ck::ConvolutionParams convolutionParams(const ConvParams& p, bool transposed, const DeviceView& x,
+                                        const DeviceView& out) {
+  KILN_CHECK(x.dims.size() == p.kernel.size() + 2, "input rank ", x.dims.size(),
+             " does not match a kernel of ", p.kernel.size(), " spatial dims");
+  const size_t rank = p.kernel.size();
+  ck::ConvolutionParams c;
+  c.transposed = transposed;
+  c.batch = x.dims[0];
+  c.inChannels = x.dims[1];
+  c.outChannels = out.dims[1];
+  c.groups = p.groups;
+  c.inSpatial = spatialDims(x.dims);
+  c.outSpatial = spatialDims(out.dims);
+  c.kernel = p.kernel;
+  c.stride = orDefault(p.stride, rank, 1);
+  c.prePadding = orDefault(p.prePadding, rank, 0);
+  c.dilation = orDefault(p.dilation, rank, 1);
+  c.type = toScalarType(x.dtype);
+  return c;
+}
+
+ck::ShuffleParams shuffleParams(const ShuffleParams& p, const DeviceView& x,
+                                const DeviceView& out) {
+  ck::ShuffleParams s;
+  s.inShape = x.dims;
+  s.firstPermutation = p.firstPermutation;
+  s.secondPermutation = p.secondPermutation;
+  if (!p.secondPermutation.empty()) {
+    // The reshaped dims are the output dims before the second transpose.
+    s.reshapedShape.assign(out.dims.size(), 0);
+    for (size_t i = 0; i < p.secondPermutation.size(); ++i) {
+      s.reshapedShape.at(p.secondPermutation[i]) = out.dims.at(i);
+    }
+  } else {
+    s.reshapedShape = out.dims;
+  }
+  return s;
+}
+
+ck::ReduceParams reduceParams(const ReduceParams& p, const DeviceView& x) {
+  ck::ReduceParams r;
+  r.function = toReduceFunction(p.op);
+  r.type = toScalarType(x.dtype);
+  r.inShape = x.dims;
+  r.reduced.assign(x.dims.size(), p.axes.empty());
+  for (int64_t axis : p.axes) r.reduced[normalizeAxis(axis, x.dims.size(), "axis")] = true;
+  return r;
+}
+
+ck::GatherParams gatherParams(const GatherParams& p, const DeviceView& data,
+                              const DeviceView& indices) {
+  KILN_CHECK(indices.dtype == DataType::kInt32 || indices.dtype == DataType::kInt64,
+             "gather indices must be int32 or int64, got ", toString(indices.dtype));
+  KILN_CHECK(!data.dims.empty(), "gather needs data of rank >= 1");
+  const int64_t axis = normalizeAxis(p.axis, data.dims.size(), "axis");
+  ck::GatherParams g;
+  g.outer = volume(Dims(data.dims.begin(), data.dims.begin() + axis));
+  g.axisSize = data.dims[axis];
+  g.inner = volume(Dims(data.dims.begin() + axis + 1, data.dims.end()));
+  g.indexCount = volume(indices.dims);
+  g.indexType = toScalarType(indices.dtype);
+  return g;
+}
+
+// Scratch a layer needs at the given dims, beyond the fixed GEMM and convolution workspace.
+size_t layerScratchBytes(const LayerParams& params, const std::vector<const Dims*>& inputDims,
+                         const std::vector<const Dims*>& outputDims,
+                         const std::vector<DataType>& inputTypes) {
+  if (const auto* reduce = std::get_if<ReduceParams>(&params)) {
+    DeviceView x{inputTypes.at(0), *inputDims.at(0), nullptr};
+    return ck::reduceWorkspaceSize(reduceParams(*reduce, x));
+  }
+  if (const auto* shuffle = std::get_if<ShuffleParams>(&params)) {
+    DeviceView x{inputTypes.at(0), *inputDims.at(0), nullptr};
+    DeviceView out{inputTypes.at(0), *outputDims.at(0), nullptr};
+    return ck::shuffleWorkspaceSize(shuffleParams(*shuffle, x, out), elementSize(x.dtype));
+  }
+  return 0;
+}
+
+// GEMMs get cuBLASLt's recommended workspace; convolutions choose algorithms that fit theirs.
+constexpr size_t kConvolutionWorkspaceBytes = size_t{256} << 20;
+
+// What a run reports back from the GPU: per gather layer, out-of-range indices; per elementwise
+// layer, an integer division by zero. Checked when the context next runs (a kernel cannot
+// throw, and checking at once would stall the caller's stream).
+struct StatusLayout {
+  std::vector<int64_t> gatherOffset;       // per layer: offset of its GatherStatus, or -1
+  std::vector<int64_t> domainErrorOffset;  // per layer: offset of its int32 flag, or -1
+  size_t bytes = 0;
+};
+
+}  // namespace
+
+struct CudaRunner::State {
+  std::shared_ptr<const Engine> engine;
+  ExecutionSettings settings;
+  std::shared_ptr<const DeviceWeights> weights;
+  MemoryPlan memoryPlan;
+  DeviceMemory arena;
+  DeviceMemory workspace;
+  size_t scratchBytes = 0;  // at the start of `workspace`, for reduce and shuffle layers
+  StatusLayout statusLayout;
+  DeviceMemory status;
+  PinnedMemory statusHost;
+  bool statusPending = false;
+  Event statusReady;
+  Event done;
+  cudaStream_t lastStream = nullptr;
+  bool ranBefore = false;
+  ck::CublasLtHandle cublasLt;
+  ck::GemmPlanCache gemmPlans;
+  ck::CudnnHandle cudnn;
+  ck::ConvolutionPlanCache convolutionPlans;
+
+  // CUDA graphs: inputs and outputs of graph runs pass through these context buffers.
+  std::vector<DeviceMemory> stagedInputs;
+  std::vector<DeviceMemory> stagedOutputs;
+  std::unique_ptr<Stream> captureStream;
+  struct CapturedGraph {
+    std::unique_ptr<Graph> graph;
+    std::unique_ptr<GraphExec> exec;
+  };
+  std::map<std::vector<Dims>, CapturedGraph> graphs;
+  std::list<std::vector<Dims>> graphUse;  // most recently used first
+  std::map<std::vector<Dims>, bool> uncapturable;
+
+  std::vector<DeviceView> views;
+
+  State(std::shared_ptr<const Engine> e, const ExecutionSettings& s, const StatusLayout& layout)
+      : engine(std::move(e)),
+        settings(s),
+        statusLayout(layout),
+        status(layout.bytes),
+        statusHost(layout.bytes) {}
+
+  void bindViews(const std::vector<Dims>& tensorDims, const std::vector<const void*>& inputs,
+                 const std::vector<void*>& outputs);
+  void runLayers(cudaStream_t stream);
+  void runLayer(size_t index, const EngineLayer& layer, cudaStream_t stream);
+  void copyOutputsNotWrittenInPlace(const std::vector<void*>& outputs, cudaStream_t stream);
+  void checkPreviousRun();
+  void captureGraph(const std::vector<Dims>& key, const std::vector<Dims>& tensorDims);
+};
+
+namespace {
+
+StatusLayout layoutStatus(const EngineDefinition& definition) {
+  StatusLayout layout;
+  layout.gatherOffset.assign(definition.layers.size(), -1);
+  layout.domainErrorOffset.assign(definition.layers.size(), -1);
+  for (size_t l = 0; l < definition.layers.size(); ++l) {
+    const LayerParams& params = definition.layers[l].params;
+    if (std::holds_alternative<GatherParams>(params)) {
+      layout.gatherOffset[l] = static_cast<int64_t>(layout.bytes);
+      layout.bytes += sizeof(ck::GatherStatus);
+    } else if (std::holds_alternative<ElementwiseParams>(params)) {
+      layout.domainErrorOffset[l] = static_cast<int64_t>(layout.bytes);
+      layout.bytes += 8;
+    }
+  }
+  return layout;
+}
+
+}  // namespace
+
+CudaRunner::CudaRunner(std::shared_ptr<const Engine> engine, const ExecutionSettings& settings) {
+  KILN_CHECK(engine != nullptr, "a CudaRunner needs an engine");
+  const EngineDefinition& definition = engine->definition();
+  state_ = std::make_unique<State>(engine, settings, layoutStatus(definition));
+  State& s = *state_;
+  s.weights = std::static_pointer_cast<const DeviceWeights>(engine->backendState(
+      [&]() -> std::shared_ptr<const EngineBackendState> {
+        return std::make_shared<DeviceWeights>(definition);
+      }));
+  int device = 0;
+  check(cudaGetDevice(&device), "cudaGetDevice");
+  KILN_CHECK(device == s.weights->device(), "this engine's weights are on GPU ",
+             s.weights->device(), ", but the current device is GPU ", device,
+             "; run the engine on GPU ", s.weights->device(), " or build another for GPU ",
+             device);
+
+  const std::vector<std::vector<Dims>> corners = dimsAtProfileCorners(definition);
+  std::vector<int64_t> largest(definition.tensors.size(), 0);
+  bool hasConvolution = false;
+  for (const std::vector<Dims>& dims : corners) {
+    for (size_t t = 0; t < dims.size(); ++t) {
+      largest[t] = std::max(
+          largest[t], volume(dims[t]) * static_cast<int64_t>(elementSize(definition.tensors[t].dtype)));
+    }
+    for (const EngineLayer& layer : definition.layers) {
+      std::vector<const Dims*> inputDims, outputDims;
+      std::vector<DataType> inputTypes;
+      for (int32_t t : layer.inputs) {
+        inputDims.push_back(t < 0 ? nullptr : &dims[t]);
+        inputTypes.push_back(t < 0 ? DataType::kFloat32 : definition.tensors[t].dtype);
+      }
+      for (int32_t t : layer.outputs) outputDims.push_back(&dims[t]);
+      s.scratchBytes = std::max(
+          s.scratchBytes, static_cast<size_t>(roundUp(
+                              static_cast<int64_t>(layerScratchBytes(layer.params, inputDims,
+                                                                     outputDims, inputTypes)),
+                              256)));
+      hasConvolution |= std::holds_alternative<ConvolutionParams>(layer.params) ||
+                        std::holds_alternative<DeconvolutionParams>(layer.params);
+    }
+  }
+  s.memoryPlan = planMemory(definition, largest);
+  s.arena = DeviceMemory(static_cast<size_t>(s.memoryPlan.arenaBytes));
+  s.workspace = DeviceMemory(s.scratchBytes + std::max(ck::kGemmRecommendedWorkspaceSize,
+                                                      hasConvolution ? kConvolutionWorkspaceBytes
+                                                                     : size_t{0}));
+  if (settings.cudaGraphs) {
+    for (int32_t t : definition.inputs) s.stagedInputs.emplace_back(static_cast<size_t>(largest[t]));
+    for (int32_t t : definition.outputs) {
+      s.stagedOutputs.emplace_back(static_cast<size_t>(largest[t]));
+    }
+    s.captureStream = std::make_unique<Stream>();
+  }
+  s.views.resize(definition.tensors.size());
+}
+
+CudaRunner::~CudaRunner() {
+  if (state_ && state_->ranBefore) {
+    // The GPU may still be reading the arena; let it finish before the memory goes.
+    cudaEventSynchronize(state_->done.get());
+  }
+}
+
+const MemoryPlan& CudaRunner::memoryPlan() const { return state_->memoryPlan; }
+
+size_t CudaRunner::capturedGraphs() const { return state_->graphs.size(); }
+
+void CudaRunner::State::bindViews(const std::vector<Dims>& tensorDims,
+                                  const std::vector<const void*>& inputs,
+                                  const std::vector<void*>& outputs) {
+  const EngineDefinition& definition = engine->definition();
+  for (size_t t = 0; t < definition.tensors.size(); ++t) {
+    views[t].dtype = definition.tensors[t].dtype;
+    views[t].dims = tensorDims[t];
+    views[t].data = memoryPlan.offsets[t] >= 0 ? arena.data() + memoryPlan.offsets[t] : nullptr;
+    const int64_t needed = static_cast<int64_t>(views[t].bytes());
+    KILN_CHECK(memoryPlan.offsets[t] < 0 || needed <= memoryPlan.bytes[t], "tensor '",
+               definition.tensors[t].name, "' needs ", needed, " bytes at these input shapes, ",
+               "more than the ", memoryPlan.bytes[t], " planned from the profiles' shapes");
+  }
+  for (const EngineLayer& layer : definition.layers) {
+    if (std::holds_alternative<ConstantParams>(layer.params)) {
+      views[layer.outputs.at(0)].data = weights->data(layer.outputs.at(0));
+    }
+  }
+  // Outputs first, so that an output that is also an input or a constant keeps its source.
+  for (size_t o = 0; o < definition.outputs.size(); ++o) {
+    DeviceView& view = views[definition.outputs[o]];
+    if (view.data == nullptr) view.data = outputs[o];
+  }
+  for (size_t i = 0; i < definition.inputs.size(); ++i) {
+    views[definition.inputs[i]].data = const_cast<void*>(inputs[i]);
+  }
+}
+
+void CudaRunner::State::copyOutputsNotWrittenInPlace(const std::vector<void*>& outputs,
+                                                     cudaStream_t stream) {
+  const EngineDefinition& definition = engine->definition();
+  for (size_t o = 0; o < definition.outputs.size(); ++o) {
+    const DeviceView& view = views[definition.outputs[o]];
+    if (view.data == outputs[o] || view.bytes() == 0) continue;
+    check(cudaMemcpyAsync(outputs[o], view.data, view.bytes(), cudaMemcpyDeviceToDevice, stream),
+          "copying an engine output");
+  }
+}
+
+void CudaRunner::State::runLayers(cudaStream_t stream) {
+  const EngineDefinition& definition = engine->definition();
+  cudnn.setStream(stream);
+  if (statusLayout.bytes > 0) {
+    check(cudaMemsetAsync(status.data(), 0, statusLayout.bytes, stream), "clearing run status");
+  }
+  for (size_t l = 0; l < definition.layers.size(); ++l) {
+    const EngineLayer& layer = definition.layers[l];
+    if (std::holds_alternative<ConstantParams>(layer.params)) continue;
+    try {
+      runLayer(l, layer, stream);
+    } catch (const Error& error) {
+      throw Error(concat("layer '", layer.name, "' (", toString(kindOf(layer.params)),
+                         ") failed on the GPU: ", error.what()));
+    } catch (const std::exception& error) {
+      throw Error(concat("layer '", layer.name, "' (", toString(kindOf(layer.params)),
+                         ") failed on the GPU: ", error.what()));
+    }
+  }
+  if (statusLayout.bytes > 0) {
+    check(cudaMemcpyAsync(statusHost.data(), status.data(), statusLayout.bytes,
+                          cudaMemcpyDeviceToHost, stream),
+          "reading run status");
+  }
+}
+
+void CudaRunner::State::runLayer(size_t index, const EngineLayer& layer, cudaStream_t stream) {
+  Inputs in;
+  for (int32_t t : layer.inputs) in.push_back(t < 0 ? nullptr : &views[t]);
+  Outputs out;
+  for (int32_t t : layer.outputs) out.push_back(&views[t]);
+  DeviceView& y = *out.at(0);
+  uint8_t* scratch = workspace.data();
+  ck::GemmWorkspace gemmWorkspace{workspace.data() + scratchBytes,
+                                  workspace.bytes() - scratchBytes};
+  ck::ConvolutionWorkspace convolutionWorkspace{workspace.data() + scratchBytes,
+                                                workspace.bytes() - scratchBytes};
+  std::visit(
+      [&](const auto& p) {
+        using P = std::decay_t<decltype(p)>;
+        if constexpr (std::is_same_v<P, ConvolutionParams> ||
+                      std::is_same_v<P, DeconvolutionParams>) {
+          const DeviceView& x = requiredInput(in, 0, "x");
+          const ck::ConvolutionParams params =
+              convolutionParams(p, std::is_same_v<P, DeconvolutionParams>, x, y);
+          const ck::ConvolutionTensors tensors{x.data, requiredInput(in, 1, "weight").data,
+                                               optionalData(in, 2), y.data};
+          const ck::ConvolutionPlan* plan = convolutionPlans.find(params);
+          if (plan == nullptr) {
+            // First sight of this shape: time cuDNN's algorithms on the real buffers.
+            plan = &convolutionPlans.autotune(cudnn, params, tensors, convolutionWorkspace,
+                                              stream);
+          }
+          ck::convolution(cudnn, *plan, tensors, convolutionWorkspace, stream);
+        } else if constexpr (std::is_same_v<P, MatMulParams>) {
+          const DeviceView& a = requiredInput(in, 0, "a");
+          const DeviceView& b = requiredInput(in, 1, "b");
+          ck::MatMulParams params;
+          params.aShape = a.dims;
+          params.bShape = b.dims;
+          params.transposeA = p.transposeA;
+          params.transposeB = p.transposeB;
+          params.dtype = toScalarType(a.dtype);
+          ck::matmul(cublasLt, gemmPlans, params, a.data, b.data, nullptr, y.data, gemmWorkspace,
+                     stream);
+        } else if constexpr (std::is_same_v<P, FullyConnectedParams>) {
+          const DeviceView& x = requiredInput(in, 0, "x");
+          const DeviceView& weight = requiredInput(in, 1, "weight");
+          KILN_CHECK(!x.dims.empty() && weight.dims.size() == 2,
+                     "fully connected needs x (..., K) and weight (N, K)");
+          ck::FullyConnectedParams params;
+          params.inFeatures = x.dims.back();
+          params.outFeatures = weight.dims[0];
+          params.rows = volume(Dims(x.dims.begin(), x.dims.end() - 1));
+          params.dtype = toScalarType(x.dtype);
+          ck::fullyConnected(cublasLt, gemmPlans, params, x.data, weight.data,
+                             optionalData(in, 2), y.data, gemmWorkspace, stream);
+        } else if constexpr (std::is_same_v<P, ElementwiseParams>) {
+          const DeviceView& a = requiredInput(in, 0, "a");
+          const DeviceView& b = requiredInput(in, 1, "b");
+          const size_t rank = y.dims.size();
+          ck::BinaryParams params;
+          params.op = toBinaryOp(p.op);
+          params.type = toScalarType(a.dtype);
+          params.aShape = alignToRank(a.dims, rank);
+          params.bShape = alignToRank(b.dims, rank);
+          params.outShape = y.dims;
+          auto* domainError = reinterpret_cast<int32_t*>(
+              status.data() + statusLayout.domainErrorOffset.at(index));
+          ck::binaryElementwise(params, a.data, b.data, y.data, stream, domainError);
+        } else if constexpr (std::is_same_v<P, UnaryParams>) {
+          const DeviceView& x = requiredInput(in, 0, "x");
+          ck::unary(toUnaryFunction(p.op), toScalarType(x.dtype), x.data, y.data, volume(x.dims),
+                    stream);
+        } else if constexpr (std::is_same_v<P, ActivationParams>) {
+          const DeviceView& x = requiredInput(in, 0, "x");
+          ck::activation({toActivation(p.type), p.alpha, p.beta}, toScalarType(x.dtype), x.data,
+                         y.data, volume(x.dims), stream);
+        } else if constexpr (std::is_same_v<P, PoolingParams>) {
+          const DeviceView& x = requiredInput(in, 0, "x");
+          KILN_CHECK(x.dims.size() >= 3, "pooling needs an input (N, C, spatial...), got ",
+                     toString(x.dims));
+          const ck::PoolingMode mode =
+              p.type == PoolingType::kMax ? ck::PoolingMode::kMax : ck::PoolingMode::kAverage;
+          if (p.adaptive) {
+            ck::AdaptivePoolingParams params;
+            params.mode = mode;
+            params.batch = x.dims[0];
+            params.channels = x.dims[1];
+            params.inSpatial = spatialDims(x.dims);
+            params.outSpatial = spatialDims(y.dims);
+            params.type = toScalarType(x.dtype);
+            ck::adaptivePooling(params, x.data, y.data, stream);
+            return;
+          }
+          const size_t rank = p.kernel.size();
+          KILN_CHECK(x.dims.size() == rank + 2, "input rank ", x.dims.size(),
+                     " does not match a window of ", rank, " spatial dims");
+          ck::PoolingParams params;
+          params.mode = mode;
+          params.batch = x.dims[0];
+          params.channels = x.dims[1];
+          params.inSpatial = spatialDims(x.dims);
+          params.outSpatial = spatialDims(y.dims);
+          params.kernel = p.kernel;
+          params.stride = orDefault(p.stride, rank, 1);
+          params.prePadding = orDefault(p.prePadding, rank, 0);
+          params.postPadding = orDefault(p.postPadding, rank, 0);
+          params.dilation = orDefault(p.dilation, rank, 1);
+          params.countIncludePad = p.countIncludePad;
+          params.type = toScalarType(x.dtype);
+          ck::pooling(params, x.data, y.data, stream);
+        } else if constexpr (std::is_same_v<P, ReduceParams>) {
+          const DeviceView& x = requiredInput(in, 0, "x");
+          ck::reduce(reduceParams(p, x), x.data, y.data, scratch, stream);
+        } else if constexpr (std::is_same_v<P, SoftmaxParams>) {
+          const DeviceView& x = requiredInput(in, 0, "x");
+          ck::SoftmaxParams params;
+          // A scalar is a one-element row: softmax 1, log-softmax 0, as torch gives.
+          params.shape = x.dims.empty() ? Dims{1} : x.dims;
+          params.axis = x.dims.empty() ? 0 : normalizeAxis(p.axis, x.dims.size(), "axis");
+          params.log = p.log;
+          params.type = toScalarType(x.dtype);
+          ck::softmax(params, x.data, y.data, stream);
+        } else if constexpr (std::is_same_v<P, NormalizationParams>) {
+          const DeviceView& x = requiredInput(in, 0, "x");
+          const DeviceView* scale = in.size() > 1 ? in[1] : nullptr;
+          if (p.type == NormalizationType::kBatch) {
+            KILN_CHECK(x.dims.size() >= 2, "batch norm needs an input (N, C, ...), got ",
+                       toString(x.dims));
+            const DeviceView& mean = requiredInput(in, 3, "mean");
+            ck::BatchNormParams params;
+            params.batch = x.dims[0];
+            params.channels = x.dims[1];
+            params.spatial = volume(spatialDims(x.dims));
+            params.epsilon = p.epsilon;
+            params.type = toScalarType(x.dtype);
+            params.parameterType = toScalarType(mean.dtype);
+            ck::batchNorm(params, x.data, optionalData(in, 1), optionalData(in, 2), mean.data,
+                          requiredInput(in, 4, "var").data, y.data, stream);
+            return;
+          }
+          const int64_t axis = normalizeAxis(p.axis, x.dims.size(), "axis");
+          ck::LayerNormParams params;
+          params.rows = volume(Dims(x.dims.begin(), x.dims.begin() + axis));
+          params.cols = volume(Dims(x.dims.begin() + axis, x.dims.end()));
+          params.epsilon = p.epsilon;
+          params.type = toScalarType(x.dtype);
+          params.parameterType = toScalarType(scale ? scale->dtype : x.dtype);
+          ck::layerNorm(params, x.data, optionalData(in, 1), optionalData(in, 2), y.data, stream);
+        } else if constexpr (std::is_same_v<P, ShuffleParams>) {
+          const DeviceView& x = requiredInput(in, 0, "x");
+          ck::shuffle(shuffleParams(p, x, y), elementSize(x.dtype), x.data, y.data, scratch,
+                      stream);
+        } else if constexpr (std::is_same_v<P, ConcatParams>) {
+          KILN_CHECK(!in.empty(), "concat needs at least one input");
+          std::vector<const void*> data;
+          std::vector<Dims> shapes;
+          for (size_t i = 0; i < in.size(); ++i) {
+            const DeviceView& x = requiredInput(in, i, "x");
+            data.push_back(x.data);
+            shapes.push_back(x.dims);
+          }
+          ck::concat(data, shapes, normalizeAxis(p.axis, y.dims.size(), "axis"),
+                     elementSize(y.dtype), y.data, stream);
+        } else if constexpr (std::is_same_v<P, SliceParams>) {
+          const DeviceView& x = requiredInput(in, 0, "x");
+          const size_t rank = x.dims.size();
+          KILN_CHECK(p.starts.size() == p.axes.size() && p.ends.size() == p.axes.size() &&
+                         (p.steps.empty() || p.steps.size() == p.axes.size()),
+                     "slice needs one start, end and step per axis");
+          ck::SliceParams params;
+          params.inShape = x.dims;
+          params.starts.assign(rank, 0);
+          params.steps.assign(rank, 1);
+          params.outShape = y.dims;
+          for (size_t i = 0; i < p.axes.size(); ++i) {
+            const int64_t axis = normalizeAxis(p.axes[i], rank, "axis");
+            const int64_t dim = x.dims[axis];
+            int64_t start = p.starts[i];
+            if (start < 0) start += dim;
+            params.starts[axis] = std::min(std::max<int64_t>(start, 0), dim);
+            params.steps[axis] = p.steps.empty() ? 1 : p.steps[i];
+            KILN_CHECK(params.steps[axis] > 0, "slice step ", params.steps[axis],
+                       " must be positive");
+          }
+          ck::slice(params, elementSize(x.dtype), x.data, y.data, stream);
+        } else if constexpr (std::is_same_v<P, GatherParams>) {
+          const DeviceView& data = requiredInput(in, 0, "data");
+          const DeviceView& indices = requiredInput(in, 1, "indices");
+          auto* gatherStatus = reinterpret_cast<ck::GatherStatus*>(
+              status.data() + statusLayout.gatherOffset.at(index));
+          ck::gather(gatherParams(p, data, indices), elementSize(data.dtype), data.data,
+                     indices.data, y.data, gatherStatus, stream);
+        } else if constexpr (std::is_same_v<P, CastParams>) {
+          const DeviceView& x = requiredInput(in, 0, "x");
+          ck::cast(x.data, toScalarType(x.dtype), y.data, toScalarType(p.toType), volume(x.dims),
+                   stream);
+        } else {
+          static_assert(std::is_same_v<P, ConstantParams>, "every layer kind needs a CUDA runner");
+        }
+      },
+      layer.params);
+}
+
+void CudaRunner::State::checkPreviousRun() {
+  if (!statusPending) return;
+  statusPending = false;
+  check(cudaEventSynchronize(statusReady.get()), "waiting for the previous run");
+  const EngineDefinition& definition = engine->definition();
+  for (size_t l = 0; l < definition.layers.size(); ++l) {
+    const EngineLayer& layer = definition.layers[l];
+    if (statusLayout.gatherOffset[l] >= 0) {
+      const auto* failure =
+          reinterpret_cast<const ck::GatherStatus*>(statusHost.data() + statusLayout.gatherOffset[l]);
+      if (failure->outOfRange != 0) {
+        throw Error(concat("the previous run of this engine gathered an out-of-range index (",
+                           failure->badIndex, ") in layer '", layer.name,
+                           "'; its outputs are invalid. Check the indices fed to the model"));
+      }
+    }
+    if (statusLayout.domainErrorOffset[l] >= 0) {
+      const auto* flag = reinterpret_cast<const int32_t*>(statusHost.data() +
+                                                          statusLayout.domainErrorOffset[l]);
+      if (*flag != 0) {
+        throw Error(concat("the previous run of this engine divided an integer by zero (or ",
+                           "raised one to a negative power) in layer '", layer.name,
+                           "'; its outputs are invalid"));
+      }
+    }
+  }
+}
+
+void CudaRunner::State::captureGraph(const std::vector<Dims>& key,
+                                     const std::vector<Dims>& tensorDims) {
+  const EngineDefinition& definition = engine->definition();
+  std::vector<const void*> inputs;
+  for (const DeviceMemory& staged : stagedInputs) inputs.push_back(staged.data());
+  std::vector<void*> outputs;
+  for (const DeviceMemory& staged : stagedOutputs) outputs.push_back(staged.data());
+  for (size_t i = 0; i < definition.inputs.size(); ++i) {
+    KILN_CHECK(static_cast<int64_t>(views[definition.inputs[i]].bytes()) <=
+                   static_cast<int64_t>(stagedInputs[i].bytes()),
+               "input '", definition.tensors[definition.inputs[i]].name,
+               "' is larger than its profiles allow");
+  }
+  bindViews(tensorDims, inputs, outputs);
+  cudaStream_t stream = captureStream->get();
+  check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), "starting a CUDA graph");
+  cudaGraph_t graph = nullptr;
+  try {
+    runLayers(stream);
+    copyOutputsNotWrittenInPlace(outputs, stream);
+  } catch (...) {
+    cudaStreamEndCapture(stream, &graph);
+    if (graph) cudaGraphDestroy(graph);
+    cudaGetLastError();
+    throw;
+  }
+  check(cudaStreamEndCapture(stream, &graph), "capturing a CUDA graph");
+  auto owned = std::make_unique<Graph>(graph);
+  cudaGraphExec_t exec = nullptr;
+  check(cudaGraphInstantiate(&exec, graph, 0), "instantiating a CUDA graph");
+  CapturedGraph captured{std::move(owned), std::make_unique<GraphExec>(exec)};
+  while (graphs.size() >= std::max<size_t>(settings.maxCudaGraphs, 1)) {
+    graphs.erase(graphUse.back());
+    graphUse.pop_back();
+  }
+  graphs.emplace(key, std::move(captured));
+  graphUse.push_front(key);
+}
+
+void CudaRunner::execute(const std::vector<Dims>& tensorDims,
+                         const std::vector<const void*>& inputs,
+                         const std::vector<void*>& outputs, cudaStream_t stream) {
+  State& s = *state_;
+  const EngineDefinition& definition = s.engine->definition();
+  s.checkPreviousRun();
+  if (s.ranBefore && stream != s.lastStream) {
+    // The last run on another stream may still use the arena.
+    check(cudaStreamWaitEvent(stream, s.done.get(), 0), "ordering after the previous run");
+  }
+  std::vector<Dims> key;
+  for (int32_t t : definition.inputs) key.push_back(tensorDims[t]);
+
+  auto found = s.graphs.find(key);
+  if (found != s.graphs.end()) {
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      const size_t bytes = static_cast<size_t>(volume(key[i])) *
+                           elementSize(definition.tensors[definition.inputs[i]].dtype);
+      if (bytes == 0) continue;
+      check(cudaMemcpyAsync(s.stagedInputs[i].data(), inputs[i], bytes, cudaMemcpyDeviceToDevice,
+                            stream),
+            "staging an input");
+    }
+    check(cudaGraphLaunch(found->second.exec->get(), stream), "launching the CUDA graph");
+    for (size_t o = 0; o < outputs.size(); ++o) {
+      const size_t bytes = static_cast<size_t>(volume(tensorDims[definition.outputs[o]])) *
+                           elementSize(definition.tensors[definition.outputs[o]].dtype);
+      if (bytes == 0) continue;
+      check(cudaMemcpyAsync(outputs[o], s.stagedOutputs[o].data(), bytes,
+                            cudaMemcpyDeviceToDevice, stream),
+            "copying an output");
+    }
+    s.graphUse.remove(key);
+    s.graphUse.push_front(key);
+  } else {
+    s.bindViews(tensorDims, inputs, outputs);
+    s.runLayers(stream);
+    s.copyOutputsNotWrittenInPlace(outputs, stream);
+    if (s.settings.cudaGraphs && s.uncapturable.count(key) == 0) {
+      // This run chose every algorithm for the shape; the next one replays a graph of it.
+      try {
+        s.captureGraph(key, tensorDims);
+      } catch (const std::exception& error) {
+        s.uncapturable[key] = true;
+        std::cerr << "kiln: warning: could not capture a CUDA graph of engine layers for input "
+                  << "shapes; running them one by one instead: " << error.what() << "\n";
+      }
+    }
+  }
+  if (s.statusLayout.bytes > 0) {
+    check(cudaEventRecord(s.statusReady.get(), stream), "recording run status");
+    s.statusPending = true;
+  }
+  check(cudaEventRecord(s.done.get(), stream), "recording the end of the run");
+  s.lastStream = stream;
+  s.ranBefore = true;
+}
+
+}  // namespace kiln

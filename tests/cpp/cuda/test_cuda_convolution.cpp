@@ -1,0 +1,681 @@
+// cuDNN convolution and deconvolution (kernels/cuda/convolution.h) against the CPU reference
+// (kernels/cpu/convolution.h): groups, depthwise, stride, dilation, padding (symmetric and not),
+// 1-D to 3-D, output padding, bias and ReLU, in fp32, fp16 and bf16, NCHW and NHWC. The padding
+// arithmetic is also checked on the CPU alone, so that it runs on machines without a GPU.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu/cast.h"
+#include "kernels/cpu/convolution.h"
+#include "kernels/cuda/convolution.h"
+#include "tests/cpp/cuda/cuda_test_util.h"
+
+namespace kiln::cuda_kernels {
+namespace {
+
+namespace ck = ::kiln::cpu_kernels;
+using cuda_test::DeviceBuffer;
+
+// ---- shapes -------------------------------------------------------------------------------------
+
+struct ConvolutionCase {
+  std::string name;
+  bool transposed = false;
+  int64_t batch = 1;
+  int64_t inChannels = 1;
+  int64_t outChannels = 1;
+  int64_t groups = 1;
+  Shape inSpatial;
+  Shape kernel;
+  Shape stride;
+  Shape prePadding;
+  Shape postPadding;
+  Shape outputPadding;  // transposed only
+  Shape dilation;
+  bool bias = true;
+  ConvolutionActivation activation = ConvolutionActivation::kNone;
+};
+
+// out = (in + pre + post - extent) / stride + 1, or for the transpose
+// (in - 1) * stride - pre - post + extent + outputPadding, as torch.
+Shape outSpatialOf(const ConvolutionCase& c) {
+  Shape out;
+  for (size_t i = 0; i < c.kernel.size(); ++i) {
+    const int64_t extent = c.dilation[i] * (c.kernel[i] - 1) + 1;
+    if (c.transposed) {
+      const int64_t extra = c.outputPadding.empty() ? 0 : c.outputPadding[i];
+      out.push_back((c.inSpatial[i] - 1) * c.stride[i] - c.prePadding[i] - c.postPadding[i] +
+                    extent + extra);
+    } else {
+      out.push_back((c.inSpatial[i] + c.prePadding[i] + c.postPadding[i] - extent) / c.stride[i] +
+                    1);
+    }
+  }
+  return out;
+}
+
+ConvolutionParams paramsOf(const ConvolutionCase& c, ScalarType type, TensorLayout layout) {
+  ConvolutionParams p;
+  p.transposed = c.transposed;
+  p.batch = c.batch;
+  p.inChannels = c.inChannels;
+  p.outChannels = c.outChannels;
+  p.groups = c.groups;
+  p.inSpatial = c.inSpatial;
+  p.outSpatial = outSpatialOf(c);
+  p.kernel = c.kernel;
+  p.stride = c.stride;
+  p.prePadding = c.prePadding;
+  p.dilation = c.dilation;
+  p.type = type;
+  p.layout = layout;
+  p.activation = c.activation;
+  return p;
+}
+
+ck::ConvolutionParams cpuParamsOf(const ConvolutionParams& p) {
+  ck::ConvolutionParams cpu;
+  cpu.batch = p.batch;
+  cpu.inChannels = p.inChannels;
+  cpu.outChannels = p.outChannels;
+  cpu.groups = p.groups;
+  cpu.inSpatial = p.inSpatial;
+  cpu.outSpatial = p.outSpatial;
+  cpu.kernel = p.kernel;
+  cpu.stride = p.stride;
+  cpu.prePadding = p.prePadding;
+  cpu.dilation = p.dilation;
+  return cpu;
+}
+
+int64_t weightCount(const ConvolutionParams& p) {
+  const int64_t perGroup = p.transposed ? p.outChannels / p.groups : p.inChannels / p.groups;
+  const int64_t leading = p.transposed ? p.inChannels : p.outChannels;
+  return leading * perGroup * shapeVolume(p.kernel);
+}
+
+Shape concat(Shape head, const Shape& tail) {
+  head.insert(head.end(), tail.begin(), tail.end());
+  return head;
+}
+
+std::vector<ConvolutionCase> forwardCases() {
+  std::vector<ConvolutionCase> cases;
+  cases.push_back({"basic3x3", false, 2, 3, 4, 1, {8, 9}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, {}, {1, 1}});
+  cases.push_back({"groupsStride2", false, 2, 4, 6, 2, {9, 10}, {3, 3}, {2, 2}, {1, 1}, {1, 1}, {},
+                   {1, 1}});
+  cases.push_back({"depthwise", false, 1, 8, 8, 8, {7, 9}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, {},
+                   {1, 1}});
+  cases.push_back({"dilatedStrided", false, 2, 3, 5, 1, {11, 7}, {3, 2}, {2, 1}, {2, 1}, {2, 1}, {},
+                   {2, 3}});
+  cases.push_back({"pointwise1x1", false, 3, 16, 8, 1, {5, 6}, {1, 1}, {1, 1}, {0, 0}, {0, 0}, {},
+                   {1, 1}});
+  cases.push_back({"conv1d", false, 2, 3, 5, 1, {17}, {5}, {2}, {2}, {2}, {}, {1}});
+  cases.push_back({"conv1dGroupsDilated", false, 1, 6, 4, 2, {20}, {3}, {1}, {2}, {2}, {}, {2}});
+  cases.push_back({"asymmetricPadding", false, 2, 3, 4, 1, {8, 9}, {4, 4}, {1, 1}, {1, 2},
+                   {2, 1}, {}, {1, 1}});
+  cases.push_back({"asymmetricStrided", false, 1, 2, 3, 1, {10, 9}, {3, 3}, {2, 2}, {0, 1},
+                   {1, 0}, {}, {1, 1}});
+  cases.push_back({"conv3d", false, 1, 2, 3, 1, {4, 5, 6}, {3, 3, 3}, {1, 1, 2}, {1, 1, 1},
+                   {1, 1, 1}, {}, {1, 1, 1}});
+  ConvolutionCase relu{"biasRelu", false, 2, 4, 8, 1, {6, 6}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, {},
+                       {1, 1}};
+  relu.activation = ConvolutionActivation::kRelu;
+  cases.push_back(relu);
+  ConvolutionCase reluNoBias = relu;
+  reluNoBias.name = "reluWithoutBias";
+  reluNoBias.bias = false;
+  cases.push_back(reluNoBias);
+  ConvolutionCase noBias = cases.front();
+  noBias.name = "noBias";
+  noBias.bias = false;
+  cases.push_back(noBias);
+  return cases;
+}
+
+std::vector<ConvolutionCase> transposedCases() {
+  std::vector<ConvolutionCase> cases;
+  cases.push_back({"deconvStride2OutputPadding", true, 2, 4, 3, 1, {5, 6}, {3, 3}, {2, 2}, {1, 1},
+                   {1, 1}, {1, 1}, {1, 1}});
+  cases.push_back({"deconvGroupsDilated", true, 1, 4, 6, 2, {5, 4}, {3, 3}, {1, 2}, {1, 0},
+                   {1, 0}, {0, 1}, {2, 2}});
+  cases.push_back({"deconv1d", true, 2, 3, 2, 1, {9}, {4}, {3}, {1}, {1}, {2}, {1}});
+  // Output padding >= stride (torch allows it below the dilation): cuDNN's sizes do not match.
+  cases.push_back({"deconvOutputPaddingPastStride", true, 1, 3, 2, 1, {4, 5}, {3, 3}, {2, 1},
+                   {1, 0}, {1, 0}, {2, 1}, {3, 2}});
+  cases.push_back({"deconvAsymmetricPadding", true, 2, 2, 3, 1, {5, 5}, {3, 4}, {2, 2}, {2, 0},
+                   {0, 1}, {0, 0}, {1, 1}});
+  cases.push_back({"deconvDepthwise", true, 1, 6, 6, 6, {6, 7}, {3, 3}, {2, 2}, {1, 1}, {1, 1},
+                   {1, 0}, {1, 1}});
+  ConvolutionCase relu{"deconvBiasRelu", true, 2, 4, 4, 1, {4, 4}, {2, 2}, {2, 2}, {0, 0}, {0, 0},
+                       {0, 0}, {1, 1}};
+  relu.activation = ConvolutionActivation::kRelu;
+  cases.push_back(relu);
+  cases.push_back({"deconv3d", true, 1, 2, 2, 1, {3, 4, 3}, {2, 3, 2}, {2, 1, 2}, {0, 1, 0},
+                   {0, 1, 0}, {1, 0, 0}, {1, 1, 1}});
+  return cases;
+}
+
+// ---- host data ----------------------------------------------------------------------------------
+
+std::vector<float> randomValues(size_t count, uint32_t seed) {
+  std::mt19937 generator(seed);
+  std::uniform_real_distribution<float> distribution(-1.0f, 1.0f);
+  std::vector<float> values(count);
+  for (float& v : values) v = distribution(generator);
+  return values;
+}
+
+// Values exactly representable in `type`, so that the reference sees what the GPU sees.
+std::vector<float> roundTo(ScalarType type, std::vector<float> values) {
+  for (float& v : values) {
+    if (type == ScalarType::kFloat16) v = ck::halfToFloat(ck::floatToHalf(v));
+    if (type == ScalarType::kBFloat16) v = ck::bfloat16ToFloat(ck::floatToBFloat16(v));
+  }
+  return values;
+}
+
+std::vector<uint8_t> encode(ScalarType type, const std::vector<float>& values) {
+  std::vector<uint8_t> bytes(values.size() * scalarSize(type));
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (type == ScalarType::kFloat32) {
+      std::memcpy(bytes.data() + 4 * i, &values[i], 4);
+    } else {
+      const uint16_t bits = type == ScalarType::kFloat16 ? ck::floatToHalf(values[i])
+                                                         : ck::floatToBFloat16(values[i]);
+      std::memcpy(bytes.data() + 2 * i, &bits, 2);
+    }
+  }
+  return bytes;
+}
+
+std::vector<float> decode(ScalarType type, const std::vector<uint8_t>& bytes) {
+  std::vector<float> values(bytes.size() / scalarSize(type));
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (type == ScalarType::kFloat32) {
+      std::memcpy(&values[i], bytes.data() + 4 * i, 4);
+    } else {
+      uint16_t bits = 0;
+      std::memcpy(&bits, bytes.data() + 2 * i, 2);
+      values[i] = type == ScalarType::kFloat16 ? ck::halfToFloat(bits) : ck::bfloat16ToFloat(bits);
+    }
+  }
+  return values;
+}
+
+// (d0, d1, rest...) <-> (d0, rest..., d1): NCHW <-> NHWC for tensors and KCRS <-> KRSC weights.
+std::vector<float> channelsLast(const std::vector<float>& values, const Shape& dims) {
+  const int64_t outer = dims[0];
+  const int64_t channels = dims[1];
+  const int64_t inner = shapeVolume(Shape(dims.begin() + 2, dims.end()));
+  std::vector<float> result(values.size());
+  for (int64_t n = 0; n < outer; ++n) {
+    for (int64_t c = 0; c < channels; ++c) {
+      for (int64_t s = 0; s < inner; ++s) {
+        result[(n * inner + s) * channels + c] = values[(n * channels + c) * inner + s];
+      }
+    }
+  }
+  return result;
+}
+
+std::vector<float> channelsFirst(const std::vector<float>& values, const Shape& dims) {
+  const int64_t outer = dims[0];
+  const int64_t channels = dims[1];
+  const int64_t inner = shapeVolume(Shape(dims.begin() + 2, dims.end()));
+  std::vector<float> result(values.size());
+  for (int64_t n = 0; n < outer; ++n) {
+    for (int64_t c = 0; c < channels; ++c) {
+      for (int64_t s = 0; s < inner; ++s) {
+        result[(n * channels + c) * inner + s] = values[(n * inner + s) * channels + c];
+      }
+    }
+  }
+  return result;
+}
+
+struct HostOperands {
+  std::vector<float> x;
+  std::vector<float> weight;
+  std::vector<float> bias;  // empty: none
+};
+
+HostOperands makeOperands(const ConvolutionParams& p, bool withBias, uint32_t seed) {
+  HostOperands operands;
+  operands.x = roundTo(p.type, randomValues(static_cast<size_t>(p.batch * p.inChannels *
+                                                                shapeVolume(p.inSpatial)),
+                                            seed));
+  operands.weight = roundTo(p.type, randomValues(static_cast<size_t>(weightCount(p)), seed + 1));
+  if (withBias) {
+    operands.bias = roundTo(p.type, randomValues(static_cast<size_t>(p.outChannels), seed + 2));
+  }
+  return operands;
+}
+
+std::vector<float> absolute(std::vector<float> values) {
+  for (float& v : values) v = std::fabs(v);
+  return values;
+}
+
+// The CPU reference in NCHW, with the activation applied.
+std::vector<float> reference(const ConvolutionParams& p, const HostOperands& operands) {
+  std::vector<float> out(static_cast<size_t>(p.batch * p.outChannels * shapeVolume(p.outSpatial)));
+  const float* bias = operands.bias.empty() ? nullptr : operands.bias.data();
+  if (p.transposed) {
+    ck::deconvolution(cpuParamsOf(p), operands.x.data(), operands.weight.data(), bias, out.data());
+  } else {
+    ck::convolution(cpuParamsOf(p), operands.x.data(), operands.weight.data(), bias, out.data());
+  }
+  if (p.activation == ConvolutionActivation::kRelu) {
+    for (float& v : out) v = v < 0.0f ? 0.0f : v;
+  }
+  return out;
+}
+
+// Bound on the rounding error of each output: tolerance * (sum of |x * w| + |bias|).
+std::vector<float> errorScale(const ConvolutionParams& p, const HostOperands& operands) {
+  ConvolutionParams linear = p;
+  linear.activation = ConvolutionActivation::kNone;
+  const HostOperands magnitudes{absolute(operands.x), absolute(operands.weight),
+                                absolute(operands.bias)};
+  return reference(linear, magnitudes);
+}
+
+float toleranceOf(const ConvolutionParams& p) {
+  switch (p.type) {
+    case ScalarType::kFloat16:
+      return 4e-3f;
+    case ScalarType::kBFloat16:
+      return 2e-2f;
+    default:
+      return p.allowTf32 ? 4e-3f : 1e-4f;
+  }
+}
+
+// ---- running on the GPU -------------------------------------------------------------------------
+
+const CudnnHandle& sharedHandle() {
+  static const std::unique_ptr<CudnnHandle> handle = std::make_unique<CudnnHandle>();
+  return *handle;
+}
+
+class Stream {
+ public:
+  Stream() {
+    if (cudaStreamCreate(&stream_) != cudaSuccess) throw std::runtime_error("cudaStreamCreate");
+  }
+  ~Stream() { cudaStreamDestroy(stream_); }
+  Stream(const Stream&) = delete;
+  Stream& operator=(const Stream&) = delete;
+  cudaStream_t get() const { return stream_; }
+  void synchronize() const {
+    if (cudaStreamSynchronize(stream_) != cudaSuccess) {
+      throw std::runtime_error("cudaStreamSynchronize failed");
+    }
+  }
+
+ private:
+  cudaStream_t stream_ = nullptr;
+};
+
+enum class Planning { kSelect, kAutotune };
+
+struct DeviceOperands {
+  DeviceBuffer x;
+  DeviceBuffer weight;
+  DeviceBuffer bias;
+  DeviceBuffer out;
+  ConvolutionTensors tensors() const {
+    return {x.data(), weight.data(), bias.bytes() ? bias.data() : nullptr, out.data()};
+  }
+};
+
+DeviceOperands upload(const ConvolutionParams& p, const HostOperands& operands) {
+  const Shape xDims = concat({p.batch, p.inChannels}, p.inSpatial);
+  const Shape weightDims =
+      p.transposed ? concat({p.inChannels, p.outChannels / p.groups}, p.kernel)
+                   : concat({p.outChannels, p.inChannels / p.groups}, p.kernel);
+  const bool nhwc = p.layout == TensorLayout::kNHWC;
+  DeviceOperands device;
+  device.x = DeviceBuffer::from(encode(p.type, nhwc ? channelsLast(operands.x, xDims) : operands.x));
+  device.weight = DeviceBuffer::from(
+      encode(p.type, nhwc ? channelsLast(operands.weight, weightDims) : operands.weight));
+  if (!operands.bias.empty()) device.bias = DeviceBuffer::from(encode(p.type, operands.bias));
+  device.out = DeviceBuffer(static_cast<size_t>(p.batch * p.outChannels * shapeVolume(p.outSpatial)) *
+                            scalarSize(p.type));
+  return device;
+}
+
+// The GPU result in NCHW as floats.
+std::vector<float> downloadOut(const ConvolutionParams& p, const DeviceBuffer& out) {
+  std::vector<float> values = decode(p.type, out.download<uint8_t>());
+  values.resize(static_cast<size_t>(p.batch * p.outChannels * shapeVolume(p.outSpatial)));
+  if (p.layout == TensorLayout::kNHWC) {
+    values = channelsFirst(values, concat({p.batch, p.outChannels}, p.outSpatial));
+  }
+  return values;
+}
+
+void launch(const ConvolutionPlan& plan, const DeviceOperands& device, const Stream& stream) {
+  DeviceBuffer workspace(plan.workspaceSize());
+  convolution(sharedHandle(), plan, device.tensors(), {workspace.data(), workspace.bytes()},
+              stream.get());
+  stream.synchronize();
+}
+
+std::vector<float> runOnGpu(const ConvolutionParams& p, const HostOperands& operands,
+                            Planning planning) {
+  Stream stream;
+  DeviceOperands device = upload(p, operands);
+  std::unique_ptr<ConvolutionPlan> plan;
+  if (planning == Planning::kSelect) {
+    plan = ConvolutionPlan::select(sharedHandle(), p);
+  } else {
+    DeviceBuffer tuningSpace(size_t{64} << 20);
+    plan = ConvolutionPlan::autotune(sharedHandle(), p, device.tensors(),
+                                     {tuningSpace.data(), tuningSpace.bytes()}, stream.get());
+    EXPECT_GE(plan->algorithm().measuredMs, 0.0f);
+  }
+  launch(*plan, device, stream);
+  return downloadOut(p, device.out);
+}
+
+void expectClose(const ConvolutionParams& p, const std::vector<float>& actual,
+                 const std::vector<float>& expected, const std::vector<float>& scale) {
+  ASSERT_EQ(actual.size(), expected.size()) << describe(p);
+  const float tolerance = toleranceOf(p);
+  int reported = 0;
+  for (size_t i = 0; i < expected.size(); ++i) {
+    const float allowed = tolerance * (scale[i] + 1e-3f);
+    if (!(std::fabs(actual[i] - expected[i]) <= allowed) && reported++ < 5) {
+      ADD_FAILURE() << describe(p) << ": element " << i << " is " << actual[i] << ", expected "
+                    << expected[i] << " (allowed error " << allowed << ")";
+    }
+  }
+}
+
+void checkCase(const ConvolutionCase& c, ScalarType type, TensorLayout layout, Planning planning,
+               uint32_t seed) {
+  const ConvolutionParams p = paramsOf(c, type, layout);
+  SCOPED_TRACE(c.name + " " + describe(p));
+  const HostOperands operands = makeOperands(p, c.bias, seed);
+  expectClose(p, runOnGpu(p, operands, planning), reference(p, operands), errorScale(p, operands));
+}
+
+const ScalarType kFloatTypes[] = {ScalarType::kFloat32, ScalarType::kFloat16,
+                                  ScalarType::kBFloat16};
+const TensorLayout kLayouts[] = {TensorLayout::kNCHW, TensorLayout::kNHWC};
+
+// ---- CPU-only: how params map onto cuDNN's symmetric padding ------------------------------------
+
+// dst[n, c, p] = src[n, c, p + shift], 0 outside src; NCHW-order dims.
+std::vector<float> windowCopyOnHost(const std::vector<float>& src, const Shape& srcDims,
+                                    const Shape& dstDims, const Shape& shift) {
+  std::vector<float> dst(static_cast<size_t>(shapeVolume(dstDims)));
+  const size_t rank = dstDims.size();
+  std::vector<int64_t> coordinates(rank, 0);
+  for (size_t e = 0; e < dst.size(); ++e) {
+    int64_t rest = static_cast<int64_t>(e);
+    for (size_t d = rank; d-- > 0;) {
+      coordinates[d] = rest % dstDims[d];
+      rest /= dstDims[d];
+    }
+    int64_t srcIndex = 0;
+    bool inside = true;
+    for (size_t d = 0; d < rank; ++d) {
+      const int64_t coordinate = coordinates[d] + (d >= 2 ? shift[d - 2] : 0);
+      inside = inside && coordinate >= 0 && coordinate < srcDims[d];
+      srcIndex = srcIndex * srcDims[d] + coordinate;
+    }
+    dst[e] = inside ? src[static_cast<size_t>(srcIndex)] : 0.0f;
+  }
+  return dst;
+}
+
+// The convolution cuDNN runs per the geometry, on the CPU: padding (forward) or cropping
+// (transposed) through the scratch tensor, then the bias.
+std::vector<float> viaCudnnGeometry(const ConvolutionParams& p, const HostOperands& operands) {
+  const CudnnConvolutionGeometry g = cudnnConvolutionGeometry(p);
+  ck::ConvolutionParams cudnnLike = cpuParamsOf(p);
+  cudnnLike.inSpatial = g.inSpatial;
+  cudnnLike.outSpatial = g.outSpatial;
+  cudnnLike.kernel = g.kernel;
+  cudnnLike.stride = g.stride;
+  cudnnLike.prePadding = g.padding;
+  cudnnLike.dilation = g.dilation;
+  std::vector<float> out(static_cast<size_t>(p.batch * p.outChannels * shapeVolume(g.outSpatial)));
+  if (!p.transposed) {
+    std::vector<float> input = operands.x;
+    if (g.useScratch) {
+      input = windowCopyOnHost(operands.x, concat({p.batch, p.inChannels}, g.inSpatial),
+                               concat({p.batch, p.inChannels}, g.scratchSpatial), g.shift);
+      cudnnLike.inSpatial = g.scratchSpatial;
+    }
+    ck::convolution(cudnnLike, input.data(), operands.weight.data(), nullptr, out.data());
+  } else if (!g.useScratch) {
+    ck::deconvolution(cudnnLike, operands.x.data(), operands.weight.data(), nullptr, out.data());
+  } else {
+    cudnnLike.outSpatial = g.scratchSpatial;
+    std::vector<float> scratch(
+        static_cast<size_t>(p.batch * p.outChannels * shapeVolume(g.scratchSpatial)));
+    ck::deconvolution(cudnnLike, operands.x.data(), operands.weight.data(), nullptr,
+                      scratch.data());
+    out = windowCopyOnHost(scratch, concat({p.batch, p.outChannels}, g.scratchSpatial),
+                           concat({p.batch, p.outChannels}, g.outSpatial), g.shift);
+  }
+  if (!operands.bias.empty()) {
+    const int64_t plane = shapeVolume(g.outSpatial);
+    for (size_t i = 0; i < out.size(); ++i) {
+      out[i] += operands.bias[static_cast<size_t>((static_cast<int64_t>(i) / plane) % p.outChannels)];
+    }
+  }
+  return out;
+}
+
+TEST(CudaConvolutionGeometry, SymmetricPaddingRunsOnCudnnDirectly) {
+  const ConvolutionParams p = paramsOf(forwardCases()[0], ScalarType::kFloat32, TensorLayout::kNCHW);
+  const CudnnConvolutionGeometry g = cudnnConvolutionGeometry(p);
+  EXPECT_FALSE(g.useScratch);
+  EXPECT_EQ(g.padding, (Shape{1, 1}));
+  EXPECT_EQ(g.outSpatial, p.outSpatial);
+}
+
+TEST(CudaConvolutionGeometry, OneDimensionalGetsAUnitHeight) {
+  ConvolutionCase c = forwardCases()[5];
+  ASSERT_EQ(c.name, "conv1d");
+  const ConvolutionParams p = paramsOf(c, ScalarType::kFloat32, TensorLayout::kNCHW);
+  const CudnnConvolutionGeometry g = cudnnConvolutionGeometry(p);
+  EXPECT_EQ(g.inSpatial, (Shape{1, 17}));
+  EXPECT_EQ(g.kernel, (Shape{1, 5}));
+  EXPECT_EQ(g.stride, (Shape{1, 2}));
+  EXPECT_EQ(g.padding, (Shape{0, 2}));
+}
+
+TEST(CudaConvolutionGeometry, AsymmetricPaddingAndLargeOutputPaddingUseScratch) {
+  for (const ConvolutionCase& c : {forwardCases()[7], forwardCases()[8], transposedCases()[3],
+                                   transposedCases()[4]}) {
+    const ConvolutionParams p = paramsOf(c, ScalarType::kFloat32, TensorLayout::kNCHW);
+    EXPECT_TRUE(cudnnConvolutionGeometry(p).useScratch) << c.name;
+  }
+  for (const ConvolutionCase& c : {transposedCases()[0], transposedCases()[2]}) {
+    const ConvolutionParams p = paramsOf(c, ScalarType::kFloat32, TensorLayout::kNCHW);
+    EXPECT_FALSE(cudnnConvolutionGeometry(p).useScratch) << c.name;
+  }
+}
+
+// The decomposition the GPU path runs equals the reference, for every case (on the CPU).
+TEST(CudaConvolutionGeometry, DecompositionMatchesTheReference) {
+  std::vector<ConvolutionCase> cases = forwardCases();
+  for (const ConvolutionCase& c : transposedCases()) cases.push_back(c);
+  uint32_t seed = 100;
+  for (const ConvolutionCase& c : cases) {
+    ConvolutionParams p = paramsOf(c, ScalarType::kFloat32, TensorLayout::kNCHW);
+    p.activation = ConvolutionActivation::kNone;
+    const HostOperands operands = makeOperands(p, c.bias, seed++);
+    const std::vector<float> expected = reference(p, operands);
+    const std::vector<float> actual = viaCudnnGeometry(p, operands);
+    ASSERT_EQ(actual.size(), expected.size()) << c.name;
+    for (size_t i = 0; i < expected.size(); ++i) {
+      ASSERT_NEAR(actual[i], expected[i], 1e-4f) << c.name << " element " << i;
+    }
+  }
+}
+
+TEST(CudaConvolutionGeometry, RejectsUnsupportedParams) {
+  ConvolutionParams p = paramsOf(forwardCases()[1], ScalarType::kFloat32, TensorLayout::kNCHW);
+  p.groups = 3;  // does not divide 4 input channels
+  EXPECT_THROW(cudnnConvolutionGeometry(p), std::invalid_argument);
+  p = paramsOf(forwardCases()[0], ScalarType::kInt32, TensorLayout::kNCHW);
+  EXPECT_THROW(cudnnConvolutionGeometry(p), std::invalid_argument);
+  p = paramsOf(forwardCases()[0], ScalarType::kFloat32, TensorLayout::kNCHW);
+  p.stride = {1};
+  EXPECT_THROW(cudnnConvolutionGeometry(p), std::invalid_argument);
+}
+
+TEST(CudaConvolutionGeometry, DescribeNamesEveryField) {
+  ConvolutionParams p = paramsOf(transposedCases()[0], ScalarType::kFloat16, TensorLayout::kNHWC);
+  p.activation = ConvolutionActivation::kRelu;
+  const std::string text = describe(p);
+  for (const char* field : {"Deconvolution", "groups=1", "outSpatial=[10,12]", "type=float16",
+                            "layout=NHWC", "activation=relu", "allowTf32=false"}) {
+    EXPECT_NE(text.find(field), std::string::npos) << field << " missing from " << text;
+  }
+}
+
+// ---- GPU ----------------------------------------------------------------------------------------
+
+TEST(CudaConvolution, ForwardMatchesCpuInEveryTypeAndLayout) {
+  KILN_SKIP_WITHOUT_GPU();
+  uint32_t seed = 1;
+  for (const ConvolutionCase& c : forwardCases()) {
+    for (ScalarType type : kFloatTypes) {
+      for (TensorLayout layout : kLayouts) checkCase(c, type, layout, Planning::kSelect, seed++);
+    }
+  }
+}
+
+TEST(CudaConvolution, TransposedMatchesCpuInEveryTypeAndLayout) {
+  KILN_SKIP_WITHOUT_GPU();
+  uint32_t seed = 500;
+  for (const ConvolutionCase& c : transposedCases()) {
+    for (ScalarType type : kFloatTypes) {
+      for (TensorLayout layout : kLayouts) checkCase(c, type, layout, Planning::kSelect, seed++);
+    }
+  }
+}
+
+TEST(CudaConvolution, AutotunedPlansMatchCpu) {
+  KILN_SKIP_WITHOUT_GPU();
+  const std::vector<ConvolutionCase> forward = forwardCases();
+  const std::vector<ConvolutionCase> transposed = transposedCases();
+  uint32_t seed = 900;
+  for (const ConvolutionCase& c : {forward[0], forward[2], forward[7], forward[10], transposed[0],
+                                   transposed[3]}) {
+    for (ScalarType type : kFloatTypes) {
+      checkCase(c, type, TensorLayout::kNCHW, Planning::kAutotune, seed++);
+      checkCase(c, type, TensorLayout::kNHWC, Planning::kAutotune, seed++);
+    }
+  }
+}
+
+TEST(CudaConvolution, Tf32WhenAllowed) {
+  KILN_SKIP_WITHOUT_GPU();
+  ConvolutionCase c{"wide", false, 4, 32, 64, 1, {16, 16}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, {},
+                    {1, 1}};
+  ConvolutionParams p = paramsOf(c, ScalarType::kFloat32, TensorLayout::kNHWC);
+  p.allowTf32 = true;
+  const HostOperands operands = makeOperands(p, true, 77);
+  expectClose(p, runOnGpu(p, operands, Planning::kSelect), reference(p, operands),
+              errorScale(p, operands));
+}
+
+TEST(CudaConvolution, StrictFloat32NeverUsesTensorCoreMath) {
+  KILN_SKIP_WITHOUT_GPU();
+  for (const ConvolutionCase& c : {forwardCases()[0], transposedCases()[0]}) {
+    const ConvolutionParams p = paramsOf(c, ScalarType::kFloat32, TensorLayout::kNHWC);
+    const std::unique_ptr<ConvolutionPlan> plan = ConvolutionPlan::select(sharedHandle(), p);
+    EXPECT_EQ(plan->algorithm().mathType, CUDNN_FMA_MATH) << c.name;
+  }
+}
+
+TEST(CudaConvolution, PlanRebuiltFromItsAlgorithmGivesTheSameBits) {
+  KILN_SKIP_WITHOUT_GPU();
+  for (const ConvolutionCase& c : {forwardCases()[3], transposedCases()[1]}) {
+    const ConvolutionParams p = paramsOf(c, ScalarType::kFloat16, TensorLayout::kNHWC);
+    const HostOperands operands = makeOperands(p, true, 31);
+    Stream stream;
+    DeviceOperands device = upload(p, operands);
+    const std::unique_ptr<ConvolutionPlan> selected = ConvolutionPlan::select(sharedHandle(), p);
+    launch(*selected, device, stream);
+    const std::vector<uint8_t> first = device.out.download<uint8_t>();
+    const std::unique_ptr<ConvolutionPlan> rebuilt = ConvolutionPlan::create(
+        sharedHandle(), p, selected->algorithm().algorithm, selected->algorithm().mathType);
+    EXPECT_EQ(rebuilt->workspaceSize(), selected->workspaceSize());
+    launch(*rebuilt, device, stream);
+    EXPECT_EQ(device.out.download<uint8_t>(), first) << c.name;
+  }
+}
+
+TEST(CudaConvolution, CacheKeepsOnePlanPerShape) {
+  KILN_SKIP_WITHOUT_GPU();
+  ConvolutionPlanCache cache;
+  const ConvolutionParams a = paramsOf(forwardCases()[0], ScalarType::kFloat16, TensorLayout::kNCHW);
+  ConvolutionParams b = a;
+  b.layout = TensorLayout::kNHWC;
+  const ConvolutionPlan& first = cache.select(sharedHandle(), a);
+  EXPECT_EQ(&cache.select(sharedHandle(), a), &first);
+  EXPECT_EQ(cache.find(a), &first);
+  EXPECT_EQ(cache.find(b), nullptr);
+  cache.select(sharedHandle(), b);
+  EXPECT_EQ(cache.size(), 2u);
+
+  // Autotuning replaces the heuristic plan once, then keeps the tuned one.
+  const HostOperands operands = makeOperands(a, true, 5);
+  DeviceOperands device = upload(a, operands);
+  DeviceBuffer tuningSpace(size_t{16} << 20);
+  Stream stream;
+  const ConvolutionPlan& tuned = cache.autotune(sharedHandle(), a, device.tensors(),
+                                                {tuningSpace.data(), tuningSpace.bytes()},
+                                                stream.get());
+  EXPECT_GE(tuned.algorithm().measuredMs, 0.0f);
+  EXPECT_EQ(&cache.autotune(sharedHandle(), a, device.tensors(),
+                            {tuningSpace.data(), tuningSpace.bytes()}, stream.get()),
+            &tuned);
+  EXPECT_EQ(cache.size(), 2u);
+  launch(tuned, device, stream);
+  expectClose(a, downloadOut(a, device.out), reference(a, operands), errorScale(a, operands));
+}
+
+TEST(CudaConvolution, EmptyBatchWritesNothing) {
+  KILN_SKIP_WITHOUT_GPU();
+  ConvolutionParams p = paramsOf(forwardCases()[0], ScalarType::kFloat32, TensorLayout::kNCHW);
+  p.batch = 0;
+  const std::unique_ptr<ConvolutionPlan> plan = ConvolutionPlan::select(sharedHandle(), p);
+  EXPECT_EQ(plan->workspaceSize(), 0u);
+  convolution(sharedHandle(), *plan, {nullptr, nullptr, nullptr, nullptr}, {}, nullptr);
+}
+
+TEST(CudaConvolution, TooSmallWorkspaceIsRefused) {
+  KILN_SKIP_WITHOUT_GPU();
+  // Asymmetric padding always needs scratch space.
+  const ConvolutionParams p =
+      paramsOf(forwardCases()[7], ScalarType::kFloat32, TensorLayout::kNCHW);
+  const std::unique_ptr<ConvolutionPlan> plan = ConvolutionPlan::select(sharedHandle(), p);
+  ASSERT_GT(plan->workspaceSize(), 0u);
+  DeviceOperands device = upload(p, makeOperands(p, true, 3));
+  DeviceBuffer workspace(plan->workspaceSize() - 1);
+  EXPECT_THROW(convolution(sharedHandle(), *plan, device.tensors(),
+                           {workspace.data(), workspace.bytes()}, nullptr),
+               std::invalid_argument);
+}
+
+}  // namespace
+}  // namespace kiln::cuda_kernels
