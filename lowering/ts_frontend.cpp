@@ -62,9 +62,10 @@ SymInt symIntOf(int64_t atMin, int64_t atOpt, int64_t atMax) {
   return s;
 }
 
-at::Tensor exampleInput(const std::vector<int64_t>& shape, c10::ScalarType dtype) {
-  if (c10::isFloatingType(dtype)) return at::randn(shape, at::TensorOptions().dtype(dtype));
-  return at::zeros(shape, at::TensorOptions().dtype(dtype));
+at::Tensor exampleInput(const InputSpec& spec, const std::vector<int64_t>& shape) {
+  const auto options = at::TensorOptions().dtype(spec.dtype).device(spec.device);
+  if (c10::isFloatingType(spec.dtype)) return at::randn(shape, options);
+  return at::zeros(shape, options);
 }
 
 // Runs the graph at the min, opt and max shapes and records every top-level tensor, int and
@@ -110,7 +111,7 @@ std::unordered_map<const Value*, std::array<c10::IValue, 3>> profile(
     torch::jit::Stack stack{lowered._ivalue()};
     for (const InputSpec& spec : inputs) {
       const auto& shape = point == 0 ? spec.min : (point == 1 ? spec.opt : spec.max);
-      stack.emplace_back(exampleInput(shape, spec.dtype));
+      stack.emplace_back(exampleInput(spec, shape));
     }
     try {
       function.run(stack);

@@ -21,6 +21,8 @@ struct InputSpec {
   std::vector<int64_t> opt;
   std::vector<int64_t> max;
   c10::ScalarType dtype = c10::ScalarType::Float;
+  // Where the module runs while the importer profiles it: the device its engines are for.
+  c10::Device device = c10::Device(c10::kCPU);
 };
 
 // Freezes (weights become constants, attributes fold, `training` branches go), inlines calls

@@ -3,7 +3,16 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
+#include <atomic>
 #include <cstring>
+#include <optional>
+
+#include "core/engine/memory_plan.h"
+
+#ifdef KILN_TORCH_CUDA
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#endif
 
 namespace kiln {
 namespace {
@@ -32,7 +41,11 @@ at::ScalarType toScalarType(DataType dtype) {
 
 std::string shapeString(at::IntArrayRef sizes) { return toString(Dims(sizes.begin(), sizes.end())); }
 
+std::atomic<bool> allowOtherGpu{false};
+
 }  // namespace
+
+bool setAllowOtherGpu(bool allow) { return allowOtherGpu.exchange(allow); }
 
 EngineHolder::EngineHolder(std::shared_ptr<const Engine> engine, std::string name)
     : engine_(std::move(engine)), name_(std::move(name)) {
@@ -45,7 +58,8 @@ c10::intrusive_ptr<EngineHolder> EngineHolder::fromPlan(const at::Tensor& plan, 
              c10::toString(plan.scalar_type()), " tensor of shape ", shapeString(plan.sizes()),
              " on ", plan.device().str());
   at::Tensor bytes = plan.contiguous();
-  std::shared_ptr<const Engine> engine = Engine::deserialize(bytes.data_ptr(), bytes.numel());
+  std::shared_ptr<const Engine> engine =
+      Engine::deserialize(bytes.data_ptr(), static_cast<size_t>(bytes.numel()), allowOtherGpu.load());
   return c10::make_intrusive<EngineHolder>(std::move(engine), std::move(name));
 }
 
@@ -65,7 +79,25 @@ std::unique_ptr<ExecutionContext> EngineHolder::acquireContext() {
       return context;
     }
   }
-  return engine_->createExecutionContext();
+  return engine_->createExecutionContext(settings());
+}
+
+ExecutionSettings EngineHolder::settings() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return settings_;
+}
+
+void EngineHolder::setCudaGraphs(bool enabled) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  settings_.cudaGraphs = enabled;
+  // Contexts made with the old setting go; new ones are made on demand.
+  freeContexts_.clear();
+}
+
+std::vector<int64_t> EngineHolder::arenaBytes() const {
+  const EngineDefinition& definition = engine_->definition();
+  const MemoryPlan plan = planMemory(definition, largestTensorBytes(definition));
+  return {plan.arenaBytes, plan.naiveBytes};
 }
 
 void EngineHolder::releaseContext(std::unique_ptr<ExecutionContext> context) {
@@ -104,6 +136,26 @@ std::vector<at::Tensor> EngineHolder::execute(const std::vector<at::Tensor>& inp
     shapes.emplace_back(input.sizes().begin(), input.sizes().end());
   }
 
+#ifdef KILN_TORCH_CUDA
+  std::optional<c10::cuda::CUDAGuard> deviceGuard;
+  void* stream = nullptr;
+  if (!onCpu) {
+    const at::Device device =
+        contiguous.empty() ? at::Device(at::kCUDA, c10::cuda::current_device()) : contiguous[0].device();
+    for (size_t i = 1; i < contiguous.size(); ++i) {
+      KILN_CHECK(contiguous[i].device() == device, "kiln engine '", name_, "': input ", i, " ('",
+                 engine.inputTensor(i).name, "') is on ", contiguous[i].device().str(),
+                 ", but input 0 is on ", device.str(), "; put every input on one GPU");
+    }
+    deviceGuard.emplace(device);
+    // Runs on the caller's current stream, so it composes with the rest of PyTorch.
+    stream = c10::cuda::getCurrentCUDAStream(device.index()).stream();
+  }
+#else
+  void* stream = nullptr;
+  KILN_CHECK(onCpu, "kiln engine '", name_, "' is a CUDA engine, but this Kiln runtime was built "
+             "against a PyTorch without CUDA; install a CUDA build of PyTorch and rebuild Kiln");
+#endif
   std::unique_ptr<ExecutionContext> context = acquireContext();
   std::vector<at::Tensor> outputs;
   try {
@@ -119,7 +171,7 @@ std::vector<at::Tensor> EngineHolder::execute(const std::vector<at::Tensor>& inp
       outputPointers.push_back(output.data_ptr());
       outputs.push_back(std::move(output));
     }
-    context->execute(inputPointers, outputPointers);
+    context->execute(inputPointers, outputPointers, stream);
   } catch (const Error& error) {
     releaseContext(std::move(context));
     throw Error(concat("kiln engine '", name_, "': ", error.what()));
@@ -151,6 +203,18 @@ TORCH_LIBRARY(kiln, m) {
       .def("num_outputs", [](const c10::intrusive_ptr<EngineHolder>& self) {
         return static_cast<int64_t>(self->engine().numOutputs());
       })
+      .def("backend", [](const c10::intrusive_ptr<EngineHolder>& self) {
+        return std::string(toString(self->engine().target().backend));
+      })
+      .def("device_name", [](const c10::intrusive_ptr<EngineHolder>& self) {
+        return self->engine().target().deviceName;
+      })
+      .def("arena_bytes", [](const c10::intrusive_ptr<EngineHolder>& self) {
+        return self->arenaBytes();
+      })
+      .def("set_cuda_graphs", [](const c10::intrusive_ptr<EngineHolder>& self, bool enabled) {
+        self->setCudaGraphs(enabled);
+      })
       .def_pickle(
           [](const c10::intrusive_ptr<EngineHolder>& self) -> std::tuple<std::string, at::Tensor> {
             return {self->name(), self->serialize()};
@@ -160,6 +224,9 @@ TORCH_LIBRARY(kiln, m) {
           });
   m.def("execute_engine(Tensor[] inputs, __torch__.torch.classes.kiln.Engine engine) -> Tensor[]",
         &executeEngine);
+  // Engines built for a GPU of another compute capability load (with a warning) while this is
+  // on; returns the previous setting.
+  m.def("allow_other_gpu(bool allow) -> bool", &setAllowOtherGpu);
 }
 
 }  // namespace kiln

@@ -14,6 +14,10 @@
 
 namespace kiln {
 
+// Lets plans built for a GPU of another compute capability load, with a warning. Returns the
+// previous setting. Process-wide, because torch.jit.load gives unpickling no options.
+bool setAllowOtherGpu(bool allow);
+
 class EngineHolder : public torch::CustomClassHolder {
  public:
   EngineHolder(std::shared_ptr<const Engine> engine, std::string name);
@@ -28,15 +32,22 @@ class EngineHolder : public torch::CustomClassHolder {
   // a profile) and returns freshly allocated outputs.
   std::vector<at::Tensor> execute(const std::vector<at::Tensor>& inputs);
 
+  // CUDA engines: whether contexts capture and replay CUDA graphs (on by default).
+  void setCudaGraphs(bool enabled);
+  // The activation arena a context allocates, planned and without sharing: {planned, naive}.
+  std::vector<int64_t> arenaBytes() const;
+
  private:
   // Contexts are per caller: a free one is taken for a run and given back after, so one engine
   // serves any number of threads at once.
   std::unique_ptr<ExecutionContext> acquireContext();
+  ExecutionSettings settings() const;
   void releaseContext(std::unique_ptr<ExecutionContext> context);
 
   std::shared_ptr<const Engine> engine_;
   std::string name_;
-  std::mutex mutex_;
+  mutable std::mutex mutex_;
+  ExecutionSettings settings_;
   std::vector<std::unique_ptr<ExecutionContext>> freeContexts_;
 };
 

@@ -7,6 +7,9 @@
 
 #include "core/builder/passes.h"
 #include "core/engine/execution_context.h"
+#ifdef KILN_WITH_CUDA
+#include "core/engine/cuda/device.h"
+#endif
 
 namespace kiln {
 namespace {
@@ -181,9 +184,18 @@ void checkShapesOfProfiles(const std::shared_ptr<Engine>& engine) {
 }  // namespace
 
 std::shared_ptr<Engine> Builder::build(const Network& network, const BuilderConfig& config) {
-  KILN_CHECK(config.backend == Backend::kCpu, "Builder::build makes engines for the CPU backend ",
-             "only so far; the ", toString(config.backend), " backend is not part of this build. ",
-             "Set BuilderConfig::backend to Backend::kCpu.");
+  BuildTarget target;
+  if (config.backend == Backend::kCuda) {
+#ifdef KILN_WITH_CUDA
+    target = currentCudaTarget();
+#else
+    throw Error("this Kiln was built without CUDA, so it cannot build CUDA engines; install a "
+                "Kiln built with CUDA, or build for the CPU backend");
+#endif
+  } else {
+    target.backend = Backend::kCpu;
+    target.deviceName = "cpu";
+  }
   network.validate();
   std::vector<OptimizationProfile> profiles = resolveProfiles(network, config.profiles);
 
@@ -193,9 +205,6 @@ std::shared_ptr<Engine> Builder::build(const Network& network, const BuilderConf
   eliminateDeadLayers(*optimized);
   optimized->validate();
 
-  BuildTarget target;
-  target.backend = Backend::kCpu;
-  target.deviceName = "cpu";
   auto engine = std::make_shared<Engine>(flatten(*optimized, std::move(profiles), target));
   checkShapesOfProfiles(engine);
   return engine;

@@ -281,6 +281,7 @@ PYBIND11_MODULE(_C, m) {
           s.opt = kiln::intList(spec, "opt");
           s.max = kiln::intList(spec, "max");
           s.dtype = kiln::toScalarType(spec["dtype"]);
+          if (backend == "cuda") s.device = c10::Device(c10::kCUDA);
           specs.push_back(std::move(s));
         }
         kiln::CompileSettings settings;

@@ -1,0 +1,514 @@
+// The CUDA backend end to end: every layer kind against the CPU backend in fp32, fp16 and bf16;
+// CUDA graphs; the planned arena; one engine shared by many threads; device memory returned;
+// plans refused on a GPU of another compute capability.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <functional>
+#include <memory>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/builder/builder.h"
+#include "core/engine/cuda/device.h"
+#include "core/engine/execution_context.h"
+#include "core/engine/memory_plan.h"
+#include "core/engine/plan.h"
+#include "core/ir/network.h"
+#include "tests/cpp/cuda/cuda_test_util.h"
+
+namespace kiln {
+namespace {
+
+using cuda_test::DeviceBuffer;
+using Bytes = std::vector<uint8_t>;
+
+float toFloat(const uint8_t* data, DataType dtype, int64_t i) {
+  switch (dtype) {
+    case DataType::kFloat32:
+      return reinterpret_cast<const float*>(data)[i];
+    case DataType::kFloat16:
+      return __half2float(reinterpret_cast<const __half*>(data)[i]);
+    case DataType::kBFloat16:
+      return __bfloat162float(reinterpret_cast<const __nv_bfloat16*>(data)[i]);
+    case DataType::kInt32:
+      return static_cast<float>(reinterpret_cast<const int32_t*>(data)[i]);
+    case DataType::kInt64:
+      return static_cast<float>(reinterpret_cast<const int64_t*>(data)[i]);
+    case DataType::kBool:
+    case DataType::kUInt8:
+      return static_cast<float>(data[i]);
+    case DataType::kInt8:
+      return static_cast<float>(reinterpret_cast<const int8_t*>(data)[i]);
+  }
+  return 0.0f;
+}
+
+Bytes randomBytes(DataType dtype, int64_t count, std::mt19937& rng) {
+  std::uniform_real_distribution<float> uniform(-2.0f, 2.0f);
+  Bytes bytes(static_cast<size_t>(count) * elementSize(dtype));
+  for (int64_t i = 0; i < count; ++i) {
+    const float value = uniform(rng);
+    switch (dtype) {
+      case DataType::kFloat32:
+        reinterpret_cast<float*>(bytes.data())[i] = value;
+        break;
+      case DataType::kFloat16:
+        reinterpret_cast<__half*>(bytes.data())[i] = __float2half(value);
+        break;
+      case DataType::kBFloat16:
+        reinterpret_cast<__nv_bfloat16*>(bytes.data())[i] = __float2bfloat16(value);
+        break;
+      default:
+        ADD_FAILURE() << "randomBytes: unsupported type " << toString(dtype);
+    }
+  }
+  return bytes;
+}
+
+// A constant of the network's float type: random fp32 values, cast when the type is narrower.
+Tensor* weights(Network& network, DataType dtype, const Dims& dims, std::mt19937& rng,
+                float scale = 0.5f) {
+  std::uniform_real_distribution<float> uniform(-scale, scale);
+  std::vector<float> values(static_cast<size_t>(volume(dims)));
+  for (float& v : values) v = uniform(rng);
+  Tensor* t = network.addConstant(Weights::fromValues(DataType::kFloat32, dims, values))->output(0);
+  return dtype == DataType::kFloat32 ? t : network.addCast(t, dtype)->output(0);
+}
+
+struct LayerCase {
+  std::string name;
+  std::vector<Dims> inputShapes;
+  std::function<void(Network&, const std::vector<Tensor*>&, DataType, std::mt19937&)> build;
+};
+
+std::vector<LayerCase> layerCases() {
+  std::vector<LayerCase> cases;
+  auto add = [&](std::string name, std::vector<Dims> shapes, auto build) {
+    cases.push_back({std::move(name), std::move(shapes), build});
+  };
+  add("conv2d_bias", {{2, 8, 17, 19}}, [](Network& n, auto x, DataType t, std::mt19937& rng) {
+    ConvolutionParams p;
+    p.outChannels = 16;
+    p.kernel = {3, 3};
+    p.prePadding = {1, 1};
+    p.postPadding = {1, 1};
+    n.markOutput(n.addConvolution(x[0], weights(n, t, {16, 8, 3, 3}, rng),
+                                  weights(n, t, {16}, rng), p)->output(0));
+  });
+  add("conv2d_grouped_strided_dilated", {{2, 8, 20, 20}},
+      [](Network& n, auto x, DataType t, std::mt19937& rng) {
+        ConvolutionParams p;
+        p.outChannels = 8;
+        p.kernel = {3, 3};
+        p.stride = {2, 2};
+        p.dilation = {2, 2};
+        p.prePadding = {2, 1};
+        p.postPadding = {2, 1};
+        p.groups = 4;
+        n.markOutput(n.addConvolution(x[0], weights(n, t, {8, 2, 3, 3}, rng), nullptr, p)->output(0));
+      });
+  add("conv2d_depthwise", {{1, 16, 9, 9}}, [](Network& n, auto x, DataType t, std::mt19937& rng) {
+    ConvolutionParams p;
+    p.outChannels = 16;
+    p.kernel = {3, 3};
+    p.prePadding = {1, 1};
+    p.postPadding = {1, 1};
+    p.groups = 16;
+    n.markOutput(n.addConvolution(x[0], weights(n, t, {16, 1, 3, 3}, rng), nullptr, p)->output(0));
+  });
+  add("conv1d", {{3, 4, 31}}, [](Network& n, auto x, DataType t, std::mt19937& rng) {
+    ConvolutionParams p;
+    p.outChannels = 6;
+    p.kernel = {5};
+    p.stride = {2};
+    p.prePadding = {2};
+    p.postPadding = {2};
+    n.markOutput(n.addConvolution(x[0], weights(n, t, {6, 4, 5}, rng), weights(n, t, {6}, rng), p)
+                     ->output(0));
+  });
+  add("deconv2d", {{2, 8, 7, 9}}, [](Network& n, auto x, DataType t, std::mt19937& rng) {
+    DeconvolutionParams p;
+    p.outChannels = 4;
+    p.kernel = {3, 3};
+    p.stride = {2, 2};
+    p.prePadding = {1, 1};
+    p.postPadding = {1, 1};
+    p.outputPadding = {1, 1};
+    n.markOutput(n.addDeconvolution(x[0], weights(n, t, {8, 4, 3, 3}, rng),
+                                    weights(n, t, {4}, rng), p)->output(0));
+  });
+  add("matmul_batched_transposed", {{3, 2, 17, 24}, {1, 2, 33, 24}},
+      [](Network& n, auto x, DataType, std::mt19937&) {
+        MatMulParams p;
+        p.transposeB = true;
+        n.markOutput(n.addMatMul(x[0], x[1], p)->output(0));
+      });
+  add("matmul_2d_weight", {{5, 7, 40}}, [](Network& n, auto x, DataType t, std::mt19937& rng) {
+    n.markOutput(n.addMatMul(x[0], weights(n, t, {40, 24}, rng))->output(0));
+  });
+  add("fully_connected", {{4, 9, 64}}, [](Network& n, auto x, DataType t, std::mt19937& rng) {
+    n.markOutput(n.addFullyConnected(x[0], weights(n, t, {48, 64}, rng), weights(n, t, {48}, rng))
+                     ->output(0));
+  });
+  add("elementwise_broadcast", {{4, 1, 6, 5}, {3, 1, 5}}, [](Network& n, auto x, DataType,
+                                                             std::mt19937&) {
+    Tensor* sum = n.addElementwise(x[0], x[1], ElementwiseOp::kSum)->output(0);
+    Tensor* prod = n.addElementwise(sum, x[1], ElementwiseOp::kProd)->output(0);
+    Tensor* max = n.addElementwise(prod, x[0], ElementwiseOp::kMax)->output(0);
+    n.markOutput(n.addElementwise(max, x[0], ElementwiseOp::kSub)->output(0));
+    n.markOutput(n.addElementwise(x[0], x[1], ElementwiseOp::kLess)->output(0));
+  });
+  add("unary_and_activations", {{3, 1000}}, [](Network& n, auto x, DataType, std::mt19937&) {
+    n.markOutput(n.addUnary(x[0], UnaryOp::kExp)->output(0));
+    n.markOutput(n.addUnary(x[0], UnaryOp::kAbs)->output(0));
+    n.markOutput(n.addActivation(x[0], {ActivationType::kGeluErf})->output(0));
+    n.markOutput(n.addActivation(x[0], {ActivationType::kGeluTanh})->output(0));
+    n.markOutput(n.addActivation(x[0], {ActivationType::kSilu})->output(0));
+    n.markOutput(n.addActivation(x[0], {ActivationType::kClip, -0.5, 0.75})->output(0));
+    n.markOutput(n.addActivation(x[0], {ActivationType::kSigmoid})->output(0));
+  });
+  add("pooling", {{2, 5, 15, 14}}, [](Network& n, auto x, DataType, std::mt19937&) {
+    PoolingParams max;
+    max.kernel = {3, 3};
+    max.stride = {2, 2};
+    max.prePadding = {1, 1};
+    max.postPadding = {1, 1};
+    n.markOutput(n.addPooling(x[0], max)->output(0));
+    PoolingParams avg = max;
+    avg.type = PoolingType::kAverage;
+    avg.countIncludePad = false;
+    n.markOutput(n.addPooling(x[0], avg)->output(0));
+    PoolingParams adaptive;
+    adaptive.type = PoolingType::kAverage;
+    adaptive.adaptive = true;
+    adaptive.outputSize = {3, 4};
+    n.markOutput(n.addPooling(x[0], adaptive)->output(0));
+    adaptive.outputSize = {1, 1};
+    n.markOutput(n.addPooling(x[0], adaptive)->output(0));
+  });
+  add("reduce", {{3, 7, 5, 33}}, [](Network& n, auto x, DataType, std::mt19937&) {
+    n.markOutput(n.addReduce(x[0], {ReduceOp::kSum, {1}, false})->output(0));
+    n.markOutput(n.addReduce(x[0], {ReduceOp::kMax, {2, 3}, true})->output(0));
+    n.markOutput(n.addReduce(x[0], {ReduceOp::kAvg, {-1}, true})->output(0));
+  });
+  add("softmax", {{4, 3, 129}}, [](Network& n, auto x, DataType, std::mt19937&) {
+    n.markOutput(n.addSoftmax(x[0], {-1, false})->output(0));
+    n.markOutput(n.addSoftmax(x[0], {1, true})->output(0));
+  });
+  add("batch_norm", {{2, 6, 5, 7}}, [](Network& n, auto x, DataType t, std::mt19937& rng) {
+    NormalizationParams p;
+    p.type = NormalizationType::kBatch;
+    Tensor* var = n.addActivation(weights(n, t, {6}, rng), {ActivationType::kSigmoid})->output(0);
+    n.markOutput(n.addNormalization(x[0], weights(n, t, {6}, rng), weights(n, t, {6}, rng),
+                                    weights(n, t, {6}, rng), var, p)->output(0));
+  });
+  add("layer_norm", {{3, 5, 768}}, [](Network& n, auto x, DataType t, std::mt19937& rng) {
+    NormalizationParams p;
+    p.type = NormalizationType::kLayer;
+    p.axis = 2;
+    n.markOutput(n.addNormalization(x[0], weights(n, t, {768}, rng), weights(n, t, {768}, rng),
+                                    nullptr, nullptr, p)->output(0));
+  });
+  add("shuffle_concat_slice", {{2, 3, 4, 10}, {2, 5, 4, 10}},
+      [](Network& n, auto x, DataType, std::mt19937&) {
+        ShuffleParams reshapeTranspose;
+        reshapeTranspose.firstPermutation = {0, 2, 1, 3};
+        reshapeTranspose.hasReshape = true;
+        reshapeTranspose.reshapeDims = {2, 4, 30};
+        reshapeTranspose.secondPermutation = {0, 2, 1};
+        n.markOutput(n.addShuffle(x[0], reshapeTranspose)->output(0));
+        ShuffleParams nhwc;
+        nhwc.firstPermutation = {0, 2, 3, 1};
+        n.markOutput(n.addShuffle(x[1], nhwc)->output(0));
+        Tensor* cat = n.addConcat({x[0], x[1]}, {1})->output(0);
+        n.markOutput(cat);
+        SliceParams slice;
+        slice.axes = {1, 3};
+        slice.starts = {1, -7};
+        slice.ends = {kSliceEnd, 9};
+        slice.steps = {3, 2};
+        n.markOutput(n.addSlice(cat, slice)->output(0));
+      });
+  add("gather_and_cast", {{7, 16}}, [](Network& n, auto x, DataType, std::mt19937&) {
+    Tensor* indices = n.addConstant(Weights::fromValues(DataType::kInt64, {2, 3},
+                                                        std::vector<int64_t>{6, 0, 3, -1, 2, 2}))
+                          ->output(0);
+    n.markOutput(n.addGather(x[0], indices, {0})->output(0));
+    n.markOutput(n.addCast(x[0], DataType::kFloat32)->output(0));
+    n.markOutput(n.addCast(x[0], DataType::kInt32)->output(0));
+  });
+  return cases;
+}
+
+struct BuiltCase {
+  std::shared_ptr<Engine> cpu;
+  std::shared_ptr<Engine> cuda;
+  std::vector<Bytes> inputs;
+  std::vector<Dims> shapes;
+};
+
+BuiltCase buildCase(const LayerCase& c, DataType dtype) {
+  BuiltCase built;
+  for (Backend backend : {Backend::kCpu, Backend::kCuda}) {
+    std::mt19937 rng(1234);
+    Network network;
+    std::vector<Tensor*> inputs;
+    for (size_t i = 0; i < c.inputShapes.size(); ++i) {
+      inputs.push_back(network.addInput("x" + std::to_string(i), dtype, c.inputShapes[i]));
+    }
+    c.build(network, inputs, dtype, rng);
+    BuilderConfig config;
+    config.backend = backend;
+    (backend == Backend::kCpu ? built.cpu : built.cuda) = Builder::build(network, config);
+  }
+  std::mt19937 rng(99);
+  for (const Dims& shape : c.inputShapes) {
+    built.inputs.push_back(randomBytes(dtype, volume(shape), rng));
+    built.shapes.push_back(shape);
+  }
+  return built;
+}
+
+std::vector<Bytes> runOnCpu(const Engine& engine, const BuiltCase& c) {
+  auto context = engine.createExecutionContext();
+  std::vector<Dims> outputDims = context->setInputShapes(c.shapes);
+  std::vector<Bytes> outputs;
+  std::vector<void*> outputPointers;
+  for (size_t o = 0; o < outputDims.size(); ++o) {
+    outputs.emplace_back(static_cast<size_t>(volume(outputDims[o])) *
+                         elementSize(engine.outputTensor(o).dtype));
+  }
+  for (Bytes& output : outputs) outputPointers.push_back(output.data());
+  std::vector<const void*> inputPointers;
+  for (const Bytes& input : c.inputs) inputPointers.push_back(input.data());
+  context->execute(inputPointers, outputPointers);
+  return outputs;
+}
+
+std::vector<Bytes> runOnGpu(ExecutionContext& context, const std::vector<Bytes>& inputs,
+                            const std::vector<Dims>& shapes, cudaStream_t stream) {
+  const Engine& engine = context.engine();
+  std::vector<Dims> outputDims = context.setInputShapes(shapes);
+  std::vector<DeviceBuffer> deviceInputs, deviceOutputs;
+  std::vector<const void*> inputPointers;
+  std::vector<void*> outputPointers;
+  for (const Bytes& input : inputs) {
+    deviceInputs.push_back(DeviceBuffer::from(input));
+    inputPointers.push_back(deviceInputs.back().data());
+  }
+  for (size_t o = 0; o < outputDims.size(); ++o) {
+    deviceOutputs.emplace_back(static_cast<size_t>(volume(outputDims[o])) *
+                               elementSize(engine.outputTensor(o).dtype));
+    outputPointers.push_back(deviceOutputs.back().data());
+  }
+  context.execute(inputPointers, outputPointers, stream);
+  EXPECT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+  std::vector<Bytes> outputs;
+  for (size_t o = 0; o < outputDims.size(); ++o) {
+    outputs.emplace_back(deviceOutputs[o].bytes());
+    deviceOutputs[o].download(outputs.back().data(), outputs.back().size());
+  }
+  return outputs;
+}
+
+void expectClose(const Engine& engine, const std::vector<Bytes>& expected,
+                 const std::vector<Bytes>& actual, double tolerance, const std::string& what) {
+  ASSERT_EQ(expected.size(), actual.size());
+  for (size_t o = 0; o < expected.size(); ++o) {
+    const DataType dtype = engine.outputTensor(o).dtype;
+    const int64_t count = static_cast<int64_t>(expected[o].size() / elementSize(dtype));
+    ASSERT_EQ(expected[o].size(), actual[o].size()) << what << " output " << o;
+    double scale = 1e-6, worst = 0;
+    int64_t worstAt = 0;
+    for (int64_t i = 0; i < count; ++i) {
+      scale = std::max(scale, std::fabs(static_cast<double>(toFloat(expected[o].data(), dtype, i))));
+    }
+    for (int64_t i = 0; i < count; ++i) {
+      const double diff = std::fabs(static_cast<double>(toFloat(expected[o].data(), dtype, i)) -
+                                    toFloat(actual[o].data(), dtype, i));
+      if (!(diff <= worst)) {
+        worst = diff;
+        worstAt = i;
+      }
+    }
+    EXPECT_LE(worst, tolerance * scale)
+        << what << " output " << o << " (" << toString(dtype) << "): worst error at " << worstAt
+        << ", expected " << toFloat(expected[o].data(), dtype, worstAt) << ", got "
+        << toFloat(actual[o].data(), dtype, worstAt);
+  }
+}
+
+class CudaLayers : public ::testing::TestWithParam<DataType> {};
+
+TEST_P(CudaLayers, EveryLayerKindEqualsTheCpuBackend) {
+  KILN_SKIP_WITHOUT_GPU();
+  const DataType dtype = GetParam();
+  const double tolerance = dtype == DataType::kFloat32 ? 1e-4 : (dtype == DataType::kFloat16 ? 2e-2 : 5e-2);
+  cudaStream_t stream = nullptr;
+  ASSERT_EQ(cudaStreamCreate(&stream), cudaSuccess);
+  for (const LayerCase& c : layerCases()) {
+    SCOPED_TRACE(c.name);
+    BuiltCase built = buildCase(c, dtype);
+    const std::vector<Bytes> expected = runOnCpu(*built.cpu, built);
+    for (bool graphs : {false, true}) {
+      ExecutionSettings settings;
+      settings.cudaGraphs = graphs;
+      auto context = built.cuda->createExecutionContext(settings);
+      // The first run chooses kernels (and captures a graph); the next ones replay.
+      for (int run = 0; run < 3; ++run) {
+        expectClose(*built.cuda, expected, runOnGpu(*context, built.inputs, built.shapes, stream),
+                    tolerance, c.name + (graphs ? " with graphs" : "") + " run " +
+                                   std::to_string(run));
+      }
+    }
+  }
+  cudaStreamDestroy(stream);
+}
+
+INSTANTIATE_TEST_SUITE_P(Types, CudaLayers,
+                         ::testing::Values(DataType::kFloat32, DataType::kFloat16,
+                                           DataType::kBFloat16),
+                         [](const auto& info) { return std::string(toString(info.param)); });
+
+// A small conv net with a dynamic batch: conv, batch norm, relu, pool, fully connected.
+std::shared_ptr<Engine> buildDynamicConvNet(Backend backend) {
+  std::mt19937 rng(7);
+  Network n;
+  Tensor* x = n.addInput("x", DataType::kFloat32, {-1, 3, 32, 32});
+  ConvolutionParams conv;
+  conv.outChannels = 16;
+  conv.kernel = {3, 3};
+  conv.prePadding = {1, 1};
+  conv.postPadding = {1, 1};
+  Tensor* y = n.addConvolution(x, weights(n, DataType::kFloat32, {16, 3, 3, 3}, rng),
+                               weights(n, DataType::kFloat32, {16}, rng), conv)->output(0);
+  y = n.addActivation(y, {ActivationType::kRelu})->output(0);
+  PoolingParams pool;
+  pool.type = PoolingType::kAverage;
+  pool.adaptive = true;
+  pool.outputSize = {1, 1};
+  y = n.addPooling(y, pool)->output(0);
+  ShuffleParams flatten;
+  flatten.hasReshape = true;
+  flatten.reshapeDims = {0, 16};
+  y = n.addShuffle(y, flatten)->output(0);
+  n.markOutput(n.addFullyConnected(y, weights(n, DataType::kFloat32, {10, 16}, rng),
+                                   weights(n, DataType::kFloat32, {10}, rng))->output(0));
+  BuilderConfig config;
+  config.backend = backend;
+  OptimizationProfile profile;
+  profile.setRange("x", {{1, 3, 32, 32}, {4, 3, 32, 32}, {8, 3, 32, 32}});
+  config.profiles = {profile};
+  return Builder::build(n, config);
+}
+
+TEST(CudaEngine, DynamicBatchUsesOneGraphPerShapeAndOnePlannedArena) {
+  KILN_SKIP_WITHOUT_GPU();
+  auto cpu = buildDynamicConvNet(Backend::kCpu);
+  auto cuda = buildDynamicConvNet(Backend::kCuda);
+  auto context = cuda->createExecutionContext();
+  std::mt19937 rng(3);
+  for (int64_t batch : {1, 3, 8, 3, 1, 8}) {
+    BuiltCase c;
+    c.shapes = {{batch, 3, 32, 32}};
+    c.inputs = {randomBytes(DataType::kFloat32, volume(c.shapes[0]), rng)};
+    expectClose(*cuda, runOnCpu(*cpu, c), runOnGpu(*context, c.inputs, c.shapes, nullptr), 1e-4,
+                "batch " + std::to_string(batch));
+  }
+  const EngineDefinition& definition = cuda->definition();
+  const MemoryPlan plan = planMemory(definition, largestTensorBytes(definition));
+  EXPECT_GT(plan.arenaBytes, 0);
+  EXPECT_LT(plan.arenaBytes, plan.naiveBytes);
+  // Batch 9 is outside the profile.
+  EXPECT_THROW(context->setInputShapes({{9, 3, 32, 32}}), Error);
+}
+
+TEST(CudaEngine, SharedByEightThreadsWithTheirOwnStreams) {
+  KILN_SKIP_WITHOUT_GPU();
+  auto engine = buildDynamicConvNet(Backend::kCuda);
+  std::mt19937 rng(5);
+  const std::vector<Dims> shapes = {{4, 3, 32, 32}};
+  const std::vector<Bytes> inputs = {randomBytes(DataType::kFloat32, volume(shapes[0]), rng)};
+  std::vector<Bytes> reference;
+  {
+    auto context = engine->createExecutionContext();
+    reference = runOnGpu(*context, inputs, shapes, nullptr);
+  }
+  std::vector<std::thread> threads;
+  std::vector<int> mismatches(8, 0);
+  std::vector<std::string> errors(8);
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&, t] {
+      try {
+        cudaStream_t stream = nullptr;
+        cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking);
+        auto context = engine->createExecutionContext();
+        for (int run = 0; run < 200; ++run) {
+          if (runOnGpu(*context, inputs, shapes, stream) != reference) ++mismatches[t];
+        }
+        cudaStreamDestroy(stream);
+      } catch (const std::exception& e) {
+        errors[t] = e.what();
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  for (int t = 0; t < 8; ++t) {
+    EXPECT_EQ(mismatches[t], 0) << "thread " << t;
+    EXPECT_EQ(errors[t], "") << "thread " << t;
+  }
+}
+
+TEST(CudaEngine, BuildRunFreeCyclesReturnDeviceMemory) {
+  KILN_SKIP_WITHOUT_GPU();
+  auto cycle = [] {
+    auto engine = buildDynamicConvNet(Backend::kCuda);
+    auto context = engine->createExecutionContext();
+    std::mt19937 rng(11);
+    const std::vector<Dims> shapes = {{2, 3, 32, 32}};
+    runOnGpu(*context, {randomBytes(DataType::kFloat32, volume(shapes[0]), rng)}, shapes, nullptr);
+  };
+  cycle();  // libraries' one-time state (cuDNN, cuBLASLt) is allocated here
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  size_t freeBefore = 0, total = 0;
+  ASSERT_EQ(cudaMemGetInfo(&freeBefore, &total), cudaSuccess);
+  for (int i = 0; i < 100; ++i) cycle();
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  size_t freeAfter = 0;
+  ASSERT_EQ(cudaMemGetInfo(&freeAfter, &total), cudaSuccess);
+  EXPECT_EQ(freeAfter, freeBefore);
+}
+
+TEST(CudaEngine, PlanFromAnotherComputeCapabilityIsRefused) {
+  KILN_SKIP_WITHOUT_GPU();
+  auto engine = buildDynamicConvNet(Backend::kCuda);
+  const std::vector<uint8_t> plan = engine->serialize();
+  EXPECT_EQ(engine->target().backend, Backend::kCuda);
+  EXPECT_GT(engine->target().computeCapabilityMajor, 0);
+  EXPECT_NE(engine->target().cudnnVersion, 0);
+  EXPECT_NO_THROW(Engine::deserialize(plan.data(), plan.size()));
+
+  CudaDeviceInfo other = currentCudaDevice();
+  other.name = "NVIDIA A100-SXM4-80GB";
+  other.computeCapabilityMajor = 8;
+  other.computeCapabilityMinor = 0;
+  overrideCudaDeviceForTesting(other);
+  try {
+    Engine::deserialize(plan.data(), plan.size());
+    ADD_FAILURE() << "a plan for another compute capability was accepted";
+  } catch (const PlanError& error) {
+    const std::string message = error.what();
+    EXPECT_NE(message.find("rebuild the engine"), std::string::npos) << message;
+    EXPECT_NE(message.find("compute capability 8.0"), std::string::npos) << message;
+  }
+  EXPECT_NO_THROW(Engine::deserialize(plan.data(), plan.size(), /*allowOtherGpu=*/true));
+  overrideCudaDeviceForTesting(std::nullopt);
+}
+
+}  // namespace
+}  // namespace kiln
