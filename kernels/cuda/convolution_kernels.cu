@@ -139,14 +139,16 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
     }
     long long srcIndex = 0;
     bool inside = true;
+    Index channel = 0;
 #pragma unroll
     for (int d = 0; d < kMaxDims; ++d) {
       const long long coordinate = static_cast<long long>(coordinates[d]) + geometry.shift[d];
       inside = inside && coordinate >= 0 && coordinate < geometry.src[d];
       srcIndex = srcIndex * geometry.src[d] + coordinate;
+      if (d == geometry.channelAxis) channel = coordinates[d];
     }
     float value = inside ? toFloat(src[srcIndex]) : 0.0f;
-    if (bias != nullptr) value += toFloat(bias[coordinates[geometry.channelAxis]]);
+    if (bias != nullptr) value += toFloat(bias[channel]);
     dst[e] = fromFloat<T>(activate(value, relu));
   }
 }

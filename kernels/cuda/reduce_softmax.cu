@@ -519,6 +519,7 @@ void launchReduce(const ReducePlan& plan, const ReduceParams& params, const void
                   void* output, void* workspace, cudaStream_t stream) {
   if (plan.kind == ReduceKind::kNothing) return;
   if (plan.kind == ReduceKind::kCopy) {
+    if (input == output) return;  // in place: already the result
     KILN_CUDA_CHECK(cudaMemcpyAsync(output, input,
                                     static_cast<size_t>(plan.inVolume) * scalarSize(params.type),
                                     cudaMemcpyDeviceToDevice, stream));

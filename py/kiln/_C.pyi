@@ -74,3 +74,6 @@ def compile_ts(
 
 # Every op schema a converter is registered for, sorted.
 def supported_ops() -> list[str]: ...
+
+def has_cuda() -> bool:
+    """Whether this build can build and run CUDA engines."""

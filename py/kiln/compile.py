@@ -28,7 +28,7 @@ _IRS = {"default": "dynamo", "dynamo": "dynamo", "ts": "ts", "torchscript": "ts"
 
 
 def backend_for_device(device: str | torch.device | None) -> str:
-    """The Kiln backend that runs on ``device`` ("cpu" for now)."""
+    """The Kiln backend that runs on ``device``: ``"cpu"`` or ``"cuda"``."""
     if device is None:
         return "cpu"
     if not isinstance(device, (str, torch.device)):
@@ -40,29 +40,58 @@ def backend_for_device(device: str | torch.device | None) -> str:
     if device.type == "cpu":
         return "cpu"
     if device.type == "cuda":
-        raise NotImplementedError(
-            "Kiln's CUDA backend is not available yet; compile with device='cpu' (the default) "
-            "and run the module on CPU tensors for now"
-        )
-    raise ValueError(f"Kiln runs on 'cpu' (and later 'cuda'), not on {device.type!r}")
+        if not _C.has_cuda():
+            raise RuntimeError(
+                "this Kiln was built without CUDA (no nvcc at build time, or a PyTorch without "
+                "CUDA), so it cannot build CUDA engines; reinstall Kiln on a machine with the CUDA "
+                "toolkit and a CUDA build of PyTorch, or compile with device='cpu'"
+            )
+        if not torch.cuda.is_available():
+            raise RuntimeError("device='cuda' was asked for, but PyTorch sees no CUDA device")
+        return "cuda"
+    raise ValueError(f"Kiln runs on 'cpu' and 'cuda', not on {device.type!r}")
 
 
-def check_precisions(enabled_precisions: Iterable[torch.dtype]) -> None:
+def infer_device(
+    module: torch.nn.Module, inputs: list[tuple[Input, torch.Tensor | None]]
+) -> torch.device:
+    """Where the module runs: its example tensors' device, else its parameters', else the CPU."""
+    for _, tensor in inputs:
+        if tensor is not None:
+            return tensor.device
+    for tensor in list(module.parameters()) + list(module.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def check_precisions(
+    enabled_precisions: Iterable[torch.dtype], inputs: list[tuple[Input, torch.Tensor | None]]
+) -> None:
+    """Engines compute in the model's own floating dtype (convert it with ``.half()`` for
+    fp16): every float input dtype must be enabled, and reduced precision needs CUDA-built
+    weights of that dtype."""
     if isinstance(enabled_precisions, torch.dtype):
         enabled_precisions = {enabled_precisions}
     precisions = set(enabled_precisions)
+    if not precisions:
+        raise ValueError("enabled_precisions is empty; use {torch.float32}")
     for dtype in precisions:
         if not isinstance(dtype, torch.dtype):
             raise TypeError(f"enabled_precisions must hold torch.dtype values, got {dtype!r}")
-    reduced = precisions - {torch.float32}
-    if reduced:
-        raise NotImplementedError(
-            f"enabled_precisions={sorted(str(d) for d in precisions)}: Kiln builds float32 engines "
-            "only for now; reduced precision (float16, bfloat16, int8) arrives with the CUDA "
-            "backend. Use enabled_precisions={torch.float32}."
-        )
-    if not precisions:
-        raise ValueError("enabled_precisions is empty; use {torch.float32}")
+        if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+            raise NotImplementedError(
+                f"enabled_precisions holds {dtype}; Kiln builds float32, float16 and bfloat16 "
+                "engines (int8 with calibration is not implemented yet)"
+            )
+    for i, (spec, _) in enumerate(inputs):
+        if spec.dtype.is_floating_point and spec.dtype not in precisions:
+            raise ValueError(
+                f"inputs[{i}] is {spec.dtype}, which enabled_precisions "
+                f"({sorted(str(d) for d in precisions)}) does not allow. Kiln's engines compute in "
+                "the model's dtype: convert the model and inputs (e.g. model.half()) and enable "
+                "that dtype. Lowering a float32 model to float16 inside the engine is not "
+                "implemented yet."
+            )
 
 
 def build_settings(
@@ -146,13 +175,15 @@ def compile(
             ``"ts"`` (TorchScript: returns a ``torch.jit.ScriptModule``).
         inputs: one :class:`kiln.Input` or example tensor per forward argument. Dynamic dims
             (``min_shape != max_shape``) give engines that accept every shape in the range.
-        enabled_precisions: ``{torch.float32}``; reduced precision arrives with the CUDA backend.
+        enabled_precisions: the float dtypes engines may use; they compute in the model's own
+            dtype, so for fp16 convert the model and inputs with ``.half()`` and enable it.
         min_block_size: segments with fewer ops stay in PyTorch.
         torch_executed_ops: ops kept in PyTorch, e.g. ``{"aten::relu"}`` or
             ``{"aten.relu.default"}``.
         require_full_compilation: raise (naming the ops) unless everything runs in Kiln.
         debug: debug logging and engine-builder diagnostics for this call.
-        device: ``"cpu"`` (the default) for now.
+        device: ``"cpu"`` or ``"cuda"``; by default where the example inputs (else the module's
+            parameters) are.
 
     Weights are frozen into the engines: later changes to the module's parameters are not seen.
     ``kiln.summary(result)`` tells what ran where.
@@ -169,7 +200,9 @@ def compile(
             "ir='dynamo' needs a Python nn.Module; a ScriptModule compiles with ir='ts'"
         )
     resolved_inputs = _resolve_inputs(inputs)
-    check_precisions(enabled_precisions)
+    check_precisions(enabled_precisions, resolved_inputs)
+    if device is None:
+        device = infer_device(module, resolved_inputs)
     backend = backend_for_device(device)
     _check_input_devices(resolved_inputs, backend)
     settings = build_settings(
@@ -205,7 +238,8 @@ def _to_script(
             "tracing.",
             str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__,
         )
-    examples = tuple(t if t is not None else i.example_tensor("opt") for i, t in inputs)
+    device = _module_device(module)
+    examples = tuple(t if t is not None else i.example_tensor("opt").to(device) for i, t in inputs)
     with torch.no_grad():
         return torch.jit.trace(module, examples)
 
@@ -234,7 +268,9 @@ def _compile_ts(
 # -- torch.export ------------------------------------------------------------------------------
 
 
-def _export_example(spec: Input, tensor: torch.Tensor | None) -> torch.Tensor:
+def _export_example(
+    spec: Input, tensor: torch.Tensor | None, device: torch.device
+) -> torch.Tensor:
     """The example torch.export traces with.
 
     torch.export specializes a dim whose example size is 0 or 1 (it cannot tell it from a
@@ -247,7 +283,13 @@ def _export_example(spec: Input, tensor: torch.Tensor | None) -> torch.Tensor:
         opt if lo == hi else max(opt, 2)
         for lo, opt, hi in zip(spec.min_shape, spec.opt_shape, spec.max_shape)
     )
-    return Input(shape=shape, dtype=spec.dtype).example_tensor("opt")
+    return Input(shape=shape, dtype=spec.dtype).example_tensor("opt").to(device)
+
+
+def _module_device(module: torch.nn.Module) -> torch.device:
+    for tensor in list(module.parameters()) + list(module.buffers()):
+        return tensor.device
+    return torch.device("cpu")
 
 
 def _dynamic_shapes(inputs: list[tuple[Input, torch.Tensor | None]]) -> list[dict[int, Any] | None]:
@@ -263,7 +305,8 @@ def _dynamic_shapes(inputs: list[tuple[Input, torch.Tensor | None]]) -> list[dic
 def _export(
     module: torch.nn.Module, inputs: list[tuple[Input, torch.Tensor | None]]
 ) -> ExportedProgram:
-    args = tuple(_export_example(spec, tensor) for spec, tensor in inputs)
+    device = _module_device(module)
+    args = tuple(_export_example(spec, tensor, device) for spec, tensor in inputs)
     try:
         exported = torch.export.export(module, args, dynamic_shapes=_dynamic_shapes(inputs))
     except Exception as error:

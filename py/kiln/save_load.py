@@ -116,8 +116,17 @@ def _check_archive(path: PathLike) -> None:
     raise ValueError(f"kiln.load: {shown} is a zip archive but not a TorchScript module")
 
 
-def load(path: PathLike, map_location: str | torch.device | None = None) -> torch.jit.ScriptModule:
+def load(
+    path: PathLike,
+    map_location: str | torch.device | None = None,
+    *,
+    allow_other_gpu: bool = False,
+) -> torch.jit.ScriptModule:
     """Loads a module saved by kiln.save (any TorchScript file, in fact).
+
+    CUDA engines are specific to the GPU they were built on: one built for a GPU of another
+    compute capability is refused (rebuild it), unless ``allow_other_gpu=True``, which loads it
+    with a warning.
 
     Raises FileNotFoundError for a missing file and ValueError for a file that is not a
     TorchScript module, or whose engines cannot be loaded (the message says why: a truncated,
@@ -130,8 +139,11 @@ def load(path: PathLike, map_location: str | torch.device | None = None) -> torc
     if os.path.isdir(path):
         raise IsADirectoryError(f"kiln.load: {os.fspath(path)!r} is a directory, not a saved module")
     _check_archive(path)
+    previous = torch.ops.kiln.allow_other_gpu(bool(allow_other_gpu))
     try:
         with torchscript_warnings_silenced():
             return torch.jit.load(path, map_location=map_location)
     except RuntimeError as error:
         raise ValueError(f"kiln.load: loading {os.fspath(path)!r} failed: {error}") from error
+    finally:
+        torch.ops.kiln.allow_other_gpu(previous)

@@ -297,4 +297,11 @@ PYBIND11_MODULE(_C, m) {
       py::arg("debug"));
 
   m.def("supported_ops", [] { return kiln::ConverterRegistry::global().schemas(); });
+  m.def("has_cuda", [] {
+#if defined(KILN_WITH_CUDA) && defined(KILN_TORCH_CUDA)
+    return true;
+#else
+    return false;
+#endif
+  });
 }
