@@ -1,0 +1,207 @@
+"""Kiln's benchmark: ResNet-50, BERT-base and ViT-B/16 against eager and torch.compile.
+
+One process, one run: every backend is timed on the same GPU, the same inputs and the same
+weights, so the ratios are fair. For each model, batch and dtype it reports median and p90
+latency (CUDA events around each forward, after warm-up), throughput, build time and the max
+error against eager fp32, writes one JSON object a row to bench/results/<date>-<gpu>.jsonl and
+prints a markdown table (also written next to it as .md).
+
+    python bench/run.py                       # everything
+    python bench/run.py --models resnet50 --batches 1 32 --dtypes fp16 --backends eager kiln
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+import kiln
+
+logger = logging.getLogger("kiln.bench")
+
+BACKENDS = ["eager", "inductor", "inductor-max-autotune", "inductor-reduce-overhead", "kiln"]
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
+BATCHES = {"resnet50": [1, 32, 256], "bert_base": [1, 32, 128], "vit_b_16": [1, 32, 256]}
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+class BertLastHiddenState(torch.nn.Module):
+    """HF BertModel, bert-base config, random init, returning the last hidden state."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from transformers import BertConfig, BertModel
+
+        self.bert = BertModel(BertConfig(), add_pooling_layer=False)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.bert(input_ids=input_ids).last_hidden_state
+
+
+def make_model(name: str) -> torch.nn.Module:
+    import torchvision
+
+    torch.manual_seed(0)
+    if name == "resnet50":
+        return torchvision.models.resnet50(weights=None)
+    if name == "vit_b_16":
+        return torchvision.models.vit_b_16(weights=None)
+    if name == "bert_base":
+        return BertLastHiddenState()
+    raise ValueError(f"unknown model {name!r}")
+
+
+def make_input(name: str, batch: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(batch)
+    if name == "bert_base":
+        return torch.randint(0, 30522, (batch, 128), generator=generator)
+    return torch.randn(batch, 3, 224, 224, generator=generator)
+
+
+def time_forward(fn: Callable[[], torch.Tensor], *, warmup: int, iters: int) -> list[float]:
+    """Per-iteration milliseconds, each between CUDA events on the current stream."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(iters):
+        start = torch.cuda.Event(enable_timing=True)
+        end = torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return times
+
+
+def build(backend: str, model: torch.nn.Module, x: torch.Tensor, dtype: torch.dtype):
+    if backend == "eager":
+        return model
+    if backend == "kiln":
+        return kiln.compile(model, ir="dynamo", inputs=[x], enabled_precisions={dtype})
+    torch._dynamo.reset()
+    mode = {"inductor": None, "inductor-max-autotune": "max-autotune",
+            "inductor-reduce-overhead": "reduce-overhead"}[backend]
+    return torch.compile(model, mode=mode)
+
+
+def run(args: argparse.Namespace) -> list[dict]:
+    gpu = torch.cuda.get_device_name()
+    rows = []
+    for name in args.models:
+        base = make_model(name).eval().cuda()
+        for batch in [b for b in BATCHES[name] if not args.batches or b in args.batches]:
+            x32 = make_input(name, batch).cuda()
+            with torch.no_grad():
+                reference = base.float()(x32).float()
+            for dtype_name in args.dtypes:
+                dtype = DTYPES[dtype_name]
+                model = make_model(name).eval().cuda().to(dtype)
+                model.load_state_dict(base.state_dict())
+                x = x32.to(dtype) if x32.is_floating_point() else x32
+                for backend in args.backends:
+                    row = {"model": name, "batch": batch, "dtype": dtype_name, "backend": backend,
+                           "gpu": gpu}
+                    logger.info("%s batch %d %s %s: building", name, batch, dtype_name, backend)
+                    try:
+                        with torch.no_grad():
+                            started = time.perf_counter()
+                            compiled = build(backend, model, x, dtype)
+                            out = compiled(x)  # torch.compile builds on the first call
+                            torch.cuda.synchronize()
+                            row["build_s"] = round(time.perf_counter() - started, 2)
+                            row["max_err"] = float(
+                                (out.float() - reference).abs().max() / reference.abs().max())
+                            times = time_forward(lambda: compiled(x), warmup=args.warmup,
+                                                 iters=args.iters)
+                    except Exception as error:  # noqa: BLE001 - a failed backend is a row too
+                        logger.exception("%s %s failed", name, backend)
+                        row["error"] = f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
+                        rows.append(row)
+                        continue
+                    times.sort()
+                    row["median_ms"] = round(statistics.median(times), 4)
+                    row["p90_ms"] = round(times[int(0.9 * (len(times) - 1))], 4)
+                    row["throughput"] = round(batch / (row["median_ms"] / 1000.0), 1)
+                    if backend == "kiln":
+                        row["kiln_ops_in_torch"] = kiln.summary(compiled)["ops_in_torch"]
+                    logger.info("%s", row)
+                    rows.append(row)
+                    del compiled
+                    torch.cuda.empty_cache()
+    add_ratios(rows)
+    return rows
+
+
+def add_ratios(rows: list[dict]) -> None:
+    """Speed-up of each row over eager and over the best torch.compile mode of its group."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["model"], row["batch"], row["dtype"]), []).append(row)
+    for group in groups.values():
+        timed = {r["backend"]: r["median_ms"] for r in group if "median_ms" in r}
+        inductor = [t for b, t in timed.items() if b.startswith("inductor")]
+        for row in group:
+            if "median_ms" not in row:
+                continue
+            if "eager" in timed:
+                row["speedup_vs_eager"] = round(timed["eager"] / row["median_ms"], 3)
+            if inductor:
+                row["speedup_vs_best_inductor"] = round(min(inductor) / row["median_ms"], 3)
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| model | batch | dtype | backend | median ms | p90 ms | throughput/s | vs eager | "
+             "vs best inductor | build s | max err |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['model']} | {r['batch']} | {r['dtype']} | {r['backend']} | "
+                         f"failed: {r['error'][:80]} | | | | | | |")
+            continue
+        lines.append(
+            f"| {r['model']} | {r['batch']} | {r['dtype']} | {r['backend']} | {r['median_ms']:.3f} | "
+            f"{r['p90_ms']:.3f} | {r['throughput']:.0f} | {r.get('speedup_vs_eager', 0):.2f}x | "
+            f"{r.get('speedup_vs_best_inductor', 0):.2f}x | {r['build_s']} | {r['max_err']:.1e} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=list(BATCHES), choices=list(BATCHES))
+    parser.add_argument("--batches", nargs="+", type=int, default=[])
+    parser.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=list(DTYPES))
+    parser.add_argument("--backends", nargs="+", default=BACKENDS, choices=BACKENDS)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--iters", type=int, default=50)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if not torch.cuda.is_available():
+        print("bench/run.py needs a CUDA GPU", file=sys.stderr)
+        return 2
+    rows = run(args)
+    gpu = torch.cuda.get_device_name().replace(" ", "_")
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / f"{datetime.date.today().isoformat()}-{gpu}"
+    with open(stem.with_suffix(".jsonl"), "w") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+    table = markdown(rows)
+    stem.with_suffix(".md").write_text(table + "\n")
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
