@@ -11,10 +11,11 @@ void convertCast(ConversionContext& ctx, const NodeArgs& args) {
   ctx.setOutput(args, 0, castTo(ctx, ctx.tensor(args, "self"), outputDataType(args)));
 }
 
-// A device argument must be absent: an engine runs on the device its inputs live on.
+// A device argument must be absent: the converter cannot tell whether it names the device the
+// engine will run on, and an engine's outputs always live there.
 std::string checkNoDeviceOrLayout(const NodeArgs& args) {
   if (args.has("device") && !args.isNone("device")) {
-    return "moves the tensor to another device; leave device changes to PyTorch";
+    return "names a device, which may differ from the engine's; device moves stay in PyTorch";
   }
   if (args.has("layout") && !args.isNone("layout") &&
       args.getInt("layout") != static_cast<int64_t>(c10::Layout::Strided)) {

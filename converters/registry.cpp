@@ -253,7 +253,7 @@ std::string dtypeReason(const std::string& what, c10::ScalarType type) {
 }
 
 // Why a Tensor argument's value cannot be read by a converter; "" when it can.
-std::string tensorValueReason(const OpGraph& graph, const OpValue& v, const std::string& what) {
+std::string tensorValueReason(const OpValue& v, const std::string& what) {
   if (isWrappedScalarConstant(v)) return "";
   if (v.isTensor()) return isSupportedScalarType(v.dtype) ? "" : dtypeReason(what, v.dtype);
   if (v.constant && (v.constant->isInt() || v.constant->isDouble() || v.constant->isBool())) {
@@ -264,7 +264,6 @@ std::string tensorValueReason(const OpGraph& graph, const OpValue& v, const std:
     return concat(what, " is a size that depends on the input shapes; Kiln engines do not ",
                   "take sizes as tensors");
   }
-  (void)graph;
   return concat(what, " is not a tensor Kiln can read (", toString(v.kind), ")");
 }
 
@@ -272,7 +271,7 @@ std::string argumentReason(const OpGraph& graph, const c10::Argument& argument,
                            const OpValue& v) {
   const std::string what = concat("argument '", argument.name(), "'");
   if (v.isNone() || (v.constant && v.constant->isNone())) return "";
-  if (isTensorArgument(argument)) return tensorValueReason(graph, v, what);
+  if (isTensorArgument(argument)) return tensorValueReason(v, what);
   if (isTensorListArgument(argument)) {
     if (v.constant && v.constant->isTensorList()) {
       for (const at::Tensor& t : v.constant->toTensorVector()) {
@@ -283,7 +282,7 @@ std::string argumentReason(const OpGraph& graph, const c10::Argument& argument,
     if (!v.elements) return concat(what, " is not a list of tensors Kiln can read");
     for (size_t i = 0; i < v.elements->size(); ++i) {
       std::string reason =
-          tensorValueReason(graph, graph.value((*v.elements)[i]), concat(what, " element ", i));
+          tensorValueReason(graph.value((*v.elements)[i]), concat(what, " element ", i));
       if (!reason.empty()) return reason;
     }
     return "";

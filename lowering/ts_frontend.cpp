@@ -65,7 +65,9 @@ SymInt symIntOf(int64_t atMin, int64_t atOpt, int64_t atMax) {
 at::Tensor exampleInput(const InputSpec& spec, const std::vector<int64_t>& shape) {
   const auto options = at::TensorOptions().dtype(spec.dtype).device(spec.device);
   if (c10::isFloatingType(spec.dtype)) return at::randn(shape, options);
-  return at::zeros(shape, options);
+  if (spec.dtype == c10::ScalarType::Bool) return at::ones(shape, options);
+  // Small positive ints: valid indices into any table and safe divisors.
+  return at::randint(1, 3, shape, options);
 }
 
 // Runs the graph at the min, opt and max shapes and records every top-level tensor, int and
@@ -383,6 +385,8 @@ torch::jit::Module rewriteTorchScript(
   for (size_t i = 1; i < oldGraph->inputs().size(); ++i) {
     Value* input = graph->addInput();
     input->copyMetadata(oldGraph->inputs()[i]);
+    // The saved code names forward's arguments after these: "x", never the unique "x.1".
+    input->setDebugName(oldGraph->inputs()[i]->debugNameBase());
     env[oldGraph->inputs()[i]] = input;
   }
   auto lookup = [&](Value* v) -> Value* {
@@ -426,7 +430,10 @@ torch::jit::Module rewriteTorchScript(
   auto* function = module._ivalue()->compilation_unit()->create_function(
       c10::QualifiedName(*module.type()->name(), "forward"), graph);
   std::vector<c10::Argument> arguments;
-  for (Value* input : graph->inputs()) arguments.emplace_back(input->debugName(), input->type());
+  // debugNameBase: "x", not the unique "x.1", which is no valid argument name in saved code.
+  for (Value* input : graph->inputs()) {
+    arguments.emplace_back(input->debugNameBase(), input->type());
+  }
   std::vector<c10::Argument> returns;
   for (Value* output : graph->outputs()) returns.emplace_back("", output->type());
   function->setSchema(c10::FunctionSchema("forward", "", std::move(arguments), std::move(returns)));

@@ -51,8 +51,9 @@ bool strictFloat32(const ConvolutionParams& params) {
 
 void validate(const ConvolutionParams& params) {
   const size_t rank = params.kernel.size();
-  if (rank < 1 || rank > 3) invalid(params, "the kernel has " + std::to_string(rank) +
-                                                " spatial dims; 1 to 3 are supported");
+  if (rank < 1 || rank > 3)
+    invalid(params,
+            "the kernel has " + std::to_string(rank) + " spatial dims; 1 to 3 are supported");
   for (const Shape* shape : {&params.inSpatial, &params.outSpatial, &params.stride,
                              &params.prePadding, &params.dilation}) {
     if (shape->size() != rank) {
@@ -162,8 +163,8 @@ std::vector<Candidate> toCandidates(const std::vector<Perf>& results, int count)
   std::vector<Candidate> candidates;
   for (int i = 0; i < count; ++i) {
     const Perf& r = results[static_cast<size_t>(i)];
-    candidates.push_back({static_cast<int>(r.algo), r.status, r.mathType, r.determinism, r.memory,
-                          r.time});
+    candidates.push_back(
+        {static_cast<int>(r.algo), r.status, r.mathType, r.determinism, r.memory, r.time});
   }
   return candidates;
 }
@@ -222,7 +223,8 @@ CudnnConvolutionGeometry cudnnConvolutionGeometry(const ConvolutionParams& param
 struct ConvolutionPlanBuilder {
   static std::unique_ptr<ConvolutionPlan> describe(const ConvolutionParams& params) {
     validate(params);
-    if (isEmpty(params)) return std::unique_ptr<ConvolutionPlan>(new ConvolutionPlan(params, nullptr));
+    if (isEmpty(params))
+      return std::unique_ptr<ConvolutionPlan>(new ConvolutionPlan(params, nullptr));
     const CudnnConvolutionGeometry g = cudnnConvolutionGeometry(params);
     auto d = std::make_unique<ConvolutionPlan::Descriptors>();
     const bool forward = !params.transposed;
@@ -239,10 +241,9 @@ struct ConvolutionPlanBuilder {
         forward ? tensorDims(params.outChannels, params.inChannels / params.groups, g.kernel)
                 : tensorDims(params.inChannels, params.outChannels / params.groups, g.kernel);
     const std::vector<int> filterInts = toInts(filterDims);
-    KILN_CUDNN_CHECK(cudnnSetFilterNdDescriptor(d->filter.get(), cudnnTypeOf(params.type),
-                                                formatOf(params.layout),
-                                                static_cast<int>(filterInts.size()),
-                                                filterInts.data()));
+    KILN_CUDNN_CHECK(cudnnSetFilterNdDescriptor(
+        d->filter.get(), cudnnTypeOf(params.type), formatOf(params.layout),
+        static_cast<int>(filterInts.size()), filterInts.data()));
 
     const std::vector<int> padding = toInts(g.padding);
     const std::vector<int> stride = toInts(g.stride);
@@ -267,9 +268,9 @@ struct ConvolutionPlanBuilder {
     plan->geometry_ = g;
     if (g.useScratch) {
       const int64_t channels = forward ? params.inChannels : params.outChannels;
-      plan->scratchBytes_ = static_cast<size_t>(params.batch * channels *
-                                                shapeVolume(g.scratchSpatial)) *
-                            scalarSize(params.type);
+      plan->scratchBytes_ =
+          static_cast<size_t>(params.batch * channels * shapeVolume(g.scratchSpatial)) *
+          scalarSize(params.type);
     }
     return plan;
   }
@@ -331,8 +332,7 @@ struct ConvolutionPlanBuilder {
                     std::to_string(maxWorkspaceBytes) + " bytes of workspace");
   }
 
-  static std::vector<Candidate> heuristics(const CudnnHandle& handle,
-                                           const ConvolutionPlan& plan) {
+  static std::vector<Candidate> heuristics(const CudnnHandle& handle, const ConvolutionPlan& plan) {
     const ConvolutionPlan::Descriptors& d = *plan.descriptors_;
     int maxCount = 0;
     int count = 0;
@@ -347,8 +347,8 @@ struct ConvolutionPlanBuilder {
     KILN_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithmMaxCount(handle.get(), &maxCount));
     std::vector<cudnnConvolutionBwdDataAlgoPerf_t> results(static_cast<size_t>(maxCount));
     KILN_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(
-        handle.get(), d.filter.get(), d.input.get(), d.convolution.get(), d.output.get(),
-        maxCount, &count, results.data()));
+        handle.get(), d.filter.get(), d.input.get(), d.convolution.get(), d.output.get(), maxCount,
+        &count, results.data()));
     return toCandidates(results, count);
   }
 
@@ -451,7 +451,8 @@ std::unique_ptr<ConvolutionPlan> ConvolutionPlan::create(const CudnnHandle& hand
   size_t bytes = 0;
   KILN_CUDNN_CHECK(ConvolutionPlanBuilder::queryWorkspace(handle, *plan, algorithm, &bytes));
   ConvolutionPlanBuilder::finish(
-      *plan, Candidate{algorithm, CUDNN_STATUS_SUCCESS, mathType, CUDNN_DETERMINISTIC, bytes, -1.0f},
+      *plan,
+      Candidate{algorithm, CUDNN_STATUS_SUCCESS, mathType, CUDNN_DETERMINISTIC, bytes, -1.0f},
       bytes);
   return plan;
 }
@@ -466,16 +467,17 @@ void convolution(const CudnnHandle& handle, const ConvolutionPlan& plan,
   }
   const size_t needed = plan.workspaceSize();
   if (workspace.bytes < needed || (needed > 0 && workspace.data == nullptr)) {
-    invalid(params, "the workspace has " + std::to_string(workspace.bytes) + " bytes; the plan needs " +
-                        std::to_string(needed) + " (ConvolutionPlan::workspaceSize)");
+    invalid(params, "the workspace has " + std::to_string(workspace.bytes) +
+                        " bytes; the plan needs " + std::to_string(needed) +
+                        " (ConvolutionPlan::workspaceSize)");
   }
   const ConvolutionPlan::Descriptors& d = *plan.descriptors_;
   const CudnnConvolutionGeometry& g = plan.geometry_;
   char* scratch = static_cast<char*>(workspace.data);
   const size_t cudnnWorkspaceBytes = plan.algorithm_.cudnnWorkspaceBytes;
-  void* cudnnWorkspace =
-      cudnnWorkspaceBytes > 0 ? scratch + (plan.scratchBytes_ ? alignUp(plan.scratchBytes_) : 0)
-                              : nullptr;
+  void* cudnnWorkspace = cudnnWorkspaceBytes > 0
+                             ? scratch + (plan.scratchBytes_ ? alignUp(plan.scratchBytes_) : 0)
+                             : nullptr;
   const float one = 1.0f;
   const float zero = 0.0f;
   handle.setStream(stream);
@@ -501,10 +503,13 @@ void convolution(const CudnnHandle& handle, const ConvolutionPlan& plan,
           d.output.get(), tensors.out, d.bias.get(), tensors.bias, d.activation.get(),
           d.output.get(), tensors.out);
       if (status == CUDNN_STATUS_SUCCESS) return;
-      if (status != CUDNN_STATUS_NOT_SUPPORTED) {
+      // cuDNN documents the fused call for fewer type and layout combinations than it runs
+      // unfused; a refusal (not supported, or parameters it rejects) comes before any work is
+      // enqueued, so run unfused from now on. Errors of the unfused calls are real errors.
+      const int category = CUDNN_STATUS_CATEGORY(status);
+      if (category != CUDNN_STATUS_NOT_SUPPORTED && category != CUDNN_STATUS_BAD_PARAM) {
         throwCudnnError(status, "cudnnConvolutionBiasActivationForward", __FILE__, __LINE__);
       }
-      // Refused before any work was enqueued: run unfused from now on.
       plan.fusionSupported_.store(false, std::memory_order_relaxed);
     }
     KILN_CUDNN_CHECK(cudnnConvolutionForward(handle.get(), &one, d.input.get(), input,

@@ -130,8 +130,8 @@ class ConvolutionPlan {
   // The plan that runs a given algorithm (one stored by an engine); throws CudaError when cuDNN
   // does not support it for these params.
   static std::unique_ptr<ConvolutionPlan> create(const CudnnHandle& handle,
-                                                 const ConvolutionParams& params,
-                                                 int algorithm, cudnnMathType_t mathType);
+                                                 const ConvolutionParams& params, int algorithm,
+                                                 cudnnMathType_t mathType);
 
   ~ConvolutionPlan();
   ConvolutionPlan(const ConvolutionPlan&) = delete;
@@ -180,8 +180,8 @@ class ConvolutionPlanCache {
   const ConvolutionPlan& select(const CudnnHandle& handle, const ConvolutionParams& params);
   // The cached autotuned plan of params, timed on first use (replacing a heuristic one).
   const ConvolutionPlan& autotune(const CudnnHandle& handle, const ConvolutionParams& params,
-                                  const ConvolutionTensors& tensors,
-                                  ConvolutionWorkspace workspace, cudaStream_t stream);
+                                  const ConvolutionTensors& tensors, ConvolutionWorkspace workspace,
+                                  cudaStream_t stream);
   // The cached plan of params, or null.
   const ConvolutionPlan* find(const ConvolutionParams& params) const;
   size_t size() const { return plans_.size(); }

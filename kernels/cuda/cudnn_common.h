@@ -11,10 +11,10 @@ namespace kiln::cuda_kernels {
 // Throws CudaError naming the call, the file, the status and cuDNN's last error message.
 void throwCudnnError(cudnnStatus_t status, const char* call, const char* file, int line);
 
-#define KILN_CUDNN_CHECK(call)                                                          \
-  do {                                                                                  \
-    cudnnStatus_t kiln_cudnn_status_ = (call);                                          \
-    if (kiln_cudnn_status_ != CUDNN_STATUS_SUCCESS)                                     \
+#define KILN_CUDNN_CHECK(call)                                                              \
+  do {                                                                                      \
+    cudnnStatus_t kiln_cudnn_status_ = (call);                                              \
+    if (kiln_cudnn_status_ != CUDNN_STATUS_SUCCESS)                                         \
       ::kiln::cuda_kernels::throwCudnnError(kiln_cudnn_status_, #call, __FILE__, __LINE__); \
   } while (0)
 
@@ -55,15 +55,15 @@ class CudnnDescriptor {
   Descriptor descriptor_ = nullptr;
 };
 
-using TensorDescriptor =
-    CudnnDescriptor<cudnnTensorDescriptor_t, cudnnCreateTensorDescriptor, cudnnDestroyTensorDescriptor>;
-using FilterDescriptor =
-    CudnnDescriptor<cudnnFilterDescriptor_t, cudnnCreateFilterDescriptor, cudnnDestroyFilterDescriptor>;
-using ConvolutionDescriptor = CudnnDescriptor<cudnnConvolutionDescriptor_t,
-                                              cudnnCreateConvolutionDescriptor,
-                                              cudnnDestroyConvolutionDescriptor>;
-using ActivationDescriptor = CudnnDescriptor<cudnnActivationDescriptor_t,
-                                             cudnnCreateActivationDescriptor,
-                                             cudnnDestroyActivationDescriptor>;
+using TensorDescriptor = CudnnDescriptor<cudnnTensorDescriptor_t, cudnnCreateTensorDescriptor,
+                                         cudnnDestroyTensorDescriptor>;
+using FilterDescriptor = CudnnDescriptor<cudnnFilterDescriptor_t, cudnnCreateFilterDescriptor,
+                                         cudnnDestroyFilterDescriptor>;
+using ConvolutionDescriptor =
+    CudnnDescriptor<cudnnConvolutionDescriptor_t, cudnnCreateConvolutionDescriptor,
+                    cudnnDestroyConvolutionDescriptor>;
+using ActivationDescriptor =
+    CudnnDescriptor<cudnnActivationDescriptor_t, cudnnCreateActivationDescriptor,
+                    cudnnDestroyActivationDescriptor>;
 
 }  // namespace kiln::cuda_kernels

@@ -8,7 +8,7 @@ from typing import Any, Literal
 import sympy
 import torch
 import torch.fx as fx
-from torch.export import Dim, ExportedProgram
+from torch.export import Dim, ExportedProgram, ShapesCollection
 from torch.export.graph_signature import InputKind, OutputKind
 from torch.fx.graph import _PyTreeCodeGen, _PyTreeInfo
 
@@ -292,14 +292,21 @@ def _module_device(module: torch.nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def _dynamic_shapes(inputs: list[tuple[Input, torch.Tensor | None]]) -> list[dict[int, Any] | None]:
-    """torch.export dims for the dynamic dims. ``Dim.DYNAMIC`` (not named Dims) lets export find
-    dims that must be equal (two inputs' batch dims) and still errors if a dim gets specialized."""
-    shapes = []
-    for spec, _ in inputs:
-        dims = {d: Dim.DYNAMIC(min=spec.min_shape[d], max=spec.max_shape[d]) for d in spec.dynamic_dims}
-        shapes.append(dims or None)
-    return shapes
+def _dynamic_shapes(
+    inputs: list[tuple[Input, torch.Tensor | None]], args: tuple[torch.Tensor, ...]
+) -> ShapesCollection | None:
+    """torch.export dims for the dynamic dims, keyed by example tensor (so any forward signature,
+    ``*args`` included, works). ``Dim.DYNAMIC`` (not named Dims) lets export find dims that must
+    be equal (two inputs' batch dims) and still errors if a dim gets specialized."""
+    shapes = ShapesCollection()
+    dynamic = False
+    for (spec, _), example in zip(inputs, args):
+        if spec.is_dynamic:
+            shapes[example] = {
+                d: Dim.DYNAMIC(min=spec.min_shape[d], max=spec.max_shape[d]) for d in spec.dynamic_dims
+            }
+            dynamic = True
+    return shapes if dynamic else None
 
 
 def _export(
@@ -308,7 +315,7 @@ def _export(
     device = _module_device(module)
     args = tuple(_export_example(spec, tensor, device) for spec, tensor in inputs)
     try:
-        exported = torch.export.export(module, args, dynamic_shapes=_dynamic_shapes(inputs))
+        exported = torch.export.export(module, args, dynamic_shapes=_dynamic_shapes(inputs, args))
     except Exception as error:
         raise RuntimeError(
             f"kiln.compile(ir='dynamo'): torch.export could not capture the module: {error}\n"

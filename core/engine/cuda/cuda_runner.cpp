@@ -10,6 +10,7 @@
 #include <utility>
 #include <variant>
 
+#include "core/engine/cuda/device.h"
 #include "core/engine/execution_context.h"
 #include "kernels/cuda/cast.h"
 #include "kernels/cuda/convolution.h"
@@ -520,6 +521,7 @@ StatusLayout layoutStatus(const EngineDefinition& definition) {
 
 CudaRunner::CudaRunner(std::shared_ptr<const Engine> engine, const ExecutionSettings& settings) {
   KILN_CHECK(engine != nullptr, "a CudaRunner needs an engine");
+  currentCudaDevice();  // a clear error when there is no GPU, before any CUDA call fails
   const EngineDefinition& definition = engine->definition();
   state_ = std::make_unique<State>(engine, settings, layoutStatus(definition));
   State& s = *state_;

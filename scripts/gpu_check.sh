@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Builds Kiln with CUDA on the GPU machine and runs the GPU checks: the C++ CUDA tests, the
+# GPU pytest suite and (with --bench ARGS...) the benchmark. Logs go to $OUT (default /tmp/kiln-out).
+#
+# The GPU machine has PyTorch in /opt/torch/.venv, cuDNN under its site-packages/nvidia, and no
+# GoogleTest package: GoogleTest's sources are carried in third_party/googletest.
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+OUT="${OUT:-/tmp/kiln-out}"
+mkdir -p "$OUT"
+PYTHON="${PYTHON:-/opt/torch/.venv/bin/python}"
+SITE="$("$PYTHON" -c 'import site; print(site.getsitepackages()[0])')"
+BUILD="${BUILD:-build/gpu}"
+export PATH="/usr/local/cuda/bin:$PATH"
+
+step() { echo "==> $* ($(date +%T))"; }
+
+step "configure"
+cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DKILN_CUDA=ON -DKILN_BUILD_TESTS=ON \
+  -DKILN_GTEST_SOURCE_DIR="$PWD/third_party/googletest" -DKILN_CUDNN_ROOT="$SITE/nvidia/cudnn" \
+  -DPython3_EXECUTABLE="$PYTHON" >"$OUT/configure.log" 2>&1 || { tail -30 "$OUT/configure.log"; exit 1; }
+step "build"
+cmake --build "$BUILD" -j16 >"$OUT/build.log" 2>&1 || { grep -E "error|FAILED" "$OUT/build.log" | head -40; exit 1; }
+
+# The package as pip would lay it out: py/kiln plus the built libraries.
+PKG="$BUILD/pkg"
+rm -rf "$PKG" && mkdir -p "$PKG" && cp -r py/kiln "$PKG/" && cp "$BUILD"/_C*.so "$BUILD"/libkiln_runtime.so "$PKG/kiln/"
+export PYTHONPATH="$PWD/$PKG${PYTHONPATH:+:$PYTHONPATH}"
+# cuDNN and cuBLAS of torch's pip packages, which the build linked against.
+export LD_LIBRARY_PATH="$SITE/nvidia/cudnn/lib:$SITE/nvidia/cublas/lib:${LD_LIBRARY_PATH:-}"
+
+if [ "${1:-}" = "--bench" ]; then
+  shift
+  step "benchmark $*"
+  "$PYTHON" bench/run.py --out "$OUT" "$@" 2>&1 | tee "$OUT/bench.log" | grep -v "^20" | tail -60
+  exit "${PIPESTATUS[0]}"
+fi
+
+status=0
+step "C++ tests"
+"$BUILD/kiln_core_tests" --gtest_brief=1 >"$OUT/ctest.log" 2>&1 || status=1
+grep -E "FAILED|PASSED|Failure|error" "$OUT/ctest.log" | head -60
+step "pytest (gpu)"
+"$PYTHON" -m pytest tests/py -m gpu -q -rs -p no:cacheprovider ${PYTEST_ARGS:-} >"$OUT/pytest_gpu.log" 2>&1 || status=1
+tail -25 "$OUT/pytest_gpu.log"
+exit $status
