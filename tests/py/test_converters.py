@@ -7,7 +7,8 @@ traces) with a few sets of sample inputs. Every case is compiled with
 reason, and the result must match eager float32.
 
 ``test_every_converter_is_exercised`` checks the table is complete: each op Kiln registers must
-appear in the graph that some case gives one of the front ends.
+appear in the graph that some case gives one of the front ends, or be listed in ``NOT_REACHABLE``
+with why none does.
 """
 
 from __future__ import annotations
@@ -405,8 +406,6 @@ def _cast_cases() -> list[Case]:
         Case("to_long", fn(lambda x: x.long()), ((lambda: torch.randn(3, 4) * 5,),)),
         Case("to_dtype_layout", fn(lambda x: x.to(dtype=torch.int64, device="cpu")), (((3, 4),),)),
         Case("to_other", layer(ToOther), (((3, 4), ints(2)),)),
-        Case("to_prim_dtype", fn(lambda x: torch.ops.aten.to.prim_dtype(x, 3)), (((3, 4),),),
-             xfail={"dynamo": "aten::to.prim_dtype is a TorchScript-only overload; torch.export cannot trace it"}),
         Case("type_as", fn(lambda x, y: x.type_as(y) + y), ((ints(3, 4), (3, 4)),)),
     ]
 
@@ -452,7 +451,6 @@ def _shape_cases() -> list[Case]:
         Case("split", fn(lambda x: x.split(2, dim=1)), (((2, 5, 3),),)),
         Case("split_sizes", fn(lambda x: x.split([1, 4], dim=1)), (((2, 5, 3),),)),
         Case("split_sizes_scripted", layer(SplitSizes), (((2, 5, 3),),)),
-        Case("split_int_list", fn(lambda x: torch.ops.aten.split(x, [2, 3], 1)), (((2, 5, 3),),)),
         Case("_unsafe_view", fn(lambda x: torch.ops.aten._unsafe_view(x * 2, [6, 4])), (((2, 3, 4),),)),
         Case("split_with_sizes", fn(lambda x: torch.split_with_sizes(x, [2, 1], -1)), (((2, 5, 3),),)),
         Case("chunk", fn(lambda x: x.chunk(3, 0)), (((7, 2),),)),
@@ -649,6 +647,17 @@ CASES: list[Case] = [
                    (((1, 2, 6, 8),) * 3, ((4, 2, 6, 8),) * 3))),
 ]
 
+# Registered ops that no case could make either front end produce in torch 2.11 (scripting and
+# tracing resolve these calls to other overloads; torch.export decomposes them). Their converters
+# are not exercised here.
+NOT_REACHABLE: dict[str, str] = {
+    "aten::split": "x.split([...]) scripts to aten::split.sizes and exports to split_with_sizes",
+    "aten::to.dtype_layout": "x.to(dtype=..., device=...) traces to aten::to.device",
+    "aten::to.prim_dtype": "torch.ops.aten.to.prim_dtype traces to aten::to.dtype and exports "
+    "to _to_copy",
+}
+
+
 # -- running the table -------------------------------------------------------------------------
 
 
@@ -760,5 +769,9 @@ def test_every_converter_is_exercised() -> None:
                 for front_end, ops_of in (("ts", _ts_ops), ("dynamo", _dynamo_ops)):
                     if front_end not in case.xfail:
                         seen |= ops_of(module, inputs)
-    missing = sorted(registered - seen)
+    missing = sorted(registered - seen - set(NOT_REACHABLE))
     assert not missing, f"converters no case exercises (add a case to CASES): {missing}"
+    reachable = sorted(set(NOT_REACHABLE) & seen)
+    assert not reachable, f"NOT_REACHABLE ops that a case does exercise (remove them): {reachable}"
+    stale = sorted(set(NOT_REACHABLE) - registered)
+    assert not stale, f"NOT_REACHABLE names ops Kiln does not register: {stale}"

@@ -5,6 +5,8 @@
 #include <iostream>
 #include <list>
 #include <map>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -160,6 +162,21 @@ class DeviceWeights : public EngineBackendState {
     }
   }
   void* data(int32_t tensor) const { return memory_.data() + offsets_.at(tensor); }
+
+  // The convolution algorithm timed for a shape, shared by every context of the engine so that
+  // all of them compute the same bits. The first choice recorded for a shape is kept and
+  // returned.
+  std::optional<ck::ConvolutionAlgorithm> convolutionChoice(const std::string& shape) const {
+    std::lock_guard<std::mutex> lock(choicesMutex_);
+    auto found = convolutionChoices_.find(shape);
+    if (found == convolutionChoices_.end()) return std::nullopt;
+    return found->second;
+  }
+  ck::ConvolutionAlgorithm rememberConvolutionChoice(const std::string& shape,
+                                                     const ck::ConvolutionAlgorithm& choice) const {
+    std::lock_guard<std::mutex> lock(choicesMutex_);
+    return convolutionChoices_.emplace(shape, choice).first->second;
+  }
   int device() const { return device_; }
   size_t bytes() const { return memory_.bytes(); }
 
@@ -167,6 +184,8 @@ class DeviceWeights : public EngineBackendState {
   std::vector<int64_t> offsets_;
   DeviceMemory memory_;
   int device_ = 0;
+  mutable std::mutex choicesMutex_;
+  mutable std::map<std::string, ck::ConvolutionAlgorithm> convolutionChoices_;
 };
 
 ck::ScalarType toScalarType(DataType type) {
@@ -466,7 +485,7 @@ struct CudaRunner::State {
   ck::CublasLtHandle cublasLt;
   ck::GemmPlanCache gemmPlans;
   ck::CudnnHandle cudnn;
-  ck::ConvolutionPlanCache convolutionPlans;
+  std::map<std::string, std::unique_ptr<ck::ConvolutionPlan>> convolutionPlans;  // by shape
 
   // CUDA graphs: inputs and outputs of graph runs pass through these context buffers.
   std::vector<DeviceMemory> stagedInputs;
@@ -673,12 +692,27 @@ void CudaRunner::State::runLayer(size_t index, const EngineLayer& layer, cudaStr
               convolutionParams(p, std::is_same_v<P, DeconvolutionParams>, x, y);
           const ck::ConvolutionTensors tensors{x.data, requiredInput(in, 1, "weight").data,
                                                optionalData(in, 2), y.data};
-          const ck::ConvolutionPlan* plan = convolutionPlans.find(params);
-          if (plan == nullptr) {
-            // First sight of this shape: time cuDNN's algorithms on the real buffers.
-            plan = &convolutionPlans.autotune(cudnn, params, tensors, convolutionWorkspace,
-                                              stream);
+          const std::string shape = ck::describe(params);
+          auto found = convolutionPlans.find(shape);
+          if (found == convolutionPlans.end()) {
+            std::unique_ptr<ck::ConvolutionPlan> plan;
+            if (auto choice = weights->convolutionChoice(shape)) {
+              plan = ck::ConvolutionPlan::create(cudnn, params, choice->algorithm, choice->mathType);
+            } else {
+              // First sight of this shape: time cuDNN's algorithms on the real buffers.
+              plan = ck::ConvolutionPlan::autotune(cudnn, params, tensors, convolutionWorkspace,
+                                                   stream);
+              const ck::ConvolutionAlgorithm kept =
+                  weights->rememberConvolutionChoice(shape, plan->algorithm());
+              if (kept.algorithm != plan->algorithm().algorithm ||
+                  kept.mathType != plan->algorithm().mathType) {
+                // Another context timed this shape first; use its choice.
+                plan = ck::ConvolutionPlan::create(cudnn, params, kept.algorithm, kept.mathType);
+              }
+            }
+            found = convolutionPlans.emplace(shape, std::move(plan)).first;
           }
+          const ck::ConvolutionPlan* plan = found->second.get();
           ck::convolution(cudnn, *plan, tensors, convolutionWorkspace, stream);
         } else if constexpr (std::is_same_v<P, MatMulParams>) {
           const DeviceView& a = requiredInput(in, 0, "a");
