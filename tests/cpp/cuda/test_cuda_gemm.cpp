@@ -240,7 +240,7 @@ TEST_F(CudaGemm, MatMulBatchedAndBroadcast) {
     checkMatMul({17, 33}, {4, 33, 29}, false, false, dtype);           // a shared (stride 0)
     checkMatMul({1, 5, 8, 16}, {3, 1, 16, 8}, false, false, dtype);    // looped + strided
     checkMatMul({2, 1, 4, 6}, {3, 5, 6}, false, true, dtype);          // rank mismatch
-    checkMatMul({2, 1, 3, 1, 4, 6}, {1, 2, 1, 2, 6, 5}, true, false, dtype);  // alternating
+    checkMatMul({2, 1, 3, 1, 6, 4}, {1, 2, 1, 2, 6, 5}, true, false, dtype);  // alternating
   }
 }
 
