@@ -8,6 +8,11 @@
 #include <torch/csrc/jit/python/pybind_utils.h>
 #include <torch/csrc/utils/pybind.h>
 
+#include <execinfo.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -136,7 +141,29 @@ py::dict toDict(const CompileSummary& summary) {
 }  // namespace
 }  // namespace kiln
 
+namespace kiln {
+namespace {
+
+// KILN_NATIVE_BACKTRACE=1: a crash in native code prints its C++ stack (Python's faulthandler
+// shows only Python frames), for debugging on machines without a debugger.
+void printNativeBacktrace(int signal) {
+  void* frames[64];
+  const int count = backtrace(frames, 64);
+  const char header[] = "kiln: fatal signal; native backtrace:\n";
+  (void)!write(STDERR_FILENO, header, sizeof(header) - 1);
+  backtrace_symbols_fd(frames, count, STDERR_FILENO);
+  std::signal(signal, SIG_DFL);
+  std::raise(signal);
+}
+
+}  // namespace
+}  // namespace kiln
+
 PYBIND11_MODULE(_C, m) {
+  if (const char* flag = std::getenv("KILN_NATIVE_BACKTRACE"); flag && std::string(flag) == "1") {
+    std::signal(SIGSEGV, kiln::printNativeBacktrace);
+    std::signal(SIGABRT, kiln::printNativeBacktrace);
+  }
   using kiln::OpGraph;
   using kiln::OpNode;
   using kiln::OpValue;
