@@ -36,7 +36,7 @@ cmake_is_recent() {
   command -v cmake >/dev/null 2>&1 || return 1
   local version
   version="$(cmake --version | head -n 1 | awk '{print $3}')"
-  [ "$(printf '%s\n' 3.22 "$version" | sort -V | head -n 1)" = 3.22 ]
+  [ "$(printf '%s\n' 3.24 "$version" | sort -V | head -n 1)" = 3.24 ]
 }
 
 python_headers_present() {
