@@ -52,6 +52,18 @@ bool readsShapeOnly(const std::string& kind) {
   return kind == "aten::size" || kind == "aten::dim" || kind == "aten::numel";
 }
 
+// An op returning Tensor[] that one prim::ListUnpack takes apart (aten::split, chunk, unbind):
+// imported as one node whose outputs are the pieces, as the FX front end sees it.
+torch::jit::Node* absorbedListUnpack(const torch::jit::Node* node) {
+  if (node->outputs().size() != 1 || node->kind() == c10::prim::ListConstruct) return nullptr;
+  const Value* list = node->output();
+  if (!list->type()->isSubtypeOf(*c10::ListType::ofTensors()) || list->uses().size() != 1) {
+    return nullptr;
+  }
+  Node* user = list->uses()[0].user;
+  return user->kind() == c10::prim::ListUnpack ? user : nullptr;
+}
+
 SymInt symIntOf(int64_t atMin, int64_t atOpt, int64_t atMax) {
   if (atMin == atOpt && atOpt == atMax) return SymInt::of(atOpt);
   SymInt s;
@@ -187,12 +199,16 @@ class Importer {
 
   TorchScriptImport run() {
     addGraphInputs();
+    std::unordered_set<const Node*> absorbed;
     for (Node* node : graph_->nodes()) {
+      if (absorbed.count(node)) continue;
       if (node->kind() == c10::prim::Constant) {
         addConstant(node->output());
-      } else {
-        addNode(node);
+        continue;
       }
+      Node* unpack = absorbedListUnpack(node);
+      if (unpack) absorbed.insert(unpack);
+      addNode(node, unpack);
     }
     for (Value* output : graph_->outputs()) result_.graph.addOutput(ids_.at(output));
     return std::move(result_);
@@ -261,7 +277,8 @@ class Importer {
     return derived;
   }
 
-  void addNode(Node* node) {
+  // `unpack`, when given, takes the node's Tensor[] apart: its outputs become the node's.
+  void addNode(Node* node, Node* unpack) {
     OpNode opNode;
     opNode.op = node->kind().toQualString();
     if (const c10::FunctionSchema* schema = node->maybeSchema()) {
@@ -286,8 +303,14 @@ class Importer {
         }
       }
     }
-    for (Value* output : node->outputs()) {
-      opNode.outputs.push_back(add(output, describeOutput(node, output)));
+    if (unpack) {
+      for (Value* output : unpack->outputs()) {
+        opNode.outputs.push_back(add(output, describeOutput(unpack, output)));
+      }
+    } else {
+      for (Value* output : node->outputs()) {
+        opNode.outputs.push_back(add(output, describeOutput(node, output)));
+      }
     }
     result_.nodes.push_back(node);
     int id = result_.graph.addNode(std::move(opNode));
@@ -406,6 +429,12 @@ torch::jit::Module rewriteTorchScript(
       Node* node = import.nodes.at(static_cast<size_t>(item.index));
       Node* cloned = graph->appendNode(graph->createClone(node, lookup));
       for (size_t i = 0; i < node->outputs().size(); ++i) env[node->output(i)] = cloned->output(i);
+      if (Node* unpack = absorbedListUnpack(node)) {
+        Node* clonedUnpack = graph->appendNode(graph->createClone(unpack, lookup));
+        for (size_t i = 0; i < unpack->outputs().size(); ++i) {
+          env[unpack->output(i)] = clonedUnpack->output(i);
+        }
+      }
       continue;
     }
     const Segment& segment = partition.segments.at(static_cast<size_t>(item.index));

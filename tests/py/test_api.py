@@ -106,11 +106,10 @@ INPUTS = [kiln.Input(shape=(1, 3, 8, 8))]
         ({"inputs": None}, ValueError, "needs `inputs`"),
         ({"inputs": [(1, 3, 8, 8)]}, TypeError, r"inputs\[0\]"),
         ({"inputs": "x"}, TypeError, "list of kiln.Input"),
-        ({"enabled_precisions": {torch.float16}}, NotImplementedError, "CUDA backend"),
-        ({"enabled_precisions": {torch.float32, torch.bfloat16}}, NotImplementedError, "reduced precision"),
+        ({"enabled_precisions": {torch.float16}}, ValueError, r"inputs\[0\] is torch.float32, which enabled_precisions"),
+        ({"enabled_precisions": {torch.float32, torch.int8}}, NotImplementedError, "int8 with calibration"),
         ({"enabled_precisions": {"fp32"}}, TypeError, "torch.dtype"),
-        ({"device": "cuda"}, NotImplementedError, "CUDA backend is not available yet"),
-        ({"device": torch.device("cuda", 0)}, NotImplementedError, "CUDA backend"),
+        ({"enabled_precisions": set()}, ValueError, "enabled_precisions is empty"),
         ({"device": "meta"}, ValueError, "not on 'meta'"),
         ({"device": "gpu0"}, ValueError, "not a valid torch device"),
         ({"min_block_size": 0}, ValueError, "at least 1"),
@@ -126,6 +125,15 @@ def test_compile_argument_errors(net, ir, kwargs, error, message):
     kwargs = {"ir": ir, "inputs": INPUTS, **kwargs}
     with pytest.raises(error, match=message):
         kiln.compile(net, **kwargs)
+
+
+@pytest.mark.skipif(
+    kiln._C.has_cuda() and torch.cuda.is_available(), reason="CUDA engines can be built here"
+)
+@pytest.mark.parametrize("device", ["cuda", torch.device("cuda", 0)])
+def test_compile_for_cuda_without_cuda_is_refused(net, device):
+    with pytest.raises(RuntimeError, match="built without CUDA|PyTorch sees no CUDA device"):
+        kiln.compile(net, inputs=INPUTS, device=device)
 
 
 def test_compile_rejects_non_modules():
