@@ -1,7 +1,5 @@
 #include "lowering/compile.h"
 
-#include <set>
-
 #include "converters/conversion.h"
 #include "converters/registry.h"
 #include "core/builder/builder.h"
@@ -26,17 +24,6 @@ c10::intrusive_ptr<EngineHolder> buildSegmentEngine(const OpGraph& graph, const 
   }
 }
 
-namespace {
-
-// Nodes that only pack or unpack values; they are not counted as ops left to PyTorch.
-bool isPlumbing(const std::string& op) {
-  static const std::set<std::string> plumbing = {
-      "prim::ListConstruct", "prim::ListUnpack", "prim::TupleConstruct", "prim::TupleUnpack",
-      "prim::GetAttr",       "prim::Constant",   "getitem"};
-  return plumbing.count(op) > 0;
-}
-
-}  // namespace
 
 CompileSummary summarize(const OpGraph& graph, const Partition& partition) {
   CompileSummary summary;

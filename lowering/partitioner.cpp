@@ -4,11 +4,20 @@
 #include <deque>
 #include <numeric>
 #include <queue>
+#include <set>
 
 #include "converters/registry.h"
 #include "core/ir/types.h"
 
 namespace kiln {
+
+bool isPlumbing(const std::string& op) {
+  static const std::set<std::string> plumbing = {
+      "prim::ListConstruct", "prim::ListUnpack", "prim::TupleConstruct", "prim::TupleUnpack",
+      "prim::GetAttr",       "prim::Constant",   "getitem"};
+  return plumbing.count(op) > 0;
+}
+
 namespace {
 
 // Producer nodes of the given values (lists expanded into their elements).
@@ -289,12 +298,15 @@ class Partitioner {
   }
 
   void checkFullCompilation(const Partition& result) {
-    if (result.fallbackReasons.empty()) return;
     std::string list;
+    size_t count = 0;
     for (const auto& [n, reason] : result.fallbackReasons) {
+      if (isPlumbing(graph_.node(n).op)) continue;
       list += concat("\n  ", graph_.node(n).qualifiedName(), ": ", reason);
+      ++count;
     }
-    throw Error(concat("require_full_compilation=True, but ", result.fallbackReasons.size(),
+    if (count == 0) return;
+    throw Error(concat("require_full_compilation=True, but ", count,
                        " op(s) would run in PyTorch:", list,
                        "\nRemove these ops from the model, or compile with "
                        "require_full_compilation=False to let them fall back."));

@@ -45,4 +45,8 @@ struct Partition {
 Partition partition(const OpGraph& graph, const PartitionSettings& settings,
                     const ConverterRegistry& registry);
 
+// Nodes that only pack or unpack values (lists, tuples, attributes): they run in PyTorch at no
+// cost and are not counted as ops left to PyTorch.
+bool isPlumbing(const std::string& op);
+
 }  // namespace kiln
