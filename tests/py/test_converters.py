@@ -27,6 +27,7 @@ import kiln
 from kiln.fx_partition import decomposition_table
 
 FRONT_ENDS = ("ts", "dynamo")
+aten = torch.ops.aten
 
 # An input of a case: a shape (float32 randn) or a function returning the tensor.
 ArgSpec = tuple[int, ...] | Callable[[], torch.Tensor]
@@ -128,6 +129,16 @@ class InPlaceScalars(nn.Module):
         y *= 2
         y /= 3
         return y.div_(2.0, rounding_mode="floor")
+
+
+class BitwiseTensor(nn.Module):
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return (x & y) | (x ^ y)
+
+
+class BitwiseScalar(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ((x & 6) | 1) ^ 3
 
 
 class SplitSizes(nn.Module):
@@ -370,6 +381,15 @@ def _elementwise_cases() -> list[Case]:
                              ("gt", torch.gt), ("ge", torch.ge)]
         ],
         Case("compare_eq_exact", fn(lambda x: torch.eq(x, 1)), ((ints(3, 4, low=0, high=3),),)),
+        Case("bitwise_tensor_scripted", layer(BitwiseTensor), ((bools(3, 4), bools(3, 4)), (ints(3, 4), ints(4)))),
+        Case("bitwise_scalar_scripted", layer(BitwiseScalar), ((ints(3, 4, low=-9, high=9),),)),
+        Case("bitwise_scalar_overloads",
+             fn(lambda x: aten.bitwise_xor.Scalar(aten.bitwise_or.Scalar(aten.bitwise_and.Scalar(x, 6), 1), 3)),
+             ((ints(3, 4, low=-9, high=9),),)),
+        *[
+            Case(f"bitwise_{name}", fn(op), ((ints(3, 4, dtype=torch.int32), ints(3, 4, dtype=torch.int32)),))
+            for name, op in [("and", torch.bitwise_and), ("or", torch.bitwise_or), ("xor", torch.bitwise_xor)]
+        ],
         *[
             Case(f"logical_{name}", fn(op), ((bools(3, 4), bools(3, 4)), ((3, 4), bools(4,))))
             for name, op in [("and", torch.logical_and), ("or", torch.logical_or), ("xor", torch.logical_xor)]
