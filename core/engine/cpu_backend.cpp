@@ -6,6 +6,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "core/engine/layer_dims.h"
 #include "kernels/cpu/cast.h"
 #include "kernels/cpu/convolution.h"
 #include "kernels/cpu/data_movement.h"
@@ -79,26 +80,6 @@ float* floatOutput(const Outputs& outputs) {
              "the output must be a floating-point tensor for this layer on the CPU backend, got ",
              toString(outputs[0].dtype));
   return static_cast<float*>(outputs[0].data);
-}
-
-int64_t normalizeAxis(int64_t axis, size_t rank, const char* what) {
-  const int64_t signedRank = static_cast<int64_t>(rank);
-  KILN_CHECK(axis >= -signedRank && axis < std::max<int64_t>(signedRank, 1), what, " ", axis,
-             " is out of range for rank ", rank);
-  return axis < 0 ? axis + signedRank : axis;
-}
-
-// A per-spatial-dim parameter, or `fill` for every dim when the converter left it empty.
-Dims orDefault(const Dims& values, size_t rank, int64_t fill) {
-  return values.empty() ? Dims(rank, fill) : values;
-}
-
-Dims spatialDims(const Dims& dims) { return Dims(dims.begin() + 2, dims.end()); }
-
-Dims alignToRank(const Dims& dims, size_t rank) {
-  Dims aligned(rank - dims.size(), 1);
-  aligned.insert(aligned.end(), dims.begin(), dims.end());
-  return aligned;
 }
 
 template <typename ConvParams>

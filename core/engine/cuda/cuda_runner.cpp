@@ -14,6 +14,7 @@
 
 #include "core/engine/cuda/device.h"
 #include "core/engine/execution_context.h"
+#include "core/engine/layer_dims.h"
 #include "kernels/cuda/cast.h"
 #include "kernels/cuda/convolution.h"
 #include "kernels/cuda/data_movement.h"
@@ -228,25 +229,6 @@ const DeviceView& requiredInput(const Inputs& inputs, size_t index, const char* 
 
 const void* optionalData(const Inputs& inputs, size_t index) {
   return index < inputs.size() && inputs[index] ? inputs[index]->data : nullptr;
-}
-
-int64_t normalizeAxis(int64_t axis, size_t rank, const char* what) {
-  const int64_t signedRank = static_cast<int64_t>(rank);
-  KILN_CHECK(axis >= -signedRank && axis < std::max<int64_t>(signedRank, 1), what, " ", axis,
-             " is out of range for rank ", rank);
-  return axis < 0 ? axis + signedRank : axis;
-}
-
-Dims orDefault(const Dims& values, size_t rank, int64_t fill) {
-  return values.empty() ? Dims(rank, fill) : values;
-}
-
-Dims spatialDims(const Dims& dims) { return Dims(dims.begin() + 2, dims.end()); }
-
-Dims alignToRank(const Dims& dims, size_t rank) {
-  Dims aligned(rank - dims.size(), 1);
-  aligned.insert(aligned.end(), dims.begin(), dims.end());
-  return aligned;
 }
 
 ck::BinaryOp toBinaryOp(ElementwiseOp op) {
