@@ -1,6 +1,6 @@
-// dtype conversions: to.dtype, to.dtype_layout, to.other, to.prim_dtype, _to_copy, type_as.
+// dtype conversions: the overloads of `to`, _to_copy and type_as.
 // The target dtype is the one torch recorded for the output; a conversion that moves the tensor
-// to another device or layout stays in PyTorch.
+// to another device than the engine's, or to another layout, stays in PyTorch.
 #include "converters/families.h"
 #include "converters/helpers.h"
 
@@ -11,11 +11,22 @@ void convertCast(ConversionContext& ctx, const NodeArgs& args) {
   ctx.setOutput(args, 0, castTo(ctx, ctx.tensor(args, "self"), outputDataType(args)));
 }
 
-// A device argument must be absent: the converter cannot tell whether it names the device the
-// engine will run on, and an engine's outputs always live there.
-std::string checkNoDeviceOrLayout(const NodeArgs& args) {
-  if (args.has("device") && !args.isNone("device")) {
-    return "names a device, which may differ from the engine's; device moves stay in PyTorch";
+// A device argument must name the device the engine runs on (the graph's device): an engine's
+// outputs always live there, so a move to another device stays in PyTorch. "cuda" without an
+// index means the current device, which is the one the engine is built for.
+bool namesGraphDevice(const NodeArgs& args) {
+  if (!args.isConstant("device")) return false;
+  const c10::IValue& constant = *args.value("device").constant;
+  const c10::Device named =
+      constant.isString() ? c10::Device(constant.toStringRef()) : constant.toDevice();
+  const c10::Device& engine = args.graph().device();
+  return named.type() == engine.type() &&
+         (!named.has_index() || !engine.has_index() || named.index() == engine.index());
+}
+
+std::string checkSameDeviceAndStrided(const NodeArgs& args) {
+  if (args.has("device") && !args.isNone("device") && !namesGraphDevice(args)) {
+    return "moves the tensor to another device than the engine's; device moves stay in PyTorch";
   }
   if (args.has("layout") && !args.isNone("layout") &&
       args.getInt("layout") != static_cast<int64_t>(c10::Layout::Strided)) {
@@ -34,7 +45,14 @@ void registerCastConverters(ConverterRegistry& registry) {
                 "layout=None, Device? device=None, bool? pin_memory=None, bool "
                 "non_blocking=False, bool copy=False, MemoryFormat? memory_format=None) -> "
                 "Tensor(a)",
-                convertCast, checkNoDeviceOrLayout});
+                convertCast, checkSameDeviceAndStrided});
+  registry.add({"aten::to.device(Tensor(a) self, Device device, ScalarType dtype, bool "
+                "non_blocking=False, bool copy=False, MemoryFormat? memory_format=None) -> "
+                "Tensor(a)",
+                convertCast, checkSameDeviceAndStrided});
+  registry.add({"aten::to.prim_Device(Tensor(a) self, Device? device, int? dtype=None, bool "
+                "non_blocking=False, bool copy=False) -> Tensor(b|a)",
+                convertCast, checkSameDeviceAndStrided});
   registry.add({"aten::to.other(Tensor(a) self, Tensor other, bool non_blocking=False, bool "
                 "copy=False, MemoryFormat? memory_format=None) -> Tensor(a)",
                 convertCast, nullptr});
@@ -44,7 +62,7 @@ void registerCastConverters(ConverterRegistry& registry) {
   registry.add({"aten::_to_copy(Tensor self, *, ScalarType? dtype=None, Layout? layout=None, "
                 "Device? device=None, bool? pin_memory=None, bool non_blocking=False, "
                 "MemoryFormat? memory_format=None) -> Tensor",
-                convertCast, checkNoDeviceOrLayout});
+                convertCast, checkSameDeviceAndStrided});
   registry.add({"aten::type_as(Tensor self, Tensor other) -> Tensor", convertCast, nullptr});
 }
 

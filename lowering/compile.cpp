@@ -1,10 +1,17 @@
 #include "lowering/compile.h"
 
+#include <c10/core/impl/DeviceGuardImplInterface.h>
+
 #include "converters/conversion.h"
 #include "converters/registry.h"
 #include "core/builder/builder.h"
 
 namespace kiln {
+
+c10::Device engineDevice(Backend backend) {
+  if (backend == Backend::kCpu) return c10::Device(c10::kCPU);
+  return c10::impl::getDeviceGuardImpl(c10::kCUDA)->getDevice();
+}
 
 c10::intrusive_ptr<EngineHolder> buildSegmentEngine(const OpGraph& graph, const Segment& segment,
                                                     const std::string& name, Backend backend,
@@ -23,7 +30,6 @@ c10::intrusive_ptr<EngineHolder> buildSegmentEngine(const OpGraph& graph, const 
                        " ops) failed: ", error.what()));
   }
 }
-
 
 CompileSummary summarize(const OpGraph& graph, const Partition& partition) {
   CompileSummary summary;
@@ -50,6 +56,7 @@ std::pair<torch::jit::Module, CompileSummary> compileTorchScript(
   }
   torch::jit::Module lowered = lowerTorchScript(module);
   TorchScriptImport import = importTorchScript(lowered, inputs);
+  import.graph.setDevice(engineDevice(settings.backend));
   Partition partition = kiln::partition(import.graph, settings.partition, ConverterRegistry::global());
   std::vector<c10::intrusive_ptr<EngineHolder>> engines;
   for (size_t i = 0; i < partition.segments.size(); ++i) {

@@ -20,6 +20,10 @@ struct CompileSettings {
   bool debug = false;
 };
 
+// The torch device an engine built now for `backend` runs on: the CPU, or the current CUDA
+// device (engines are built for, and run on, the device current at build time).
+c10::Device engineDevice(Backend backend);
+
 // Converts a segment to a Network and builds its engine. Throws Error naming the segment.
 c10::intrusive_ptr<EngineHolder> buildSegmentEngine(const OpGraph& graph, const Segment& segment,
                                                     const std::string& name, Backend backend,

@@ -10,6 +10,7 @@
 
 #include <ATen/core/function_schema.h>
 #include <ATen/core/ivalue.h>
+#include <c10/core/Device.h>
 
 #include <memory>
 #include <optional>
@@ -94,6 +95,10 @@ class OpGraph {
   size_t numNodes() const { return nodes_.size(); }  // node ids are in topological order
   const std::vector<int>& inputs() const { return inputs_; }
   const std::vector<int>& outputs() const { return outputs_; }
+  // The device the graph's engines run on, where their inputs and outputs live. Capability
+  // checks compare device arguments (`x.to(device=...)`) with it.
+  const c10::Device& device() const { return device_; }
+  void setDevice(c10::Device device) { device_ = device; }
 
   // True for a value known at build time: a constant, a shape int, or a list of such.
   bool isStatic(int value) const;
@@ -111,6 +116,7 @@ class OpGraph {
   std::vector<OpNode> nodes_;
   std::vector<int> inputs_;
   std::vector<int> outputs_;
+  c10::Device device_ = c10::Device(c10::kCPU);
 };
 
 }  // namespace kiln

@@ -238,6 +238,7 @@ def compile_graph(
     Its compile summary is logged and attached (kiln.summary).
     """
     imported = import_graph(gm, constants, ranges)
+    imported.graph.device = _C.engine_device(settings.backend)
     partition = _C.partition(
         imported.graph,
         settings.min_block_size,

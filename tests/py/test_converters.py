@@ -425,6 +425,8 @@ def _cast_cases() -> list[Case]:
         Case("to_bool", fn(lambda x: x.bool()), (((3, 4),), (ints(3, 4, low=0, high=2),))),
         Case("to_long", fn(lambda x: x.long()), ((lambda: torch.randn(3, 4) * 5,),)),
         Case("to_dtype_layout", fn(lambda x: x.to(dtype=torch.int64, device="cpu")), (((3, 4),),)),
+        Case("to_device_dtype", fn(lambda x: x.to("cpu", torch.int64)), (((3, 4),),)),
+        Case("to_device", fn(lambda x: x.to("cpu") * 2.0), (((3, 4),),)),
         Case("to_other", layer(ToOther), (((3, 4), ints(2)),)),
         Case("type_as", fn(lambda x, y: x.type_as(y) + y), ((ints(3, 4), (3, 4)),)),
     ]

@@ -182,3 +182,44 @@ def test_torch_compile_torch_executed_ops_and_full_compilation():
     with pytest.raises(Exception, match="kiln_test::scale_shift"), torch.no_grad():
         strict(x)
     torch._dynamo.reset()
+
+
+def _to_copy_graph(target: torch.device, engine: torch.device) -> "kiln._C.OpGraph":
+    """x -> aten::_to_copy(x, device=target) -> relu, on a graph whose engines run on ``engine``."""
+    from kiln import _C
+
+    graph = _C.OpGraph()
+    graph.device = engine
+    x = graph.add_tensor_value("x", torch.float32, [(3, 3, 3, ""), (4, 4, 4, "")])
+    graph.add_input(x)
+    args = [graph.add_constant_value(f"arg{i}", v) for i, v in enumerate([None, None, target])]
+    flags = [graph.add_constant_value(f"flag{i}", v) for i, v in enumerate([None, False, None])]
+    moved = graph.add_tensor_value("moved", torch.float32, [(3, 3, 3, ""), (4, 4, 4, "")])
+    graph.add_node(str(torch.ops.aten._to_copy.default._schema), [x, *args, *flags], [moved])
+    out = graph.add_tensor_value("out", torch.float32, [(3, 3, 3, ""), (4, 4, 4, "")])
+    graph.add_node(str(torch.ops.aten.relu.default._schema), [moved], [out])
+    graph.add_output(out)
+    return graph
+
+
+@pytest.mark.parametrize(
+    "target, engine",
+    [("cpu", "cpu"), ("cuda", "cuda:1"), ("cuda:1", "cuda:1")],
+)
+def test_move_to_the_engines_device_converts(target, engine):
+    graph = _to_copy_graph(torch.device(target), torch.device(engine))
+    partition = kiln._C.partition(graph, 1, [], True)
+    assert partition.fallback_reasons == {}
+    assert len(partition.segments) == 1
+
+
+@pytest.mark.parametrize(
+    "target, engine",
+    [("cuda", "cpu"), ("cpu", "cuda:0"), ("cuda:0", "cuda:1"), ("meta", "cpu")],
+)
+def test_move_to_another_device_stays_in_torch(target, engine):
+    graph = _to_copy_graph(torch.device(target), torch.device(engine))
+    partition = kiln._C.partition(graph, 1, [], False)
+    assert list(partition.fallback_reasons.values()) == [
+        "moves the tensor to another device than the engine's; device moves stay in PyTorch"
+    ]

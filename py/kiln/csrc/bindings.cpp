@@ -172,6 +172,9 @@ PYBIND11_MODULE(_C, m) {
 
   py::class_<OpGraph>(m, "OpGraph")
       .def(py::init<>())
+      .def_property(
+          "device", [](const OpGraph& g) { return g.device(); },
+          [](OpGraph& g, c10::Device device) { g.setDevice(device); })
       .def("add_tensor_value",
            [](OpGraph& g, const std::string& name, py::handle dtype, const py::list& shape) {
              OpValue v;
@@ -322,6 +325,10 @@ PYBIND11_MODULE(_C, m) {
       py::arg("module"), py::arg("input_specs"), py::arg("min_block_size"),
       py::arg("torch_executed_ops"), py::arg("require_full_compilation"), py::arg("backend"),
       py::arg("debug"));
+
+  m.def("engine_device",
+        [](const std::string& backend) { return kiln::engineDevice(kiln::toBackend(backend)); },
+        py::arg("backend"));
 
   m.def("supported_ops", [] { return kiln::ConverterRegistry::global().schemas(); });
   m.def("has_cuda", [] {
