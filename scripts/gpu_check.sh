@@ -10,13 +10,17 @@ OUT="${OUT:-/tmp/kiln-out}"
 mkdir -p "$OUT"
 PYTHON="${PYTHON:-/opt/torch/.venv/bin/python}"
 SITE="$("$PYTHON" -c 'import site; print(site.getsitepackages()[0])')"
-BUILD="${BUILD:-build/gpu}"
+BUILD="${BUILD:-build/gpu-gxx}"
 export PATH="/usr/local/cuda/bin:$PATH"
+# The GPU machine's CXX (/opt/gcc/bin/g++) has only a static libstdc++, which Kiln's CMake refuses
+# (torch's libstdc++.so must be the only one): the system g++ has the shared one.
+CXX_COMPILER="${KILN_CXX:-/usr/bin/g++}"
 
 step() { echo "==> $* ($(date +%T))"; }
 
 step "configure"
 cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DKILN_CUDA=ON -DKILN_BUILD_TESTS=ON \
+  -DCMAKE_CXX_COMPILER="$CXX_COMPILER" -DCMAKE_CUDA_HOST_COMPILER="$CXX_COMPILER" \
   -DKILN_GTEST_SOURCE_DIR="$PWD/third_party/googletest" -DKILN_CUDNN_ROOT="$SITE/nvidia/cudnn" \
   -DPython3_EXECUTABLE="$PYTHON" >"$OUT/configure.log" 2>&1 || { tail -30 "$OUT/configure.log"; exit 1; }
 step "build"

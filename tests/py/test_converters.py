@@ -147,6 +147,13 @@ class SplitSizes(nn.Module):
         return first, second
 
 
+class ToDevice(nn.Module):
+    """Scripts to aten::to.prim_Device (tracing drops a move to the device the tensor is on)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to("cpu") * 2.0
+
+
 class ToOther(nn.Module):
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return x.to(y)
@@ -426,7 +433,7 @@ def _cast_cases() -> list[Case]:
         Case("to_long", fn(lambda x: x.long()), ((lambda: torch.randn(3, 4) * 5,),)),
         Case("to_dtype_layout", fn(lambda x: x.to(dtype=torch.int64, device="cpu")), (((3, 4),),)),
         Case("to_device_dtype", fn(lambda x: x.to("cpu", torch.int64)), (((3, 4),),)),
-        Case("to_device", fn(lambda x: x.to("cpu") * 2.0), (((3, 4),),)),
+        Case("to_device", layer(ToDevice), (((3, 4),),)),
         Case("to_other", layer(ToOther), (((3, 4), ints(2)),)),
         Case("type_as", fn(lambda x, y: x.type_as(y) + y), ((ints(3, 4), (3, 4)),)),
     ]
