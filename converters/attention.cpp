@@ -86,10 +86,7 @@ GroupedHeads groupHeads(const NodeArgs& args, int64_t kvHeads) {
 // Reads the node; throws (the capability check's reason) for what Kiln cannot run faithfully.
 AttentionPlan plan(const NodeArgs& args) {
   const std::string op = args.node().qualifiedName();
-  for (const char* name : {"query", "key", "value"}) {
-    KILN_CHECK(args.dtype(name) == c10::ScalarType::Float, op, ": '", name,
-               "' is not float32; Kiln's attention kernels compute float32 only");
-  }
+  requireFloatTensors(args, {"query", "key", "value"}, "attention");
   const int64_t rank = args.rank("query");
   KILN_CHECK(rank >= 2 && args.rank("key") == rank && args.rank("value") == rank, op,
              ": query, key and value must have the same rank (>= 2)");
@@ -119,8 +116,9 @@ AttentionPlan plan(const NodeArgs& args) {
   }
   if (p.hasMask) {
     const c10::ScalarType maskType = args.dtype("attn_mask");
-    KILN_CHECK(maskType == c10::ScalarType::Bool || maskType == c10::ScalarType::Float, op,
-               ": the attention mask must be bool or float32, not ", c10::toString(maskType));
+    KILN_CHECK(maskType == c10::ScalarType::Bool || isComputedFloatType(maskType), op,
+               ": the attention mask must be bool or floating-point, not ",
+               c10::toString(maskType));
     KILN_CHECK(args.rank("attn_mask") <= rank, op, ": the attention mask has a higher rank than ",
                "the query");
     p.boolMask = maskType == c10::ScalarType::Bool;
@@ -180,7 +178,9 @@ void convertAttention(ConversionContext& ctx, const NodeArgs& args) {
   transposeKey.transposeB = true;
   Layer* scoresLayer = ctx.network().addMatMul(query, key, transposeKey);
   ctx.nameLayer(scoresLayer, "scores");
-  Tensor* scores = scoresLayer->output(0);
+  // Scores, masks and softmax in float32 whatever the inputs' type (as torch's fused kernels
+  // accumulate): a float16 mask of float32's lowest would overflow to -inf.
+  Tensor* scores = castTo(ctx, scoresLayer->output(0), DataType::kFloat32);
   if (p.scale != 1.0) scores = multiply(ctx, scores, ctx.scalar(p.scale, DataType::kFloat32));
 
   if (p.causal) {
@@ -216,12 +216,13 @@ void convertAttention(ConversionContext& ctx, const NodeArgs& args) {
   softmax.axis = -1;
   Layer* probabilities = ctx.network().addSoftmax(scores, softmax);
   ctx.nameLayer(probabilities, "softmax");
-  Layer* outLayer = ctx.network().addMatMul(probabilities->output(0), value);
+  Layer* outLayer = ctx.network().addMatMul(
+      castTo(ctx, probabilities->output(0), value->dtype()), value);
   ctx.nameLayer(outLayer, "output");
   Tensor* out = outLayer->output(0);
   if (rowHasKeys) out = multiply(ctx, out, rowHasKeys);
   if (p.grouped) out = reshape(ctx, out, p.grouped->output);
-  ctx.setOutput(args, 0, out);
+  ctx.setOutput(args, 0, castTo(ctx, out, value->dtype()));
 }
 
 }  // namespace

@@ -48,10 +48,7 @@ ConvolutionGeometry readGeometry(const NodeArgs& args) {
              "converts convolutions with constant weights (parameters) only");
   KILN_CHECK(args.isNone("bias") || args.isConstant("bias"), op,
              ": the bias is computed at run time; Kiln needs a constant bias");
-  KILN_CHECK(args.dtype("input") == c10::ScalarType::Float &&
-                 args.dtype("weight") == c10::ScalarType::Float &&
-                 (args.isNone("bias") || args.dtype("bias") == c10::ScalarType::Float),
-             op, ": Kiln's convolution kernels compute float32 only");
+  requireFloatTensors(args, {"input", "weight", "bias"}, "convolution");
   g.weightDims = toDims(args.value("weight").shape);
   const int64_t weightRank = static_cast<int64_t>(g.weightDims.size());
   KILN_CHECK(weightRank >= 3 && weightRank <= 5, op, ": a weight of rank ", weightRank,

@@ -309,6 +309,34 @@ CheckFn inPlaceCheck(CheckFn check) {
   };
 }
 
+bool isComputedFloatType(c10::ScalarType type) {
+  return type == c10::ScalarType::Float || type == c10::ScalarType::Half ||
+         type == c10::ScalarType::BFloat16;
+}
+
+void requireFloatTensors(const NodeArgs& args, const std::vector<std::string>& names,
+                         const std::string& kernels, bool sameType) {
+  const std::string op = args.node().qualifiedName();
+  const std::string* first = nullptr;
+  for (const std::string& name : names) {
+    if (args.isNone(name)) continue;
+    const OpValue& value = args.value(name);
+    KILN_CHECK(value.isTensor() || (value.constant && value.constant->isTensor()), op,
+               ": argument '", name, "' is not a tensor");
+    const c10::ScalarType type = args.dtype(name);
+    KILN_CHECK(isComputedFloatType(type), op, ": argument '", name, "' is ",
+               c10::toString(type), "; Kiln's ", kernels,
+               " kernels compute float32, float16 and bfloat16");
+    if (first == nullptr) {
+      first = &name;
+    } else if (sameType) {
+      KILN_CHECK(args.dtype(*first) == type, op, ": arguments '", *first, "' (",
+                 c10::toString(args.dtype(*first)), ") and '", name, "' (", c10::toString(type),
+                 ") differ in dtype");
+    }
+  }
+}
+
 std::string requireFloatOutput(const NodeArgs& args, size_t i) {
   const c10::ScalarType type = args.output(i).dtype;
   if (c10::isFloatingType(type)) return "";

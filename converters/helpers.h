@@ -95,6 +95,12 @@ std::string requireConstants(const NodeArgs& args, const std::vector<std::string
 std::string inPlaceReason(const NodeArgs& args);
 // The check of an in-place variant: inPlaceReason, then `check` (which may be empty).
 CheckFn inPlaceCheck(CheckFn check);
+// Throws (the capability check's reason) unless every named argument is None or a tensor of a
+// floating-point type Kiln's compute kernels take (float32, float16, bfloat16; both backends) and,
+// with `sameType`, all of them of one type. `kernels` names the family for the message.
+void requireFloatTensors(const NodeArgs& args, const std::vector<std::string>& names,
+                         const std::string& kernels, bool sameType = true);
+bool isComputedFloatType(c10::ScalarType type);
 // "" when output i of the node is a floating-point tensor, else why the converter refuses it.
 std::string requireFloatOutput(const NodeArgs& args, size_t i = 0);
 

@@ -14,14 +14,8 @@ namespace kiln {
 
 namespace {
 
-// Throws (the capability check's reason) unless every named tensor argument is float32 or None.
-void requireFloat32(const NodeArgs& args, const std::vector<std::string>& names) {
-  for (const std::string& name : names) {
-    if (args.isNone(name)) continue;
-    KILN_CHECK(args.value(name).isTensor() && args.dtype(name) == c10::ScalarType::Float,
-               args.node().qualifiedName(), ": argument '", name,
-               "' is not a float32 tensor; Kiln's matrix kernels compute float32 only");
-  }
+void requireFloatOperands(const NodeArgs& args, const std::vector<std::string>& names) {
+  requireFloatTensors(args, names, "matrix");
 }
 
 void requireRank(const NodeArgs& args, const std::string& name, int64_t rank) {
@@ -38,14 +32,14 @@ Tensor* matmul(ConversionContext& ctx, Tensor* a, Tensor* b) {
 // ---- mm, bmm ---------------------------------------------------------------------------------
 
 std::string checkMm(const NodeArgs& args) {
-  requireFloat32(args, {"self", "mat2"});
+  requireFloatOperands(args, {"self", "mat2"});
   requireRank(args, "self", 2);
   requireRank(args, "mat2", 2);
   return "";
 }
 
 std::string checkBmm(const NodeArgs& args) {
-  requireFloat32(args, {"self", "mat2"});
+  requireFloatOperands(args, {"self", "mat2"});
   requireRank(args, "self", 3);
   requireRank(args, "mat2", 3);
   return "";
@@ -58,7 +52,7 @@ void convertMmOrBmm(ConversionContext& ctx, const NodeArgs& args) {
 // ---- matmul ----------------------------------------------------------------------------------
 
 std::string checkMatmul(const NodeArgs& args) {
-  requireFloat32(args, {"self", "other"});
+  requireFloatOperands(args, {"self", "other"});
   KILN_CHECK(args.rank("self") >= 1 && args.rank("other") >= 1, "aten::matmul of a rank-0 ",
              "tensor is an error in torch");
   return "";
@@ -95,7 +89,7 @@ void convertMatmul(ConversionContext& ctx, const NodeArgs& args) {
 // ---- linear ----------------------------------------------------------------------------------
 
 std::string checkLinear(const NodeArgs& args) {
-  requireFloat32(args, {"input", "weight", "bias"});
+  requireFloatOperands(args, {"input", "weight", "bias"});
   KILN_CHECK(args.rank("input") >= 1, "aten::linear needs an input of rank >= 1");
   requireRank(args, "weight", 2);
   if (!args.isNone("bias")) {
@@ -119,7 +113,7 @@ void convertLinear(ConversionContext& ctx, const NodeArgs& args) {
 // ---- addmm -----------------------------------------------------------------------------------
 
 std::string checkAddmm(const NodeArgs& args) {
-  requireFloat32(args, {"self", "mat1", "mat2"});
+  requireFloatOperands(args, {"self", "mat1", "mat2"});
   requireRank(args, "mat1", 2);
   requireRank(args, "mat2", 2);
   KILN_CHECK(args.rank("self") <= 2, "aten::addmm: self of rank ", args.rank("self"),
@@ -134,17 +128,16 @@ void convertAddmm(ConversionContext& ctx, const NodeArgs& args) {
   const double beta = args.getDouble("beta");
   const double alpha = args.getDouble("alpha");
   Tensor* product = matmul(ctx, ctx.tensor(args, "mat1"), ctx.tensor(args, "mat2"));
+  const DataType type = product->dtype();
   if (alpha != 1.0) {
-    product = addElementwise(ctx, product, ctx.scalar(alpha, DataType::kFloat32),
-                             ElementwiseOp::kProd, DataType::kFloat32);
+    product = addElementwise(ctx, product, ctx.scalar(alpha, type), ElementwiseOp::kProd, type);
   }
   if (beta != 0.0) {
     Tensor* self = ctx.tensor(args, "self");
     if (beta != 1.0) {
-      self = addElementwise(ctx, self, ctx.scalar(beta, DataType::kFloat32), ElementwiseOp::kProd,
-                            DataType::kFloat32);
+      self = addElementwise(ctx, self, ctx.scalar(beta, type), ElementwiseOp::kProd, type);
     }
-    product = addElementwise(ctx, self, product, ElementwiseOp::kSum, DataType::kFloat32);
+    product = addElementwise(ctx, self, product, ElementwiseOp::kSum, type);
   }
   ctx.setOutput(args, 0, product);
 }

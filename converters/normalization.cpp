@@ -14,13 +14,16 @@ namespace kiln {
 
 namespace {
 
-void requireFloat32(const NodeArgs& args, const std::vector<std::string>& names) {
-  for (const std::string& name : names) {
-    if (args.isNone(name)) continue;
-    KILN_CHECK(args.value(name).isTensor() && args.dtype(name) == c10::ScalarType::Float,
-               args.node().qualifiedName(), ": argument '", name,
-               "' is not a float32 tensor; Kiln's normalization kernels compute float32 only");
-  }
+// torch lets the parameters and statistics have another float type than the input (fp32
+// statistics in an fp16 model); the converter casts them to the input's.
+void requireFloatOperands(const NodeArgs& args, const std::vector<std::string>& names) {
+  requireFloatTensors(args, names, "normalization", false);
+}
+
+// The named operand in the input's dtype, or null when it is None.
+Tensor* operandLikeInput(ConversionContext& ctx, const NodeArgs& args, const std::string& name) {
+  if (args.isNone(name)) return nullptr;
+  return castTo(ctx, ctx.tensor(args, name), toDataType(args.dtype("input")));
 }
 
 void requireOnlyResultUsed(const NodeArgs& args) {
@@ -50,7 +53,7 @@ std::string checkBatchNorm(const NodeArgs& args) {
   KILN_CHECK(!args.isNone("running_mean") && !args.isNone("running_var"), op,
              ": batch norm without running statistics normalizes with batch statistics, which "
              "Kiln does not support");
-  requireFloat32(args, {"input", "weight", "bias", "running_mean", "running_var"});
+  requireFloatOperands(args, {"input", "weight", "bias", "running_mean", "running_var"});
   KILN_CHECK(args.rank("input") >= 2, op, ": batch norm needs an input (N, C, ...)");
   const SymInt& channels = args.value("input").shape[1];
   KILN_CHECK(channels.isStatic(), op, ": the channel dim is dynamic; Kiln needs it fixed");
@@ -67,12 +70,10 @@ void convertBatchNorm(ConversionContext& ctx, const NodeArgs& args) {
   p.type = NormalizationType::kBatch;
   p.epsilon = args.getDouble("eps");
   p.axis = 1;
-  auto optional = [&](const std::string& name) {
-    return args.isNone(name) ? nullptr : ctx.tensor(args, name);
-  };
   Layer* layer = ctx.network().addNormalization(
-      ctx.tensor(args, "input"), optional("weight"), optional("bias"),
-      ctx.tensor(args, "running_mean"), ctx.tensor(args, "running_var"), p);
+      ctx.tensor(args, "input"), operandLikeInput(ctx, args, "weight"),
+      operandLikeInput(ctx, args, "bias"), operandLikeInput(ctx, args, "running_mean"),
+      operandLikeInput(ctx, args, "running_var"), p);
   ctx.nameLayer(layer);
   ctx.setOutput(args, 0, layer->output(0));
 }
@@ -98,7 +99,7 @@ Dims normalizedShape(const NodeArgs& args) {
 
 std::string checkLayerNorm(const NodeArgs& args) {
   const std::string op = args.node().qualifiedName();
-  requireFloat32(args, {"input", "weight", "bias"});
+  requireFloatOperands(args, {"input", "weight", "bias"});
   const Dims normalized = normalizedShape(args);
   for (const char* name : {"weight", "bias"}) {
     if (args.isNone(name)) continue;
@@ -115,11 +116,9 @@ void convertLayerNorm(ConversionContext& ctx, const NodeArgs& args) {
   p.type = NormalizationType::kLayer;
   p.epsilon = args.getDouble("eps");
   p.axis = args.rank("input") - static_cast<int64_t>(normalizedShape(args).size());
-  auto optional = [&](const std::string& name) {
-    return args.isNone(name) ? nullptr : ctx.tensor(args, name);
-  };
-  Layer* layer = ctx.network().addNormalization(ctx.tensor(args, "input"), optional("weight"),
-                                                optional("bias"), nullptr, nullptr, p);
+  Layer* layer = ctx.network().addNormalization(
+      ctx.tensor(args, "input"), operandLikeInput(ctx, args, "weight"),
+      operandLikeInput(ctx, args, "bias"), nullptr, nullptr, p);
   ctx.nameLayer(layer);
   ctx.setOutput(args, 0, layer->output(0));
 }

@@ -30,8 +30,7 @@ bool isUnbatched(const NodeArgs& args, size_t spatialRank) {
   KILN_CHECK(rank == batched || rank == batched - 1, args.node().qualifiedName(),
              ": an input of rank ", rank, " does not fit pooling over ", spatialRank,
              " spatial dims");
-  KILN_CHECK(args.dtype("self") == c10::ScalarType::Float, args.node().qualifiedName(),
-             ": Kiln's pooling kernels compute float32 only");
+  requireFloatTensors(args, {"self"}, "pooling");
   return rank == batched - 1;
 }
 

@@ -58,11 +58,11 @@ DataType computeType(const NodeArgs& args, const ReduceSpec& spec) {
 std::string checkReduce(const NodeArgs& args, const ReduceSpec& spec) {
   readAxes(args, spec.dims);
   const DataType type = computeType(args, spec);
-  KILN_CHECK(type == DataType::kFloat32 || isIntegral(type), args.node().qualifiedName(),
-             ": Kiln's reduce kernels compute float32, integer and bool tensors, not ",
+  KILN_CHECK(isFloatingPoint(type) || isIntegral(type), args.node().qualifiedName(),
+             ": Kiln's reduce kernels compute floating-point, integer and bool tensors, not ",
              toString(type));
-  KILN_CHECK(spec.op != ReduceOp::kAvg || type == DataType::kFloat32, args.node().qualifiedName(),
-             ": mean is computed in float32 only");
+  KILN_CHECK(spec.op != ReduceOp::kAvg || isFloatingPoint(type), args.node().qualifiedName(),
+             ": mean of ", toString(type), " values is an error in torch");
   if (args.node().outputs.size() > 1) {
     KILN_CHECK(!args.outputUsed(1), args.node().qualifiedName(),
                ": the indices output is used; Kiln computes the reduced values only");

@@ -16,19 +16,16 @@ std::string checkSoftmax(const NodeArgs& args) {
   const std::string op = args.node().qualifiedName();
   KILN_CHECK(args.rank("self") >= 1, op, ": softmax of a rank-0 tensor is not converted");
   normalizeDim(args.getInt("dim"), args.rank("self"));
-  if (args.has("half_to_float")) {
-    KILN_CHECK(!args.getBool("half_to_float"), op, ": half_to_float is not supported");
-  }
-  // With `dtype`, torch casts the input to it first.
-  const bool castToFloat = args.has("dtype") && !args.isNone("dtype");
-  KILN_CHECK(outputDataType(args) == DataType::kFloat32 &&
-                 (castToFloat || args.dtype("self") == c10::ScalarType::Float),
-             op, ": Kiln's softmax kernels compute float32 only");
+  // The input is cast to the result's type first: torch's `dtype` argument, or half_to_float.
+  const c10::ScalarType type = args.output().dtype;
+  KILN_CHECK(isComputedFloatType(type), op, ": the result is ", c10::toString(type),
+             "; Kiln's softmax kernels compute float32, float16 and bfloat16");
+  requireFloatTensors(args, {"self"}, "softmax");
   return "";
 }
 
 void convertSoftmax(ConversionContext& ctx, const NodeArgs& args, bool log) {
-  Tensor* x = castTo(ctx, ctx.tensor(args, "self"), DataType::kFloat32);
+  Tensor* x = castTo(ctx, ctx.tensor(args, "self"), outputDataType(args));
   SoftmaxParams p;
   p.axis = normalizeDim(args.getInt("dim"), x->rank());
   p.log = log;

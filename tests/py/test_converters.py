@@ -41,6 +41,10 @@ def ints(*shape: int, low: int = -5, high: int = 6, dtype: torch.dtype = torch.i
     return lambda: torch.randint(low, high, shape, dtype=dtype)
 
 
+def typed(dtype: torch.dtype, *shape: int) -> Callable[[], torch.Tensor]:
+    return lambda: torch.randn(shape, dtype=dtype)
+
+
 def bools(*shape: int) -> Callable[[], torch.Tensor]:
     return lambda: torch.rand(shape) > 0.5
 
@@ -78,7 +82,12 @@ class Fn3(Fn):
         return self.fn(a, b, c)
 
 
-_FN_BY_ARITY = {1: Fn1, 2: Fn2, 3: Fn3}
+class Fn4(Fn):
+    def forward(self, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, d: torch.Tensor) -> Any:
+        return self.fn(a, b, c, d)
+
+
+_FN_BY_ARITY = {1: Fn1, 2: Fn2, 3: Fn3, 4: Fn4}
 
 
 class Traced(Fn1):
@@ -503,7 +512,37 @@ def _indexing_cases() -> list[Case]:
     ]
 
 
+def _reduced_precision_cases() -> list[Case]:
+    """The computing layers in float16 and bfloat16 (the CPU backend computes them through
+    float32 and rounds once, as torch's CPU kernels do; the CUDA backend runs them natively)."""
+    cases = []
+    for dt, tag, tol in ((torch.float16, "fp16", 1e-2), (torch.bfloat16, "bf16", 5e-2)):
+        x4, x3 = typed(dt, 2, 3, 8, 8), typed(dt, 2, 5, 8)
+        cases += [
+            Case(f"conv2d_{tag}", layer(lambda dt=dt: nn.Conv2d(3, 4, 3, padding=1).to(dt)), ((x4,),), tol=tol),
+            Case(f"conv_transpose2d_{tag}", layer(lambda dt=dt: nn.Sequential(nn.ConvTranspose2d(3, 2, 3, stride=2)).to(dt)), ((x4,),), tol=tol),
+            Case(f"batch_norm_{tag}", layer(lambda dt=dt: nn.BatchNorm2d(3).to(dt)), ((x4,),), tol=tol),
+            Case(f"layer_norm_{tag}", layer(lambda dt=dt: nn.LayerNorm(8).to(dt)), ((x3,),), tol=tol),
+            Case(f"linear_{tag}", layer(lambda dt=dt: nn.Linear(8, 6).to(dt)), ((x3,),), tol=tol),
+            Case(f"bmm_{tag}", fn(torch.bmm), ((x3, typed(dt, 2, 8, 4)),), tol=tol),
+            Case(f"addmm_{tag}", fn(lambda b, x, y: torch.addmm(b, x, y, beta=0.5, alpha=2.0)),
+                 ((typed(dt, 4), typed(dt, 3, 5), typed(dt, 5, 4)),), tol=tol),
+            Case(f"softmax_{tag}", fn(lambda x: torch.softmax(x, -1)), ((x3,),), tol=tol),
+            Case(f"softmax_{tag}_to_float32", fn(lambda x: torch.softmax(x, -1, dtype=torch.float32)), ((x3,),), tol=tol),
+            Case(f"max_pool2d_{tag}", layer(lambda: nn.MaxPool2d(2)), ((x4,),), tol=tol),
+            Case(f"adaptive_avg_pool2d_{tag}", layer(lambda: nn.AdaptiveAvgPool2d(1)), ((x4,),), tol=tol),
+            Case(f"mean_{tag}", fn(lambda x: x.mean(-1)), ((x3,),), tol=tol),
+            Case(f"sdpa_{tag}", fn(lambda q, k, v: F.scaled_dot_product_attention(q, k, v)),
+                 ((typed(dt, 1, 2, 5, 8), typed(dt, 1, 2, 6, 8), typed(dt, 1, 2, 6, 8)),), tol=tol),
+            Case(f"sdpa_bool_mask_{tag}",
+                 fn(lambda q, k, v, m: F.scaled_dot_product_attention(q, k, v, attn_mask=m)),
+                 ((typed(dt, 1, 2, 5, 8), typed(dt, 1, 2, 6, 8), typed(dt, 1, 2, 6, 8), bools(5, 6)),), tol=tol),
+        ]
+    return cases
+
+
 CASES: list[Case] = [
+    *_reduced_precision_cases(),
     *_activation_cases(),
     *_elementwise_cases(),
     *_unary_cases(),
@@ -742,6 +781,7 @@ def test_converter(case: Case, index: int | None, front_end: str) -> None:
             inputs=list(compile_inputs),
             min_block_size=1,
             require_full_compilation=True,
+            enabled_precisions={torch.float32, torch.float16, torch.bfloat16},
         )
         summary = kiln.summary(compiled)
         assert summary["engines"] >= 1 and summary["ops_in_torch"] == 0, summary
