@@ -176,17 +176,20 @@ ValueKind kindOfConstant(const c10::IValue& value, const c10::TypePtr& type) {
 // Values a node's sub-blocks read from the enclosing (top-level) block.
 void collectCapturedValues(Node* node, const torch::jit::Block* top,
                            std::vector<Value*>& captured) {
+  auto capture = [&](Value* value) {
+    const Node* producer = value->node();
+    const bool fromTop = producer->owningBlock() == top || producer == top->param_node();
+    if (fromTop && std::find(captured.begin(), captured.end(), value) == captured.end()) {
+      captured.push_back(value);
+    }
+  };
   for (torch::jit::Block* block : node->blocks()) {
     for (Node* inner : block->nodes()) {
-      for (Value* input : inner->inputs()) {
-        const Node* producer = input->node();
-        bool fromTop = producer->owningBlock() == top || input->node()->kind() == c10::prim::Param;
-        if (fromTop && std::find(captured.begin(), captured.end(), input) == captured.end()) {
-          captured.push_back(input);
-        }
-      }
+      for (Value* input : inner->inputs()) capture(input);
       collectCapturedValues(inner, top, captured);
     }
+    // What a block returns may come straight from outside it (`-> (%x)`).
+    for (Value* output : block->outputs()) capture(output);
   }
 }
 

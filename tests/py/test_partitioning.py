@@ -223,3 +223,24 @@ def test_move_to_another_device_stays_in_torch(target, engine):
     assert list(partition.fallback_reasons.values()) == [
         "moves the tensor to another device than the engine's; device moves stay in PyTorch"
     ]
+
+
+class BranchReturnsOuterValue(torch.nn.Module):
+    """Data-dependent control flow whose branch returns a value computed before the `if`
+    (TorchScript's `-> (%y)`): the value must reach the rewritten graph's prim::If."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(x) * 2.0 + 1.0
+        if bool(x.sum() > 0):
+            out = y
+        else:
+            out = x
+        return out
+
+
+def test_branch_returning_an_engine_output():
+    model = torch.jit.script(BranchReturnsOuterValue())
+    compiled = kiln.compile(model, ir="ts", inputs=[kiln.Input(shape=(2, 3))], min_block_size=1)
+    assert kiln.summary(compiled)["engines"] >= 1
+    for x in (torch.randn(2, 3).abs(), -torch.randn(2, 3).abs()):
+        torch.testing.assert_close(compiled(x), model(x))
