@@ -54,7 +54,11 @@ def make_model(name: str) -> torch.nn.Module:
     if name == "resnet50":
         return torchvision.models.resnet50(weights=None)
     if name == "vit_b_16":
-        return torchvision.models.vit_b_16(weights=None)
+        model = torchvision.models.vit_b_16(weights=None)
+        # torchvision zero-initializes the classifier, which would make every output (and the
+        # max error) zero.
+        torch.nn.init.normal_(model.heads.head.weight, std=0.02)
+        return model
     if name == "bert_base":
         return BertLastHiddenState()
     raise ValueError(f"unknown model {name!r}")

@@ -45,6 +45,6 @@ step "C++ tests"
 "$BUILD/kiln_core_tests" --gtest_brief=1 >"$OUT/ctest.log" 2>&1 || status=1
 grep -E "FAILED|PASSED|Failure|error" "$OUT/ctest.log" | head -60
 step "pytest (gpu)"
-"$PYTHON" -m pytest tests/py -m gpu -q -rs -p no:cacheprovider ${PYTEST_ARGS:-} >"$OUT/pytest_gpu.log" 2>&1 || status=1
-tail -25 "$OUT/pytest_gpu.log"
+"$PYTHON" -m pytest tests/py -m gpu -q -rfEs -p no:cacheprovider ${PYTEST_ARGS:-} >"$OUT/pytest_gpu.log" 2>&1 || status=1
+grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/pytest_gpu.log" | cut -c1-400 | tail -40
 exit $status

@@ -24,7 +24,10 @@ def _resnet(name: str) -> torch.nn.Module:
 def _vit() -> torch.nn.Module:
     import torchvision
 
-    return torchvision.models.vit_b_16(weights=None)
+    model = torchvision.models.vit_b_16(weights=None)
+    # torchvision zero-initializes the classifier: every output would be 0, and so every error.
+    torch.nn.init.normal_(model.heads.head.weight, std=0.02)
+    return model
 
 
 class _Bert(torch.nn.Module):
