@@ -141,6 +141,13 @@ def _summarize(imported: ImportedGraph, partition: _C.Partition) -> Summary:
     return summary
 
 
+# A view that worked at trace time may not on the same values with other strides: engine outputs
+# are contiguous where the traced tensor was not (sdpa's output has a layout its permute makes
+# contiguous; fed from an engine it does not). In a functional inference graph reshape computes
+# the same values, copying only when the strides need it.
+_STRIDE_DEPENDENT_VIEWS = (torch.ops.aten.view.default, torch.ops.aten._unsafe_view.default)
+
+
 class _Rebuilder:
     """Writes the partitioned graph as a new FX graph."""
 
@@ -169,7 +176,10 @@ class _Rebuilder:
         for kind, index in self.partition.order:
             if kind == "node":
                 node = self.imported.nodes[index]
-                self.env[node] = self.graph.node_copy(node, self.lookup)
+                new = self.graph.node_copy(node, self.lookup)
+                if new.op == "call_function" and new.target in _STRIDE_DEPENDENT_VIEWS:
+                    new.target = torch.ops.aten.reshape.default
+                self.env[node] = new
             else:
                 self._segment(index)
         output = next(n for n in reversed(old_nodes) if n.op == "output")

@@ -244,3 +244,37 @@ def test_branch_returning_an_engine_output():
     assert kiln.summary(compiled)["engines"] >= 1
     for x in (torch.randn(2, 3).abs(), -torch.randn(2, 3).abs()):
         torch.testing.assert_close(compiled(x), model(x))
+
+
+class SelfAttention(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.attention = torch.nn.MultiheadAttention(16, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.attention(x, x, x, need_weights=False)[0]
+
+
+def test_view_after_an_op_left_to_torch_on_engine_outputs():
+    """MultiheadAttention's `permute(...).contiguous().view(...)` after sdpa: export drops the
+    contiguous (sdpa's output layout makes it a no-op at trace time), and with sdpa left to
+    PyTorch on contiguous engine outputs the view would fail. The projections stay in PyTorch
+    too, so that permute and view make a segment below min_block_size and stay there."""
+    torch.manual_seed(0)
+    model = SelfAttention().eval()
+    x = torch.randn(5, 2, 16)
+    compiled = kiln.compile(
+        model,
+        ir="dynamo",
+        inputs=[x],
+        min_block_size=3,
+        torch_executed_ops=[
+            "aten::scaled_dot_product_attention",
+            "aten::_scaled_dot_product_flash_attention_for_cpu",
+            "aten::linear",
+            "aten::addmm",
+        ],
+    )
+    assert kiln.summary(compiled)["engines"] >= 1
+    with torch.no_grad():
+        assert_close_to_eager(compiled(x), model(x))
