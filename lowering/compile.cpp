@@ -15,13 +15,14 @@ c10::Device engineDevice(Backend backend) {
 
 c10::intrusive_ptr<EngineHolder> buildSegmentEngine(const OpGraph& graph, const Segment& segment,
                                                     const std::string& name, Backend backend,
-                                                    bool debug) {
+                                                    bool debug, const Tf32Policy& tf32) {
   try {
     ConvertedSegment converted =
         convertSegment(graph, segment.nodes, segment.inputs, segment.outputs);
     BuilderConfig config;
     config.backend = backend;
     config.debug = debug;
+    config.tf32 = tf32;
     config.profiles.push_back(std::move(converted.profile));
     std::shared_ptr<Engine> engine = Builder::build(*converted.network, config);
     return c10::make_intrusive<EngineHolder>(std::move(engine), name);
@@ -61,7 +62,8 @@ std::pair<torch::jit::Module, CompileSummary> compileTorchScript(
   std::vector<c10::intrusive_ptr<EngineHolder>> engines;
   for (size_t i = 0; i < partition.segments.size(); ++i) {
     engines.push_back(buildSegmentEngine(import.graph, partition.segments[i],
-                                         concat("engine_", i), settings.backend, settings.debug));
+                                         concat("engine_", i), settings.backend, settings.debug,
+                                         settings.tf32));
   }
   torch::jit::Module rewritten = rewriteTorchScript(lowered, import, partition, engines);
   return {std::move(rewritten), summarize(import.graph, partition)};

@@ -18,6 +18,7 @@ struct CompileSettings {
   PartitionSettings partition;
   Backend backend = Backend::kCpu;
   bool debug = false;
+  Tf32Policy tf32;
 };
 
 // The torch device an engine built now for `backend` runs on: the CPU, or the current CUDA
@@ -27,7 +28,7 @@ c10::Device engineDevice(Backend backend);
 // Converts a segment to a Network and builds its engine. Throws Error naming the segment.
 c10::intrusive_ptr<EngineHolder> buildSegmentEngine(const OpGraph& graph, const Segment& segment,
                                                     const std::string& name, Backend backend,
-                                                    bool debug);
+                                                    bool debug, const Tf32Policy& tf32);
 
 struct CompileSummary {
   int64_t engines = 0;

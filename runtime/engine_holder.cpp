@@ -209,6 +209,10 @@ TORCH_LIBRARY(kiln, m) {
       .def("device_name", [](const c10::intrusive_ptr<EngineHolder>& self) {
         return self->engine().target().deviceName;
       })
+      .def("tf32", [](const c10::intrusive_ptr<EngineHolder>& self) {
+        const Tf32Policy& tf32 = self->engine().definition().tf32;
+        return std::make_tuple(tf32.convolutions, tf32.matmuls);
+      })
       .def("arena_bytes", [](const c10::intrusive_ptr<EngineHolder>& self) {
         return self->arenaBytes();
       })

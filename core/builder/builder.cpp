@@ -205,7 +205,9 @@ std::shared_ptr<Engine> Builder::build(const Network& network, const BuilderConf
   eliminateDeadLayers(*optimized);
   optimized->validate();
 
-  auto engine = std::make_shared<Engine>(flatten(*optimized, std::move(profiles), target));
+  EngineDefinition definition = flatten(*optimized, std::move(profiles), target);
+  definition.tf32 = config.tf32;
+  auto engine = std::make_shared<Engine>(std::move(definition));
   checkShapesOfProfiles(engine);
   return engine;
 }

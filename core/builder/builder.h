@@ -14,6 +14,7 @@ struct BuilderConfig {
   // One or more profiles. May be empty when every input dim is static.
   std::vector<OptimizationProfile> profiles;
   bool debug = false;
+  Tf32Policy tf32;  // recorded in the engine; only the CUDA backend acts on it
 };
 
 class Builder {

@@ -203,6 +203,8 @@ std::string Engine::inspect() const {
   out << "Kiln engine: " << d.layers.size() << " layer(s), " << d.tensors.size() << " tensor(s), "
       << describeBytes(weightBytes) << " of weights\n";
   out << "target: " << describeTarget(d.target) << "\n";
+  out << "float32 on TF32 tensor cores: convolutions " << (d.tf32.convolutions ? "yes" : "no")
+      << ", matmuls " << (d.tf32.matmuls ? "yes" : "no") << "\n";
   out << "inputs:\n";
   for (int32_t index : d.inputs) out << "  " << tensorLine(index) << "\n";
   out << "outputs:\n";

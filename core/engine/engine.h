@@ -31,6 +31,14 @@ struct BuildTarget {
   int cudnnVersion = 0;  // 0 on CPU
 };
 
+// Whether float32 layers may run on TF32 tensor cores (10-bit mantissa inputs, float32
+// accumulation) on the GPU. PyTorch decides this per op family (torch.backends.cudnn.allow_tf32,
+// torch.backends.cuda.matmul.allow_tf32), and so does Kiln. The CPU backend computes float32.
+struct Tf32Policy {
+  bool convolutions = false;
+  bool matmuls = false;  // matrix multiplies and fully connected layers
+};
+
 struct EngineTensor {
   std::string name;
   DataType dtype = DataType::kFloat32;
@@ -52,6 +60,7 @@ struct EngineDefinition {
   std::vector<int32_t> inputs;      // tensor indices of the engine inputs, in binding order
   std::vector<int32_t> outputs;     // tensor indices of the engine outputs, in binding order
   std::vector<OptimizationProfile> profiles;  // at least one; covers every dynamic input dim
+  Tf32Policy tf32;
 };
 
 class ExecutionContext;

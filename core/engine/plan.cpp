@@ -7,6 +7,7 @@
 //            | u64 checksum: FNV-1a 64 of every header byte before it and of the payload
 //   payload: tensors | layers (name, kind, the params' fields in fields() order, inputs,
 //            outputs) | input bindings | output bindings | profiles
+//            | u8 TF32 for convolutions | u8 TF32 for matmuls                  (since format 2)
 //   string:  u32 length | bytes;  vector: u32 count | elements;  optional: u8 present | value
 //
 // The writer never writes what the reader would refuse, and the reader checks every length
@@ -246,6 +247,8 @@ void writePayload(Writer& out, const EngineDefinition& definition) {
       writeValue(out, range.max, where);
     }
   }
+  writeValue(out, definition.tf32.convolutions, "the TF32 policy");
+  writeValue(out, definition.tf32.matmuls, "the TF32 policy");
 }
 
 // ---- reading -----------------------------------------------------------------------------------
@@ -486,8 +489,11 @@ EngineDefinition readPayload(Reader& in, const BuildTarget& target) {
       }
     }
   }
+  in.setWhere("the TF32 policy");
+  readValue(in, definition.tf32.convolutions);
+  readValue(in, definition.tf32.matmuls);
   if (in.remaining() != 0) {
-    in.corrupt(concat(in.remaining(), " bytes follow the last profile in the payload"));
+    in.corrupt(concat(in.remaining(), " bytes follow the TF32 policy in the payload"));
   }
   return definition;
 }
@@ -545,6 +551,11 @@ Header readHeader(const void* data, size_t size) {
                            "this version."));
   }
   if (version == 0) in.corrupt("its format version is 0, which no Kiln writes");
+  if (version < kPlanFormatVersion) {
+    throw PlanError(concat("the plan has format version ", version, ", older than the version ",
+                           kPlanFormatVersion, " this Kiln (", kKilnVersion, ") reads. Rebuild ",
+                           "the engine from the model with this Kiln and save it again."));
+  }
 
   Header header;
   in.setWhere("the Kiln version");

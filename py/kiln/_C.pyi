@@ -58,7 +58,13 @@ def partition(
 # Converts the segment's nodes to a Network, builds an engine on `backend` ("cpu" or "cuda")
 # and returns it as a torch.classes.kiln.Engine.
 def build_engine(
-    graph: OpGraph, segment: Segment, name: str, backend: str, debug: bool
+    graph: OpGraph,
+    segment: Segment,
+    name: str,
+    backend: str,
+    debug: bool,
+    tf32_convolutions: bool,
+    tf32_matmuls: bool,
 ) -> torch.ScriptObject: ...
 
 # The TorchScript front end: lowers (freeze, inline, remove no-ops), imports with the shapes
@@ -72,6 +78,8 @@ def compile_ts(
     require_full_compilation: bool,
     backend: str,
     debug: bool,
+    tf32_convolutions: bool,
+    tf32_matmuls: bool,
 ) -> tuple[torch._C.ScriptModule, dict[str, Any]]: ...
 
 # The device an engine built now for `backend` ("cpu" or "cuda") runs on.

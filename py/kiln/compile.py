@@ -101,6 +101,7 @@ def build_settings(
     require_full_compilation: bool,
     backend: str,
     debug: bool,
+    allow_tf32: bool | None = None,
 ) -> BuildSettings:
     if isinstance(min_block_size, bool) or not isinstance(min_block_size, int):
         raise TypeError(f"min_block_size must be an int, got {type(min_block_size).__name__}")
@@ -112,12 +113,17 @@ def build_settings(
         )
     if not isinstance(debug, bool):
         raise TypeError(f"debug must be a bool, got {type(debug).__name__}")
+    if allow_tf32 is not None and not isinstance(allow_tf32, bool):
+        raise TypeError(f"allow_tf32 must be a bool or None, got {type(allow_tf32).__name__}")
     return BuildSettings(
         min_block_size=min_block_size,
         torch_executed_ops=tuple(normalize_op_names(torch_executed_ops)),
         require_full_compilation=require_full_compilation,
         backend=backend,
         debug=debug,
+        # None: as PyTorch would run these ops now (by default TF32 convolutions, fp32 matmuls).
+        tf32_convolutions=torch.backends.cudnn.allow_tf32 if allow_tf32 is None else allow_tf32,
+        tf32_matmuls=torch.backends.cuda.matmul.allow_tf32 if allow_tf32 is None else allow_tf32,
     )
 
 
@@ -166,6 +172,7 @@ def compile(
     require_full_compilation: bool = False,
     debug: bool = False,
     device: str | torch.device | None = None,
+    allow_tf32: bool | None = None,
 ) -> torch.nn.Module:
     """Compiles ``module`` for inference: supported parts run in Kiln engines, the rest in PyTorch.
 
@@ -184,6 +191,10 @@ def compile(
         debug: debug logging and engine-builder diagnostics for this call.
         device: ``"cpu"`` or ``"cuda"``; by default where the example inputs (else the module's
             parameters) are.
+        allow_tf32: whether CUDA engines may run float32 convolutions and matmuls on TF32 tensor
+            cores (10-bit mantissa inputs, float32 sums). ``None`` (default) does what PyTorch
+            does now: ``torch.backends.cudnn.allow_tf32`` for convolutions (on by default),
+            ``torch.backends.cuda.matmul.allow_tf32`` for matmuls (off by default).
 
     Weights are frozen into the engines: later changes to the module's parameters are not seen.
     ``kiln.summary(result)`` tells what ran where.
@@ -211,6 +222,7 @@ def compile(
         require_full_compilation=require_full_compilation,
         backend=backend,
         debug=debug,
+        allow_tf32=allow_tf32,
     )
     with debug_logging(debug):
         logger.debug("kiln.compile: ir=%s, inputs=%s, %s", resolved_ir, [i for i, _ in resolved_inputs], settings)
@@ -259,6 +271,8 @@ def _compile_ts(
         settings.require_full_compilation,
         settings.backend,
         settings.debug,
+        settings.tf32_convolutions,
+        settings.tf32_matmuls,
     )
     result = torch.jit._recursive.wrap_cpp_module(compiled)
     attach_summary(result, summary)

@@ -49,6 +49,7 @@ _OPTIONS = {
     "torch_executed_ops": (),
     "require_full_compilation": False,
     "debug": False,
+    "allow_tf32": None,
     "dynamic_dim_max": DEFAULT_DYNAMIC_DIM_MAX,
 }
 
@@ -175,6 +176,7 @@ def kiln_backend(
         require_full_compilation=opts["require_full_compilation"],
         backend=backend_for_device(_device_of(example_inputs)),
         debug=opts["debug"],
+        allow_tf32=opts["allow_tf32"],
     )
     with debug_logging(settings.debug):
         logger.debug("torch.compile(backend='kiln'): dynamo graph\n%s", gm.code)

@@ -94,6 +94,9 @@ class BuildSettings:
     require_full_compilation: bool = False
     backend: str = "cpu"
     debug: bool = False
+    # float32 convolutions / matmuls on TF32 tensor cores (CUDA engines; see kiln.compile).
+    tf32_convolutions: bool = False
+    tf32_matmuls: bool = False
 
 
 @dataclass
@@ -261,7 +264,15 @@ def compile_graph(
         logger.info("Kiln: building engine %d/%d (%d ops)", i + 1, count, len(segment.nodes))
         start = time.perf_counter()
         engines.append(
-            _C.build_engine(imported.graph, segment, f"engine_{i}", settings.backend, settings.debug)
+            _C.build_engine(
+                imported.graph,
+                segment,
+                f"engine_{i}",
+                settings.backend,
+                settings.debug,
+                settings.tf32_convolutions,
+                settings.tf32_matmuls,
+            )
         )
         logger.debug("Kiln: engine %d/%d built in %.2f s", i + 1, count, time.perf_counter() - start)
     module = _Rebuilder(gm, constants, imported, partition, engines).run()

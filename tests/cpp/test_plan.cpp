@@ -84,6 +84,8 @@ void expectSameDefinition(const EngineDefinition& expected, const EngineDefiniti
   EXPECT_EQ(actual.target.computeCapabilityMinor, expected.target.computeCapabilityMinor);
   EXPECT_EQ(actual.target.cudaVersion, expected.target.cudaVersion);
   EXPECT_EQ(actual.target.cudnnVersion, expected.target.cudnnVersion);
+  EXPECT_EQ(actual.tf32.convolutions, expected.tf32.convolutions);
+  EXPECT_EQ(actual.tf32.matmuls, expected.tf32.matmuls);
   ASSERT_EQ(actual.tensors.size(), expected.tensors.size());
   for (size_t t = 0; t < expected.tensors.size(); ++t) {
     EXPECT_EQ(actual.tensors[t].name, expected.tensors[t].name) << "tensor " << t;
@@ -297,6 +299,15 @@ TEST(PlanRoundTrip, EveryLayerKindWeightsAndProfiles) {
   expectSameDefinition(definition, readPlan(plan.data(), plan.size()));
 }
 
+TEST(PlanRoundTrip, Tf32Policy) {
+  for (const Tf32Policy policy : {Tf32Policy{true, false}, Tf32Policy{false, true}}) {
+    EngineDefinition definition = everyKindDefinition();
+    definition.tf32 = policy;
+    const std::vector<uint8_t> plan = writePlan(definition);
+    expectSameDefinition(definition, readPlan(plan.data(), plan.size()));
+  }
+}
+
 TEST(PlanRoundTrip, CudaTargetAndHeaderOnlyRead) {
   const EngineDefinition definition = cudaDefinition();
   const std::vector<uint8_t> plan = writePlan(definition);
@@ -409,6 +420,14 @@ TEST(PlanErrors, NewerFormatVersionIsRefused) {
   expectContains(planErrorOf([&] { readPlan(plan.data(), 12); }), {"newer"});
 }
 
+TEST(PlanErrors, OlderFormatVersionIsRefused) {
+  std::vector<uint8_t> plan = writePlan(everyKindDefinition());
+  const uint32_t older = kPlanFormatVersion - 1;
+  for (int i = 0; i < 4; ++i) plan[8 + i] = static_cast<uint8_t>(older >> (8 * i));
+  expectContains(planErrorOf([&] { readPlan(plan.data(), plan.size()); }),
+                 {"older", "Rebuild the engine", kKilnVersion});
+}
+
 TEST(PlanErrors, EmptyAndNullInputs) {
   expectContains(planErrorOf([] { readPlan(nullptr, 0); }), {"empty", "truncated"});
   expectContains(planErrorOf([] { readPlanTarget(nullptr, 0); }), {"empty"});
@@ -519,8 +538,11 @@ TEST(PlanEngine, PlanOfAnInvalidDefinitionIsCorrupt) {
 }
 
 TEST(PlanEngine, InspectDescribesTargetBindingsProfilesAndLayers) {
-  const Engine engine(cudaDefinition());
+  EngineDefinition definition = cudaDefinition();
+  definition.tf32.convolutions = true;
+  const Engine engine(std::move(definition));
   const std::string text = engine.inspect();
+  expectContains(text, {"TF32 tensor cores: convolutions yes, matmuls no"});
   expectContains(text, {"CUDA", "NVIDIA H100 80GB HBM3", "compute capability 9.0", "CUDA 12.4",
                         "cuDNN 9.1.0", "x: float32 [-1, 3, 8, 8]"});
   expectContains(text, {"min [4, 3, 8, 8], opt [16, 3, 8, 8], max [64, 3, 8, 8]"});

@@ -118,6 +118,7 @@ INPUTS = [kiln.Input(shape=(1, 3, 8, 8))]
         ({"torch_executed_ops": [3]}, TypeError, "op names"),
         ({"require_full_compilation": "yes"}, TypeError, "bool"),
         ({"debug": 1}, TypeError, "bool"),
+        ({"allow_tf32": 1}, TypeError, "allow_tf32 must be a bool or None"),
     ],
 )
 @pytest.mark.parametrize("ir", ["ts", "dynamo"])
@@ -125,6 +126,24 @@ def test_compile_argument_errors(net, ir, kwargs, error, message):
     kwargs = {"ir": ir, "inputs": INPUTS, **kwargs}
     with pytest.raises(error, match=message):
         kiln.compile(net, **kwargs)
+
+
+@pytest.mark.parametrize("ir", ["ts", "dynamo"])
+@pytest.mark.parametrize("cudnn_flag, matmul_flag", [(True, False), (False, True)])
+def test_tf32_follows_pytorch_unless_given(net, ir, cudnn_flag, matmul_flag):
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = cudnn_flag, matmul_flag
+    try:
+        following = kiln.compile(net, ir=ir, inputs=INPUTS)
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+    assert following._kiln_engine_0.tf32() == (cudnn_flag, matmul_flag)
+    for forced in (True, False):
+        compiled = kiln.compile(net, ir=ir, inputs=INPUTS, allow_tf32=forced)
+        assert compiled._kiln_engine_0.tf32() == (forced, forced)
+    assert "convolutions yes, matmuls yes" in kiln.inspect(
+        kiln.compile(net, ir=ir, inputs=INPUTS, allow_tf32=True)
+    )
 
 
 @pytest.mark.skipif(

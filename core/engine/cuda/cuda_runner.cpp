@@ -670,8 +670,9 @@ void CudaRunner::State::runLayer(size_t index, const EngineLayer& layer, cudaStr
         if constexpr (std::is_same_v<P, ConvolutionParams> ||
                       std::is_same_v<P, DeconvolutionParams>) {
           const DeviceView& x = requiredInput(in, 0, "x");
-          const ck::ConvolutionParams params =
+          ck::ConvolutionParams params =
               convolutionParams(p, std::is_same_v<P, DeconvolutionParams>, x, y);
+          params.allowTf32 = engine->definition().tf32.convolutions;
           const ck::ConvolutionTensors tensors{x.data, requiredInput(in, 1, "weight").data,
                                                optionalData(in, 2), y.data};
           const std::string shape = ck::describe(params);
@@ -705,6 +706,7 @@ void CudaRunner::State::runLayer(size_t index, const EngineLayer& layer, cudaStr
           params.transposeA = p.transposeA;
           params.transposeB = p.transposeB;
           params.dtype = toScalarType(a.dtype);
+          params.allowTf32 = engine->definition().tf32.matmuls;
           ck::matmul(cublasLt, gemmPlans, params, a.data, b.data, nullptr, y.data, gemmWorkspace,
                      stream);
         } else if constexpr (std::is_same_v<P, FullyConnectedParams>) {
@@ -717,6 +719,7 @@ void CudaRunner::State::runLayer(size_t index, const EngineLayer& layer, cudaStr
           params.outFeatures = weight.dims[0];
           params.rows = volume(Dims(x.dims.begin(), x.dims.end() - 1));
           params.dtype = toScalarType(x.dtype);
+          params.allowTf32 = engine->definition().tf32.matmuls;
           ck::fullyConnected(cublasLt, gemmPlans, params, x.data, weight.data,
                              optionalData(in, 2), y.data, gemmWorkspace, stream);
         } else if constexpr (std::is_same_v<P, ElementwiseParams>) {

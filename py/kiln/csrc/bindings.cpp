@@ -292,17 +292,19 @@ PYBIND11_MODULE(_C, m) {
   m.def(
       "build_engine",
       [](const OpGraph& g, const kiln::Segment& segment, const std::string& name,
-         const std::string& backend, bool debug) {
-        auto holder = kiln::buildSegmentEngine(g, segment, name, kiln::toBackend(backend), debug);
+         const std::string& backend, bool debug, bool tf32Convolutions, bool tf32Matmuls) {
+        auto holder = kiln::buildSegmentEngine(g, segment, name, kiln::toBackend(backend), debug,
+                                               kiln::Tf32Policy{tf32Convolutions, tf32Matmuls});
         return torch::jit::toPyObject(c10::IValue(std::move(holder)));
       },
-      py::arg("graph"), py::arg("segment"), py::arg("name"), py::arg("backend"), py::arg("debug"));
+      py::arg("graph"), py::arg("segment"), py::arg("name"), py::arg("backend"), py::arg("debug"),
+      py::arg("tf32_convolutions"), py::arg("tf32_matmuls"));
 
   m.def(
       "compile_ts",
       [](const torch::jit::Module& module, const py::list& inputSpecs, int64_t minBlockSize,
          const std::vector<std::string>& torchExecutedOps, bool requireFullCompilation,
-         const std::string& backend, bool debug) {
+         const std::string& backend, bool debug, bool tf32Convolutions, bool tf32Matmuls) {
         std::vector<kiln::InputSpec> specs;
         for (py::handle item : inputSpecs) {
           py::dict spec = py::reinterpret_borrow<py::dict>(item);
@@ -319,12 +321,13 @@ PYBIND11_MODULE(_C, m) {
             kiln::partitionSettings(minBlockSize, torchExecutedOps, requireFullCompilation);
         settings.backend = kiln::toBackend(backend);
         settings.debug = debug;
+        settings.tf32 = kiln::Tf32Policy{tf32Convolutions, tf32Matmuls};
         auto [compiled, summary] = kiln::compileTorchScript(module, specs, settings);
         return py::make_tuple(compiled, kiln::toDict(summary));
       },
       py::arg("module"), py::arg("input_specs"), py::arg("min_block_size"),
       py::arg("torch_executed_ops"), py::arg("require_full_compilation"), py::arg("backend"),
-      py::arg("debug"));
+      py::arg("debug"), py::arg("tf32_convolutions"), py::arg("tf32_matmuls"));
 
   m.def("engine_device",
         [](const std::string& backend) { return kiln::engineDevice(kiln::toBackend(backend)); },
