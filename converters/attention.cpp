@@ -59,8 +59,8 @@ GroupedHeads groupHeads(const NodeArgs& args, int64_t kvHeads) {
   const std::vector<SymInt>& q = args.value("query").shape;
   const int64_t groups = q[1].opt / kvHeads;
   GroupedHeads g;
-  g.query = reshapeOrThrow(args, q, {q[0], SymInt::of(kvHeads), SymInt::of(groups), q[2], q[3]},
-                           "query");
+  g.query =
+      reshapeOrThrow(args, q, {q[0], SymInt::of(kvHeads), SymInt::of(groups), q[2], q[3]}, "query");
   if (!args.isNone("attn_mask")) {
     const std::vector<SymInt>& m = args.value("attn_mask").shape;
     KILN_CHECK(m.size() <= 4, op, ": an attention mask of rank ", m.size(),
@@ -216,8 +216,8 @@ void convertAttention(ConversionContext& ctx, const NodeArgs& args) {
   softmax.axis = -1;
   Layer* probabilities = ctx.network().addSoftmax(scores, softmax);
   ctx.nameLayer(probabilities, "softmax");
-  Layer* outLayer = ctx.network().addMatMul(
-      castTo(ctx, probabilities->output(0), value->dtype()), value);
+  Layer* outLayer =
+      ctx.network().addMatMul(castTo(ctx, probabilities->output(0), value->dtype()), value);
   ctx.nameLayer(outLayer, "output");
   Tensor* out = outLayer->output(0);
   if (rowHasKeys) out = multiply(ctx, out, rowHasKeys);
@@ -228,14 +228,16 @@ void convertAttention(ConversionContext& ctx, const NodeArgs& args) {
 }  // namespace
 
 void registerAttentionConverters(ConverterRegistry& registry) {
-  registry.add({"aten::scaled_dot_product_attention(Tensor query, Tensor key, Tensor value, "
-                "Tensor? attn_mask=None, float dropout_p=0., bool is_causal=False, *, float? "
-                "scale=None, bool enable_gqa=False) -> Tensor",
-                convertAttention, checkAttention});
-  registry.add({"aten::_scaled_dot_product_flash_attention_for_cpu(Tensor query, Tensor key, "
-                "Tensor value, float dropout_p=0., bool is_causal=False, *, Tensor? "
-                "attn_mask=None, float? scale=None) -> (Tensor output, Tensor logsumexp)",
-                convertAttention, checkAttention});
+  registry.add(
+      {"aten::scaled_dot_product_attention(Tensor query, Tensor key, Tensor value, "
+       "Tensor? attn_mask=None, float dropout_p=0., bool is_causal=False, *, float? "
+       "scale=None, bool enable_gqa=False) -> Tensor",
+       convertAttention, checkAttention});
+  registry.add(
+      {"aten::_scaled_dot_product_flash_attention_for_cpu(Tensor query, Tensor key, "
+       "Tensor value, float dropout_p=0., bool is_causal=False, *, Tensor? "
+       "attn_mask=None, float? scale=None) -> (Tensor output, Tensor logsumexp)",
+       convertAttention, checkAttention});
 }
 
 }  // namespace kiln

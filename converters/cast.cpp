@@ -38,31 +38,38 @@ std::string checkSameDeviceAndStrided(const NodeArgs& args) {
 }  // namespace
 
 void registerCastConverters(ConverterRegistry& registry) {
-  registry.add({"aten::to.dtype(Tensor(a) self, ScalarType dtype, bool non_blocking=False, bool "
-                "copy=False, MemoryFormat? memory_format=None) -> Tensor(a)",
-                convertCast, nullptr});
-  registry.add({"aten::to.dtype_layout(Tensor(a) self, *, ScalarType? dtype=None, Layout? "
-                "layout=None, Device? device=None, bool? pin_memory=None, bool "
-                "non_blocking=False, bool copy=False, MemoryFormat? memory_format=None) -> "
-                "Tensor(a)",
-                convertCast, checkSameDeviceAndStrided});
-  registry.add({"aten::to.device(Tensor(a) self, Device device, ScalarType dtype, bool "
-                "non_blocking=False, bool copy=False, MemoryFormat? memory_format=None) -> "
-                "Tensor(a)",
-                convertCast, checkSameDeviceAndStrided});
-  registry.add({"aten::to.prim_Device(Tensor(a) self, Device? device, int? dtype=None, bool "
-                "non_blocking=False, bool copy=False) -> Tensor(b|a)",
-                convertCast, checkSameDeviceAndStrided});
-  registry.add({"aten::to.other(Tensor(a) self, Tensor other, bool non_blocking=False, bool "
-                "copy=False, MemoryFormat? memory_format=None) -> Tensor(a)",
-                convertCast, nullptr});
-  registry.add({"aten::to.prim_dtype(Tensor(a) self, int? dtype=None, bool non_blocking=False, "
-                "bool copy=False) -> Tensor(b|a)",
-                convertCast, nullptr});
-  registry.add({"aten::_to_copy(Tensor self, *, ScalarType? dtype=None, Layout? layout=None, "
-                "Device? device=None, bool? pin_memory=None, bool non_blocking=False, "
-                "MemoryFormat? memory_format=None) -> Tensor",
-                convertCast, checkSameDeviceAndStrided});
+  registry.add(
+      {"aten::to.dtype(Tensor(a) self, ScalarType dtype, bool non_blocking=False, bool "
+       "copy=False, MemoryFormat? memory_format=None) -> Tensor(a)",
+       convertCast, nullptr});
+  registry.add(
+      {"aten::to.dtype_layout(Tensor(a) self, *, ScalarType? dtype=None, Layout? "
+       "layout=None, Device? device=None, bool? pin_memory=None, bool "
+       "non_blocking=False, bool copy=False, MemoryFormat? memory_format=None) -> "
+       "Tensor(a)",
+       convertCast, checkSameDeviceAndStrided});
+  registry.add(
+      {"aten::to.device(Tensor(a) self, Device device, ScalarType dtype, bool "
+       "non_blocking=False, bool copy=False, MemoryFormat? memory_format=None) -> "
+       "Tensor(a)",
+       convertCast, checkSameDeviceAndStrided});
+  registry.add(
+      {"aten::to.prim_Device(Tensor(a) self, Device? device, int? dtype=None, bool "
+       "non_blocking=False, bool copy=False) -> Tensor(b|a)",
+       convertCast, checkSameDeviceAndStrided});
+  registry.add(
+      {"aten::to.other(Tensor(a) self, Tensor other, bool non_blocking=False, bool "
+       "copy=False, MemoryFormat? memory_format=None) -> Tensor(a)",
+       convertCast, nullptr});
+  registry.add(
+      {"aten::to.prim_dtype(Tensor(a) self, int? dtype=None, bool non_blocking=False, "
+       "bool copy=False) -> Tensor(b|a)",
+       convertCast, nullptr});
+  registry.add(
+      {"aten::_to_copy(Tensor self, *, ScalarType? dtype=None, Layout? layout=None, "
+       "Device? device=None, bool? pin_memory=None, bool non_blocking=False, "
+       "MemoryFormat? memory_format=None) -> Tensor",
+       convertCast, checkSameDeviceAndStrided});
   registry.add({"aten::type_as(Tensor self, Tensor other) -> Tensor", convertCast, nullptr});
 }
 

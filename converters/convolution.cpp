@@ -91,9 +91,9 @@ ConvolutionGeometry readGeometry(const NodeArgs& args) {
 
   KILN_CHECK(g.groups >= 1, op, ": groups must be positive, got ", g.groups);
   for (size_t d = 0; d < g.spatialRank; ++d) {
-    KILN_CHECK(g.stride[d] >= 1 && g.dilation[d] >= 1 && g.prePadding[d] >= 0 &&
-                   g.outputPadding[d] >= 0,
-               op, ": stride and dilation must be positive and padding non-negative");
+    KILN_CHECK(
+        g.stride[d] >= 1 && g.dilation[d] >= 1 && g.prePadding[d] >= 0 && g.outputPadding[d] >= 0,
+        op, ": stride and dilation must be positive and padding non-negative");
     KILN_CHECK(!g.transposed || g.outputPadding[d] < std::max(g.stride[d], g.dilation[d]), op,
                ": output_padding must be smaller than stride or dilation");
   }
@@ -105,8 +105,7 @@ ConvolutionGeometry readGeometry(const NodeArgs& args) {
   KILN_CHECK(g.weightDims[0] % g.groups == 0, op, ": ", g.weightDims[0],
              " filters do not split into ", g.groups, " groups");
   if (!args.isNone("bias")) {
-    const int64_t outChannels =
-        g.transposed ? g.weightDims[1] * g.groups : g.weightDims[0];
+    const int64_t outChannels = g.transposed ? g.weightDims[1] * g.groups : g.weightDims[0];
     const Dims biasDims = toDims(args.value("bias").shape);
     KILN_CHECK(biasDims == Dims{outChannels}, op, ": the bias has shape ", toString(biasDims),
                " where (", outChannels, ") is expected");

@@ -324,9 +324,8 @@ void requireFloatTensors(const NodeArgs& args, const std::vector<std::string>& n
     KILN_CHECK(value.isTensor() || (value.constant && value.constant->isTensor()), op,
                ": argument '", name, "' is not a tensor");
     const c10::ScalarType type = args.dtype(name);
-    KILN_CHECK(isComputedFloatType(type), op, ": argument '", name, "' is ",
-               c10::toString(type), "; Kiln's ", kernels,
-               " kernels compute float32, float16 and bfloat16");
+    KILN_CHECK(isComputedFloatType(type), op, ": argument '", name, "' is ", c10::toString(type),
+               "; Kiln's ", kernels, " kernels compute float32, float16 and bfloat16");
     if (first == nullptr) {
       first = &name;
     } else if (sameType) {

@@ -150,9 +150,10 @@ void registerMatmulConverters(ConverterRegistry& registry) {
   registry.add({"aten::matmul(Tensor self, Tensor other) -> Tensor", convertMatmul, checkMatmul});
   registry.add({"aten::linear(Tensor input, Tensor weight, Tensor? bias=None) -> Tensor",
                 convertLinear, checkLinear});
-  registry.add({"aten::addmm(Tensor self, Tensor mat1, Tensor mat2, *, Scalar beta=1, "
-                "Scalar alpha=1) -> Tensor",
-                convertAddmm, checkAddmm});
+  registry.add(
+      {"aten::addmm(Tensor self, Tensor mat1, Tensor mat2, *, Scalar beta=1, "
+       "Scalar alpha=1) -> Tensor",
+       convertAddmm, checkAddmm});
 }
 
 }  // namespace kiln

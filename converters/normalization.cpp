@@ -38,8 +38,8 @@ void requirePerChannel(const NodeArgs& args, const std::string& name, int64_t si
   if (args.isNone(name)) return;
   const std::vector<SymInt>& shape = args.value(name).shape;
   KILN_CHECK(shape.size() == 1 && shape[0].isStatic() && shape[0].opt == size,
-             args.node().qualifiedName(), ": '", name, "' must hold one value per channel (",
-             size, ")");
+             args.node().qualifiedName(), ": '", name, "' must hold one value per channel (", size,
+             ")");
 }
 
 // ---- batch norm ------------------------------------------------------------------------------
@@ -85,9 +85,8 @@ Dims normalizedShape(const NodeArgs& args) {
   const std::string op = args.node().qualifiedName();
   const std::vector<int64_t> normalized = args.getIntList("normalized_shape");
   const std::vector<SymInt>& shape = args.value("input").shape;
-  KILN_CHECK(!normalized.empty() && normalized.size() <= shape.size(), op,
-             ": normalized_shape ", toString(Dims(normalized)), " does not fit an input of rank ",
-             shape.size());
+  KILN_CHECK(!normalized.empty() && normalized.size() <= shape.size(), op, ": normalized_shape ",
+             toString(Dims(normalized)), " does not fit an input of rank ", shape.size());
   const size_t axis = shape.size() - normalized.size();
   for (size_t i = 0; i < normalized.size(); ++i) {
     const SymInt& dim = shape[axis + i];
@@ -126,25 +125,30 @@ void convertLayerNorm(ConversionContext& ctx, const NodeArgs& args) {
 }  // namespace
 
 void registerNormalizationConverters(ConverterRegistry& registry) {
-  registry.add({"aten::batch_norm(Tensor input, Tensor? weight, Tensor? bias, Tensor? "
-                "running_mean, Tensor? running_var, bool training, float momentum, float eps, "
-                "bool cudnn_enabled) -> Tensor",
-                convertBatchNorm, checkBatchNorm});
-  registry.add({"aten::native_batch_norm(Tensor input, Tensor? weight, Tensor? bias, Tensor? "
-                "running_mean, Tensor? running_var, bool training, float momentum, float eps) -> "
-                "(Tensor, Tensor, Tensor)",
-                convertBatchNorm, checkBatchNorm});
-  registry.add({"aten::_native_batch_norm_legit_no_training(Tensor input, Tensor? weight, "
-                "Tensor? bias, Tensor running_mean, Tensor running_var, float momentum, float "
-                "eps) -> (Tensor, Tensor, Tensor)",
-                convertBatchNorm, checkBatchNorm});
-  registry.add({"aten::layer_norm(Tensor input, SymInt[] normalized_shape, Tensor? weight=None, "
-                "Tensor? bias=None, float eps=1.0000000000000001e-05, bool cudnn_enable=True) -> "
-                "Tensor",
-                convertLayerNorm, checkLayerNorm});
-  registry.add({"aten::native_layer_norm(Tensor input, SymInt[] normalized_shape, Tensor? "
-                "weight, Tensor? bias, float eps) -> (Tensor, Tensor, Tensor)",
-                convertLayerNorm, checkLayerNorm});
+  registry.add(
+      {"aten::batch_norm(Tensor input, Tensor? weight, Tensor? bias, Tensor? "
+       "running_mean, Tensor? running_var, bool training, float momentum, float eps, "
+       "bool cudnn_enabled) -> Tensor",
+       convertBatchNorm, checkBatchNorm});
+  registry.add(
+      {"aten::native_batch_norm(Tensor input, Tensor? weight, Tensor? bias, Tensor? "
+       "running_mean, Tensor? running_var, bool training, float momentum, float eps) -> "
+       "(Tensor, Tensor, Tensor)",
+       convertBatchNorm, checkBatchNorm});
+  registry.add(
+      {"aten::_native_batch_norm_legit_no_training(Tensor input, Tensor? weight, "
+       "Tensor? bias, Tensor running_mean, Tensor running_var, float momentum, float "
+       "eps) -> (Tensor, Tensor, Tensor)",
+       convertBatchNorm, checkBatchNorm});
+  registry.add(
+      {"aten::layer_norm(Tensor input, SymInt[] normalized_shape, Tensor? weight=None, "
+       "Tensor? bias=None, float eps=1.0000000000000001e-05, bool cudnn_enable=True) -> "
+       "Tensor",
+       convertLayerNorm, checkLayerNorm});
+  registry.add(
+      {"aten::native_layer_norm(Tensor input, SymInt[] normalized_shape, Tensor? "
+       "weight, Tensor? bias, float eps) -> (Tensor, Tensor, Tensor)",
+       convertLayerNorm, checkLayerNorm});
 }
 
 }  // namespace kiln

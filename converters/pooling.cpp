@@ -59,8 +59,8 @@ PoolingParams windowParams(const NodeArgs& args, PoolingType type, size_t spatia
   PoolingParams p;
   p.type = type;
   p.kernel = perSpatialDim(args, "kernel_size", spatialRank);
-  p.stride = args.getIntList("stride").empty() ? p.kernel
-                                               : perSpatialDim(args, "stride", spatialRank);
+  p.stride =
+      args.getIntList("stride").empty() ? p.kernel : perSpatialDim(args, "stride", spatialRank);
   p.prePadding = perSpatialDim(args, "padding", spatialRank);
   p.postPadding = p.prePadding;
   p.dilation = type == PoolingType::kMax ? perSpatialDim(args, "dilation", spatialRank)
@@ -168,8 +168,8 @@ void registerPoolingConverters(ConverterRegistry& registry) {
                          "aten::avg_pool3d(Tensor self, int[3] kernel_size, int[3] stride=[], "
                          "int[3] padding=0, bool ceil_mode=False, bool count_include_pad=True, "
                          "int? divisor_override=None) -> Tensor");
-  addAdaptive<kAverage, 1>(
-      registry, "aten::adaptive_avg_pool1d(Tensor self, int[1] output_size) -> Tensor");
+  addAdaptive<kAverage, 1>(registry,
+                           "aten::adaptive_avg_pool1d(Tensor self, int[1] output_size) -> Tensor");
   addAdaptive<kAverage, 2>(
       registry, "aten::adaptive_avg_pool2d(Tensor self, SymInt[2] output_size) -> Tensor");
   addAdaptive<kAverage, 2>(

@@ -83,11 +83,10 @@ void convertReduce(ConversionContext& ctx, const NodeArgs& args, const ReduceSpe
 }
 
 void add(ConverterRegistry& registry, const char* schema, ReduceSpec spec) {
-  registry.add({schema,
-                [spec](ConversionContext& ctx, const NodeArgs& args) {
-                  convertReduce(ctx, args, spec);
-                },
-                [spec](const NodeArgs& args) { return checkReduce(args, spec); }});
+  registry.add(
+      {schema,
+       [spec](ConversionContext& ctx, const NodeArgs& args) { convertReduce(ctx, args, spec); },
+       [spec](const NodeArgs& args) { return checkReduce(args, spec); }});
 }
 
 }  // namespace

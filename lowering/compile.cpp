@@ -52,18 +52,18 @@ std::pair<torch::jit::Module, CompileSummary> compileTorchScript(
     const CompileSettings& settings) {
   for (size_t i = 0; i < inputs.size(); ++i) {
     const InputSpec& spec = inputs[i];
-    KILN_CHECK(spec.min.size() == spec.opt.size() && spec.opt.size() == spec.max.size(),
-               "input ", i, ": min, opt and max shapes must have the same rank");
+    KILN_CHECK(spec.min.size() == spec.opt.size() && spec.opt.size() == spec.max.size(), "input ",
+               i, ": min, opt and max shapes must have the same rank");
   }
   torch::jit::Module lowered = lowerTorchScript(module);
   TorchScriptImport import = importTorchScript(lowered, inputs);
   import.graph.setDevice(engineDevice(settings.backend));
-  Partition partition = kiln::partition(import.graph, settings.partition, ConverterRegistry::global());
+  Partition partition =
+      kiln::partition(import.graph, settings.partition, ConverterRegistry::global());
   std::vector<c10::intrusive_ptr<EngineHolder>> engines;
   for (size_t i = 0; i < partition.segments.size(); ++i) {
-    engines.push_back(buildSegmentEngine(import.graph, partition.segments[i],
-                                         concat("engine_", i), settings.backend, settings.debug,
-                                         settings.tf32));
+    engines.push_back(buildSegmentEngine(import.graph, partition.segments[i], concat("engine_", i),
+                                         settings.backend, settings.debug, settings.tf32));
   }
   torch::jit::Module rewritten = rewriteTorchScript(lowered, import, partition, engines);
   return {std::move(rewritten), summarize(import.graph, partition)};

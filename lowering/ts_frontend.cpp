@@ -38,13 +38,27 @@ bool isIntListType(const Value* v) { return v->type()->isSubtypeOf(*c10::ListTyp
 
 // Ops through which a value stays a function of input shapes alone.
 bool propagatesShapes(const std::string& kind) {
-  static const std::set<std::string> ops = {
-      "prim::NumToTensor", "aten::Int",       "aten::ScalarImplicit", "aten::IntImplicit",
-      "prim::ListUnpack",  "prim::ListConstruct", "aten::__getitem__", "aten::mul",
-      "aten::add",         "aten::sub",       "aten::floordiv",       "aten::floor_divide",
-      "aten::div",         "aten::remainder", "aten::neg",            "aten::floor",
-      "aten::ceil",        "prim::min",       "prim::max",            "aten::__derive_index",
-      "aten::len"};
+  static const std::set<std::string> ops = {"prim::NumToTensor",
+                                            "aten::Int",
+                                            "aten::ScalarImplicit",
+                                            "aten::IntImplicit",
+                                            "prim::ListUnpack",
+                                            "prim::ListConstruct",
+                                            "aten::__getitem__",
+                                            "aten::mul",
+                                            "aten::add",
+                                            "aten::sub",
+                                            "aten::floordiv",
+                                            "aten::floor_divide",
+                                            "aten::div",
+                                            "aten::remainder",
+                                            "aten::neg",
+                                            "aten::floor",
+                                            "aten::ceil",
+                                            "prim::min",
+                                            "prim::max",
+                                            "aten::__derive_index",
+                                            "aten::len"};
   return ops.count(kind) > 0;
 }
 // Ops that read only the shape of their tensor input.
@@ -130,9 +144,9 @@ std::unordered_map<const Value*, std::array<c10::IValue, 3>> profile(
     try {
       function.run(stack);
     } catch (const std::exception& e) {
-      throw Error(concat("running the module at its ", point == 0 ? "min" : (point == 1 ? "opt" : "max"),
-                         " input shapes failed (check the kiln.Input shapes and dtypes): ",
-                         e.what()));
+      throw Error(
+          concat("running the module at its ", point == 0 ? "min" : (point == 1 ? "opt" : "max"),
+                 " input shapes failed (check the kiln.Input shapes and dtypes): ", e.what()));
     }
     auto results = stack.back().toTupleRef().elements();
     for (size_t i = 0; i < recorded.size(); ++i) observations[recorded[i]][point] = results[i];
@@ -334,8 +348,8 @@ class Importer {
       const at::Tensor& atOpt = obs[1].toTensor();
       value.dtype = atOpt.scalar_type();
       for (int64_t d = 0; d < atOpt.dim(); ++d) {
-        value.shape.push_back(symIntOf(obs[0].toTensor().size(d), atOpt.size(d),
-                                       obs[2].toTensor().size(d)));
+        value.shape.push_back(
+            symIntOf(obs[0].toTensor().size(d), atOpt.size(d), obs[2].toTensor().size(d)));
       }
       return value;
     }
@@ -395,8 +409,8 @@ TorchScriptImport importTorchScript(const torch::jit::Module& lowered,
 }
 
 torch::jit::Module rewriteTorchScript(
-    const torch::jit::Module& lowered, const TorchScriptImport& import,
-    const Partition& partition, const std::vector<c10::intrusive_ptr<EngineHolder>>& engines) {
+    const torch::jit::Module& lowered, const TorchScriptImport& import, const Partition& partition,
+    const std::vector<c10::intrusive_ptr<EngineHolder>>& engines) {
   auto oldGraph = lowered.get_method("forward").graph();
   torch::jit::Module module(c10::QualifiedName("__torch__.kiln.CompiledModule"));
   const auto engineType = c10::getCustomClassType<c10::intrusive_ptr<EngineHolder>>();
@@ -443,10 +457,12 @@ torch::jit::Module rewriteTorchScript(
     const Segment& segment = partition.segments.at(static_cast<size_t>(item.index));
     std::vector<Value*> inputs;
     for (int v : segment.inputs) inputs.push_back(lookup(import.values.at(static_cast<size_t>(v))));
-    Node* engine = graph->appendNode(graph->createGetAttr(self, concat("_kiln_engine_", item.index)));
+    Node* engine =
+        graph->appendNode(graph->createGetAttr(self, concat("_kiln_engine_", item.index)));
     Node* list = graph->appendNode(graph->createList(c10::TensorType::get(), inputs));
-    Node* call = graph->appendNode(graph->create(c10::Symbol::fromQualString("kiln::execute_engine"),
-                                                 {list->output(), engine->output()}, 1));
+    Node* call =
+        graph->appendNode(graph->create(c10::Symbol::fromQualString("kiln::execute_engine"),
+                                        {list->output(), engine->output()}, 1));
     call->output()->setType(c10::ListType::ofTensors());
     Node* unpack =
         graph->appendNode(graph->createListUnpack(call->output(), segment.outputs.size()));

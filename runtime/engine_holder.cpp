@@ -39,7 +39,9 @@ at::ScalarType toScalarType(DataType dtype) {
   throw Error(concat("unknown Kiln data type ", static_cast<int>(dtype)));
 }
 
-std::string shapeString(at::IntArrayRef sizes) { return toString(Dims(sizes.begin(), sizes.end())); }
+std::string shapeString(at::IntArrayRef sizes) {
+  return toString(Dims(sizes.begin(), sizes.end()));
+}
 
 std::atomic<bool> allowOtherGpu{false};
 
@@ -58,8 +60,8 @@ c10::intrusive_ptr<EngineHolder> EngineHolder::fromPlan(const at::Tensor& plan, 
              c10::toString(plan.scalar_type()), " tensor of shape ", shapeString(plan.sizes()),
              " on ", plan.device().str());
   at::Tensor bytes = plan.contiguous();
-  std::shared_ptr<const Engine> engine =
-      Engine::deserialize(bytes.data_ptr(), static_cast<size_t>(bytes.numel()), allowOtherGpu.load());
+  std::shared_ptr<const Engine> engine = Engine::deserialize(
+      bytes.data_ptr(), static_cast<size_t>(bytes.numel()), allowOtherGpu.load());
   return c10::make_intrusive<EngineHolder>(std::move(engine), std::move(name));
 }
 
@@ -118,8 +120,8 @@ std::vector<at::Tensor> EngineHolder::execute(const std::vector<at::Tensor>& inp
     const EngineTensor& expected = engine.inputTensor(i);
     KILN_CHECK(input.defined(), "kiln engine '", name_, "': input ", i, " ('", expected.name,
                "') is an undefined tensor");
-    KILN_CHECK(onCpu ? input.device().is_cpu() : input.device().is_cuda(), "kiln engine '",
-               name_, "': input ", i, " ('", expected.name, "') is on ", input.device().str(),
+    KILN_CHECK(onCpu ? input.device().is_cpu() : input.device().is_cuda(), "kiln engine '", name_,
+               "': input ", i, " ('", expected.name, "') is on ", input.device().str(),
                ", but this engine runs on ", onCpu ? "the CPU" : "CUDA", ". Move the input with .",
                onCpu ? "cpu()" : "cuda()", " or compile the model for ",
                input.device().type() == c10::DeviceType::CUDA ? "CUDA" : "the CPU", ".");
@@ -128,10 +130,10 @@ std::vector<at::Tensor> EngineHolder::execute(const std::vector<at::Tensor>& inp
                expected.name, "') has dtype ", c10::toString(input.scalar_type()),
                ", but the engine was built for ", c10::toString(expectedType),
                ". Convert it with .to(", c10::toString(expectedType), ").");
-    KILN_CHECK(input.dim() == static_cast<int64_t>(expected.dims.size()), "kiln engine '",
-               name_, "': input ", i, " ('", expected.name, "') has rank ", input.dim(),
-               " (shape ", shapeString(input.sizes()), "), but the engine expects rank ",
-               expected.dims.size(), " (shape ", toString(expected.dims), ")");
+    KILN_CHECK(input.dim() == static_cast<int64_t>(expected.dims.size()), "kiln engine '", name_,
+               "': input ", i, " ('", expected.name, "') has rank ", input.dim(), " (shape ",
+               shapeString(input.sizes()), "), but the engine expects rank ", expected.dims.size(),
+               " (shape ", toString(expected.dims), ")");
     contiguous.push_back(input.contiguous());
     shapes.emplace_back(input.sizes().begin(), input.sizes().end());
   }
@@ -140,8 +142,9 @@ std::vector<at::Tensor> EngineHolder::execute(const std::vector<at::Tensor>& inp
   std::optional<c10::cuda::CUDAGuard> deviceGuard;
   void* stream = nullptr;
   if (!onCpu) {
-    const at::Device device =
-        contiguous.empty() ? at::Device(at::kCUDA, c10::cuda::current_device()) : contiguous[0].device();
+    const at::Device device = contiguous.empty()
+                                  ? at::Device(at::kCUDA, c10::cuda::current_device())
+                                  : contiguous[0].device();
     for (size_t i = 1; i < contiguous.size(); ++i) {
       KILN_CHECK(contiguous[i].device() == device, "kiln engine '", name_, "': input ", i, " ('",
                  engine.inputTensor(i).name, "') is on ", contiguous[i].device().str(),
@@ -153,7 +156,8 @@ std::vector<at::Tensor> EngineHolder::execute(const std::vector<at::Tensor>& inp
   }
 #else
   void* stream = nullptr;
-  KILN_CHECK(onCpu, "kiln engine '", name_, "' is a CUDA engine, but this Kiln runtime was built "
+  KILN_CHECK(onCpu, "kiln engine '", name_,
+             "' is a CUDA engine, but this Kiln runtime was built "
              "against a PyTorch without CUDA; install a CUDA build of PyTorch and rebuild Kiln");
 #endif
   std::unique_ptr<ExecutionContext> context = acquireContext();
@@ -191,34 +195,37 @@ std::vector<at::Tensor> executeEngine(std::vector<at::Tensor> inputs,
 
 TORCH_LIBRARY(kiln, m) {
   m.class_<EngineHolder>("Engine")
-      .def(torch::init([](const at::Tensor& plan) { return EngineHolder::fromPlan(plan, "engine"); }))
+      .def(torch::init(
+          [](const at::Tensor& plan) { return EngineHolder::fromPlan(plan, "engine"); }))
       .def("serialize", &EngineHolder::serialize)
-      .def("inspect", [](const c10::intrusive_ptr<EngineHolder>& self) {
-        return self->engine().inspect();
-      })
+      .def("inspect",
+           [](const c10::intrusive_ptr<EngineHolder>& self) { return self->engine().inspect(); })
       .def("name", [](const c10::intrusive_ptr<EngineHolder>& self) { return self->name(); })
-      .def("num_inputs", [](const c10::intrusive_ptr<EngineHolder>& self) {
-        return static_cast<int64_t>(self->engine().numInputs());
-      })
-      .def("num_outputs", [](const c10::intrusive_ptr<EngineHolder>& self) {
-        return static_cast<int64_t>(self->engine().numOutputs());
-      })
-      .def("backend", [](const c10::intrusive_ptr<EngineHolder>& self) {
-        return std::string(toString(self->engine().target().backend));
-      })
-      .def("device_name", [](const c10::intrusive_ptr<EngineHolder>& self) {
-        return self->engine().target().deviceName;
-      })
-      .def("tf32", [](const c10::intrusive_ptr<EngineHolder>& self) {
-        const Tf32Policy& tf32 = self->engine().definition().tf32;
-        return std::make_tuple(tf32.convolutions, tf32.matmuls);
-      })
-      .def("arena_bytes", [](const c10::intrusive_ptr<EngineHolder>& self) {
-        return self->arenaBytes();
-      })
-      .def("set_cuda_graphs", [](const c10::intrusive_ptr<EngineHolder>& self, bool enabled) {
-        self->setCudaGraphs(enabled);
-      })
+      .def("num_inputs",
+           [](const c10::intrusive_ptr<EngineHolder>& self) {
+             return static_cast<int64_t>(self->engine().numInputs());
+           })
+      .def("num_outputs",
+           [](const c10::intrusive_ptr<EngineHolder>& self) {
+             return static_cast<int64_t>(self->engine().numOutputs());
+           })
+      .def("backend",
+           [](const c10::intrusive_ptr<EngineHolder>& self) {
+             return std::string(toString(self->engine().target().backend));
+           })
+      .def("device_name",
+           [](const c10::intrusive_ptr<EngineHolder>& self) {
+             return self->engine().target().deviceName;
+           })
+      .def("tf32",
+           [](const c10::intrusive_ptr<EngineHolder>& self) {
+             const Tf32Policy& tf32 = self->engine().definition().tf32;
+             return std::make_tuple(tf32.convolutions, tf32.matmuls);
+           })
+      .def("arena_bytes",
+           [](const c10::intrusive_ptr<EngineHolder>& self) { return self->arenaBytes(); })
+      .def("set_cuda_graphs", [](const c10::intrusive_ptr<EngineHolder>& self,
+                                 bool enabled) { self->setCudaGraphs(enabled); })
       .def_pickle(
           [](const c10::intrusive_ptr<EngineHolder>& self) -> std::tuple<std::string, at::Tensor> {
             return {self->name(), self->serialize()};

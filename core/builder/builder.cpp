@@ -25,18 +25,18 @@ std::string inputNames(const Network& network) {
 
 // Checks one shape of a range (min, opt or max) against the input's declared dims.
 void checkRangeShape(const Tensor& input, size_t profile, const char* which, const Dims& shape) {
-  KILN_CHECK(static_cast<int64_t>(shape.size()) == input.rank(), "profile ", profile, ": ",
-             which, " shape ", toString(shape), " of input '", input.name(), "' has rank ",
-             shape.size(), ", but the input is declared with rank ", input.rank(), " (",
-             toString(input.dims()), ")");
+  KILN_CHECK(static_cast<int64_t>(shape.size()) == input.rank(), "profile ", profile, ": ", which,
+             " shape ", toString(shape), " of input '", input.name(), "' has rank ", shape.size(),
+             ", but the input is declared with rank ", input.rank(), " (", toString(input.dims()),
+             ")");
   for (size_t d = 0; d < shape.size(); ++d) {
     KILN_CHECK(shape[d] >= 0, "profile ", profile, ": ", which, " shape ", toString(shape),
                " of input '", input.name(), "' has a negative dim ", d,
                "; give concrete sizes for min, opt and max");
     KILN_CHECK(input.dims()[d] == kDynamic || input.dims()[d] == shape[d], "profile ", profile,
-               ": ", which, " shape ", toString(shape), " of input '", input.name(),
-               "' has dim ", d, " = ", shape[d], ", but the input declares it fixed at ",
-               input.dims()[d], " (", toString(input.dims()), ")");
+               ": ", which, " shape ", toString(shape), " of input '", input.name(), "' has dim ",
+               d, " = ", shape[d], ", but the input declares it fixed at ", input.dims()[d], " (",
+               toString(input.dims()), ")");
   }
 }
 
@@ -64,8 +64,8 @@ void checkProfile(const Network& network, const OptimizationProfile& profile, si
       KILN_CHECK(range.min[d] <= range.opt[d] && range.opt[d] <= range.max[d], "profile ", index,
                  ": input '", input.name(), "' dim ", d, " needs min <= opt <= max, got ",
                  range.min[d], ", ", range.opt[d], ", ", range.max[d], " (min ",
-                 toString(range.min), ", opt ", toString(range.opt), ", max ",
-                 toString(range.max), ")");
+                 toString(range.min), ", opt ", toString(range.opt), ", max ", toString(range.max),
+                 ")");
     }
   }
 }
@@ -189,8 +189,9 @@ std::shared_ptr<Engine> Builder::build(const Network& network, const BuilderConf
 #ifdef KILN_WITH_CUDA
     target = currentCudaTarget();
 #else
-    throw Error("this Kiln was built without CUDA, so it cannot build CUDA engines; install a "
-                "Kiln built with CUDA, or build for the CPU backend");
+    throw Error(
+        "this Kiln was built without CUDA, so it cannot build CUDA engines; install a "
+        "Kiln built with CUDA, or build for the CPU backend");
 #endif
   } else {
     target.backend = Backend::kCpu;

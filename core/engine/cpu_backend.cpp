@@ -6,6 +6,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "core/engine/kernel_mapping.h"
 #include "core/engine/layer_dims.h"
 #include "kernels/cpu/cast.h"
 #include "kernels/cpu/convolution.h"
@@ -25,28 +26,6 @@ namespace ck = cpu_kernels;
 
 using Inputs = std::vector<const TensorView*>;
 using Outputs = std::vector<TensorView>;
-
-ck::ScalarType toScalarType(DataType type) {
-  switch (type) {
-    case DataType::kFloat32:
-      return ck::ScalarType::kFloat32;
-    case DataType::kFloat16:
-      return ck::ScalarType::kFloat16;
-    case DataType::kBFloat16:
-      return ck::ScalarType::kBFloat16;
-    case DataType::kInt8:
-      return ck::ScalarType::kInt8;
-    case DataType::kInt32:
-      return ck::ScalarType::kInt32;
-    case DataType::kInt64:
-      return ck::ScalarType::kInt64;
-    case DataType::kBool:
-      return ck::ScalarType::kBool;
-    case DataType::kUInt8:
-      return ck::ScalarType::kUInt8;
-  }
-  throw Error(concat("unknown data type ", static_cast<int>(type)));
-}
 
 bool isHalfPrecision(DataType type) {
   return type == DataType::kFloat16 || type == DataType::kBFloat16;
@@ -105,9 +84,8 @@ ck::ConvolutionParams convolutionGeometry(const ConvParams& p, const TensorView&
 void runConvolution(const ConvolutionParams& p, const Inputs& in, const Outputs& out) {
   const TensorView& x = requiredInput(in, 0, "x");
   const TensorView& weight = requiredInput(in, 1, "weight");
-  ck::convolution(convolutionGeometry(p, x, out[0]), floatData(x, "x"),
-                  floatData(weight, "weight"), floatDataOrNull(optionalInput(in, 2), "bias"),
-                  floatOutput(out));
+  ck::convolution(convolutionGeometry(p, x, out[0]), floatData(x, "x"), floatData(weight, "weight"),
+                  floatDataOrNull(optionalInput(in, 2), "bias"), floatOutput(out));
 }
 
 void runDeconvolution(const DeconvolutionParams& p, const Inputs& in, const Outputs& out) {
@@ -139,139 +117,33 @@ void runFullyConnected(const Inputs& in, const Outputs& out) {
                      floatDataOrNull(optionalInput(in, 2), "bias"), floatOutput(out));
 }
 
-ck::BinaryOp toBinaryOp(ElementwiseOp op) {
-  switch (op) {
-    case ElementwiseOp::kSum:
-      return ck::BinaryOp::kAdd;
-    case ElementwiseOp::kSub:
-      return ck::BinaryOp::kSub;
-    case ElementwiseOp::kProd:
-      return ck::BinaryOp::kMul;
-    case ElementwiseOp::kDiv:
-      return ck::BinaryOp::kDiv;
-    case ElementwiseOp::kPow:
-      return ck::BinaryOp::kPow;
-    case ElementwiseOp::kMax:
-      return ck::BinaryOp::kMax;
-    case ElementwiseOp::kMin:
-      return ck::BinaryOp::kMin;
-    case ElementwiseOp::kFloorDiv:
-      return ck::BinaryOp::kFloorDiv;
-    case ElementwiseOp::kEqual:
-      return ck::BinaryOp::kEqual;
-    case ElementwiseOp::kLess:
-      return ck::BinaryOp::kLess;
-    case ElementwiseOp::kGreater:
-      return ck::BinaryOp::kGreater;
-    case ElementwiseOp::kAnd:
-      return ck::BinaryOp::kAnd;
-    case ElementwiseOp::kOr:
-      return ck::BinaryOp::kOr;
-    case ElementwiseOp::kXor:
-      return ck::BinaryOp::kXor;
-  }
-  throw Error(concat("unknown elementwise op ", static_cast<int>(op)));
-}
-
 void runElementwise(const ElementwiseParams& p, const Inputs& in, const Outputs& out) {
   const TensorView& a = requiredInput(in, 0, "a");
   const TensorView& b = requiredInput(in, 1, "b");
-  KILN_CHECK(a.dtype == b.dtype, "elementwise inputs differ in type (", toString(a.dtype),
-             " and ", toString(b.dtype), ")");
+  KILN_CHECK(a.dtype == b.dtype, "elementwise inputs differ in type (", toString(a.dtype), " and ",
+             toString(b.dtype), ")");
   const size_t rank = out[0].dims.size();
   KILN_CHECK(a.dims.size() <= rank && b.dims.size() <= rank,
              "elementwise inputs have a higher rank than the output");
   ck::BinaryParams binary;
   binary.op = toBinaryOp(p.op);
-  binary.type = toScalarType(a.dtype);
+  binary.type = toKernelType(a.dtype);
   binary.aShape = alignToRank(a.dims, rank);
   binary.bShape = alignToRank(b.dims, rank);
   binary.outShape = out[0].dims;
   ck::binaryElementwise(binary, a.data, b.data, out[0].data);
 }
 
-ck::UnaryFunction toUnaryFunction(UnaryOp op) {
-  switch (op) {
-    case UnaryOp::kExp:
-      return ck::UnaryFunction::kExp;
-    case UnaryOp::kLog:
-      return ck::UnaryFunction::kLog;
-    case UnaryOp::kSqrt:
-      return ck::UnaryFunction::kSqrt;
-    case UnaryOp::kRsqrt:
-      return ck::UnaryFunction::kRsqrt;
-    case UnaryOp::kRecip:
-      return ck::UnaryFunction::kRecip;
-    case UnaryOp::kAbs:
-      return ck::UnaryFunction::kAbs;
-    case UnaryOp::kNeg:
-      return ck::UnaryFunction::kNeg;
-    case UnaryOp::kSin:
-      return ck::UnaryFunction::kSin;
-    case UnaryOp::kCos:
-      return ck::UnaryFunction::kCos;
-    case UnaryOp::kTan:
-      return ck::UnaryFunction::kTan;
-    case UnaryOp::kErf:
-      return ck::UnaryFunction::kErf;
-    case UnaryOp::kFloor:
-      return ck::UnaryFunction::kFloor;
-    case UnaryOp::kCeil:
-      return ck::UnaryFunction::kCeil;
-    case UnaryOp::kRound:
-      return ck::UnaryFunction::kRound;
-    case UnaryOp::kSign:
-      return ck::UnaryFunction::kSign;
-    case UnaryOp::kNot:
-      return ck::UnaryFunction::kNot;
-  }
-  throw Error(concat("unknown unary op ", static_cast<int>(op)));
-}
-
 void runUnary(const UnaryParams& p, const Inputs& in, const Outputs& out) {
   const TensorView& x = requiredInput(in, 0, "x");
-  ck::unary(toUnaryFunction(p.op), toScalarType(x.dtype), x.data, out[0].data, volume(x.dims));
-}
-
-ck::Activation toActivation(ActivationType type) {
-  switch (type) {
-    case ActivationType::kRelu:
-      return ck::Activation::kRelu;
-    case ActivationType::kSigmoid:
-      return ck::Activation::kSigmoid;
-    case ActivationType::kTanh:
-      return ck::Activation::kTanh;
-    case ActivationType::kLeakyRelu:
-      return ck::Activation::kLeakyRelu;
-    case ActivationType::kElu:
-      return ck::Activation::kElu;
-    case ActivationType::kSelu:
-      return ck::Activation::kSelu;
-    case ActivationType::kSoftplus:
-      return ck::Activation::kSoftplus;
-    case ActivationType::kClip:
-      return ck::Activation::kClip;
-    case ActivationType::kHardSigmoid:
-      return ck::Activation::kHardSigmoid;
-    case ActivationType::kHardSwish:
-      return ck::Activation::kHardSwish;
-    case ActivationType::kGeluErf:
-      return ck::Activation::kGeluErf;
-    case ActivationType::kGeluTanh:
-      return ck::Activation::kGeluTanh;
-    case ActivationType::kSilu:
-      return ck::Activation::kSilu;
-    case ActivationType::kMish:
-      return ck::Activation::kMish;
-  }
-  throw Error(concat("unknown activation ", static_cast<int>(type)));
+  ck::unary(toUnaryFunction(p.op), toKernelType(x.dtype), x.data, out[0].data, volume(x.dims));
 }
 
 void runActivation(const ActivationParams& p, const Inputs& in, const Outputs& out) {
   const TensorView& x = requiredInput(in, 0, "x");
   const ck::ActivationParams activation{toActivation(p.type), p.alpha, p.beta};
   if (x.dtype != DataType::kFloat32) {
-    ck::integerActivation(activation, toScalarType(x.dtype), x.data, out[0].data, volume(x.dims));
+    ck::integerActivation(activation, toKernelType(x.dtype), x.data, out[0].data, volume(x.dims));
     return;
   }
   ck::activation(activation, floatData(x, "x"), floatOutput(out), volume(x.dims));
@@ -307,27 +179,11 @@ void runPooling(const PoolingParams& p, const Inputs& in, const Outputs& out) {
   ck::pooling(pooling, floatData(x, "x"), floatOutput(out));
 }
 
-ck::ReduceFunction toReduceFunction(ReduceOp op) {
-  switch (op) {
-    case ReduceOp::kSum:
-      return ck::ReduceFunction::kSum;
-    case ReduceOp::kProd:
-      return ck::ReduceFunction::kProd;
-    case ReduceOp::kMax:
-      return ck::ReduceFunction::kMax;
-    case ReduceOp::kMin:
-      return ck::ReduceFunction::kMin;
-    case ReduceOp::kAvg:
-      return ck::ReduceFunction::kMean;
-  }
-  throw Error(concat("unknown reduce op ", static_cast<int>(op)));
-}
-
 void runReduce(const ReduceParams& p, const Inputs& in, const Outputs& out) {
   const TensorView& x = requiredInput(in, 0, "x");
   ck::ReduceParams reduce;
   reduce.function = toReduceFunction(p.op);
-  reduce.type = toScalarType(x.dtype);
+  reduce.type = toKernelType(x.dtype);
   reduce.inShape = x.dims;
   reduce.reduced.assign(x.dims.size(), p.axes.empty());
   for (int64_t axis : p.axes) reduce.reduced[normalizeAxis(axis, x.dims.size(), "axis")] = true;
@@ -350,8 +206,7 @@ void runNormalization(const NormalizationParams& p, const Inputs& in, const Outp
   const float* scale = floatDataOrNull(optionalInput(in, 1), "scale");
   const float* bias = floatDataOrNull(optionalInput(in, 2), "bias");
   if (p.type == NormalizationType::kBatch) {
-    KILN_CHECK(x.dims.size() >= 2, "batch norm needs an input (N, C, ...), got ",
-               toString(x.dims));
+    KILN_CHECK(x.dims.size() >= 2, "batch norm needs an input (N, C, ...), got ", toString(x.dims));
     ck::BatchNormParams batch;
     batch.batch = x.dims[0];
     batch.channels = x.dims[1];
@@ -446,7 +301,7 @@ void runGather(const GatherParams& p, const Inputs& in, const Outputs& out) {
   gather.axisSize = data.dims[axis];
   gather.inner = volume(Dims(data.dims.begin() + axis + 1, data.dims.end()));
   gather.indexCount = volume(indices.dims);
-  gather.indexType = toScalarType(indices.dtype);
+  gather.indexType = toKernelType(indices.dtype);
   ck::gather(gather, elementSize(data.dtype), data.data, indices.data, out[0].data);
 }
 
@@ -461,7 +316,7 @@ void runCast(const CastParams& p, const Inputs& in, const Outputs& out) {
   const TensorView& x = requiredInput(in, 0, "x");
   KILN_CHECK(out[0].dtype == p.toType, "cast output is ", toString(out[0].dtype), ", expected ",
              toString(p.toType));
-  ck::cast(x.data, toScalarType(x.dtype), out[0].data, toScalarType(p.toType), volume(x.dims));
+  ck::cast(x.data, toKernelType(x.dtype), out[0].data, toKernelType(p.toType), volume(x.dims));
 }
 
 void dispatch(const LayerParams& params, const Inputs& in, const Outputs& out) {
@@ -537,7 +392,7 @@ void runInFloat32(const LayerParams& params, const Inputs& inputs, const Outputs
     if (isHalfPrecision(inputs[i]->dtype)) {
       const int64_t count = volume(inputs[i]->dims);
       scratch.emplace_back(static_cast<size_t>(count));
-      ck::cast(inputs[i]->data, toScalarType(inputs[i]->dtype), scratch.back().data(),
+      ck::cast(inputs[i]->data, toKernelType(inputs[i]->dtype), scratch.back().data(),
                ck::ScalarType::kFloat32, count);
       widenedInputs[i].dtype = DataType::kFloat32;
       widenedInputs[i].data = scratch.back().data();
@@ -555,7 +410,7 @@ void runInFloat32(const LayerParams& params, const Inputs& inputs, const Outputs
   for (size_t i = 0; i < outputs.size(); ++i) {
     if (!isHalfPrecision(outputs[i].dtype)) continue;
     ck::cast(widenedOutputs[i].data, ck::ScalarType::kFloat32, outputs[i].data,
-             toScalarType(outputs[i].dtype), volume(outputs[i].dims));
+             toKernelType(outputs[i].dtype), volume(outputs[i].dims));
   }
 }
 

@@ -7,22 +7,7 @@
 
 namespace kiln::cpu_kernels {
 
-enum class BinaryOp : uint8_t {
-  kAdd,
-  kSub,
-  kMul,
-  kDiv,       // integers: truncates toward zero
-  kPow,       // integers: negative exponents are refused, as torch does
-  kMax,       // float: NaN propagates
-  kMin,       // float: NaN propagates
-  kFloorDiv,  // rounds the quotient toward negative infinity
-  kEqual,     // comparisons write bool
-  kLess,
-  kGreater,
-  kAnd,  // bool: logical; integers: bitwise
-  kOr,
-  kXor,
-};
+using kernels::BinaryOp;
 
 bool isComparison(BinaryOp op);
 

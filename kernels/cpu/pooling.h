@@ -7,7 +7,7 @@
 
 namespace kiln::cpu_kernels {
 
-enum class PoolingMode : uint8_t { kMax, kAverage };
+using kernels::PoolingMode;
 
 // Input (batch, channels, inSpatial...) -> output (batch, channels, outSpatial...). The spatial
 // vectors have the spatial rank (1, 2 or 3); outSpatial comes from the caller (ceil mode only

@@ -7,46 +7,13 @@
 
 namespace kiln::cpu_kernels {
 
-enum class UnaryFunction : uint8_t {
-  kExp,
-  kLog,
-  kSqrt,
-  kRsqrt,
-  kRecip,
-  kAbs,  // also integers
-  kNeg,  // also integers
-  kSin,
-  kCos,
-  kTan,
-  kErf,
-  kFloor,
-  kCeil,
-  kRound,  // half to even, as torch.round
-  kSign,   // also integers
-  kNot,    // bool and integers: x == 0; float is refused
-};
+using kernels::UnaryFunction;
 
-// Float math on float32; the functions marked above also on integers. Throws
-// std::invalid_argument for a type the function is not defined on.
-void unary(UnaryFunction function, ScalarType type, const void* input, void* output,
-           int64_t count);
+// Float math on float32; the functions marked "also integers" (kernels/common/kernel_types.h)
+// also on integers. Throws std::invalid_argument for a type the function is not defined on.
+void unary(UnaryFunction function, ScalarType type, const void* input, void* output, int64_t count);
 
-enum class Activation : uint8_t {
-  kRelu,
-  kSigmoid,
-  kTanh,
-  kLeakyRelu,    // alpha = negative slope
-  kElu,          // alpha
-  kSelu,
-  kSoftplus,     // alpha = beta, beta = threshold (torch's names)
-  kClip,         // alpha = min, beta = max
-  kHardSigmoid,  // relu6(x + 3) / 6
-  kHardSwish,    // x * relu6(x + 3) / 6
-  kGeluErf,
-  kGeluTanh,
-  kSilu,
-  kMish,
-};
+using kernels::Activation;
 
 struct ActivationParams {
   Activation type = Activation::kRelu;
@@ -55,8 +22,7 @@ struct ActivationParams {
 };
 
 // float32 only.
-void activation(const ActivationParams& params, const float* input, float* output,
-                int64_t count);
+void activation(const ActivationParams& params, const float* input, float* output, int64_t count);
 
 // relu and clip on integer types (int8, uint8, int32, int64), as torch.relu and torch.clamp do
 // on integer tensors. Clip bounds must be whole numbers (or beyond the type's range, which

@@ -9,7 +9,7 @@
 
 namespace kiln::cuda_kernels {
 
-enum class PoolingMode : uint8_t { kMax, kAverage };
+using kernels::PoolingMode;
 
 // Input (batch, channels, inSpatial...) -> output (batch, channels, outSpatial...), or
 // (batch, spatial..., channels) for both when channelsLast. The spatial vectors have the spatial

@@ -10,7 +10,7 @@
 
 namespace kiln::cuda_kernels {
 
-enum class ReduceFunction : uint8_t { kSum, kProd, kMax, kMin, kMean };
+using kernels::ReduceFunction;
 
 // Reduces the axes flagged in `reduced` (one flag per dim of inShape); the output holds the kept
 // dims in order (keeping size-1 dims or not is only a matter of the caller's shape). Input and

@@ -9,47 +9,16 @@
 
 namespace kiln::cuda_kernels {
 
-enum class UnaryFunction : uint8_t {
-  kExp,
-  kLog,
-  kSqrt,
-  kRsqrt,
-  kRecip,
-  kAbs,  // also integers
-  kNeg,  // also integers
-  kSin,
-  kCos,
-  kTan,
-  kErf,
-  kFloor,
-  kCeil,
-  kRound,  // half to even, as torch.round
-  kSign,   // also integers
-  kNot,    // bool and integers: x == 0; float is refused
-};
+using kernels::UnaryFunction;
 
-// Float math on float32, fp16 and bf16; the functions marked above also on integers (and not on
-// bool). `count` elements of `type` from input to output (distinct device pointers).
+// Float math on float32, fp16 and bf16; the functions marked "also integers"
+// (kernels/common/kernel_types.h) also on integers (and not on bool). `count` elements of `type`
+// from input to output (distinct device pointers).
 // Throws std::invalid_argument for a type the function is not defined on.
-void unary(UnaryFunction function, ScalarType type, const void* input, void* output,
-           int64_t count, cudaStream_t stream);
+void unary(UnaryFunction function, ScalarType type, const void* input, void* output, int64_t count,
+           cudaStream_t stream);
 
-enum class Activation : uint8_t {
-  kRelu,
-  kSigmoid,
-  kTanh,
-  kLeakyRelu,    // alpha = negative slope
-  kElu,          // alpha
-  kSelu,
-  kSoftplus,     // alpha = beta, beta = threshold (torch's names)
-  kClip,         // alpha = min, beta = max
-  kHardSigmoid,  // relu6(x + 3) / 6
-  kHardSwish,    // x * relu6(x + 3) / 6
-  kGeluErf,
-  kGeluTanh,
-  kSilu,
-  kMish,
-};
+using kernels::Activation;
 
 struct ActivationParams {
   Activation type = Activation::kRelu;

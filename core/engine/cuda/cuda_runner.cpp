@@ -14,6 +14,7 @@
 
 #include "core/engine/cuda/device.h"
 #include "core/engine/execution_context.h"
+#include "core/engine/kernel_mapping.h"
 #include "core/engine/layer_dims.h"
 #include "kernels/cuda/cast.h"
 #include "kernels/cuda/convolution.h"
@@ -45,8 +46,9 @@ class DeviceMemory {
   explicit DeviceMemory(size_t bytes) : bytes_(bytes) {
     if (bytes > 0) {
       const cudaError_t status = cudaMalloc(&data_, bytes);
-      KILN_CHECK(status == cudaSuccess, "allocating ", bytes, " bytes of GPU memory failed: ",
-                 cudaGetErrorString(status), "; free GPU memory or use a smaller max_shape");
+      KILN_CHECK(status == cudaSuccess, "allocating ", bytes,
+                 " bytes of GPU memory failed: ", cudaGetErrorString(status),
+                 "; free GPU memory or use a smaller max_shape");
     }
   }
   ~DeviceMemory() {
@@ -86,7 +88,9 @@ class PinnedMemory {
 
 class Stream {
  public:
-  Stream() { check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate"); }
+  Stream() {
+    check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
+  }
   ~Stream() { cudaStreamDestroy(stream_); }
   Stream(const Stream&) = delete;
   Stream& operator=(const Stream&) = delete;
@@ -149,7 +153,9 @@ class DeviceWeights : public EngineBackendState {
         const int32_t tensor = layer.outputs.at(0);
         constants[tensor] = constant;
         offsets_[tensor] = total;
-        total += roundUp(constant->weights.bytes ? static_cast<int64_t>(constant->weights.bytes->size()) : 0, 256);
+        total += roundUp(
+            constant->weights.bytes ? static_cast<int64_t>(constant->weights.bytes->size()) : 0,
+            256);
       }
     }
     memory_ = DeviceMemory(static_cast<size_t>(total));
@@ -189,28 +195,6 @@ class DeviceWeights : public EngineBackendState {
   mutable std::map<std::string, ck::ConvolutionAlgorithm> convolutionChoices_;
 };
 
-ck::ScalarType toScalarType(DataType type) {
-  switch (type) {
-    case DataType::kFloat32:
-      return ck::ScalarType::kFloat32;
-    case DataType::kFloat16:
-      return ck::ScalarType::kFloat16;
-    case DataType::kBFloat16:
-      return ck::ScalarType::kBFloat16;
-    case DataType::kInt8:
-      return ck::ScalarType::kInt8;
-    case DataType::kInt32:
-      return ck::ScalarType::kInt32;
-    case DataType::kInt64:
-      return ck::ScalarType::kInt64;
-    case DataType::kBool:
-      return ck::ScalarType::kBool;
-    case DataType::kUInt8:
-      return ck::ScalarType::kUInt8;
-  }
-  throw Error(concat("unknown data type ", static_cast<int>(type)));
-}
-
 struct DeviceView {
   DataType dtype = DataType::kFloat32;
   Dims dims;
@@ -231,128 +215,6 @@ const void* optionalData(const Inputs& inputs, size_t index) {
   return index < inputs.size() && inputs[index] ? inputs[index]->data : nullptr;
 }
 
-ck::BinaryOp toBinaryOp(ElementwiseOp op) {
-  switch (op) {
-    case ElementwiseOp::kSum:
-      return ck::BinaryOp::kAdd;
-    case ElementwiseOp::kSub:
-      return ck::BinaryOp::kSub;
-    case ElementwiseOp::kProd:
-      return ck::BinaryOp::kMul;
-    case ElementwiseOp::kDiv:
-      return ck::BinaryOp::kDiv;
-    case ElementwiseOp::kPow:
-      return ck::BinaryOp::kPow;
-    case ElementwiseOp::kMax:
-      return ck::BinaryOp::kMax;
-    case ElementwiseOp::kMin:
-      return ck::BinaryOp::kMin;
-    case ElementwiseOp::kFloorDiv:
-      return ck::BinaryOp::kFloorDiv;
-    case ElementwiseOp::kEqual:
-      return ck::BinaryOp::kEqual;
-    case ElementwiseOp::kLess:
-      return ck::BinaryOp::kLess;
-    case ElementwiseOp::kGreater:
-      return ck::BinaryOp::kGreater;
-    case ElementwiseOp::kAnd:
-      return ck::BinaryOp::kAnd;
-    case ElementwiseOp::kOr:
-      return ck::BinaryOp::kOr;
-    case ElementwiseOp::kXor:
-      return ck::BinaryOp::kXor;
-  }
-  throw Error(concat("unknown elementwise op ", static_cast<int>(op)));
-}
-
-ck::UnaryFunction toUnaryFunction(UnaryOp op) {
-  switch (op) {
-    case UnaryOp::kExp:
-      return ck::UnaryFunction::kExp;
-    case UnaryOp::kLog:
-      return ck::UnaryFunction::kLog;
-    case UnaryOp::kSqrt:
-      return ck::UnaryFunction::kSqrt;
-    case UnaryOp::kRsqrt:
-      return ck::UnaryFunction::kRsqrt;
-    case UnaryOp::kRecip:
-      return ck::UnaryFunction::kRecip;
-    case UnaryOp::kAbs:
-      return ck::UnaryFunction::kAbs;
-    case UnaryOp::kNeg:
-      return ck::UnaryFunction::kNeg;
-    case UnaryOp::kSin:
-      return ck::UnaryFunction::kSin;
-    case UnaryOp::kCos:
-      return ck::UnaryFunction::kCos;
-    case UnaryOp::kTan:
-      return ck::UnaryFunction::kTan;
-    case UnaryOp::kErf:
-      return ck::UnaryFunction::kErf;
-    case UnaryOp::kFloor:
-      return ck::UnaryFunction::kFloor;
-    case UnaryOp::kCeil:
-      return ck::UnaryFunction::kCeil;
-    case UnaryOp::kRound:
-      return ck::UnaryFunction::kRound;
-    case UnaryOp::kSign:
-      return ck::UnaryFunction::kSign;
-    case UnaryOp::kNot:
-      return ck::UnaryFunction::kNot;
-  }
-  throw Error(concat("unknown unary op ", static_cast<int>(op)));
-}
-
-ck::Activation toActivation(ActivationType type) {
-  switch (type) {
-    case ActivationType::kRelu:
-      return ck::Activation::kRelu;
-    case ActivationType::kSigmoid:
-      return ck::Activation::kSigmoid;
-    case ActivationType::kTanh:
-      return ck::Activation::kTanh;
-    case ActivationType::kLeakyRelu:
-      return ck::Activation::kLeakyRelu;
-    case ActivationType::kElu:
-      return ck::Activation::kElu;
-    case ActivationType::kSelu:
-      return ck::Activation::kSelu;
-    case ActivationType::kSoftplus:
-      return ck::Activation::kSoftplus;
-    case ActivationType::kClip:
-      return ck::Activation::kClip;
-    case ActivationType::kHardSigmoid:
-      return ck::Activation::kHardSigmoid;
-    case ActivationType::kHardSwish:
-      return ck::Activation::kHardSwish;
-    case ActivationType::kGeluErf:
-      return ck::Activation::kGeluErf;
-    case ActivationType::kGeluTanh:
-      return ck::Activation::kGeluTanh;
-    case ActivationType::kSilu:
-      return ck::Activation::kSilu;
-    case ActivationType::kMish:
-      return ck::Activation::kMish;
-  }
-  throw Error(concat("unknown activation ", static_cast<int>(type)));
-}
-
-ck::ReduceFunction toReduceFunction(ReduceOp op) {
-  switch (op) {
-    case ReduceOp::kSum:
-      return ck::ReduceFunction::kSum;
-    case ReduceOp::kProd:
-      return ck::ReduceFunction::kProd;
-    case ReduceOp::kMax:
-      return ck::ReduceFunction::kMax;
-    case ReduceOp::kMin:
-      return ck::ReduceFunction::kMin;
-    case ReduceOp::kAvg:
-      return ck::ReduceFunction::kMean;
-  }
-  throw Error(concat("unknown reduce op ", static_cast<int>(op)));
-}
-
 template <typename ConvParams>
 ck::ConvolutionParams convolutionParams(const ConvParams& p, bool transposed, const DeviceView& x,
                                         const DeviceView& out) {
@@ -371,7 +233,7 @@ ck::ConvolutionParams convolutionParams(const ConvParams& p, bool transposed, co
   c.stride = orDefault(p.stride, rank, 1);
   c.prePadding = orDefault(p.prePadding, rank, 0);
   c.dilation = orDefault(p.dilation, rank, 1);
-  c.type = toScalarType(x.dtype);
+  c.type = toKernelType(x.dtype);
   return c;
 }
 
@@ -396,7 +258,7 @@ ck::ShuffleParams shuffleParams(const ShuffleParams& p, const DeviceView& x,
 ck::ReduceParams reduceParams(const ReduceParams& p, const DeviceView& x) {
   ck::ReduceParams r;
   r.function = toReduceFunction(p.op);
-  r.type = toScalarType(x.dtype);
+  r.type = toKernelType(x.dtype);
   r.inShape = x.dims;
   r.reduced.assign(x.dims.size(), p.axes.empty());
   for (int64_t axis : p.axes) r.reduced[normalizeAxis(axis, x.dims.size(), "axis")] = true;
@@ -414,7 +276,7 @@ ck::GatherParams gatherParams(const GatherParams& p, const DeviceView& data,
   g.axisSize = data.dims[axis];
   g.inner = volume(Dims(data.dims.begin() + axis + 1, data.dims.end()));
   g.indexCount = volume(indices.dims);
-  g.indexType = toScalarType(indices.dtype);
+  g.indexType = toKernelType(indices.dtype);
   return g;
 }
 
@@ -526,24 +388,24 @@ CudaRunner::CudaRunner(std::shared_ptr<const Engine> engine, const ExecutionSett
   const EngineDefinition& definition = engine->definition();
   state_ = std::make_unique<State>(engine, settings, layoutStatus(definition));
   State& s = *state_;
-  s.weights = std::static_pointer_cast<const DeviceWeights>(engine->backendState(
-      [&]() -> std::shared_ptr<const EngineBackendState> {
+  s.weights = std::static_pointer_cast<const DeviceWeights>(
+      engine->backendState([&]() -> std::shared_ptr<const EngineBackendState> {
         return std::make_shared<DeviceWeights>(definition);
       }));
   int device = 0;
   check(cudaGetDevice(&device), "cudaGetDevice");
   KILN_CHECK(device == s.weights->device(), "this engine's weights are on GPU ",
              s.weights->device(), ", but the current device is GPU ", device,
-             "; run the engine on GPU ", s.weights->device(), " or build another for GPU ",
-             device);
+             "; run the engine on GPU ", s.weights->device(), " or build another for GPU ", device);
 
   const std::vector<std::vector<Dims>> corners = dimsAtProfileCorners(definition);
   std::vector<int64_t> largest(definition.tensors.size(), 0);
   bool hasConvolution = false;
   for (const std::vector<Dims>& dims : corners) {
     for (size_t t = 0; t < dims.size(); ++t) {
-      largest[t] = std::max(
-          largest[t], volume(dims[t]) * static_cast<int64_t>(elementSize(definition.tensors[t].dtype)));
+      largest[t] =
+          std::max(largest[t], volume(dims[t]) *
+                                   static_cast<int64_t>(elementSize(definition.tensors[t].dtype)));
     }
     for (const EngineLayer& layer : definition.layers) {
       std::vector<const Dims*> inputDims, outputDims;
@@ -554,21 +416,22 @@ CudaRunner::CudaRunner(std::shared_ptr<const Engine> engine, const ExecutionSett
       }
       for (int32_t t : layer.outputs) outputDims.push_back(&dims[t]);
       s.scratchBytes = std::max(
-          s.scratchBytes, static_cast<size_t>(roundUp(
-                              static_cast<int64_t>(layerScratchBytes(layer.params, inputDims,
-                                                                     outputDims, inputTypes)),
-                              256)));
+          s.scratchBytes,
+          static_cast<size_t>(roundUp(static_cast<int64_t>(layerScratchBytes(
+                                          layer.params, inputDims, outputDims, inputTypes)),
+                                      256)));
       hasConvolution |= std::holds_alternative<ConvolutionParams>(layer.params) ||
                         std::holds_alternative<DeconvolutionParams>(layer.params);
     }
   }
   s.memoryPlan = planMemory(definition, largest);
   s.arena = DeviceMemory(static_cast<size_t>(s.memoryPlan.arenaBytes));
-  s.workspace = DeviceMemory(s.scratchBytes + std::max(ck::kGemmRecommendedWorkspaceSize,
-                                                      hasConvolution ? kConvolutionWorkspaceBytes
-                                                                     : size_t{0}));
+  s.workspace = DeviceMemory(s.scratchBytes +
+                             std::max(ck::kGemmRecommendedWorkspaceSize,
+                                      hasConvolution ? kConvolutionWorkspaceBytes : size_t{0}));
   if (settings.cudaGraphs) {
-    for (int32_t t : definition.inputs) s.stagedInputs.emplace_back(static_cast<size_t>(largest[t]));
+    for (int32_t t : definition.inputs)
+      s.stagedInputs.emplace_back(static_cast<size_t>(largest[t]));
     for (int32_t t : definition.outputs) {
       s.stagedOutputs.emplace_back(static_cast<size_t>(largest[t]));
     }
@@ -680,7 +543,8 @@ void CudaRunner::State::runLayer(size_t index, const EngineLayer& layer, cudaStr
           if (found == convolutionPlans.end()) {
             std::unique_ptr<ck::ConvolutionPlan> plan;
             if (auto choice = weights->convolutionChoice(shape)) {
-              plan = ck::ConvolutionPlan::create(cudnn, params, choice->algorithm, choice->mathType);
+              plan =
+                  ck::ConvolutionPlan::create(cudnn, params, choice->algorithm, choice->mathType);
             } else {
               // First sight of this shape: time cuDNN's algorithms on the real buffers.
               plan = ck::ConvolutionPlan::autotune(cudnn, params, tensors, convolutionWorkspace,
@@ -705,7 +569,7 @@ void CudaRunner::State::runLayer(size_t index, const EngineLayer& layer, cudaStr
           params.bShape = b.dims;
           params.transposeA = p.transposeA;
           params.transposeB = p.transposeB;
-          params.dtype = toScalarType(a.dtype);
+          params.dtype = toKernelType(a.dtype);
           params.allowTf32 = engine->definition().tf32.matmuls;
           ck::matmul(cublasLt, gemmPlans, params, a.data, b.data, nullptr, y.data, gemmWorkspace,
                      stream);
@@ -718,30 +582,30 @@ void CudaRunner::State::runLayer(size_t index, const EngineLayer& layer, cudaStr
           params.inFeatures = x.dims.back();
           params.outFeatures = weight.dims[0];
           params.rows = volume(Dims(x.dims.begin(), x.dims.end() - 1));
-          params.dtype = toScalarType(x.dtype);
+          params.dtype = toKernelType(x.dtype);
           params.allowTf32 = engine->definition().tf32.matmuls;
-          ck::fullyConnected(cublasLt, gemmPlans, params, x.data, weight.data,
-                             optionalData(in, 2), y.data, gemmWorkspace, stream);
+          ck::fullyConnected(cublasLt, gemmPlans, params, x.data, weight.data, optionalData(in, 2),
+                             y.data, gemmWorkspace, stream);
         } else if constexpr (std::is_same_v<P, ElementwiseParams>) {
           const DeviceView& a = requiredInput(in, 0, "a");
           const DeviceView& b = requiredInput(in, 1, "b");
           const size_t rank = y.dims.size();
           ck::BinaryParams params;
           params.op = toBinaryOp(p.op);
-          params.type = toScalarType(a.dtype);
+          params.type = toKernelType(a.dtype);
           params.aShape = alignToRank(a.dims, rank);
           params.bShape = alignToRank(b.dims, rank);
           params.outShape = y.dims;
-          auto* domainError = reinterpret_cast<int32_t*>(
-              status.data() + statusLayout.domainErrorOffset.at(index));
+          auto* domainError =
+              reinterpret_cast<int32_t*>(status.data() + statusLayout.domainErrorOffset.at(index));
           ck::binaryElementwise(params, a.data, b.data, y.data, stream, domainError);
         } else if constexpr (std::is_same_v<P, UnaryParams>) {
           const DeviceView& x = requiredInput(in, 0, "x");
-          ck::unary(toUnaryFunction(p.op), toScalarType(x.dtype), x.data, y.data, volume(x.dims),
+          ck::unary(toUnaryFunction(p.op), toKernelType(x.dtype), x.data, y.data, volume(x.dims),
                     stream);
         } else if constexpr (std::is_same_v<P, ActivationParams>) {
           const DeviceView& x = requiredInput(in, 0, "x");
-          ck::activation({toActivation(p.type), p.alpha, p.beta}, toScalarType(x.dtype), x.data,
+          ck::activation({toActivation(p.type), p.alpha, p.beta}, toKernelType(x.dtype), x.data,
                          y.data, volume(x.dims), stream);
         } else if constexpr (std::is_same_v<P, PoolingParams>) {
           const DeviceView& x = requiredInput(in, 0, "x");
@@ -756,7 +620,7 @@ void CudaRunner::State::runLayer(size_t index, const EngineLayer& layer, cudaStr
             params.channels = x.dims[1];
             params.inSpatial = spatialDims(x.dims);
             params.outSpatial = spatialDims(y.dims);
-            params.type = toScalarType(x.dtype);
+            params.type = toKernelType(x.dtype);
             ck::adaptivePooling(params, x.data, y.data, stream);
             return;
           }
@@ -775,7 +639,7 @@ void CudaRunner::State::runLayer(size_t index, const EngineLayer& layer, cudaStr
           params.postPadding = orDefault(p.postPadding, rank, 0);
           params.dilation = orDefault(p.dilation, rank, 1);
           params.countIncludePad = p.countIncludePad;
-          params.type = toScalarType(x.dtype);
+          params.type = toKernelType(x.dtype);
           ck::pooling(params, x.data, y.data, stream);
         } else if constexpr (std::is_same_v<P, ReduceParams>) {
           const DeviceView& x = requiredInput(in, 0, "x");
@@ -787,7 +651,7 @@ void CudaRunner::State::runLayer(size_t index, const EngineLayer& layer, cudaStr
           params.shape = x.dims.empty() ? Dims{1} : x.dims;
           params.axis = x.dims.empty() ? 0 : normalizeAxis(p.axis, x.dims.size(), "axis");
           params.log = p.log;
-          params.type = toScalarType(x.dtype);
+          params.type = toKernelType(x.dtype);
           ck::softmax(params, x.data, y.data, stream);
         } else if constexpr (std::is_same_v<P, NormalizationParams>) {
           const DeviceView& x = requiredInput(in, 0, "x");
@@ -801,8 +665,8 @@ void CudaRunner::State::runLayer(size_t index, const EngineLayer& layer, cudaStr
             params.channels = x.dims[1];
             params.spatial = volume(spatialDims(x.dims));
             params.epsilon = p.epsilon;
-            params.type = toScalarType(x.dtype);
-            params.parameterType = toScalarType(mean.dtype);
+            params.type = toKernelType(x.dtype);
+            params.parameterType = toKernelType(mean.dtype);
             ck::batchNorm(params, x.data, optionalData(in, 1), optionalData(in, 2), mean.data,
                           requiredInput(in, 4, "var").data, y.data, stream);
             return;
@@ -812,8 +676,8 @@ void CudaRunner::State::runLayer(size_t index, const EngineLayer& layer, cudaStr
           params.rows = volume(Dims(x.dims.begin(), x.dims.begin() + axis));
           params.cols = volume(Dims(x.dims.begin() + axis, x.dims.end()));
           params.epsilon = p.epsilon;
-          params.type = toScalarType(x.dtype);
-          params.parameterType = toScalarType(scale ? scale->dtype : x.dtype);
+          params.type = toKernelType(x.dtype);
+          params.parameterType = toKernelType(scale ? scale->dtype : x.dtype);
           ck::layerNorm(params, x.data, optionalData(in, 1), optionalData(in, 2), y.data, stream);
         } else if constexpr (std::is_same_v<P, ShuffleParams>) {
           const DeviceView& x = requiredInput(in, 0, "x");
@@ -861,7 +725,7 @@ void CudaRunner::State::runLayer(size_t index, const EngineLayer& layer, cudaStr
                      indices.data, y.data, gatherStatus, stream);
         } else if constexpr (std::is_same_v<P, CastParams>) {
           const DeviceView& x = requiredInput(in, 0, "x");
-          ck::cast(x.data, toScalarType(x.dtype), y.data, toScalarType(p.toType), volume(x.dims),
+          ck::cast(x.data, toKernelType(x.dtype), y.data, toKernelType(p.toType), volume(x.dims),
                    stream);
         } else {
           static_assert(std::is_same_v<P, ConstantParams>, "every layer kind needs a CUDA runner");
@@ -878,8 +742,8 @@ void CudaRunner::State::checkPreviousRun() {
   for (size_t l = 0; l < definition.layers.size(); ++l) {
     const EngineLayer& layer = definition.layers[l];
     if (statusLayout.gatherOffset[l] >= 0) {
-      const auto* failure =
-          reinterpret_cast<const ck::GatherStatus*>(statusHost.data() + statusLayout.gatherOffset[l]);
+      const auto* failure = reinterpret_cast<const ck::GatherStatus*>(statusHost.data() +
+                                                                      statusLayout.gatherOffset[l]);
       if (failure->outOfRange != 0) {
         throw Error(concat("the previous run of this engine gathered an out-of-range index (",
                            failure->badIndex, ") in layer '", layer.name,
@@ -887,8 +751,8 @@ void CudaRunner::State::checkPreviousRun() {
       }
     }
     if (statusLayout.domainErrorOffset[l] >= 0) {
-      const auto* flag = reinterpret_cast<const int32_t*>(statusHost.data() +
-                                                          statusLayout.domainErrorOffset[l]);
+      const auto* flag =
+          reinterpret_cast<const int32_t*>(statusHost.data() + statusLayout.domainErrorOffset[l]);
       if (*flag != 0) {
         throw Error(concat("the previous run of this engine divided an integer by zero (or ",
                            "raised one to a negative power) in layer '", layer.name,
@@ -938,8 +802,8 @@ void CudaRunner::State::captureGraph(const std::vector<Dims>& key,
 }
 
 void CudaRunner::execute(const std::vector<Dims>& tensorDims,
-                         const std::vector<const void*>& inputs,
-                         const std::vector<void*>& outputs, cudaStream_t stream) {
+                         const std::vector<const void*>& inputs, const std::vector<void*>& outputs,
+                         cudaStream_t stream) {
   State& s = *state_;
   const EngineDefinition& definition = s.engine->definition();
   s.checkPreviousRun();
@@ -965,8 +829,8 @@ void CudaRunner::execute(const std::vector<Dims>& tensorDims,
       const size_t bytes = static_cast<size_t>(volume(tensorDims[definition.outputs[o]])) *
                            elementSize(definition.tensors[definition.outputs[o]].dtype);
       if (bytes == 0) continue;
-      check(cudaMemcpyAsync(outputs[o], s.stagedOutputs[o].data(), bytes,
-                            cudaMemcpyDeviceToDevice, stream),
+      check(cudaMemcpyAsync(outputs[o], s.stagedOutputs[o].data(), bytes, cudaMemcpyDeviceToDevice,
+                            stream),
             "copying an output");
     }
     s.graphUse.remove(key);

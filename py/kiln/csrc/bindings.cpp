@@ -35,8 +35,9 @@ c10::ScalarType toScalarType(py::handle dtype) {
 SymInt toSymInt(const py::handle& dim) {
   auto t = dim.cast<std::tuple<int64_t, int64_t, int64_t, std::string>>();
   SymInt s{std::get<0>(t), std::get<1>(t), std::get<2>(t), std::get<3>(t)};
-  KILN_CHECK(s.min <= s.opt && s.opt <= s.max, "a dim's range must satisfy min <= opt <= max, got (",
-             s.min, ", ", s.opt, ", ", s.max, ")");
+  KILN_CHECK(s.min <= s.opt && s.opt <= s.max,
+             "a dim's range must satisfy min <= opt <= max, got (", s.min, ", ", s.opt, ", ", s.max,
+             ")");
   KILN_CHECK(!s.isStatic() || (s.min == s.max), "a static dim (empty symbol) must have min == max");
   return s;
 }
@@ -269,10 +270,10 @@ PYBIND11_MODULE(_C, m) {
                              [](const kiln::Partition& p) {
                                std::vector<std::pair<std::string, int>> order;
                                for (const auto& item : p.order) {
-                                 order.emplace_back(
-                                     item.kind == kiln::PartitionItem::Kind::kSegment ? "segment"
-                                                                                      : "node",
-                                     item.index);
+                                 order.emplace_back(item.kind == kiln::PartitionItem::Kind::kSegment
+                                                        ? "segment"
+                                                        : "node",
+                                                    item.index);
                                }
                                return order;
                              })
@@ -329,9 +330,10 @@ PYBIND11_MODULE(_C, m) {
       py::arg("torch_executed_ops"), py::arg("require_full_compilation"), py::arg("backend"),
       py::arg("debug"), py::arg("tf32_convolutions"), py::arg("tf32_matmuls"));
 
-  m.def("engine_device",
-        [](const std::string& backend) { return kiln::engineDevice(kiln::toBackend(backend)); },
-        py::arg("backend"));
+  m.def(
+      "engine_device",
+      [](const std::string& backend) { return kiln::engineDevice(kiln::toBackend(backend)); },
+      py::arg("backend"));
 
   m.def("supported_ops", [] { return kiln::ConverterRegistry::global().schemas(); });
   m.def("has_cuda", [] {

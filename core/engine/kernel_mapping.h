@@ -1,0 +1,17 @@
+// The Network's enums as the kernels' (kernels/common), for both backends.
+#pragma once
+
+#include "core/ir/layers.h"
+#include "core/ir/types.h"
+#include "kernels/common/kernel_types.h"
+
+namespace kiln {
+
+// Each throws Error for a value outside its enum.
+kernels::ScalarType toKernelType(DataType type);
+kernels::BinaryOp toBinaryOp(ElementwiseOp op);
+kernels::UnaryFunction toUnaryFunction(UnaryOp op);
+kernels::Activation toActivation(ActivationType type);
+kernels::ReduceFunction toReduceFunction(ReduceOp op);
+
+}  // namespace kiln
