@@ -3,7 +3,8 @@
 One process, one run: every backend is timed on the same GPU, the same inputs and the same
 weights, so the ratios are fair. For each model, batch and dtype it reports median and p90
 latency (CUDA events around each forward, after warm-up), throughput, build time and the max
-error against eager fp32, writes one JSON object a row to bench/results/<date>-<gpu>.jsonl and
+error against eager fp32, writes one JSON object a row to bench/results/<date>-<gpu>.jsonl (and,
+while it runs, each row as it is measured to <date>-<gpu>.partial.jsonl) and
 prints a markdown table (also written next to it as .md).
 
     python bench/run.py                       # everything
@@ -99,9 +100,17 @@ def build(backend: str, model: torch.nn.Module, x: torch.Tensor, dtype: torch.dt
     return torch.compile(model, mode=mode)
 
 
-def run(args: argparse.Namespace) -> list[dict]:
+def run(args: argparse.Namespace, partial: Path) -> list[dict]:
+    """Times every (model, batch, dtype, backend); each row also goes to ``partial`` as soon as it
+    is measured, so that a run stopped early keeps what it measured."""
     gpu = torch.cuda.get_device_name()
     rows = []
+
+    def keep(row: dict) -> None:
+        rows.append(row)
+        with open(partial, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
     for name in args.models:
         base = make_model(name).eval().cuda()
         for batch in [b for b in BATCHES[name] if not args.batches or b in args.batches]:
@@ -131,7 +140,7 @@ def run(args: argparse.Namespace) -> list[dict]:
                     except Exception as error:  # noqa: BLE001 - a failed backend is a row too
                         logger.exception("%s %s failed", name, backend)
                         row["error"] = f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
-                        rows.append(row)
+                        keep(row)
                         continue
                     times.sort()
                     row["median_ms"] = round(statistics.median(times), 4)
@@ -140,7 +149,7 @@ def run(args: argparse.Namespace) -> list[dict]:
                     if backend == "kiln":
                         row["kiln_ops_in_torch"] = kiln.summary(compiled)["ops_in_torch"]
                     logger.info("%s", row)
-                    rows.append(row)
+                    keep(row)
                     del compiled
                     torch.cuda.empty_cache()
     add_ratios(rows)
@@ -194,10 +203,13 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         print("bench/run.py needs a CUDA GPU", file=sys.stderr)
         return 2
-    rows = run(args)
     gpu = torch.cuda.get_device_name().replace(" ", "_")
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"{datetime.date.today().isoformat()}-{gpu}"
+    partial = stem.with_suffix(".partial.jsonl")
+    partial.unlink(missing_ok=True)
+    rows = run(args, partial)
+    partial.unlink()
     with open(stem.with_suffix(".jsonl"), "w") as f:
         for row in rows:
             f.write(json.dumps(row) + "\n")
