@@ -5,63 +5,17 @@
 #include <string>
 #include <type_traits>
 
+#include "kernels/common/shapes.h"
 #include "kernels/cpu/dispatch.h"
 
 namespace kiln::cpu_kernels {
 namespace {
 
+using kernels::BroadcastLayout;
+using kernels::broadcastLayout;
+
 // The broadcast as the loops walk it: output dims with each input's stride per dim (0 where
 // that input is broadcast), adjacent dims merged where both inputs allow it.
-struct BroadcastLayout {
-  Shape dims;
-  Shape aStrides;
-  Shape bStrides;
-};
-
-Shape broadcastStrides(const Shape& inShape, const Shape& outShape) {
-  Shape strides = contiguousStrides(inShape);
-  for (size_t i = 0; i < inShape.size(); ++i) {
-    if (inShape[i] != outShape[i]) {
-      if (inShape[i] != 1) {
-        throw std::invalid_argument("elementwise: input dim " + std::to_string(inShape[i]) +
-                                    " does not broadcast to output dim " +
-                                    std::to_string(outShape[i]));
-      }
-      strides[i] = 0;
-    }
-  }
-  return strides;
-}
-
-BroadcastLayout makeLayout(const BinaryParams& params) {
-  if (params.aShape.size() != params.outShape.size() ||
-      params.bShape.size() != params.outShape.size()) {
-    throw std::invalid_argument("elementwise: inputs must be given at the output's rank");
-  }
-  const Shape aStrides = broadcastStrides(params.aShape, params.outShape);
-  const Shape bStrides = broadcastStrides(params.bShape, params.outShape);
-  BroadcastLayout layout;
-  for (size_t i = 0; i < params.outShape.size(); ++i) {
-    const int64_t dim = params.outShape[i];
-    if (dim == 1) continue;  // size-1 dims change no index
-    if (!layout.dims.empty() && layout.aStrides.back() == aStrides[i] * dim &&
-        layout.bStrides.back() == bStrides[i] * dim) {
-      layout.dims.back() *= dim;
-      layout.aStrides.back() = aStrides[i];
-      layout.bStrides.back() = bStrides[i];
-      continue;
-    }
-    layout.dims.push_back(dim);
-    layout.aStrides.push_back(aStrides[i]);
-    layout.bStrides.push_back(bStrides[i]);
-  }
-  if (layout.dims.empty()) {
-    layout.dims = {1};
-    layout.aStrides = {0};
-    layout.bStrides = {0};
-  }
-  return layout;
-}
 
 // Walks the output in order; the innermost dim is a tight loop, specialized for the common
 // stride patterns so that the compiler vectorizes it.
@@ -104,8 +58,8 @@ void broadcastLoop(const BroadcastLayout& layout, const In* a, const In* b, Out*
 }
 
 [[noreturn]] void unsupported(BinaryOp op, ScalarType type) {
-  static const char* const names[] = {"add", "sub", "mul",  "div",     "pow", "max", "min",
-                                      "floor_div", "equal", "less", "greater", "and", "or", "xor"};
+  static const char* const names[] = {"add",       "sub",   "mul",  "div",     "pow", "max", "min",
+                                      "floor_div", "equal", "less", "greater", "and", "or",  "xor"};
   throw std::invalid_argument(std::string("elementwise ") + names[static_cast<int>(op)] +
                               " is not defined on " + scalarName(type));
 }
@@ -238,7 +192,7 @@ bool isComparison(BinaryOp op) {
 
 void binaryElementwise(const BinaryParams& params, const void* a, const void* b, void* out) {
   if (shapeVolume(params.outShape) == 0) return;
-  const BroadcastLayout layout = makeLayout(params);
+  const BroadcastLayout layout = broadcastLayout(params.aShape, params.bShape, params.outShape);
   visitComputeType(params.type, "elementwise", [&](auto tag) {
     using T = typename decltype(tag)::type;
     withOpFunction<T>(params.op, params.type, [&](auto fn) {

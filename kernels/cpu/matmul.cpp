@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "kernels/common/shapes.h"
+
 namespace kiln::cpu_kernels {
 namespace {
 
@@ -20,8 +22,8 @@ constexpr int64_t kNc = 2048;  // columns of b packed at once (kKc * kNc floats 
 
 // Packs op(a)[row0 : row0 + rows, col0 : col0 + depth] into panels of kMr rows, each stored
 // depth-major (kMr values per k), zero-padding the last panel.
-void packA(const float* a, int64_t lda, bool transposed, int64_t row0, int64_t rows,
-           int64_t col0, int64_t depth, float* packed) {
+void packA(const float* a, int64_t lda, bool transposed, int64_t row0, int64_t rows, int64_t col0,
+           int64_t depth, float* packed) {
   for (int64_t panel = 0; panel < rows; panel += kMr) {
     const int64_t panelRows = std::min(kMr, rows - panel);
     for (int64_t p = 0; p < depth; ++p) {
@@ -38,8 +40,8 @@ void packA(const float* a, int64_t lda, bool transposed, int64_t row0, int64_t r
 
 // Packs op(b)[row0 : row0 + depth, col0 : col0 + cols] into panels of kNr columns, each stored
 // depth-major (kNr values per k), zero-padding the last panel.
-void packB(const float* b, int64_t ldb, bool transposed, int64_t row0, int64_t depth,
-           int64_t col0, int64_t cols, float* packed) {
+void packB(const float* b, int64_t ldb, bool transposed, int64_t row0, int64_t depth, int64_t col0,
+           int64_t cols, float* packed) {
   for (int64_t panel = 0; panel < cols; panel += kNr) {
     const int64_t panelCols = std::min(kNr, cols - panel);
     for (int64_t p = 0; p < depth; ++p) {
@@ -59,8 +61,8 @@ void packB(const float* b, int64_t ldb, bool transposed, int64_t row0, int64_t d
 }
 
 // c[0:rows, 0:cols] += packedA panel * packedB panel over `depth`.
-void microKernel(int64_t depth, const float* packedA, const float* packedB, float* c,
-                 int64_t ldc, int64_t rows, int64_t cols) {
+void microKernel(int64_t depth, const float* packedA, const float* packedB, float* c, int64_t ldc,
+                 int64_t rows, int64_t cols) {
   float tile[kMr][kNr] = {};
   for (int64_t p = 0; p < depth; ++p) {
     const float* aValues = packedA + p * kMr;
@@ -133,38 +135,8 @@ void gemm(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, bool tra
 }
 
 Shape matmulOutputShape(const MatMulParams& params) {
-  const Shape& aShape = params.aShape;
-  const Shape& bShape = params.bShape;
-  if (aShape.size() < 2 || bShape.size() < 2) {
-    throw std::invalid_argument("matmul needs operands of rank >= 2");
-  }
-  const size_t aRank = aShape.size();
-  const size_t bRank = bShape.size();
-  const int64_t m = params.transposeA ? aShape[aRank - 1] : aShape[aRank - 2];
-  const int64_t kA = params.transposeA ? aShape[aRank - 2] : aShape[aRank - 1];
-  const int64_t kB = params.transposeB ? bShape[bRank - 1] : bShape[bRank - 2];
-  const int64_t n = params.transposeB ? bShape[bRank - 2] : bShape[bRank - 1];
-  if (kA != kB) {
-    throw std::invalid_argument("matmul: inner dims differ (" + std::to_string(kA) + " vs " +
-                                std::to_string(kB) + ")");
-  }
-  const size_t batchRank = std::max(aRank, bRank) - 2;
-  Shape out(batchRank + 2);
-  for (size_t i = 0; i < batchRank; ++i) {
-    // Right-aligned: batch dim i of the output is dim i - (batchRank - (rank - 2)) of each.
-    const int64_t aIndex = static_cast<int64_t>(i) - static_cast<int64_t>(batchRank - (aRank - 2));
-    const int64_t bIndex = static_cast<int64_t>(i) - static_cast<int64_t>(batchRank - (bRank - 2));
-    const int64_t aDim = aIndex >= 0 ? aShape[aIndex] : 1;
-    const int64_t bDim = bIndex >= 0 ? bShape[bIndex] : 1;
-    if (aDim != bDim && aDim != 1 && bDim != 1) {
-      throw std::invalid_argument("matmul: batch dims " + std::to_string(aDim) + " and " +
-                                  std::to_string(bDim) + " do not broadcast");
-    }
-    out[i] = aDim == 1 ? bDim : aDim;
-  }
-  out[batchRank] = m;
-  out[batchRank + 1] = n;
-  return out;
+  return kernels::matmulOutputShape(params.aShape, params.bShape, params.transposeA,
+                                    params.transposeB);
 }
 
 void matmul(const MatMulParams& params, const float* a, const float* b, float* out) {
@@ -197,8 +169,10 @@ void matmul(const MatMulParams& params, const float* a, const float* b, float* o
     int64_t aOffset = 0;
     int64_t bOffset = 0;
     for (size_t i = 0; i < batchRank; ++i) {
-      const int64_t aIndex = static_cast<int64_t>(i) - static_cast<int64_t>(batchRank - aBatch.size());
-      const int64_t bIndex = static_cast<int64_t>(i) - static_cast<int64_t>(batchRank - bBatch.size());
+      const int64_t aIndex =
+          static_cast<int64_t>(i) - static_cast<int64_t>(batchRank - aBatch.size());
+      const int64_t bIndex =
+          static_cast<int64_t>(i) - static_cast<int64_t>(batchRank - bBatch.size());
       if (aIndex >= 0 && aBatch[aIndex] != 1) aOffset += index[i] * aStrides[aIndex];
       if (bIndex >= 0 && bBatch[bIndex] != 1) bOffset += index[i] * bStrides[bIndex];
     }

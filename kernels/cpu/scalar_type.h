@@ -2,16 +2,15 @@
 #pragma once
 
 #include "kernels/common/kernel_types.h"
+#include "kernels/common/shapes.h"
 
 namespace kiln::cpu_kernels {
 
+using kernels::contiguousStrides;
 using kernels::scalarName;
 using kernels::scalarSize;
 using kernels::ScalarType;
 using kernels::Shape;
 using kernels::shapeVolume;
-
-// Row-major strides in elements.
-Shape contiguousStrides(const Shape& shape);
 
 }  // namespace kiln::cpu_kernels

@@ -7,11 +7,14 @@
 #include <type_traits>
 #include <utility>
 
+#include "kernels/common/shapes.h"
 #include "kernels/cuda/pointwise_device.cuh"
 
 namespace kiln::cuda_kernels {
 namespace {
 
+using kernels::BroadcastLayout;
+using kernels::broadcastLayout;
 using pointwise::BoolByte;
 using pointwise::ComputeType;
 using pointwise::FastDivmod;
@@ -298,8 +301,8 @@ struct Indexer64 {
 // One output element per step, any broadcast.
 template <typename In, typename Out, typename Indexer, typename Index, typename Op>
 __global__ void __launch_bounds__(kThreadsPerBlock)
-    broadcastBinaryKernel(const In* __restrict__ a, const In* __restrict__ b,
-                          Out* __restrict__ out, Index count, Indexer indexer, Op op) {
+    broadcastBinaryKernel(const In* __restrict__ a, const In* __restrict__ b, Out* __restrict__ out,
+                          Index count, Indexer indexer, Op op) {
   const Index stride = static_cast<Index>(gridDim.x) * blockDim.x;
   for (Index e = static_cast<Index>(blockIdx.x) * blockDim.x + threadIdx.x; e < count;
        e += stride) {
@@ -349,56 +352,9 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
 
 // ---- host side ----------------------------------------------------------------------------------
 
-struct BroadcastLayout {
-  Shape dims;  // outermost first
-  Shape aStrides;
-  Shape bStrides;
-};
-
-Shape broadcastStrides(const Shape& inShape, const Shape& outShape) {
-  Shape strides(inShape.size(), 1);
-  for (size_t i = inShape.size(); i-- > 1;) strides[i - 1] = strides[i] * inShape[i];
-  for (size_t i = 0; i < inShape.size(); ++i) {
-    if (inShape[i] != outShape[i]) {
-      if (inShape[i] != 1) {
-        throw std::invalid_argument("elementwise: input dim " + std::to_string(inShape[i]) +
-                                    " does not broadcast to output dim " +
-                                    std::to_string(outShape[i]));
-      }
-      strides[i] = 0;
-    }
-  }
-  return strides;
-}
-
-// Drops size-1 dims and merges adjacent dims where both inputs allow it, as the CPU kernel does.
+// The shared layout (kernels/common/shapes.h), within what the GPU's indexers hold.
 BroadcastLayout makeLayout(const BinaryParams& params) {
-  if (params.aShape.size() != params.outShape.size() ||
-      params.bShape.size() != params.outShape.size()) {
-    throw std::invalid_argument("elementwise: inputs must be given at the output's rank");
-  }
-  const Shape aStrides = broadcastStrides(params.aShape, params.outShape);
-  const Shape bStrides = broadcastStrides(params.bShape, params.outShape);
-  BroadcastLayout layout;
-  for (size_t i = 0; i < params.outShape.size(); ++i) {
-    const int64_t dim = params.outShape[i];
-    if (dim == 1) continue;
-    if (!layout.dims.empty() && layout.aStrides.back() == aStrides[i] * dim &&
-        layout.bStrides.back() == bStrides[i] * dim) {
-      layout.dims.back() *= dim;
-      layout.aStrides.back() = aStrides[i];
-      layout.bStrides.back() = bStrides[i];
-      continue;
-    }
-    layout.dims.push_back(dim);
-    layout.aStrides.push_back(aStrides[i]);
-    layout.bStrides.push_back(bStrides[i]);
-  }
-  if (layout.dims.empty()) {
-    layout.dims = {1};
-    layout.aStrides = {0};
-    layout.bStrides = {0};
-  }
+  BroadcastLayout layout = broadcastLayout(params.aShape, params.bShape, params.outShape);
   if (layout.dims.size() > static_cast<size_t>(kMaxDims)) {
     throw std::invalid_argument("elementwise on the GPU broadcasts over at most " +
                                 std::to_string(kMaxDims) + " dims after merging, got " +
@@ -429,8 +385,8 @@ Indexer makeIndexer(const BroadcastLayout& layout) {
 }
 
 template <typename In, typename Op>
-void launchBinary(const BinaryParams& params, const void* aData, const void* bData,
-                  void* outData, Op op, cudaStream_t stream) {
+void launchBinary(const BinaryParams& params, const void* aData, const void* bData, void* outData,
+                  Op op, cudaStream_t stream) {
   using C = ComputeType<In>;
   using Result = decltype(op(C{}, C{}));
   using Out = std::conditional_t<std::is_same_v<Result, bool>, BoolByte, In>;
@@ -447,8 +403,7 @@ void launchBinary(const BinaryParams& params, const void* aData, const void* bDa
   const bool aScalar = aVolume == 1 && outVolume != 1;
   const bool bScalar = bVolume == 1 && outVolume != 1;
   if ((aScalar || aVolume == outVolume) && (bScalar || bVolume == outVolume)) {
-    const bool vectorize = pointwise::isAligned16(out) &&
-                           (aScalar || pointwise::isAligned16(a)) &&
+    const bool vectorize = pointwise::isAligned16(out) && (aScalar || pointwise::isAligned16(a)) &&
                            (bScalar || pointwise::isAligned16(b));
     for (int64_t offset = 0; offset < outVolume; offset += pointwise::kFlatChunk) {
       const int64_t chunk = std::min(pointwise::kFlatChunk, outVolume - offset);
@@ -492,8 +447,8 @@ void launchBinary(const BinaryParams& params, const void* aData, const void* bDa
 }
 
 [[noreturn]] void unsupported(BinaryOp op, ScalarType type) {
-  static const char* const names[] = {"add", "sub", "mul",   "div",  "pow",     "max", "min",
-                                      "floor_div", "equal", "less", "greater", "and", "or", "xor"};
+  static const char* const names[] = {"add",       "sub",   "mul",  "div",     "pow", "max", "min",
+                                      "floor_div", "equal", "less", "greater", "and", "or",  "xor"};
   throw std::invalid_argument(std::string("elementwise ") + names[static_cast<int>(op)] +
                               " is not defined on " + scalarName(type));
 }

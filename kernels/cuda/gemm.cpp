@@ -10,6 +10,8 @@
 #include <unordered_map>
 #include <utility>
 
+#include "kernels/common/shapes.h"
+
 namespace kiln::cuda_kernels {
 namespace {
 
@@ -130,17 +132,16 @@ std::string describe(const GemmParams& p, bool hasBias) {
   return "m=" + std::to_string(p.m) + " n=" + std::to_string(p.n) + " k=" + std::to_string(p.k) +
          " lda=" + std::to_string(p.lda) + " ldb=" + std::to_string(p.ldb) +
          " ldc=" + std::to_string(p.ldc) + " transposeA=" + std::to_string(p.transposeA) +
-         " transposeB=" + std::to_string(p.transposeB) +
-         " batch=" + std::to_string(p.batchCount) + " dtype=" + scalarName(p.dtype) +
-         (p.allowTf32 ? " tf32" : "") + " bias=" + std::to_string(hasBias) +
-         " activation=" + activationName(p.activation);
+         " transposeB=" + std::to_string(p.transposeB) + " batch=" + std::to_string(p.batchCount) +
+         " dtype=" + scalarName(p.dtype) + (p.allowTf32 ? " tf32" : "") +
+         " bias=" + std::to_string(hasBias) + " activation=" + activationName(p.activation);
 }
 
 // The largest power of two (up to 256, cuBLASLt's default assumption) dividing the address of
 // every matrix of the batch.
 uint32_t alignmentOf(const void* pointer, int64_t batchStrideBytes) {
-  const uint64_t bits = reinterpret_cast<uint64_t>(pointer) | uint64_t{256} |
-                        static_cast<uint64_t>(batchStrideBytes);
+  const uint64_t bits =
+      reinterpret_cast<uint64_t>(pointer) | uint64_t{256} | static_cast<uint64_t>(batchStrideBytes);
   return static_cast<uint32_t>(bits & (~bits + 1));
 }
 
@@ -175,9 +176,9 @@ cublasLtMatrixLayout_t createLayout(cudaDataType_t type, int64_t rows, int64_t c
 std::unique_ptr<GemmPlan> createPlan(const CublasLtHandle& handle, const GemmParams& p,
                                      const GemmKey& key, const void* bias) {
   const cudaDataType_t type = cudaTypeOf(p.dtype);
-  const cublasComputeType_t computeType =
-      p.dtype == ScalarType::kFloat32 && p.allowTf32 ? CUBLAS_COMPUTE_32F_FAST_TF32
-                                                     : CUBLAS_COMPUTE_32F;
+  const cublasComputeType_t computeType = p.dtype == ScalarType::kFloat32 && p.allowTf32
+                                              ? CUBLAS_COMPUTE_32F_FAST_TF32
+                                              : CUBLAS_COMPUTE_32F;
   auto plan = std::make_unique<GemmPlan>();
   KILN_CUBLAS_CHECK(cublasLtMatmulDescCreate(&plan->operation, computeType, CUDA_R_32F));
   const cublasOperation_t transposeB = p.transposeB ? CUBLAS_OP_T : CUBLAS_OP_N;
@@ -193,12 +194,10 @@ std::unique_ptr<GemmPlan> createPlan(const CublasLtHandle& handle, const GemmPar
     setDescAttribute(plan->operation, CUBLASLT_MATMUL_DESC_BIAS_POINTER, bias);
   }
   // Row-major b stored (k x n) is column-major (n x k); stored (n x k) is column-major (k x n).
-  plan->layoutB = p.transposeB
-                      ? createLayout(type, p.k, p.n, p.ldb, p.batchCount, p.batchStrideB)
-                      : createLayout(type, p.n, p.k, p.ldb, p.batchCount, p.batchStrideB);
-  plan->layoutA = p.transposeA
-                      ? createLayout(type, p.m, p.k, p.lda, p.batchCount, p.batchStrideA)
-                      : createLayout(type, p.k, p.m, p.lda, p.batchCount, p.batchStrideA);
+  plan->layoutB = p.transposeB ? createLayout(type, p.k, p.n, p.ldb, p.batchCount, p.batchStrideB)
+                               : createLayout(type, p.n, p.k, p.ldb, p.batchCount, p.batchStrideB);
+  plan->layoutA = p.transposeA ? createLayout(type, p.m, p.k, p.lda, p.batchCount, p.batchStrideA)
+                               : createLayout(type, p.k, p.m, p.lda, p.batchCount, p.batchStrideA);
   plan->layoutC = createLayout(type, p.n, p.m, p.ldc, p.batchCount, p.batchStrideC);
 
   cublasLtMatmulPreference_t rawPreference = nullptr;
@@ -235,8 +234,10 @@ void checkParams(const GemmParams& p) {
   };
   if (p.m < 0 || p.n < 0 || p.k < 0 || p.batchCount < 0) fail("negative sizes");
   if (p.batchCount > std::numeric_limits<int32_t>::max()) fail("more batches than cuBLASLt takes");
-  if (p.lda < std::max<int64_t>(1, p.transposeA ? p.m : p.k)) fail("lda is smaller than a row of a");
-  if (p.ldb < std::max<int64_t>(1, p.transposeB ? p.k : p.n)) fail("ldb is smaller than a row of b");
+  if (p.lda < std::max<int64_t>(1, p.transposeA ? p.m : p.k))
+    fail("lda is smaller than a row of a");
+  if (p.ldb < std::max<int64_t>(1, p.transposeB ? p.k : p.n))
+    fail("ldb is smaller than a row of b");
   if (p.ldc < std::max<int64_t>(1, p.n)) fail("ldc is smaller than a row of c");
   if (p.batchStrideA < 0 || p.batchStrideB < 0 || p.batchStrideC < 0) fail("negative batch stride");
   if (p.batchCount > 1 && p.batchStrideC < (p.m - 1) * p.ldc + p.n) {
@@ -357,45 +358,15 @@ void gemm(const CublasLtHandle& handle, GemmPlanCache& cache, const GemmParams& 
   }
   GemmPlan& plan = *found->second;
   if (key.hasBias) setDescAttribute(plan.operation, CUBLASLT_MATMUL_DESC_BIAS_POINTER, bias);
-  KILN_CUBLAS_CHECK(cublasLtMatmul(handle.get(), plan.operation, &params.alpha, b, plan.layoutB,
-                                   a, plan.layoutA, &params.beta, c, plan.layoutC, c,
-                                   plan.layoutC, &plan.algo, workspace.data,
+  KILN_CUBLAS_CHECK(cublasLtMatmul(handle.get(), plan.operation, &params.alpha, b, plan.layoutB, a,
+                                   plan.layoutA, &params.beta, c, plan.layoutC, c, plan.layoutC,
+                                   &plan.algo, workspace.data,
                                    static_cast<size_t>(key.workspaceSize), stream));
 }
 
 Shape matmulOutputShape(const MatMulParams& params) {
-  const Shape& aShape = params.aShape;
-  const Shape& bShape = params.bShape;
-  if (aShape.size() < 2 || bShape.size() < 2) {
-    throw std::invalid_argument("matmul needs operands of rank >= 2");
-  }
-  const size_t aRank = aShape.size();
-  const size_t bRank = bShape.size();
-  const int64_t m = params.transposeA ? aShape[aRank - 1] : aShape[aRank - 2];
-  const int64_t kA = params.transposeA ? aShape[aRank - 2] : aShape[aRank - 1];
-  const int64_t kB = params.transposeB ? bShape[bRank - 1] : bShape[bRank - 2];
-  const int64_t n = params.transposeB ? bShape[bRank - 2] : bShape[bRank - 1];
-  if (kA != kB) {
-    throw std::invalid_argument("matmul: inner dims differ (" + std::to_string(kA) + " vs " +
-                                std::to_string(kB) + ")");
-  }
-  const size_t batchRank = std::max(aRank, bRank) - 2;
-  Shape out(batchRank + 2);
-  for (size_t i = 0; i < batchRank; ++i) {
-    // Right-aligned: batch dim i of the output is dim i - (batchRank - (rank - 2)) of each.
-    const int64_t aIndex = static_cast<int64_t>(i) - static_cast<int64_t>(batchRank - (aRank - 2));
-    const int64_t bIndex = static_cast<int64_t>(i) - static_cast<int64_t>(batchRank - (bRank - 2));
-    const int64_t aDim = aIndex >= 0 ? aShape[aIndex] : 1;
-    const int64_t bDim = bIndex >= 0 ? bShape[bIndex] : 1;
-    if (aDim != bDim && aDim != 1 && bDim != 1) {
-      throw std::invalid_argument("matmul: batch dims " + std::to_string(aDim) + " and " +
-                                  std::to_string(bDim) + " do not broadcast");
-    }
-    out[i] = aDim == 1 ? bDim : aDim;
-  }
-  out[batchRank] = m;
-  out[batchRank + 1] = n;
-  return out;
+  return kernels::matmulOutputShape(params.aShape, params.bShape, params.transposeA,
+                                    params.transposeB);
 }
 
 void matmul(const CublasLtHandle& handle, GemmPlanCache& cache, const MatMulParams& params,
