@@ -63,8 +63,8 @@ def build_engine(
     name: str,
     backend: str,
     debug: bool,
-    tf32_convolutions: bool,
-    tf32_matmuls: bool,
+    tf32_convolutions: bool = False,
+    tf32_matmuls: bool = False,
 ) -> torch.ScriptObject: ...
 
 # The TorchScript front end: lowers (freeze, inline, remove no-ops), imports with the shapes
@@ -78,8 +78,8 @@ def compile_ts(
     require_full_compilation: bool,
     backend: str,
     debug: bool,
-    tf32_convolutions: bool,
-    tf32_matmuls: bool,
+    tf32_convolutions: bool = False,
+    tf32_matmuls: bool = False,
 ) -> tuple[torch._C.ScriptModule, dict[str, Any]]: ...
 
 # The device an engine built now for `backend` ("cpu" or "cuda") runs on.

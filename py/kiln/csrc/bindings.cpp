@@ -299,7 +299,7 @@ PYBIND11_MODULE(_C, m) {
         return torch::jit::toPyObject(c10::IValue(std::move(holder)));
       },
       py::arg("graph"), py::arg("segment"), py::arg("name"), py::arg("backend"), py::arg("debug"),
-      py::arg("tf32_convolutions"), py::arg("tf32_matmuls"));
+      py::arg("tf32_convolutions") = false, py::arg("tf32_matmuls") = false);
 
   m.def(
       "compile_ts",
@@ -328,7 +328,7 @@ PYBIND11_MODULE(_C, m) {
       },
       py::arg("module"), py::arg("input_specs"), py::arg("min_block_size"),
       py::arg("torch_executed_ops"), py::arg("require_full_compilation"), py::arg("backend"),
-      py::arg("debug"), py::arg("tf32_convolutions"), py::arg("tf32_matmuls"));
+      py::arg("debug"), py::arg("tf32_convolutions") = false, py::arg("tf32_matmuls") = false);
 
   m.def(
       "engine_device",
