@@ -763,18 +763,28 @@ def _check_close(actual: Any, expected: Any, tol: float) -> None:
         assert torch.equal(actual, expected)
 
 
-@pytest.mark.parametrize("case, index, front_end", _params())
-def test_converter(case: Case, index: int | None, front_end: str) -> None:
+def _on(device: str, value: Any) -> Any:
+    return value.to(device) if isinstance(value, (torch.Tensor, nn.Module)) else value
+
+
+def _run_case(case: Case, index: int | None, front_end: str, device: str, tol: float) -> None:
+    """Compiles the case's module for `device` and checks every run against eager there."""
     torch.manual_seed(1)
-    module = case.build()
+    module = _on(device, case.build())
     if index is None:
         assert case.dynamic is not None
         compile_inputs: Sequence[Any] = case.dynamic.inputs
-        runs = [[make(spec) for spec in run] for run in case.dynamic.runs]
+        runs = [[_on(device, make(spec)) for spec in run] for run in case.dynamic.runs]
     else:
-        run = [make(spec) for spec in case.samples[index]]
+        run = [_on(device, make(spec)) for spec in case.samples[index]]
         compile_inputs, runs = run, [run]
     with torch.no_grad():
+        try:
+            expected = [module(*inputs) for inputs in runs]
+        except RuntimeError as error:
+            # A case whose function holds a CPU tensor (a weight in a lambda) has no eager result
+            # on another device to compare with.
+            pytest.skip(f"eager PyTorch cannot run this case on {device}: {error}")
         compiled = kiln.compile(
             module,
             ir=front_end,
@@ -782,11 +792,33 @@ def test_converter(case: Case, index: int | None, front_end: str) -> None:
             min_block_size=1,
             require_full_compilation=True,
             enabled_precisions={torch.float32, torch.float16, torch.bfloat16},
+            device=device,
+            allow_tf32=False,
         )
         summary = kiln.summary(compiled)
         assert summary["engines"] >= 1 and summary["ops_in_torch"] == 0, summary
-        for inputs in runs:
-            _check_close(compiled(*inputs), module(*inputs), case.tol)
+        for inputs, reference in zip(runs, expected):
+            _check_close(compiled(*inputs), reference, tol)
+
+
+@pytest.mark.parametrize("case, index, front_end", _params())
+def test_converter(case: Case, index: int | None, front_end: str) -> None:
+    _run_case(case, index, front_end, "cpu", case.tol)
+
+
+# Cases that move a tensor to the CPU: for a CUDA engine that move stays in PyTorch.
+_MOVES_TO_CPU = {"to_dtype_layout", "to_device", "to_device_dtype"}
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case, index, front_end", _params())
+def test_converter_on_cuda(case: Case, index: int | None, front_end: str) -> None:
+    if not kiln._C.has_cuda():
+        pytest.skip("Kiln was built without CUDA")
+    if case.name in _MOVES_TO_CPU:
+        pytest.skip("moves the tensor to the CPU, which stays in PyTorch for a CUDA engine")
+    # GPU kernels sum in another order than the CPU reference: float32 within 1e-4.
+    _run_case(case, index, front_end, "cuda", max(case.tol, 1e-4))
 
 
 # -- completeness ------------------------------------------------------------------------------
