@@ -61,39 +61,20 @@ float* floatOutput(const Outputs& outputs) {
   return static_cast<float*>(outputs[0].data);
 }
 
-template <typename ConvParams>
-ck::ConvolutionParams convolutionGeometry(const ConvParams& p, const TensorView& x,
-                                          const TensorView& out) {
-  KILN_CHECK(x.dims.size() == p.kernel.size() + 2, "input rank ", x.dims.size(),
-             " does not match a kernel of ", p.kernel.size(), " spatial dims");
-  const size_t rank = p.kernel.size();
-  ck::ConvolutionParams geometry;
-  geometry.batch = x.dims[0];
-  geometry.inChannels = x.dims[1];
-  geometry.outChannels = out.dims[1];
-  geometry.groups = p.groups;
-  geometry.inSpatial = spatialDims(x.dims);
-  geometry.outSpatial = spatialDims(out.dims);
-  geometry.kernel = p.kernel;
-  geometry.stride = orDefault(p.stride, rank, 1);
-  geometry.prePadding = orDefault(p.prePadding, rank, 0);
-  geometry.dilation = orDefault(p.dilation, rank, 1);
-  return geometry;
-}
-
 void runConvolution(const ConvolutionParams& p, const Inputs& in, const Outputs& out) {
   const TensorView& x = requiredInput(in, 0, "x");
   const TensorView& weight = requiredInput(in, 1, "weight");
-  ck::convolution(convolutionGeometry(p, x, out[0]), floatData(x, "x"), floatData(weight, "weight"),
+  ck::convolution(convolutionGeometry<ck::ConvolutionParams>(p, x.dims, out[0].dims),
+                  floatData(x, "x"), floatData(weight, "weight"),
                   floatDataOrNull(optionalInput(in, 2), "bias"), floatOutput(out));
 }
 
 void runDeconvolution(const DeconvolutionParams& p, const Inputs& in, const Outputs& out) {
   const TensorView& x = requiredInput(in, 0, "x");
   const TensorView& weight = requiredInput(in, 1, "weight");
-  ck::deconvolution(convolutionGeometry(p, x, out[0]), floatData(x, "x"),
-                    floatData(weight, "weight"), floatDataOrNull(optionalInput(in, 2), "bias"),
-                    floatOutput(out));
+  ck::deconvolution(convolutionGeometry<ck::ConvolutionParams>(p, x.dims, out[0].dims),
+                    floatData(x, "x"), floatData(weight, "weight"),
+                    floatDataOrNull(optionalInput(in, 2), "bias"), floatOutput(out));
 }
 
 void runMatMul(const MatMulParams& p, const Inputs& in, const Outputs& out) {

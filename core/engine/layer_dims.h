@@ -32,4 +32,25 @@ inline Dims alignToRank(const Dims& dims, size_t rank) {
   return aligned;
 }
 
+// The geometry of a convolution or deconvolution layer (params `p`, input dims `x`, output dims
+// `out`) in a backend's kernel parameters: every kernel family names these fields alike.
+template <typename KernelParams, typename LayerParams>
+KernelParams convolutionGeometry(const LayerParams& p, const Dims& x, const Dims& out) {
+  KILN_CHECK(x.size() == p.kernel.size() + 2, "input rank ", x.size(),
+             " does not match a kernel of ", p.kernel.size(), " spatial dims");
+  const size_t rank = p.kernel.size();
+  KernelParams geometry;
+  geometry.batch = x[0];
+  geometry.inChannels = x[1];
+  geometry.outChannels = out[1];
+  geometry.groups = p.groups;
+  geometry.inSpatial = spatialDims(x);
+  geometry.outSpatial = spatialDims(out);
+  geometry.kernel = p.kernel;
+  geometry.stride = orDefault(p.stride, rank, 1);
+  geometry.prePadding = orDefault(p.prePadding, rank, 0);
+  geometry.dilation = orDefault(p.dilation, rank, 1);
+  return geometry;
+}
+
 }  // namespace kiln

@@ -218,21 +218,8 @@ const void* optionalData(const Inputs& inputs, size_t index) {
 template <typename ConvParams>
 ck::ConvolutionParams convolutionParams(const ConvParams& p, bool transposed, const DeviceView& x,
                                         const DeviceView& out) {
-  KILN_CHECK(x.dims.size() == p.kernel.size() + 2, "input rank ", x.dims.size(),
-             " does not match a kernel of ", p.kernel.size(), " spatial dims");
-  const size_t rank = p.kernel.size();
-  ck::ConvolutionParams c;
+  auto c = convolutionGeometry<ck::ConvolutionParams>(p, x.dims, out.dims);
   c.transposed = transposed;
-  c.batch = x.dims[0];
-  c.inChannels = x.dims[1];
-  c.outChannels = out.dims[1];
-  c.groups = p.groups;
-  c.inSpatial = spatialDims(x.dims);
-  c.outSpatial = spatialDims(out.dims);
-  c.kernel = p.kernel;
-  c.stride = orDefault(p.stride, rank, 1);
-  c.prePadding = orDefault(p.prePadding, rank, 0);
-  c.dilation = orDefault(p.dilation, rank, 1);
   c.type = toKernelType(x.dtype);
   return c;
 }
