@@ -9,6 +9,11 @@ prints a markdown table (also written next to it as .md).
 
     python bench/run.py                       # everything
     python bench/run.py --models resnet50 --batches 1 32 --dtypes fp16 --backends eager kiln
+    python bench/run.py ... --kernels         # also profile the kernels of each forward
+
+With --kernels, each row also gets ``kernels_per_forward`` (kernels launched by one forward, as
+the CUDA profiler sees them, CUDA-graph replays included), and the busiest kernels of each row are
+written to <date>-<gpu>.kernels.md.
 """
 
 from __future__ import annotations
@@ -89,6 +94,41 @@ def time_forward(fn: Callable[[], torch.Tensor], *, warmup: int, iters: int) -> 
     return times
 
 
+def profile_kernels(fn: Callable[[], torch.Tensor], *, forwards: int = 5
+                    ) -> tuple[float, list[tuple[str, float, float]]]:
+    """Kernels per forward, and (name, launches per forward, GPU microseconds per forward) of every
+    kernel, busiest first, from the CUDA profiler over ``forwards`` forwards."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(forwards):
+            fn()
+        torch.cuda.synchronize()
+    kernels: dict[str, list[float]] = {}
+    for event in prof.events():
+        if event.device_type != torch.autograd.DeviceType.CUDA or "memcpy" in event.name.lower() \
+                or "memset" in event.name.lower():
+            continue
+        entry = kernels.setdefault(event.name, [0.0, 0.0])
+        entry[0] += 1
+        entry[1] += event.device_time_total
+    table = sorted(((name, count / forwards, micros / forwards)
+                    for name, (count, micros) in kernels.items()), key=lambda k: -k[2])
+    return sum(k[1] for k in table), table
+
+
+def kernels_markdown(title: str, table: list[tuple[str, float, float]], top: int = 15) -> str:
+    total = sum(k[2] for k in table) or 1.0
+    lines = [f"### {title}", "", f"{sum(k[1] for k in table):.0f} kernels and "
+             f"{total / 1000:.3f} ms of GPU time a forward", "",
+             "| kernel | per forward | us per forward | share |", "|---|---|---|---|"]
+    for name, count, micros in table[:top]:
+        lines.append(f"| `{name[:110]}` | {count:.0f} | {micros:.1f} | {100 * micros / total:.1f}% |")
+    return "\n".join(lines) + "\n\n"
+
+
 def build(backend: str, model: torch.nn.Module, x: torch.Tensor, dtype: torch.dtype):
     if backend == "eager":
         return model
@@ -100,7 +140,7 @@ def build(backend: str, model: torch.nn.Module, x: torch.Tensor, dtype: torch.dt
     return torch.compile(model, mode=mode)
 
 
-def run(args: argparse.Namespace, partial: Path) -> list[dict]:
+def run(args: argparse.Namespace, partial: Path, kernels_file: Path | None) -> list[dict]:
     """Times every (model, batch, dtype, backend); each row also goes to ``partial`` as soon as it
     is measured, so that a run stopped early keeps what it measured."""
     gpu = torch.cuda.get_device_name()
@@ -148,6 +188,17 @@ def run(args: argparse.Namespace, partial: Path) -> list[dict]:
                     row["throughput"] = round(batch / (row["median_ms"] / 1000.0), 1)
                     if backend == "kiln":
                         row["kiln_ops_in_torch"] = kiln.summary(compiled)["ops_in_torch"]
+                    if kernels_file is not None:
+                        try:
+                            with torch.no_grad():
+                                per_forward, table = profile_kernels(lambda: compiled(x))
+                        except Exception:  # noqa: BLE001 - the timing stands without a profile
+                            logger.exception("%s %s: profiling the kernels failed", name, backend)
+                        else:
+                            row["kernels_per_forward"] = round(per_forward, 1)
+                            with open(kernels_file, "a") as f:
+                                f.write(kernels_markdown(
+                                    f"{name} batch {batch} {dtype_name} {backend}", table))
                     logger.info("%s", row)
                     keep(row)
                     del compiled
@@ -198,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--iters", type=int, default=50)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--kernels", action="store_true",
+                        help="profile each row's kernels (kernels per forward, busiest kernels)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if not torch.cuda.is_available():
@@ -208,7 +261,10 @@ def main(argv: list[str] | None = None) -> int:
     stem = args.out / f"{datetime.date.today().isoformat()}-{gpu}"
     partial = stem.with_suffix(".partial.jsonl")
     partial.unlink(missing_ok=True)
-    rows = run(args, partial)
+    kernels_file = stem.with_suffix(".kernels.md") if args.kernels else None
+    if kernels_file is not None:
+        kernels_file.unlink(missing_ok=True)
+    rows = run(args, partial, kernels_file)
     partial.unlink()
     with open(stem.with_suffix(".jsonl"), "w") as f:
         for row in rows:
