@@ -1,6 +1,7 @@
 // Attention: aten::scaled_dot_product_attention (TorchScript, and torch.export when Kiln keeps
 // it whole) and aten::_scaled_dot_product_flash_attention_for_cpu (what torch.compile traces on
-// CPU) -> MatMul, scale, mask, Softmax, MatMul layers, for the builder to fuse.
+// CPU) -> one fused Attention layer when the inputs have rank 3 or 4 and the mask spans the keys
+// (the score matrix is never stored); otherwise MatMul, scale, mask, Softmax, MatMul layers:
 //
 //   scores = (Q @ K^T) * scale (+ causal mask) (+ attention mask)
 //   out    = softmax(scores, -1) @ V
@@ -161,8 +162,50 @@ Tensor* anyAlongLastAxis(ConversionContext& ctx, Tensor* mask) {
   return castTo(ctx, layer->output(0), DataType::kFloat32);
 }
 
+// Whether the node maps onto one Attention layer: (N, H, L, E) or (N, L, E) inputs, and a mask
+// (if any) of rank <= 4 whose last dim is the key count.
+bool fitsAttentionLayer(const NodeArgs& args) {
+  const int64_t rank = args.rank("query");
+  if (rank != 3 && rank != 4) return false;
+  if (args.isNone("attn_mask")) return true;
+  const std::vector<SymInt>& mask = args.value("attn_mask").shape;
+  const SymInt& keys = args.value("key").shape[static_cast<size_t>(rank - 2)];
+  return !mask.empty() && static_cast<int64_t>(mask.size()) <= 4 && mask.back().isStatic() &&
+         keys.isStatic() && mask.back().opt == keys.opt;
+}
+
+void convertToAttentionLayer(ConversionContext& ctx, const NodeArgs& args, const AttentionPlan& p) {
+  Tensor* query = ctx.tensor(args, "query");
+  Tensor* key = ctx.tensor(args, "key");
+  Tensor* value = ctx.tensor(args, "value");
+  Tensor* mask = p.hasMask ? ctx.tensor(args, "attn_mask") : nullptr;
+  const bool headless = query->rank() == 3;
+  if (headless) {
+    query = unsqueeze(ctx, query, 1);
+    key = unsqueeze(ctx, key, 1);
+    value = unsqueeze(ctx, value, 1);
+  }
+  // Additive masks of another float type than float32 or the inputs' go to float32.
+  if (mask && !p.boolMask && mask->dtype() != query->dtype() &&
+      mask->dtype() != DataType::kFloat32) {
+    mask = castTo(ctx, mask, DataType::kFloat32);
+  }
+  AttentionParams params;
+  params.scale = p.scale;
+  params.causal = p.causal;
+  Layer* layer = ctx.network().addAttention(query, key, value, mask, params);
+  ctx.nameLayer(layer, "attention");
+  Tensor* out = layer->output(0);
+  if (headless) out = squeezeDims(ctx, out, {1});
+  ctx.setOutput(args, 0, out);
+}
+
 void convertAttention(ConversionContext& ctx, const NodeArgs& args) {
   const AttentionPlan p = plan(args);
+  if (fitsAttentionLayer(args)) {
+    convertToAttentionLayer(ctx, args, p);
+    return;
+  }
   Tensor* query = ctx.tensor(args, "query");
   Tensor* key = ctx.tensor(args, "key");
   Tensor* value = ctx.tensor(args, "value");

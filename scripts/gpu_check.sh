@@ -4,8 +4,9 @@
 #
 # The GPU machine has PyTorch in /opt/torch/.venv, cuDNN under its site-packages/nvidia, and no
 # GoogleTest package: GoogleTest's sources are carried in third_party/googletest.
-# PYTEST_PATHS (default tests/py) and PYTEST_ARGS narrow the GPU pytest run; CTEST=0 skips the
-# C++ tests.
+# PYTEST_PATHS (default tests/py) and PYTEST_ARGS narrow the GPU pytest run, PYTEST_SHARDS=n
+# splits it over n processes (tests/py/conftest.py's KILN_TEST_SHARD); CTEST=0 skips the C++
+# tests.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 OUT="${OUT:-/tmp/kiln-out}"
@@ -47,8 +48,21 @@ if [ "${CTEST:-1}" != 0 ]; then
   step "C++ tests"
   "$BUILD/kiln_core_tests" --gtest_brief=1 >"$OUT/ctest.log" 2>&1 || status=1
   grep -E "FAILED|PASSED|Failure|error" "$OUT/ctest.log" | head -60
+  step "C++ device-memory test, modules loaded eagerly"
+  CUDA_MODULE_LOADING=EAGER "$BUILD/kiln_core_tests" --gtest_brief=1 \
+    --gtest_filter=CudaEngine.BuildRunFreeCyclesReturnDeviceMemory >"$OUT/ctest_eager.log" 2>&1 || status=1
+  grep -E "FAILED|PASSED|Failure|Skipped" "$OUT/ctest_eager.log" | head -10
 fi
-step "pytest (gpu)"
-"$PYTHON" -m pytest ${PYTEST_PATHS:-tests/py} -m gpu -q -rfEs -p no:cacheprovider ${PYTEST_ARGS:-} >"$OUT/pytest_gpu.log" 2>&1 || status=1
-grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/pytest_gpu.log" | cut -c1-400 | tail -40
+shards="${PYTEST_SHARDS:-1}"
+step "pytest (gpu), $shards process(es)"
+pids=()
+for ((i = 0; i < shards; i++)); do
+  KILN_TEST_SHARD="$i/$shards" "$PYTHON" -m pytest ${PYTEST_PATHS:-tests/py} -m gpu -q -rfEs \
+    -p no:cacheprovider ${PYTEST_ARGS:-} >"$OUT/pytest_gpu_$i.log" 2>&1 &
+  pids+=($!)
+done
+for pid in "${pids[@]}"; do wait "$pid" || status=1; done
+for ((i = 0; i < shards; i++)); do
+  grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/pytest_gpu_$i.log" | cut -c1-400 | tail -40
+done
 exit $status

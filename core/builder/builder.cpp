@@ -203,6 +203,9 @@ std::shared_ptr<Engine> Builder::build(const Network& network, const BuilderConf
   std::unique_ptr<Network> optimized = network.clone();
   eliminateDeadLayers(*optimized);
   foldConstants(*optimized);
+  foldBatchNormIntoConvolution(*optimized);
+  fuseConvolutionEpilogues(*optimized);
+  fuseResidualIntoLayerNorm(*optimized);
   eliminateDeadLayers(*optimized);
   optimized->validate();
 

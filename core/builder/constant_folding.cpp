@@ -56,9 +56,9 @@ std::vector<std::vector<uint8_t>> evaluate(const Layer& layer) {
   try {
     runLayerOnCpu(layer.params(), inputs, outputs);
   } catch (const Error& error) {
-    throw Error(concat("constant folding: layer '", layer.name(), "' (", toString(layer.kind()),
-                       ") fails on its constant inputs, so the network cannot run: ",
-                       error.what()));
+    throw Error(
+        concat("constant folding: layer '", layer.name(), "' (", toString(layer.kind()),
+               ") fails on its constant inputs, so the network cannot run: ", error.what()));
   }
   return results;
 }

@@ -13,4 +13,15 @@ void eliminateDeadLayers(Network& network);
 // (computed with the CPU backend), then removes what became dead.
 void foldConstants(Network& network);
 
+// Folds each inference batch norm into the convolution that feeds it (when the convolution has
+// no other reader and constant weights): new weights and bias, one layer less.
+void foldBatchNormIntoConvolution(Network& network);
+
+// Fuses a convolution's sole reader into its epilogue, repeatedly: an add of a tensor of the
+// output's dims (the residual), then a ReLU.
+void fuseConvolutionEpilogues(Network& network);
+
+// Fuses an add whose only reader is a layer norm into the norm (as its residual input).
+void fuseResidualIntoLayerNorm(Network& network);
+
 }  // namespace kiln

@@ -8,6 +8,7 @@
 
 #include "core/engine/kernel_mapping.h"
 #include "core/engine/layer_dims.h"
+#include "kernels/cpu/attention.h"
 #include "kernels/cpu/cast.h"
 #include "kernels/cpu/convolution.h"
 #include "kernels/cpu/data_movement.h"
@@ -64,9 +65,35 @@ float* floatOutput(const Outputs& outputs) {
 void runConvolution(const ConvolutionParams& p, const Inputs& in, const Outputs& out) {
   const TensorView& x = requiredInput(in, 0, "x");
   const TensorView& weight = requiredInput(in, 1, "weight");
+  float* y = floatOutput(out);
   ck::convolution(convolutionGeometry<ck::ConvolutionParams>(p, x.dims, out[0].dims),
                   floatData(x, "x"), floatData(weight, "weight"),
-                  floatDataOrNull(optionalInput(in, 2), "bias"), floatOutput(out));
+                  floatDataOrNull(optionalInput(in, 2), "bias"), y);
+  const float* residual = floatDataOrNull(optionalInput(in, 3), "residual");
+  if (residual == nullptr && p.activation == FusedActivation::kNone) return;
+  const bool relu = p.activation == FusedActivation::kRelu;
+  const int64_t count = volume(out[0].dims);
+  for (int64_t i = 0; i < count; ++i) {
+    const float value = residual ? y[i] + residual[i] : y[i];
+    // NaN stays NaN, as torch's relu.
+    y[i] = relu && value < 0.0f ? 0.0f : value;
+  }
+}
+
+void runAttention(const AttentionParams& p, const Inputs& in, const Outputs& out) {
+  const TensorView& q = requiredInput(in, 0, "q");
+  const TensorView& k = requiredInput(in, 1, "k");
+  const TensorView& v = requiredInput(in, 2, "v");
+  const TensorView* mask = optionalInput(in, 3);
+  auto a = attentionGeometry<ck::AttentionParams>(p, q.dims, k.dims, v.dims, out[0].dims,
+                                                  mask ? &mask->dims : nullptr);
+  if (mask != nullptr) {
+    a.mask = mask->dtype == DataType::kBool ? ck::AttentionMask::kBool
+                                            : ck::AttentionMask::kAdditive;
+    a.maskType = toKernelType(mask->dtype);
+  }
+  ck::attention(a, floatData(q, "q"), floatData(k, "k"), floatData(v, "v"),
+                mask ? mask->data : nullptr, floatOutput(out));
 }
 
 void runDeconvolution(const DeconvolutionParams& p, const Inputs& in, const Outputs& out) {
@@ -203,7 +230,14 @@ void runNormalization(const NormalizationParams& p, const Inputs& in, const Outp
   layer.rows = volume(Dims(x.dims.begin(), x.dims.begin() + axis));
   layer.cols = volume(Dims(x.dims.begin() + axis, x.dims.end()));
   layer.epsilon = p.epsilon;
-  ck::layerNorm(layer, floatData(x, "x"), scale, bias, floatOutput(out));
+  const float* input = floatData(x, "x");
+  std::vector<float> sum;
+  if (const float* residual = floatDataOrNull(optionalInput(in, 3), "residual")) {
+    sum.resize(static_cast<size_t>(volume(x.dims)));
+    for (size_t i = 0; i < sum.size(); ++i) sum[i] = input[i] + residual[i];
+    input = sum.data();
+  }
+  ck::layerNorm(layer, input, scale, bias, floatOutput(out));
 }
 
 void runShuffle(const ShuffleParams& p, const Inputs& in, const Outputs& out) {
@@ -336,9 +370,11 @@ void dispatch(const LayerParams& params, const Inputs& in, const Outputs& out) {
           runGather(p, in, out);
         } else if constexpr (std::is_same_v<P, ConstantParams>) {
           runConstant(p, out);
-        } else {
-          static_assert(std::is_same_v<P, CastParams>, "every layer kind needs a CPU runner");
+        } else if constexpr (std::is_same_v<P, CastParams>) {
           runCast(p, in, out);
+        } else {
+          static_assert(std::is_same_v<P, AttentionParams>, "every layer kind needs a CPU runner");
+          runAttention(p, in, out);
         }
       },
       params);

@@ -53,4 +53,44 @@ KernelParams convolutionGeometry(const LayerParams& p, const Dims& x, const Dims
   return geometry;
 }
 
+// An attention layer (params `p`; q, k, v and out dims (N, H, L, E); mask dims, right-aligned
+// to (N, H, L, S), or null) over contiguous tensors, in a backend's kernel parameters: both
+// kernel families name these fields alike. A mask dim of size 1 broadcasts (stride 0). The mask
+// kind and type are the caller's to set.
+template <typename KernelParams, typename LayerParams>
+KernelParams attentionGeometry(const LayerParams& p, const Dims& q, const Dims& k, const Dims& v,
+                               const Dims& out, const Dims* mask) {
+  KILN_CHECK(q.size() == 4 && k.size() == 4 && v.size() == 4 && out.size() == 4,
+             "attention needs q, k, v and out of rank 4");
+  KernelParams a;
+  a.batch = q[0];
+  a.heads = q[1];
+  a.kvHeads = k[1];
+  a.queries = q[2];
+  a.keys = k[2];
+  a.headDim = q[3];
+  a.valueDim = v[3];
+  a.scale = static_cast<float>(p.scale);
+  a.causal = p.causal;
+  auto contiguous = [](const Dims& dims) {
+    return decltype(a.q){dims[1] * dims[2] * dims[3], dims[2] * dims[3], dims[3]};
+  };
+  a.q = contiguous(q);
+  a.k = contiguous(k);
+  a.v = contiguous(v);
+  a.out = contiguous(out);
+  if (mask != nullptr) {
+    const Dims m = alignToRank(*mask, 4);
+    KILN_CHECK(m[3] == a.keys, "the attention mask's last dim ", m[3], " must be the key count ",
+               a.keys);
+    const int64_t rowStride = m[3];
+    const int64_t headStride = m[2] * rowStride;
+    const int64_t batchStride = m[1] * headStride;
+    a.maskRowStride = m[2] == 1 ? 0 : rowStride;
+    a.maskHeadStride = m[1] == 1 ? 0 : headStride;
+    a.maskBatchStride = m[0] == 1 ? 0 : batchStride;
+  }
+  return a;
+}
+
 }  // namespace kiln

@@ -68,6 +68,11 @@ struct EnumLimit<DataType> {
 static_assert(static_cast<int>(EnumLimit<DataType>::kLast) + 1 == kNumDataTypes,
               "EnumLimit<DataType> must name the last DataType");
 template <>
+struct EnumLimit<FusedActivation> {
+  static constexpr FusedActivation kLast = FusedActivation::kRelu;
+  static constexpr const char* kName = "fused activation";
+};
+template <>
 struct EnumLimit<ElementwiseOp> {
   static constexpr ElementwiseOp kLast = ElementwiseOp::kXor;
   static constexpr const char* kName = "elementwise op";

@@ -13,7 +13,7 @@
 
 namespace kiln {
 
-constexpr uint32_t kPlanFormatVersion = 2;  // 2: the TF32 policy
+constexpr uint32_t kPlanFormatVersion = 3;  // 2: the TF32 policy; 3: fused epilogues, attention
 extern const char* const kKilnVersion;
 
 // A plan that cannot be loaded; the message says why (truncated, corrupt, not a Kiln plan,

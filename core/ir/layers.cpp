@@ -5,6 +5,16 @@
 
 namespace kiln {
 
+const char* toString(FusedActivation activation) {
+  switch (activation) {
+    case FusedActivation::kNone:
+      return "none";
+    case FusedActivation::kRelu:
+      return "relu";
+  }
+  return "unknown";
+}
+
 const char* toString(ElementwiseOp op) {
   switch (op) {
     case ElementwiseOp::kSum:
@@ -183,6 +193,8 @@ const char* toString(LayerKind kind) {
       return "Constant";
     case LayerKind::kCast:
       return "Cast";
+    case LayerKind::kAttention:
+      return "Attention";
   }
   return "UnknownLayer";
 }

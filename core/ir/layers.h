@@ -18,8 +18,14 @@
 
 namespace kiln {
 
-// Inputs: [x (N, C, spatial...), weight (K, C/groups, kernel...), bias (K) or null].
-// Spatial rank (1, 2 or 3) is kernel.size(); every per-dim vector has that length.
+// What a convolution applies to its result last; set by the builder's epilogue fusion.
+enum class FusedActivation : uint8_t { kNone, kRelu };
+const char* toString(FusedActivation activation);
+
+// Inputs: [x (N, C, spatial...), weight (K, C/groups, kernel...), bias (K) or null, residual
+// (the output's dims and type) or null]. out = activation(conv(x, weight) + bias + residual).
+// Spatial rank (1, 2 or 3) is kernel.size(); every per-dim vector has that length. Converters
+// give no residual and no activation: the builder fuses them from the layers that follow.
 struct ConvolutionParams {
   int64_t outChannels = 0;
   Dims kernel;
@@ -28,11 +34,12 @@ struct ConvolutionParams {
   Dims postPadding;
   Dims dilation;
   int64_t groups = 1;
+  FusedActivation activation = FusedActivation::kNone;
   template <typename V>
   void fields(V&& v) {
     v("outChannels", outChannels), v("kernel", kernel), v("stride", stride),
         v("prePadding", prePadding), v("postPadding", postPadding), v("dilation", dilation),
-        v("groups", groups);
+        v("groups", groups), v("activation", activation);
   }
 };
 
@@ -209,8 +216,10 @@ const char* toString(NormalizationType type);
 
 // kBatch (inference): inputs [x (N, C, ...), scale (C), bias (C), mean (C), var (C)]; scale and
 //   bias may be null. y = (x - mean) / sqrt(var + epsilon) * scale + bias over axis 1.
-// kLayer: inputs [x, scale, bias] with scale/bias (may be null) shaped like x's dims from `axis`
-//   on; statistics over the dims from `axis` to the end.
+// kLayer: inputs [x, scale, bias, residual] with scale/bias (may be null) shaped like x's dims
+//   from `axis` on; statistics over the dims from `axis` to the end. A residual (null unless the
+//   builder fused an add into the norm) has x's dims and type: the norm is of x + residual, the
+//   sum rounded to x's type first, as the unfused add stores it.
 struct NormalizationParams {
   NormalizationType type = NormalizationType::kBatch;
   double epsilon = 1e-5;
@@ -286,12 +295,28 @@ struct CastParams {
   }
 };
 
+// Scaled dot-product attention, fused (the score matrix is never stored). Inputs: [q (N, H, L, E),
+// k (N, Hkv, S, E), v (N, Hkv, S, Ev), mask or null], q, k and v of one floating-point type; Hkv
+// divides H (query head h reads key/value head h / (H / Hkv)). The mask broadcasts to
+// (N, H, L, S) (rank <= 4, right-aligned): bool (true = attend) or floating-point (added to the
+// scaled scores). out (N, H, L, Ev) = softmax(scale * q k^T + mask) v, with the keys after each
+// query excluded when causal (top-left aligned, as torch's is_causal); scores and softmax in
+// float32. A query whose every key is excluded gives zeros.
+struct AttentionParams {
+  double scale = 1.0;
+  bool causal = false;
+  template <typename V>
+  void fields(V&& v) {
+    v("scale", scale), v("causal", causal);
+  }
+};
+
 // The order of the alternatives is part of the plan format: append new kinds at the end.
 using LayerParams =
     std::variant<ConvolutionParams, DeconvolutionParams, MatMulParams, FullyConnectedParams,
                  ElementwiseParams, UnaryParams, ActivationParams, PoolingParams, ReduceParams,
                  SoftmaxParams, NormalizationParams, ShuffleParams, ConcatParams, SliceParams,
-                 GatherParams, ConstantParams, CastParams>;
+                 GatherParams, ConstantParams, CastParams, AttentionParams>;
 
 enum class LayerKind : uint8_t {
   kConvolution,
@@ -311,6 +336,7 @@ enum class LayerKind : uint8_t {
   kGather,
   kConstant,
   kCast,
+  kAttention,
 };
 inline LayerKind kindOf(const LayerParams& params) {
   return static_cast<LayerKind>(params.index());

@@ -195,6 +195,12 @@ Layer* Network::addConstant(const Weights& weights) {
 
 Layer* Network::addCast(Tensor* x, DataType toType) { return addLayer(CastParams{toType}, {x}); }
 
+Layer* Network::addAttention(Tensor* q, Tensor* k, Tensor* v, Tensor* mask,
+                             const AttentionParams& p) {
+  if (mask == nullptr) return addLayer(p, {q, k, v});
+  return addLayer(p, {q, k, v, mask});
+}
+
 std::vector<Layer*> Network::consumers(const Tensor* tensor) const {
   std::vector<Layer*> readers;
   for (const std::unique_ptr<Layer>& layer : layers_) {

@@ -114,6 +114,7 @@ class Network {
   Layer* addGather(Tensor* data, Tensor* indices, const GatherParams& p);
   Layer* addConstant(const Weights& weights);
   Layer* addCast(Tensor* x, DataType toType);
+  Layer* addAttention(Tensor* q, Tensor* k, Tensor* v, Tensor* mask, const AttentionParams& p);
 
   size_t numInputs() const { return inputs_.size(); }
   Tensor* input(size_t i) const { return inputs_.at(i); }

@@ -127,7 +127,7 @@ int64_t windowedSize(int64_t in, const Window& w, size_t d, bool ceilMode) {
 }
 
 std::vector<TensorType> inferConvolution(const ConvolutionParams& p, const Inputs& inputs) {
-  checkInputCount(inputs, 2, 3, "[x, weight, bias]");
+  checkInputCount(inputs, 2, 4, "[x, weight, bias, residual]");
   const TensorType& x = requiredInput(inputs, 0, "x");
   const TensorType& weight = requiredInput(inputs, 1, "weight");
   const TensorType* bias = optionalInput(inputs, 2);
@@ -163,6 +163,15 @@ std::vector<TensorType> inferConvolution(const ConvolutionParams& p, const Input
   }
   Dims out = {x.dims[0], p.outChannels};
   for (size_t d = 0; d < rank; ++d) out.push_back(windowedSize(x.dims[2 + d], w, d, false));
+  if (const TensorType* residual = optionalInput(inputs, 3)) {
+    checkSameType(x, *residual, "x", "residual");
+    KILN_CHECK(residual->dims.size() == out.size(), "the residual ", toString(residual->dims),
+               " must have the output's rank ", out.size());
+    for (size_t d = 0; d < out.size(); ++d) {
+      out[d] = mergeEqualDims(out[d], residual->dims[d],
+                              concat("the residual's dim ", d, " differs from the output's"));
+    }
+  }
   return {{x.dtype, out}};
 }
 
@@ -402,10 +411,19 @@ std::vector<TensorType> inferNormalization(const NormalizationParams& p, const I
     }
     return {x};
   }
-  checkInputCount(inputs, 1, 5, "[x, scale, bias]");
-  for (size_t i = 3; i < inputs.size(); ++i) {
-    KILN_CHECK(inputs[i] == nullptr, "layer normalization takes [x, scale, bias]; ", kNames[i],
-               " must be null");
+  checkInputCount(inputs, 1, 5, "[x, scale, bias, residual]");
+  for (size_t i = 4; i < inputs.size(); ++i) {
+    KILN_CHECK(inputs[i] == nullptr, "layer normalization takes [x, scale, bias, residual]; ",
+               kNames[i], " must be null");
+  }
+  if (const TensorType* residual = optionalInput(inputs, 3)) {
+    checkSameType(x, *residual, "x", "residual");
+    KILN_CHECK(residual->dims.size() == x.dims.size(), "the residual ", toString(residual->dims),
+               " must have x's rank ", x.dims.size());
+    for (size_t d = 0; d < x.dims.size(); ++d) {
+      mergeEqualDims(x.dims[d], residual->dims[d],
+                     concat("the residual's dim ", d, " differs from x's"));
+    }
   }
   const int64_t axis = normalizeAxis(p.axis, x.dims.size(), "layer normalization axis");
   const Dims normalized(x.dims.begin() + axis, x.dims.end());
@@ -582,6 +600,51 @@ std::vector<TensorType> inferCast(const CastParams& p, const Inputs& inputs) {
   return {{p.toType, requiredInput(inputs, 0, "x").dims}};
 }
 
+std::vector<TensorType> inferAttention(const Inputs& inputs) {
+  checkInputCount(inputs, 3, 4, "[q, k, v, mask]");
+  const TensorType& q = requiredInput(inputs, 0, "q");
+  const TensorType& k = requiredInput(inputs, 1, "k");
+  const TensorType& v = requiredInput(inputs, 2, "v");
+  KILN_CHECK(q.dtype == DataType::kFloat32 || q.dtype == DataType::kFloat16 ||
+                 q.dtype == DataType::kBFloat16,
+             "attention computes float32, float16 or bfloat16, not ", toString(q.dtype));
+  checkSameType(q, k, "q", "k");
+  checkSameType(q, v, "q", "v");
+  for (const TensorType* t : {&q, &k, &v}) {
+    KILN_CHECK(t->dims.size() == 4, "attention takes q, k and v of rank 4 (N, heads, length, ",
+               "embedding), got ", toString(t->dims));
+  }
+  const int64_t batch = mergeEqualDims(q.dims[0], k.dims[0], "q and k differ in batch");
+  mergeEqualDims(k.dims[0], v.dims[0], "k and v differ in batch");
+  const int64_t kvHeads = mergeEqualDims(k.dims[1], v.dims[1], "k and v differ in heads");
+  KILN_CHECK(!isKnown(q.dims[1]) || !isKnown(kvHeads) || (kvHeads > 0 && q.dims[1] % kvHeads == 0),
+             "the key/value head count ", kvHeads, " must divide the query head count ",
+             q.dims[1]);
+  mergeEqualDims(q.dims[3], k.dims[3], "q and k differ in embedding size");
+  const int64_t keys = mergeEqualDims(k.dims[2], v.dims[2], "k and v differ in length");
+  const Dims out = {batch, q.dims[1], q.dims[2], v.dims[3]};
+  if (const TensorType* mask = optionalInput(inputs, 3)) {
+    KILN_CHECK(mask->dtype == DataType::kBool || mask->dtype == q.dtype ||
+                   mask->dtype == DataType::kFloat32,
+               "the attention mask must be bool, float32 or the type of q, not ",
+               toString(mask->dtype));
+    KILN_CHECK(mask->dims.size() <= 4, "the attention mask ", toString(mask->dims),
+               " has rank > 4");
+    KILN_CHECK(!mask->dims.empty() && (!isKnown(mask->dims.back()) || !isKnown(keys) ||
+                                        mask->dims.back() == keys),
+               "the attention mask ", toString(mask->dims), " must have the key count ", keys,
+               " as its last dim");
+    const Dims scores = {batch, q.dims[1], q.dims[2], keys};
+    const Dims broadcast = broadcastDims(scores, mask->dims, "the scores and the mask");
+    for (size_t d = 0; d < 4; ++d) {
+      KILN_CHECK(!isKnown(scores[d]) || !isKnown(broadcast[d]) || scores[d] == broadcast[d],
+                 "the attention mask ", toString(mask->dims), " does not broadcast to the ",
+                 "scores (N, H, L, S) = ", toString(scores));
+    }
+  }
+  return {{q.dtype, out}};
+}
+
 }  // namespace
 
 std::vector<TensorType> inferOutputTypes(const LayerParams& params, const Inputs& inputs) {
@@ -619,9 +682,12 @@ std::vector<TensorType> inferOutputTypes(const LayerParams& params, const Inputs
           return inferGather(p, inputs);
         } else if constexpr (std::is_same_v<P, ConstantParams>) {
           return inferConstant(p, inputs);
-        } else {
-          static_assert(std::is_same_v<P, CastParams>, "every layer kind needs shape inference");
+        } else if constexpr (std::is_same_v<P, CastParams>) {
           return inferCast(p, inputs);
+        } else {
+          static_assert(std::is_same_v<P, AttentionParams>,
+                        "every layer kind needs shape inference");
+          return inferAttention(inputs);
         }
       },
       params);

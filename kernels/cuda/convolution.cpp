@@ -496,12 +496,13 @@ void convolution(const CudnnHandle& handle, const ConvolutionPlan& plan,
     }
     const auto algorithm = static_cast<cudnnConvolutionFwdAlgo_t>(plan.algorithm_.algorithm);
     if (tensors.bias != nullptr && plan.fusesBias()) {
-      // z is out with weight 0: y = act(conv(x) + bias).
+      // y = act(conv(x) + z + bias) with z the residual, or out itself with weight 0.
+      const bool hasResidual = tensors.residual != nullptr;
       const cudnnStatus_t status = cudnnConvolutionBiasActivationForward(
           handle.get(), &one, d.input.get(), input, d.filter.get(), tensors.weight,
-          d.convolution.get(), algorithm, cudnnWorkspace, cudnnWorkspaceBytes, &zero,
-          d.output.get(), tensors.out, d.bias.get(), tensors.bias, d.activation.get(),
-          d.output.get(), tensors.out);
+          d.convolution.get(), algorithm, cudnnWorkspace, cudnnWorkspaceBytes,
+          hasResidual ? &one : &zero, d.output.get(), hasResidual ? tensors.residual : tensors.out,
+          d.bias.get(), tensors.bias, d.activation.get(), d.output.get(), tensors.out);
       if (status == CUDNN_STATUS_SUCCESS) return;
       // cuDNN documents the fused call for fewer type and layout combinations than it runs
       // unfused; a refusal (not supported, or parameters it rejects) comes before any work is
@@ -516,10 +517,14 @@ void convolution(const CudnnHandle& handle, const ConvolutionPlan& plan,
                                              d.filter.get(), tensors.weight, d.convolution.get(),
                                              algorithm, cudnnWorkspace, cudnnWorkspaceBytes, &zero,
                                              d.output.get(), tensors.out));
-    convolution_detail::launchBiasActivation(params.type, params.layout, params.batch,
-                                             params.outChannels, shapeVolume(params.outSpatial),
-                                             tensors.out, tensors.bias, params.activation, stream);
+    convolution_detail::launchBiasActivation(
+        params.type, params.layout, params.batch, params.outChannels,
+        shapeVolume(params.outSpatial), tensors.out, tensors.bias, tensors.residual,
+        params.activation, stream);
     return;
+  }
+  if (tensors.residual != nullptr) {
+    invalid(params, "a transposed convolution takes no residual");
   }
 
   void* result = g.useScratch ? static_cast<void*>(scratch) : tensors.out;
@@ -541,7 +546,8 @@ void convolution(const CudnnHandle& handle, const ConvolutionPlan& plan,
   }
   convolution_detail::launchBiasActivation(params.type, params.layout, params.batch,
                                            params.outChannels, shapeVolume(params.outSpatial),
-                                           tensors.out, tensors.bias, params.activation, stream);
+                                           tensors.out, tensors.bias, nullptr, params.activation,
+                                           stream);
 }
 
 const ConvolutionPlan& ConvolutionPlanCache::select(const CudnnHandle& handle,

@@ -1,7 +1,7 @@
 // Convolution and transposed convolution (deconvolution) on the GPU through cuDNN's convolution
 // API: 1 to 3 spatial dims (1-D runs as 2-D with a unit height), groups, stride, dilation,
 // padding, output padding; fp32 (TF32 off unless allowed), fp16 and bf16 (tensor cores, fp32
-// accumulation); NCHW or NHWC; optional bias and ReLU, fused into cuDNN's
+// accumulation); NCHW or NHWC; optional bias, residual and ReLU, fused into cuDNN's
 // cudnnConvolutionBiasActivationForward where it applies.
 //
 // Same fields and semantics as kernels/cpu/convolution.h: padding after the input and a
@@ -96,12 +96,14 @@ struct CudnnConvolutionGeometry {
 };
 CudnnConvolutionGeometry cudnnConvolutionGeometry(const ConvolutionParams& params);
 
-// Device pointers of one launch. bias may be null (then no bias is added).
+// Device pointers of one launch. bias may be null (then no bias is added); residual (forward
+// only, laid out as out) may be null (then nothing is added).
 struct ConvolutionTensors {
   const void* x = nullptr;
   const void* weight = nullptr;
   const void* bias = nullptr;
   void* out = nullptr;
+  const void* residual = nullptr;
 };
 
 // Scratch memory the caller owns; 256-byte aligned (as cudaMalloc gives).
@@ -164,7 +166,8 @@ class ConvolutionPlan {
   mutable std::atomic<bool> fusionSupported_{true};
 };
 
-// Runs the plan: out = activation(conv(x, weight) + bias), forward or transposed as planned.
+// Runs the plan: out = activation(conv(x, weight) + bias + residual), forward or transposed as
+// planned (a transposed convolution takes no residual).
 // Only enqueues work on `stream`. Throws std::invalid_argument when the workspace is smaller
 // than plan.workspaceSize() or a needed pointer is null, CudaError when CUDA or cuDNN fails.
 void convolution(const CudnnHandle& handle, const ConvolutionPlan& plan,

@@ -55,8 +55,9 @@ __device__ __forceinline__ float activate(float value, bool relu) {
 // count that is a multiple of N): one division a pack.
 template <typename T, typename Index, bool kConsecutiveChannels>
 __global__ void __launch_bounds__(kThreadsPerBlock)
-    biasActivationPackKernel(T* __restrict__ out, const T* __restrict__ bias, Index packs,
-                             Index inner, Index channels, bool relu) {
+    biasActivationPackKernel(T* __restrict__ out, const T* __restrict__ bias,
+                             const T* __restrict__ residual, Index packs, Index inner,
+                             Index channels, bool relu) {
   constexpr int kPack = static_cast<int>(16 / sizeof(T));
   const Index stride = static_cast<Index>(gridDim.x) * blockDim.x;
   for (Index v = static_cast<Index>(blockIdx.x) * blockDim.x + threadIdx.x; v < packs;
@@ -66,10 +67,16 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
     uint4 word = reinterpret_cast<const uint4*>(out)[v];
     T values[kPack];
     memcpy(values, &word, sizeof(word));
+    T added[kPack] = {};
+    if (residual != nullptr) {
+      const uint4 residualWord = reinterpret_cast<const uint4*>(residual)[v];
+      memcpy(added, &residualWord, sizeof(residualWord));
+    }
 #pragma unroll
     for (int j = 0; j < kPack; ++j) {
       float value = toFloat(values[j]);
       if (bias != nullptr) value += toFloat(bias[kConsecutiveChannels ? channel + j : channel]);
+      if (residual != nullptr) value += toFloat(added[j]);
       values[j] = fromFloat<T>(activate(value, relu));
     }
     memcpy(&word, values, sizeof(word));
@@ -80,34 +87,37 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
 // One element a step; channel = (e / inner) % channels (inner is 1 for NHWC).
 template <typename T, typename Index>
 __global__ void __launch_bounds__(kThreadsPerBlock)
-    biasActivationKernel(T* __restrict__ out, const T* __restrict__ bias, Index count, Index inner,
-                         Index channels, bool relu) {
+    biasActivationKernel(T* __restrict__ out, const T* __restrict__ bias,
+                         const T* __restrict__ residual, Index count, Index inner, Index channels,
+                         bool relu) {
   const Index stride = static_cast<Index>(gridDim.x) * blockDim.x;
   for (Index e = static_cast<Index>(blockIdx.x) * blockDim.x + threadIdx.x; e < count;
        e += stride) {
     float value = toFloat(out[e]);
     if (bias != nullptr) value += toFloat(bias[(inner == 1 ? e : e / inner) % channels]);
+    if (residual != nullptr) value += toFloat(residual[e]);
     out[e] = fromFloat<T>(activate(value, relu));
   }
 }
 
 template <typename T, typename Index>
-void biasActivation(T* out, const T* bias, int64_t count, int64_t inner, int64_t channels,
-                    bool channelsLast, bool relu, cudaStream_t stream) {
+void biasActivation(T* out, const T* bias, const T* residual, int64_t count, int64_t inner,
+                    int64_t channels, bool channelsLast, bool relu, cudaStream_t stream) {
   constexpr int64_t kPack = 16 / sizeof(T);
-  if (isAligned16(out) && !channelsLast && inner % kPack == 0) {
+  const bool aligned = isAligned16(out) && (residual == nullptr || isAligned16(residual));
+  if (aligned && !channelsLast && inner % kPack == 0) {
     const int64_t packs = count / kPack;
     biasActivationPackKernel<T, Index, false><<<blocksFor(packs), kThreadsPerBlock, 0, stream>>>(
-        out, bias, static_cast<Index>(packs), static_cast<Index>(inner),
+        out, bias, residual, static_cast<Index>(packs), static_cast<Index>(inner),
         static_cast<Index>(channels), relu);
-  } else if (isAligned16(out) && channelsLast && channels % kPack == 0) {
+  } else if (aligned && channelsLast && channels % kPack == 0) {
     const int64_t packs = count / kPack;
     biasActivationPackKernel<T, Index, true><<<blocksFor(packs), kThreadsPerBlock, 0, stream>>>(
-        out, bias, static_cast<Index>(packs), static_cast<Index>(inner),
+        out, bias, residual, static_cast<Index>(packs), static_cast<Index>(inner),
         static_cast<Index>(channels), relu);
   } else {
     biasActivationKernel<T, Index><<<blocksFor(count), kThreadsPerBlock, 0, stream>>>(
-        out, bias, static_cast<Index>(count), static_cast<Index>(inner),
+        out, bias, residual, static_cast<Index>(count), static_cast<Index>(inner),
         static_cast<Index>(channels), relu);
   }
   KILN_CUDA_CHECK_LAUNCH();
@@ -178,22 +188,24 @@ constexpr int64_t kMax32BitCount = std::numeric_limits<int32_t>::max();
 
 void launchBiasActivation(ScalarType type, TensorLayout layout, int64_t batch, int64_t channels,
                           int64_t spatialVolume, void* out, const void* bias,
-                          ConvolutionActivation activation, cudaStream_t stream) {
+                          const void* residual, ConvolutionActivation activation,
+                          cudaStream_t stream) {
   const int64_t count = batch * channels * spatialVolume;
   const bool relu = activation == ConvolutionActivation::kRelu;
-  if (count == 0 || (bias == nullptr && !relu)) return;
+  if (count == 0 || (bias == nullptr && residual == nullptr && !relu)) return;
   const bool channelsLast = layout == TensorLayout::kNHWC;
   const int64_t inner = channelsLast ? 1 : spatialVolume;
   visitFloatType(type, [&](auto tag) {
     using T = decltype(tag);
     T* typedOut = static_cast<T*>(out);
     const T* typedBias = static_cast<const T*>(bias);
+    const T* typedResidual = static_cast<const T*>(residual);
     if (count <= kMax32BitCount) {
-      biasActivation<T, uint32_t>(typedOut, typedBias, count, inner, channels, channelsLast, relu,
-                                  stream);
+      biasActivation<T, uint32_t>(typedOut, typedBias, typedResidual, count, inner, channels,
+                                  channelsLast, relu, stream);
     } else {
-      biasActivation<T, uint64_t>(typedOut, typedBias, count, inner, channels, channelsLast, relu,
-                                  stream);
+      biasActivation<T, uint64_t>(typedOut, typedBias, typedResidual, count, inner, channels,
+                                  channelsLast, relu, stream);
     }
   });
 }

@@ -127,8 +127,8 @@ void launchBatchNorm(const BatchNormParams& params, const T* x, const P* scale, 
 // variance of the centred values (two passes, no cancellation), without reading memory twice.
 template <typename T, typename P, int kVec, int kVectors>
 __global__ void __launch_bounds__(kBlockThreads)
-    layerNormRowsWarpKernel(const T* in, const P* scale, const P* bias, T* out, int64_t rows,
-                            int cols, float epsilon) {
+    layerNormRowsWarpKernel(const T* in, const T* residualIn, const P* scale, const P* bias,
+                            T* out, int64_t rows, int cols, float epsilon) {
   const int64_t row = blockIdx.x * static_cast<int64_t>(kBlockThreads / 32) + threadIdx.x / 32;
   if (row >= rows) return;  // the whole warp leaves together
   const int lane = threadIdx.x % 32;
@@ -143,6 +143,14 @@ __global__ void __launch_bounds__(kBlockThreads)
     if (start < cols) {
       T raw[kVec];
       loadVector(x + start, raw);
+      if (residualIn != nullptr) {
+        T added[kVec];
+        loadVector(residualIn + row * cols + start, added);
+#pragma unroll
+        for (int j = 0; j < kVec; ++j) {
+          raw[j] = fromAccumulator<T>(toFloat(raw[j]) + toFloat(added[j]));
+        }
+      }
 #pragma unroll
       for (int j = 0; j < kVec; ++j) {
         values[k][j] = toFloat(raw[j]);
@@ -207,14 +215,20 @@ __device__ __forceinline__ WelfordStats combineWelford(WelfordStats a, WelfordSt
 // Long rows, one block a row: a Welford pass, then a pass that writes.
 template <typename T, typename P>
 __global__ void __launch_bounds__(kRowBlockThreads)
-    layerNormRowsBlockKernel(const T* in, const P* scale, const P* bias, T* out, int64_t cols,
-                             float epsilon) {
+    layerNormRowsBlockKernel(const T* in, const T* residualIn, const P* scale, const P* bias,
+                             T* out, int64_t cols, float epsilon) {
   __shared__ WelfordStats shared[kRowBlockThreads / 32];
   const T* x = in + blockIdx.x * cols;
+  const T* residual = residualIn != nullptr ? residualIn + blockIdx.x * cols : nullptr;
   T* y = out + blockIdx.x * cols;
+  // x + residual as the unfused add stores it.
+  auto element = [&](int64_t i, T raw) {
+    return residual != nullptr ? toFloat(fromAccumulator<T>(toFloat(raw) + toFloat(residual[i])))
+                               : toFloat(raw);
+  };
   WelfordStats stats{0.0f, 0.0f, 0.0f};
-  visitRange<kRowBlockThreads>(x, cols, threadIdx.x, [&](int64_t, T raw) {
-    const float value = toFloat(raw);
+  visitRange<kRowBlockThreads>(x, cols, threadIdx.x, [&](int64_t i, T raw) {
+    const float value = element(i, raw);
     stats.count += 1.0f;
     const float delta = value - stats.mean;
     stats.mean += delta / stats.count;
@@ -224,7 +238,7 @@ __global__ void __launch_bounds__(kRowBlockThreads)
   const float mean = stats.mean;
   const float inverseStd = 1.0f / sqrtf(fmaxf(stats.m2, 0.0f) / cols + epsilon);
   transformRange<kRowBlockThreads>(x, y, cols, threadIdx.x, [&](int64_t i, T raw) {
-    float value = (toFloat(raw) - mean) * inverseStd;
+    float value = (element(i, raw) - mean) * inverseStd;
     if (scale != nullptr) value *= toFloat(scale[i]);
     if (bias != nullptr) value += toFloat(bias[i]);
     return fromAccumulator<T>(value);
@@ -233,17 +247,18 @@ __global__ void __launch_bounds__(kRowBlockThreads)
 
 template <typename T, typename P, int kVec, int kVectors>
 bool tryLaunchLayerNormWarp(int64_t vectorsPerLane, const LayerNormParams& params, const T* x,
-                            const P* scale, const P* bias, T* out, cudaStream_t stream) {
+                            const T* residual, const P* scale, const P* bias, T* out,
+                            cudaStream_t stream) {
   if constexpr (kVectors * kVec > kWarpMaxItems) {
     return false;
   } else {
     if (vectorsPerLane > kVectors) {
-      return tryLaunchLayerNormWarp<T, P, kVec, kVectors * 2>(vectorsPerLane, params, x, scale,
-                                                              bias, out, stream);
+      return tryLaunchLayerNormWarp<T, P, kVec, kVectors * 2>(vectorsPerLane, params, x,
+                                                              residual, scale, bias, out, stream);
     }
     layerNormRowsWarpKernel<T, P, kVec, kVectors>
         <<<static_cast<unsigned>(ceilDiv(params.rows, kBlockThreads / 32)), kBlockThreads, 0,
-           stream>>>(x, scale, bias, out, params.rows, static_cast<int>(params.cols),
+           stream>>>(x, residual, scale, bias, out, params.rows, static_cast<int>(params.cols),
                      static_cast<float>(params.epsilon));
     KILN_CUDA_CHECK_LAUNCH();
     return true;
@@ -251,22 +266,23 @@ bool tryLaunchLayerNormWarp(int64_t vectorsPerLane, const LayerNormParams& param
 }
 
 template <typename T, typename P>
-void launchLayerNorm(const LayerNormParams& params, const T* x, const P* scale, const P* bias,
-                     T* out, cudaStream_t stream) {
+void launchLayerNorm(const LayerNormParams& params, const T* x, const T* residual, const P* scale,
+                     const P* bias, T* out, cudaStream_t stream) {
   constexpr int kWidth = kVectorWidth<T>;
-  const bool vectorized = params.cols % kWidth == 0 && isAligned16(x) && isAligned16(out);
+  const bool vectorized = params.cols % kWidth == 0 && isAligned16(x) && isAligned16(out) &&
+                          (residual == nullptr || isAligned16(residual));
   const int64_t perLane = ceilDiv(ceilDiv(params.cols, vectorized ? kWidth : 1), 32);
-  const bool launched =
-      vectorized
-          ? tryLaunchLayerNormWarp<T, P, kWidth, 1>(perLane, params, x, scale, bias, out, stream)
-          : tryLaunchLayerNormWarp<T, P, 1, 1>(perLane, params, x, scale, bias, out, stream);
+  const bool launched = vectorized ? tryLaunchLayerNormWarp<T, P, kWidth, 1>(
+                                         perLane, params, x, residual, scale, bias, out, stream)
+                                   : tryLaunchLayerNormWarp<T, P, 1, 1>(
+                                         perLane, params, x, residual, scale, bias, out, stream);
   if (launched) return;
   if (params.rows > 0x7fffffff) {
     throw std::invalid_argument("layer norm: more rows than one launch can take");
   }
   layerNormRowsBlockKernel<T, P>
       <<<static_cast<unsigned>(params.rows), kRowBlockThreads, 0, stream>>>(
-          x, scale, bias, out, params.cols, static_cast<float>(params.epsilon));
+          x, residual, scale, bias, out, params.cols, static_cast<float>(params.epsilon));
   KILN_CUDA_CHECK_LAUNCH();
 }
 
@@ -304,7 +320,7 @@ void batchNorm(const BatchNormParams& params, const void* x, const void* scale, 
 }
 
 void layerNorm(const LayerNormParams& params, const void* x, const void* scale, const void* bias,
-               void* out, cudaStream_t stream) {
+               const void* residual, void* out, cudaStream_t stream) {
   if (params.rows < 0 || params.cols < 0) {
     throw std::invalid_argument("layer norm: rows and cols must not be negative");
   }
@@ -314,8 +330,9 @@ void layerNorm(const LayerNormParams& params, const void* x, const void* scale, 
                                [&](auto tensorTag, auto parameterTag) {
     using T = typename decltype(tensorTag)::type;
     using P = typename decltype(parameterTag)::type;
-    launchLayerNorm<T, P>(params, static_cast<const T*>(x), static_cast<const P*>(scale),
-                          static_cast<const P*>(bias), static_cast<T*>(out), stream);
+    launchLayerNorm<T, P>(params, static_cast<const T*>(x), static_cast<const T*>(residual),
+                          static_cast<const P*>(scale), static_cast<const P*>(bias),
+                          static_cast<T*>(out), stream);
   });
 }
 

@@ -36,7 +36,8 @@ struct LayerNormParams {
   ScalarType type = ScalarType::kFloat32;
   ScalarType parameterType = ScalarType::kFloat32;
 };
+// residual may be null; else the norm is of x + residual (the sum rounded to `type` first).
 void layerNorm(const LayerNormParams& params, const void* x, const void* scale, const void* bias,
-               void* out, cudaStream_t stream);
+               const void* residual, void* out, cudaStream_t stream);
 
 }  // namespace kiln::cuda_kernels

@@ -172,6 +172,213 @@ TEST(BuilderConstantFolding, BuiltEngineHasTheFoldedLayersOnly) {
   EXPECT_EQ(out, (std::vector<float>{2, 4, 6}));
 }
 
+// ---- batch-norm folding and convolution epilogues ---------------------------------------
+
+std::vector<float> ramp(size_t count, float start, float step) {
+  std::vector<float> values(count);
+  for (size_t i = 0; i < count; ++i) values[i] = start + step * static_cast<float>(i % 17);
+  return values;
+}
+
+Tensor* conv3x3(Network& network, Tensor* x, int64_t inChannels, int64_t outChannels, bool withBias,
+                float seed) {
+  ConvolutionParams p;
+  p.outChannels = outChannels;
+  p.kernel = {3, 3};
+  p.prePadding = {1, 1};
+  p.postPadding = {1, 1};
+  const size_t weights = static_cast<size_t>(outChannels * inChannels * 9);
+  Tensor* w = network
+                  .addConstant(floatWeights({outChannels, inChannels, 3, 3},
+                                            ramp(weights, -0.3f * seed, 0.04f)))
+                  ->output(0);
+  Tensor* b =
+      withBias ? network
+                     .addConstant(floatWeights({outChannels}, ramp(static_cast<size_t>(outChannels),
+                                                                   0.1f * seed, -0.05f)))
+                     ->output(0)
+               : nullptr;
+  return network.addConvolution(x, w, b, p)->output(0);
+}
+
+Tensor* batchNorm(Network& network, Tensor* x, int64_t channels) {
+  const auto c = static_cast<size_t>(channels);
+  Tensor* scale = network.addConstant(floatWeights({channels}, ramp(c, 0.5f, 0.3f)))->output(0);
+  Tensor* shift = network.addConstant(floatWeights({channels}, ramp(c, -0.2f, 0.1f)))->output(0);
+  Tensor* mean = network.addConstant(floatWeights({channels}, ramp(c, 0.3f, -0.2f)))->output(0);
+  Tensor* var = network.addConstant(floatWeights({channels}, ramp(c, 0.4f, 0.25f)))->output(0);
+  NormalizationParams p;
+  p.epsilon = 1e-3;
+  return network.addNormalization(x, scale, shift, mean, var, p)->output(0);
+}
+
+void expectNear(const std::vector<std::vector<float>>& actual,
+                const std::vector<std::vector<float>>& expected, float tolerance) {
+  ASSERT_EQ(actual.size(), expected.size());
+  for (size_t o = 0; o < actual.size(); ++o) {
+    ASSERT_EQ(actual[o].size(), expected[o].size());
+    for (size_t i = 0; i < actual[o].size(); ++i) {
+      EXPECT_NEAR(actual[o][i], expected[o][i], tolerance) << "output " << o << " element " << i;
+    }
+  }
+}
+
+TEST(BuilderBatchNormFolding, FoldsIntoTheConvolutionWithAndWithoutBias) {
+  for (bool withBias : {true, false}) {
+    Network network;
+    Tensor* x = network.addInput("x", DataType::kFloat32, {2, 3, 6, 5});
+    Tensor* y = batchNorm(network, conv3x3(network, x, 3, 4, withBias, 1.0f), 4);
+    y->setName("normalized");
+    network.markOutput(y);
+    const std::vector<std::vector<float>> inputs = {ramp(2 * 3 * 6 * 5, -1.0f, 0.13f)};
+    const std::vector<std::vector<float>> before = evaluate(network, inputs);
+
+    foldBatchNormIntoConvolution(network);
+
+    EXPECT_EQ(countLayers(network, LayerKind::kNormalization), 0u);
+    EXPECT_EQ(countLayers(network, LayerKind::kConvolution), 1u);
+    EXPECT_EQ(countLayers(network, LayerKind::kConstant), 2u);  // folded weight and bias
+    EXPECT_EQ(network.output(0)->name(), "normalized");
+    expectNear(evaluate(network, inputs), before, 1e-4f);
+  }
+}
+
+TEST(BuilderBatchNormFolding, LeavesANormWhoseConvolutionHasAnotherReader) {
+  Network network;
+  Tensor* x = network.addInput("x", DataType::kFloat32, {1, 2, 4, 4});
+  Tensor* conv = conv3x3(network, x, 2, 3, true, 1.0f);
+  network.markOutput(batchNorm(network, conv, 3));
+  network.markOutput(network.addActivation(conv, {ActivationType::kRelu})->output(0));
+
+  foldBatchNormIntoConvolution(network);
+
+  EXPECT_EQ(countLayers(network, LayerKind::kNormalization), 1u);
+}
+
+// x -> conv_a -> bn -> relu -> conv_b -> (+ shortcut conv_c(x)) -> relu: a ResNet block's shape.
+std::unique_ptr<Network> residualBlock() {
+  auto network = std::make_unique<Network>();
+  Tensor* x = network->addInput("x", DataType::kFloat32, {2, 3, 5, 5});
+  Tensor* a = network
+                  ->addActivation(batchNorm(*network, conv3x3(*network, x, 3, 4, false, 1.0f), 4),
+                                  {ActivationType::kRelu})
+                  ->output(0);
+  Tensor* b = conv3x3(*network, a, 4, 4, true, 2.0f);
+  Tensor* shortcut = conv3x3(*network, x, 3, 4, true, 3.0f);
+  Tensor* sum = network->addElementwise(b, shortcut, ElementwiseOp::kSum)->output(0);
+  Tensor* out = network->addActivation(sum, {ActivationType::kRelu})->output(0);
+  out->setName("block_out");
+  network->markOutput(out);
+  return network;
+}
+
+TEST(BuilderConvolutionEpilogueFusion, FusesResidualAddAndReluIntoTheConvolution) {
+  std::unique_ptr<Network> network = residualBlock();
+  const std::vector<std::vector<float>> inputs = {ramp(2 * 3 * 5 * 5, -1.0f, 0.11f)};
+  const std::vector<std::vector<float>> before = evaluate(*network, inputs);
+
+  foldBatchNormIntoConvolution(*network);
+  fuseConvolutionEpilogues(*network);
+
+  EXPECT_EQ(countLayers(*network, LayerKind::kConvolution), 3u);
+  EXPECT_EQ(countLayers(*network, LayerKind::kNormalization), 0u);
+  EXPECT_EQ(countLayers(*network, LayerKind::kElementwise), 0u);
+  EXPECT_EQ(countLayers(*network, LayerKind::kActivation), 0u);
+  const Layer* last = network->output(0)->producer();
+  ASSERT_EQ(last->kind(), LayerKind::kConvolution);
+  EXPECT_EQ(last->paramsAs<ConvolutionParams>().activation, FusedActivation::kRelu);
+  ASSERT_EQ(last->inputs().size(), 4u);
+  EXPECT_NE(last->input(3), nullptr);  // the shortcut
+  EXPECT_EQ(network->output(0)->name(), "block_out");
+  network->validate();
+  expectNear(evaluate(*network, inputs), before, 1e-4f);
+}
+
+TEST(BuilderConvolutionEpilogueFusion, LeavesOutputsWithOtherReadersAndBroadcastAddsAlone) {
+  Network network;
+  Tensor* x = network.addInput("x", DataType::kFloat32, {1, 2, 4, 4});
+  Tensor* read_twice = conv3x3(network, x, 2, 2, true, 1.0f);
+  network.markOutput(network.addActivation(read_twice, {ActivationType::kRelu})->output(0));
+  network.markOutput(read_twice);
+  Tensor* channelShift = network.addConstant(floatWeights({1, 2, 1, 1}, {0.5f, -0.5f}))->output(0);
+  Tensor* broadcast =
+      network
+          .addElementwise(conv3x3(network, x, 2, 2, true, 2.0f), channelShift, ElementwiseOp::kSum)
+          ->output(0);
+  network.markOutput(broadcast);
+
+  fuseConvolutionEpilogues(network);
+
+  EXPECT_EQ(countLayers(network, LayerKind::kActivation), 1u);
+  EXPECT_EQ(countLayers(network, LayerKind::kElementwise), 1u);
+}
+
+TEST(BuilderConvolutionEpilogueFusion, BuiltEngineRunsTheFusedBlock) {
+  std::unique_ptr<Network> network = residualBlock();
+  const std::vector<std::vector<float>> inputs = {ramp(2 * 3 * 5 * 5, -1.0f, 0.11f)};
+  const std::vector<std::vector<float>> expected = evaluate(*network, inputs);
+  std::shared_ptr<Engine> engine = Builder::build(*network, {});
+  size_t computing = 0;
+  for (const EngineLayer& layer : engine->definition().layers) {
+    computing += std::holds_alternative<ConstantParams>(layer.params) ? 0 : 1;
+  }
+  EXPECT_EQ(computing, 3u);  // three convolutions, everything else fused
+  std::unique_ptr<ExecutionContext> context = engine->createExecutionContext();
+  context->setInputShapes({{2, 3, 5, 5}});
+  std::vector<float> out(2 * 4 * 5 * 5);
+  context->execute({inputs[0].data()}, {out.data()});
+  expectNear({out}, expected, 1e-4f);
+}
+
+TEST(BuilderLayerNormResidualFusion, FusesTheAddIntoTheNorm) {
+  Network network;
+  Tensor* x = network.addInput("x", DataType::kFloat32, {2, 3, 8});
+  Tensor* h = network.addInput("h", DataType::kFloat32, {2, 3, 8});
+  Tensor* scale = network.addConstant(floatWeights({8}, ramp(8, 0.5f, 0.2f)))->output(0);
+  Tensor* shift = network.addConstant(floatWeights({8}, ramp(8, -0.3f, 0.1f)))->output(0);
+  Tensor* sum = network.addElementwise(h, x, ElementwiseOp::kSum)->output(0);
+  NormalizationParams p;
+  p.type = NormalizationType::kLayer;
+  p.axis = -1;
+  Tensor* y = network.addNormalization(sum, scale, shift, nullptr, nullptr, p)->output(0);
+  y->setName("normed");
+  network.markOutput(y);
+  const std::vector<std::vector<float>> inputs = {ramp(48, -1.0f, 0.13f), ramp(48, 0.7f, -0.09f)};
+  const std::vector<std::vector<float>> before = evaluate(network, inputs);
+
+  fuseResidualIntoLayerNorm(network);
+
+  EXPECT_EQ(countLayers(network, LayerKind::kElementwise), 0u);
+  ASSERT_EQ(countLayers(network, LayerKind::kNormalization), 1u);
+  const Layer* norm = network.output(0)->producer();
+  ASSERT_EQ(norm->inputs().size(), 4u);
+  EXPECT_EQ(norm->input(0), h);
+  EXPECT_EQ(norm->input(3), x);
+  EXPECT_EQ(network.output(0)->name(), "normed");
+  network.validate();
+  expectNear(evaluate(network, inputs), before, 1e-5f);
+}
+
+TEST(BuilderLayerNormResidualFusion, LeavesASumThatIsReadElsewhereOrBroadcast) {
+  Network network;
+  Tensor* x = network.addInput("x", DataType::kFloat32, {2, 8});
+  Tensor* row = network.addInput("row", DataType::kFloat32, {1, 8});
+  NormalizationParams p;
+  p.type = NormalizationType::kLayer;
+  p.axis = -1;
+  Tensor* kept = network.addElementwise(x, x, ElementwiseOp::kSum)->output(0);
+  network.markOutput(
+      network.addNormalization(kept, nullptr, nullptr, nullptr, nullptr, p)->output(0));
+  network.markOutput(kept);
+  Tensor* broadcast = network.addElementwise(x, row, ElementwiseOp::kSum)->output(0);
+  network.markOutput(
+      network.addNormalization(broadcast, nullptr, nullptr, nullptr, nullptr, p)->output(0));
+
+  fuseResidualIntoLayerNorm(network);
+
+  EXPECT_EQ(countLayers(network, LayerKind::kElementwise), 2u);
+}
+
 // ---- profile validation --------------------------------------------------------------------
 
 // x (-1, 3) -> relu, for profile errors.

@@ -161,6 +161,7 @@ EngineDefinition everyKindDefinition() {
   conv.postPadding = {0, 1};
   conv.dilation = {1, 2};
   conv.groups = 1;
+  conv.activation = FusedActivation::kRelu;
   const int32_t c = layer("conv", conv, {x, w, -1}, f32, {-1, 4, 4, 6});
 
   DeconvolutionParams deconv;
@@ -237,6 +238,7 @@ EngineDefinition everyKindDefinition() {
 
   const int32_t g = layer("gather", GatherParams{1}, {s, indices}, f32, {-1, -1, 36});
   layer("cast", CastParams{DataType::kBFloat16}, {g}, DataType::kBFloat16, {-1, -1, 36});
+  layer("attention", AttentionParams{0.3, true}, {c, c, c, -1}, f32, {-1, 4, 4, 6});
   d.outputs = {g, a, s};
 
   OptimizationProfile small;

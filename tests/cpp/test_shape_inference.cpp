@@ -117,7 +117,18 @@ TEST(ShapeInference, ConvolutionErrors) {
   expectError(conv(16, {3, 3}, {1}), {typeOf({2, 3, 8, 8}), w}, {"stride", "2 spatial dims"});
   expectError(conv(16, {3, 3}, {}, {}, {}, 2), {typeOf({2, 3, 8, 8}), typeOf({16, 1, 3, 3})},
               {"not divisible by groups 2"});
-  expectError(conv(16, {3, 3}), {typeOf({2, 3, 8, 8})}, {"inputs", "[x, weight, bias]"});
+  expectError(conv(16, {3, 3}), {typeOf({2, 3, 8, 8})}, {"inputs", "[x, weight, bias, residual]"});
+}
+
+TEST(ShapeInference, ConvolutionResidual) {
+  const TensorType w = typeOf({16, 3, 3, 3});
+  const TensorType x = typeOf({-1, 3, 8, 8});
+  const TensorType residual = typeOf({2, 16, 6, 6});
+  EXPECT_EQ(inferOne(conv(16, {3, 3}), {&x, &w, nullptr, &residual}).dims, (Dims{2, 16, 6, 6}));
+  const TensorType wrongSize = typeOf({2, 16, 5, 6});
+  expectError(conv(16, {3, 3}), {&x, &w, nullptr, &wrongSize}, {"residual's dim 2", "6 vs 5"});
+  const TensorType wrongType = typeOf({2, 16, 6, 6}, DataType::kFloat16);
+  expectError(conv(16, {3, 3}), {&x, &w, nullptr, &wrongType}, {"residual", "float16"});
 }
 
 // ---- deconvolution ----------------------------------------------------------------------------
@@ -425,7 +436,12 @@ TEST(ShapeInference, LayerNormalization) {
   expectError(NormalizationParams{NormalizationType::kLayer, 1e-5, 3}, {x},
               {"layer normalization axis 3", "rank 3"});
   expectError(NormalizationParams{NormalizationType::kLayer, 1e-5, 2},
-              {&x, &last, &last, &last, nullptr}, {"mean", "must be null"});
+              {&x, &last, &last, nullptr, &last}, {"var", "must be null"});
+  EXPECT_EQ(
+      inferOne(NormalizationParams{NormalizationType::kLayer, 1e-5, 2}, {&x, &last, &last, &x}).dims,
+      x.dims);
+  expectError(NormalizationParams{NormalizationType::kLayer, 1e-5, 2}, {&x, &last, &last, &last},
+              {"residual", "rank"});
 }
 
 // ---- shuffle ----------------------------------------------------------------------------------
@@ -558,6 +574,39 @@ TEST(ShapeInference, Constant) {
               {"need 32 bytes", "hold 24"});
   const TensorType x = typeOf({1});
   expectError(ConstantParams{weights}, {&x}, {"no inputs"});
+}
+
+// ---- attention ---------------------------------------------------------------------------
+
+TEST(ShapeInference, AttentionGroupedHeadsAndMasks) {
+  const TensorType q = typeOf({2, 8, 5, 16}, DataType::kFloat16);
+  const TensorType k = typeOf({2, 2, 7, 16}, DataType::kFloat16);
+  const TensorType v = typeOf({2, 2, 7, 32}, DataType::kFloat16);
+  const TensorType out = inferOne(AttentionParams{}, {&q, &k, &v});
+  EXPECT_EQ(out.dims, (Dims{2, 8, 5, 32}));
+  EXPECT_EQ(out.dtype, DataType::kFloat16);
+  const TensorType boolMask = typeOf({5, 7}, DataType::kBool);
+  EXPECT_EQ(inferOne(AttentionParams{}, {&q, &k, &v, &boolMask}).dims, (Dims{2, 8, 5, 32}));
+  const TensorType dynamic = typeOf({-1, 8, -1, 16}, DataType::kFloat16);
+  const TensorType dynamicKeys = typeOf({-1, 8, -1, 16}, DataType::kFloat16);
+  EXPECT_EQ(inferOne(AttentionParams{}, {&dynamic, &dynamicKeys, &dynamicKeys}).dims,
+            (Dims{-1, 8, -1, 16}));
+}
+
+TEST(ShapeInference, AttentionErrors) {
+  const TensorType q = typeOf({2, 6, 5, 16});
+  const TensorType k = typeOf({2, 4, 7, 16});
+  const TensorType v = typeOf({2, 4, 7, 16});
+  expectError(AttentionParams{}, {&q, &k, &v}, {"key/value head count 4", "query head count 6"});
+  const TensorType k3 = typeOf({2, 7, 16});
+  expectError(AttentionParams{}, {&q, &k3, &k3}, {"rank 4"});
+  const TensorType kv = typeOf({2, 6, 7, 16});
+  const TensorType badMask = typeOf({5, 1}, DataType::kBool);
+  expectError(AttentionParams{}, {&q, &kv, &kv, &badMask}, {"last dim", "key count 7"});
+  const TensorType intMask = typeOf({5, 7}, DataType::kInt32);
+  expectError(AttentionParams{}, {&q, &kv, &kv, &intMask}, {"mask must be bool", "int32"});
+  const TensorType halfKeys = typeOf({2, 6, 7, 16}, DataType::kFloat16);
+  expectError(AttentionParams{}, {&q, &halfKeys, &kv}, {"dtype mismatch"});
 }
 
 }  // namespace

@@ -1,5 +1,8 @@
-"""pytest setup for tests/py: the `gpu` marker, and examples/ importable (examples/models.py)."""
+"""pytest setup for tests/py: the `gpu` marker, examples/ importable (examples/models.py), and
+KILN_TEST_SHARD=i/n, which keeps every n-th collected test from the i-th (0-based), so that n
+pytest processes can share a machine's cores (scripts/gpu_check.sh does on the GPU machine)."""
 
+import os
 import sys
 from pathlib import Path
 
@@ -15,6 +18,14 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    shard = os.environ.get("KILN_TEST_SHARD")
+    if shard:
+        index, count = (int(part) for part in shard.split("/"))
+        if not 0 <= index < count:
+            raise pytest.UsageError(f"KILN_TEST_SHARD={shard}: want i/n with 0 <= i < n")
+        deselected = [item for i, item in enumerate(items) if i % count != index]
+        items[:] = [item for i, item in enumerate(items) if i % count == index]
+        config.hook.pytest_deselected(items=deselected)
     if torch.cuda.is_available():
         return
     skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False)")

@@ -16,6 +16,7 @@
 #include "core/engine/execution_context.h"
 #include "core/engine/kernel_mapping.h"
 #include "core/engine/layer_dims.h"
+#include "kernels/cuda/attention.h"
 #include "kernels/cuda/cast.h"
 #include "kernels/cuda/convolution.h"
 #include "kernels/cuda/data_movement.h"
@@ -283,8 +284,12 @@ size_t layerScratchBytes(const LayerParams& params, const std::vector<const Dims
   return 0;
 }
 
-// GEMMs get cuBLASLt's recommended workspace; convolutions choose algorithms that fit theirs.
-constexpr size_t kConvolutionWorkspaceBytes = size_t{256} << 20;
+// GEMMs get cuBLASLt's recommended workspace; convolutions choose algorithms that fit theirs:
+// at least this much, and more for large tensors, since cuDNN's tensor-core kernels on NCHW
+// tensors transpose the input and output through the workspace (without room for that, only
+// much slower CUDA-core kernels qualify).
+constexpr size_t kMinConvolutionWorkspaceBytes = size_t{256} << 20;
+constexpr size_t kConvolutionWorkspaceSlackBytes = size_t{32} << 20;
 
 // What a run reports back from the GPU: per gather layer, out-of-range indices; per elementwise
 // layer, an integer division by zero. Checked when the context next runs (a kernel cannot
@@ -388,6 +393,7 @@ CudaRunner::CudaRunner(std::shared_ptr<const Engine> engine, const ExecutionSett
   const std::vector<std::vector<Dims>> corners = dimsAtProfileCorners(definition);
   std::vector<int64_t> largest(definition.tensors.size(), 0);
   bool hasConvolution = false;
+  size_t convolutionWorkspace = kMinConvolutionWorkspaceBytes;
   for (const std::vector<Dims>& dims : corners) {
     for (size_t t = 0; t < dims.size(); ++t) {
       largest[t] =
@@ -407,15 +413,22 @@ CudaRunner::CudaRunner(std::shared_ptr<const Engine> engine, const ExecutionSett
           static_cast<size_t>(roundUp(static_cast<int64_t>(layerScratchBytes(
                                           layer.params, inputDims, outputDims, inputTypes)),
                                       256)));
-      hasConvolution |= std::holds_alternative<ConvolutionParams>(layer.params) ||
-                        std::holds_alternative<DeconvolutionParams>(layer.params);
+      if (std::holds_alternative<ConvolutionParams>(layer.params) ||
+          std::holds_alternative<DeconvolutionParams>(layer.params)) {
+        hasConvolution = true;
+        size_t operands = kConvolutionWorkspaceSlackBytes;
+        for (int32_t t : {layer.inputs.at(0), layer.inputs.at(1), layer.outputs.at(0)}) {
+          operands += static_cast<size_t>(volume(dims[t])) * elementSize(definition.tensors[t].dtype);
+        }
+        convolutionWorkspace = std::max(convolutionWorkspace, operands);
+      }
     }
   }
   s.memoryPlan = planMemory(definition, largest);
   s.arena = DeviceMemory(static_cast<size_t>(s.memoryPlan.arenaBytes));
   s.workspace = DeviceMemory(s.scratchBytes +
                              std::max(ck::kGemmRecommendedWorkspaceSize,
-                                      hasConvolution ? kConvolutionWorkspaceBytes : size_t{0}));
+                                      hasConvolution ? convolutionWorkspace : size_t{0}));
   if (settings.cudaGraphs) {
     for (int32_t t : definition.inputs)
       s.stagedInputs.emplace_back(static_cast<size_t>(largest[t]));
@@ -523,8 +536,13 @@ void CudaRunner::State::runLayer(size_t index, const EngineLayer& layer, cudaStr
           ck::ConvolutionParams params =
               convolutionParams(p, std::is_same_v<P, DeconvolutionParams>, x, y);
           params.allowTf32 = engine->definition().tf32.convolutions;
+          if constexpr (std::is_same_v<P, ConvolutionParams>) {
+            params.activation = p.activation == FusedActivation::kRelu
+                                    ? ck::ConvolutionActivation::kRelu
+                                    : ck::ConvolutionActivation::kNone;
+          }
           const ck::ConvolutionTensors tensors{x.data, requiredInput(in, 1, "weight").data,
-                                               optionalData(in, 2), y.data};
+                                               optionalData(in, 2), y.data, optionalData(in, 3)};
           const std::string shape = ck::describe(params);
           auto found = convolutionPlans.find(shape);
           if (found == convolutionPlans.end()) {
@@ -665,7 +683,8 @@ void CudaRunner::State::runLayer(size_t index, const EngineLayer& layer, cudaStr
           params.epsilon = p.epsilon;
           params.type = toKernelType(x.dtype);
           params.parameterType = toKernelType(scale ? scale->dtype : x.dtype);
-          ck::layerNorm(params, x.data, optionalData(in, 1), optionalData(in, 2), y.data, stream);
+          ck::layerNorm(params, x.data, optionalData(in, 1), optionalData(in, 2),
+                        optionalData(in, 3), y.data, stream);
         } else if constexpr (std::is_same_v<P, ShuffleParams>) {
           const DeviceView& x = requiredInput(in, 0, "x");
           ck::shuffle(shuffleParams(p, x, y), elementSize(x.dtype), x.data, y.data, scratch,
@@ -714,6 +733,21 @@ void CudaRunner::State::runLayer(size_t index, const EngineLayer& layer, cudaStr
           const DeviceView& x = requiredInput(in, 0, "x");
           ck::cast(x.data, toKernelType(x.dtype), y.data, toKernelType(p.toType), volume(x.dims),
                    stream);
+        } else if constexpr (std::is_same_v<P, AttentionParams>) {
+          const DeviceView& q = requiredInput(in, 0, "q");
+          const DeviceView& k = requiredInput(in, 1, "k");
+          const DeviceView& v = requiredInput(in, 2, "v");
+          const DeviceView* mask = in.size() > 3 ? in[3] : nullptr;
+          auto params = attentionGeometry<ck::AttentionParams>(p, q.dims, k.dims, v.dims, y.dims,
+                                                               mask ? &mask->dims : nullptr);
+          params.type = toKernelType(q.dtype);
+          if (mask != nullptr) {
+            params.mask = mask->dtype == DataType::kBool ? ck::AttentionMask::kBool
+                                                         : ck::AttentionMask::kAdditive;
+            params.maskType = toKernelType(mask->dtype);
+          }
+          ck::attention(params, q.data, k.data, v.data, mask ? mask->data : nullptr, y.data,
+                        stream);
         } else {
           static_assert(std::is_same_v<P, ConstantParams>, "every layer kind needs a CUDA runner");
         }

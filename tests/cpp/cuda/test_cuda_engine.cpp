@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <functional>
 #include <memory>
 #include <random>
@@ -464,8 +465,17 @@ TEST(CudaEngine, SharedByEightThreadsWithTheirOwnStreams) {
   }
 }
 
+// Lazy module loading (CUDA's default) puts a library kernel's code in device memory the first
+// time it runs, and autotuning may pick a kernel first in any cycle: that memory is the driver's,
+// not Kiln's. So this test runs where every module loads up front: its own ctest entry
+// (CMakeLists.txt) and scripts/gpu_check.sh set CUDA_MODULE_LOADING=EAGER.
 TEST(CudaEngine, BuildRunFreeCyclesReturnDeviceMemory) {
   KILN_SKIP_WITHOUT_GPU();
+  const char* loading = std::getenv("CUDA_MODULE_LOADING");
+  if (loading == nullptr || std::string(loading) != "EAGER") {
+    GTEST_SKIP() << "needs CUDA_MODULE_LOADING=EAGER (ctest runs it so as "
+                    "CudaEngine.BuildRunFreeCyclesReturnDeviceMemory_EagerLoading)";
+  }
   auto cycle = [] {
     auto engine = buildDynamicConvNet(Backend::kCuda);
     auto context = engine->createExecutionContext();

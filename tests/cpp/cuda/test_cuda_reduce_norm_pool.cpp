@@ -633,24 +633,33 @@ TEST(CudaNormalization, BatchNormMatchesCpu) {
   }
 }
 
+// With a residual r, the norm is of quantize(x + r), as an unfused add would store the sum.
 void checkLayerNorm(gk::ScalarType type, gk::ScalarType parameterType, int64_t rows,
                     int64_t cols, bool withScale, bool withBias, float center, size_t offset,
-                    uint32_t seed, double tolerance, const Stream& stream) {
+                    uint32_t seed, double tolerance, const Stream& stream,
+                    bool withResidual = false) {
   const std::vector<float> x =
       quantize(randomFloats(rows * cols, seed, center - 1.0f, center + 1.0f), type);
+  const std::vector<float> residual = quantize(randomFloats(rows * cols, seed + 3), type);
   const std::vector<float> scale = quantize(randomFloats(cols, seed + 1, 0.5f, 2.0f), parameterType);
   const std::vector<float> bias = quantize(randomFloats(cols, seed + 2), parameterType);
+  std::vector<float> sum = x;
+  if (withResidual) {
+    for (size_t i = 0; i < sum.size(); ++i) sum[i] += residual[i];
+    sum = quantize(sum, type);
+  }
   std::vector<float> expected(x.size());
-  ck::layerNorm({rows, cols, 1e-5}, x.data(), withScale ? scale.data() : nullptr,
+  ck::layerNorm({rows, cols, 1e-5}, sum.data(), withScale ? scale.data() : nullptr,
                 withBias ? bias.data() : nullptr, expected.data());
   const size_t elementSize = gk::scalarSize(type);
   const DeviceTensor in(encode(x, type), offset * elementSize);
+  const DeviceTensor residualDevice(encode(residual, type), offset * elementSize);
   const DeviceTensor out(x.size() * elementSize, offset * elementSize);
   const DeviceTensor scaleDevice(encode(scale, parameterType), 0);
   const DeviceTensor biasDevice(encode(bias, parameterType), 0);
   gk::layerNorm({rows, cols, 1e-5, type, parameterType}, in.data(),
                 withScale ? scaleDevice.data() : nullptr, withBias ? biasDevice.data() : nullptr,
-                out.data(), stream.get());
+                withResidual ? residualDevice.data() : nullptr, out.data(), stream.get());
   stream.sync();
   expectClose(decode(out.download(), type), expected,
               relativeTolerance(expected, roundingOf(type), tolerance));
@@ -671,9 +680,9 @@ TEST(CudaNormalization, LayerNormMatchesCpuOnEveryPath) {
                            std::to_string(cols) + " affine " + std::to_string(affine) +
                            " offset " + std::to_string(offset));
               checkLayerNorm(type, parameterType, rows, cols, affine & 1, affine & 2, 0.0f,
-                             offset, seed += 3,
+                             offset, seed += 5,
                              type == gk::ScalarType::kFloat32 ? 2e-5 : roundingOf(type) * 2,
-                             stream);
+                             stream, /*withResidual=*/affine == 3);
             }
           }
         }
@@ -696,7 +705,7 @@ TEST(CudaNormalization, LayerNormOfRowsFarFromZeroIsStable) {
 TEST(CudaNormalization, RejectsUnsupportedTypes) {
   KILN_SKIP_WITHOUT_GPU();
   EXPECT_THROW(gk::layerNorm({2, 3, 1e-5, gk::ScalarType::kFloat16, gk::ScalarType::kBFloat16},
-                             nullptr, nullptr, nullptr, nullptr, nullptr),
+                             nullptr, nullptr, nullptr, nullptr, nullptr, nullptr),
                std::invalid_argument);
   EXPECT_THROW(gk::batchNorm({1, 2, 3, 1e-5, gk::ScalarType::kInt32, gk::ScalarType::kFloat32,
                               false},

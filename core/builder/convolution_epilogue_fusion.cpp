@@ -1,0 +1,98 @@
+// Fuses what follows a convolution into its epilogue: a residual add of a tensor of the output's
+// dims, then a ReLU (the ResNet block's conv + add + relu), each when the convolution's output has
+// no other reader. The backends run the epilogue in the convolution's kernel call (cuDNN's
+// fused conv + bias + z + activation) or in one pass after it, instead of one pass per layer.
+#include <string>
+#include <vector>
+
+#include "core/builder/passes.h"
+
+namespace kiln {
+namespace {
+
+bool isNetworkOutput(const Network& network, const Tensor* tensor) {
+  for (size_t i = 0; i < network.numOutputs(); ++i) {
+    if (network.output(i) == tensor) return true;
+  }
+  return false;
+}
+
+// The one layer that reads `tensor`, reading it once, or null.
+Layer* soleReader(const Network& network, const Tensor* tensor) {
+  if (isNetworkOutput(network, tensor)) return nullptr;
+  const std::vector<Layer*> readers = network.consumers(tensor);
+  if (readers.size() != 1) return nullptr;
+  int uses = 0;
+  for (const Tensor* input : readers[0]->inputs()) uses += input == tensor ? 1 : 0;
+  return uses == 1 ? readers[0] : nullptr;
+}
+
+// The other operand of a same-shape add that reads `out`, or null.
+Tensor* residualOperand(const Layer& add, const Tensor* out) {
+  if (add.kind() != LayerKind::kElementwise ||
+      add.paramsAs<ElementwiseParams>().op != ElementwiseOp::kSum) {
+    return nullptr;
+  }
+  Tensor* other = add.input(0) == out ? add.input(1) : add.input(0);
+  if (other->dtype() != out->dtype() || other->dims() != out->dims()) return nullptr;
+  return other;
+}
+
+bool isRelu(const Layer& layer) {
+  return layer.kind() == LayerKind::kActivation &&
+         layer.paramsAs<ActivationParams>().type == ActivationType::kRelu;
+}
+
+// Replaces `conv` and `absorbed` (which reads conv's output) by one convolution with the given
+// params and residual, computing what `absorbed` computed.
+Layer* replaceWithFused(Network& network, Layer* conv, Layer* absorbed,
+                        const ConvolutionParams& params, Tensor* residual) {
+  std::vector<Tensor*> inputs = {conv->input(0), conv->input(1),
+                                 conv->inputs().size() > 2 ? conv->input(2) : nullptr, residual};
+  Layer* fused = network.addLayer(params, inputs);
+  const std::string name = concat(conv->name(), " + ", absorbed->name());
+  const std::string outputName = absorbed->output(0)->name();
+  network.replaceAllUsesWith(absorbed->output(0), fused->output(0));
+  network.removeLayer(absorbed);
+  network.removeLayer(conv);
+  fused->setName(name);
+  fused->output(0)->setName(outputName);
+  return fused;
+}
+
+}  // namespace
+
+void fuseConvolutionEpilogues(Network& network) {
+  std::vector<Layer*> convolutions;
+  for (size_t i = 0; i < network.numLayers(); ++i) {
+    if (network.layer(i)->kind() == LayerKind::kConvolution) {
+      convolutions.push_back(network.layer(i));
+    }
+  }
+  for (Layer* conv : convolutions) {
+    bool changed = true;
+    while (changed) {
+      changed = false;
+      auto params = conv->paramsAs<ConvolutionParams>();
+      if (params.activation != FusedActivation::kNone) break;
+      Tensor* out = conv->output(0);
+      Layer* reader = soleReader(network, out);
+      if (reader == nullptr) break;
+      Tensor* residual = conv->inputs().size() > 3 ? conv->input(3) : nullptr;
+      if (residual == nullptr) {
+        if (Tensor* other = residualOperand(*reader, out)) {
+          conv = replaceWithFused(network, conv, reader, params, other);
+          changed = true;
+          continue;
+        }
+      }
+      if (isRelu(*reader)) {
+        params.activation = FusedActivation::kRelu;
+        conv = replaceWithFused(network, conv, reader, params, residual);
+        changed = true;
+      }
+    }
+  }
+}
+
+}  // namespace kiln
