@@ -97,7 +97,8 @@ def time_forward(fn: Callable[[], torch.Tensor], *, warmup: int, iters: int) -> 
 def profile_kernels(fn: Callable[[], torch.Tensor], *, forwards: int = 5
                     ) -> tuple[float, list[tuple[str, float, float]]]:
     """Kernels per forward, and (name, launches per forward, GPU microseconds per forward) of every
-    kernel, busiest first, from the CUDA profiler over ``forwards`` forwards."""
+    kernel and memory copy or set, busiest first, from the CUDA profiler over ``forwards``
+    forwards."""
     from torch.profiler import ProfilerActivity, profile
 
     fn()
@@ -106,23 +107,29 @@ def profile_kernels(fn: Callable[[], torch.Tensor], *, forwards: int = 5
         for _ in range(forwards):
             fn()
         torch.cuda.synchronize()
-    kernels: dict[str, list[float]] = {}
+    work: dict[str, list[float]] = {}
     for event in prof.events():
-        if event.device_type != torch.autograd.DeviceType.CUDA or "memcpy" in event.name.lower() \
-                or "memset" in event.name.lower():
+        if event.device_type != torch.autograd.DeviceType.CUDA:
             continue
-        entry = kernels.setdefault(event.name, [0.0, 0.0])
+        entry = work.setdefault(event.name, [0.0, 0.0])
         entry[0] += 1
         entry[1] += event.device_time_total
     table = sorted(((name, count / forwards, micros / forwards)
-                    for name, (count, micros) in kernels.items()), key=lambda k: -k[2])
-    return sum(k[1] for k in table), table
+                    for name, (count, micros) in work.items()), key=lambda k: -k[2])
+    kernels = sum(k[1] for k in table if not is_copy(k[0]))
+    return kernels, table
+
+
+def is_copy(name: str) -> bool:
+    return "memcpy" in name.lower() or "memset" in name.lower()
 
 
 def kernels_markdown(title: str, table: list[tuple[str, float, float]], top: int = 15) -> str:
     total = sum(k[2] for k in table) or 1.0
-    lines = [f"### {title}", "", f"{sum(k[1] for k in table):.0f} kernels and "
-             f"{total / 1000:.3f} ms of GPU time a forward", "",
+    copies = sum(k[1] for k in table if is_copy(k[0]))
+    lines = [f"### {title}", "", f"{sum(k[1] for k in table) - copies:.0f} kernels, "
+             f"{copies:.0f} memory copies and sets, {total / 1000:.3f} ms of GPU time a forward",
+             "",
              "| kernel | per forward | us per forward | share |", "|---|---|---|---|"]
     for name, count, micros in table[:top]:
         lines.append(f"| `{name[:110]}` | {count:.0f} | {micros:.1f} | {100 * micros / total:.1f}% |")

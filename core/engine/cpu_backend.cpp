@@ -88,8 +88,8 @@ void runAttention(const AttentionParams& p, const Inputs& in, const Outputs& out
   auto a = attentionGeometry<ck::AttentionParams>(p, q.dims, k.dims, v.dims, out[0].dims,
                                                   mask ? &mask->dims : nullptr);
   if (mask != nullptr) {
-    a.mask = mask->dtype == DataType::kBool ? ck::AttentionMask::kBool
-                                            : ck::AttentionMask::kAdditive;
+    a.mask =
+        mask->dtype == DataType::kBool ? ck::AttentionMask::kBool : ck::AttentionMask::kAdditive;
     a.maskType = toKernelType(mask->dtype);
   }
   ck::attention(a, floatData(q, "q"), floatData(k, "k"), floatData(v, "v"),

@@ -67,6 +67,16 @@ std::vector<int64_t> largestTensorBytes(const EngineDefinition& definition) {
   return largest;
 }
 
+bool isReshapeOnly(const ShuffleParams& shuffle) {
+  auto isIdentity = [](const Dims& permutation) {
+    for (size_t i = 0; i < permutation.size(); ++i) {
+      if (permutation[i] != static_cast<int64_t>(i)) return false;
+    }
+    return true;
+  };
+  return isIdentity(shuffle.firstPermutation) && isIdentity(shuffle.secondPermutation);
+}
+
 MemoryPlan planMemory(const EngineDefinition& definition, const std::vector<int64_t>& tensorBytes,
                       int64_t alignment) {
   const size_t tensorCount = definition.tensors.size();
@@ -76,6 +86,9 @@ MemoryPlan planMemory(const EngineDefinition& definition, const std::vector<int6
   MemoryPlan plan;
   plan.offsets.assign(tensorCount, MemoryPlan::kNotInArena);
   plan.bytes = tensorBytes;
+  plan.aliasOf.assign(tensorCount, MemoryPlan::kNoAlias);
+  std::vector<bool> isEngineOutput(tensorCount, false);
+  for (int32_t t : definition.outputs) isEngineOutput[t] = true;
 
   std::vector<bool> inArena(tensorCount, false);
   std::vector<int64_t> firstUse(tensorCount, -1);
@@ -91,6 +104,20 @@ MemoryPlan planMemory(const EngineDefinition& definition, const std::vector<int6
     for (int32_t t : layer.inputs) {
       if (t >= 0) lastUse[t] = std::max(lastUse[t], static_cast<int64_t>(l));
     }
+    const auto* shuffle = std::get_if<ShuffleParams>(&layer.params);
+    if (shuffle != nullptr && isReshapeOnly(*shuffle) && !isEngineOutput[layer.outputs.at(0)]) {
+      const int32_t input = layer.inputs.at(0);
+      plan.aliasOf[layer.outputs[0]] =
+          plan.aliasOf[input] != MemoryPlan::kNoAlias ? plan.aliasOf[input] : input;
+    }
+  }
+  // Layers run in order, so an alias is read after its root is written: the root's lifetime
+  // only needs to reach the aliases' last reads.
+  for (size_t t = 0; t < tensorCount; ++t) {
+    const int32_t root = plan.aliasOf[t];
+    if (root == MemoryPlan::kNoAlias) continue;
+    lastUse[root] = std::max(lastUse[root], lastUse[t]);
+    inArena[t] = false;
   }
   for (int32_t t : definition.inputs) inArena[t] = false;
   for (int32_t t : definition.outputs) inArena[t] = false;

@@ -19,6 +19,10 @@ struct MemoryPlan {
   std::vector<int64_t> offsets;
   // Per tensor: the bytes reserved for it (its largest size over the profiles).
   std::vector<int64_t> bytes;
+  // Per tensor: the tensor whose bytes it shares, or kNoAlias. The output of a reshape (a shuffle
+  // without a transpose) is its input's bytes under other dims, so the layer does no work.
+  static constexpr int32_t kNoAlias = -1;
+  std::vector<int32_t> aliasOf;
   int64_t arenaBytes = 0;  // the planned arena
   int64_t naiveBytes = 0;  // every arena tensor in its own buffer, for comparison
 };
@@ -31,8 +35,13 @@ std::vector<std::vector<Dims>> dimsAtProfileCorners(const EngineDefinition& defi
 std::vector<int64_t> largestTensorBytes(const EngineDefinition& definition);
 
 // Lifetimes run from the layer that writes a tensor to the last layer that reads it (layers in
-// execution order). Tensors are placed largest first at the lowest offset that no tensor with
-// an overlapping lifetime occupies; offsets are multiples of `alignment`.
+// execution order); a tensor that others alias lives until the last read of any of them. Reshape
+// outputs alias their input, except engine outputs (written to the caller's buffer). Tensors are
+// placed largest first at the lowest offset that no tensor with an overlapping lifetime occupies;
+// offsets are multiples of `alignment`. Whether a shuffle only reshapes (no transpose, or identity
+// ones): its output has its input's bytes.
+bool isReshapeOnly(const ShuffleParams& shuffle);
+
 MemoryPlan planMemory(const EngineDefinition& definition, const std::vector<int64_t>& tensorBytes,
                       int64_t alignment = 256);
 

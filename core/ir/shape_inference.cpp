@@ -618,8 +618,7 @@ std::vector<TensorType> inferAttention(const Inputs& inputs) {
   mergeEqualDims(k.dims[0], v.dims[0], "k and v differ in batch");
   const int64_t kvHeads = mergeEqualDims(k.dims[1], v.dims[1], "k and v differ in heads");
   KILN_CHECK(!isKnown(q.dims[1]) || !isKnown(kvHeads) || (kvHeads > 0 && q.dims[1] % kvHeads == 0),
-             "the key/value head count ", kvHeads, " must divide the query head count ",
-             q.dims[1]);
+             "the key/value head count ", kvHeads, " must divide the query head count ", q.dims[1]);
   mergeEqualDims(q.dims[3], k.dims[3], "q and k differ in embedding size");
   const int64_t keys = mergeEqualDims(k.dims[2], v.dims[2], "k and v differ in length");
   const Dims out = {batch, q.dims[1], q.dims[2], v.dims[3]};
@@ -630,8 +629,8 @@ std::vector<TensorType> inferAttention(const Inputs& inputs) {
                toString(mask->dtype));
     KILN_CHECK(mask->dims.size() <= 4, "the attention mask ", toString(mask->dims),
                " has rank > 4");
-    KILN_CHECK(!mask->dims.empty() && (!isKnown(mask->dims.back()) || !isKnown(keys) ||
-                                        mask->dims.back() == keys),
+    KILN_CHECK(!mask->dims.empty() &&
+                   (!isKnown(mask->dims.back()) || !isKnown(keys) || mask->dims.back() == keys),
                "the attention mask ", toString(mask->dims), " must have the key count ", keys,
                " as its last dim");
     const Dims scores = {batch, q.dims[1], q.dims[2], keys};

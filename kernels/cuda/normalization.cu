@@ -17,7 +17,8 @@ constexpr int64_t kMaxGridBlocks = 65536;
 int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 unsigned gridFor(int64_t items, int64_t itemsPerBlock) {
-  return static_cast<unsigned>(std::clamp<int64_t>(ceilDiv(items, itemsPerBlock), 1, kMaxGridBlocks));
+  return static_cast<unsigned>(
+      std::clamp<int64_t>(ceilDiv(items, itemsPerBlock), 1, kMaxGridBlocks));
 }
 
 // Calls fn(TypeTag<T>{}, TypeTag<P>{}) with the storage types of the tensor and its parameters.
@@ -56,10 +57,8 @@ __device__ __forceinline__ void channelAffine(const P* scale, const P* bias, con
 template <typename T, typename P, int kVec, bool kChannelsLast, typename Index>
 __global__ void __launch_bounds__(kBlockThreads)
     batchNormKernel(const T* x, const P* scale, const P* bias, const P* mean, const P* var, T* out,
-                    Index vectors, Divisor<Index> spatial, Divisor<Index> channels,
-                    float epsilon) {
-  for (Index v = blockIdx.x * blockDim.x + threadIdx.x; v < vectors;
-       v += gridDim.x * blockDim.x) {
+                    Index vectors, Divisor<Index> spatial, Divisor<Index> channels, float epsilon) {
+  for (Index v = blockIdx.x * blockDim.x + threadIdx.x; v < vectors; v += gridDim.x * blockDim.x) {
     const Index first = v * kVec;
     Index quotient;
     Index channel;
@@ -127,8 +126,8 @@ void launchBatchNorm(const BatchNormParams& params, const T* x, const P* scale, 
 // variance of the centred values (two passes, no cancellation), without reading memory twice.
 template <typename T, typename P, int kVec, int kVectors>
 __global__ void __launch_bounds__(kBlockThreads)
-    layerNormRowsWarpKernel(const T* in, const T* residualIn, const P* scale, const P* bias,
-                            T* out, int64_t rows, int cols, float epsilon) {
+    layerNormRowsWarpKernel(const T* in, const T* residualIn, const P* scale, const P* bias, T* out,
+                            int64_t rows, int cols, float epsilon) {
   const int64_t row = blockIdx.x * static_cast<int64_t>(kBlockThreads / 32) + threadIdx.x / 32;
   if (row >= rows) return;  // the whole warp leaves together
   const int lane = threadIdx.x % 32;
@@ -253,8 +252,8 @@ bool tryLaunchLayerNormWarp(int64_t vectorsPerLane, const LayerNormParams& param
     return false;
   } else {
     if (vectorsPerLane > kVectors) {
-      return tryLaunchLayerNormWarp<T, P, kVec, kVectors * 2>(vectorsPerLane, params, x,
-                                                              residual, scale, bias, out, stream);
+      return tryLaunchLayerNormWarp<T, P, kVec, kVectors * 2>(vectorsPerLane, params, x, residual,
+                                                              scale, bias, out, stream);
     }
     layerNormRowsWarpKernel<T, P, kVec, kVectors>
         <<<static_cast<unsigned>(ceilDiv(params.rows, kBlockThreads / 32)), kBlockThreads, 0,
@@ -301,22 +300,22 @@ void batchNorm(const BatchNormParams& params, const void* x, const void* scale, 
     throw std::invalid_argument("batch norm needs the running mean and variance");
   }
   using namespace reduce_detail;
-  visitTensorAndParameterTypes(params.type, params.parameterType, "batch norm",
-                               [&](auto tensorTag, auto parameterTag) {
-    using T = typename decltype(tensorTag)::type;
-    using P = typename decltype(parameterTag)::type;
-    const auto* typedScale = static_cast<const P*>(scale);
-    const auto* typedBias = static_cast<const P*>(bias);
-    const auto* typedMean = static_cast<const P*>(mean);
-    const auto* typedVar = static_cast<const P*>(var);
-    if (params.channelsLast) {
-      launchBatchNorm<T, P, true>(params, static_cast<const T*>(x), typedScale, typedBias,
-                                  typedMean, typedVar, static_cast<T*>(out), stream);
-    } else {
-      launchBatchNorm<T, P, false>(params, static_cast<const T*>(x), typedScale, typedBias,
-                                   typedMean, typedVar, static_cast<T*>(out), stream);
-    }
-  });
+  visitTensorAndParameterTypes(
+      params.type, params.parameterType, "batch norm", [&](auto tensorTag, auto parameterTag) {
+        using T = typename decltype(tensorTag)::type;
+        using P = typename decltype(parameterTag)::type;
+        const auto* typedScale = static_cast<const P*>(scale);
+        const auto* typedBias = static_cast<const P*>(bias);
+        const auto* typedMean = static_cast<const P*>(mean);
+        const auto* typedVar = static_cast<const P*>(var);
+        if (params.channelsLast) {
+          launchBatchNorm<T, P, true>(params, static_cast<const T*>(x), typedScale, typedBias,
+                                      typedMean, typedVar, static_cast<T*>(out), stream);
+        } else {
+          launchBatchNorm<T, P, false>(params, static_cast<const T*>(x), typedScale, typedBias,
+                                       typedMean, typedVar, static_cast<T*>(out), stream);
+        }
+      });
 }
 
 void layerNorm(const LayerNormParams& params, const void* x, const void* scale, const void* bias,
@@ -326,14 +325,14 @@ void layerNorm(const LayerNormParams& params, const void* x, const void* scale, 
   }
   if (params.rows == 0 || params.cols == 0) return;
   using namespace reduce_detail;
-  visitTensorAndParameterTypes(params.type, params.parameterType, "layer norm",
-                               [&](auto tensorTag, auto parameterTag) {
-    using T = typename decltype(tensorTag)::type;
-    using P = typename decltype(parameterTag)::type;
-    launchLayerNorm<T, P>(params, static_cast<const T*>(x), static_cast<const T*>(residual),
-                          static_cast<const P*>(scale), static_cast<const P*>(bias),
-                          static_cast<T*>(out), stream);
-  });
+  visitTensorAndParameterTypes(
+      params.type, params.parameterType, "layer norm", [&](auto tensorTag, auto parameterTag) {
+        using T = typename decltype(tensorTag)::type;
+        using P = typename decltype(parameterTag)::type;
+        launchLayerNorm<T, P>(params, static_cast<const T*>(x), static_cast<const T*>(residual),
+                              static_cast<const P*>(scale), static_cast<const P*>(bias),
+                              static_cast<T*>(out), stream);
+      });
 }
 
 }  // namespace kiln::cuda_kernels

@@ -44,6 +44,51 @@ void expectNoLiveOverlap(const EngineDefinition& definition, const MemoryPlan& p
   }
 }
 
+Tensor* reshape(Network& network, Tensor* x, Dims dims) {
+  ShuffleParams p;
+  p.hasReshape = true;
+  p.reshapeDims = std::move(dims);
+  return network.addShuffle(x, p)->output(0);
+}
+
+TEST(MemoryPlan, ReshapesAliasTheirInputWhichLivesUntilTheLastAliasIsRead) {
+  Network network;
+  Tensor* x = network.addInput("x", DataType::kFloat32, {10, 100});
+  Tensor* a = relu(network, x);
+  Tensor* viewOfA = reshape(network, reshape(network, a, {1000}), {100, 10});
+  Tensor* b = relu(network, a);
+  Tensor* c = relu(network, b);
+  network.markOutput(
+      network.addElementwise(reshape(network, c, {100, 10}), viewOfA, ElementwiseOp::kSum)
+          ->output(0));
+  network.markOutput(reshape(network, x, {1000}));
+  auto engine = buildEngine(network);
+  const EngineDefinition& definition = engine->definition();
+  const MemoryPlan plan = planMemory(definition, largestTensorBytes(definition));
+
+  auto tensorOf = [&](const std::string& name) {
+    for (size_t t = 0; t < definition.tensors.size(); ++t) {
+      if (definition.tensors[t].name == name) return static_cast<int32_t>(t);
+    }
+    ADD_FAILURE() << "no tensor " << name;
+    return int32_t{0};
+  };
+  const int32_t aIndex = tensorOf(a->name());
+  EXPECT_EQ(plan.aliasOf[tensorOf(viewOfA->name())], aIndex);  // through a chain of two
+  EXPECT_EQ(plan.offsets[tensorOf(viewOfA->name())], MemoryPlan::kNotInArena);
+  EXPECT_EQ(plan.aliasOf[aIndex], MemoryPlan::kNoAlias);
+  // The reshape that is an engine output is written to the caller's buffer, not aliased.
+  EXPECT_EQ(plan.aliasOf[definition.outputs[1]], MemoryPlan::kNoAlias);
+  // a is read through its alias by the last layer, so b and c, alive meanwhile, get other bytes.
+  const int64_t aOffset = plan.offsets[aIndex];
+  for (const std::string& name : {b->name(), c->name()}) {
+    const int32_t t = tensorOf(name);
+    EXPECT_TRUE(plan.offsets[t] + plan.bytes[t] <= aOffset ||
+                aOffset + plan.bytes[aIndex] <= plan.offsets[t])
+        << name << " shares bytes with a, which its alias still needs";
+  }
+}
+
 TEST(MemoryPlan, ChainReusesMemoryOfDeadTensors) {
   Network network;
   Tensor* x = network.addInput("x", DataType::kFloat32, {1000});

@@ -438,7 +438,8 @@ TEST(ShapeInference, LayerNormalization) {
   expectError(NormalizationParams{NormalizationType::kLayer, 1e-5, 2},
               {&x, &last, &last, nullptr, &last}, {"var", "must be null"});
   EXPECT_EQ(
-      inferOne(NormalizationParams{NormalizationType::kLayer, 1e-5, 2}, {&x, &last, &last, &x}).dims,
+      inferOne(NormalizationParams{NormalizationType::kLayer, 1e-5, 2}, {&x, &last, &last, &x})
+          .dims,
       x.dims);
   expectError(NormalizationParams{NormalizationType::kLayer, 1e-5, 2}, {&x, &last, &last, &last},
               {"residual", "rank"});

@@ -418,7 +418,8 @@ CudaRunner::CudaRunner(std::shared_ptr<const Engine> engine, const ExecutionSett
         hasConvolution = true;
         size_t operands = kConvolutionWorkspaceSlackBytes;
         for (int32_t t : {layer.inputs.at(0), layer.inputs.at(1), layer.outputs.at(0)}) {
-          operands += static_cast<size_t>(volume(dims[t])) * elementSize(definition.tensors[t].dtype);
+          operands +=
+              static_cast<size_t>(volume(dims[t])) * elementSize(definition.tensors[t].dtype);
         }
         convolutionWorkspace = std::max(convolutionWorkspace, operands);
       }
@@ -426,9 +427,9 @@ CudaRunner::CudaRunner(std::shared_ptr<const Engine> engine, const ExecutionSett
   }
   s.memoryPlan = planMemory(definition, largest);
   s.arena = DeviceMemory(static_cast<size_t>(s.memoryPlan.arenaBytes));
-  s.workspace = DeviceMemory(s.scratchBytes +
-                             std::max(ck::kGemmRecommendedWorkspaceSize,
-                                      hasConvolution ? convolutionWorkspace : size_t{0}));
+  s.workspace =
+      DeviceMemory(s.scratchBytes + std::max(ck::kGemmRecommendedWorkspaceSize,
+                                             hasConvolution ? convolutionWorkspace : size_t{0}));
   if (settings.cudaGraphs) {
     for (int32_t t : definition.inputs)
       s.stagedInputs.emplace_back(static_cast<size_t>(largest[t]));
@@ -477,6 +478,11 @@ void CudaRunner::State::bindViews(const std::vector<Dims>& tensorDims,
   for (size_t i = 0; i < definition.inputs.size(); ++i) {
     views[definition.inputs[i]].data = const_cast<void*>(inputs[i]);
   }
+  // Last, once every root has its memory (roots are never aliases themselves).
+  for (size_t t = 0; t < definition.tensors.size(); ++t) {
+    const int32_t root = memoryPlan.aliasOf[t];
+    if (root != MemoryPlan::kNoAlias) views[t].data = views[root].data;
+  }
 }
 
 void CudaRunner::State::copyOutputsNotWrittenInPlace(const std::vector<void*>& outputs,
@@ -499,6 +505,10 @@ void CudaRunner::State::runLayers(cudaStream_t stream) {
   for (size_t l = 0; l < definition.layers.size(); ++l) {
     const EngineLayer& layer = definition.layers[l];
     if (std::holds_alternative<ConstantParams>(layer.params)) continue;
+    // A reshape whose output aliases its input has nothing to do.
+    if (!layer.outputs.empty() && memoryPlan.aliasOf[layer.outputs[0]] != MemoryPlan::kNoAlias) {
+      continue;
+    }
     try {
       runLayer(l, layer, stream);
     } catch (const Error& error) {

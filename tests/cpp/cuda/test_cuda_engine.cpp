@@ -98,8 +98,9 @@ std::vector<LayerCase> layerCases() {
     p.kernel = {3, 3};
     p.prePadding = {1, 1};
     p.postPadding = {1, 1};
-    n.markOutput(n.addConvolution(x[0], weights(n, t, {16, 8, 3, 3}, rng),
-                                  weights(n, t, {16}, rng), p)->output(0));
+    n.markOutput(
+        n.addConvolution(x[0], weights(n, t, {16, 8, 3, 3}, rng), weights(n, t, {16}, rng), p)
+            ->output(0));
   });
   add("conv2d_grouped_strided_dilated", {{2, 8, 20, 20}},
       [](Network& n, auto x, DataType t, std::mt19937& rng) {
@@ -111,7 +112,8 @@ std::vector<LayerCase> layerCases() {
         p.prePadding = {2, 1};
         p.postPadding = {2, 1};
         p.groups = 4;
-        n.markOutput(n.addConvolution(x[0], weights(n, t, {8, 2, 3, 3}, rng), nullptr, p)->output(0));
+        n.markOutput(
+            n.addConvolution(x[0], weights(n, t, {8, 2, 3, 3}, rng), nullptr, p)->output(0));
       });
   add("conv2d_depthwise", {{1, 16, 9, 9}}, [](Network& n, auto x, DataType t, std::mt19937& rng) {
     ConvolutionParams p;
@@ -140,8 +142,9 @@ std::vector<LayerCase> layerCases() {
     p.prePadding = {1, 1};
     p.postPadding = {1, 1};
     p.outputPadding = {1, 1};
-    n.markOutput(n.addDeconvolution(x[0], weights(n, t, {8, 4, 3, 3}, rng),
-                                    weights(n, t, {4}, rng), p)->output(0));
+    n.markOutput(
+        n.addDeconvolution(x[0], weights(n, t, {8, 4, 3, 3}, rng), weights(n, t, {4}, rng), p)
+            ->output(0));
   });
   add("matmul_batched_transposed", {{3, 2, 17, 24}, {1, 2, 33, 24}},
       [](Network& n, auto x, DataType, std::mt19937&) {
@@ -156,14 +159,14 @@ std::vector<LayerCase> layerCases() {
     n.markOutput(n.addFullyConnected(x[0], weights(n, t, {48, 64}, rng), weights(n, t, {48}, rng))
                      ->output(0));
   });
-  add("elementwise_broadcast", {{4, 1, 6, 5}, {3, 1, 5}}, [](Network& n, auto x, DataType,
-                                                             std::mt19937&) {
-    Tensor* sum = n.addElementwise(x[0], x[1], ElementwiseOp::kSum)->output(0);
-    Tensor* prod = n.addElementwise(sum, x[1], ElementwiseOp::kProd)->output(0);
-    Tensor* max = n.addElementwise(prod, x[0], ElementwiseOp::kMax)->output(0);
-    n.markOutput(n.addElementwise(max, x[0], ElementwiseOp::kSub)->output(0));
-    n.markOutput(n.addElementwise(x[0], x[1], ElementwiseOp::kLess)->output(0));
-  });
+  add("elementwise_broadcast", {{4, 1, 6, 5}, {3, 1, 5}},
+      [](Network& n, auto x, DataType, std::mt19937&) {
+        Tensor* sum = n.addElementwise(x[0], x[1], ElementwiseOp::kSum)->output(0);
+        Tensor* prod = n.addElementwise(sum, x[1], ElementwiseOp::kProd)->output(0);
+        Tensor* max = n.addElementwise(prod, x[0], ElementwiseOp::kMax)->output(0);
+        n.markOutput(n.addElementwise(max, x[0], ElementwiseOp::kSub)->output(0));
+        n.markOutput(n.addElementwise(x[0], x[1], ElementwiseOp::kLess)->output(0));
+      });
   add("unary_and_activations", {{3, 1000}}, [](Network& n, auto x, DataType, std::mt19937&) {
     n.markOutput(n.addUnary(x[0], UnaryOp::kExp)->output(0));
     n.markOutput(n.addUnary(x[0], UnaryOp::kAbs)->output(0));
@@ -206,14 +209,16 @@ std::vector<LayerCase> layerCases() {
     p.type = NormalizationType::kBatch;
     Tensor* var = n.addActivation(weights(n, t, {6}, rng), {ActivationType::kSigmoid})->output(0);
     n.markOutput(n.addNormalization(x[0], weights(n, t, {6}, rng), weights(n, t, {6}, rng),
-                                    weights(n, t, {6}, rng), var, p)->output(0));
+                                    weights(n, t, {6}, rng), var, p)
+                     ->output(0));
   });
   add("layer_norm", {{3, 5, 768}}, [](Network& n, auto x, DataType t, std::mt19937& rng) {
     NormalizationParams p;
     p.type = NormalizationType::kLayer;
     p.axis = 2;
     n.markOutput(n.addNormalization(x[0], weights(n, t, {768}, rng), weights(n, t, {768}, rng),
-                                    nullptr, nullptr, p)->output(0));
+                                    nullptr, nullptr, p)
+                     ->output(0));
   });
   add("shuffle_concat_slice", {{2, 3, 4, 10}, {2, 5, 4, 10}},
       [](Network& n, auto x, DataType, std::mt19937&) {
@@ -242,6 +247,63 @@ std::vector<LayerCase> layerCases() {
     n.markOutput(n.addGather(x[0], indices, {0})->output(0));
     n.markOutput(n.addCast(x[0], DataType::kFloat32)->output(0));
     n.markOutput(n.addCast(x[0], DataType::kInt32)->output(0));
+  });
+  // What the builder fuses, run fused on both backends: batch norm folded into a convolution
+  // whose epilogue adds a residual and applies ReLU.
+  add("conv_bn_residual_relu", {{2, 8, 9, 9}},
+      [](Network& n, auto x, DataType t, std::mt19937& rng) {
+        ConvolutionParams p;
+        p.outChannels = 8;
+        p.kernel = {3, 3};
+        p.prePadding = {1, 1};
+        p.postPadding = {1, 1};
+        Tensor* conv =
+            n.addConvolution(x[0], weights(n, t, {8, 8, 3, 3}, rng), nullptr, p)->output(0);
+        NormalizationParams bn;
+        Tensor* var = n.addUnary(weights(n, t, {8}, rng), UnaryOp::kAbs)->output(0);
+        Tensor* normed = n.addNormalization(conv, weights(n, t, {8}, rng), weights(n, t, {8}, rng),
+                                            weights(n, t, {8}, rng), var, bn)
+                             ->output(0);
+        Tensor* sum = n.addElementwise(normed, x[0], ElementwiseOp::kSum)->output(0);
+        n.markOutput(n.addActivation(sum, {ActivationType::kRelu})->output(0));
+      });
+  add("layer_norm_of_a_residual_add", {{3, 5, 96}, {3, 5, 96}},
+      [](Network& n, auto x, DataType t, std::mt19937& rng) {
+        NormalizationParams p;
+        p.type = NormalizationType::kLayer;
+        p.axis = -1;
+        Tensor* sum = n.addElementwise(x[0], x[1], ElementwiseOp::kSum)->output(0);
+        n.markOutput(n.addNormalization(sum, weights(n, t, {96}, rng), weights(n, t, {96}, rng),
+                                        nullptr, nullptr, p)
+                         ->output(0));
+      });
+  add("attention_grouped_masked_causal", {{2, 4, 9, 16}, {2, 2, 11, 16}, {2, 2, 11, 24}},
+      [](Network& n, auto x, DataType, std::mt19937& rng) {
+        std::vector<uint8_t> keep(9 * 11);
+        for (uint8_t& k : keep) k = (rng() % 4) != 0;
+        keep[0 * 11 + 0] = 0;  // query 0 sees key 0 only under causal: a fully masked row
+        Tensor* mask =
+            n.addConstant(Weights::fromValues(DataType::kBool, {9, 11}, keep))->output(0);
+        n.markOutput(n.addAttention(x[0], x[1], x[2], mask, {0.3, true})->output(0));
+        n.markOutput(n.addAttention(x[0], x[1], x[2], nullptr, {0.25, false})->output(0));
+      });
+  // Reshapes alias their input's bytes (no copy) unless they are engine outputs.
+  add("reshape_chain", {{4, 6, 10}}, [](Network& n, auto x, DataType, std::mt19937&) {
+    auto reshape = [&](Tensor* t, Dims dims) {
+      ShuffleParams p;
+      p.hasReshape = true;
+      p.reshapeDims = std::move(dims);
+      return n.addShuffle(t, p)->output(0);
+    };
+    Tensor* a = n.addActivation(x[0], {ActivationType::kRelu})->output(0);
+    Tensor* b = reshape(reshape(a, {24, 10}), {4, 60});
+    ShuffleParams transpose;
+    transpose.firstPermutation = {1, 0};
+    Tensor* c = reshape(n.addShuffle(b, transpose)->output(0), {6, 10, 4});
+    n.markOutput(
+        n.addElementwise(reshape(c, {6, 40}), reshape(c, {6, 40}), ElementwiseOp::kSum)->output(0));
+    n.markOutput(reshape(a, {240}));
+    n.markOutput(n.addActivation(reshape(x[0], {24, 10}), {ActivationType::kSigmoid})->output(0));
   });
   return cases;
 }
@@ -327,7 +389,8 @@ void expectClose(const Engine& engine, const std::vector<Bytes>& expected,
     double scale = 1e-6, worst = 0;
     int64_t worstAt = 0;
     for (int64_t i = 0; i < count; ++i) {
-      scale = std::max(scale, std::fabs(static_cast<double>(toFloat(expected[o].data(), dtype, i))));
+      scale =
+          std::max(scale, std::fabs(static_cast<double>(toFloat(expected[o].data(), dtype, i))));
     }
     for (int64_t i = 0; i < count; ++i) {
       const double diff = std::fabs(static_cast<double>(toFloat(expected[o].data(), dtype, i)) -
@@ -349,7 +412,8 @@ class CudaLayers : public ::testing::TestWithParam<DataType> {};
 TEST_P(CudaLayers, EveryLayerKindEqualsTheCpuBackend) {
   KILN_SKIP_WITHOUT_GPU();
   const DataType dtype = GetParam();
-  const double tolerance = dtype == DataType::kFloat32 ? 1e-4 : (dtype == DataType::kFloat16 ? 2e-2 : 5e-2);
+  const double tolerance =
+      dtype == DataType::kFloat32 ? 1e-4 : (dtype == DataType::kFloat16 ? 2e-2 : 5e-2);
   cudaStream_t stream = nullptr;
   ASSERT_EQ(cudaStreamCreate(&stream), cudaSuccess);
   for (const LayerCase& c : layerCases()) {
@@ -363,8 +427,8 @@ TEST_P(CudaLayers, EveryLayerKindEqualsTheCpuBackend) {
       // The first run chooses kernels (and captures a graph); the next ones replay.
       for (int run = 0; run < 3; ++run) {
         expectClose(*built.cuda, expected, runOnGpu(*context, built.inputs, built.shapes, stream),
-                    tolerance, c.name + (graphs ? " with graphs" : "") + " run " +
-                                   std::to_string(run));
+                    tolerance,
+                    c.name + (graphs ? " with graphs" : "") + " run " + std::to_string(run));
       }
     }
   }
@@ -387,7 +451,8 @@ std::shared_ptr<Engine> buildDynamicConvNet(Backend backend) {
   conv.prePadding = {1, 1};
   conv.postPadding = {1, 1};
   Tensor* y = n.addConvolution(x, weights(n, DataType::kFloat32, {16, 3, 3, 3}, rng),
-                               weights(n, DataType::kFloat32, {16}, rng), conv)->output(0);
+                               weights(n, DataType::kFloat32, {16}, rng), conv)
+                  ->output(0);
   y = n.addActivation(y, {ActivationType::kRelu})->output(0);
   PoolingParams pool;
   pool.type = PoolingType::kAverage;
@@ -399,7 +464,8 @@ std::shared_ptr<Engine> buildDynamicConvNet(Backend backend) {
   flatten.reshapeDims = {0, 16};
   y = n.addShuffle(y, flatten)->output(0);
   n.markOutput(n.addFullyConnected(y, weights(n, DataType::kFloat32, {10, 16}, rng),
-                                   weights(n, DataType::kFloat32, {10}, rng))->output(0));
+                                   weights(n, DataType::kFloat32, {10}, rng))
+                   ->output(0));
   BuilderConfig config;
   config.backend = backend;
   OptimizationProfile profile;
@@ -498,10 +564,10 @@ TEST(CudaEngine, BuildRunFreeCyclesReturnDeviceMemory) {
     size_t freeNow = 0;
     ASSERT_EQ(cudaMemGetInfo(&freeNow, &total), cudaSuccess);
     if (freeNow != freeLast) {
-      changes += " cycle " + std::to_string(i) + ": " +
-                 std::to_string((static_cast<int64_t>(freeNow) - static_cast<int64_t>(freeLast)) /
-                                1024) +
-                 " KiB;";
+      changes +=
+          " cycle " + std::to_string(i) + ": " +
+          std::to_string((static_cast<int64_t>(freeNow) - static_cast<int64_t>(freeLast)) / 1024) +
+          " KiB;";
     }
     freeLast = freeNow;
   }

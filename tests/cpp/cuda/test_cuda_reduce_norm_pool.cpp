@@ -83,8 +83,8 @@ std::vector<float> decode(const std::vector<uint8_t>& bytes, gk::ScalarType type
     } else {
       uint16_t bits;
       std::memcpy(&bits, bytes.data() + i * 2, 2);
-      values[i] = type == gk::ScalarType::kFloat16 ? ck::halfToFloat(bits)
-                                                   : ck::bfloat16ToFloat(bits);
+      values[i] =
+          type == gk::ScalarType::kFloat16 ? ck::halfToFloat(bits) : ck::bfloat16ToFloat(bits);
     }
   }
   return values;
@@ -111,8 +111,10 @@ double roundingOf(gk::ScalarType type) {
 // kernels pointers that are not 16-byte aligned.
 class DeviceTensor {
  public:
-  DeviceTensor(size_t bytes, size_t offset) : buffer_(bytes + offset), offset_(offset), bytes_(bytes) {}
-  DeviceTensor(const std::vector<uint8_t>& host, size_t offset) : DeviceTensor(host.size(), offset) {
+  DeviceTensor(size_t bytes, size_t offset)
+      : buffer_(bytes + offset), offset_(offset), bytes_(bytes) {}
+  DeviceTensor(const std::vector<uint8_t>& host, size_t offset)
+      : DeviceTensor(host.size(), offset) {
     std::vector<uint8_t> padded(offset, 0);
     padded.insert(padded.end(), host.begin(), host.end());
     buffer_.upload(padded.data(), padded.size());
@@ -121,7 +123,8 @@ class DeviceTensor {
   std::vector<uint8_t> download() const {
     std::vector<uint8_t> padded(offset_ + bytes_);
     buffer_.download(padded.data(), padded.size());
-    return std::vector<uint8_t>(padded.begin() + static_cast<std::ptrdiff_t>(offset_), padded.end());
+    return std::vector<uint8_t>(padded.begin() + static_cast<std::ptrdiff_t>(offset_),
+                                padded.end());
   }
 
  private:
@@ -133,7 +136,8 @@ class DeviceTensor {
 class Stream {
  public:
   Stream() {
-    if (cudaStreamCreate(&stream_) != cudaSuccess) throw std::runtime_error("cudaStreamCreate failed");
+    if (cudaStreamCreate(&stream_) != cudaSuccess)
+      throw std::runtime_error("cudaStreamCreate failed");
   }
   ~Stream() { cudaStreamDestroy(stream_); }
   Stream(const Stream&) = delete;
@@ -184,8 +188,8 @@ std::vector<double> relativeTolerance(const std::vector<float>& expected, double
 }
 
 // (N, C, S) <-> (N, S, C)
-std::vector<float> toChannelsLast(const std::vector<float>& values, int64_t batch,
-                                  int64_t channels, int64_t spatial) {
+std::vector<float> toChannelsLast(const std::vector<float>& values, int64_t batch, int64_t channels,
+                                  int64_t spatial) {
   std::vector<float> result(values.size());
   for (int64_t n = 0; n < batch; ++n)
     for (int64_t c = 0; c < channels; ++c)
@@ -213,19 +217,19 @@ struct ReduceCase {
 
 const std::vector<ReduceCase>& reduceCases() {
   static const std::vector<ReduceCase> cases = {
-      {{7, 33}, {false, true}},                 // short rows
-      {{5, 1000}, {false, true}},               // a warp a row
-      {{3, 50001}, {false, true}},              // a block a row, split
-      {{70000}, {true}},                        // everything, split
-      {{64, 3, 5}, {true, false, false}},       // columns, inner not a vector multiple
-      {{4, 100, 32}, {false, true, false}},     // columns, vectorized
-      {{3000, 8}, {true, false}},               // few columns, split
-      {{2, 3, 4, 5}, {true, false, true, false}},   // generic, innermost kept
-      {{3, 4, 5, 6}, {false, true, false, true}},   // generic, innermost reduced
+      {{7, 33}, {false, true}},                            // short rows
+      {{5, 1000}, {false, true}},                          // a warp a row
+      {{3, 50001}, {false, true}},                         // a block a row, split
+      {{70000}, {true}},                                   // everything, split
+      {{64, 3, 5}, {true, false, false}},                  // columns, inner not a vector multiple
+      {{4, 100, 32}, {false, true, false}},                // columns, vectorized
+      {{3000, 8}, {true, false}},                          // few columns, split
+      {{2, 3, 4, 5}, {true, false, true, false}},          // generic, innermost kept
+      {{3, 4, 5, 6}, {false, true, false, true}},          // generic, innermost reduced
       {{2, 1, 3, 1, 9}, {true, true, false, true, true}},  // size-1 dims merge away
-      {{6, 7}, {true, true}},                   // all axes
-      {{4, 1, 5}, {false, true, false}},        // only a size-1 dim: a copy
-      {{}, {}},                                 // a scalar
+      {{6, 7}, {true, true}},                              // all axes
+      {{4, 1, 5}, {false, true, false}},                   // only a size-1 dim: a copy
+      {{}, {}},                                            // a scalar
       {{9, 1}, {false, true}},
   };
   return cases;
@@ -259,14 +263,15 @@ void checkFloatReduction(gk::ReduceFunction function, gk::ScalarType type, const
     }
   } else if (prod) {
     for (size_t i = 0; i < expected.size(); ++i) {
-      tolerance[i] = (1e-6 * static_cast<double>(reducedCount) + roundingOf(type)) *
-                     std::fabs(expected[i]);
+      tolerance[i] =
+          (1e-6 * static_cast<double>(reducedCount) + roundingOf(type)) * std::fabs(expected[i]);
     }
   }
 
   const size_t elementSize = gk::scalarSize(type);
   const DeviceTensor in(encode(input, type), offsetElements * elementSize);
-  const DeviceTensor out(static_cast<size_t>(outVolume) * elementSize, offsetElements * elementSize);
+  const DeviceTensor out(static_cast<size_t>(outVolume) * elementSize,
+                         offsetElements * elementSize);
   const gk::ReduceParams params{function, type, c.shape, c.reduced};
   const DeviceBuffer workspace(gk::reduceWorkspaceSize(params));
   gk::reduce(params, in.data(), out.data(), workspace.data(), stream.get());
@@ -292,8 +297,8 @@ TEST(CudaReduce, FloatReductionsMatchCpuOnEveryPath) {
         if (function == gk::ReduceFunction::kProd && reducedCount > 64) continue;
         for (size_t offset : {0, 1}) {
           SCOPED_TRACE(std::string(gk::scalarName(type)) + " function " +
-                       std::to_string(static_cast<int>(function)) + " shape " +
-                       shapeName(c.shape) + " offset " + std::to_string(offset));
+                       std::to_string(static_cast<int>(function)) + " shape " + shapeName(c.shape) +
+                       " offset " + std::to_string(offset));
           checkFloatReduction(function, type, c, offset, ++seed, stream);
         }
       }
@@ -303,23 +308,23 @@ TEST(CudaReduce, FloatReductionsMatchCpuOnEveryPath) {
 
 TEST(CudaReduce, SplitReductionsAskForAWorkspace) {
   KILN_SKIP_WITHOUT_GPU();
-  EXPECT_GT(gk::reduceWorkspaceSize({gk::ReduceFunction::kSum, gk::ScalarType::kFloat32,
-                                     {3, 50001}, {false, true}}),
+  EXPECT_GT(gk::reduceWorkspaceSize(
+                {gk::ReduceFunction::kSum, gk::ScalarType::kFloat32, {3, 50001}, {false, true}}),
             0u);
-  EXPECT_GT(gk::reduceWorkspaceSize({gk::ReduceFunction::kSum, gk::ScalarType::kInt32,
-                                     {3000, 8}, {true, false}}),
+  EXPECT_GT(gk::reduceWorkspaceSize(
+                {gk::ReduceFunction::kSum, gk::ScalarType::kInt32, {3000, 8}, {true, false}}),
             0u);
-  EXPECT_EQ(gk::reduceWorkspaceSize({gk::ReduceFunction::kSum, gk::ScalarType::kFloat32,
-                                     {4096, 64}, {false, true}}),
+  EXPECT_EQ(gk::reduceWorkspaceSize(
+                {gk::ReduceFunction::kSum, gk::ScalarType::kFloat32, {4096, 64}, {false, true}}),
             0u);
   // Without the workspace a split reduction refuses rather than writing through null.
   const Stream stream;
   const DeviceBuffer in(3 * 50001 * 4);
   const DeviceBuffer out(3 * 4);
-  EXPECT_THROW(gk::reduce({gk::ReduceFunction::kSum, gk::ScalarType::kFloat32, {3, 50001},
-                           {false, true}},
-                          in.data(), out.data(), nullptr, stream.get()),
-               std::invalid_argument);
+  EXPECT_THROW(
+      gk::reduce({gk::ReduceFunction::kSum, gk::ScalarType::kFloat32, {3, 50001}, {false, true}},
+                 in.data(), out.data(), nullptr, stream.get()),
+      std::invalid_argument);
 }
 
 TEST(CudaReduce, MaxAndMinPropagateNaN) {
@@ -336,14 +341,14 @@ TEST(CudaReduce, MaxAndMinPropagateNaN) {
       if (at < 0) continue;
       input[static_cast<size_t>(columns ? at * shape[1] + r : r * extent + at)] = kNaN;
     }
-    const std::vector<bool> reduced = columns ? std::vector<bool>{true, false}
-                                              : std::vector<bool>{false, true};
+    const std::vector<bool> reduced =
+        columns ? std::vector<bool>{true, false} : std::vector<bool>{false, true};
     for (gk::ReduceFunction function : {gk::ReduceFunction::kMax, gk::ReduceFunction::kMin}) {
       SCOPED_TRACE(shapeName(shape));
       std::vector<float> expected(static_cast<size_t>(rows));
-      ck::reduce({static_cast<ck::ReduceFunction>(function), ck::ScalarType::kFloat32, shape,
-                  reduced},
-                 input.data(), expected.data());
+      ck::reduce(
+          {static_cast<ck::ReduceFunction>(function), ck::ScalarType::kFloat32, shape, reduced},
+          input.data(), expected.data());
       const DeviceTensor in(encode(input, gk::ScalarType::kFloat32), 0);
       const DeviceTensor out(expected.size() * 4, 0);
       const gk::ReduceParams params{function, gk::ScalarType::kFloat32, shape, reduced};
@@ -395,10 +400,10 @@ TEST(CudaReduce, IntegerAndBoolReductionsEqualCpu) {
   KILN_SKIP_WITHOUT_GPU();
   const Stream stream;
   const std::vector<ReduceCase> cases = {
-      {{5, 17}, {false, true}},          {{3, 3000}, {false, true}},
-      {{17, 6}, {true, false}},          {{4000, 3}, {true, false}},
-      {{3, 4, 5}, {true, false, true}},  {{2, 3, 4, 5}, {false, true, false, true}},
-      {{6, 1}, {false, true}},           {{2, 40}, {true, true}},
+      {{5, 17}, {false, true}},         {{3, 3000}, {false, true}},
+      {{17, 6}, {true, false}},         {{4000, 3}, {true, false}},
+      {{3, 4, 5}, {true, false, true}}, {{2, 3, 4, 5}, {false, true, false, true}},
+      {{6, 1}, {false, true}},          {{2, 40}, {true, true}},
   };
   const gk::ScalarType types[] = {gk::ScalarType::kInt8, gk::ScalarType::kUInt8,
                                   gk::ScalarType::kInt32, gk::ScalarType::kInt64,
@@ -412,8 +417,8 @@ TEST(CudaReduce, IntegerAndBoolReductionsEqualCpu) {
       for (const ReduceCase& c : cases) {
         for (size_t offset : {0, 1}) {
           SCOPED_TRACE(std::string(gk::scalarName(type)) + " function " +
-                       std::to_string(static_cast<int>(function)) + " shape " +
-                       shapeName(c.shape) + " offset " + std::to_string(offset));
+                       std::to_string(static_cast<int>(function)) + " shape " + shapeName(c.shape) +
+                       " offset " + std::to_string(offset));
           const int64_t volume = volumeOf(c.shape);
           int64_t reducedCount = 1;
           for (size_t i = 0; i < c.shape.size(); ++i) {
@@ -429,17 +434,18 @@ TEST(CudaReduce, IntegerAndBoolReductionsEqualCpu) {
               values = {0, 1};
               break;
             case gk::ScalarType::kUInt8:
-              values = shortProd ? std::vector<int>{1, 2} : prod ? std::vector<int>{0, 1, 1, 1}
-                                                                 : std::vector<int>{0, 1, 2, 3, 200};
+              values = shortProd ? std::vector<int>{1, 2}
+                       : prod    ? std::vector<int>{0, 1, 1, 1}
+                                 : std::vector<int>{0, 1, 2, 3, 200};
               break;
             default:
-              values = shortProd ? std::vector<int>{-1, 1, 2} : prod ? std::vector<int>{-1, 1}
-                                                                     : std::vector<int>{-100, -3, 0, 2, 7, 120};
+              values = shortProd ? std::vector<int>{-1, 1, 2}
+                       : prod    ? std::vector<int>{-1, 1}
+                                 : std::vector<int>{-100, -3, 0, 2, 7, 120};
               break;
           }
           const std::vector<uint8_t> input = randomIntegersFrom(type, volume, values, ++seed);
-          const size_t outBytes =
-              static_cast<size_t>(volume / reducedCount) * gk::scalarSize(type);
+          const size_t outBytes = static_cast<size_t>(volume / reducedCount) * gk::scalarSize(type);
           std::vector<uint8_t> expected(outBytes);
           ck::reduce({static_cast<ck::ReduceFunction>(function), toCpu(type), c.shape, c.reduced},
                      input.data(), expected.data());
@@ -464,15 +470,15 @@ TEST(CudaReduce, EmptyReductions) {
   const std::vector<bool> reduced = {false, true, false};
   for (gk::ScalarType type : kFloatTypes) {
     const DeviceTensor out(12 * gk::scalarSize(type), 0);
-    for (auto [function, value] : {std::pair{gk::ReduceFunction::kSum, 0.0f},
-                                   std::pair{gk::ReduceFunction::kProd, 1.0f},
-                                   std::pair{gk::ReduceFunction::kMean, kNaN}}) {
+    for (auto [function, value] :
+         {std::pair{gk::ReduceFunction::kSum, 0.0f}, std::pair{gk::ReduceFunction::kProd, 1.0f},
+          std::pair{gk::ReduceFunction::kMean, kNaN}}) {
       gk::reduce({function, type, shape, reduced}, nullptr, out.data(), nullptr, stream.get());
       stream.sync();
       expectClose(decode(out.download(), type), std::vector<float>(12, value), {0.0});
     }
-    EXPECT_THROW(gk::reduce({gk::ReduceFunction::kMax, type, shape, reduced}, nullptr,
-                            out.data(), nullptr, stream.get()),
+    EXPECT_THROW(gk::reduce({gk::ReduceFunction::kMax, type, shape, reduced}, nullptr, out.data(),
+                            nullptr, stream.get()),
                  std::invalid_argument);
   }
   EXPECT_THROW(gk::reduce({gk::ReduceFunction::kMean, gk::ScalarType::kInt32, shape, reduced},
@@ -502,7 +508,8 @@ void checkSoftmax(gk::ScalarType type, const Shape& shape, int64_t axis, bool lo
   stream.sync();
   const double rounding = roundingOf(type);
   expectClose(decode(out.download(), type), expected,
-              relativeTolerance(expected, rounding, type == gk::ScalarType::kFloat32 ? 1e-6 : rounding * 0.5));
+              relativeTolerance(expected, rounding,
+                                type == gk::ScalarType::kFloat32 ? 1e-6 : rounding * 0.5));
 }
 
 TEST(CudaSoftmax, MatchesCpuOnEveryPath) {
@@ -513,9 +520,9 @@ TEST(CudaSoftmax, MatchesCpuOnEveryPath) {
     int64_t axis;
   };
   const std::vector<Case> cases = {
-      {{4, 10}, 1},    {{3, 128}, 1},  {{2, 1000}, 1},  {{2, 1023}, 1}, {{5, 197}, 1},
-      {{3, 5000}, 1},  {{2, 40000}, 1}, {{2, 5, 7}, 1}, {{6, 3}, 0},    {{1, 1, 1}, 0},
-      {{3, 1}, 1},     {{7}, 0},       {{2, 0, 3}, 1},
+      {{4, 10}, 1},   {{3, 128}, 1},   {{2, 1000}, 1}, {{2, 1023}, 1}, {{5, 197}, 1},
+      {{3, 5000}, 1}, {{2, 40000}, 1}, {{2, 5, 7}, 1}, {{6, 3}, 0},    {{1, 1, 1}, 0},
+      {{3, 1}, 1},    {{7}, 0},        {{2, 0, 3}, 1},
   };
   uint32_t seed = 500;
   for (gk::ScalarType type : kFloatTypes) {
@@ -575,8 +582,8 @@ TEST(CudaNormalization, BatchNormMatchesCpu) {
   struct Case {
     int64_t batch, channels, spatial;
   };
-  const std::vector<Case> cases = {{2, 3, 35}, {2, 16, 64}, {3, 6, 1}, {1, 8, 1}, {2, 5, 4096},
-                                   {0, 3, 4}};
+  const std::vector<Case> cases = {{2, 3, 35}, {2, 16, 64},  {3, 6, 1},
+                                   {1, 8, 1},  {2, 5, 4096}, {0, 3, 4}};
   uint32_t seed = 900;
   for (gk::ScalarType type : kFloatTypes) {
     for (gk::ScalarType parameterType : {gk::ScalarType::kFloat32, type}) {
@@ -613,8 +620,8 @@ TEST(CudaNormalization, BatchNormMatchesCpu) {
               const DeviceTensor biasDevice(encode(bias, parameterType), 0);
               const DeviceTensor meanDevice(encode(mean, parameterType), 0);
               const DeviceTensor varDevice(encode(var, parameterType), 0);
-              gk::BatchNormParams params{c.batch, c.channels, c.spatial, 1e-5, type,
-                                         parameterType, channelsLast};
+              gk::BatchNormParams params{c.batch, c.channels,    c.spatial,   1e-5,
+                                         type,    parameterType, channelsLast};
               gk::batchNorm(params, in.data(), affine ? scaleDevice.data() : nullptr,
                             affine ? biasDevice.data() : nullptr, meanDevice.data(),
                             varDevice.data(), out.data(), stream.get());
@@ -634,14 +641,14 @@ TEST(CudaNormalization, BatchNormMatchesCpu) {
 }
 
 // With a residual r, the norm is of quantize(x + r), as an unfused add would store the sum.
-void checkLayerNorm(gk::ScalarType type, gk::ScalarType parameterType, int64_t rows,
-                    int64_t cols, bool withScale, bool withBias, float center, size_t offset,
-                    uint32_t seed, double tolerance, const Stream& stream,
-                    bool withResidual = false) {
+void checkLayerNorm(gk::ScalarType type, gk::ScalarType parameterType, int64_t rows, int64_t cols,
+                    bool withScale, bool withBias, float center, size_t offset, uint32_t seed,
+                    double tolerance, const Stream& stream, bool withResidual = false) {
   const std::vector<float> x =
       quantize(randomFloats(rows * cols, seed, center - 1.0f, center + 1.0f), type);
   const std::vector<float> residual = quantize(randomFloats(rows * cols, seed + 3), type);
-  const std::vector<float> scale = quantize(randomFloats(cols, seed + 1, 0.5f, 2.0f), parameterType);
+  const std::vector<float> scale =
+      quantize(randomFloats(cols, seed + 1, 0.5f, 2.0f), parameterType);
   const std::vector<float> bias = quantize(randomFloats(cols, seed + 2), parameterType);
   std::vector<float> sum = x;
   if (withResidual) {
@@ -677,12 +684,12 @@ TEST(CudaNormalization, LayerNormMatchesCpuOnEveryPath) {
             for (int affine = 0; affine < 4; ++affine) {
               SCOPED_TRACE(std::string(gk::scalarName(type)) + " params " +
                            gk::scalarName(parameterType) + " " + std::to_string(rows) + "x" +
-                           std::to_string(cols) + " affine " + std::to_string(affine) +
-                           " offset " + std::to_string(offset));
-              checkLayerNorm(type, parameterType, rows, cols, affine & 1, affine & 2, 0.0f,
-                             offset, seed += 5,
-                             type == gk::ScalarType::kFloat32 ? 2e-5 : roundingOf(type) * 2,
-                             stream, /*withResidual=*/affine == 3);
+                           std::to_string(cols) + " affine " + std::to_string(affine) + " offset " +
+                           std::to_string(offset));
+              checkLayerNorm(type, parameterType, rows, cols, affine & 1, affine & 2, 0.0f, offset,
+                             seed += 5,
+                             type == gk::ScalarType::kFloat32 ? 2e-5 : roundingOf(type) * 2, stream,
+                             /*withResidual=*/affine == 3);
             }
           }
         }
@@ -697,8 +704,8 @@ TEST(CudaNormalization, LayerNormOfRowsFarFromZeroIsStable) {
   // Rows around 1000 with a spread of 1: a one-pass sum of squares would lose most digits.
   for (int64_t cols : {512, 5000}) {
     SCOPED_TRACE("cols " + std::to_string(cols));
-    checkLayerNorm(gk::ScalarType::kFloat32, gk::ScalarType::kFloat32, 4, cols, true, true,
-                   1000.0f, 0, 77, 2e-3, stream);
+    checkLayerNorm(gk::ScalarType::kFloat32, gk::ScalarType::kFloat32, 4, cols, true, true, 1000.0f,
+                   0, 77, 2e-3, stream);
   }
 }
 
@@ -707,10 +714,10 @@ TEST(CudaNormalization, RejectsUnsupportedTypes) {
   EXPECT_THROW(gk::layerNorm({2, 3, 1e-5, gk::ScalarType::kFloat16, gk::ScalarType::kBFloat16},
                              nullptr, nullptr, nullptr, nullptr, nullptr, nullptr),
                std::invalid_argument);
-  EXPECT_THROW(gk::batchNorm({1, 2, 3, 1e-5, gk::ScalarType::kInt32, gk::ScalarType::kFloat32,
-                              false},
-                             nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr),
-               std::invalid_argument);
+  EXPECT_THROW(
+      gk::batchNorm({1, 2, 3, 1e-5, gk::ScalarType::kInt32, gk::ScalarType::kFloat32, false},
+                    nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr),
+      std::invalid_argument);
 }
 
 // ---- pooling ----------------------------------------------------------------------------------
@@ -760,9 +767,8 @@ void runPoolingCase(const PoolingCase& c, gk::PoolingMode mode, bool countInclud
   std::vector<float> expected(static_cast<size_t>(batch * channels * outPlane));
   ck::pooling(cpu, x.data(), expected.data());
 
-  gk::PoolingParams params{mode,          batch,          channels,       c.in,
-                           cpu.outSpatial, c.kernel,      c.stride,       c.padding,
-                           c.padding,     c.dilation,     countIncludePad, type,
+  gk::PoolingParams params{mode,        batch,     channels,  c.in,       cpu.outSpatial,  c.kernel,
+                           c.stride,    c.padding, c.padding, c.dilation, countIncludePad, type,
                            channelsLast};
   const size_t elementSize = gk::scalarSize(type);
   const DeviceTensor in(
@@ -784,8 +790,8 @@ TEST(CudaPooling, FixedWindowsMatchCpu) {
       {{9, 11}, {3, 3}, {2, 2}, {1, 1}, {1, 1}, true},
       {{112, 112}, {3, 3}, {2, 2}, {1, 1}, {1, 1}, false},  // ResNet's stem
       {{8, 8}, {2, 2}, {2, 2}, {0, 0}, {1, 1}, false},
-      {{10, 9}, {3, 2}, {3, 2}, {1, 0}, {2, 1}, true},      // dilation, ceil mode
-      {{20}, {4}, {3}, {2}, {1}, true},                     // 1-D
+      {{10, 9}, {3, 2}, {3, 2}, {1, 0}, {2, 1}, true},  // dilation, ceil mode
+      {{20}, {4}, {3}, {2}, {1}, true},                 // 1-D
       {{7}, {7}, {1}, {0}, {1}, false},
       {{5, 6, 7}, {2, 3, 3}, {2, 2, 1}, {1, 1, 1}, {1, 1, 1}, true},  // 3-D
   };
@@ -798,8 +804,8 @@ TEST(CudaPooling, FixedWindowsMatchCpu) {
               variant == 0 ? gk::PoolingMode::kMax : gk::PoolingMode::kAverage;
           const bool countIncludePad = variant == 1;
           SCOPED_TRACE(std::string(gk::scalarName(type)) + " in " + shapeName(c.in) + " kernel " +
-                       shapeName(c.kernel) + (channelsLast ? " channels last" : "") +
-                       " variant " + std::to_string(variant));
+                       shapeName(c.kernel) + (channelsLast ? " channels last" : "") + " variant " +
+                       std::to_string(variant));
           runPoolingCase(c, mode, countIncludePad, type, channelsLast, false, ++seed, stream);
         }
       }
@@ -844,8 +850,8 @@ TEST(CudaPooling, AdaptiveWindowsMatchCpu) {
     Shape out;
   };
   const std::vector<Case> cases = {
-      {{10, 7}, {3, 4}}, {{13}, {5}},       {{4, 4}, {6, 6}},  {{7, 7}, {7, 7}},
-      {{7, 7}, {1, 1}},  {{56, 56}, {1, 1}}, {{9}, {1}},       {{3, 4, 5}, {2, 2, 3}},
+      {{10, 7}, {3, 4}},      {{13}, {5}},        {{4, 4}, {6, 6}}, {{7, 7}, {7, 7}},
+      {{7, 7}, {1, 1}},       {{56, 56}, {1, 1}}, {{9}, {1}},       {{3, 4, 5}, {2, 2, 3}},
       {{3, 4, 5}, {1, 1, 1}},
   };
   uint32_t seed = 3000;
