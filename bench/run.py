@@ -231,6 +231,11 @@ def add_ratios(rows: list[dict]) -> None:
                 row["speedup_vs_best_inductor"] = round(min(inductor) / row["median_ms"], 3)
 
 
+def ratio(row: dict, key: str) -> str:
+    """A speed-up as "1.23x", or "n/a" when the run timed no backend to compare with."""
+    return f"{row[key]:.2f}x" if key in row else "n/a"
+
+
 def markdown(rows: list[dict]) -> str:
     lines = ["| model | batch | dtype | backend | median ms | p90 ms | throughput/s | vs eager | "
              "vs best inductor | build s | max err |",
@@ -242,8 +247,8 @@ def markdown(rows: list[dict]) -> str:
             continue
         lines.append(
             f"| {r['model']} | {r['batch']} | {r['dtype']} | {r['backend']} | {r['median_ms']:.3f} | "
-            f"{r['p90_ms']:.3f} | {r['throughput']:.0f} | {r.get('speedup_vs_eager', 0):.2f}x | "
-            f"{r.get('speedup_vs_best_inductor', 0):.2f}x | {r['build_s']} | {r['max_err']:.1e} |")
+            f"{r['p90_ms']:.3f} | {r['throughput']:.0f} | {ratio(r, 'speedup_vs_eager')} | "
+            f"{ratio(r, 'speedup_vs_best_inductor')} | {r['build_s']} | {r['max_err']:.1e} |")
     return "\n".join(lines)
 
 
