@@ -10,16 +10,9 @@
 namespace kiln {
 namespace {
 
-bool isNetworkOutput(const Network& network, const Tensor* tensor) {
-  for (size_t i = 0; i < network.numOutputs(); ++i) {
-    if (network.output(i) == tensor) return true;
-  }
-  return false;
-}
-
 // The one layer that reads `tensor`, reading it once, or null.
 Layer* soleReader(const Network& network, const Tensor* tensor) {
-  if (isNetworkOutput(network, tensor)) return nullptr;
+  if (network.isOutput(tensor)) return nullptr;
   const std::vector<Layer*> readers = network.consumers(tensor);
   if (readers.size() != 1) return nullptr;
   int uses = 0;

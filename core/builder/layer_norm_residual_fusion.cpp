@@ -9,13 +9,6 @@
 namespace kiln {
 namespace {
 
-bool isNetworkOutput(const Network& network, const Tensor* tensor) {
-  for (size_t i = 0; i < network.numOutputs(); ++i) {
-    if (network.output(i) == tensor) return true;
-  }
-  return false;
-}
-
 // The add that feeds `norm` and that only it reads: two addends of the sum's dims and type.
 Layer* fusableAdd(const Network& network, const Layer& norm) {
   if (norm.paramsAs<NormalizationParams>().type != NormalizationType::kLayer) return nullptr;
@@ -26,7 +19,7 @@ Layer* fusableAdd(const Network& network, const Layer& norm) {
       add->paramsAs<ElementwiseParams>().op != ElementwiseOp::kSum) {
     return nullptr;
   }
-  if (isNetworkOutput(network, sum) || network.consumers(sum).size() != 1) return nullptr;
+  if (network.isOutput(sum) || network.consumers(sum).size() != 1) return nullptr;
   for (size_t i = 1; i < norm.inputs().size(); ++i) {
     if (norm.input(i) == sum) return nullptr;
   }

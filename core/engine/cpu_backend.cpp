@@ -85,15 +85,17 @@ void runAttention(const AttentionParams& p, const Inputs& in, const Outputs& out
   const TensorView& k = requiredInput(in, 1, "k");
   const TensorView& v = requiredInput(in, 2, "v");
   const TensorView* mask = optionalInput(in, 3);
+  AttentionOffsets offsets;
   auto a = attentionGeometry<ck::AttentionParams>(p, q.dims, k.dims, v.dims, out[0].dims,
-                                                  mask ? &mask->dims : nullptr);
+                                                  mask ? &mask->dims : nullptr, &offsets);
   if (mask != nullptr) {
     a.mask =
         mask->dtype == DataType::kBool ? ck::AttentionMask::kBool : ck::AttentionMask::kAdditive;
     a.maskType = toKernelType(mask->dtype);
   }
-  ck::attention(a, floatData(q, "q"), floatData(k, "k"), floatData(v, "v"),
-                mask ? mask->data : nullptr, floatOutput(out));
+  ck::attention(a, floatData(q, "q") + offsets.q, floatData(k, "k") + offsets.k,
+                floatData(v, "v") + offsets.v, mask ? mask->data : nullptr,
+                floatOutput(out) + offsets.out);
 }
 
 void runDeconvolution(const DeconvolutionParams& p, const Inputs& in, const Outputs& out) {

@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "core/ir/layers.h"
 #include "core/ir/types.h"
 
 namespace kiln {
@@ -53,32 +54,38 @@ KernelParams convolutionGeometry(const LayerParams& p, const Dims& x, const Dims
   return geometry;
 }
 
-// An attention layer (params `p`; q, k, v and out dims (N, H, L, E); mask dims, right-aligned
-// to (N, H, L, S), or null) over contiguous tensors, in a backend's kernel parameters: both
-// kernel families name these fields alike. A mask dim of size 1 broadcasts (stride 0). The mask
-// kind and type are the caller's to set.
+// Element offsets of the attention operands in their tensors (non-zero for views).
+struct AttentionOffsets {
+  int64_t q = 0, k = 0, v = 0, out = 0;
+};
+
+// An attention layer (params `p`; the dims of the tensors given as q, k and v and of its output,
+// each the operand itself or the tensor its view reads; the mask dims, right-aligned to
+// (N, H, L, S), or null) in a backend's kernel parameters: both kernel families name these fields
+// alike. A mask dim of size 1 broadcasts (stride 0). The mask kind and type are the caller's.
 template <typename KernelParams, typename LayerParams>
-KernelParams attentionGeometry(const LayerParams& p, const Dims& q, const Dims& k, const Dims& v,
-                               const Dims& out, const Dims* mask) {
-  KILN_CHECK(q.size() == 4 && k.size() == 4 && v.size() == 4 && out.size() == 4,
-             "attention needs q, k, v and out of rank 4");
+KernelParams attentionGeometry(const LayerParams& p, const Dims& qTensor, const Dims& kTensor,
+                               const Dims& vTensor, const Dims& outTensor, const Dims* mask,
+                               AttentionOffsets* offsets) {
+  const AttentionOperand q = attentionOperand(p.queryView, qTensor);
+  const AttentionOperand k = attentionOperand(p.keyView, kTensor);
+  const AttentionOperand v = attentionOperand(p.valueView, vTensor);
+  const AttentionOperand out = attentionOperand(p.outputView, outTensor);
   KernelParams a;
-  a.batch = q[0];
-  a.heads = q[1];
-  a.kvHeads = k[1];
-  a.queries = q[2];
-  a.keys = k[2];
-  a.headDim = q[3];
-  a.valueDim = v[3];
+  a.batch = q.dims[0];
+  a.heads = q.dims[1];
+  a.kvHeads = k.dims[1];
+  a.queries = q.dims[2];
+  a.keys = k.dims[2];
+  a.headDim = q.dims[3];
+  a.valueDim = v.dims[3];
   a.scale = static_cast<float>(p.scale);
   a.causal = p.causal;
-  auto contiguous = [](const Dims& dims) {
-    return decltype(a.q){dims[1] * dims[2] * dims[3], dims[2] * dims[3], dims[3]};
-  };
-  a.q = contiguous(q);
-  a.k = contiguous(k);
-  a.v = contiguous(v);
-  a.out = contiguous(out);
+  a.q = {q.batchStride, q.headStride, q.rowStride};
+  a.k = {k.batchStride, k.headStride, k.rowStride};
+  a.v = {v.batchStride, v.headStride, v.rowStride};
+  a.out = {out.batchStride, out.headStride, out.rowStride};
+  *offsets = {q.offset, k.offset, v.offset, out.offset};
   if (mask != nullptr) {
     const Dims m = alignToRank(*mask, 4);
     KILN_CHECK(m[3] == a.keys, "the attention mask's last dim ", m[3], " must be the key count ",

@@ -5,6 +5,17 @@
 
 namespace kiln {
 
+AttentionOperand attentionOperand(const Dims& view, const Dims& tensorDims) {
+  if (view.empty()) {
+    KILN_CHECK(tensorDims.size() == 4, "an attention operand needs rank 4 (N, H, L, E), got ",
+               toString(tensorDims));
+    const Dims& d = tensorDims;
+    return {d, 0, d[1] * d[2] * d[3], d[2] * d[3], d[3]};
+  }
+  KILN_CHECK(view.size() == 8, "an attention view has 8 values, got ", toString(view));
+  return {Dims(view.begin(), view.begin() + 4), view[4], view[5], view[6], view[7]};
+}
+
 const char* toString(FusedActivation activation) {
   switch (activation) {
     case FusedActivation::kNone:

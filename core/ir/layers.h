@@ -140,8 +140,8 @@ enum class ActivationType : uint8_t {
   kRelu,
   kSigmoid,
   kTanh,
-  kLeakyRelu,    // alpha = negative slope
-  kElu,          // alpha
+  kLeakyRelu,  // alpha = negative slope
+  kElu,        // alpha
   kSelu,
   kSoftplus,     // alpha = beta, beta = threshold (torch's names)
   kClip,         // alpha = min, beta = max (hardtanh, relu6, clamp)
@@ -302,14 +302,38 @@ struct CastParams {
 // scaled scores). out (N, H, L, Ev) = softmax(scale * q k^T + mask) v, with the keys after each
 // query excluded when causal (top-left aligned, as torch's is_causal); scores and softmax in
 // float32. A query whose every key is excluded gives zeros.
+//
+// The builder may have an operand read through a view of another tensor's bytes (the transposes
+// and selects that split heads), or the output written through one (the transpose that merges
+// them), so that no copy materializes them. A view is {N, H, L, E, offset, batch stride, head
+// stride, row stride} in elements of the tensor given as that input (or written as the output,
+// whose dims are then outputDims); an empty view means the tensor is the operand, contiguous.
 struct AttentionParams {
   double scale = 1.0;
   bool causal = false;
+  Dims queryView;
+  Dims keyView;
+  Dims valueView;
+  Dims outputView;
+  Dims outputDims;
   template <typename V>
   void fields(V&& v) {
-    v("scale", scale), v("causal", causal);
+    v("scale", scale), v("causal", causal), v("queryView", queryView), v("keyView", keyView),
+        v("valueView", valueView), v("outputView", outputView), v("outputDims", outputDims);
   }
 };
+
+// An attention operand's view: its (N, H, L, E) dims, element offset and strides.
+struct AttentionOperand {
+  Dims dims;
+  int64_t offset = 0;
+  int64_t batchStride = 0;
+  int64_t headStride = 0;
+  int64_t rowStride = 0;
+};
+// The operand that `view` describes (see AttentionParams) over a tensor of `tensorDims`; an empty
+// view is the tensor itself, contiguous (tensorDims of rank 4).
+AttentionOperand attentionOperand(const Dims& view, const Dims& tensorDims);
 
 // The order of the alternatives is part of the plan format: append new kinds at the end.
 using LayerParams =

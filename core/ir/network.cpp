@@ -201,6 +201,10 @@ Layer* Network::addAttention(Tensor* q, Tensor* k, Tensor* v, Tensor* mask,
   return addLayer(p, {q, k, v, mask});
 }
 
+bool Network::isOutput(const Tensor* tensor) const {
+  return std::find(outputs_.begin(), outputs_.end(), tensor) != outputs_.end();
+}
+
 std::vector<Layer*> Network::consumers(const Tensor* tensor) const {
   std::vector<Layer*> readers;
   for (const std::unique_ptr<Layer>& layer : layers_) {

@@ -120,6 +120,7 @@ class Network {
   Tensor* input(size_t i) const { return inputs_.at(i); }
   size_t numOutputs() const { return outputs_.size(); }
   Tensor* output(size_t i) const { return outputs_.at(i); }
+  bool isOutput(const Tensor* tensor) const;
   size_t numLayers() const { return layers_.size(); }
   // Layers are kept in a topological order: a layer comes after the producers of its inputs.
   Layer* layer(size_t i) const { return layers_.at(i).get(); }

@@ -600,30 +600,52 @@ std::vector<TensorType> inferCast(const CastParams& p, const Inputs& inputs) {
   return {{p.toType, requiredInput(inputs, 0, "x").dims}};
 }
 
-std::vector<TensorType> inferAttention(const Inputs& inputs) {
-  checkInputCount(inputs, 3, 4, "[q, k, v, mask]");
-  const TensorType& q = requiredInput(inputs, 0, "q");
-  const TensorType& k = requiredInput(inputs, 1, "k");
-  const TensorType& v = requiredInput(inputs, 2, "v");
-  KILN_CHECK(q.dtype == DataType::kFloat32 || q.dtype == DataType::kFloat16 ||
-                 q.dtype == DataType::kBFloat16,
-             "attention computes float32, float16 or bfloat16, not ", toString(q.dtype));
-  checkSameType(q, k, "q", "k");
-  checkSameType(q, v, "q", "v");
-  for (const TensorType* t : {&q, &k, &v}) {
-    KILN_CHECK(t->dims.size() == 4, "attention takes q, k and v of rank 4 (N, heads, length, ",
-               "embedding), got ", toString(t->dims));
+// The (N, H, L, E) operand an attention input holds, directly or through its view; a view must
+// stay inside its tensor.
+Dims attentionOperandDims(const Dims& view, const TensorType& tensor, const char* name) {
+  if (view.empty()) {
+    KILN_CHECK(tensor.dims.size() == 4, "attention takes q, k and v of rank 4 (N, heads, length, ",
+               "embedding), got ", name, " ", toString(tensor.dims));
+    return tensor.dims;
   }
-  const int64_t batch = mergeEqualDims(q.dims[0], k.dims[0], "q and k differ in batch");
-  mergeEqualDims(k.dims[0], v.dims[0], "k and v differ in batch");
-  const int64_t kvHeads = mergeEqualDims(k.dims[1], v.dims[1], "k and v differ in heads");
-  KILN_CHECK(!isKnown(q.dims[1]) || !isKnown(kvHeads) || (kvHeads > 0 && q.dims[1] % kvHeads == 0),
-             "the key/value head count ", kvHeads, " must divide the query head count ", q.dims[1]);
-  mergeEqualDims(q.dims[3], k.dims[3], "q and k differ in embedding size");
-  const int64_t keys = mergeEqualDims(k.dims[2], v.dims[2], "k and v differ in length");
-  const Dims out = {batch, q.dims[1], q.dims[2], v.dims[3]};
+  KILN_CHECK(isStatic(tensor.dims), "the ", name, " view needs a tensor of static dims, got ",
+             toString(tensor.dims));
+  const AttentionOperand operand = attentionOperand(view, tensor.dims);
+  int64_t last = operand.offset + operand.dims[3] - 1;
+  const int64_t strides[] = {operand.batchStride, operand.headStride, operand.rowStride};
+  for (size_t d = 0; d < 3; ++d) {
+    KILN_CHECK(operand.dims[d] >= 1 && strides[d] >= 0, "the ", name, " view ", toString(view),
+               " has an empty dim or a negative stride");
+    last += (operand.dims[d] - 1) * strides[d];
+  }
+  KILN_CHECK(operand.offset >= 0 && last < volume(tensor.dims), "the ", name, " view ",
+             toString(view), " reaches past its tensor ", toString(tensor.dims));
+  return operand.dims;
+}
+
+std::vector<TensorType> inferAttention(const AttentionParams& p, const Inputs& inputs) {
+  checkInputCount(inputs, 3, 4, "[q, k, v, mask]");
+  const TensorType& qTensor = requiredInput(inputs, 0, "q");
+  const TensorType& kTensor = requiredInput(inputs, 1, "k");
+  const TensorType& vTensor = requiredInput(inputs, 2, "v");
+  KILN_CHECK(qTensor.dtype == DataType::kFloat32 || qTensor.dtype == DataType::kFloat16 ||
+                 qTensor.dtype == DataType::kBFloat16,
+             "attention computes float32, float16 or bfloat16, not ", toString(qTensor.dtype));
+  checkSameType(qTensor, kTensor, "q", "k");
+  checkSameType(qTensor, vTensor, "q", "v");
+  const Dims q = attentionOperandDims(p.queryView, qTensor, "q");
+  const Dims k = attentionOperandDims(p.keyView, kTensor, "k");
+  const Dims v = attentionOperandDims(p.valueView, vTensor, "v");
+  const int64_t batch = mergeEqualDims(q[0], k[0], "q and k differ in batch");
+  mergeEqualDims(k[0], v[0], "k and v differ in batch");
+  const int64_t kvHeads = mergeEqualDims(k[1], v[1], "k and v differ in heads");
+  KILN_CHECK(!isKnown(q[1]) || !isKnown(kvHeads) || (kvHeads > 0 && q[1] % kvHeads == 0),
+             "the key/value head count ", kvHeads, " must divide the query head count ", q[1]);
+  mergeEqualDims(q[3], k[3], "q and k differ in embedding size");
+  const int64_t keys = mergeEqualDims(k[2], v[2], "k and v differ in length");
+  const Dims out = {batch, q[1], q[2], v[3]};
   if (const TensorType* mask = optionalInput(inputs, 3)) {
-    KILN_CHECK(mask->dtype == DataType::kBool || mask->dtype == q.dtype ||
+    KILN_CHECK(mask->dtype == DataType::kBool || mask->dtype == qTensor.dtype ||
                    mask->dtype == DataType::kFloat32,
                "the attention mask must be bool, float32 or the type of q, not ",
                toString(mask->dtype));
@@ -633,7 +655,7 @@ std::vector<TensorType> inferAttention(const Inputs& inputs) {
                    (!isKnown(mask->dims.back()) || !isKnown(keys) || mask->dims.back() == keys),
                "the attention mask ", toString(mask->dims), " must have the key count ", keys,
                " as its last dim");
-    const Dims scores = {batch, q.dims[1], q.dims[2], keys};
+    const Dims scores = {batch, q[1], q[2], keys};
     const Dims broadcast = broadcastDims(scores, mask->dims, "the scores and the mask");
     for (size_t d = 0; d < 4; ++d) {
       KILN_CHECK(!isKnown(scores[d]) || !isKnown(broadcast[d]) || scores[d] == broadcast[d],
@@ -641,7 +663,16 @@ std::vector<TensorType> inferAttention(const Inputs& inputs) {
                  "scores (N, H, L, S) = ", toString(scores));
     }
   }
-  return {{q.dtype, out}};
+  if (p.outputView.empty()) return {{qTensor.dtype, out}};
+  const TensorType written{qTensor.dtype, p.outputDims};
+  const Dims viewed = attentionOperandDims(p.outputView, written, "output");
+  KILN_CHECK(volume(viewed) == volume(p.outputDims), "the output view ", toString(p.outputView),
+             " does not cover its tensor ", toString(p.outputDims));
+  for (size_t d = 0; d < 4; ++d) {
+    mergeEqualDims(viewed[d], out[d],
+                   concat("the output view's dim ", d, " differs from the attention's result"));
+  }
+  return {written};
 }
 
 }  // namespace
@@ -686,7 +717,7 @@ std::vector<TensorType> inferOutputTypes(const LayerParams& params, const Inputs
         } else {
           static_assert(std::is_same_v<P, AttentionParams>,
                         "every layer kind needs shape inference");
-          return inferAttention(inputs);
+          return inferAttention(p, inputs);
         }
       },
       params);

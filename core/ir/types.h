@@ -26,8 +26,8 @@ std::string concat(const Parts&... parts) {
   return out.str();
 }
 
-#define KILN_CHECK(cond, ...)                          \
-  do {                                                 \
+#define KILN_CHECK(cond, ...)                                      \
+  do {                                                             \
     if (!(cond)) throw ::kiln::Error(::kiln::concat(__VA_ARGS__)); \
   } while (0)
 

@@ -41,4 +41,21 @@ struct AttentionParams {
   int64_t maskBatchStride = 0, maskHeadStride = 0, maskRowStride = 0;
 };
 
+// The largest headDim and valueDim either kernel takes.
+constexpr int64_t kMaxAttentionDim = 256;
+
+// What a kernel family accepts beyond the common ranges: the largest head count and sequence
+// length, and whether float16 and bfloat16 tensors are (float32 always is).
+struct AttentionLimits {
+  int64_t maxHeads;
+  int64_t maxLength;
+  bool halfTypes;
+};
+
+// Throws std::invalid_argument("attention: <field> is ...; allowed: ...") for parameters outside
+// the ranges above and `limits`, then for a null pointer that the work needs (mask only when
+// params.mask is not kNone; none when batch or queries is 0; k, v and mask none when keys is 0).
+void validateAttention(const AttentionParams& params, const AttentionLimits& limits, const void* q,
+                       const void* k, const void* v, const void* mask, const void* out);
+
 }  // namespace kiln::kernels

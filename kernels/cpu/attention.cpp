@@ -13,61 +13,6 @@
 namespace kiln::cpu_kernels {
 namespace {
 
-constexpr int64_t kMaxDim = 256;
-
-[[noreturn]] void invalid(const std::string& message) {
-  throw std::invalid_argument("attention: " + message);
-}
-
-void checkRange(const char* field, int64_t value, int64_t low, int64_t high) {
-  if (value < low || value > high) {
-    invalid(std::string(field) + " is " + std::to_string(value) +
-            "; allowed: " + std::to_string(low) + ".." + std::to_string(high));
-  }
-}
-
-void validate(const AttentionParams& p) {
-  constexpr int64_t kNoLimit = std::numeric_limits<int64_t>::max();
-  checkRange("batch", p.batch, 0, kNoLimit);
-  checkRange("heads", p.heads, 1, kNoLimit);
-  checkRange("kvHeads", p.kvHeads, 1, p.heads);
-  if (p.heads % p.kvHeads != 0) {
-    invalid("kvHeads (" + std::to_string(p.kvHeads) + ") must divide heads (" +
-            std::to_string(p.heads) + ")");
-  }
-  checkRange("queries", p.queries, 0, kNoLimit);
-  checkRange("keys", p.keys, 0, kNoLimit);
-  checkRange("headDim", p.headDim, 1, kMaxDim);
-  checkRange("valueDim", p.valueDim, 1, kMaxDim);
-  if (p.type != ScalarType::kFloat32) {
-    invalid(std::string("type ") + scalarName(p.type) + " is not supported; allowed: float32");
-  }
-  switch (p.mask) {
-    case AttentionMask::kNone:
-      break;
-    case AttentionMask::kBool:
-      if (p.maskType != ScalarType::kBool) {
-        invalid(std::string("maskType ") + scalarName(p.maskType) +
-                " does not fit a bool mask; allowed: bool");
-      }
-      break;
-    case AttentionMask::kAdditive:
-      if (p.maskType != ScalarType::kFloat32 && p.maskType != ScalarType::kFloat16 &&
-          p.maskType != ScalarType::kBFloat16) {
-        invalid(std::string("maskType ") + scalarName(p.maskType) +
-                " does not fit an additive mask; allowed: float32, float16, bfloat16");
-      }
-      break;
-    default:
-      invalid("mask " + std::to_string(static_cast<int>(p.mask)) +
-              " is not an AttentionMask; allowed: kNone, kBool, kAdditive");
-  }
-}
-
-void checkPointer(const void* pointer, const char* name) {
-  if (pointer == nullptr) invalid(std::string(name) + " is null");
-}
-
 // The additive mask value at `index`, as float.
 float additiveMask(const void* mask, ScalarType type, int64_t index) {
   switch (type) {
@@ -90,16 +35,10 @@ float additiveMask(const void* mask, ScalarType type, int64_t index) {
 
 void attention(const AttentionParams& params, const float* q, const float* k, const float* v,
                const void* mask, float* out) {
-  validate(params);
+  constexpr int64_t kNoLimit = std::numeric_limits<int64_t>::max();
+  kernels::validateAttention(params, {kNoLimit, kNoLimit, /*halfTypes=*/false}, q, k, v, mask, out);
   const AttentionParams& p = params;
   if (p.batch == 0 || p.queries == 0) return;
-  checkPointer(q, "q");
-  checkPointer(out, "out");
-  if (p.keys > 0) {
-    checkPointer(k, "k");
-    checkPointer(v, "v");
-    if (p.mask != AttentionMask::kNone) checkPointer(mask, "mask");
-  }
   const int64_t group = p.heads / p.kvHeads;
   constexpr double kExcluded = -std::numeric_limits<double>::infinity();
   // A reference: dot products and sums in double, rounded once at the end.

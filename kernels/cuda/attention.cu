@@ -33,7 +33,7 @@
 namespace kiln::cuda_kernels {
 namespace {
 
-constexpr int64_t kMaxDim = 256;
+constexpr int64_t kMaxDim = kernels::kMaxAttentionDim;
 constexpr int64_t kMaxGridYZ = 65535;
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr size_t kDefaultSharedBytes = 48 * 1024;  // more needs an opt-in per kernel
@@ -587,63 +587,18 @@ __global__ void __launch_bounds__(kRowWarps * 32) attentionFloatKernel(KernelArg
 
 // ---- host side --------------------------------------------------------------------------------
 
-[[noreturn]] void invalid(const std::string& message) {
-  throw std::invalid_argument("attention: " + message);
-}
-
-void checkRange(const char* field, int64_t value, int64_t low, int64_t high) {
-  if (value < low || value > high) {
-    invalid(std::string(field) + " is " + std::to_string(value) +
-            "; allowed: " + std::to_string(low) + ".." + std::to_string(high));
-  }
-}
-
-bool isFloatType(ScalarType type) {
-  return type == ScalarType::kFloat32 || type == ScalarType::kFloat16 ||
-         type == ScalarType::kBFloat16;
-}
-
-MaskKind validate(const AttentionParams& p) {
-  constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
-  checkRange("batch", p.batch, 0, std::numeric_limits<int64_t>::max());
-  checkRange("heads", p.heads, 1, kMaxGridYZ);
-  checkRange("kvHeads", p.kvHeads, 1, p.heads);
-  if (p.heads % p.kvHeads != 0) {
-    invalid("kvHeads (" + std::to_string(p.kvHeads) + ") must divide heads (" +
-            std::to_string(p.heads) + ")");
-  }
-  checkRange("queries", p.queries, 0, kInt32Max);
-  checkRange("keys", p.keys, 0, kInt32Max);
-  checkRange("headDim", p.headDim, 1, kMaxDim);
-  checkRange("valueDim", p.valueDim, 1, kMaxDim);
-  if (!isFloatType(p.type)) {
-    invalid(std::string("type ") + scalarName(p.type) +
-            " is not supported; allowed: float32, float16, bfloat16");
-  }
+// The kernel's mask template argument for validated params.
+MaskKind maskKindOf(const AttentionParams& p) {
   switch (p.mask) {
-    case AttentionMask::kNone:
-      return MaskKind::kNone;
     case AttentionMask::kBool:
-      if (p.maskType != ScalarType::kBool) {
-        invalid(std::string("maskType ") + scalarName(p.maskType) +
-                " does not fit a bool mask; allowed: bool");
-      }
       return MaskKind::kBool;
     case AttentionMask::kAdditive:
-      if (!isFloatType(p.maskType)) {
-        invalid(std::string("maskType ") + scalarName(p.maskType) +
-                " does not fit an additive mask; allowed: float32, float16, bfloat16");
-      }
       return p.maskType == ScalarType::kFloat32   ? MaskKind::kFloat32
              : p.maskType == ScalarType::kFloat16 ? MaskKind::kFloat16
                                                   : MaskKind::kBFloat16;
+    default:
+      return MaskKind::kNone;
   }
-  invalid("mask " + std::to_string(static_cast<int>(p.mask)) +
-          " is not an AttentionMask; allowed: kNone, kBool, kAdditive");
-}
-
-void checkPointer(const void* pointer, const char* name) {
-  if (pointer == nullptr) invalid(std::string(name) + " is null");
 }
 
 // 16-byte vectors need the pointer, the row length and every stride in whole vectors.
@@ -697,15 +652,11 @@ void launchTensorCore(int64_t dim, dim3 grid, cudaStream_t stream, const KernelA
 
 void attention(const AttentionParams& params, const void* q, const void* k, const void* v,
                const void* mask, void* out, cudaStream_t stream) {
-  const MaskKind maskKind = validate(params);
+  kernels::validateAttention(params,
+                             {kMaxGridYZ, std::numeric_limits<int32_t>::max(), /*halfTypes=*/true},
+                             q, k, v, mask, out);
   if (params.batch == 0 || params.queries == 0) return;
-  checkPointer(q, "q");
-  checkPointer(out, "out");
-  if (params.keys > 0) {
-    checkPointer(k, "k");
-    checkPointer(v, "v");
-    if (maskKind != MaskKind::kNone) checkPointer(mask, "mask");
-  }
+  const MaskKind maskKind = maskKindOf(params);
 
   KernelArgs args{};
   args.qStrides = params.q;

@@ -379,6 +379,98 @@ TEST(BuilderLayerNormResidualFusion, LeavesASumThatIsReadElsewhereOrBroadcast) {
   EXPECT_EQ(countLayers(network, LayerKind::kElementwise), 2u);
 }
 
+Tensor* shuffle(Network& network, Tensor* x, Dims firstPermutation, Dims reshapeDims = {}) {
+  ShuffleParams p;
+  p.firstPermutation = std::move(firstPermutation);
+  p.hasReshape = !reshapeDims.empty();
+  p.reshapeDims = std::move(reshapeDims);
+  return network.addShuffle(x, p)->output(0);
+}
+
+// BERT's head split and merge: (N, L, H * E) -> view (N, L, H, E) -> permute -> attention ->
+// permute -> view (N, L, H * E).
+TEST(BuilderAttentionViews, HeadSplitAndMergeBecomeStrides) {
+  Network network;
+  Tensor* qIn = network.addInput("q", DataType::kFloat32, {2, 5, 32});
+  Tensor* kvIn = network.addInput("kv", DataType::kFloat32, {2, 7, 32});
+  auto heads = [&](Tensor* x, int64_t length) {
+    return shuffle(network, shuffle(network, x, {}, {2, length, 4, 8}), {0, 2, 1, 3});
+  };
+  AttentionParams p;
+  p.scale = 0.35;
+  Tensor* attended =
+      network.addAttention(heads(qIn, 5), heads(kvIn, 7), heads(kvIn, 7), nullptr, p)->output(0);
+  Tensor* merged = shuffle(network, shuffle(network, attended, {0, 2, 1, 3}), {}, {2, 5, 32});
+  merged->setName("merged");
+  network.markOutput(merged);
+  const std::vector<std::vector<float>> inputs = {ramp(2 * 5 * 32, -1.0f, 0.07f),
+                                                  ramp(2 * 7 * 32, 0.8f, -0.05f)};
+  const std::vector<std::vector<float>> before = evaluate(network, inputs);
+
+  readAttentionOperandsThroughViews(network);
+
+  EXPECT_EQ(countLayers(network, LayerKind::kShuffle), 0u);
+  const Layer* attention = network.output(0)->producer();
+  ASSERT_EQ(attention->kind(), LayerKind::kAttention);
+  const auto& params = attention->paramsAs<AttentionParams>();
+  // q[n, h, l, e] = qIn[n, l, h * 8 + e]; the output is written as (N, L, H * E).
+  EXPECT_EQ(params.queryView, (Dims{2, 4, 5, 8, 0, 160, 8, 32}));
+  EXPECT_EQ(params.outputView, (Dims{2, 4, 5, 8, 0, 160, 8, 32}));
+  EXPECT_EQ(params.outputDims, (Dims{2, 5, 32}));
+  EXPECT_EQ(attention->input(0), qIn);
+  EXPECT_EQ(network.output(0)->name(), "merged");
+  network.validate();
+  expectNear(evaluate(network, inputs), before, 1e-5f);
+}
+
+// MultiheadAttention's (L, N, 3, E) projection: permute, select q, k and v, view and transpose
+// to (N * H, L, E), view (N, H, L, E).
+TEST(BuilderAttentionViews, SelectsOfAPackedProjectionBecomeOffsets) {
+  Network network;
+  Tensor* qkv = network.addInput("qkv", DataType::kFloat32, {6, 2, 3, 16});
+  Tensor* packed = shuffle(network, qkv, {2, 0, 1, 3});  // (3, L, N, E)
+  auto operand = [&](int64_t index) {
+    Tensor* position =
+        network.addConstant(Weights::fromValues(DataType::kInt64, {}, std::vector<int64_t>{index}))
+            ->output(0);
+    Tensor* selected = network.addGather(packed, position, {0})->output(0);  // (L, N, E)
+    Tensor* split = shuffle(network, selected, {}, {6, 2 * 4, 4});           // (L, N * H, hd)
+    return shuffle(network, shuffle(network, split, {1, 0, 2}), {}, {2, 4, 6, 4});
+  };
+  AttentionParams p;
+  p.scale = 0.5;
+  p.causal = true;
+  Tensor* q = operand(0);
+  Tensor* k = operand(1);
+  Tensor* v = operand(2);
+  network.markOutput(network.addAttention(q, k, v, nullptr, p)->output(0));
+  const std::vector<std::vector<float>> inputs = {ramp(6 * 2 * 3 * 16, -0.9f, 0.06f)};
+  const std::vector<std::vector<float>> before = evaluate(network, inputs);
+
+  readAttentionOperandsThroughViews(network);
+
+  EXPECT_EQ(countLayers(network, LayerKind::kGather), 0u);
+  EXPECT_EQ(countLayers(network, LayerKind::kShuffle), 0u);
+  const auto& params = network.output(0)->producer()->paramsAs<AttentionParams>();
+  // k[n, h, l, e] = qkv[l, n, 1, h * 4 + e].
+  EXPECT_EQ(params.keyView, (Dims{2, 4, 6, 4, 16, 48, 4, 96}));
+  expectNear(evaluate(network, inputs), before, 1e-5f);
+}
+
+TEST(BuilderAttentionViews, LeavesOperandsThatAreNoViewAlone) {
+  Network network;
+  Tensor* x = network.addInput("x", DataType::kFloat32, {1, 2, 3, 4});
+  // A transpose of the last dim: the operand's rows would not be contiguous.
+  Tensor* q =
+      shuffle(network, network.addInput("t", DataType::kFloat32, {1, 2, 4, 3}), {0, 1, 3, 2});
+  network.markOutput(network.addAttention(q, x, x, nullptr, {})->output(0));
+
+  readAttentionOperandsThroughViews(network);
+
+  EXPECT_EQ(countLayers(network, LayerKind::kShuffle), 1u);
+  EXPECT_TRUE(network.output(0)->producer()->paramsAs<AttentionParams>().queryView.empty());
+}
+
 // ---- profile validation --------------------------------------------------------------------
 
 // x (-1, 3) -> relu, for profile errors.

@@ -238,7 +238,11 @@ EngineDefinition everyKindDefinition() {
 
   const int32_t g = layer("gather", GatherParams{1}, {s, indices}, f32, {-1, -1, 36});
   layer("cast", CastParams{DataType::kBFloat16}, {g}, DataType::kBFloat16, {-1, -1, 36});
-  layer("attention", AttentionParams{0.3, true}, {c, c, c, -1}, f32, {-1, 4, 4, 6});
+  AttentionParams attention;
+  attention.scale = 0.3;
+  attention.causal = true;
+  attention.queryView = {1, 4, 4, 6, 0, 96, 24, 6};
+  layer("attention", attention, {c, c, c, -1}, f32, {-1, 4, 4, 6});
   d.outputs = {g, a, s};
 
   OptimizationProfile small;

@@ -748,16 +748,21 @@ void CudaRunner::State::runLayer(size_t index, const EngineLayer& layer, cudaStr
           const DeviceView& k = requiredInput(in, 1, "k");
           const DeviceView& v = requiredInput(in, 2, "v");
           const DeviceView* mask = in.size() > 3 ? in[3] : nullptr;
-          auto params = attentionGeometry<ck::AttentionParams>(p, q.dims, k.dims, v.dims, y.dims,
-                                                               mask ? &mask->dims : nullptr);
+          AttentionOffsets offsets;
+          auto params = attentionGeometry<ck::AttentionParams>(
+              p, q.dims, k.dims, v.dims, y.dims, mask ? &mask->dims : nullptr, &offsets);
           params.type = toKernelType(q.dtype);
           if (mask != nullptr) {
             params.mask = mask->dtype == DataType::kBool ? ck::AttentionMask::kBool
                                                          : ck::AttentionMask::kAdditive;
             params.maskType = toKernelType(mask->dtype);
           }
-          ck::attention(params, q.data, k.data, v.data, mask ? mask->data : nullptr, y.data,
-                        stream);
+          const size_t element = elementSize(q.dtype);
+          auto at = [&](const DeviceView& view, int64_t offset) {
+            return static_cast<uint8_t*>(view.data) + static_cast<size_t>(offset) * element;
+          };
+          ck::attention(params, at(q, offsets.q), at(k, offsets.k), at(v, offsets.v),
+                        mask ? mask->data : nullptr, at(y, offsets.out), stream);
         } else {
           static_assert(std::is_same_v<P, ConstantParams>, "every layer kind needs a CUDA runner");
         }

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -63,7 +64,8 @@ class DeviceBuffer {
     check(cudaMemcpy(data_, host, bytes, cudaMemcpyHostToDevice), "cudaMemcpy to device");
   }
   void download(void* host, size_t bytes) const {
-    if (bytes > bytes_) throw std::out_of_range("DeviceBuffer::download: more bytes than allocated");
+    if (bytes > bytes_)
+      throw std::out_of_range("DeviceBuffer::download: more bytes than allocated");
     check(cudaMemcpy(host, data_, bytes, cudaMemcpyDeviceToHost), "cudaMemcpy to host");
   }
   // The whole buffer as `bytes / sizeof(T)` elements of T.
@@ -85,12 +87,59 @@ class DeviceBuffer {
   size_t bytes_ = 0;
 };
 
+// A stream of the test's own; synchronize() throws on an asynchronous kernel error.
+class Stream {
+ public:
+  Stream() {
+    if (cudaStreamCreate(&stream_) != cudaSuccess) throw std::runtime_error("cudaStreamCreate");
+  }
+  ~Stream() { cudaStreamDestroy(stream_); }
+  Stream(const Stream&) = delete;
+  Stream& operator=(const Stream&) = delete;
+  cudaStream_t get() const { return stream_; }
+  void synchronize() const {
+    const cudaError_t status = cudaStreamSynchronize(stream_);
+    if (status != cudaSuccess) {
+      throw std::runtime_error(std::string("cudaStreamSynchronize: ") + cudaGetErrorString(status));
+    }
+  }
+
+ private:
+  cudaStream_t stream_ = nullptr;
+};
+
+// A device tensor that starts `offset` bytes into its allocation, so that tests can hand the
+// kernels pointers that are not 16-byte aligned.
+class DeviceTensor {
+ public:
+  DeviceTensor(size_t bytes, size_t offset)
+      : buffer_(bytes + offset), offset_(offset), bytes_(bytes) {}
+  DeviceTensor(const std::vector<uint8_t>& host, size_t offset)
+      : DeviceTensor(host.size(), offset) {
+    std::vector<uint8_t> padded(offset, 0);
+    padded.insert(padded.end(), host.begin(), host.end());
+    buffer_.upload(padded.data(), padded.size());
+  }
+  void* data() const { return static_cast<uint8_t*>(buffer_.data()) + offset_; }
+  std::vector<uint8_t> download() const {
+    std::vector<uint8_t> padded(offset_ + bytes_);
+    buffer_.download(padded.data(), padded.size());
+    return std::vector<uint8_t>(padded.begin() + static_cast<std::ptrdiff_t>(offset_),
+                                padded.end());
+  }
+
+ private:
+  DeviceBuffer buffer_;
+  size_t offset_;
+  size_t bytes_;
+};
+
 }  // namespace kiln::cuda_test
 
 // First statement of every GPU test: skips it on machines without a CUDA device.
-#define KILN_SKIP_WITHOUT_GPU()                                             \
-  do {                                                                      \
-    if (!::kiln::cuda_test::cudaDeviceAvailable()) {                        \
-      GTEST_SKIP() << "no CUDA device";                                     \
-    }                                                                       \
+#define KILN_SKIP_WITHOUT_GPU()                      \
+  do {                                               \
+    if (!::kiln::cuda_test::cudaDeviceAvailable()) { \
+      GTEST_SKIP() << "no CUDA device";              \
+    }                                                \
   } while (0)

@@ -32,6 +32,8 @@ namespace {
 namespace ck = kiln::cpu_kernels;
 namespace gk = kiln::cuda_kernels;
 using cuda_test::DeviceBuffer;
+using cuda_test::DeviceTensor;
+using cuda_test::Stream;
 using gk::ScalarType;
 
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
@@ -136,29 +138,6 @@ float decodeAt(const std::vector<uint8_t>& bytes, size_t i, ScalarType type) {
   return value;
 }
 
-// Device bytes that start `offset` bytes into their allocation (misaligned pointers).
-class DeviceTensor {
- public:
-  DeviceTensor(const std::vector<uint8_t>& host, size_t offset)
-      : buffer_(host.size() + offset), offset_(offset), bytes_(host.size()) {
-    std::vector<uint8_t> padded(offset, 0);
-    padded.insert(padded.end(), host.begin(), host.end());
-    buffer_.upload(padded.data(), padded.size());
-  }
-  void* data() const { return static_cast<uint8_t*>(buffer_.data()) + offset_; }
-  std::vector<uint8_t> download() const {
-    std::vector<uint8_t> padded(offset_ + bytes_);
-    buffer_.download(padded.data(), padded.size());
-    return std::vector<uint8_t>(padded.begin() + static_cast<std::ptrdiff_t>(offset_),
-                                padded.end());
-  }
-
- private:
-  DeviceBuffer buffer_;
-  size_t offset_;
-  size_t bytes_;
-};
-
 struct Case {
   ScalarType type = ScalarType::kFloat16;
   int64_t batch = 1, heads = 2, kvHeads = 2;
@@ -198,20 +177,6 @@ double relativeTolerance(ScalarType type) {
       return 1e-5;
   }
 }
-
-class Stream {
- public:
-  Stream() {
-    if (cudaStreamCreate(&stream_) != cudaSuccess) throw std::runtime_error("cudaStreamCreate");
-  }
-  ~Stream() { cudaStreamDestroy(stream_); }
-  Stream(const Stream&) = delete;
-  Stream& operator=(const Stream&) = delete;
-  cudaStream_t get() const { return stream_; }
-
- private:
-  cudaStream_t stream_ = nullptr;
-};
 
 void expectSuccess(cudaError_t status) {
   ASSERT_EQ(status, cudaSuccess) << cudaGetErrorString(status);

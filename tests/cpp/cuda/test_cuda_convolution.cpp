@@ -23,6 +23,7 @@ namespace {
 
 namespace ck = ::kiln::cpu_kernels;
 using cuda_test::DeviceBuffer;
+using cuda_test::Stream;
 
 // ---- shapes -------------------------------------------------------------------------------------
 
@@ -395,25 +396,6 @@ const CudnnHandle& sharedHandle() {
   static const std::unique_ptr<CudnnHandle> handle = std::make_unique<CudnnHandle>();
   return *handle;
 }
-
-class Stream {
- public:
-  Stream() {
-    if (cudaStreamCreate(&stream_) != cudaSuccess) throw std::runtime_error("cudaStreamCreate");
-  }
-  ~Stream() { cudaStreamDestroy(stream_); }
-  Stream(const Stream&) = delete;
-  Stream& operator=(const Stream&) = delete;
-  cudaStream_t get() const { return stream_; }
-  void synchronize() const {
-    if (cudaStreamSynchronize(stream_) != cudaSuccess) {
-      throw std::runtime_error("cudaStreamSynchronize failed");
-    }
-  }
-
- private:
-  cudaStream_t stream_ = nullptr;
-};
 
 enum class Planning { kSelect, kAutotune };
 

@@ -42,7 +42,8 @@ struct OffsetBuffer {
   DeviceBuffer buffer;
   size_t offset = 0;
 
-  OffsetBuffer(size_t bytes, size_t offsetBytes) : buffer(bytes + offsetBytes), offset(offsetBytes) {}
+  OffsetBuffer(size_t bytes, size_t offsetBytes)
+      : buffer(bytes + offsetBytes), offset(offsetBytes) {}
   static OffsetBuffer from(const std::vector<uint8_t>& host, size_t offsetBytes) {
     OffsetBuffer device(host.size(), offsetBytes);
     std::vector<uint8_t> padded(offsetBytes, 0);
@@ -60,8 +61,8 @@ struct OffsetBuffer {
 
 void synchronize() { ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess); }
 
-void checkTranspose(const Shape& shape, const std::vector<int64_t>& permutation,
-                    size_t elementSize, size_t misalignment) {
+void checkTranspose(const Shape& shape, const std::vector<int64_t>& permutation, size_t elementSize,
+                    size_t misalignment) {
   SCOPED_TRACE(testing::Message() << "element size " << elementSize << ", misalignment "
                                   << misalignment << ", rank " << shape.size());
   const size_t bytes = static_cast<size_t>(volumeOf(shape)) * elementSize;
@@ -83,20 +84,20 @@ TEST(CudaDataMovement, TransposeMatchesCpuForEveryShapeAndElementSize) {
     std::vector<int64_t> permutation;
   };
   const std::vector<Case> cases = {
-      {{37, 53}, {1, 0}},                  // tiled, odd sizes
-      {{3, 64, 50}, {0, 2, 1}},            // batched last-two swap
-      {{2, 32, 7, 9}, {0, 2, 3, 1}},       // NCHW -> NHWC, tiled
-      {{2, 3, 17, 19}, {0, 2, 3, 1}},      // NCHW -> NHWC with 3 channels (generic path)
-      {{2, 7, 9, 32}, {0, 3, 1, 2}},       // NHWC -> NCHW
-      {{4, 5, 6, 7}, {2, 0, 3, 1}},        // generic permutation
-      {{6, 10, 16}, {1, 0, 2}},            // innermost dim kept: vectorized copy
-      {{3, 4, 5}, {0, 1, 2}},              // identity: one memcpy
-      {{1, 40, 1, 33}, {3, 1, 0, 2}},      // size-1 dims dropped
-      {{5, 1, 1}, {2, 1, 0}},              // only size-1 dims move: a plain copy
+      {{37, 53}, {1, 0}},                        // tiled, odd sizes
+      {{3, 64, 50}, {0, 2, 1}},                  // batched last-two swap
+      {{2, 32, 7, 9}, {0, 2, 3, 1}},             // NCHW -> NHWC, tiled
+      {{2, 3, 17, 19}, {0, 2, 3, 1}},            // NCHW -> NHWC with 3 channels (generic path)
+      {{2, 7, 9, 32}, {0, 3, 1, 2}},             // NHWC -> NCHW
+      {{4, 5, 6, 7}, {2, 0, 3, 1}},              // generic permutation
+      {{6, 10, 16}, {1, 0, 2}},                  // innermost dim kept: vectorized copy
+      {{3, 4, 5}, {0, 1, 2}},                    // identity: one memcpy
+      {{1, 40, 1, 33}, {3, 1, 0, 2}},            // size-1 dims dropped
+      {{5, 1, 1}, {2, 1, 0}},                    // only size-1 dims move: a plain copy
       {{2, 3, 4, 5, 6, 7}, {5, 3, 1, 4, 2, 0}},  // rank 6, nothing merges
-      {{0, 5}, {1, 0}},                    // empty
-      {{}, {}},                            // rank 0
-      {{129, 2, 65}, {2, 1, 0}},           // tiled with a batch dim between
+      {{0, 5}, {1, 0}},                          // empty
+      {{}, {}},                                  // rank 0
+      {{129, 2, 65}, {2, 1, 0}},                 // tiled with a batch dim between
   };
   for (const Case& c : cases) {
     for (size_t elementSize : kElementSizes) {
@@ -125,7 +126,8 @@ TEST(CudaDataMovement, TransposeRejectsABadPermutation) {
 
 TEST(CudaDataMovement, ShuffleComposesBothTransposesAndTheReshape) {
   KILN_SKIP_WITHOUT_GPU();
-  // (2, 6, 4, 5) -> permute (0, 2, 1, 3) -> (2, 4, 6, 5) -> reshape (8, 3, 10) -> permute (2, 0, 1).
+  // (2, 6, 4, 5) -> permute (0, 2, 1, 3) -> (2, 4, 6, 5) -> reshape (8, 3, 10) -> permute (2, 0,
+  // 1).
   gk::ShuffleParams params;
   params.inShape = {2, 6, 4, 5};
   params.firstPermutation = {0, 2, 1, 3};
@@ -197,8 +199,8 @@ TEST(CudaDataMovement, SliceMatchesCpu) {
   };
   for (const Case& c : cases) {
     for (size_t elementSize : kElementSizes) {
-      SCOPED_TRACE(testing::Message() << "element size " << elementSize << ", rank "
-                                      << c.inShape.size());
+      SCOPED_TRACE(testing::Message()
+                   << "element size " << elementSize << ", rank " << c.inShape.size());
       const ck::SliceParams cpuParams{c.inShape, c.starts, c.steps, c.outShape};
       const gk::SliceParams gpuParams{c.inShape, c.starts, c.steps, c.outShape};
       const size_t inBytes = static_cast<size_t>(volumeOf(c.inShape)) * elementSize;
@@ -221,15 +223,13 @@ TEST(CudaDataMovement, SliceRejectsARangeOutsideTheInput) {
   KILN_SKIP_WITHOUT_GPU();
   DeviceBuffer buffer(256);
   const gk::SliceParams params{{4, 5}, {0, 2}, {1, 2}, {4, 3}};  // columns 2, 4, 6 of 5
-  EXPECT_THROW(gk::slice(params, 4, buffer.data(), buffer.data(), nullptr),
-               std::invalid_argument);
+  EXPECT_THROW(gk::slice(params, 4, buffer.data(), buffer.data(), nullptr), std::invalid_argument);
 }
 
 void checkConcat(const std::vector<Shape>& shapes, int64_t axis, size_t elementSize,
                  size_t misalignment) {
-  SCOPED_TRACE(testing::Message() << shapes.size() << " inputs, axis " << axis
-                                  << ", element size " << elementSize << ", misalignment "
-                                  << misalignment);
+  SCOPED_TRACE(testing::Message() << shapes.size() << " inputs, axis " << axis << ", element size "
+                                  << elementSize << ", misalignment " << misalignment);
   std::vector<std::vector<uint8_t>> inputs;
   std::vector<const void*> hostPointers;
   std::vector<OffsetBuffer> devices;
@@ -260,10 +260,11 @@ TEST(CudaDataMovement, ConcatMatchesCpu) {
   for (size_t elementSize : kElementSizes) {
     for (size_t misalignment : {size_t{0}, elementSize}) {
       checkConcat({{2, 3, 8}, {2, 5, 8}, {2, 1, 8}}, 1, elementSize, misalignment);
-      checkConcat({{4, 7}, {4, 9}}, 1, elementSize, misalignment);            // odd widths
+      checkConcat({{4, 7}, {4, 9}}, 1, elementSize, misalignment);             // odd widths
       checkConcat({{3, 16}, {5, 16}, {1, 16}}, 0, elementSize, misalignment);  // axis 0
-      checkConcat({{2, 3, 4}, {2, 3, 0}, {2, 3, 5}}, 2, elementSize, misalignment);  // an empty input
-      checkConcat({{300, 64}, {300, 128}}, 1, elementSize, misalignment);      // vectorized rows
+      checkConcat({{2, 3, 4}, {2, 3, 0}, {2, 3, 5}}, 2, elementSize,
+                  misalignment);                                           // an empty input
+      checkConcat({{300, 64}, {300, 128}}, 1, elementSize, misalignment);  // vectorized rows
     }
   }
 }
@@ -289,14 +290,13 @@ TEST(CudaDataMovement, ConcatOfEmptyOutputDoesNothing) {
 template <typename IndexValue>
 void checkGather(const ck::GatherParams& cpuParams, const std::vector<IndexValue>& indices,
                  size_t elementSize) {
-  SCOPED_TRACE(testing::Message() << "outer " << cpuParams.outer << ", axis "
-                                  << cpuParams.axisSize << ", inner " << cpuParams.inner
-                                  << ", element size " << elementSize << ", index bytes "
-                                  << sizeof(IndexValue));
-  const size_t dataBytes = static_cast<size_t>(cpuParams.outer * cpuParams.axisSize *
-                                               cpuParams.inner) * elementSize;
-  const size_t outBytes = static_cast<size_t>(cpuParams.outer * cpuParams.indexCount *
-                                              cpuParams.inner) * elementSize;
+  SCOPED_TRACE(testing::Message() << "outer " << cpuParams.outer << ", axis " << cpuParams.axisSize
+                                  << ", inner " << cpuParams.inner << ", element size "
+                                  << elementSize << ", index bytes " << sizeof(IndexValue));
+  const size_t dataBytes =
+      static_cast<size_t>(cpuParams.outer * cpuParams.axisSize * cpuParams.inner) * elementSize;
+  const size_t outBytes =
+      static_cast<size_t>(cpuParams.outer * cpuParams.indexCount * cpuParams.inner) * elementSize;
   const auto data = randomBytes(dataBytes, 5);
   std::vector<uint8_t> expected(outBytes);
   ck::gather(cpuParams, elementSize, data.data(), indices.data(), expected.data());

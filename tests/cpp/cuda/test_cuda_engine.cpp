@@ -284,8 +284,13 @@ std::vector<LayerCase> layerCases() {
         keep[0 * 11 + 0] = 0;  // query 0 sees key 0 only under causal: a fully masked row
         Tensor* mask =
             n.addConstant(Weights::fromValues(DataType::kBool, {9, 11}, keep))->output(0);
-        n.markOutput(n.addAttention(x[0], x[1], x[2], mask, {0.3, true})->output(0));
-        n.markOutput(n.addAttention(x[0], x[1], x[2], nullptr, {0.25, false})->output(0));
+        AttentionParams causal;
+        causal.scale = 0.3;
+        causal.causal = true;
+        n.markOutput(n.addAttention(x[0], x[1], x[2], mask, causal)->output(0));
+        AttentionParams plain;
+        plain.scale = 0.25;
+        n.markOutput(n.addAttention(x[0], x[1], x[2], nullptr, plain)->output(0));
       });
   // Reshapes alias their input's bytes (no copy) unless they are engine outputs.
   add("reshape_chain", {{4, 6, 10}}, [](Network& n, auto x, DataType, std::mt19937&) {

@@ -68,8 +68,8 @@ std::vector<float> decode(const std::vector<uint8_t>& bytes, gk::ScalarType dtyp
     } else {
       uint16_t bits;
       std::memcpy(&bits, bytes.data() + i * 2, 2);
-      values[i] = dtype == gk::ScalarType::kFloat16 ? ck::halfToFloat(bits)
-                                                    : ck::bfloat16ToFloat(bits);
+      values[i] =
+          dtype == gk::ScalarType::kFloat16 ? ck::halfToFloat(bits) : ck::bfloat16ToFloat(bits);
     }
   }
   return values;
@@ -117,8 +117,8 @@ void expectClose(const std::vector<float>& actual, const std::vector<float>& exp
 void applyActivation(gk::GemmActivation activation, std::vector<float>& values) {
   if (activation == gk::GemmActivation::kNone) return;
   ck::ActivationParams params;
-  params.type = activation == gk::GemmActivation::kRelu ? ck::Activation::kRelu
-                                                        : ck::Activation::kGeluTanh;
+  params.type =
+      activation == gk::GemmActivation::kRelu ? ck::Activation::kRelu : ck::Activation::kGeluTanh;
   ck::activation(params, values.data(), values.data(), static_cast<int64_t>(values.size()));
 }
 
@@ -158,8 +158,8 @@ class CudaGemm : public testing::Test {
                  << "a " << testing::PrintToString(aShape) << (transposeA ? "^T" : "") << " b "
                  << testing::PrintToString(bShape) << (transposeB ? "^T" : "") << " dtype "
                  << gk::scalarName(dtype) << " bias " << withBias << " activation "
-                 << activationName(activation) << (allowTf32 ? " tf32" : "")
-                 << " misalignment " << misalignment);
+                 << activationName(activation) << (allowTf32 ? " tf32" : "") << " misalignment "
+                 << misalignment);
     const auto a = quantize(randomValues(volumeOf(aShape), 1), dtype);
     const auto b = quantize(randomValues(volumeOf(bShape), 2), dtype);
     const ck::MatMulParams cpuParams{aShape, bShape, transposeA, transposeB};
@@ -192,12 +192,12 @@ class CudaGemm : public testing::Test {
     // NaN everywhere first: every output element must be written.
     ASSERT_EQ(cudaMemset(deviceOut.data(), 0xff, deviceOut.bytes()), cudaSuccess);
     gk::matmul(*handle_, *cache_, params, at(deviceA, offset), at(deviceB, offset),
-               withBias ? deviceBias.data() : nullptr, at(deviceOut, offset), workspace(),
-               nullptr);
+               withBias ? deviceBias.data() : nullptr, at(deviceOut, offset), workspace(), nullptr);
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
     std::vector<uint8_t> outBytesHost(outBytes + offset);
     deviceOut.download(outBytesHost.data(), outBytesHost.size());
-    outBytesHost.erase(outBytesHost.begin(), outBytesHost.begin() + static_cast<std::ptrdiff_t>(offset));
+    outBytesHost.erase(outBytesHost.begin(),
+                       outBytesHost.begin() + static_cast<std::ptrdiff_t>(offset));
     expectClose(decode(outBytesHost, dtype), expected, toleranceFor(dtype, allowTf32, activation));
   }
 
@@ -234,12 +234,12 @@ TEST_F(CudaGemm, MatMulOfOddSizesWithEveryTransposeAndDtype) {
 
 TEST_F(CudaGemm, MatMulBatchedAndBroadcast) {
   for (gk::ScalarType dtype : kDtypes) {
-    checkMatMul({3, 17, 33}, {3, 33, 29}, false, false, dtype);        // one strided batch
-    checkMatMul({2, 3, 17, 33}, {33, 29}, false, false, dtype);        // b shared: rows folded
-    checkMatMul({2, 3, 33, 17}, {29, 33}, true, true, dtype);          // b shared, a transposed
-    checkMatMul({17, 33}, {4, 33, 29}, false, false, dtype);           // a shared (stride 0)
-    checkMatMul({1, 5, 8, 16}, {3, 1, 16, 8}, false, false, dtype);    // looped + strided
-    checkMatMul({2, 1, 4, 6}, {3, 5, 6}, false, true, dtype);          // rank mismatch
+    checkMatMul({3, 17, 33}, {3, 33, 29}, false, false, dtype);      // one strided batch
+    checkMatMul({2, 3, 17, 33}, {33, 29}, false, false, dtype);      // b shared: rows folded
+    checkMatMul({2, 3, 33, 17}, {29, 33}, true, true, dtype);        // b shared, a transposed
+    checkMatMul({17, 33}, {4, 33, 29}, false, false, dtype);         // a shared (stride 0)
+    checkMatMul({1, 5, 8, 16}, {3, 1, 16, 8}, false, false, dtype);  // looped + strided
+    checkMatMul({2, 1, 4, 6}, {3, 5, 6}, false, true, dtype);        // rank mismatch
     checkMatMul({2, 1, 3, 1, 6, 4}, {1, 2, 1, 2, 6, 5}, true, false, dtype);  // alternating
   }
 }
@@ -267,8 +267,7 @@ TEST_F(CudaGemm, MatMulWithTf32AllowedStaysClose) {
 TEST_F(CudaGemm, MatMulOfMisalignedOperands) {
   // One element past an aligned address: cuBLASLt must pick kernels that allow it.
   for (gk::ScalarType dtype : kDtypes) {
-    checkMatMul({9, 21}, {21, 13}, false, false, dtype, false, gk::GemmActivation::kNone, false,
-                1);
+    checkMatMul({9, 21}, {21, 13}, false, false, dtype, false, gk::GemmActivation::kNone, false, 1);
   }
 }
 
@@ -276,7 +275,8 @@ TEST_F(CudaGemm, MatMulOfEmptySizes) {
   for (gk::ScalarType dtype : kDtypes) {
     checkMatMul({0, 8}, {8, 5}, false, false, dtype);  // no rows: nothing to do
     checkMatMul({3, 0}, {0, 5}, false, false, dtype);  // k = 0: zeros
-    checkMatMul({3, 0}, {0, 5}, false, false, dtype, true, gk::GemmActivation::kRelu);  // relu(bias)
+    checkMatMul({3, 0}, {0, 5}, false, false, dtype, true,
+                gk::GemmActivation::kRelu);                        // relu(bias)
     checkMatMul({2, 3, 0}, {2, 0, 5}, false, false, dtype, true);  // batched, k = 0
   }
 }
@@ -310,10 +310,10 @@ TEST_F(CudaGemm, FullyConnectedMatchesCpu) {
     for (const Case& c : cases) {
       for (bool withBias : {true, false}) {
         for (gk::GemmActivation activation : activations) {
-          SCOPED_TRACE(testing::Message() << c.rows << "x" << c.inFeatures << " -> "
-                                          << c.outFeatures << " " << gk::scalarName(dtype)
-                                          << " bias " << withBias << " "
-                                          << activationName(activation));
+          SCOPED_TRACE(testing::Message()
+                       << c.rows << "x" << c.inFeatures << " -> " << c.outFeatures << " "
+                       << gk::scalarName(dtype) << " bias " << withBias << " "
+                       << activationName(activation));
           const auto x = quantize(randomValues(c.rows * c.inFeatures, 4), dtype);
           const auto weight = quantize(randomValues(c.outFeatures * c.inFeatures, 5), dtype);
           const auto bias = quantize(randomValues(c.outFeatures, 6), dtype);
@@ -333,8 +333,8 @@ TEST_F(CudaGemm, FullyConnectedMatchesCpu) {
           DeviceBuffer deviceBias = DeviceBuffer::from(encode(bias, dtype));
           DeviceBuffer deviceOut(expected.size() * gk::scalarSize(dtype));
           gk::fullyConnected(*handle_, *cache_, params, deviceX.data(), deviceWeight.data(),
-                             withBias ? deviceBias.data() : nullptr, deviceOut.data(),
-                             workspace(), nullptr);
+                             withBias ? deviceBias.data() : nullptr, deviceOut.data(), workspace(),
+                             nullptr);
           ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
           expectClose(decode(deviceOut.download<uint8_t>(), dtype), expected,
                       toleranceFor(dtype, false, activation));
@@ -396,9 +396,9 @@ TEST_F(CudaGemm, GemmRejectsInconsistentLeadingDims) {
   params.lda = 5;  // a row holds k = 6 values
   params.ldb = 5;
   params.ldc = 5;
-  EXPECT_THROW(gk::gemm(*handle_, *cache_, params, nullptr, nullptr, nullptr, nullptr,
-                        workspace(), nullptr),
-               std::invalid_argument);
+  EXPECT_THROW(
+      gk::gemm(*handle_, *cache_, params, nullptr, nullptr, nullptr, nullptr, workspace(), nullptr),
+      std::invalid_argument);
 }
 
 TEST_F(CudaGemm, PlansAreCachedPerConfiguration) {

@@ -35,10 +35,10 @@ using cuda_test::DeviceBuffer;
 using Shape = std::vector<int64_t>;
 using Bytes = std::vector<uint8_t>;
 
-constexpr gk::ScalarType kAllTypes[] = {
-    gk::ScalarType::kFloat32, gk::ScalarType::kFloat16, gk::ScalarType::kBFloat16,
-    gk::ScalarType::kInt8,    gk::ScalarType::kInt32,   gk::ScalarType::kInt64,
-    gk::ScalarType::kBool,    gk::ScalarType::kUInt8};
+constexpr gk::ScalarType kAllTypes[] = {gk::ScalarType::kFloat32,  gk::ScalarType::kFloat16,
+                                        gk::ScalarType::kBFloat16, gk::ScalarType::kInt8,
+                                        gk::ScalarType::kInt32,    gk::ScalarType::kInt64,
+                                        gk::ScalarType::kBool,     gk::ScalarType::kUInt8};
 
 constexpr gk::ScalarType kFloatTypes[] = {gk::ScalarType::kFloat32, gk::ScalarType::kFloat16,
                                           gk::ScalarType::kBFloat16};
@@ -217,8 +217,8 @@ Bytes randomData(gk::ScalarType type, int64_t count, Values values, uint32_t see
   }
   // Float specials at fixed spots: NaN, infinities, signed zeros, ties and exact integers.
   if (isFloat(type) && values == Values::kAny) {
-    const double specials[] = {std::nan(""), INFINITY, -INFINITY, 0.0, -0.0, 2.5, -2.5, 1.0, -1.0,
-                               0.5, 3.0};
+    const double specials[] = {std::nan(""), INFINITY, -INFINITY, 0.0, -0.0, 2.5,
+                               -2.5,         1.0,      -1.0,      0.5, 3.0};
     int64_t spot = 0;
     for (double special : specials) {
       if (spot >= count) break;
@@ -377,21 +377,20 @@ void expectMatches(gk::ScalarType type, const Bytes& expected, const Bytes& actu
                     << ", expected " << loadValue(type, expected, i);
     }
   }
-  EXPECT_EQ(failures, 0) << context << ": " << failures << " of " << count
-                         << " elements differ";
+  EXPECT_EQ(failures, 0) << context << ": " << failures << " of " << count << " elements differ";
 }
 
 // ---- binary elementwise -------------------------------------------------------------------------
 
 constexpr gk::BinaryOp kAllBinaryOps[] = {
-    gk::BinaryOp::kAdd,      gk::BinaryOp::kSub,   gk::BinaryOp::kMul,  gk::BinaryOp::kDiv,
-    gk::BinaryOp::kPow,      gk::BinaryOp::kMax,   gk::BinaryOp::kMin,  gk::BinaryOp::kFloorDiv,
-    gk::BinaryOp::kEqual,    gk::BinaryOp::kLess,  gk::BinaryOp::kGreater, gk::BinaryOp::kAnd,
-    gk::BinaryOp::kOr,       gk::BinaryOp::kXor};
+    gk::BinaryOp::kAdd,   gk::BinaryOp::kSub,  gk::BinaryOp::kMul,     gk::BinaryOp::kDiv,
+    gk::BinaryOp::kPow,   gk::BinaryOp::kMax,  gk::BinaryOp::kMin,     gk::BinaryOp::kFloorDiv,
+    gk::BinaryOp::kEqual, gk::BinaryOp::kLess, gk::BinaryOp::kGreater, gk::BinaryOp::kAnd,
+    gk::BinaryOp::kOr,    gk::BinaryOp::kXor};
 
 const char* binaryName(gk::BinaryOp op) {
-  static const char* const names[] = {"add", "sub", "mul",   "div",  "pow",     "max", "min",
-                                      "floor_div", "equal", "less", "greater", "and", "or", "xor"};
+  static const char* const names[] = {"add",       "sub",   "mul",  "div",     "pow", "max", "min",
+                                      "floor_div", "equal", "less", "greater", "and", "or",  "xor"};
   return names[static_cast<int>(op)];
 }
 
@@ -409,8 +408,7 @@ Bytes cpuBinary(gk::BinaryOp op, gk::ScalarType type, const Shape& aShape, const
   const Bytes wideA = widen(type, a, volumeOf(aShape));
   const Bytes wideB = widen(type, b, volumeOf(bShape));
   const bool comparison = gk::isComparison(op);
-  Bytes out(static_cast<size_t>(outCount) *
-            (comparison ? size_t{1} : sizeOf(computeType(type))));
+  Bytes out(static_cast<size_t>(outCount) * (comparison ? size_t{1} : sizeOf(computeType(type))));
   ck::binaryElementwise(params, wideA.data(), wideB.data(), out.data());
   return comparison ? out : narrow(type, out, outCount);
 }
@@ -465,19 +463,19 @@ bool checkBinary(gk::BinaryOp op, gk::ScalarType type, const BroadcastCase& shap
 }
 
 const BroadcastCase kBroadcastCases[] = {
-    {{1031}, {1031}, {1031}},                            // same shape, odd size
-    {{4, 96}, {4, 96}, {4, 96}},                         // same shape, whole packs
-    {{33, 65}, {1, 1}, {33, 65}},                        // b a single value
-    {{1}, {517}, {517}},                                 // a a single value
-    {{8, 64}, {1, 64}, {8, 64}},                         // row bias: packs along the row
-    {{64, 1}, {1, 64}, {64, 64}},                        // outer product
-    {{4, 16, 7, 7}, {1, 16, 1, 1}, {4, 16, 7, 7}},       // channel bias, odd inner dim
-    {{2, 3, 1, 5}, {1, 3, 4, 1}, {2, 3, 4, 5}},          // both broadcast, several dims
-    {{5, 1, 32}, {1, 6, 32}, {5, 6, 32}},                // both contiguous inner, broadcast outer
+    {{1031}, {1031}, {1031}},                       // same shape, odd size
+    {{4, 96}, {4, 96}, {4, 96}},                    // same shape, whole packs
+    {{33, 65}, {1, 1}, {33, 65}},                   // b a single value
+    {{1}, {517}, {517}},                            // a a single value
+    {{8, 64}, {1, 64}, {8, 64}},                    // row bias: packs along the row
+    {{64, 1}, {1, 64}, {64, 64}},                   // outer product
+    {{4, 16, 7, 7}, {1, 16, 1, 1}, {4, 16, 7, 7}},  // channel bias, odd inner dim
+    {{2, 3, 1, 5}, {1, 3, 4, 1}, {2, 3, 4, 5}},     // both broadcast, several dims
+    {{5, 1, 32}, {1, 6, 32}, {5, 6, 32}},           // both contiguous inner, broadcast outer
     {{3, 1, 2, 1, 4, 1, 2}, {1, 5, 1, 3, 1, 2, 1}, {3, 5, 2, 3, 4, 2, 2}},  // many dims
-    {{}, {}, {}},                                        // rank 0
-    {{1, 1}, {1, 1}, {1, 1}},                            // one element
-    {{1}, {1}, {7}},                                     // both single values
+    {{}, {}, {}},                                                           // rank 0
+    {{1, 1}, {1, 1}, {1, 1}},                                               // one element
+    {{1}, {1}, {7}},                                                        // both single values
 };
 
 TEST(CudaPointwise, BinaryEveryOpTypeAndBroadcast) {
@@ -515,12 +513,12 @@ TEST(CudaPointwise, BinaryMisalignedPointers) {
 TEST(CudaPointwise, BinaryEmptyOutputLaunchesNothing) {
   KILN_SKIP_WITHOUT_GPU();
   TestStream stream;
-  const gk::BinaryParams params{gk::BinaryOp::kAdd, gk::ScalarType::kFloat32, {0, 5}, {1, 5},
-                                {0, 5}};
+  const gk::BinaryParams params{
+      gk::BinaryOp::kAdd, gk::ScalarType::kFloat32, {0, 5}, {1, 5}, {0, 5}};
   EXPECT_NO_THROW(gk::binaryElementwise(params, nullptr, nullptr, nullptr, stream.get()));
   stream.synchronize();
-  const gk::BinaryParams mismatched{gk::BinaryOp::kAdd, gk::ScalarType::kFloat32, {0, 5}, {1, 4},
-                                    {0, 5}};
+  const gk::BinaryParams mismatched{
+      gk::BinaryOp::kAdd, gk::ScalarType::kFloat32, {0, 5}, {1, 4}, {0, 5}};
   EXPECT_THROW(gk::binaryElementwise(mismatched, nullptr, nullptr, nullptr, stream.get()),
                std::invalid_argument);
 }
@@ -529,12 +527,12 @@ TEST(CudaPointwise, BinaryRefusesShapesThatDoNotBroadcast) {
   KILN_SKIP_WITHOUT_GPU();
   TestStream stream;
   DeviceBuffer a(64), b(64), out(64);
-  const gk::BinaryParams wrongDim{gk::BinaryOp::kAdd, gk::ScalarType::kFloat32, {2, 3}, {2, 2},
-                                  {2, 3}};
+  const gk::BinaryParams wrongDim{
+      gk::BinaryOp::kAdd, gk::ScalarType::kFloat32, {2, 3}, {2, 2}, {2, 3}};
   EXPECT_THROW(gk::binaryElementwise(wrongDim, a.data(), b.data(), out.data(), stream.get()),
                std::invalid_argument);
-  const gk::BinaryParams wrongRank{gk::BinaryOp::kAdd, gk::ScalarType::kFloat32, {6}, {2, 3},
-                                   {2, 3}};
+  const gk::BinaryParams wrongRank{
+      gk::BinaryOp::kAdd, gk::ScalarType::kFloat32, {6}, {2, 3}, {2, 3}};
   EXPECT_THROW(gk::binaryElementwise(wrongRank, a.data(), b.data(), out.data(), stream.get()),
                std::invalid_argument);
 }
@@ -585,14 +583,14 @@ TEST(CudaPointwise, BinaryIntegerDomainErrorsAreFlagged) {
 TEST(CudaPointwise, BinaryLargeTensors) {
   KILN_SKIP_WITHOUT_GPU();
   TestStream stream;
-  checkBinary(gk::BinaryOp::kAdd, gk::ScalarType::kInt8, {{(1 << 28) + (1 << 24) + 3},
-                                                          {(1 << 28) + (1 << 24) + 3},
-                                                          {(1 << 28) + (1 << 24) + 3}},
-              0, 77, stream);
+  checkBinary(
+      gk::BinaryOp::kAdd, gk::ScalarType::kInt8,
+      {{(1 << 28) + (1 << 24) + 3}, {(1 << 28) + (1 << 24) + 3}, {(1 << 28) + (1 << 24) + 3}}, 0,
+      77, stream);
   checkBinary(gk::BinaryOp::kSub, gk::ScalarType::kFloat32, {{4097, 4099}, {4097, 1}, {4097, 4099}},
               0, 78, stream);
-  checkBinary(gk::BinaryOp::kMul, gk::ScalarType::kFloat16, {{1, 4099}, {4097, 1}, {4097, 4099}},
-              0, 79, stream);
+  checkBinary(gk::BinaryOp::kMul, gk::ScalarType::kFloat16, {{1, 4099}, {4097, 1}, {4097, 4099}}, 0,
+              79, stream);
 }
 
 // ---- unary functions ----------------------------------------------------------------------------
@@ -628,8 +626,8 @@ TEST(CudaPointwise, UnaryEveryFunctionAndType) {
   uint32_t seed = 2000;
   for (gk::ScalarType type : kAllTypes) {
     for (gk::UnaryFunction function : kAllUnary) {
-      const std::string name = "unary " + std::to_string(static_cast<int>(function)) + " on " +
-                               gk::scalarName(type);
+      const std::string name =
+          "unary " + std::to_string(static_cast<int>(function)) + " on " + gk::scalarName(type);
       bool supported = true;
       for (int64_t count : kCounts) {
         for (size_t offset : {size_t{0}, sizeOf(type)}) {
@@ -639,8 +637,8 @@ TEST(CudaPointwise, UnaryEveryFunctionAndType) {
           Bytes expected(static_cast<size_t>(count) * sizeOf(computeType(type)));
           try {
             ck::unary(static_cast<ck::UnaryFunction>(static_cast<int>(function)),
-                      toCpu(computeType(type)), widen(type, input, count).data(),
-                      expected.data(), count);
+                      toCpu(computeType(type)), widen(type, input, count).data(), expected.data(),
+                      count);
           } catch (const std::invalid_argument&) {
             supported = false;
             break;
@@ -668,8 +666,8 @@ TEST(CudaPointwise, UnaryEveryFunctionAndType) {
 TEST(CudaPointwise, UnaryEmptyLaunchesNothing) {
   KILN_SKIP_WITHOUT_GPU();
   TestStream stream;
-  EXPECT_NO_THROW(
-      gk::unary(gk::UnaryFunction::kExp, gk::ScalarType::kFloat16, nullptr, nullptr, 0, stream.get()));
+  EXPECT_NO_THROW(gk::unary(gk::UnaryFunction::kExp, gk::ScalarType::kFloat16, nullptr, nullptr, 0,
+                            stream.get()));
   stream.synchronize();
 }
 
@@ -746,11 +744,10 @@ TEST(CudaPointwise, ActivationReluAndClipOnIntegers) {
   const gk::ScalarType integerTypes[] = {gk::ScalarType::kInt8, gk::ScalarType::kUInt8,
                                          gk::ScalarType::kInt32, gk::ScalarType::kInt64};
   const ActivationCase cases[] = {
-      {gk::Activation::kRelu, 0, 0, true},
-      {gk::Activation::kClip, -5, 7, true},
-      {gk::Activation::kClip, -INFINITY, 3, true},     // open below
-      {gk::Activation::kClip, -1e30, 1e30, true},      // beyond every range: no clamp
-      {gk::Activation::kClip, 2, INFINITY, true},      // open above
+      {gk::Activation::kRelu, 0, 0, true},         {gk::Activation::kClip, -5, 7, true},
+      {gk::Activation::kClip, -INFINITY, 3, true},  // open below
+      {gk::Activation::kClip, -1e30, 1e30, true},   // beyond every range: no clamp
+      {gk::Activation::kClip, 2, INFINITY, true},   // open above
   };
   uint32_t seed = 4000;
   for (gk::ScalarType type : integerTypes) {
@@ -805,11 +802,15 @@ TEST(CudaPointwise, ActivationRefusesWhatTheCpuRefuses) {
 Bytes castProbe(gk::ScalarType type, int64_t count, uint32_t seed) {
   std::vector<double> probes;
   if (isFloat(type)) {
-    probes = {std::nan(""), INFINITY, -INFINITY, 0.0, -0.0, 0.4, -0.6, 1.5, -1.5, 2.5, 127.0,
-              127.9, 128.0, -128.0, -128.9, -129.0, 255.0, 255.5, 256.0, -1.0, 2147483520.0,
-              2147483648.0, -2147483648.0, -2147483904.0, 9.2233715e18, 9.3e18, -9.3e18,
-              65504.0, 65520.0, 65519.0, 1e-7, -3e-8, 6e-8, 1.00048828125, 1.0009765625 * 3,
-              1.00390625, 3.0e38, 1e10, -1e10, 0.1, 100.5};
+    probes = {std::nan(""), INFINITY,     -INFINITY,     0.0,           -0.0,
+              0.4,          -0.6,         1.5,           -1.5,          2.5,
+              127.0,        127.9,        128.0,         -128.0,        -128.9,
+              -129.0,       255.0,        255.5,         256.0,         -1.0,
+              2147483520.0, 2147483648.0, -2147483648.0, -2147483904.0, 9.2233715e18,
+              9.3e18,       -9.3e18,      65504.0,       65520.0,       65519.0,
+              1e-7,         -3e-8,        6e-8,          1.00048828125, 1.0009765625 * 3,
+              1.00390625,   3.0e38,       1e10,          -1e10,         0.1,
+              100.5};
   } else if (type == gk::ScalarType::kBool) {
     probes = {0, 1};
   } else {
@@ -817,16 +818,16 @@ Bytes castProbe(gk::ScalarType type, int64_t count, uint32_t seed) {
                           : type == gk::ScalarType::kUInt8 ? 0
                           : type == gk::ScalarType::kInt32 ? -2147483648.0
                                                            : -9223372036854775808.0;
-    probes = {0, 1, -1, 2, 127, lowest, 255, 256, 2049, 4097, 65505, 16777217, -16777217,
-              2147483647, 123456789, 9007199254740993.0};
+    probes = {0,    1,    -1,    2,        127,       lowest,     255,       256,
+              2049, 4097, 65505, 16777217, -16777217, 2147483647, 123456789, 9007199254740993.0};
   }
   Bytes data = randomData(type, count, Values::kAny, seed);
   for (size_t i = 0; i < probes.size() && static_cast<int64_t>(i) < count; ++i) {
     double value = probes[i];
     // Integers beyond the type wrap into it, as a cast would; store exactly for int64.
     if (type == gk::ScalarType::kInt64) {
-      const int64_t v = value >= 9.2e18 ? std::numeric_limits<int64_t>::max()
-                                        : static_cast<int64_t>(value);
+      const int64_t v =
+          value >= 9.2e18 ? std::numeric_limits<int64_t>::max() : static_cast<int64_t>(value);
       std::memcpy(data.data() + i * 8, &v, 8);
       continue;
     }
@@ -878,10 +879,10 @@ TEST(CudaPointwise, CastEveryPairOfTypes) {
 TEST(CudaPointwise, CastEmptyLaunchesNothing) {
   KILN_SKIP_WITHOUT_GPU();
   TestStream stream;
-  EXPECT_NO_THROW(gk::cast(nullptr, gk::ScalarType::kFloat32, nullptr, gk::ScalarType::kFloat16,
-                           0, stream.get()));
-  EXPECT_NO_THROW(gk::cast(nullptr, gk::ScalarType::kInt8, nullptr, gk::ScalarType::kInt8, 0,
+  EXPECT_NO_THROW(gk::cast(nullptr, gk::ScalarType::kFloat32, nullptr, gk::ScalarType::kFloat16, 0,
                            stream.get()));
+  EXPECT_NO_THROW(
+      gk::cast(nullptr, gk::ScalarType::kInt8, nullptr, gk::ScalarType::kInt8, 0, stream.get()));
   stream.synchronize();
 }
 

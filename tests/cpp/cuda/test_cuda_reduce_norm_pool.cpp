@@ -31,6 +31,8 @@ namespace {
 namespace ck = kiln::cpu_kernels;
 namespace gk = kiln::cuda_kernels;
 using cuda_test::DeviceBuffer;
+using cuda_test::DeviceTensor;
+using cuda_test::Stream;
 using Shape = std::vector<int64_t>;
 
 constexpr gk::ScalarType kFloatTypes[] = {gk::ScalarType::kFloat32, gk::ScalarType::kFloat16,
@@ -106,52 +108,6 @@ double roundingOf(gk::ScalarType type) {
       return 2e-5;
   }
 }
-
-// A device tensor that starts `offset` bytes into its allocation, so that tests can hand the
-// kernels pointers that are not 16-byte aligned.
-class DeviceTensor {
- public:
-  DeviceTensor(size_t bytes, size_t offset)
-      : buffer_(bytes + offset), offset_(offset), bytes_(bytes) {}
-  DeviceTensor(const std::vector<uint8_t>& host, size_t offset)
-      : DeviceTensor(host.size(), offset) {
-    std::vector<uint8_t> padded(offset, 0);
-    padded.insert(padded.end(), host.begin(), host.end());
-    buffer_.upload(padded.data(), padded.size());
-  }
-  void* data() const { return static_cast<uint8_t*>(buffer_.data()) + offset_; }
-  std::vector<uint8_t> download() const {
-    std::vector<uint8_t> padded(offset_ + bytes_);
-    buffer_.download(padded.data(), padded.size());
-    return std::vector<uint8_t>(padded.begin() + static_cast<std::ptrdiff_t>(offset_),
-                                padded.end());
-  }
-
- private:
-  DeviceBuffer buffer_;
-  size_t offset_;
-  size_t bytes_;
-};
-
-class Stream {
- public:
-  Stream() {
-    if (cudaStreamCreate(&stream_) != cudaSuccess)
-      throw std::runtime_error("cudaStreamCreate failed");
-  }
-  ~Stream() { cudaStreamDestroy(stream_); }
-  Stream(const Stream&) = delete;
-  Stream& operator=(const Stream&) = delete;
-  cudaStream_t get() const { return stream_; }
-  // Waits for the stream and fails the test on an asynchronous kernel error.
-  void sync() const {
-    const cudaError_t status = cudaStreamSynchronize(stream_);
-    ASSERT_EQ(status, cudaSuccess) << cudaGetErrorString(status);
-  }
-
- private:
-  cudaStream_t stream_ = nullptr;
-};
 
 // |actual - expected| <= tolerance[i] (one value for all when it has one entry); NaN must meet
 // NaN and inf the same inf. Reports the first few differences only.
@@ -275,7 +231,7 @@ void checkFloatReduction(gk::ReduceFunction function, gk::ScalarType type, const
   const gk::ReduceParams params{function, type, c.shape, c.reduced};
   const DeviceBuffer workspace(gk::reduceWorkspaceSize(params));
   gk::reduce(params, in.data(), out.data(), workspace.data(), stream.get());
-  stream.sync();
+  stream.synchronize();
   expectClose(decode(out.download(), type), expected, tolerance);
 }
 
@@ -354,7 +310,7 @@ TEST(CudaReduce, MaxAndMinPropagateNaN) {
       const gk::ReduceParams params{function, gk::ScalarType::kFloat32, shape, reduced};
       const DeviceBuffer workspace(gk::reduceWorkspaceSize(params));
       gk::reduce(params, in.data(), out.data(), workspace.data(), stream.get());
-      stream.sync();
+      stream.synchronize();
       const std::vector<float> actual = decode(out.download(), gk::ScalarType::kFloat32);
       expectClose(actual, expected, {0.0});
       EXPECT_TRUE(std::isnan(actual[0]) && std::isnan(actual[1]) && std::isnan(actual[2]));
@@ -455,7 +411,7 @@ TEST(CudaReduce, IntegerAndBoolReductionsEqualCpu) {
           const gk::ReduceParams params{function, type, c.shape, c.reduced};
           const DeviceBuffer workspace(gk::reduceWorkspaceSize(params));
           gk::reduce(params, in.data(), out.data(), workspace.data(), stream.get());
-          stream.sync();
+          stream.synchronize();
           EXPECT_EQ(out.download(), expected);
         }
       }
@@ -474,7 +430,7 @@ TEST(CudaReduce, EmptyReductions) {
          {std::pair{gk::ReduceFunction::kSum, 0.0f}, std::pair{gk::ReduceFunction::kProd, 1.0f},
           std::pair{gk::ReduceFunction::kMean, kNaN}}) {
       gk::reduce({function, type, shape, reduced}, nullptr, out.data(), nullptr, stream.get());
-      stream.sync();
+      stream.synchronize();
       expectClose(decode(out.download(), type), std::vector<float>(12, value), {0.0});
     }
     EXPECT_THROW(gk::reduce({gk::ReduceFunction::kMax, type, shape, reduced}, nullptr, out.data(),
@@ -487,7 +443,7 @@ TEST(CudaReduce, EmptyReductions) {
   // An empty output needs no value: nothing runs.
   gk::reduce({gk::ReduceFunction::kMax, gk::ScalarType::kFloat32, {0, 5}, {false, true}}, nullptr,
              nullptr, nullptr, stream.get());
-  stream.sync();
+  stream.synchronize();
   EXPECT_THROW(gk::reduce({gk::ReduceFunction::kSum, gk::ScalarType::kFloat32, {2, 3}, {true}},
                           nullptr, nullptr, nullptr, stream.get()),
                std::invalid_argument);
@@ -505,7 +461,7 @@ void checkSoftmax(gk::ScalarType type, const Shape& shape, int64_t axis, bool lo
   const DeviceTensor in(encode(input, type), inOffset * elementSize);
   const DeviceTensor out(input.size() * elementSize, outOffset * elementSize);
   gk::softmax({shape, axis, log, type}, in.data(), out.data(), stream.get());
-  stream.sync();
+  stream.synchronize();
   const double rounding = roundingOf(type);
   expectClose(decode(out.download(), type), expected,
               relativeTolerance(expected, rounding,
@@ -625,7 +581,7 @@ TEST(CudaNormalization, BatchNormMatchesCpu) {
               gk::batchNorm(params, in.data(), affine ? scaleDevice.data() : nullptr,
                             affine ? biasDevice.data() : nullptr, meanDevice.data(),
                             varDevice.data(), out.data(), stream.get());
-              stream.sync();
+              stream.synchronize();
               std::vector<float> actual = decode(out.download(), type);
               if (channelsLast) actual = fromChannelsLast(actual, c.batch, c.channels, c.spatial);
               const double rounding = roundingOf(type);
@@ -667,7 +623,7 @@ void checkLayerNorm(gk::ScalarType type, gk::ScalarType parameterType, int64_t r
   gk::layerNorm({rows, cols, 1e-5, type, parameterType}, in.data(),
                 withScale ? scaleDevice.data() : nullptr, withBias ? biasDevice.data() : nullptr,
                 withResidual ? residualDevice.data() : nullptr, out.data(), stream.get());
-  stream.sync();
+  stream.synchronize();
   expectClose(decode(out.download(), type), expected,
               relativeTolerance(expected, roundingOf(type), tolerance));
 }
@@ -775,7 +731,7 @@ void runPoolingCase(const PoolingCase& c, gk::PoolingMode mode, bool countInclud
       encode(channelsLast ? toChannelsLast(x, batch, channels, inPlane) : x, type), 0);
   const DeviceTensor out(expected.size() * elementSize, 0);
   gk::pooling(params, in.data(), out.data(), stream.get());
-  stream.sync();
+  stream.synchronize();
   std::vector<float> actual = decode(out.download(), type);
   if (channelsLast) actual = fromChannelsLast(actual, batch, channels, outPlane);
   const double rounding = mode == gk::PoolingMode::kMax ? 0.0 : roundingOf(type);
@@ -835,7 +791,7 @@ void runAdaptiveCase(const Shape& in, const Shape& outSpatial, gk::PoolingMode m
   const DeviceTensor out(expected.size() * elementSize, 0);
   gk::adaptivePooling({mode, batch, channels, in, outSpatial, type, channelsLast}, input.data(),
                       out.data(), stream.get());
-  stream.sync();
+  stream.synchronize();
   std::vector<float> actual = decode(out.download(), type);
   if (channelsLast) actual = fromChannelsLast(actual, batch, channels, outPlane);
   const double rounding = mode == gk::PoolingMode::kMax ? 0.0 : roundingOf(type);
