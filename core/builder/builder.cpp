@@ -206,6 +206,7 @@ std::shared_ptr<Engine> Builder::build(const Network& network, const BuilderConf
   foldBatchNormIntoConvolution(*optimized);
   fuseConvolutionEpilogues(*optimized);
   fuseResidualIntoLayerNorm(*optimized);
+  moveRowShufflesTowardAttention(*optimized);
   readAttentionOperandsThroughViews(*optimized);
   eliminateDeadLayers(*optimized);
   optimized->validate();

@@ -24,6 +24,10 @@ void fuseConvolutionEpilogues(Network& network);
 // Fuses an add whose only reader is a layer norm into the norm (as its residual input).
 void fuseResidualIntoLayerNorm(Network& network);
 
+// Moves shuffles that only move rows across fully connected layers, next to the attention
+// layers they feed or follow (static dims only).
+void moveRowShufflesTowardAttention(Network& network);
+
 // Has attention layers read their operands through views of the tensors that transposes,
 // reshapes and selects copy them from, and write their output through a view of the tensor that
 // transposes and reshapes make of it (static dims only).

@@ -457,6 +457,54 @@ TEST(BuilderAttentionViews, SelectsOfAPackedProjectionBecomeOffsets) {
   expectNear(evaluate(network, inputs), before, 1e-5f);
 }
 
+// A torchvision ViT block's attention (MultiheadAttention, batch_first): the transposes around
+// the input and output projections move next to the attention and become views too.
+TEST(BuilderAttentionViews, MultiheadAttentionBlockRunsWithoutCopies) {
+  const int64_t n = 2, l = 5, e = 16, h = 4, hd = 4;
+  Network network;
+  Tensor* x = network.addInput("x", DataType::kFloat32, {n, l, e});
+  auto weightsOf = [&](int64_t rows, int64_t cols, float seed) {
+    return network
+        .addConstant(
+            floatWeights({rows, cols}, ramp(static_cast<size_t>(rows * cols), seed, 0.03f)))
+        ->output(0);
+  };
+  Tensor* biasIn = network.addConstant(floatWeights({3 * e}, ramp(3 * e, -0.1f, 0.02f)))->output(0);
+  Tensor* sequenceFirst = shuffle(network, x, {1, 0, 2});  // (L, N, E)
+  Tensor* projection =
+      network.addFullyConnected(sequenceFirst, weightsOf(3 * e, e, -0.2f), biasIn)->output(0);
+  Tensor* packed = shuffle(network, shuffle(network, projection, {}, {l, n, 3, e}), {2, 0, 1, 3});
+  auto operand = [&](int64_t index) {
+    Tensor* position =
+        network.addConstant(Weights::fromValues(DataType::kInt64, {}, std::vector<int64_t>{index}))
+            ->output(0);
+    Tensor* selected = network.addGather(packed, position, {0})->output(0);
+    Tensor* split = shuffle(network, selected, {}, {l, n * h, hd});
+    return shuffle(network, shuffle(network, split, {1, 0, 2}), {}, {n, h, l, hd});
+  };
+  AttentionParams p;
+  p.scale = 0.5;
+  Tensor* q = operand(0);
+  Tensor* k = operand(1);
+  Tensor* v = operand(2);
+  Tensor* attended = network.addAttention(q, k, v, nullptr, p)->output(0);
+  Tensor* rows = shuffle(network, shuffle(network, attended, {2, 0, 1, 3}), {}, {l * n, e});
+  Tensor* projected = network.addFullyConnected(rows, weightsOf(e, e, 0.1f), nullptr)->output(0);
+  Tensor* out = shuffle(network, shuffle(network, projected, {}, {l, n, e}), {1, 0, 2});
+  network.markOutput(out);
+  const std::vector<std::vector<float>> inputs = {ramp(n * l * e, -1.0f, 0.05f)};
+  const std::vector<std::vector<float>> before = evaluate(network, inputs);
+
+  moveRowShufflesTowardAttention(network);
+  readAttentionOperandsThroughViews(network);
+
+  EXPECT_EQ(countLayers(network, LayerKind::kShuffle), 0u);
+  EXPECT_EQ(countLayers(network, LayerKind::kGather), 0u);
+  EXPECT_EQ(countLayers(network, LayerKind::kFullyConnected), 2u);
+  network.validate();
+  expectNear(evaluate(network, inputs), before, 1e-5f);
+}
+
 TEST(BuilderAttentionViews, LeavesOperandsThatAreNoViewAlone) {
   Network network;
   Tensor* x = network.addInput("x", DataType::kFloat32, {1, 2, 3, 4});
