@@ -4,6 +4,8 @@
 #
 # The GPU machine has PyTorch in /opt/torch/.venv, cuDNN under its site-packages/nvidia, and no
 # GoogleTest package: GoogleTest's sources are carried in third_party/googletest.
+# With --bench, torch.compile's cache lives in .inductor-cache (carry it) and comes back packed as
+# $OUT/inductor-cache.tgz (unpack it into .inductor-cache for the next call).
 # PYTEST_PATHS (default tests/py) and PYTEST_ARGS narrow the GPU pytest run, PYTEST_SHARDS=n
 # splits it over n processes (tests/py/conftest.py's KILN_TEST_SHARD); CTEST=0 skips the C++
 # tests.
@@ -38,9 +40,16 @@ export LD_LIBRARY_PATH="$SITE/nvidia/cudnn/lib:$SITE/nvidia/cublas/lib:${LD_LIBR
 
 if [ "${1:-}" = "--bench" ]; then
   shift
+  # torch.compile's caches (compiled graphs, max-autotune's choices) in .inductor-cache, packed
+  # into $OUT/inductor-cache.tgz afterwards: carried back to the next machine, a later call
+  # compiles what an earlier one did from cache instead of for minutes.
+  export TORCHINDUCTOR_CACHE_DIR="$PWD/.inductor-cache"
+  mkdir -p "$TORCHINDUCTOR_CACHE_DIR"
   step "benchmark $*"
   "$PYTHON" bench/run.py --out "$OUT" "$@" 2>&1 | tee "$OUT/bench.log" | grep -v "^20" | tail -60
-  exit "${PIPESTATUS[0]}"
+  status=${PIPESTATUS[0]}
+  tar czf "$OUT/inductor-cache.tgz" -C "$TORCHINDUCTOR_CACHE_DIR" .
+  exit "$status"
 fi
 
 status=0
