@@ -18,6 +18,7 @@ void registerAllConverters(ConverterRegistry& registry) {
   registerReduceConverters(registry);
   registerSoftmaxConverters(registry);
   registerAttentionConverters(registry);
+  registerFactoryConverters(registry);
 }
 
 }  // namespace kiln

@@ -11,19 +11,6 @@ void convertCast(ConversionContext& ctx, const NodeArgs& args) {
   ctx.setOutput(args, 0, castTo(ctx, ctx.tensor(args, "self"), outputDataType(args)));
 }
 
-// A device argument must name the device the engine runs on (the graph's device): an engine's
-// outputs always live there, so a move to another device stays in PyTorch. "cuda" without an
-// index means the current device, which is the one the engine is built for.
-bool namesGraphDevice(const NodeArgs& args) {
-  if (!args.isConstant("device")) return false;
-  const c10::IValue& constant = *args.value("device").constant;
-  const c10::Device named =
-      constant.isString() ? c10::Device(constant.toStringRef()) : constant.toDevice();
-  const c10::Device& engine = args.graph().device();
-  return named.type() == engine.type() &&
-         (!named.has_index() || !engine.has_index() || named.index() == engine.index());
-}
-
 std::string checkSameDeviceAndStrided(const NodeArgs& args) {
   if (args.has("device") && !args.isNone("device") && !namesGraphDevice(args)) {
     return "moves the tensor to another device than the engine's; device moves stay in PyTorch";

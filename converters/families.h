@@ -24,5 +24,6 @@ void registerNormalizationConverters(ConverterRegistry& registry);
 void registerReduceConverters(ConverterRegistry& registry);
 void registerSoftmaxConverters(ConverterRegistry& registry);
 void registerAttentionConverters(ConverterRegistry& registry);
+void registerFactoryConverters(ConverterRegistry& registry);
 
 }  // namespace kiln

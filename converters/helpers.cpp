@@ -106,6 +106,16 @@ DataType resultDataType(const NodeArgs& args, const std::vector<std::string>& na
   return toDataType(resultScalarType(args, names));
 }
 
+bool namesGraphDevice(const NodeArgs& args) {
+  if (!args.isConstant("device")) return false;
+  const c10::IValue& constant = *args.value("device").constant;
+  const c10::Device named =
+      constant.isString() ? c10::Device(constant.toStringRef()) : constant.toDevice();
+  const c10::Device& engine = args.graph().device();
+  return named.type() == engine.type() &&
+         (!named.has_index() || !engine.has_index() || named.index() == engine.index());
+}
+
 Tensor* castTo(ConversionContext& ctx, Tensor* x, DataType dtype) {
   if (x->dtype() == dtype) return x;
   Layer* layer = ctx.network().addCast(x, dtype);

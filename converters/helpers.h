@@ -49,6 +49,11 @@ DataType outputDataType(const NodeArgs& args, size_t i = 0);
 c10::ScalarType resultScalarType(const NodeArgs& args, const std::vector<std::string>& names);
 DataType resultDataType(const NodeArgs& args, const std::vector<std::string>& names);
 
+// Whether the constant argument "device" names the device the engine runs on (the graph's): an
+// engine's outputs always live there. "cuda" without an index means the current device, which
+// is the one the engine is built for.
+bool namesGraphDevice(const NodeArgs& args);
+
 // x cast to dtype; x itself when it already has it.
 Tensor* castTo(ConversionContext& ctx, Tensor* x, DataType dtype);
 

@@ -541,6 +541,19 @@ def _reduced_precision_cases() -> list[Case]:
     return cases
 
 
+def _factory_cases() -> list[Case]:
+    """Factories without a device argument make CPU tensors: constants of a CPU engine."""
+    return [
+        Case("full", fn(lambda x: x + torch.full((3, 4), 1.5)), (((3, 4),),)),
+        Case("full_int", fn(lambda x: x * torch.full((4,), 3, dtype=torch.int32)), ((ints(3, 4),),)),
+        Case("zeros_ones", fn(lambda x: x * torch.ones(3, 4) + torch.zeros(4)), (((3, 4),),)),
+        Case("scalar_tensor", fn(lambda x: x * torch.scalar_tensor(2.5)), (((3, 4),),)),
+        Case("arange", fn(lambda x: x + torch.arange(4)), (((3, 4),),)),
+        Case("arange_start", fn(lambda x: x * torch.arange(1, 5)), (((3, 4),),)),
+        Case("arange_start_step", fn(lambda x: x * torch.arange(1.0, 3.0, 0.5)), (((3, 4),),)),
+    ]
+
+
 CASES: list[Case] = [
     *_reduced_precision_cases(),
     *_activation_cases(),
@@ -550,6 +563,7 @@ CASES: list[Case] = [
     *_noop_cases(),
     *_shape_cases(),
     *_indexing_cases(),
+    *_factory_cases(),
     # ---- convolution ----
     Case("conv2d", layer(lambda: nn.Conv2d(3, 8, 3)), (((1, 3, 8, 8),), ((2, 3, 5, 7),)), tol=1e-4),
     Case("conv2d_stride_pad_dilation", layer(lambda: nn.Conv2d(4, 6, (3, 2), stride=(2, 1), padding=(1, 2), dilation=(2, 1))),
@@ -806,8 +820,9 @@ def test_converter(case: Case, index: int | None, front_end: str) -> None:
     _run_case(case, index, front_end, "cpu", case.tol)
 
 
-# Cases that move a tensor to the CPU: for a CUDA engine that move stays in PyTorch.
-_MOVES_TO_CPU = {"to_dtype_layout", "to_device", "to_device_dtype"}
+# Cases that move a tensor to the CPU or make one there: for a CUDA engine those stay in PyTorch.
+_MOVES_TO_CPU = {"to_dtype_layout", "to_device", "to_device_dtype",
+                 *(case.name for case in _factory_cases())}
 
 
 @pytest.mark.gpu

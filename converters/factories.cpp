@@ -1,0 +1,102 @@
+// Tensor factories whose every argument is known at build time: full, zeros, ones,
+// scalar_tensor and arange -> a Constant holding what torch would make, in the dtype torch
+// recorded for the output. A factory for another device than the engine's (no device argument
+// means the CPU), of a non-strided layout, or of more than kMaxElements elements stays in
+// PyTorch.
+#include <ATen/ATen.h>
+
+#include <string>
+#include <vector>
+
+#include "converters/families.h"
+#include "converters/helpers.h"
+
+namespace kiln {
+namespace {
+
+// As large as constant folding makes constants (core/builder/constant_folding.cpp).
+constexpr int64_t kMaxElements = int64_t{4} << 20;
+
+c10::Scalar scalarArgument(const NodeArgs& args, const std::string& name) {
+  return args.value(name).constant->toScalar();
+}
+
+at::TensorOptions outputOptions(const NodeArgs& args) {
+  return at::TensorOptions().dtype(args.output(0).dtype);
+}
+
+std::string checkFactory(const NodeArgs& args) {
+  for (const char* name : {"size", "fill_value", "s", "start", "end", "step"}) {
+    if (args.has(name) && !args.isConstant(name)) {
+      return concat("its argument '", name, "' is computed at run time");
+    }
+  }
+  const c10::Device engine = args.graph().device();
+  if (args.isNone("device")) {
+    if (!engine.is_cpu()) return "creates a CPU tensor (no device argument) for a CUDA engine";
+  } else if (!namesGraphDevice(args)) {
+    return "creates the tensor on another device than the engine's";
+  }
+  if (!args.isNone("layout") &&
+      args.getInt("layout") != static_cast<int64_t>(c10::Layout::Strided)) {
+    return "creates a non-strided tensor";
+  }
+  int64_t elements = 1;
+  for (const SymInt& dim : args.output(0).shape) {
+    if (!dim.isStatic()) return "its size depends on the inputs";
+    elements *= dim.opt;
+  }
+  if (elements > kMaxElements) {
+    return concat("it makes ", elements, " elements, more than the ", kMaxElements,
+                  " Kiln stores as a constant");
+  }
+  toDataType(args.output(0).dtype);  // throws, naming the dtype, when Kiln has no such type
+  return "";
+}
+
+void convertFull(ConversionContext& ctx, const NodeArgs& args) {
+  ctx.setOutput(args, 0,
+                ctx.constant(at::full(args.getIntList("size"), scalarArgument(args, "fill_value"),
+                                      outputOptions(args))));
+}
+
+void convertZeros(ConversionContext& ctx, const NodeArgs& args) {
+  ctx.setOutput(args, 0, ctx.constant(at::zeros(args.getIntList("size"), outputOptions(args))));
+}
+
+void convertOnes(ConversionContext& ctx, const NodeArgs& args) {
+  ctx.setOutput(args, 0, ctx.constant(at::ones(args.getIntList("size"), outputOptions(args))));
+}
+
+void convertScalarTensor(ConversionContext& ctx, const NodeArgs& args) {
+  ctx.setOutput(args, 0,
+                ctx.constant(at::scalar_tensor(scalarArgument(args, "s"), outputOptions(args))));
+}
+
+void convertArange(ConversionContext& ctx, const NodeArgs& args) {
+  const c10::Scalar start = args.has("start") ? scalarArgument(args, "start") : c10::Scalar(0);
+  const c10::Scalar step = args.has("step") ? scalarArgument(args, "step") : c10::Scalar(1);
+  ctx.setOutput(
+      args, 0,
+      ctx.constant(at::arange(start, scalarArgument(args, "end"), step, outputOptions(args))));
+}
+
+}  // namespace
+
+void registerFactoryConverters(ConverterRegistry& registry) {
+  const std::string options =
+      "ScalarType? dtype=None, Layout? layout=None, Device? device=None, bool? pin_memory=None) "
+      "-> Tensor";
+  registry.add(
+      {"aten::full(SymInt[] size, Scalar fill_value, *, " + options, convertFull, checkFactory});
+  registry.add({"aten::zeros(SymInt[] size, *, " + options, convertZeros, checkFactory});
+  registry.add({"aten::ones(SymInt[] size, *, " + options, convertOnes, checkFactory});
+  registry.add({"aten::scalar_tensor(Scalar s, *, " + options, convertScalarTensor, checkFactory});
+  registry.add({"aten::arange(Scalar end, *, " + options, convertArange, checkFactory});
+  registry.add(
+      {"aten::arange.start(Scalar start, Scalar end, *, " + options, convertArange, checkFactory});
+  registry.add({"aten::arange.start_step(Scalar start, Scalar end, Scalar step=1, *, " + options,
+                convertArange, checkFactory});
+}
+
+}  // namespace kiln
