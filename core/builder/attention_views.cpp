@@ -59,21 +59,6 @@ View permuted(const View& view, const Dims& permutation) {
   return out;
 }
 
-Dims permutedDims(const Dims& dims, const Dims& permutation) {
-  if (permutation.empty()) return dims;
-  Dims out;
-  for (int64_t axis : permutation) out.push_back(dims.at(static_cast<size_t>(axis)));
-  return out;
-}
-
-Dims inverse(const Dims& permutation) {
-  Dims inverted(permutation.size());
-  for (size_t i = 0; i < permutation.size(); ++i) {
-    inverted[static_cast<size_t>(permutation[i])] = static_cast<int64_t>(i);
-  }
-  return inverted;
-}
-
 // `view` regrouped into `dims`: its atoms in order, split where a new dim boundary falls inside
 // one (possible when the sizes divide), size-1 atoms dropped.
 std::optional<View> reshaped(const View& view, const Dims& dims) {
@@ -126,18 +111,13 @@ std::optional<int64_t> plainStride(const std::vector<Atom>& group) {
   return stride.value_or(0);
 }
 
-// The dims a shuffle has after its reshape (before its second transpose).
-Dims reshapedDims(const ShuffleParams& p, const Dims& outputDims) {
-  if (p.secondPermutation.empty()) return outputDims;
-  return permutedDims(outputDims, inverse(p.secondPermutation));
-}
-
 // The shuffle's output as a view, given its input as one.
 std::optional<View> throughShuffle(const View& input, const Layer& shuffle) {
   const auto& p = shuffle.paramsAs<ShuffleParams>();
   View view = permuted(input, p.firstPermutation);
   if (p.hasReshape) {
-    std::optional<View> reshapedView = reshaped(view, reshapedDims(p, shuffle.output(0)->dims()));
+    std::optional<View> reshapedView =
+        reshaped(view, shuffleReshapedDims(p, shuffle.output(0)->dims()));
     if (!reshapedView) return std::nullopt;
     view = *reshapedView;
   }
@@ -147,14 +127,16 @@ std::optional<View> throughShuffle(const View& input, const Layer& shuffle) {
 // The shuffle's input as a view, given its output as one (the inverse of throughShuffle).
 std::optional<View> backThroughShuffle(const View& output, const Layer& shuffle) {
   const auto& p = shuffle.paramsAs<ShuffleParams>();
-  View view = p.secondPermutation.empty() ? output : permuted(output, inverse(p.secondPermutation));
+  View view = p.secondPermutation.empty()
+                  ? output
+                  : permuted(output, invertPermutation(p.secondPermutation));
   if (p.hasReshape) {
     std::optional<View> reshapedView =
-        reshaped(view, permutedDims(shuffle.input(0)->dims(), p.firstPermutation));
+        reshaped(view, permuteDims(shuffle.input(0)->dims(), p.firstPermutation));
     if (!reshapedView) return std::nullopt;
     view = *reshapedView;
   }
-  return p.firstPermutation.empty() ? view : permuted(view, inverse(p.firstPermutation));
+  return p.firstPermutation.empty() ? view : permuted(view, invertPermutation(p.firstPermutation));
 }
 
 // A gather of one constant rank-0 index (torch's select): the index, else nothing.
@@ -238,14 +220,10 @@ std::pair<Tensor*, Dims> operandSource(Tensor* operand) {
 std::pair<Tensor*, Dims> outputDestination(const Network& network, Tensor* output) {
   std::vector<const Layer*> chain;  // from the output forward
   Tensor* tensor = output;
-  while (!network.isOutput(tensor)) {
-    const std::vector<Layer*> readers = network.consumers(tensor);
-    if (readers.size() != 1 || readers[0]->kind() != LayerKind::kShuffle ||
-        !isStatic(readers[0]->output(0)->dims())) {
-      break;
-    }
-    chain.push_back(readers[0]);
-    tensor = readers[0]->output(0);
+  while (Layer* reader = network.soleReader(tensor)) {
+    if (reader->kind() != LayerKind::kShuffle || !isStatic(reader->output(0)->dims())) break;
+    chain.push_back(reader);
+    tensor = reader->output(0);
   }
   for (size_t end = chain.size(); end > 0; --end) {
     Tensor* destination = chain[end - 1]->output(0);

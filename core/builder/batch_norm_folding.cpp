@@ -51,7 +51,7 @@ Layer* foldableConvolution(const Network& network, const Layer& norm) {
   const auto& convParams = conv->paramsAs<ConvolutionParams>();
   if (convParams.activation != FusedActivation::kNone) return nullptr;
   if (conv->inputs().size() > 3 && conv->input(3) != nullptr) return nullptr;
-  if (network.consumers(x).size() != 1 || network.isOutput(x)) return nullptr;
+  if (network.soleReader(x) != &norm) return nullptr;
   if (!isFloatType(x->dtype()) || constantWeights(conv->input(1)) == nullptr) return nullptr;
   if (conv->inputs().size() > 2 && conv->input(2) != nullptr &&
       constantWeights(conv->input(2)) == nullptr) {

@@ -10,16 +10,6 @@
 namespace kiln {
 namespace {
 
-// The one layer that reads `tensor`, reading it once, or null.
-Layer* soleReader(const Network& network, const Tensor* tensor) {
-  if (network.isOutput(tensor)) return nullptr;
-  const std::vector<Layer*> readers = network.consumers(tensor);
-  if (readers.size() != 1) return nullptr;
-  int uses = 0;
-  for (const Tensor* input : readers[0]->inputs()) uses += input == tensor ? 1 : 0;
-  return uses == 1 ? readers[0] : nullptr;
-}
-
 // The other operand of a same-shape add that reads `out`, or null.
 Tensor* residualOperand(const Layer& add, const Tensor* out) {
   if (add.kind() != LayerKind::kElementwise ||
@@ -69,7 +59,7 @@ void fuseConvolutionEpilogues(Network& network) {
       auto params = conv->paramsAs<ConvolutionParams>();
       if (params.activation != FusedActivation::kNone) break;
       Tensor* out = conv->output(0);
-      Layer* reader = soleReader(network, out);
+      Layer* reader = network.soleReader(out);
       if (reader == nullptr) break;
       Tensor* residual = conv->inputs().size() > 3 ? conv->input(3) : nullptr;
       if (residual == nullptr) {

@@ -19,10 +19,7 @@ Layer* fusableAdd(const Network& network, const Layer& norm) {
       add->paramsAs<ElementwiseParams>().op != ElementwiseOp::kSum) {
     return nullptr;
   }
-  if (network.isOutput(sum) || network.consumers(sum).size() != 1) return nullptr;
-  for (size_t i = 1; i < norm.inputs().size(); ++i) {
-    if (norm.input(i) == sum) return nullptr;
-  }
+  if (network.soleReader(sum) != &norm) return nullptr;
   for (const Tensor* addend : add->inputs()) {
     if (addend->dims() != sum->dims() || addend->dtype() != sum->dtype()) return nullptr;
   }

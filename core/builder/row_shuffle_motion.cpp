@@ -18,13 +18,6 @@ bool keepsLastAxis(const Dims& permutation) {
   return permutation.empty() || permutation.back() == static_cast<int64_t>(permutation.size()) - 1;
 }
 
-Dims afterPermutation(const Dims& dims, const Dims& permutation) {
-  if (permutation.empty()) return dims;
-  Dims out;
-  for (int64_t axis : permutation) out.push_back(dims.at(static_cast<size_t>(axis)));
-  return out;
-}
-
 // The shuffle's params for rows of `rowLength`, when it moves whole rows of its input; else none.
 std::optional<ShuffleParams> forRowsOf(const Layer& shuffle, int64_t rowLength) {
   const auto& p = shuffle.paramsAs<ShuffleParams>();
@@ -36,11 +29,8 @@ std::optional<ShuffleParams> forRowsOf(const Layer& shuffle, int64_t rowLength) 
   }
   ShuffleParams rows = p;
   if (p.hasReshape) {
-    Dims reshaped = p.secondPermutation.empty() ? out : Dims(out.size());
-    for (size_t i = 0; i < p.secondPermutation.size(); ++i) {
-      reshaped[static_cast<size_t>(p.secondPermutation[i])] = out[i];
-    }
-    if (reshaped.back() != afterPermutation(in, p.firstPermutation).back()) return std::nullopt;
+    Dims reshaped = shuffleReshapedDims(p, out);
+    if (reshaped.back() != permuteDims(in, p.firstPermutation).back()) return std::nullopt;
     reshaped.back() = rowLength;
     rows.reshapeDims = reshaped;
   }
@@ -49,12 +39,6 @@ std::optional<ShuffleParams> forRowsOf(const Layer& shuffle, int64_t rowLength) 
 
 bool isFullyConnected(const Layer* layer) {
   return layer != nullptr && layer->kind() == LayerKind::kFullyConnected;
-}
-
-Layer* soleReader(const Network& network, const Tensor* tensor) {
-  if (network.isOutput(tensor)) return nullptr;
-  const std::vector<Layer*> readers = network.consumers(tensor);
-  return readers.size() == 1 ? readers[0] : nullptr;
 }
 
 Layer* fullyConnected(Network& network, const Layer& like, Tensor* x) {
@@ -66,7 +50,7 @@ Layer* fullyConnected(Network& network, const Layer& like, Tensor* x) {
 Layer* moveAfter(Network& network, Layer* fc) {
   Layer* shuffle = fc->input(0)->producer();
   if (shuffle == nullptr || shuffle->kind() != LayerKind::kShuffle ||
-      soleReader(network, shuffle->output(0)) != fc) {
+      network.soleReader(shuffle->output(0)) != fc) {
     return nullptr;
   }
   const int64_t outFeatures = fc->output(0)->dims().back();
@@ -87,7 +71,7 @@ Layer* moveAfter(Network& network, Layer* fc) {
 
 // S(FC(x)) -> FC(S'(x)), when the FC is read by S alone. Returns the new FC, or null.
 Layer* moveBefore(Network& network, Layer* fc) {
-  Layer* shuffle = soleReader(network, fc->output(0));
+  Layer* shuffle = network.soleReader(fc->output(0));
   if (shuffle == nullptr || shuffle->kind() != LayerKind::kShuffle) return nullptr;
   const int64_t inFeatures = fc->input(0)->dims().back();
   const std::optional<ShuffleParams> rows = forRowsOf(*shuffle, inFeatures);

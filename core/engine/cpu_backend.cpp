@@ -256,11 +256,7 @@ void runShuffle(const ShuffleParams& p, const Inputs& in, const Outputs& out) {
     ck::transpose(x.data, x.dims, p.firstPermutation, elementSize, out[0].data);
     return;
   }
-  // The reshaped dims are the output dims before the second transpose: out[i] = reshaped[perm[i]].
-  Dims reshaped(out[0].dims.size());
-  for (size_t i = 0; i < p.secondPermutation.size(); ++i) {
-    reshaped.at(p.secondPermutation[i]) = out[0].dims.at(i);
-  }
+  const Dims reshaped = shuffleReshapedDims(p, out[0].dims);
   if (!first) {
     ck::transpose(x.data, reshaped, p.secondPermutation, elementSize, out[0].data);
     return;

@@ -5,6 +5,26 @@
 
 namespace kiln {
 
+Dims permuteDims(const Dims& dims, const Dims& permutation) {
+  if (permutation.empty()) return dims;
+  Dims out;
+  for (int64_t axis : permutation) out.push_back(dims.at(static_cast<size_t>(axis)));
+  return out;
+}
+
+Dims invertPermutation(const Dims& permutation) {
+  Dims inverted(permutation.size());
+  for (size_t i = 0; i < permutation.size(); ++i) {
+    inverted.at(static_cast<size_t>(permutation[i])) = static_cast<int64_t>(i);
+  }
+  return inverted;
+}
+
+Dims shuffleReshapedDims(const ShuffleParams& p, const Dims& outputDims) {
+  if (p.secondPermutation.empty()) return outputDims;
+  return permuteDims(outputDims, invertPermutation(p.secondPermutation));
+}
+
 AttentionOperand attentionOperand(const Dims& view, const Dims& tensorDims) {
   if (view.empty()) {
     KILN_CHECK(tensorDims.size() == 4, "an attention operand needs rank 4 (N, H, L, E), got ",

@@ -245,6 +245,13 @@ struct ShuffleParams {
   }
 };
 
+// dims[permutation[i]] for each i; `dims` itself for an empty permutation.
+Dims permuteDims(const Dims& dims, const Dims& permutation);
+// The permutation that undoes `permutation`.
+Dims invertPermutation(const Dims& permutation);
+// A shuffle's dims after its reshape and before its second transpose, from its output dims.
+Dims shuffleReshapedDims(const ShuffleParams& p, const Dims& outputDims);
+
 struct ConcatParams {
   int64_t axis = 0;
   template <typename V>

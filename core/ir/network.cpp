@@ -205,6 +205,14 @@ bool Network::isOutput(const Tensor* tensor) const {
   return std::find(outputs_.begin(), outputs_.end(), tensor) != outputs_.end();
 }
 
+Layer* Network::soleReader(const Tensor* tensor) const {
+  if (isOutput(tensor)) return nullptr;
+  const std::vector<Layer*> readers = consumers(tensor);
+  if (readers.size() != 1) return nullptr;
+  const std::vector<Tensor*>& inputs = readers[0]->inputs();
+  return std::count(inputs.begin(), inputs.end(), tensor) == 1 ? readers[0] : nullptr;
+}
+
 std::vector<Layer*> Network::consumers(const Tensor* tensor) const {
   std::vector<Layer*> readers;
   for (const std::unique_ptr<Layer>& layer : layers_) {

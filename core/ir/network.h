@@ -121,6 +121,9 @@ class Network {
   size_t numOutputs() const { return outputs_.size(); }
   Tensor* output(size_t i) const { return outputs_.at(i); }
   bool isOutput(const Tensor* tensor) const;
+  // The one layer that reads `tensor`, reading it once, when the tensor is not a network output;
+  // else null. What a fusion may absorb without another reader losing the tensor.
+  Layer* soleReader(const Tensor* tensor) const;
   size_t numLayers() const { return layers_.size(); }
   // Layers are kept in a topological order: a layer comes after the producers of its inputs.
   Layer* layer(size_t i) const { return layers_.at(i).get(); }

@@ -231,15 +231,7 @@ ck::ShuffleParams shuffleParams(const ShuffleParams& p, const DeviceView& x,
   s.inShape = x.dims;
   s.firstPermutation = p.firstPermutation;
   s.secondPermutation = p.secondPermutation;
-  if (!p.secondPermutation.empty()) {
-    // The reshaped dims are the output dims before the second transpose.
-    s.reshapedShape.assign(out.dims.size(), 0);
-    for (size_t i = 0; i < p.secondPermutation.size(); ++i) {
-      s.reshapedShape.at(p.secondPermutation[i]) = out.dims.at(i);
-    }
-  } else {
-    s.reshapedShape = out.dims;
-  }
+  s.reshapedShape = shuffleReshapedDims(p, out.dims);
   return s;
 }
 
