@@ -87,7 +87,9 @@ class DeviceBuffer {
   size_t bytes_ = 0;
 };
 
-// A stream of the test's own; synchronize() throws on an asynchronous kernel error.
+// A stream of the test's own, so that kernels are seen to honour the stream they are given. It
+// is a blocking stream: it orders after the tests' synchronous cudaMemcpy uploads.
+// synchronize() throws on an asynchronous kernel error.
 class Stream {
  public:
   Stream() {

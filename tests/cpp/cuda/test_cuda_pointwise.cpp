@@ -32,6 +32,7 @@ namespace {
 namespace ck = kiln::cpu_kernels;
 namespace gk = kiln::cuda_kernels;
 using cuda_test::DeviceBuffer;
+using cuda_test::Stream;
 using Shape = std::vector<int64_t>;
 using Bytes = std::vector<uint8_t>;
 
@@ -250,30 +251,6 @@ gk::ScalarType computeType(gk::ScalarType type) {
 
 // ---- device side --------------------------------------------------------------------------------
 
-// A stream of the test's own, so that the kernels are seen to honour the stream they are given.
-class TestStream {
- public:
-  TestStream() {
-    // A blocking stream: it orders after the synchronous cudaMemcpy uploads of the tests.
-    if (cudaStreamCreate(&stream_) != cudaSuccess) {
-      throw std::runtime_error("cudaStreamCreate failed");
-    }
-  }
-  ~TestStream() { cudaStreamDestroy(stream_); }
-  TestStream(const TestStream&) = delete;
-  TestStream& operator=(const TestStream&) = delete;
-  cudaStream_t get() const { return stream_; }
-  void synchronize() const {
-    const cudaError_t status = cudaStreamSynchronize(stream_);
-    if (status != cudaSuccess) {
-      throw std::runtime_error(std::string("kernel failed: ") + cudaGetErrorString(status));
-    }
-  }
-
- private:
-  cudaStream_t stream_ = nullptr;
-};
-
 // Device memory holding `bytes` from `offset` bytes into its allocation (an offset that is not a
 // multiple of 16 makes the kernels take their unaligned paths). The bytes before the data and a
 // guard after it are filled with a pattern, to catch writes out of bounds.
@@ -429,7 +406,7 @@ struct BroadcastCase {
 // Runs `op` on `type` on the GPU and the CPU and compares; `offsetBytes` misplaces every
 // pointer. Returns false when the CPU refuses the op on the type (and checks the GPU does too).
 bool checkBinary(gk::BinaryOp op, gk::ScalarType type, const BroadcastCase& shapes,
-                 size_t offsetBytes, uint32_t seed, const TestStream& stream) {
+                 size_t offsetBytes, uint32_t seed, const Stream& stream) {
   const std::string context = std::string(binaryName(op)) + " on " + gk::scalarName(type) + " " +
                               shapeText(shapes.a) + " x " + shapeText(shapes.b) + " -> " +
                               shapeText(shapes.out) + " offset " + std::to_string(offsetBytes);
@@ -480,7 +457,7 @@ const BroadcastCase kBroadcastCases[] = {
 
 TEST(CudaPointwise, BinaryEveryOpTypeAndBroadcast) {
   KILN_SKIP_WITHOUT_GPU();
-  TestStream stream;
+  Stream stream;
   uint32_t seed = 1;
   for (gk::ScalarType type : kAllTypes) {
     for (gk::BinaryOp op : kAllBinaryOps) {
@@ -493,7 +470,7 @@ TEST(CudaPointwise, BinaryEveryOpTypeAndBroadcast) {
 
 TEST(CudaPointwise, BinaryMisalignedPointers) {
   KILN_SKIP_WITHOUT_GPU();
-  TestStream stream;
+  Stream stream;
   const BroadcastCase cases[] = {{{1031}, {1031}, {1031}},
                                  {{1}, {517}, {517}},
                                  {{8, 64}, {1, 64}, {8, 64}},
@@ -512,7 +489,7 @@ TEST(CudaPointwise, BinaryMisalignedPointers) {
 
 TEST(CudaPointwise, BinaryEmptyOutputLaunchesNothing) {
   KILN_SKIP_WITHOUT_GPU();
-  TestStream stream;
+  Stream stream;
   const gk::BinaryParams params{
       gk::BinaryOp::kAdd, gk::ScalarType::kFloat32, {0, 5}, {1, 5}, {0, 5}};
   EXPECT_NO_THROW(gk::binaryElementwise(params, nullptr, nullptr, nullptr, stream.get()));
@@ -525,7 +502,7 @@ TEST(CudaPointwise, BinaryEmptyOutputLaunchesNothing) {
 
 TEST(CudaPointwise, BinaryRefusesShapesThatDoNotBroadcast) {
   KILN_SKIP_WITHOUT_GPU();
-  TestStream stream;
+  Stream stream;
   DeviceBuffer a(64), b(64), out(64);
   const gk::BinaryParams wrongDim{
       gk::BinaryOp::kAdd, gk::ScalarType::kFloat32, {2, 3}, {2, 2}, {2, 3}};
@@ -540,7 +517,7 @@ TEST(CudaPointwise, BinaryRefusesShapesThatDoNotBroadcast) {
 // Division by zero and negative integer exponents: the GPU cannot throw, so it flags them.
 TEST(CudaPointwise, BinaryIntegerDomainErrorsAreFlagged) {
   KILN_SKIP_WITHOUT_GPU();
-  TestStream stream;
+  Stream stream;
   const std::vector<int32_t> a = {7, -7, 5, 9, 1, -1, -1, 2};
   const std::vector<int32_t> b = {2, 2, 0, -2, -3, -3, -2, -1};
   const Shape shape = {8};
@@ -582,7 +559,7 @@ TEST(CudaPointwise, BinaryIntegerDomainErrorsAreFlagged) {
 // per-element broadcast path.
 TEST(CudaPointwise, BinaryLargeTensors) {
   KILN_SKIP_WITHOUT_GPU();
-  TestStream stream;
+  Stream stream;
   checkBinary(
       gk::BinaryOp::kAdd, gk::ScalarType::kInt8,
       {{(1 << 28) + (1 << 24) + 3}, {(1 << 28) + (1 << 24) + 3}, {(1 << 28) + (1 << 24) + 3}}, 0,
@@ -622,7 +599,7 @@ constexpr int64_t kCounts[] = {1, 15, 16, 17, 4099};
 
 TEST(CudaPointwise, UnaryEveryFunctionAndType) {
   KILN_SKIP_WITHOUT_GPU();
-  TestStream stream;
+  Stream stream;
   uint32_t seed = 2000;
   for (gk::ScalarType type : kAllTypes) {
     for (gk::UnaryFunction function : kAllUnary) {
@@ -665,7 +642,7 @@ TEST(CudaPointwise, UnaryEveryFunctionAndType) {
 
 TEST(CudaPointwise, UnaryEmptyLaunchesNothing) {
   KILN_SKIP_WITHOUT_GPU();
-  TestStream stream;
+  Stream stream;
   EXPECT_NO_THROW(gk::unary(gk::UnaryFunction::kExp, gk::ScalarType::kFloat16, nullptr, nullptr, 0,
                             stream.get()));
   stream.synchronize();
@@ -701,7 +678,7 @@ const ActivationCase kActivationCases[] = {
 
 TEST(CudaPointwise, ActivationEveryKindOnFloatTypes) {
   KILN_SKIP_WITHOUT_GPU();
-  TestStream stream;
+  Stream stream;
   uint32_t seed = 3000;
   for (gk::ScalarType type : kFloatTypes) {
     for (const ActivationCase& activation : kActivationCases) {
@@ -740,7 +717,7 @@ TEST(CudaPointwise, ActivationEveryKindOnFloatTypes) {
 
 TEST(CudaPointwise, ActivationReluAndClipOnIntegers) {
   KILN_SKIP_WITHOUT_GPU();
-  TestStream stream;
+  Stream stream;
   const gk::ScalarType integerTypes[] = {gk::ScalarType::kInt8, gk::ScalarType::kUInt8,
                                          gk::ScalarType::kInt32, gk::ScalarType::kInt64};
   const ActivationCase cases[] = {
@@ -778,7 +755,7 @@ TEST(CudaPointwise, ActivationReluAndClipOnIntegers) {
 
 TEST(CudaPointwise, ActivationRefusesWhatTheCpuRefuses) {
   KILN_SKIP_WITHOUT_GPU();
-  TestStream stream;
+  Stream stream;
   // Float-only activations on integers, anything on bool, fractional integer clip bounds.
   EXPECT_THROW(gk::activation({gk::Activation::kSigmoid, 0, 0}, gk::ScalarType::kInt32, nullptr,
                               nullptr, 4, stream.get()),
@@ -852,7 +829,7 @@ Bytes castProbe(gk::ScalarType type, int64_t count, uint32_t seed) {
 
 TEST(CudaPointwise, CastEveryPairOfTypes) {
   KILN_SKIP_WITHOUT_GPU();
-  TestStream stream;
+  Stream stream;
   uint32_t seed = 5000;
   for (gk::ScalarType from : kAllTypes) {
     for (gk::ScalarType to : kAllTypes) {
@@ -878,7 +855,7 @@ TEST(CudaPointwise, CastEveryPairOfTypes) {
 
 TEST(CudaPointwise, CastEmptyLaunchesNothing) {
   KILN_SKIP_WITHOUT_GPU();
-  TestStream stream;
+  Stream stream;
   EXPECT_NO_THROW(gk::cast(nullptr, gk::ScalarType::kFloat32, nullptr, gk::ScalarType::kFloat16, 0,
                            stream.get()));
   EXPECT_NO_THROW(
