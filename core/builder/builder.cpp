@@ -206,7 +206,15 @@ std::shared_ptr<Engine> Builder::build(const Network& network, const BuilderConf
   foldBatchNormIntoConvolution(*optimized);
   fuseConvolutionEpilogues(*optimized);
   fuseResidualIntoLayerNorm(*optimized);
+  if (config.backend == Backend::kCuda) {
+    // Tensor-core convolutions read NHWC; the CPU backend's reference kernels read NCHW.
+    convertConvolutionsToChannelsLast(*optimized);
+    sinkLayoutTransposes(*optimized);
+    foldConstants(*optimized);
+  }
   moveRowShufflesTowardAttention(*optimized);
+  // After the row shuffles moved: an output projection then reads the residual add directly.
+  fuseFullyConnectedEpilogues(*optimized);
   readAttentionOperandsThroughViews(*optimized);
   eliminateDeadLayers(*optimized);
   optimized->validate();

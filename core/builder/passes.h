@@ -24,6 +24,18 @@ void fuseConvolutionEpilogues(Network& network);
 // Fuses an add whose only reader is a layer norm into the norm (as its residual input).
 void fuseResidualIntoLayerNorm(Network& network);
 
+// Fuses a fully connected layer's sole reader into its epilogue, repeatedly: an add of a tensor
+// of the output's dims (the residual), then a ReLU or GELU (erf GELU only in fp16 and bf16,
+// which the GPU computes with the tanh approximation).
+void fuseFullyConnectedEpilogues(Network& network);
+
+// Runs each half-precision 2-D convolution channels-last (NHWC) between explicit transposes.
+void convertConvolutionsToChannelsLast(Network& network);
+
+// Cancels transposes that undo each other, moving them across pooling and elementwise layers
+// to meet (a convolutional trunk then stays channels-last between its edges).
+void sinkLayoutTransposes(Network& network);
+
 // Moves shuffles that only move rows across fully connected layers, next to the attention
 // layers they feed or follow (static dims only).
 void moveRowShufflesTowardAttention(Network& network);

@@ -37,13 +37,16 @@ std::optional<ShuffleParams> forRowsOf(const Layer& shuffle, int64_t rowLength) 
   return rows;
 }
 
+// A fused residual is in the output's row order, which a moved shuffle would change; a fused
+// activation acts on each element alone and moves with the layer.
 bool isFullyConnected(const Layer* layer) {
-  return layer != nullptr && layer->kind() == LayerKind::kFullyConnected;
+  return layer != nullptr && layer->kind() == LayerKind::kFullyConnected &&
+         (layer->inputs().size() < 4 || layer->input(3) == nullptr);
 }
 
 Layer* fullyConnected(Network& network, const Layer& like, Tensor* x) {
-  return network.addFullyConnected(x, like.input(1),
-                                   like.inputs().size() > 2 ? like.input(2) : nullptr);
+  return network.addLayer(like.params(),
+                          {x, like.input(1), like.inputs().size() > 2 ? like.input(2) : nullptr});
 }
 
 // FC(S(x)) -> S'(FC(x)), when S is read by the FC alone. Returns the new FC, or null.

@@ -1,7 +1,9 @@
 #include "core/engine/cpu_backend.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
+#include <initializer_list>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -62,7 +64,45 @@ float* floatOutput(const Outputs& outputs) {
   return static_cast<float*>(outputs[0].data);
 }
 
+// The CPU backend is the reference, not the fast path: a channels-last layer runs as its
+// channels-first form on transposed copies of the operands at `permuted` and of its output.
+template <typename P, typename Run>
+void runChannelsFirst(P p, const Inputs& in, const Outputs& out,
+                      std::initializer_list<size_t> permuted, Run run) {
+  p.channelsLast = false;
+  std::vector<std::vector<uint8_t>> scratch;
+  scratch.reserve(permuted.size() + 1);  // views point into it: no reallocation
+  auto channelsFirstCopy = [&scratch](const TensorView& view) {
+    const Dims permutation = toChannelsFirstPermutation(view.dims.size());
+    const size_t size = elementSize(view.dtype);
+    scratch.emplace_back(static_cast<size_t>(volume(view.dims)) * size);
+    ck::transpose(view.data, view.dims, permutation, size, scratch.back().data());
+    return TensorView{view.dtype, permuteDims(view.dims, permutation), scratch.back().data()};
+  };
+  std::vector<TensorView> views(in.size());
+  Inputs firstInputs = in;
+  for (size_t i : permuted) {
+    if (i >= in.size() || in[i] == nullptr || in[i]->dims.size() < 3) continue;
+    views[i] = channelsFirstCopy(*in[i]);
+    firstInputs[i] = &views[i];
+  }
+  KILN_CHECK(!out.empty() && out[0].dims.size() >= 3, "a channels-last layer needs an output ",
+             "(N, spatial..., C)");
+  Outputs firstOutputs = out;
+  TensorView& result = firstOutputs[0];
+  result.dims = permuteDims(out[0].dims, toChannelsFirstPermutation(out[0].dims.size()));
+  scratch.emplace_back(static_cast<size_t>(volume(result.dims)) * elementSize(result.dtype));
+  result.data = scratch.back().data();
+  run(p, firstInputs, firstOutputs);
+  ck::transpose(result.data, result.dims, toChannelsLastPermutation(result.dims.size()),
+                elementSize(result.dtype), out[0].data);
+}
+
 void runConvolution(const ConvolutionParams& p, const Inputs& in, const Outputs& out) {
+  if (p.channelsLast) {
+    runChannelsFirst(p, in, out, {0, 1, 3}, runConvolution);
+    return;
+  }
   const TensorView& x = requiredInput(in, 0, "x");
   const TensorView& weight = requiredInput(in, 1, "weight");
   float* y = floatOutput(out);
@@ -113,7 +153,7 @@ void runMatMul(const MatMulParams& p, const Inputs& in, const Outputs& out) {
              floatOutput(out));
 }
 
-void runFullyConnected(const Inputs& in, const Outputs& out) {
+void runFullyConnected(const FullyConnectedParams& p, const Inputs& in, const Outputs& out) {
   const TensorView& x = requiredInput(in, 0, "x");
   const TensorView& weight = requiredInput(in, 1, "weight");
   KILN_CHECK(!x.dims.empty() && weight.dims.size() == 2, "fully connected needs x (..., K) and ",
@@ -123,8 +163,17 @@ void runFullyConnected(const Inputs& in, const Outputs& out) {
   shape.outFeatures = weight.dims[0];
   shape.rows = shape.inFeatures > 0 ? volume(x.dims) / shape.inFeatures
                                     : volume(Dims(x.dims.begin(), x.dims.end() - 1));
+  float* y = floatOutput(out);
   ck::fullyConnected(shape, floatData(x, "x"), floatData(weight, "weight"),
-                     floatDataOrNull(optionalInput(in, 2), "bias"), floatOutput(out));
+                     floatDataOrNull(optionalInput(in, 2), "bias"), y);
+  const int64_t count = volume(out[0].dims);
+  if (const float* residual = floatDataOrNull(optionalInput(in, 3), "residual")) {
+    for (int64_t i = 0; i < count; ++i) y[i] += residual[i];
+  }
+  // Exact, erf GELU included: the CPU backend is the reference the GPU's epilogue is held to.
+  if (p.activation != FusedActivation::kNone) {
+    ck::activation({toActivation(p.activation)}, y, y, count);
+  }
 }
 
 void runElementwise(const ElementwiseParams& p, const Inputs& in, const Outputs& out) {
@@ -160,6 +209,10 @@ void runActivation(const ActivationParams& p, const Inputs& in, const Outputs& o
 }
 
 void runPooling(const PoolingParams& p, const Inputs& in, const Outputs& out) {
+  if (p.channelsLast) {
+    runChannelsFirst(p, in, out, {0}, runPooling);
+    return;
+  }
   const TensorView& x = requiredInput(in, 0, "x");
   KILN_CHECK(x.dims.size() >= 3, "pooling needs an input (N, C, spatial...), got ",
              toString(x.dims));
@@ -343,7 +396,7 @@ void dispatch(const LayerParams& params, const Inputs& in, const Outputs& out) {
         } else if constexpr (std::is_same_v<P, MatMulParams>) {
           runMatMul(p, in, out);
         } else if constexpr (std::is_same_v<P, FullyConnectedParams>) {
-          runFullyConnected(in, out);
+          runFullyConnected(p, in, out);
         } else if constexpr (std::is_same_v<P, ElementwiseParams>) {
           runElementwise(p, in, out);
         } else if constexpr (std::is_same_v<P, UnaryParams>) {

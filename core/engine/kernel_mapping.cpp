@@ -132,6 +132,21 @@ kernels::Activation toActivation(ActivationType type) {
   throw Error(concat("unknown activation ", static_cast<int>(type)));
 }
 
+kernels::Activation toActivation(FusedActivation activation) {
+  switch (activation) {
+    case FusedActivation::kNone:
+      break;
+    case FusedActivation::kRelu:
+      return kernels::Activation::kRelu;
+    case FusedActivation::kGeluErf:
+      return kernels::Activation::kGeluErf;
+    case FusedActivation::kGeluTanh:
+      return kernels::Activation::kGeluTanh;
+  }
+  throw Error(concat("the fused activation ", toString(activation), " (",
+                     static_cast<int>(activation), ") is no kernel activation"));
+}
+
 kernels::ReduceFunction toReduceFunction(ReduceOp op) {
   switch (op) {
     case ReduceOp::kSum:

@@ -12,6 +12,8 @@ kernels::ScalarType toKernelType(DataType type);
 kernels::BinaryOp toBinaryOp(ElementwiseOp op);
 kernels::UnaryFunction toUnaryFunction(UnaryOp op);
 kernels::Activation toActivation(ActivationType type);
+// kNone is no activation: it throws too.
+kernels::Activation toActivation(FusedActivation activation);
 kernels::ReduceFunction toReduceFunction(ReduceOp op);
 
 }  // namespace kiln

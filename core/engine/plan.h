@@ -13,7 +13,8 @@
 
 namespace kiln {
 
-constexpr uint32_t kPlanFormatVersion = 3;  // 2: the TF32 policy; 3: fused epilogues, attention
+constexpr uint32_t kPlanFormatVersion =
+    4;  // 2: TF32 policy; 3: fused epilogues, attention; 4: channels-last, FC epilogues
 extern const char* const kKilnVersion;
 
 // A plan that cannot be loaded; the message says why (truncated, corrupt, not a Kiln plan,

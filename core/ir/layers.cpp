@@ -25,6 +25,21 @@ Dims shuffleReshapedDims(const ShuffleParams& p, const Dims& outputDims) {
   return permuteDims(outputDims, invertPermutation(p.secondPermutation));
 }
 
+Dims toChannelsLastPermutation(size_t rank) {
+  Dims permutation = {0};
+  for (size_t d = 2; d < rank; ++d) permutation.push_back(static_cast<int64_t>(d));
+  permutation.push_back(1);
+  return permutation;
+}
+
+Dims toChannelsFirstPermutation(size_t rank) {
+  return invertPermutation(toChannelsLastPermutation(rank));
+}
+
+bool isPureTranspose(const ShuffleParams& p) {
+  return !p.firstPermutation.empty() && !p.hasReshape && p.secondPermutation.empty();
+}
+
 AttentionOperand attentionOperand(const Dims& view, const Dims& tensorDims) {
   if (view.empty()) {
     KILN_CHECK(tensorDims.size() == 4, "an attention operand needs rank 4 (N, H, L, E), got ",
@@ -42,6 +57,10 @@ const char* toString(FusedActivation activation) {
       return "none";
     case FusedActivation::kRelu:
       return "relu";
+    case FusedActivation::kGeluErf:
+      return "gelu_erf";
+    case FusedActivation::kGeluTanh:
+      return "gelu_tanh";
   }
   return "unknown";
 }

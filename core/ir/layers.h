@@ -18,14 +18,18 @@
 
 namespace kiln {
 
-// What a convolution applies to its result last; set by the builder's epilogue fusion.
-enum class FusedActivation : uint8_t { kNone, kRelu };
+// What a convolution or a fully connected layer applies to its result last; set by the builder's
+// epilogue fusions. Convolutions take kNone and kRelu only. The GELUs are torch's:
+// approximate="none" (erf) and "tanh".
+enum class FusedActivation : uint8_t { kNone, kRelu, kGeluErf, kGeluTanh };
 const char* toString(FusedActivation activation);
 
 // Inputs: [x (N, C, spatial...), weight (K, C/groups, kernel...), bias (K) or null, residual
 // (the output's dims and type) or null]. out = activation(conv(x, weight) + bias + residual).
 // Spatial rank (1, 2 or 3) is kernel.size(); every per-dim vector has that length. Converters
 // give no residual and no activation: the builder fuses them from the layers that follow.
+// channelsLast (set by the builder's layout pass) moves every channel dim last: x (N,
+// spatial..., C), weight (K, kernel..., C/groups), residual and out (N, spatial..., K).
 struct ConvolutionParams {
   int64_t outChannels = 0;
   Dims kernel;
@@ -35,11 +39,12 @@ struct ConvolutionParams {
   Dims dilation;
   int64_t groups = 1;
   FusedActivation activation = FusedActivation::kNone;
+  bool channelsLast = false;
   template <typename V>
   void fields(V&& v) {
     v("outChannels", outChannels), v("kernel", kernel), v("stride", stride),
         v("prePadding", prePadding), v("postPadding", postPadding), v("dilation", dilation),
-        v("groups", groups), v("activation", activation);
+        v("groups", groups), v("activation", activation), v("channelsLast", channelsLast);
   }
 };
 
@@ -74,10 +79,16 @@ struct MatMulParams {
   }
 };
 
-// torch.nn.functional.linear: inputs [x (..., K), weight (N, K), bias (N) or null] -> (..., N).
+// torch.nn.functional.linear: inputs [x (..., K), weight (N, K), bias (N) or null, residual (the
+// output's dims and type) or null] -> (..., N); out = activation(x @ weight^T + bias + residual).
+// Converters give no residual and no activation: the builder fuses them from the layers that
+// follow.
 struct FullyConnectedParams {
+  FusedActivation activation = FusedActivation::kNone;
   template <typename V>
-  void fields(V&&) {}
+  void fields(V&& v) {
+    v("activation", activation);
+  }
 };
 
 enum class ElementwiseOp : uint8_t {
@@ -169,6 +180,7 @@ const char* toString(PoolingType type);
 
 // Input (N, C, spatial...). Fixed pooling uses kernel/stride/padding/dilation (spatial rank =
 // kernel.size()); adaptive pooling uses outputSize only, with torch's start/end index rule.
+// channelsLast (set by the builder's layout pass): input and output are (N, spatial..., C).
 struct PoolingParams {
   PoolingType type = PoolingType::kMax;
   bool adaptive = false;
@@ -180,11 +192,13 @@ struct PoolingParams {
   Dims dilation;
   bool ceilMode = false;
   bool countIncludePad = true;  // average pooling: divide by the padded window size
+  bool channelsLast = false;
   template <typename V>
   void fields(V&& v) {
     v("type", type), v("adaptive", adaptive), v("outputSize", outputSize), v("kernel", kernel),
         v("stride", stride), v("prePadding", prePadding), v("postPadding", postPadding),
-        v("dilation", dilation), v("ceilMode", ceilMode), v("countIncludePad", countIncludePad);
+        v("dilation", dilation), v("ceilMode", ceilMode), v("countIncludePad", countIncludePad),
+        v("channelsLast", channelsLast);
   }
 };
 
@@ -251,6 +265,11 @@ Dims permuteDims(const Dims& dims, const Dims& permutation);
 Dims invertPermutation(const Dims& permutation);
 // A shuffle's dims after its reshape and before its second transpose, from its output dims.
 Dims shuffleReshapedDims(const ShuffleParams& p, const Dims& outputDims);
+// The permutations between (N, C, spatial...) and (N, spatial..., C) for tensors of `rank`.
+Dims toChannelsLastPermutation(size_t rank);
+Dims toChannelsFirstPermutation(size_t rank);
+// Whether a shuffle is one transpose and nothing else (no reshape, no second transpose).
+bool isPureTranspose(const ShuffleParams& p);
 
 struct ConcatParams {
   int64_t axis = 0;

@@ -1,6 +1,7 @@
 #include "core/ir/shape_inference.h"
 
 #include <algorithm>
+#include <initializer_list>
 #include <string>
 #include <type_traits>
 
@@ -133,6 +134,8 @@ std::vector<TensorType> inferConvolution(const ConvolutionParams& p, const Input
   const TensorType* bias = optionalInput(inputs, 2);
   const Window w = windowOf(p);
   const size_t rank = w.kernel.size();
+  KILN_CHECK(p.activation == FusedActivation::kNone || p.activation == FusedActivation::kRelu,
+             "a convolution's fused activation is none or relu, not ", toString(p.activation));
   KILN_CHECK(p.groups >= 1, "groups ", p.groups, " must be >= 1");
   KILN_CHECK(p.outChannels >= 1 && p.outChannels % p.groups == 0, "outChannels ", p.outChannels,
              " must be positive and divisible by groups ", p.groups);
@@ -264,7 +267,7 @@ std::vector<TensorType> inferMatMul(const MatMulParams& p, const Inputs& inputs)
 }
 
 std::vector<TensorType> inferFullyConnected(const Inputs& inputs) {
-  checkInputCount(inputs, 2, 3, "[x, weight, bias]");
+  checkInputCount(inputs, 2, 4, "[x, weight, bias, residual]");
   const TensorType& x = requiredInput(inputs, 0, "x");
   const TensorType& weight = requiredInput(inputs, 1, "weight");
   const TensorType* bias = optionalInput(inputs, 2);
@@ -285,6 +288,16 @@ std::vector<TensorType> inferFullyConnected(const Inputs& inputs) {
   }
   Dims out(x.dims.begin(), x.dims.end() - 1);
   out.push_back(weight.dims[0]);
+  if (const TensorType* residual = optionalInput(inputs, 3)) {
+    checkSameType(x, *residual, "x", "residual");
+    KILN_CHECK(residual->dims.size() == out.size(), "the residual ", toString(residual->dims),
+               " must have the output's dims ", toString(out));
+    for (size_t d = 0; d < out.size(); ++d) {
+      out[d] = mergeEqualDims(out[d], residual->dims[d],
+                              concat("the residual ", toString(residual->dims), "'s dim ", d,
+                                     " differs from the output's ", toString(out)));
+    }
+  }
   return {{x.dtype, out}};
 }
 
@@ -675,6 +688,28 @@ std::vector<TensorType> inferAttention(const AttentionParams& p, const Inputs& i
   return {written};
 }
 
+// A channels-last layer's output types, inferred from its channels-first form: the operands at
+// `permuted` and the first output move their channel dim, nothing else changes.
+template <typename P, typename Infer>
+std::vector<TensorType> inferChannelsLast(P p, const Inputs& inputs,
+                                          std::initializer_list<size_t> permuted, Infer infer) {
+  p.channelsLast = false;
+  std::vector<TensorType> channelsFirst;
+  channelsFirst.reserve(permuted.size());
+  Inputs firstInputs = inputs;
+  for (size_t i : permuted) {
+    if (i >= inputs.size() || inputs[i] == nullptr || inputs[i]->dims.size() < 3) continue;
+    TensorType type = *inputs[i];
+    type.dims = permuteDims(type.dims, toChannelsFirstPermutation(type.dims.size()));
+    channelsFirst.push_back(type);
+    firstInputs[i] = &channelsFirst.back();
+  }
+  std::vector<TensorType> outputs = infer(p, firstInputs);
+  Dims& out = outputs.at(0).dims;
+  out = permuteDims(out, toChannelsLastPermutation(out.size()));
+  return outputs;
+}
+
 }  // namespace
 
 std::vector<TensorType> inferOutputTypes(const LayerParams& params, const Inputs& inputs) {
@@ -682,6 +717,7 @@ std::vector<TensorType> inferOutputTypes(const LayerParams& params, const Inputs
       [&](const auto& p) -> std::vector<TensorType> {
         using P = std::decay_t<decltype(p)>;
         if constexpr (std::is_same_v<P, ConvolutionParams>) {
+          if (p.channelsLast) return inferChannelsLast(p, inputs, {0, 1, 3}, inferConvolution);
           return inferConvolution(p, inputs);
         } else if constexpr (std::is_same_v<P, DeconvolutionParams>) {
           return inferDeconvolution(p, inputs);
@@ -695,6 +731,7 @@ std::vector<TensorType> inferOutputTypes(const LayerParams& params, const Inputs
                              std::is_same_v<P, ActivationParams>) {
           return inferSameAsInput(inputs);
         } else if constexpr (std::is_same_v<P, PoolingParams>) {
+          if (p.channelsLast) return inferChannelsLast(p, inputs, {0}, inferPooling);
           return inferPooling(p, inputs);
         } else if constexpr (std::is_same_v<P, ReduceParams>) {
           return inferReduce(p, inputs);

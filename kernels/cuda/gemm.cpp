@@ -1,6 +1,7 @@
 #include "kernels/cuda/gemm.h"
 
 #include <algorithm>
+#include <array>
 #include <functional>
 #include <limits>
 #include <stdexcept>
@@ -30,7 +31,8 @@ struct GemmKey {
   uint64_t workspaceSize = 0;
   uint32_t alignmentA = 0;
   uint32_t alignmentB = 0;
-  uint32_t alignmentC = 0;
+  uint32_t alignmentC = 0;  // the matrix read: the residual, or c
+  uint32_t alignmentD = 0;  // c, written
   uint32_t alignmentBias = 0;
   ScalarType dtype = ScalarType::kFloat32;
   GemmActivation activation = GemmActivation::kNone;
@@ -38,11 +40,12 @@ struct GemmKey {
   bool transposeB = false;
   bool allowTf32 = false;
   bool hasBias = false;
+  bool outOfPlace = false;  // a residual other than c: cuBLASLt's C and D differ
 
   auto fields() const {
     return std::tie(m, n, k, lda, ldb, ldc, batchCount, batchStrideA, batchStrideB, batchStrideC,
-                    workspaceSize, alignmentA, alignmentB, alignmentC, alignmentBias, dtype,
-                    activation, transposeA, transposeB, allowTf32, hasBias);
+                    workspaceSize, alignmentA, alignmentB, alignmentC, alignmentD, alignmentBias,
+                    dtype, activation, transposeA, transposeB, allowTf32, hasBias, outOfPlace);
   }
   bool operator==(const GemmKey& other) const { return fields() == other.fields(); }
 };
@@ -66,7 +69,7 @@ struct GemmPlan {
   cublasLtMatmulDesc_t operation = nullptr;
   cublasLtMatrixLayout_t layoutB = nullptr;  // cuBLASLt's "A": our b
   cublasLtMatrixLayout_t layoutA = nullptr;  // cuBLASLt's "B": our a
-  cublasLtMatrixLayout_t layoutC = nullptr;  // C and D
+  cublasLtMatrixLayout_t layoutC = nullptr;  // C and D (the residual is laid out as c)
   cublasLtMatmulAlgo_t algo{};
 
   GemmPlan() = default;
@@ -145,6 +148,15 @@ uint32_t alignmentOf(const void* pointer, int64_t batchStrideBytes) {
   return static_cast<uint32_t>(bits & (~bits + 1));
 }
 
+bool writesOutOfPlace(const cublasLtMatmulAlgo_t& algo) {
+  int32_t supported = 0;
+  size_t written = 0;
+  KILN_CUBLAS_CHECK(cublasLtMatmulAlgoCapGetAttribute(&algo,
+                                                      CUBLASLT_ALGO_CAP_OUT_OF_PLACE_RESULT_SUPPORT,
+                                                      &supported, sizeof(supported), &written));
+  return supported != 0;
+}
+
 template <typename T>
 void setDescAttribute(cublasLtMatmulDesc_t desc, cublasLtMatmulDescAttributes_t attribute,
                       const T& value) {
@@ -211,21 +223,29 @@ std::unique_ptr<GemmPlan> createPlan(const CublasLtHandle& handle, const GemmPar
   setPreference(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, key.alignmentB);
   setPreference(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, key.alignmentA);
   setPreference(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, key.alignmentC);
-  setPreference(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, key.alignmentC);
+  setPreference(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, key.alignmentD);
 
-  cublasLtMatmulHeuristicResult_t result{};
+  // The heuristic sees layouts, not pointers: when C and D differ, take its best algorithm that
+  // can write D out of place.
+  std::array<cublasLtMatmulHeuristicResult_t, 8> results{};
+  const int wanted = key.outOfPlace ? static_cast<int>(results.size()) : 1;
   int found = 0;
-  KILN_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(handle.get(), plan->operation, plan->layoutB,
-                                                   plan->layoutA, plan->layoutC, plan->layoutC,
-                                                   preference.get(), 1, &result, &found));
-  if (found == 0 || result.state != CUBLAS_STATUS_SUCCESS) {
-    throw CudaError("cublasLtMatmulAlgoGetHeuristic found no algorithm for the GEMM " +
-                    describe(p, key.hasBias) + " with " + std::to_string(key.workspaceSize) +
-                    " bytes of workspace; a larger workspace or 16-byte aligned operands and "
-                    "leading dims may help");
+  KILN_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(
+      handle.get(), plan->operation, plan->layoutB, plan->layoutA, plan->layoutC, plan->layoutC,
+      preference.get(), wanted, results.data(), &found));
+  for (int i = 0; i < found; ++i) {
+    if (results[i].state == CUBLAS_STATUS_SUCCESS &&
+        (!key.outOfPlace || writesOutOfPlace(results[i].algo))) {
+      plan->algo = results[i].algo;
+      return plan;
+    }
   }
-  plan->algo = result.algo;
-  return plan;
+  throw CudaError("cublasLtMatmulAlgoGetHeuristic found no algorithm for the GEMM " +
+                  describe(p, key.hasBias) +
+                  (key.outOfPlace ? " reading a separate residual" : "") + " with " +
+                  std::to_string(key.workspaceSize) +
+                  " bytes of workspace; a larger workspace or 16-byte aligned operands and "
+                  "leading dims may help");
 }
 
 void checkParams(const GemmParams& p) {
@@ -245,10 +265,11 @@ void checkParams(const GemmParams& p) {
   }
 }
 
-// k == 0: the product is all zeros, so c = act(beta * c + bias). The epilogue still has to
+// k == 0: the product is all zeros, so c = act(beta * r + bias). The epilogue still has to
 // run, so this multiplies zero operands of depth 1, kept at the start of the workspace.
 void gemmWithoutDepth(const CublasLtHandle& handle, GemmPlanCache& cache, const GemmParams& p,
-                      const void* bias, void* c, GemmWorkspace workspace, cudaStream_t stream) {
+                      const void* bias, const void* residual, void* c, GemmWorkspace workspace,
+                      cudaStream_t stream) {
   constexpr size_t kAlignment = 256;
   const size_t zeroBytes = static_cast<size_t>(std::max(p.m, p.n)) * scalarSize(p.dtype);
   const size_t reserved = (zeroBytes + kAlignment - 1) / kAlignment * kAlignment;
@@ -268,7 +289,7 @@ void gemmWithoutDepth(const CublasLtHandle& handle, GemmPlanCache& cache, const 
   depthOne.batchStrideB = 0;
   GemmWorkspace rest{static_cast<unsigned char*>(workspace.data) + reserved,
                      workspace.size - reserved};
-  gemm(handle, cache, depthOne, workspace.data, workspace.data, bias, c, rest, stream);
+  gemm(handle, cache, depthOne, workspace.data, workspace.data, bias, residual, c, rest, stream);
 }
 
 }  // namespace
@@ -309,8 +330,8 @@ size_t GemmPlanCache::size() const { return impl_->plans.size(); }
 void GemmPlanCache::clear() { impl_->plans.clear(); }
 
 void gemm(const CublasLtHandle& handle, GemmPlanCache& cache, const GemmParams& params,
-          const void* a, const void* b, const void* bias, void* c, GemmWorkspace workspace,
-          cudaStream_t stream) {
+          const void* a, const void* b, const void* bias, const void* residual, void* c,
+          GemmWorkspace workspace, cudaStream_t stream) {
   cudaTypeOf(params.dtype);  // throws for a dtype cuBLASLt GEMMs do not take
   if (params.m == 0 || params.n == 0 || params.batchCount == 0) {
     checkParams(params);
@@ -318,7 +339,7 @@ void gemm(const CublasLtHandle& handle, GemmPlanCache& cache, const GemmParams& 
   }
   if (params.k == 0) {
     checkParams(params);
-    gemmWithoutDepth(handle, cache, params, bias, c, workspace, stream);
+    gemmWithoutDepth(handle, cache, params, bias, residual, c, workspace, stream);
     return;
   }
   checkParams(params);
@@ -338,7 +359,10 @@ void gemm(const CublasLtHandle& handle, GemmPlanCache& cache, const GemmParams& 
   key.workspaceSize = workspace.data != nullptr ? workspace.size : 0;
   key.alignmentA = alignmentOf(a, key.batchStrideA * elementSize);
   key.alignmentB = alignmentOf(b, key.batchStrideB * elementSize);
-  key.alignmentC = alignmentOf(c, key.batchStrideC * elementSize);
+  const void* read = residual != nullptr ? residual : c;
+  key.alignmentC = alignmentOf(read, key.batchStrideC * elementSize);
+  key.alignmentD = alignmentOf(c, key.batchStrideC * elementSize);
+  key.outOfPlace = read != c;
   key.hasBias = bias != nullptr;
   key.alignmentBias = key.hasBias ? alignmentOf(bias, 0) : 0;
   key.dtype = params.dtype;
@@ -359,7 +383,7 @@ void gemm(const CublasLtHandle& handle, GemmPlanCache& cache, const GemmParams& 
   GemmPlan& plan = *found->second;
   if (key.hasBias) setDescAttribute(plan.operation, CUBLASLT_MATMUL_DESC_BIAS_POINTER, bias);
   KILN_CUBLAS_CHECK(cublasLtMatmul(handle.get(), plan.operation, &params.alpha, b, plan.layoutB, a,
-                                   plan.layoutA, &params.beta, c, plan.layoutC, c, plan.layoutC,
+                                   plan.layoutA, &params.beta, read, plan.layoutC, c, plan.layoutC,
                                    &plan.algo, workspace.data,
                                    static_cast<size_t>(key.workspaceSize), stream));
 }
@@ -409,7 +433,7 @@ void matmul(const CublasLtHandle& handle, GemmPlanCache& cache, const MatMulPara
   if (shapeVolume(bBatch) == 1 && !params.transposeA) {
     // b is shared by every batch and a's rows are contiguous: one GEMM over all rows of a.
     gemmParams.m *= batches;
-    gemm(handle, cache, gemmParams, a, b, bias, out, workspace, stream);
+    gemm(handle, cache, gemmParams, a, b, bias, nullptr, out, workspace, stream);
     return;
   }
 
@@ -467,7 +491,7 @@ void matmul(const CublasLtHandle& handle, GemmPlanCache& cache, const MatMulPara
       bOffset += index[d] * bStrides[d];
     }
     gemm(handle, cache, gemmParams, aBytes + aOffset * aMatrix * elementSize,
-         bBytes + bOffset * bMatrix * elementSize, bias,
+         bBytes + bOffset * bMatrix * elementSize, bias, nullptr,
          outBytes + loop * gemmParams.batchCount * outMatrix * elementSize, workspace, stream);
     for (size_t d = split; d-- > 0;) {
       if (++index[d] < outBatch[d]) break;
@@ -478,7 +502,8 @@ void matmul(const CublasLtHandle& handle, GemmPlanCache& cache, const MatMulPara
 
 void fullyConnected(const CublasLtHandle& handle, GemmPlanCache& cache,
                     const FullyConnectedParams& params, const void* x, const void* weight,
-                    const void* bias, void* out, GemmWorkspace workspace, cudaStream_t stream) {
+                    const void* bias, const void* residual, void* out, GemmWorkspace workspace,
+                    cudaStream_t stream) {
   GemmParams gemmParams;
   gemmParams.m = params.rows;
   gemmParams.n = params.outFeatures;
@@ -490,7 +515,8 @@ void fullyConnected(const CublasLtHandle& handle, GemmPlanCache& cache,
   gemmParams.dtype = params.dtype;
   gemmParams.allowTf32 = params.allowTf32;
   gemmParams.activation = params.activation;
-  gemm(handle, cache, gemmParams, x, weight, bias, out, workspace, stream);
+  gemmParams.beta = residual != nullptr ? 1.0f : 0.0f;
+  gemm(handle, cache, gemmParams, x, weight, bias, residual, out, workspace, stream);
 }
 
 }  // namespace kiln::cuda_kernels

@@ -1,7 +1,7 @@
 // Matrix products on the GPU through cuBLASLt: a strided-batched GEMM on row-major matrices with
-// bias and activation epilogues, and the MatMul and FullyConnected layers built on it. Mirrors
-// kernels/cpu/matmul.h. fp32, fp16 and bf16, accumulating in fp32 (CUBLAS_COMPUTE_32F; fp32 may
-// opt in to TF32 tensor cores). Launches are asynchronous on the caller's stream; nothing here
+// bias, residual and activation epilogues, and the MatMul and FullyConnected layers built on it.
+// Mirrors kernels/cpu/matmul.h. fp32, fp16 and bf16, accumulating in fp32 (CUBLAS_COMPUTE_32F; fp32
+// may opt in to TF32 tensor cores). Launches are asynchronous on the caller's stream; nothing here
 // allocates device memory or synchronizes.
 #pragma once
 
@@ -58,12 +58,13 @@ struct GemmWorkspace {
   size_t size = 0;
 };
 
-// c[i] = act(alpha * op(a[i]) * op(b[i]) + beta * c[i] + bias) for i < batchCount, all
-// matrices row-major. op(a) is m x k: a is stored m x k with row stride lda, or k x m when
-// transposeA; op(b) is k x n: b is stored k x n, or n x k when transposeB; c is m x n with row
-// stride ldc. Batch strides are in elements; 0 shares one matrix across the batch. The bias
-// (n values, one per column of c, shared by every batch) is optional. a, b, c and the bias all
-// have type `dtype`.
+// c[i] = act(alpha * op(a[i]) * op(b[i]) + beta * r[i] + bias) for i < batchCount, all
+// matrices row-major. r is the residual when one is given (laid out as c: cuBLASLt's C, read,
+// while c is its D, written), else c itself. op(a) is m x k: a is stored m x k with row stride
+// lda, or k x m when transposeA; op(b) is k x n: b is stored k x n, or n x k when transposeB; c
+// is m x n with row stride ldc. Batch strides are in elements; 0 shares one matrix across the
+// batch. The bias (n values, one per column of c, shared by every batch) is optional. a, b, c,
+// the residual and the bias all have type `dtype`.
 struct GemmParams {
   int64_t m = 0;
   int64_t n = 0;
@@ -81,7 +82,7 @@ struct GemmParams {
   bool allowTf32 = false;  // fp32 only: round the inputs to TF32 for tensor cores
   GemmActivation activation = GemmActivation::kNone;
   float alpha = 1.0f;
-  float beta = 0.0f;  // non-zero reads c before overwriting it (a fused residual add)
+  float beta = 0.0f;  // non-zero reads the residual, or c before overwriting it
 };
 
 // Plans (cuBLASLt descriptors and the heuristic's algorithm) by configuration: shapes, strides,
@@ -106,13 +107,14 @@ class GemmPlanCache {
   std::unique_ptr<Impl> impl_;
 };
 
-// Runs one strided-batched GEMM. k == 0 yields act(beta * c + bias) (it needs
-// max(m, n) elements of the workspace, 256-byte aligned, for zero operands). Throws
-// std::invalid_argument for an unsupported dtype or inconsistent strides, CudaError for a
-// failed cuBLASLt call or when no algorithm fits.
+// Runs one strided-batched GEMM. k == 0 yields act(beta * r + bias) (it needs
+// max(m, n) elements of the workspace, 256-byte aligned, for zero operands). The residual may
+// be null; it may be c itself, not otherwise overlap it. Throws std::invalid_argument for an
+// unsupported dtype or inconsistent strides, CudaError for a failed cuBLASLt call or when no
+// algorithm fits.
 void gemm(const CublasLtHandle& handle, GemmPlanCache& cache, const GemmParams& params,
-          const void* a, const void* b, const void* bias, void* c, GemmWorkspace workspace,
-          cudaStream_t stream);
+          const void* a, const void* b, const void* bias, const void* residual, void* c,
+          GemmWorkspace workspace, cudaStream_t stream);
 
 // a (..., M, K) x b (..., K, N) -> out (..., M, N), ranks >= 2, batch dims broadcast
 // numpy-style (right-aligned). A transpose flag swaps that operand's last two dims first.
@@ -137,7 +139,9 @@ void matmul(const CublasLtHandle& handle, GemmPlanCache& cache, const MatMulPara
             cudaStream_t stream);
 
 // torch.nn.functional.linear: x (rows, inFeatures), weight (outFeatures, inFeatures), bias
-// (outFeatures) or null -> out (rows, outFeatures), then the activation.
+// (outFeatures) or null, residual (rows, outFeatures) or null -> out (rows, outFeatures) =
+// activation(x weight^T + bias + residual). The residual may be out itself, not otherwise
+// overlap it.
 struct FullyConnectedParams {
   int64_t rows = 0;
   int64_t inFeatures = 0;
@@ -148,6 +152,7 @@ struct FullyConnectedParams {
 };
 void fullyConnected(const CublasLtHandle& handle, GemmPlanCache& cache,
                     const FullyConnectedParams& params, const void* x, const void* weight,
-                    const void* bias, void* out, GemmWorkspace workspace, cudaStream_t stream);
+                    const void* bias, const void* residual, void* out, GemmWorkspace workspace,
+                    cudaStream_t stream);
 
 }  // namespace kiln::cuda_kernels

@@ -519,6 +519,306 @@ TEST(BuilderAttentionViews, LeavesOperandsThatAreNoViewAlone) {
   EXPECT_TRUE(network.output(0)->producer()->paramsAs<AttentionParams>().queryView.empty());
 }
 
+// ---- fully connected epilogues --------------------------------------------------------------
+
+const Layer* onlyFullyConnected(const Network& network) {
+  const Layer* found = nullptr;
+  for (size_t i = 0; i < network.numLayers(); ++i) {
+    if (network.layer(i)->kind() != LayerKind::kFullyConnected) continue;
+    EXPECT_EQ(found, nullptr) << "more than one fully connected layer";
+    found = network.layer(i);
+  }
+  return found;
+}
+
+// activation(fc(x) + h), a transformer MLP's tail, computed in `dtype` between float32 inputs
+// and output: x and h (2, 3, 8), an 8 -> 8 projection with bias.
+std::unique_ptr<Network> fullyConnectedBlock(DataType dtype, ActivationType activation) {
+  auto network = std::make_unique<Network>();
+  auto narrow = [&](Tensor* t) {
+    return dtype == DataType::kFloat32 ? t : network->addCast(t, dtype)->output(0);
+  };
+  Tensor* x = narrow(network->addInput("x", DataType::kFloat32, {2, 3, 8}));
+  Tensor* h = narrow(network->addInput("h", DataType::kFloat32, {2, 3, 8}));
+  Tensor* w = narrow(network->addConstant(floatWeights({8, 8}, ramp(64, -0.4f, 0.05f)))->output(0));
+  Tensor* b = narrow(network->addConstant(floatWeights({8}, ramp(8, -0.2f, 0.07f)))->output(0));
+  Tensor* projected = network->addFullyConnected(x, w, b)->output(0);
+  Tensor* sum = network->addElementwise(projected, h, ElementwiseOp::kSum)->output(0);
+  Tensor* out = network->addActivation(sum, {activation})->output(0);
+  if (dtype != DataType::kFloat32) out = network->addCast(out, DataType::kFloat32)->output(0);
+  out->setName("block_out");
+  network->markOutput(out);
+  return network;
+}
+
+const std::vector<std::vector<float>> kBlockInputs = {ramp(48, -1.5f, 0.2f),
+                                                      ramp(48, 0.9f, -0.11f)};
+
+TEST(BuilderFullyConnectedEpilogueFusion, FusesResidualAddThenActivationIntoTheLayer) {
+  struct Case {
+    DataType dtype;
+    ActivationType activation;
+    FusedActivation fused;
+    float tolerance;  // the fused layer rounds to half precision once, the unfused thrice
+  };
+  for (const Case& c :
+       {Case{DataType::kFloat32, ActivationType::kRelu, FusedActivation::kRelu, 1e-5f},
+        Case{DataType::kFloat32, ActivationType::kGeluTanh, FusedActivation::kGeluTanh, 1e-5f},
+        Case{DataType::kFloat16, ActivationType::kGeluErf, FusedActivation::kGeluErf, 2e-2f},
+        Case{DataType::kBFloat16, ActivationType::kGeluErf, FusedActivation::kGeluErf, 1e-1f}}) {
+    SCOPED_TRACE(concat(toString(c.dtype), " ", toString(c.activation)));
+    std::unique_ptr<Network> network = fullyConnectedBlock(c.dtype, c.activation);
+    const std::vector<std::vector<float>> before = evaluate(*network, kBlockInputs);
+    const size_t layers = network->numLayers();
+
+    fuseFullyConnectedEpilogues(*network);
+
+    EXPECT_EQ(network->numLayers(), layers - 2);
+    EXPECT_EQ(countLayers(*network, LayerKind::kElementwise), 0u);
+    EXPECT_EQ(countLayers(*network, LayerKind::kActivation), 0u);
+    const Layer* fc = onlyFullyConnected(*network);
+    ASSERT_NE(fc, nullptr);
+    EXPECT_EQ(fc->paramsAs<FullyConnectedParams>().activation, c.fused);
+    ASSERT_EQ(fc->inputs().size(), 4u);
+    ASSERT_NE(fc->input(3), nullptr);
+    EXPECT_EQ(fc->input(3)->dims(), (Dims{2, 3, 8}));
+    EXPECT_EQ(network->output(0)->name(), "block_out");
+    network->validate();
+    expectNear(evaluate(*network, kBlockInputs), before, c.tolerance);
+  }
+}
+
+TEST(BuilderFullyConnectedEpilogueFusion, KeepsAFloat32ErfGeluExact) {
+  std::unique_ptr<Network> network =
+      fullyConnectedBlock(DataType::kFloat32, ActivationType::kGeluErf);
+  const std::vector<std::vector<float>> before = evaluate(*network, kBlockInputs);
+
+  fuseFullyConnectedEpilogues(*network);
+
+  EXPECT_EQ(countLayers(*network, LayerKind::kElementwise), 0u);
+  EXPECT_EQ(countLayers(*network, LayerKind::kActivation), 1u);
+  const Layer* fc = onlyFullyConnected(*network);
+  ASSERT_NE(fc, nullptr);
+  EXPECT_EQ(fc->paramsAs<FullyConnectedParams>().activation, FusedActivation::kNone);
+  ASSERT_EQ(fc->inputs().size(), 4u);
+  EXPECT_EQ(fc->input(3), network->input(1));
+  EXPECT_EQ(network->soleReader(fc->output(0)), network->output(0)->producer());
+  network->validate();
+  expectNear(evaluate(*network, kBlockInputs), before, 1e-6f);
+}
+
+TEST(BuilderFullyConnectedEpilogueFusion, LeavesWhatTheEpilogueCannotTake) {
+  Network network;
+  Tensor* x = network.addInput("x", DataType::kFloat32, {4, 8});
+  Tensor* w = network.addConstant(floatWeights({8, 8}, ramp(64, -0.3f, 0.04f)))->output(0);
+  auto fc = [&] { return network.addFullyConnected(x, w, nullptr)->output(0); };
+  auto relu = [&](Tensor* t) {
+    return network.addActivation(t, {ActivationType::kRelu})->output(0);
+  };
+  // A network output: the tensor must still be written.
+  Tensor* kept = fc();
+  network.markOutput(relu(kept));
+  network.markOutput(kept);
+  // A broadcast add: the other operand is not of the output's dims.
+  Tensor* row = network.addConstant(floatWeights({1, 8}, ramp(8, -0.5f, 0.1f)))->output(0);
+  network.markOutput(network.addElementwise(fc(), row, ElementwiseOp::kSum)->output(0));
+  // An activation no epilogue has.
+  network.markOutput(network.addActivation(fc(), {ActivationType::kSigmoid})->output(0));
+  // An add after the activation: the activation is the epilogue's last step.
+  network.markOutput(network.addElementwise(relu(fc()), x, ElementwiseOp::kSum)->output(0));
+  // An add reading the output twice.
+  Tensor* twice = fc();
+  network.markOutput(network.addElementwise(twice, twice, ElementwiseOp::kSum)->output(0));
+  const std::vector<std::vector<float>> inputs = {ramp(32, -1.0f, 0.15f)};
+  const std::vector<std::vector<float>> before = evaluate(network, inputs);
+
+  fuseFullyConnectedEpilogues(network);
+
+  EXPECT_EQ(countLayers(network, LayerKind::kFullyConnected), 5u);
+  EXPECT_EQ(countLayers(network, LayerKind::kElementwise), 3u);
+  EXPECT_EQ(countLayers(network, LayerKind::kActivation), 2u);  // the output's relu, sigmoid
+  size_t withRelu = 0;
+  for (size_t i = 0; i < network.numLayers(); ++i) {
+    const Layer* layer = network.layer(i);
+    if (layer->kind() != LayerKind::kFullyConnected) continue;
+    withRelu += layer->paramsAs<FullyConnectedParams>().activation == FusedActivation::kRelu;
+    EXPECT_TRUE(layer->inputs().size() < 4 || layer->input(3) == nullptr);
+  }
+  EXPECT_EQ(withRelu, 1u);
+  network.validate();
+  expectNear(evaluate(network, inputs), before, 1e-6f);
+}
+
+// A ViT block's attention output projection (MultiheadAttention, batch_first) and the residual
+// add after it: once the shuffles around the projection have moved next to the attention, the
+// add reads the projection's output and joins its epilogue.
+TEST(BuilderFullyConnectedEpilogueFusion, BuiltEngineFusesTheOutputProjectionsResidual) {
+  const int64_t n = 2, l = 5, e = 16, h = 4, hd = 4;
+  Network network;
+  Tensor* x = network.addInput("x", DataType::kFloat32, {n, l, e});
+  Tensor* q = network.addInput("q", DataType::kFloat32, {n, h, l, hd});
+  AttentionParams p;
+  p.scale = 0.5;
+  Tensor* attended = network.addAttention(q, q, q, nullptr, p)->output(0);
+  Tensor* rows = shuffle(network, shuffle(network, attended, {2, 0, 1, 3}), {}, {l * n, e});
+  Tensor* w = network.addConstant(floatWeights({e, e}, ramp(e * e, -0.2f, 0.03f)))->output(0);
+  Tensor* b = network.addConstant(floatWeights({e}, ramp(e, 0.1f, -0.02f)))->output(0);
+  Tensor* projected = network.addFullyConnected(rows, w, b)->output(0);
+  Tensor* out = shuffle(network, shuffle(network, projected, {}, {l, n, e}), {1, 0, 2});
+  Tensor* sum = network.addElementwise(x, out, ElementwiseOp::kSum)->output(0);
+  network.markOutput(sum);
+  const std::vector<std::vector<float>> inputs = {ramp(n * l * e, -1.0f, 0.05f),
+                                                  ramp(n * h * l * hd, 0.8f, -0.07f)};
+  const std::vector<std::vector<float>> expected = evaluate(network, inputs);
+
+  std::shared_ptr<Engine> engine = Builder::build(network, {});
+
+  const EngineDefinition& d = engine->definition();
+  size_t fused = 0;
+  for (const EngineLayer& layer : d.layers) {
+    EXPECT_FALSE(std::holds_alternative<ElementwiseParams>(layer.params)) << layer.name;
+    if (!std::holds_alternative<FullyConnectedParams>(layer.params)) continue;
+    ASSERT_EQ(layer.inputs.size(), 4u);
+    EXPECT_EQ(d.tensors.at(static_cast<size_t>(layer.inputs[3])).name, "x");
+    ++fused;
+  }
+  EXPECT_EQ(fused, 1u);
+  std::unique_ptr<ExecutionContext> context = engine->createExecutionContext();
+  context->setInputShapes({{n, l, e}, {n, h, l, hd}});
+  std::vector<float> result(static_cast<size_t>(n * l * e));
+  context->execute({inputs[0].data(), inputs[1].data()}, {result.data()});
+  expectNear({result}, expected, 1e-5f);
+}
+
+// ---- channels-last convolutions and layout transposes ---------------------------------------
+
+Tensor* halfConv3x3(Network& network, Tensor* x, int64_t inChannels, int64_t outChannels,
+                    Tensor* residual, float seed) {
+  ConvolutionParams p;
+  p.outChannels = outChannels;
+  p.kernel = {3, 3};
+  p.prePadding = {1, 1};
+  p.postPadding = {1, 1};
+  p.activation = FusedActivation::kRelu;
+  auto half = [&](Dims dims, float start, float step) {
+    const auto count = static_cast<size_t>(volume(dims));
+    Tensor* values = network.addConstant(floatWeights(dims, ramp(count, start, step)))->output(0);
+    return network.addCast(values, DataType::kFloat16)->output(0);
+  };
+  Tensor* w = half({outChannels, inChannels, 3, 3}, -0.3f * seed, 0.04f);
+  Tensor* b = half({outChannels}, 0.1f * seed, -0.05f);
+  return network.addLayer(p, {x, w, b, residual})->output(0);
+}
+
+// fp16: conv -> max pool -> conv (+ the pooled tensor) -> conv -> global average pool, and a
+// second output that reads the first convolution directly.
+std::unique_ptr<Network> halfPrecisionTrunk() {
+  auto network = std::make_unique<Network>();
+  Tensor* x = network->addInput("x", DataType::kFloat32, {2, 3, 6, 5});
+  Tensor* a = halfConv3x3(*network, network->addCast(x, DataType::kFloat16)->output(0), 3, 8,
+                          nullptr, 1.0f);
+  PoolingParams maxPool;
+  maxPool.kernel = {3, 3};
+  maxPool.prePadding = {1, 1};
+  maxPool.postPadding = {1, 1};
+  Tensor* pooled = network->addPooling(a, maxPool)->output(0);
+  Tensor* b = halfConv3x3(*network, pooled, 8, 8, pooled, 2.0f);
+  Tensor* c = halfConv3x3(*network, b, 8, 8, nullptr, 3.0f);
+  PoolingParams globalAverage;
+  globalAverage.type = PoolingType::kAverage;
+  globalAverage.adaptive = true;
+  globalAverage.outputSize = {1, 1};
+  Tensor* features = network->addPooling(c, globalAverage)->output(0);
+  features->setName("features");
+  network->markOutput(network->addCast(features, DataType::kFloat32)->output(0));
+  network->markOutput(network->addCast(a, DataType::kFloat32)->output(0));
+  return network;
+}
+
+TEST(BuilderChannelsLast, TrunkStaysNhwcWithATransposeAtEachEdge) {
+  std::unique_ptr<Network> network = halfPrecisionTrunk();
+  const std::vector<std::vector<float>> inputs = {ramp(2 * 3 * 6 * 5, -1.0f, 0.13f)};
+  const std::vector<std::vector<float>> before = evaluate(*network, inputs);
+
+  convertConvolutionsToChannelsLast(*network);
+  EXPECT_EQ(countLayers(*network, LayerKind::kShuffle), 3u * 3u + 1u);  // x, weight, out; residual
+  sinkLayoutTransposes(*network);
+  foldConstants(*network);
+  eliminateDeadLayers(*network);
+
+  // The input's transpose, one before the second output and one after the global pooling.
+  EXPECT_EQ(countLayers(*network, LayerKind::kShuffle), 3u);
+  for (size_t i = 0; i < network->numLayers(); ++i) {
+    const Layer* layer = network->layer(i);
+    if (layer->kind() == LayerKind::kConvolution) {
+      EXPECT_TRUE(layer->paramsAs<ConvolutionParams>().channelsLast) << layer->name();
+    } else if (layer->kind() == LayerKind::kPooling) {
+      EXPECT_TRUE(layer->paramsAs<PoolingParams>().channelsLast) << layer->name();
+    }
+  }
+  EXPECT_EQ(network->output(0)->dims(), (Dims{2, 8, 1, 1}));
+  network->validate();
+  // The same float32 arithmetic on the same fp16 values: only the layout changed.
+  expectNear(evaluate(*network, inputs), before, 0.0f);
+}
+
+TEST(BuilderChannelsLast, LeavesFloat32AndThreeDimensionalConvolutionsAlone) {
+  Network network;
+  Tensor* x = network.addInput("x", DataType::kFloat32, {1, 3, 5, 5});
+  network.markOutput(conv3x3(network, x, 3, 4, true, 1.0f));
+  Tensor* volumeInput = network.addInput("v", DataType::kFloat16, {1, 2, 3, 3, 3});
+  ConvolutionParams p;
+  p.outChannels = 2;
+  p.kernel = {1, 1, 1};
+  Tensor* w = network.addInput("w", DataType::kFloat16, {2, 2, 1, 1, 1});
+  network.markOutput(network.addConvolution(volumeInput, w, nullptr, p)->output(0));
+
+  convertConvolutionsToChannelsLast(network);
+
+  EXPECT_EQ(countLayers(network, LayerKind::kShuffle), 0u);
+}
+
+TEST(BuilderLayoutTransposeSinking, ComposesTransposesAndMovesThemPastElementwiseLayers) {
+  Network network;
+  Tensor* x = network.addInput("x", DataType::kFloat32, {2, 3, 4, 5});
+  Tensor* y = network.addInput("y", DataType::kFloat32, {2, 3, 4, 5});
+  // relu(T(x)) + T(y), transposed back: no transpose is left.
+  Tensor* relu =
+      network.addActivation(shuffle(network, x, {0, 2, 3, 1}), {ActivationType::kRelu})->output(0);
+  Tensor* sum =
+      network.addElementwise(relu, shuffle(network, y, {0, 2, 3, 1}), ElementwiseOp::kSum)
+          ->output(0);
+  Tensor* back = shuffle(network, sum, {0, 3, 1, 2});
+  back->setName("back");
+  network.markOutput(back);
+  // Two transposes in a row that are not inverses: one transpose.
+  network.markOutput(shuffle(network, shuffle(network, x, {0, 2, 3, 1}), {0, 2, 3, 1}));
+  const std::vector<std::vector<float>> inputs = {ramp(120, -1.0f, 0.13f), ramp(120, 0.5f, -0.07f)};
+  const std::vector<std::vector<float>> before = evaluate(network, inputs);
+
+  sinkLayoutTransposes(network);
+
+  EXPECT_EQ(countLayers(network, LayerKind::kShuffle), 1u);
+  EXPECT_EQ(network.output(0)->name(), "back");
+  EXPECT_EQ(network.output(1)->producer()->paramsAs<ShuffleParams>().firstPermutation,
+            (Dims{0, 3, 1, 2}));
+  network.validate();
+  expectNear(evaluate(network, inputs), before, 0.0f);
+}
+
+TEST(BuilderLayoutTransposeSinking, KeepsATransposeThatOtherLayersRead) {
+  Network network;
+  Tensor* x = network.addInput("x", DataType::kFloat32, {2, 3, 4, 5});
+  Tensor* t = shuffle(network, x, {0, 2, 3, 1});
+  network.markOutput(network.addActivation(t, {ActivationType::kRelu})->output(0));
+  network.markOutput(network.addUnary(t, UnaryOp::kExp)->output(0));
+
+  sinkLayoutTransposes(network);
+
+  EXPECT_EQ(countLayers(network, LayerKind::kShuffle), 1u);
+  EXPECT_EQ(network.output(0)->producer()->kind(), LayerKind::kActivation);
+}
+
 // ---- profile validation --------------------------------------------------------------------
 
 // x (-1, 3) -> relu, for profile errors.

@@ -450,6 +450,55 @@ TEST(CpuLayers, FullyConnected) {
   }
 }
 
+double referenceActivation(FusedActivation activation, double x) {
+  switch (activation) {
+    case FusedActivation::kNone:
+      return x;
+    case FusedActivation::kRelu:
+      return x < 0.0 ? 0.0 : x;
+    case FusedActivation::kGeluErf:
+      return 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0)));
+    case FusedActivation::kGeluTanh:
+      return 0.5 * x *
+             (1.0 + std::tanh(std::sqrt(2.0 / std::acos(-1.0)) * (x + 0.044715 * x * x * x)));
+  }
+  return x;
+}
+
+// What the builder's epilogue fusion makes: out = activation(x @ w^T + bias + residual).
+TEST(CpuLayers, FullyConnectedWithResidualAndActivation) {
+  const HostTensor x = randomTensor({2, 3, 10}, 12);
+  const HostTensor w = randomTensor({4, 10}, 13);
+  const HostTensor bias = randomTensor({4}, 14);
+  const HostTensor residual = randomTensor({2, 3, 4}, 15, -2.0f, 2.0f);
+  Dims unused;
+  const std::vector<float> product =
+      referenceMatMul({6, 10}, x.values<float>(), {4, 10}, w.values<float>(), false, true, &unused);
+  for (FusedActivation activation : {FusedActivation::kNone, FusedActivation::kRelu,
+                                     FusedActivation::kGeluErf, FusedActivation::kGeluTanh}) {
+    for (bool withBias : {true, false}) {
+      SCOPED_TRACE(std::string(toString(activation)) + (withBias ? " with bias" : ""));
+      FullyConnectedParams params;
+      params.activation = activation;
+      const HostTensor y =
+          runLayer({x, residual}, [&](Network& net, const std::vector<Tensor*>& in) {
+            return net
+                .addLayer(params, {in[0], constant(net, w),
+                                   withBias ? constant(net, bias) : nullptr, in[1]})
+                ->output(0);
+          });
+      ASSERT_EQ(y.dims, (Dims{2, 3, 4}));
+      std::vector<float> expected(product.size());
+      for (size_t i = 0; i < expected.size(); ++i) {
+        const double sum = double(product[i]) + (withBias ? bias.values<float>()[i % 4] : 0.0) +
+                           residual.values<float>()[i];
+        expected[i] = static_cast<float>(referenceActivation(activation, sum));
+      }
+      expectAllNear(y.values<float>(), expected, 1e-5f);
+    }
+  }
+}
+
 // ---- elementwise ---------------------------------------------------------------------------
 
 template <typename T>

@@ -179,7 +179,9 @@ EngineDefinition everyKindDefinition() {
   matmul.transposeA = true;
   matmul.transposeB = false;
   const int32_t m = layer("matmul", matmul, {c, c}, f32, {-1, 4, 6, 6});
-  layer("fc", FullyConnectedParams{}, {m, w, -1}, f32, {-1, 4, 6, 4});
+  FullyConnectedParams fc;
+  fc.activation = FusedActivation::kGeluTanh;  // the last value: the reader must accept it
+  layer("fc", fc, {m, w, -1, m}, f32, {-1, 4, 6, 4});
   const int32_t e =
       layer("add", ElementwiseParams{ElementwiseOp::kXor}, {m, m}, f32, {-1, 4, 6, 6});
   layer("not", UnaryParams{UnaryOp::kNot}, {e}, f32, {-1, 4, 6, 6});
@@ -467,6 +469,17 @@ TEST(PlanErrors, InvalidEnumValuesAreCorrupt) {
   std::vector<uint8_t> plan = writePlan(definition);
   expectContains(planErrorOf([&] { readPlan(plan.data(), plan.size()); }),
                  {"corrupt", "'add'", "'op'", "200", "elementwise op"});
+
+  definition = everyKindDefinition();
+  for (EngineLayer& layer : definition.layers) {
+    if (auto* fc = std::get_if<FullyConnectedParams>(&layer.params)) {
+      fc->activation =
+          static_cast<FusedActivation>(static_cast<int>(FusedActivation::kGeluTanh) + 1);
+    }
+  }
+  plan = writePlan(definition);
+  expectContains(planErrorOf([&] { readPlan(plan.data(), plan.size()); }),
+                 {"corrupt", "'fc'", "'activation'", "4", "fused activation"});
 
   definition = everyKindDefinition();
   definition.tensors[0].dtype = static_cast<DataType>(kNumDataTypes);

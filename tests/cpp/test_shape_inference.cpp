@@ -228,6 +228,31 @@ TEST(ShapeInference, FullyConnected) {
   expectError(FullyConnectedParams{}, {x, typeOf({4, 10, 1})}, {"mismatched ranks", "(N, K)"});
 }
 
+TEST(ShapeInference, FullyConnectedResidual) {
+  const TensorType w = typeOf({4, 10});
+  const TensorType x = typeOf({-1, 3, 10});
+  const TensorType residual = typeOf({2, 3, 4});
+  FullyConnectedParams gelu;
+  gelu.activation = FusedActivation::kGeluErf;
+  EXPECT_EQ(inferOne(gelu, {&x, &w, nullptr, &residual}).dims, (Dims{2, 3, 4}));
+  const TensorType wrongSize = typeOf({2, 3, 5});
+  expectError(gelu, {&x, &w, nullptr, &wrongSize}, {"residual [2, 3, 5]", "dim 2", "4 vs 5"});
+  const TensorType wrongRank = typeOf({6, 4});
+  expectError(gelu, {&x, &w, nullptr, &wrongRank}, {"residual [6, 4]", "output's dims"});
+  const TensorType wrongType = typeOf({2, 3, 4}, DataType::kBFloat16);
+  expectError(gelu, {&x, &w, nullptr, &wrongType}, {"residual", "bfloat16"});
+  expectError(gelu, {x, w, typeOf({4}), residual, residual}, {"[x, weight, bias, residual]"});
+}
+
+TEST(ShapeInference, ConvolutionTakesNoGelu) {
+  for (FusedActivation gelu : {FusedActivation::kGeluErf, FusedActivation::kGeluTanh}) {
+    ConvolutionParams p = conv(16, {3, 3});
+    p.activation = gelu;
+    expectError(p, {typeOf({2, 3, 8, 8}), typeOf({16, 3, 3, 3})},
+                {"convolution's fused activation is none or relu", toString(gelu)});
+  }
+}
+
 // ---- elementwise, unary, activation, cast -----------------------------------------------------
 
 TEST(ShapeInference, ElementwiseBroadcasting) {

@@ -216,10 +216,20 @@ const void* optionalData(const Inputs& inputs, size_t index) {
   return index < inputs.size() && inputs[index] ? inputs[index]->data : nullptr;
 }
 
+// The dims of a (N, spatial..., C) tensor in the (N, C, spatial...) order kernels take them in.
+Dims channelsFirstDims(const Dims& dims) {
+  return permuteDims(dims, toChannelsFirstPermutation(dims.size()));
+}
+
 template <typename ConvParams>
 ck::ConvolutionParams convolutionParams(const ConvParams& p, bool transposed, const DeviceView& x,
                                         const DeviceView& out) {
-  auto c = convolutionGeometry<ck::ConvolutionParams>(p, x.dims, out.dims);
+  bool channelsLast = false;
+  if constexpr (std::is_same_v<ConvParams, ConvolutionParams>) channelsLast = p.channelsLast;
+  auto c = channelsLast ? convolutionGeometry<ck::ConvolutionParams>(p, channelsFirstDims(x.dims),
+                                                                     channelsFirstDims(out.dims))
+                        : convolutionGeometry<ck::ConvolutionParams>(p, x.dims, out.dims);
+  c.layout = channelsLast ? ck::TensorLayout::kNHWC : ck::TensorLayout::kNCHW;
   c.transposed = transposed;
   c.type = toKernelType(x.dtype);
   return c;
@@ -233,6 +243,21 @@ ck::ShuffleParams shuffleParams(const ShuffleParams& p, const DeviceView& x,
   s.secondPermutation = p.secondPermutation;
   s.reshapedShape = shuffleReshapedDims(p, out.dims);
   return s;
+}
+
+// cuBLASLt has one GELU epilogue, the tanh approximation: the builder fuses erf GELU only into
+// fp16 and bf16 layers (fully_connected_epilogue_fusion.cpp bounds the difference).
+ck::GemmActivation gemmActivation(FusedActivation activation) {
+  switch (activation) {
+    case FusedActivation::kNone:
+      return ck::GemmActivation::kNone;
+    case FusedActivation::kRelu:
+      return ck::GemmActivation::kRelu;
+    case FusedActivation::kGeluErf:
+    case FusedActivation::kGeluTanh:
+      return ck::GemmActivation::kGeluTanh;
+  }
+  throw Error(concat("unknown fused activation ", static_cast<int>(activation)));
 }
 
 ck::ReduceParams reduceParams(const ReduceParams& p, const DeviceView& x) {
@@ -591,8 +616,13 @@ void CudaRunner::State::runLayer(size_t index, const EngineLayer& layer, cudaStr
           params.rows = volume(Dims(x.dims.begin(), x.dims.end() - 1));
           params.dtype = toKernelType(x.dtype);
           params.allowTf32 = engine->definition().tf32.matmuls;
+          KILN_CHECK(
+              p.activation != FusedActivation::kGeluErf || x.dtype != DataType::kFloat32,
+              "the GPU computes a fused erf GELU with the tanh approximation, which float32 ",
+              "does not take: keep the GELU a separate layer");
+          params.activation = gemmActivation(p.activation);
           ck::fullyConnected(cublasLt, gemmPlans, params, x.data, weight.data, optionalData(in, 2),
-                             y.data, gemmWorkspace, stream);
+                             optionalData(in, 3), y.data, gemmWorkspace, stream);
         } else if constexpr (std::is_same_v<P, ElementwiseParams>) {
           const DeviceView& a = requiredInput(in, 0, "a");
           const DeviceView& b = requiredInput(in, 1, "b");
@@ -620,14 +650,17 @@ void CudaRunner::State::runLayer(size_t index, const EngineLayer& layer, cudaStr
                      toString(x.dims));
           const ck::PoolingMode mode =
               p.type == PoolingType::kMax ? ck::PoolingMode::kMax : ck::PoolingMode::kAverage;
+          const Dims xDims = p.channelsLast ? channelsFirstDims(x.dims) : x.dims;
+          const Dims yDims = p.channelsLast ? channelsFirstDims(y.dims) : y.dims;
           if (p.adaptive) {
             ck::AdaptivePoolingParams params;
             params.mode = mode;
-            params.batch = x.dims[0];
-            params.channels = x.dims[1];
-            params.inSpatial = spatialDims(x.dims);
-            params.outSpatial = spatialDims(y.dims);
+            params.batch = xDims[0];
+            params.channels = xDims[1];
+            params.inSpatial = spatialDims(xDims);
+            params.outSpatial = spatialDims(yDims);
             params.type = toKernelType(x.dtype);
+            params.channelsLast = p.channelsLast;
             ck::adaptivePooling(params, x.data, y.data, stream);
             return;
           }
@@ -636,10 +669,11 @@ void CudaRunner::State::runLayer(size_t index, const EngineLayer& layer, cudaStr
                      " does not match a window of ", rank, " spatial dims");
           ck::PoolingParams params;
           params.mode = mode;
-          params.batch = x.dims[0];
-          params.channels = x.dims[1];
-          params.inSpatial = spatialDims(x.dims);
-          params.outSpatial = spatialDims(y.dims);
+          params.batch = xDims[0];
+          params.channels = xDims[1];
+          params.inSpatial = spatialDims(xDims);
+          params.outSpatial = spatialDims(yDims);
+          params.channelsLast = p.channelsLast;
           params.kernel = p.kernel;
           params.stride = orDefault(p.stride, rank, 1);
           params.prePadding = orDefault(p.prePadding, rank, 0);

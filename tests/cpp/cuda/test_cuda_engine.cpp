@@ -12,6 +12,7 @@
 #include <random>
 #include <string>
 #include <thread>
+#include <variant>
 #include <vector>
 
 #include "core/builder/builder.h"
@@ -267,6 +268,38 @@ std::vector<LayerCase> layerCases() {
         Tensor* sum = n.addElementwise(normed, x[0], ElementwiseOp::kSum)->output(0);
         n.markOutput(n.addActivation(sum, {ActivationType::kRelu})->output(0));
       });
+  // A convolutional trunk: in fp16 and bf16 the CUDA builder runs it channels-last (NHWC)
+  // between one transpose at each edge, pooling included; the CPU reference stays NCHW.
+  add("conv_pool_conv_trunk", {{2, 8, 9, 9}},
+      [](Network& n, auto x, DataType t, std::mt19937& rng) {
+        ConvolutionParams conv;
+        conv.outChannels = 16;
+        conv.kernel = {3, 3};
+        conv.prePadding = {1, 1};
+        conv.postPadding = {1, 1};
+        Tensor* a = n.addActivation(n.addConvolution(x[0], weights(n, t, {16, 8, 3, 3}, rng),
+                                                     weights(n, t, {16}, rng), conv)
+                                        ->output(0),
+                                    {ActivationType::kRelu})
+                        ->output(0);
+        PoolingParams maxPool;
+        maxPool.kernel = {3, 3};
+        maxPool.stride = {2, 2};
+        maxPool.prePadding = {1, 1};
+        maxPool.postPadding = {1, 1};
+        Tensor* pooled = n.addPooling(a, maxPool)->output(0);
+        Tensor* b =
+            n.addConvolution(pooled, weights(n, t, {16, 16, 3, 3}, rng), nullptr, conv)->output(0);
+        Tensor* sum = n.addElementwise(b, pooled, ElementwiseOp::kSum)->output(0);
+        PoolingParams globalAverage;
+        globalAverage.type = PoolingType::kAverage;
+        globalAverage.adaptive = true;
+        globalAverage.outputSize = {1, 1};
+        n.markOutput(
+            n.addPooling(n.addActivation(sum, {ActivationType::kRelu})->output(0), globalAverage)
+                ->output(0));
+        n.markOutput(a);
+      });
   add("layer_norm_of_a_residual_add", {{3, 5, 96}, {3, 5, 96}},
       [](Network& n, auto x, DataType t, std::mt19937& rng) {
         NormalizationParams p;
@@ -276,6 +309,34 @@ std::vector<LayerCase> layerCases() {
         n.markOutput(n.addNormalization(sum, weights(n, t, {96}, rng), weights(n, t, {96}, rng),
                                         nullptr, nullptr, p)
                          ->output(0));
+      });
+  // A transformer block's fully connected layers, fused by the builder on both backends: the
+  // residual add into the projection's epilogue (read as cuBLASLt's C), GELU into the MLP's
+  // (erf GELU only in fp16 and bf16, where the GPU's tanh GELU stands in for it; fp32 keeps a
+  // separate exact GELU), and a residual add followed by ReLU.
+  add("fc_residual", {{3, 5, 96}, {3, 5, 64}},
+      [](Network& n, auto x, DataType t, std::mt19937& rng) {
+        Tensor* projected =
+            n.addFullyConnected(x[0], weights(n, t, {64, 96}, rng, 0.2f), weights(n, t, {64}, rng))
+                ->output(0);
+        n.markOutput(n.addElementwise(x[1], projected, ElementwiseOp::kSum)->output(0));
+      });
+  add("fc_gelu_erf_gelu_tanh_residual_relu", {{3, 5, 96}},
+      [](Network& n, auto x, DataType t, std::mt19937& rng) {
+        auto fc = [&](Tensor* in, int64_t outFeatures, bool bias) {
+          const int64_t inFeatures = in->dims().back();
+          return n
+              .addFullyConnected(in, weights(n, t, {outFeatures, inFeatures}, rng, 0.2f),
+                                 bias ? weights(n, t, {outFeatures}, rng) : nullptr)
+              ->output(0);
+        };
+        auto activation = [&](Tensor* in, ActivationType type) {
+          return n.addActivation(in, {type})->output(0);
+        };
+        Tensor* erf = activation(fc(x[0], 128, true), ActivationType::kGeluErf);
+        Tensor* tanh = activation(fc(erf, 96, true), ActivationType::kGeluTanh);
+        Tensor* sum = n.addElementwise(fc(tanh, 96, false), x[0], ElementwiseOp::kSum)->output(0);
+        n.markOutput(activation(sum, ActivationType::kRelu));
       });
   add("attention_grouped_masked_causal", {{2, 4, 9, 16}, {2, 2, 11, 16}, {2, 2, 11, 24}},
       [](Network& n, auto x, DataType, std::mt19937& rng) {
@@ -444,6 +505,28 @@ INSTANTIATE_TEST_SUITE_P(Types, CudaLayers,
                          ::testing::Values(DataType::kFloat32, DataType::kFloat16,
                                            DataType::kBFloat16),
                          [](const auto& info) { return std::string(toString(info.param)); });
+
+TEST(CudaEngine, HalfPrecisionTrunkRunsChannelsLastBetweenItsEdges) {
+  KILN_SKIP_WITHOUT_GPU();
+  for (const LayerCase& c : layerCases()) {
+    if (c.name != "conv_pool_conv_trunk") continue;
+    BuiltCase built = buildCase(c, DataType::kFloat16);
+    size_t shuffles = 0, channelsLast = 0, channelsFirst = 0;
+    for (const EngineLayer& layer : built.cuda->definition().layers) {
+      shuffles += std::holds_alternative<ShuffleParams>(layer.params);
+      if (const auto* conv = std::get_if<ConvolutionParams>(&layer.params)) {
+        (conv->channelsLast ? channelsLast : channelsFirst) += 1;
+      } else if (const auto* pool = std::get_if<PoolingParams>(&layer.params)) {
+        (pool->channelsLast ? channelsLast : channelsFirst) += 1;
+      }
+    }
+    EXPECT_EQ(channelsLast, 4u);  // both convolutions and both poolings
+    EXPECT_EQ(channelsFirst, 0u);
+    EXPECT_EQ(shuffles, 3u);  // the input's transpose and one before each output
+    return;
+  }
+  FAIL() << "no conv_pool_conv_trunk case";
+}
 
 // A small conv net with a dynamic batch: two conv + relu, pool, fully connected. (The builder
 // fuses each ReLU into its convolution; the second convolution's output can take the bytes of

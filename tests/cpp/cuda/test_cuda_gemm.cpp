@@ -333,8 +333,8 @@ TEST_F(CudaGemm, FullyConnectedMatchesCpu) {
           DeviceBuffer deviceBias = DeviceBuffer::from(encode(bias, dtype));
           DeviceBuffer deviceOut(expected.size() * gk::scalarSize(dtype));
           gk::fullyConnected(*handle_, *cache_, params, deviceX.data(), deviceWeight.data(),
-                             withBias ? deviceBias.data() : nullptr, deviceOut.data(), workspace(),
-                             nullptr);
+                             withBias ? deviceBias.data() : nullptr, nullptr, deviceOut.data(),
+                             workspace(), nullptr);
           ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
           expectClose(decode(deviceOut.download<uint8_t>(), dtype), expected,
                       toleranceFor(dtype, false, activation));
@@ -381,10 +381,139 @@ TEST_F(CudaGemm, GemmScalesAndAddsTheResidual) {
     DeviceBuffer deviceA = DeviceBuffer::from(encode(a, dtype));
     DeviceBuffer deviceB = DeviceBuffer::from(encode(b, dtype));
     DeviceBuffer deviceC = DeviceBuffer::from(encode(c, dtype));
-    gk::gemm(*handle_, *cache_, params, deviceA.data(), deviceB.data(), nullptr, deviceC.data(),
-             workspace(), nullptr);
+    gk::gemm(*handle_, *cache_, params, deviceA.data(), deviceB.data(), nullptr, nullptr,
+             deviceC.data(), workspace(), nullptr);
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
     expectClose(decode(deviceC.download<uint8_t>(), dtype), expected, toleranceFor(dtype));
+  }
+}
+
+TEST_F(CudaGemm, GemmReadsASeparateResidualAndWritesOnlyC) {
+  // c = act(0.5 * a * b + 2 * r + bias) over a strided batch of 3 with row strides wider than the
+  // rows: r is cuBLASLt's C, read; c its D, written; c's padding and r stay as they were.
+  const int64_t m = 6, n = 10, k = 12, batch = 3, ldc = 16;
+  const gk::GemmActivation activations[] = {gk::GemmActivation::kNone, gk::GemmActivation::kRelu,
+                                            gk::GemmActivation::kGeluTanh};
+  for (gk::ScalarType dtype : kDtypes) {
+    for (gk::GemmActivation activation : activations) {
+      for (size_t misalignment : {size_t{0}, size_t{1}}) {
+        SCOPED_TRACE(testing::Message()
+                     << gk::scalarName(dtype) << " " << activationName(activation)
+                     << " residual misaligned by " << misalignment);
+        const auto a = quantize(randomValues(batch * m * k, 7), dtype);
+        const auto b = quantize(randomValues(batch * k * n, 8), dtype);
+        const auto r = quantize(randomValues(batch * m * ldc, 9), dtype);
+        const auto before = quantize(randomValues(batch * m * ldc, 10), dtype);
+        const auto bias = quantize(randomValues(n, 11), dtype);
+        std::vector<float> expected = before;
+        for (int64_t i = 0; i < batch; ++i) {
+          std::vector<float> window(static_cast<size_t>(m * n));
+          ck::gemm(m, n, k, a.data() + i * m * k, k, false, b.data() + i * k * n, n, false,
+                   window.data(), n, false);
+          for (int64_t row = 0; row < m; ++row) {
+            for (int64_t col = 0; col < n; ++col) {
+              const size_t at = static_cast<size_t>(i * m * ldc + row * ldc + col);
+              float& value = window[static_cast<size_t>(row * n + col)];
+              value = 0.5f * value + 2.0f * r[at] + bias[static_cast<size_t>(col)];
+            }
+          }
+          applyActivation(activation, window);
+          for (int64_t row = 0; row < m; ++row) {
+            for (int64_t col = 0; col < n; ++col) {
+              expected[static_cast<size_t>(i * m * ldc + row * ldc + col)] =
+                  window[static_cast<size_t>(row * n + col)];
+            }
+          }
+        }
+        gk::GemmParams params;
+        params.m = m;
+        params.n = n;
+        params.k = k;
+        params.lda = k;
+        params.ldb = n;
+        params.ldc = ldc;
+        params.batchCount = batch;
+        params.batchStrideA = m * k;
+        params.batchStrideB = k * n;
+        params.batchStrideC = m * ldc;
+        params.dtype = dtype;
+        params.activation = activation;
+        params.alpha = 0.5f;
+        params.beta = 2.0f;
+        const size_t offset = misalignment * gk::scalarSize(dtype);
+        DeviceBuffer deviceA = DeviceBuffer::from(encode(a, dtype));
+        DeviceBuffer deviceB = DeviceBuffer::from(encode(b, dtype));
+        DeviceBuffer deviceR = upload(encode(r, dtype), offset);
+        DeviceBuffer deviceBias = DeviceBuffer::from(encode(bias, dtype));
+        DeviceBuffer deviceC = DeviceBuffer::from(encode(before, dtype));
+        gk::gemm(*handle_, *cache_, params, deviceA.data(), deviceB.data(), deviceBias.data(),
+                 at(deviceR, offset), deviceC.data(), workspace(), nullptr);
+        ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+        expectClose(decode(deviceC.download<uint8_t>(), dtype), expected,
+                    toleranceFor(dtype, false, activation));
+        std::vector<uint8_t> residualAfter = deviceR.download<uint8_t>();
+        residualAfter.erase(residualAfter.begin(),
+                            residualAfter.begin() + static_cast<std::ptrdiff_t>(offset));
+        EXPECT_EQ(decode(residualAfter, dtype), r);
+      }
+    }
+  }
+}
+
+TEST_F(CudaGemm, FullyConnectedAddsTheResidualBeforeTheActivation) {
+  struct Case {
+    int64_t rows;
+    int64_t inFeatures;
+    int64_t outFeatures;
+  };
+  // The last case has no depth: out = act(bias + residual).
+  const Case cases[] = {{37, 50, 23}, {197, 768, 768}, {4, 0, 6}};
+  const gk::GemmActivation activations[] = {gk::GemmActivation::kNone, gk::GemmActivation::kRelu,
+                                            gk::GemmActivation::kGeluTanh};
+  for (gk::ScalarType dtype : kDtypes) {
+    for (const Case& c : cases) {
+      for (gk::GemmActivation activation : activations) {
+        for (bool inPlace : {false, true}) {
+          SCOPED_TRACE(testing::Message()
+                       << c.rows << "x" << c.inFeatures << " -> " << c.outFeatures << " "
+                       << gk::scalarName(dtype) << " " << activationName(activation)
+                       << (inPlace ? " residual in out" : " separate residual"));
+          const auto x = quantize(randomValues(c.rows * c.inFeatures, 12), dtype);
+          const auto weight = quantize(randomValues(c.outFeatures * c.inFeatures, 13), dtype);
+          const auto bias = quantize(randomValues(c.outFeatures, 14), dtype);
+          const auto residual = quantize(randomValues(c.rows * c.outFeatures, 15), dtype);
+          std::vector<float> expected(residual.size());
+          ck::fullyConnected({c.rows, c.inFeatures, c.outFeatures}, x.data(), weight.data(),
+                             bias.data(), expected.data());
+          for (size_t i = 0; i < expected.size(); ++i) expected[i] += residual[i];
+          applyActivation(activation, expected);
+
+          gk::FullyConnectedParams params;
+          params.rows = c.rows;
+          params.inFeatures = c.inFeatures;
+          params.outFeatures = c.outFeatures;
+          params.dtype = dtype;
+          params.activation = activation;
+          DeviceBuffer deviceX = DeviceBuffer::from(encode(x, dtype));
+          DeviceBuffer deviceWeight = DeviceBuffer::from(encode(weight, dtype));
+          DeviceBuffer deviceBias = DeviceBuffer::from(encode(bias, dtype));
+          DeviceBuffer deviceResidual = DeviceBuffer::from(encode(residual, dtype));
+          DeviceBuffer separateOut(residual.size() * gk::scalarSize(dtype));
+          // NaN everywhere first: every element must be written, and the NaNs never read.
+          ASSERT_EQ(cudaMemset(separateOut.data(), 0xff, separateOut.bytes()), cudaSuccess);
+          DeviceBuffer& out = inPlace ? deviceResidual : separateOut;
+          gk::fullyConnected(*handle_, *cache_, params, deviceX.data(), deviceWeight.data(),
+                             deviceBias.data(), deviceResidual.data(), out.data(), workspace(),
+                             nullptr);
+          ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+          expectClose(decode(out.download<uint8_t>(), dtype), expected,
+                      toleranceFor(dtype, false, activation));
+          if (!inPlace) {
+            EXPECT_EQ(decode(deviceResidual.download<uint8_t>(), dtype), residual);
+          }
+        }
+      }
+    }
   }
 }
 
@@ -396,9 +525,9 @@ TEST_F(CudaGemm, GemmRejectsInconsistentLeadingDims) {
   params.lda = 5;  // a row holds k = 6 values
   params.ldb = 5;
   params.ldc = 5;
-  EXPECT_THROW(
-      gk::gemm(*handle_, *cache_, params, nullptr, nullptr, nullptr, nullptr, workspace(), nullptr),
-      std::invalid_argument);
+  EXPECT_THROW(gk::gemm(*handle_, *cache_, params, nullptr, nullptr, nullptr, nullptr, nullptr,
+                        workspace(), nullptr),
+               std::invalid_argument);
 }
 
 TEST_F(CudaGemm, PlansAreCachedPerConfiguration) {
@@ -414,15 +543,15 @@ TEST_F(CudaGemm, PlansAreCachedPerConfiguration) {
   ASSERT_EQ(cudaMemset(weight.data(), 0, weight.bytes()), cudaSuccess);
   ASSERT_EQ(cudaMemset(bias.data(), 0, bias.bytes()), cudaSuccess);
   for (int i = 0; i < 3; ++i) {
-    gk::fullyConnected(*handle_, *cache_, params, x.data(), weight.data(), bias.data(), out.data(),
-                       workspace(), nullptr);
+    gk::fullyConnected(*handle_, *cache_, params, x.data(), weight.data(), bias.data(), nullptr,
+                       out.data(), workspace(), nullptr);
   }
   EXPECT_EQ(cache_->size(), 1u);
-  gk::fullyConnected(*handle_, *cache_, params, x.data(), weight.data(), nullptr, out.data(),
-                     workspace(), nullptr);
+  gk::fullyConnected(*handle_, *cache_, params, x.data(), weight.data(), nullptr, nullptr,
+                     out.data(), workspace(), nullptr);
   params.dtype = gk::ScalarType::kFloat16;
-  gk::fullyConnected(*handle_, *cache_, params, x.data(), weight.data(), nullptr, out.data(),
-                     workspace(), nullptr);
+  gk::fullyConnected(*handle_, *cache_, params, x.data(), weight.data(), nullptr, nullptr,
+                     out.data(), workspace(), nullptr);
   EXPECT_EQ(cache_->size(), 3u);
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   cache_->clear();
@@ -431,8 +560,8 @@ TEST_F(CudaGemm, PlansAreCachedPerConfiguration) {
   // A moved handle and cache keep working.
   gk::CublasLtHandle moved = std::move(*handle_);
   gk::GemmPlanCache movedCache = std::move(*cache_);
-  gk::fullyConnected(moved, movedCache, params, x.data(), weight.data(), nullptr, out.data(),
-                     workspace(), nullptr);
+  gk::fullyConnected(moved, movedCache, params, x.data(), weight.data(), nullptr, nullptr,
+                     out.data(), workspace(), nullptr);
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   EXPECT_EQ(movedCache.size(), 1u);
   EXPECT_EQ(handle_->get(), nullptr);
