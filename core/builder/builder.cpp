@@ -210,6 +210,7 @@ std::shared_ptr<Engine> Builder::build(const Network& network, const BuilderConf
     // Tensor-core convolutions read NHWC; the CPU backend's reference kernels read NCHW.
     convertConvolutionsToChannelsLast(*optimized);
     sinkLayoutTransposes(*optimized);
+    convertPointwiseConvolutionsToFullyConnected(*optimized);
     foldConstants(*optimized);
   }
   moveRowShufflesTowardAttention(*optimized);

@@ -32,6 +32,10 @@ void fuseFullyConnectedEpilogues(Network& network);
 // Runs each half-precision 2-D convolution channels-last (NHWC) between explicit transposes.
 void convertConvolutionsToChannelsLast(Network& network);
 
+// Runs channels-last 1x1 convolutions (stride 1, no padding, one group) as fully connected
+// layers over the channel dim, with their bias, residual and activation.
+void convertPointwiseConvolutionsToFullyConnected(Network& network);
+
 // Cancels transposes that undo each other, moving them across pooling and elementwise layers
 // to meet (a convolutional trunk then stays channels-last between its edges).
 void sinkLayoutTransposes(Network& network);

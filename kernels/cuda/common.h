@@ -39,4 +39,22 @@ void throwCudaError(cudaError_t status, const char* call, const char* file, int 
 // Checks that the last kernel launch was accepted (bad configuration, no kernel image).
 #define KILN_CUDA_CHECK_LAUNCH() KILN_CUDA_CHECK(cudaGetLastError())
 
+// Times work enqueued on a stream between start() and stop(), for build-time choices between
+// kernels (never on the execution path: stop() synchronizes).
+class StreamTimer {
+ public:
+  StreamTimer();
+  ~StreamTimer();
+  StreamTimer(const StreamTimer&) = delete;
+  StreamTimer& operator=(const StreamTimer&) = delete;
+
+  void start(cudaStream_t stream);
+  // Milliseconds between start() and now on `stream`, once the stream has got here.
+  float stop(cudaStream_t stream);
+
+ private:
+  cudaEvent_t start_ = nullptr;
+  cudaEvent_t stop_ = nullptr;
+};
+
 }  // namespace kiln::cuda_kernels

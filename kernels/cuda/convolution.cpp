@@ -2,9 +2,11 @@
 
 #include <algorithm>
 #include <limits>
+#include <optional>
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kernels/cuda/convolution_kernels.h"
@@ -294,8 +296,10 @@ struct ConvolutionPlanBuilder {
                                                  runMathType(plan.params_, mathType)));
   }
 
-  static void finish(ConvolutionPlan& plan, const Candidate& chosen, size_t workspaceBytes) {
+  static void finish(ConvolutionPlan& plan, const Candidate& chosen, size_t workspaceBytes,
+                     bool fusedEpilogue = true) {
     plan.algorithm_.algorithm = chosen.algorithm;
+    plan.algorithm_.fusedEpilogue = fusedEpilogue;
     plan.algorithm_.mathType = runMathType(plan.params_, chosen.mathType);
     plan.algorithm_.cudnnWorkspaceBytes = workspaceBytes;
     plan.algorithm_.measuredMs = chosen.timeMs;
@@ -305,13 +309,17 @@ struct ConvolutionPlanBuilder {
                      chosen.algorithm == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM);
   }
 
-  // Takes the first usable candidate (cuDNN orders them best first): supported, within the
-  // workspace, deterministic when any deterministic one is (so that every run gives the same
-  // bits), and without TF32 for strict fp32.
-  static void choose(const CudnnHandle& handle, ConvolutionPlan& plan,
-                     const std::vector<Candidate>& candidates, size_t maxWorkspaceBytes,
-                     const char* how) {
-    for (bool requireDeterministic : {true, false}) {
+  // The candidates a plan may run, in cuDNN's order (best first), each with the workspace it
+  // needs: supported, within the workspace, without TF32 for strict fp32, and, for the transposed
+  // direction (cuDNN's backward data, where algorithm 0 accumulates with atomics), deterministic
+  // when any deterministic one is, so that every run gives the same bits. Every forward
+  // algorithm is deterministic.
+  static std::vector<std::pair<Candidate, size_t>> usable(const CudnnHandle& handle,
+                                                          ConvolutionPlan& plan,
+                                                          const std::vector<Candidate>& candidates,
+                                                          size_t maxWorkspaceBytes) {
+    for (bool requireDeterministic : {plan.params_.transposed, false}) {
+      std::vector<std::pair<Candidate, size_t>> found;
       for (const Candidate& candidate : candidates) {
         if (candidate.status != CUDNN_STATUS_SUCCESS) continue;
         if (requireDeterministic && candidate.determinism != CUDNN_DETERMINISTIC) continue;
@@ -322,14 +330,77 @@ struct ConvolutionPlanBuilder {
           continue;
         }
         bytes = std::max(bytes, candidate.memory);
-        if (bytes > maxWorkspaceBytes) continue;
-        finish(plan, candidate, bytes);
-        return;
+        if (bytes <= maxWorkspaceBytes) found.emplace_back(candidate, bytes);
       }
+      if (!found.empty()) return found;
     }
+    return {};
+  }
+
+  [[noreturn]] static void throwNoAlgorithm(const ConvolutionPlan& plan, size_t maxWorkspaceBytes,
+                                            const char* how) {
     throw CudaError("cuDNN " + std::string(how) + " found no algorithm for " +
                     cuda_kernels::describe(plan.params_) + " within " +
                     std::to_string(maxWorkspaceBytes) + " bytes of workspace");
+  }
+
+  // Takes the first usable candidate.
+  static void choose(const CudnnHandle& handle, ConvolutionPlan& plan,
+                     const std::vector<Candidate>& candidates, size_t maxWorkspaceBytes,
+                     const char* how) {
+    const std::vector<std::pair<Candidate, size_t>> found =
+        usable(handle, plan, candidates, maxWorkspaceBytes);
+    if (found.empty()) throwNoAlgorithm(plan, maxWorkspaceBytes, how);
+    setMathType(plan, found.front().first.mathType);
+    finish(plan, found.front().first, found.front().second);
+  }
+
+  // Times the launch itself (convolution() as an engine runs it, epilogue included) for the
+  // fastest usable candidates of cuDNN's timing, each with cuDNN's fused bias epilogue where it
+  // offers one and with Kiln's, on the caller's buffers, and keeps the fastest. cuDNN's own
+  // ranking times the bare convolution only, and its fused call runs its own kernels, which for
+  // some shapes are many times slower than the best algorithm with a separate epilogue.
+  static void chooseByTiming(const CudnnHandle& handle, ConvolutionPlan& plan,
+                             const std::vector<Candidate>& candidates, size_t maxWorkspaceBytes,
+                             const ConvolutionTensors& tensors, ConvolutionWorkspace workspace,
+                             cudaStream_t stream) {
+    constexpr size_t kTimedCandidates = 6;
+    constexpr int kTimedLaunches = 5;
+    std::vector<std::pair<Candidate, size_t>> found =
+        usable(handle, plan, candidates, maxWorkspaceBytes);
+    if (found.empty()) throwNoAlgorithm(plan, maxWorkspaceBytes, "autotune");
+    if (found.size() > kTimedCandidates) found.resize(kTimedCandidates);
+
+    StreamTimer timer;
+    auto timeLaunches = [&]() {
+      convolution(handle, plan, tensors, workspace, stream);  // warm-up
+      timer.start(stream);
+      for (int i = 0; i < kTimedLaunches; ++i) {
+        convolution(handle, plan, tensors, workspace, stream);
+      }
+      return timer.stop(stream) / kTimedLaunches;
+    };
+    struct Timed {
+      size_t index;
+      bool fusedEpilogue;
+      float ms;
+    };
+    std::optional<Timed> best;
+    for (size_t i = 0; i < found.size(); ++i) {
+      setMathType(plan, found[i].first.mathType);
+      for (bool fused : {false, true}) {
+        finish(plan, found[i].first, found[i].second, fused);
+        if (fused && !(tensors.bias != nullptr && plan.fusesBias())) continue;
+        const float ms = timeLaunches();
+        // A fused call cuDNN refused ran unfused: it is not a fused candidate.
+        if (fused && !plan.fusesBias()) continue;
+        if (!best || ms < best->ms) best = Timed{i, fused, ms};
+      }
+    }
+    setMathType(plan, found[best->index].first.mathType);
+    Candidate chosen = found[best->index].first;
+    chosen.timeMs = best->ms;
+    finish(plan, chosen, found[best->index].second, best->fusedEpilogue);
   }
 
   static std::vector<Candidate> heuristics(const CudnnHandle& handle, const ConvolutionPlan& plan) {
@@ -387,7 +458,7 @@ size_t ConvolutionPlan::workspaceSize() const {
 }
 
 bool ConvolutionPlan::fusesBias() const {
-  return fusable_ && fusionSupported_.load(std::memory_order_relaxed);
+  return fusable_ && algorithm_.fusedEpilogue && fusionSupported_.load(std::memory_order_relaxed);
 }
 
 std::unique_ptr<ConvolutionPlan> ConvolutionPlan::select(const CudnnHandle& handle,
@@ -438,22 +509,23 @@ std::unique_ptr<ConvolutionPlan> ConvolutionPlan::autotune(const CudnnHandle& ha
   }
   const std::vector<Candidate> candidates = ConvolutionPlanBuilder::timings(
       handle, *plan, input, tensors.weight, output, cudnnWorkspace, cudnnWorkspaceBytes);
-  ConvolutionPlanBuilder::choose(handle, *plan, candidates, cudnnWorkspaceBytes, "autotune");
+  ConvolutionPlanBuilder::chooseByTiming(handle, *plan, candidates, cudnnWorkspaceBytes, tensors,
+                                         workspace, stream);
   return plan;
 }
 
 std::unique_ptr<ConvolutionPlan> ConvolutionPlan::create(const CudnnHandle& handle,
                                                          const ConvolutionParams& params,
-                                                         int algorithm, cudnnMathType_t mathType) {
+                                                         const ConvolutionAlgorithm& choice) {
   std::unique_ptr<ConvolutionPlan> plan = ConvolutionPlanBuilder::describe(params);
   if (plan->descriptors_ == nullptr) return plan;
-  ConvolutionPlanBuilder::setMathType(*plan, mathType);
+  ConvolutionPlanBuilder::setMathType(*plan, choice.mathType);
   size_t bytes = 0;
-  KILN_CUDNN_CHECK(ConvolutionPlanBuilder::queryWorkspace(handle, *plan, algorithm, &bytes));
-  ConvolutionPlanBuilder::finish(
-      *plan,
-      Candidate{algorithm, CUDNN_STATUS_SUCCESS, mathType, CUDNN_DETERMINISTIC, bytes, -1.0f},
-      bytes);
+  KILN_CUDNN_CHECK(ConvolutionPlanBuilder::queryWorkspace(handle, *plan, choice.algorithm, &bytes));
+  ConvolutionPlanBuilder::finish(*plan,
+                                 Candidate{choice.algorithm, CUDNN_STATUS_SUCCESS, choice.mathType,
+                                           CUDNN_DETERMINISTIC, bytes, -1.0f},
+                                 bytes, choice.fusedEpilogue);
   return plan;
 }
 
@@ -517,10 +589,10 @@ void convolution(const CudnnHandle& handle, const ConvolutionPlan& plan,
                                              d.filter.get(), tensors.weight, d.convolution.get(),
                                              algorithm, cudnnWorkspace, cudnnWorkspaceBytes, &zero,
                                              d.output.get(), tensors.out));
-    convolution_detail::launchBiasActivation(
-        params.type, params.layout, params.batch, params.outChannels,
-        shapeVolume(params.outSpatial), tensors.out, tensors.bias, tensors.residual,
-        params.activation, stream);
+    convolution_detail::launchBiasActivation(params.type, params.layout, params.batch,
+                                             params.outChannels, shapeVolume(params.outSpatial),
+                                             tensors.out, tensors.bias, tensors.residual,
+                                             params.activation, stream);
     return;
   }
   if (tensors.residual != nullptr) {
@@ -544,10 +616,9 @@ void convolution(const CudnnHandle& handle, const ConvolutionPlan& plan,
     convolution_detail::launchWindowCopy(copy, scratch, tensors.out, tensors.bias, stream);
     return;
   }
-  convolution_detail::launchBiasActivation(params.type, params.layout, params.batch,
-                                           params.outChannels, shapeVolume(params.outSpatial),
-                                           tensors.out, tensors.bias, nullptr, params.activation,
-                                           stream);
+  convolution_detail::launchBiasActivation(
+      params.type, params.layout, params.batch, params.outChannels, shapeVolume(params.outSpatial),
+      tensors.out, tensors.bias, nullptr, params.activation, stream);
 }
 
 const ConvolutionPlan& ConvolutionPlanCache::select(const CudnnHandle& handle,

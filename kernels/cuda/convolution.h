@@ -64,13 +64,18 @@ std::string describe(const ConvolutionParams& params);
 
 // The cuDNN algorithm a plan runs: a cudnnConvolutionFwdAlgo_t (forward) or
 // cudnnConvolutionBwdDataAlgo_t (transposed), the math type it runs with, the workspace cuDNN
-// needs for it, and the time autotune measured (negative when chosen by heuristics). An engine
-// stores `algorithm` and `mathType` to rebuild the same plan with ConvolutionPlan::create.
+// needs for it, the time autotune measured (negative when chosen by heuristics), and whether a
+// bias epilogue runs inside cuDNN's fused call (cudnnConvolutionBiasActivationForward) where
+// cuDNN offers one, or as Kiln's epilogue kernel after the convolution. cuDNN's fused call runs
+// its own kernels, which for some shapes are many times slower than the convolution's best
+// algorithm plus a separate epilogue: autotune times both. An engine stores this to rebuild the
+// same plan with ConvolutionPlan::create.
 struct ConvolutionAlgorithm {
   int algorithm = 0;
   cudnnMathType_t mathType = CUDNN_DEFAULT_MATH;
   size_t cudnnWorkspaceBytes = 0;
   float measuredMs = -1.0f;
+  bool fusedEpilogue = true;
 };
 
 // How a plan maps the params onto cuDNN's symmetric padding (computed without a GPU, exposed so
@@ -123,17 +128,18 @@ class ConvolutionPlan {
                                                  const ConvolutionParams& params,
                                                  size_t maxCudnnWorkspaceBytes = size_t{1} << 30);
   // The fastest algorithm as timed by cudnnFind*AlgorithmEx on the given buffers (out is
-  // overwritten), within the given workspace. Synchronizes the stream: for build time only.
+  // overwritten), within the given workspace; with a bias, the faster of cuDNN's fused epilogue
+  // and Kiln's, timed on the same buffers. Synchronizes the stream: for build time only.
   static std::unique_ptr<ConvolutionPlan> autotune(const CudnnHandle& handle,
                                                    const ConvolutionParams& params,
                                                    const ConvolutionTensors& tensors,
                                                    ConvolutionWorkspace workspace,
                                                    cudaStream_t stream);
-  // The plan that runs a given algorithm (one stored by an engine); throws CudaError when cuDNN
-  // does not support it for these params.
+  // The plan that runs a given algorithm, math type and epilogue choice (one stored by an
+  // engine); throws CudaError when cuDNN does not support it for these params.
   static std::unique_ptr<ConvolutionPlan> create(const CudnnHandle& handle,
-                                                 const ConvolutionParams& params, int algorithm,
-                                                 cudnnMathType_t mathType);
+                                                 const ConvolutionParams& params,
+                                                 const ConvolutionAlgorithm& choice);
 
   ~ConvolutionPlan();
   ConvolutionPlan(const ConvolutionPlan&) = delete;

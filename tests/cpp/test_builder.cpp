@@ -778,6 +778,56 @@ TEST(BuilderChannelsLast, LeavesFloat32AndThreeDimensionalConvolutionsAlone) {
   EXPECT_EQ(countLayers(network, LayerKind::kShuffle), 0u);
 }
 
+// fp16 x -> 1x1 conv (+ bias, + x as residual, ReLU) -> 1x1 conv with stride 2 -> 3x3 conv.
+TEST(BuilderPointwiseConvolutionGemm, OneByOneConvolutionsBecomeFullyConnected) {
+  Network network;
+  Tensor* x = network.addInput("x", DataType::kFloat32, {2, 6, 5, 4});
+  Tensor* half = network.addCast(x, DataType::kFloat16)->output(0);
+  auto constant = [&](Dims dims, float start, float step) {
+    const auto count = static_cast<size_t>(volume(dims));
+    Tensor* values = network.addConstant(floatWeights(dims, ramp(count, start, step)))->output(0);
+    return network.addCast(values, DataType::kFloat16)->output(0);
+  };
+  ConvolutionParams pointwise;
+  pointwise.outChannels = 6;
+  pointwise.kernel = {1, 1};
+  pointwise.activation = FusedActivation::kRelu;
+  Tensor* a = network
+                  .addLayer(pointwise, {half, constant({6, 6, 1, 1}, -0.4f, 0.03f),
+                                        constant({6}, 0.2f, -0.07f), half})
+                  ->output(0);
+  ConvolutionParams strided = pointwise;
+  strided.stride = {2, 2};
+  strided.activation = FusedActivation::kNone;
+  Tensor* b =
+      network.addLayer(strided, {a, constant({6, 6, 1, 1}, 0.3f, -0.02f), nullptr, nullptr})
+          ->output(0);
+  network.markOutput(
+      network.addCast(halfConv3x3(network, b, 6, 4, nullptr, 1.0f), DataType::kFloat32)->output(0));
+  network.markOutput(network.addCast(a, DataType::kFloat32)->output(0));
+  const std::vector<std::vector<float>> inputs = {ramp(2 * 6 * 5 * 4, -1.0f, 0.02f)};
+  const std::vector<std::vector<float>> before = evaluate(network, inputs);
+
+  convertConvolutionsToChannelsLast(network);
+  sinkLayoutTransposes(network);
+  convertPointwiseConvolutionsToFullyConnected(network);
+  foldConstants(network);
+  eliminateDeadLayers(network);
+
+  EXPECT_EQ(countLayers(network, LayerKind::kFullyConnected), 1u);
+  EXPECT_EQ(countLayers(network, LayerKind::kConvolution), 2u);  // strided 1x1 and 3x3 stay
+  for (size_t i = 0; i < network.numLayers(); ++i) {
+    const Layer* layer = network.layer(i);
+    if (layer->kind() != LayerKind::kFullyConnected) continue;
+    EXPECT_EQ(layer->paramsAs<FullyConnectedParams>().activation, FusedActivation::kRelu);
+    EXPECT_EQ(layer->input(1)->dims(), (Dims{6, 6}));
+    ASSERT_EQ(layer->inputs().size(), 4u);
+    EXPECT_NE(layer->input(3), nullptr);  // the residual
+  }
+  network.validate();
+  expectNear(evaluate(network, inputs), before, 2e-3f);
+}
+
 TEST(BuilderLayoutTransposeSinking, ComposesTransposesAndMovesThemPastElementwiseLayers) {
   Network network;
   Tensor* x = network.addInput("x", DataType::kFloat32, {2, 3, 4, 5});

@@ -575,8 +575,7 @@ void CudaRunner::State::runLayer(size_t index, const EngineLayer& layer, cudaStr
           if (found == convolutionPlans.end()) {
             std::unique_ptr<ck::ConvolutionPlan> plan;
             if (auto choice = weights->convolutionChoice(shape)) {
-              plan =
-                  ck::ConvolutionPlan::create(cudnn, params, choice->algorithm, choice->mathType);
+              plan = ck::ConvolutionPlan::create(cudnn, params, *choice);
             } else {
               // First sight of this shape: time cuDNN's algorithms on the real buffers.
               plan = ck::ConvolutionPlan::autotune(cudnn, params, tensors, convolutionWorkspace,
@@ -584,9 +583,10 @@ void CudaRunner::State::runLayer(size_t index, const EngineLayer& layer, cudaStr
               const ck::ConvolutionAlgorithm kept =
                   weights->rememberConvolutionChoice(shape, plan->algorithm());
               if (kept.algorithm != plan->algorithm().algorithm ||
-                  kept.mathType != plan->algorithm().mathType) {
+                  kept.mathType != plan->algorithm().mathType ||
+                  kept.fusedEpilogue != plan->algorithm().fusedEpilogue) {
                 // Another context timed this shape first; use its choice.
-                plan = ck::ConvolutionPlan::create(cudnn, params, kept.algorithm, kept.mathType);
+                plan = ck::ConvolutionPlan::create(cudnn, params, kept);
               }
             }
             found = convolutionPlans.emplace(shape, std::move(plan)).first;

@@ -691,11 +691,40 @@ TEST(CudaConvolution, PlanRebuiltFromItsAlgorithmGivesTheSameBits) {
     const std::unique_ptr<ConvolutionPlan> selected = ConvolutionPlan::select(sharedHandle(), p);
     launch(*selected, device, stream);
     const std::vector<uint8_t> first = device.out.download<uint8_t>();
-    const std::unique_ptr<ConvolutionPlan> rebuilt = ConvolutionPlan::create(
-        sharedHandle(), p, selected->algorithm().algorithm, selected->algorithm().mathType);
+    const std::unique_ptr<ConvolutionPlan> rebuilt =
+        ConvolutionPlan::create(sharedHandle(), p, selected->algorithm());
     EXPECT_EQ(rebuilt->workspaceSize(), selected->workspaceSize());
     launch(*rebuilt, device, stream);
     EXPECT_EQ(device.out.download<uint8_t>(), first) << c.name;
+  }
+}
+
+// Autotune picks cuDNN's fused bias + ReLU call or the convolution followed by Kiln's epilogue
+// kernel, whichever is faster: both must give the convolution's result.
+TEST(CudaConvolution, FusedAndKilnEpiloguesBothMatchCpu) {
+  KILN_SKIP_WITHOUT_GPU();
+  const ConvolutionCase c = forwardCases()[10];
+  ASSERT_EQ(c.name, "biasRelu");
+  uint32_t seed = 1200;
+  for (ScalarType type : kFloatTypes) {
+    for (TensorLayout layout : kLayouts) {
+      const ConvolutionParams p = paramsOf(c, type, layout);
+      const HostOperands operands = makeOperands(p, true, seed++);
+      const std::vector<float> expected = reference(p, operands);
+      Stream stream;
+      DeviceOperands device = upload(p, operands);
+      ConvolutionAlgorithm choice = ConvolutionPlan::select(sharedHandle(), p)->algorithm();
+      for (bool fused : {false, true}) {
+        choice.fusedEpilogue = fused;
+        const std::unique_ptr<ConvolutionPlan> plan =
+            ConvolutionPlan::create(sharedHandle(), p, choice);
+        if (!fused) {
+          EXPECT_FALSE(plan->fusesBias()) << describe(p);
+        }
+        launch(*plan, device, stream);
+        expectClose(p, downloadOut(p, device.out), expected, errorScale(p, operands));
+      }
+    }
   }
 }
 
