@@ -1,6 +1,5 @@
-// Indexing: select.int and slice.Tensor (basic indexing, x[:, 1], x[..., 2:5]), index_select and
-// embedding (Gather). torch.gather (per-element indices) has no Network layer and stays in
-// PyTorch.
+// Indexing: select.int and slice.Tensor (basic indexing, x[:, 1], x[..., 2:5]), index_select,
+// embedding and gather (Gather, along an axis or per element).
 #include <ATen/ATen.h>
 
 #include <limits>
@@ -11,9 +10,11 @@
 namespace kiln {
 namespace {
 
-Tensor* gather(ConversionContext& ctx, Tensor* data, Tensor* indices, int64_t axis) {
+Tensor* gather(ConversionContext& ctx, Tensor* data, Tensor* indices, int64_t axis,
+               GatherMode mode = GatherMode::kAxis) {
   GatherParams params;
   params.axis = axis;
+  params.mode = mode;
   Layer* layer = ctx.network().addGather(data, indices, params);
   ctx.nameLayer(layer);
   return layer->output(0);
@@ -106,19 +107,73 @@ std::string checkEmbedding(const NodeArgs& args) {
   return requireIndexDtype(args, "indices");
 }
 
+// torch.gather: the Gather layer's element mode takes indices with the data's dims off the axis,
+// so where the index is smaller there (torch allows it) the data is sliced to it first.
+void convertGather(ConversionContext& ctx, const NodeArgs& args) {
+  const int64_t rank = args.rank("self");
+  const int64_t axis = normalizeDim(args.getInt("dim"), rank);
+  const std::vector<SymInt>& dataShape = args.value("self").shape;
+  const std::vector<SymInt>& indexShape = args.value("index").shape;
+  SliceParams narrow;
+  for (int64_t d = 0; d < rank; ++d) {
+    const auto i = static_cast<size_t>(d);
+    if (d == axis || !dataShape[i].isStatic() || indexShape[i].max == dataShape[i].max) continue;
+    narrow.axes.push_back(d);
+    narrow.starts.push_back(0);
+    narrow.ends.push_back(indexShape[i].max);
+    narrow.steps.push_back(1);
+  }
+  Tensor* data = ctx.tensor(args, "self");
+  if (!narrow.axes.empty()) {
+    Layer* layer = ctx.network().addSlice(data, narrow);
+    ctx.nameLayer(layer);
+    data = layer->output(0);
+  }
+  ctx.setOutput(args, 0, gather(ctx, data, ctx.tensor(args, "index"), axis, GatherMode::kElement));
+}
+
+std::string checkGather(const NodeArgs& args) {
+  const int64_t rank = args.rank("self");
+  if (rank == 0) return "gather on a scalar";
+  if (args.rank("index") != rank) return "gather with an index of another rank than the input";
+  if (!args.isConstant("dim")) return "the gather dim depends on the input shapes";
+  const int64_t axis = normalizeDim(args.getInt("dim"), rank);
+  const std::vector<SymInt>& dataShape = args.value("self").shape;
+  const std::vector<SymInt>& indexShape = args.value("index").shape;
+  for (int64_t d = 0; d < rank; ++d) {
+    const auto i = static_cast<size_t>(d);
+    if (d == axis) continue;
+    const SymInt& data = dataShape[i];
+    const SymInt& index = indexShape[i];
+    if (data.isStatic() && index.isStatic()) {
+      if (index.max > data.max)
+        return concat("gather index dim ", d, " is larger than the input's");
+    } else if (data.symbol != index.symbol) {
+      return concat("gather index dim ", d, " may differ from the input's at run time");
+    }
+  }
+  return requireIndexDtype(args, "index");
+}
+
 }  // namespace
 
 void registerIndexingConverters(ConverterRegistry& registry) {
   registry.add({"aten::select.int(Tensor(a) self, int dim, SymInt index) -> Tensor(a)",
                 convertSelect, checkSelect});
-  registry.add({"aten::slice.Tensor(Tensor(a) self, int dim=0, SymInt? start=None, SymInt? "
-                "end=None, SymInt step=1) -> Tensor(a)",
-                convertSlice, checkSlice});
+  registry.add(
+      {"aten::slice.Tensor(Tensor(a) self, int dim=0, SymInt? start=None, SymInt? "
+       "end=None, SymInt step=1) -> Tensor(a)",
+       convertSlice, checkSlice});
   registry.add({"aten::index_select(Tensor self, int dim, Tensor index) -> Tensor",
                 convertIndexSelect, checkIndexSelect});
-  registry.add({"aten::embedding(Tensor weight, Tensor indices, SymInt padding_idx=-1, bool "
-                "scale_grad_by_freq=False, bool sparse=False) -> Tensor",
-                convertEmbedding, checkEmbedding});
+  registry.add(
+      {"aten::embedding(Tensor weight, Tensor indices, SymInt padding_idx=-1, bool "
+       "scale_grad_by_freq=False, bool sparse=False) -> Tensor",
+       convertEmbedding, checkEmbedding});
+  registry.add(
+      {"aten::gather(Tensor self, int dim, Tensor index, *, bool sparse_grad=False) -> "
+       "Tensor",
+       convertGather, checkGather});
 }
 
 }  // namespace kiln

@@ -360,13 +360,7 @@ void runGather(const GatherParams& p, const Inputs& in, const Outputs& out) {
   const TensorView& indices = requiredInput(in, 1, "indices");
   KILN_CHECK(indices.dtype == DataType::kInt32 || indices.dtype == DataType::kInt64,
              "gather indices must be int32 or int64, got ", toString(indices.dtype));
-  KILN_CHECK(!data.dims.empty(), "gather needs data of rank >= 1");
-  const int64_t axis = normalizeAxis(p.axis, data.dims.size(), "axis");
-  ck::GatherParams gather;
-  gather.outer = volume(Dims(data.dims.begin(), data.dims.begin() + axis));
-  gather.axisSize = data.dims[axis];
-  gather.inner = volume(Dims(data.dims.begin() + axis + 1, data.dims.end()));
-  gather.indexCount = volume(indices.dims);
+  auto gather = gatherGeometry<ck::GatherParams>(p, data.dims, indices.dims);
   gather.indexType = toKernelType(indices.dtype);
   ck::gather(gather, elementSize(data.dtype), data.data, indices.data, out[0].data);
 }

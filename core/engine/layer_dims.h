@@ -54,6 +54,30 @@ KernelParams convolutionGeometry(const LayerParams& p, const Dims& x, const Dims
   return geometry;
 }
 
+// A gather layer (params `p`, the dims of its data and indices) in a backend's kernel
+// parameters, the index type aside: both kernel families name these fields alike.
+template <typename KernelParams>
+KernelParams gatherGeometry(const GatherParams& p, const Dims& data, const Dims& indices) {
+  KILN_CHECK(!data.empty(), "gather needs data of rank >= 1");
+  const auto axis = static_cast<size_t>(normalizeAxis(p.axis, data.size(), "axis"));
+  KernelParams g;
+  g.outer = volume(Dims(data.begin(), data.begin() + static_cast<std::ptrdiff_t>(axis)));
+  g.axisSize = data[axis];
+  g.inner = volume(Dims(data.begin() + static_cast<std::ptrdiff_t>(axis) + 1, data.end()));
+  g.indexCount = volume(indices);
+  if (p.mode == GatherMode::kElement) {
+    bool sameDims = indices.size() == data.size();
+    for (size_t d = 0; sameDims && d < data.size(); ++d) {
+      sameDims = d == axis || indices[d] == data[d];
+    }
+    KILN_CHECK(sameDims, "an element gather along axis ", axis, " takes indices with the dims of ",
+               "the data ", toString(data), " except along the axis, got ", toString(indices));
+    g.indexCount = indices[axis];
+    g.perElement = true;
+  }
+  return g;
+}
+
 // Element offsets of the attention operands in their tensors (non-zero for views).
 struct AttentionOffsets {
   int64_t q = 0, k = 0, v = 0, out = 0;

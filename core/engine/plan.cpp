@@ -103,6 +103,11 @@ struct EnumLimit<NormalizationType> {
   static constexpr const char* kName = "normalization type";
 };
 template <>
+struct EnumLimit<GatherMode> {
+  static constexpr GatherMode kLast = GatherMode::kElement;
+  static constexpr const char* kName = "gather mode";
+};
+template <>
 struct EnumLimit<Backend> {
   static constexpr Backend kLast = Backend::kCuda;
   static constexpr const char* kName = "backend";

@@ -65,6 +65,16 @@ const char* toString(FusedActivation activation) {
   return "unknown";
 }
 
+const char* toString(GatherMode mode) {
+  switch (mode) {
+    case GatherMode::kAxis:
+      return "axis";
+    case GatherMode::kElement:
+      return "element";
+  }
+  return "unknown gather mode";
+}
+
 const char* toString(ElementwiseOp op) {
   switch (op) {
     case ElementwiseOp::kSum:

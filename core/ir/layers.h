@@ -293,14 +293,20 @@ struct SliceParams {
   }
 };
 
-// Inputs [data, indices (int32 or int64, negative indices count from the end)]:
-// out = data.dims[:axis] + indices.dims + data.dims[axis+1:] (torch.index_select / embedding
-// generalized to any indices rank; a rank-0 index removes the axis, like torch.select).
+// Inputs [data, indices (int32 or int64, negative indices count from the end)].
+//   kAxis:    out = data.dims[:axis] + indices.dims + data.dims[axis+1:] (torch.index_select /
+//             embedding generalized to any indices rank; a rank-0 index removes the axis, like
+//             torch.select).
+//   kElement: torch.gather: indices have data's rank and data's dims except along axis, out has
+//             the indices' dims, and out[p] = data[p with p[axis] = indices[p]].
+enum class GatherMode : uint8_t { kAxis, kElement };
+const char* toString(GatherMode mode);
 struct GatherParams {
   int64_t axis = 0;
+  GatherMode mode = GatherMode::kAxis;
   template <typename V>
   void fields(V&& v) {
-    v("axis", axis);
+    v("axis", axis), v("mode", mode);
   }
 };
 

@@ -590,6 +590,20 @@ std::vector<TensorType> inferGather(const GatherParams& p, const Inputs& inputs)
              toString(indices.dtype));
   KILN_CHECK(!data.dims.empty(), "gather needs data of rank >= 1, got a scalar");
   const int64_t axis = normalizeAxis(p.axis, data.dims.size(), "gather axis");
+  if (p.mode == GatherMode::kElement) {
+    KILN_CHECK(indices.dims.size() == data.dims.size(), "an element gather takes indices of the ",
+               "data's rank ", data.dims.size(), ", got ", toString(indices.dims));
+    Dims out = indices.dims;
+    for (size_t d = 0; d < out.size(); ++d) {
+      if (static_cast<int64_t>(d) == axis) continue;
+      KILN_CHECK(
+          !isKnown(data.dims[d]) || !isKnown(indices.dims[d]) || data.dims[d] == indices.dims[d],
+          "an element gather along axis ", axis, " takes indices ", toString(indices.dims),
+          " with the dims of the data ", toString(data.dims), " except along the axis");
+      if (!isKnown(out[d])) out[d] = data.dims[d];
+    }
+    return {{data.dtype, out}};
+  }
   Dims out(data.dims.begin(), data.dims.begin() + axis);
   out.insert(out.end(), indices.dims.begin(), indices.dims.end());
   out.insert(out.end(), data.dims.begin() + axis + 1, data.dims.end());

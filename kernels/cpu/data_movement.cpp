@@ -125,8 +125,8 @@ void concat(const std::vector<const void*>& inputs, const std::vector<Shape>& in
   }
 }
 
-void gather(const GatherParams& params, size_t elementSize, const void* data,
-            const void* indices, void* output) {
+void gather(const GatherParams& params, size_t elementSize, const void* data, const void* indices,
+            void* output) {
   const size_t rowBytes = static_cast<size_t>(params.inner) * elementSize;
   const auto* in = static_cast<const unsigned char*>(data);
   auto* out = static_cast<unsigned char*>(output);
@@ -134,18 +134,33 @@ void gather(const GatherParams& params, size_t elementSize, const void* data,
     throw std::invalid_argument(std::string("gather: indices must be int32 or int64, not ") +
                                 scalarName(params.indexType));
   }
+  auto indexAt = [&](int64_t position) {
+    const int64_t index = params.indexType == ScalarType::kInt32
+                              ? static_cast<const int32_t*>(indices)[position]
+                              : static_cast<const int64_t*>(indices)[position];
+    if (index < -params.axisSize || index >= params.axisSize) {
+      throw std::out_of_range("gather: index " + std::to_string(index) +
+                              " is out of range for a dim of size " +
+                              std::to_string(params.axisSize));
+    }
+    return index < 0 ? index + params.axisSize : index;
+  };
+  if (params.perElement) {
+    int64_t position = 0;
+    for (int64_t o = 0; o < params.outer; ++o) {
+      for (int64_t i = 0; i < params.indexCount; ++i) {
+        for (int64_t c = 0; c < params.inner; ++c, ++position) {
+          const int64_t source = (o * params.axisSize + indexAt(position)) * params.inner + c;
+          std::memcpy(out, in + source * static_cast<int64_t>(elementSize), elementSize);
+          out += elementSize;
+        }
+      }
+    }
+    return;
+  }
   for (int64_t o = 0; o < params.outer; ++o) {
     for (int64_t i = 0; i < params.indexCount; ++i) {
-      int64_t index = params.indexType == ScalarType::kInt32
-                          ? static_cast<const int32_t*>(indices)[i]
-                          : static_cast<const int64_t*>(indices)[i];
-      if (index < -params.axisSize || index >= params.axisSize) {
-        throw std::out_of_range("gather: index " + std::to_string(index) +
-                                " is out of range for a dim of size " +
-                                std::to_string(params.axisSize));
-      }
-      if (index < 0) index += params.axisSize;
-      std::memcpy(out, in + (o * params.axisSize + index) * rowBytes, rowBytes);
+      std::memcpy(out, in + (o * params.axisSize + indexAt(i)) * rowBytes, rowBytes);
       out += rowBytes;
     }
   }

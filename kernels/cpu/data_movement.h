@@ -29,16 +29,18 @@ void concat(const std::vector<const void*>& inputs, const std::vector<Shape>& in
             int64_t axis, size_t elementSize, void* output);
 
 // data viewed as (outer, axisSize, inner), indices (count) of int32 or int64, negative ones
-// counting from the end -> out (outer, count, inner). Throws std::out_of_range for an index
-// outside [-axisSize, axisSize).
+// counting from the end -> out (outer, count, inner). perElement: indices (outer, count, inner),
+// one for each output element (torch.gather): out[o, j, c] = data[o, indices[o, j, c], c].
+// Throws std::out_of_range for an index outside [-axisSize, axisSize).
 struct GatherParams {
   int64_t outer = 1;
   int64_t axisSize = 0;
   int64_t inner = 1;
   int64_t indexCount = 0;
   ScalarType indexType = ScalarType::kInt64;
+  bool perElement = false;
 };
-void gather(const GatherParams& params, size_t elementSize, const void* data,
-            const void* indices, void* output);
+void gather(const GatherParams& params, size_t elementSize, const void* data, const void* indices,
+            void* output);
 
 }  // namespace kiln::cpu_kernels

@@ -1,5 +1,7 @@
 #include "kernels/cuda/data_movement.h"
 
+#include <type_traits>
+
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -106,7 +108,8 @@ size_t widestUnit(std::initializer_list<uint64_t> values) {
 uint64_t address(const void* pointer) { return reinterpret_cast<uint64_t>(pointer); }
 
 int blocksFor(int64_t work, int64_t perBlock, int64_t maxBlocks = kMaxBlocks) {
-  return static_cast<int>(std::max<int64_t>(1, std::min(maxBlocks, (work + perBlock - 1) / perBlock)));
+  return static_cast<int>(
+      std::max<int64_t>(1, std::min(maxBlocks, (work + perBlock - 1) / perBlock)));
 }
 
 void checkElementSize(size_t elementSize, const char* kernel) {
@@ -166,7 +169,7 @@ struct TiledTransposeArgs {
 };
 
 template <typename Unit, typename Index>
-__global__ void __launch_bounds__(kTile * kTileRows)
+__global__ void __launch_bounds__(kTile* kTileRows)
     tiledTransposeKernel(const Unit* __restrict__ in, Unit* __restrict__ out,
                          TiledTransposeArgs<Index> args) {
   // One padding column keeps the transposed reads of the tile off a single bank.
@@ -213,15 +216,16 @@ __global__ void __launch_bounds__(kTile * kTileRows)
 // Fills the dense output (dims) from input + offset with per-dim input strides, all in
 // elements. Size-1 dims are dropped, dims contiguous in both tensors are merged, and the
 // innermost contiguous run is moved in the widest aligned accesses.
-void stridedCopy(const void* input, int64_t offset, Shape inStrides, Shape dims,
-                 size_t elementSize, void* output, cudaStream_t stream) {
+void stridedCopy(const void* input, int64_t offset, Shape inStrides, Shape dims, size_t elementSize,
+                 void* output, cudaStream_t stream) {
   Shape mergedDims;
   Shape mergedStrides;
   // Bytes from here on: a trailing dim of elementSize bytes lets merging and vectorizing treat
   // element size like any other contiguous run.
   dims.push_back(static_cast<int64_t>(elementSize));
   inStrides.push_back(1);
-  for (size_t i = 0; i + 1 < inStrides.size(); ++i) inStrides[i] *= static_cast<int64_t>(elementSize);
+  for (size_t i = 0; i + 1 < inStrides.size(); ++i)
+    inStrides[i] *= static_cast<int64_t>(elementSize);
   offset *= static_cast<int64_t>(elementSize);
   for (size_t i = 0; i < dims.size(); ++i) {
     if (dims[i] == 0) return;
@@ -241,7 +245,8 @@ void stridedCopy(const void* input, int64_t offset, Shape inStrides, Shape dims,
 
   // The unit divides the contiguous run, every other stride, the offset and both addresses.
   uint64_t strideBits = 0;
-  for (size_t i = 0; i + 1 < mergedStrides.size(); ++i) strideBits |= static_cast<uint64_t>(mergedStrides[i]);
+  for (size_t i = 0; i + 1 < mergedStrides.size(); ++i)
+    strideBits |= static_cast<uint64_t>(mergedStrides[i]);
   const size_t unit = widestUnit({static_cast<uint64_t>(mergedDims.back()), strideBits,
                                   static_cast<uint64_t>(offset), address(input), address(output)});
   const int64_t wide = static_cast<int64_t>(unit);
@@ -266,8 +271,8 @@ void stridedCopy(const void* input, int64_t offset, Shape inStrides, Shape dims,
   }
   if (rank > kMaxRank) {
     throw std::invalid_argument("data movement: the copy has " + std::to_string(rank) +
-                                " dims that cannot be merged; at most " +
-                                std::to_string(kMaxRank) + " are supported");
+                                " dims that cannot be merged; at most " + std::to_string(kMaxRank) +
+                                " are supported");
   }
 
   int rowDim = -1;
@@ -275,8 +280,7 @@ void stridedCopy(const void* input, int64_t offset, Shape inStrides, Shape dims,
     if (mergedStrides[d] == 1) rowDim = d;
   }
   const bool tiled = rowDim >= 0 && mergedStrides[rank - 1] != 1 &&
-                     mergedDims[rowDim] >= kMinTiledDim &&
-                     mergedDims[rank - 1] >= kMinTiledDim;
+                     mergedDims[rowDim] >= kMinTiledDim && mergedDims[rank - 1] >= kMinTiledDim;
   visitUnit(unit, [&](auto unitTag) {
     using Unit = typename decltype(unitTag)::type;
     const auto* inUnits = static_cast<const Unit*>(input);
@@ -303,7 +307,8 @@ void stridedCopy(const void* input, int64_t offset, Shape inStrides, Shape dims,
         const int64_t tileRows = (mergedDims[rowDim] + kTile - 1) / kTile;
         args.tileCols = Divider<Index>(tileCols);
         args.tileRows = Divider<Index>(tileRows);
-        const int64_t tiles = count / (mergedDims[rowDim] * mergedDims[rank - 1]) * tileRows * tileCols;
+        const int64_t tiles =
+            count / (mergedDims[rowDim] * mergedDims[rank - 1]) * tileRows * tileCols;
         args.tileCount = static_cast<Index>(tiles);
         tiledTransposeKernel<Unit, Index>
             <<<blocksFor(tiles, 1), dim3(kTile, kTileRows), 0, stream>>>(inUnits, outUnits, args);
@@ -381,13 +386,14 @@ struct GatherArgs {
   Divider<Index> inner;       // units per gathered row
   Divider<Index> indexCount;  // indices per outer slice
   int64_t axisSize = 0;
-  Index count = 0;            // output units
+  Index count = 0;  // output units
 };
 
-template <typename Unit, typename IndexValue, typename Index>
+// kPerElement: one index for each output unit (a unit is then one element), at the unit's own
+// position; otherwise one index for each row of `inner` units.
+template <typename Unit, typename IndexValue, typename Index, bool kPerElement>
 __global__ void gatherKernel(const Unit* __restrict__ data, const IndexValue* __restrict__ indices,
-                             Unit* __restrict__ out, GatherArgs<Index> args,
-                             GatherStatus* status) {
+                             Unit* __restrict__ out, GatherArgs<Index> args, GatherStatus* status) {
   const Index step = static_cast<Index>(gridDim.x) * blockDim.x;
   for (Index i = static_cast<Index>(blockIdx.x) * blockDim.x + threadIdx.x; i < args.count;
        i += step) {
@@ -395,7 +401,7 @@ __global__ void gatherKernel(const Unit* __restrict__ data, const IndexValue* __
     const Index col = i - row * args.inner.divisor;
     const Index outerIndex = args.indexCount.div(row);
     const Index position = row - outerIndex * args.indexCount.divisor;
-    const int64_t given = static_cast<int64_t>(indices[position]);
+    const int64_t given = static_cast<int64_t>(indices[kPerElement ? i : position]);
     const int64_t index = given < 0 ? given + args.axisSize : given;
     if (index < 0 || index >= args.axisSize) {
       out[i] = Unit{};
@@ -405,8 +411,10 @@ __global__ void gatherKernel(const Unit* __restrict__ data, const IndexValue* __
       }
       continue;
     }
-    const Index source = (outerIndex * static_cast<Index>(args.axisSize) + static_cast<Index>(index)) *
-                             args.inner.divisor + col;
+    const Index source =
+        (outerIndex * static_cast<Index>(args.axisSize) + static_cast<Index>(index)) *
+            args.inner.divisor +
+        col;
     out[i] = data[source];
   }
 }
@@ -464,12 +472,12 @@ void shuffle(const ShuffleParams& params, size_t elementSize, const void* input,
     return;
   }
   if (workspace == nullptr && volume > 0) {
-    throw std::invalid_argument("shuffle: two transposes need shuffleWorkspaceSize() bytes of "
-                                "workspace; none was given");
+    throw std::invalid_argument(
+        "shuffle: two transposes need shuffleWorkspaceSize() bytes of "
+        "workspace; none was given");
   }
   transpose(input, params.inShape, params.firstPermutation, elementSize, workspace, stream);
-  transpose(workspace, params.reshapedShape, params.secondPermutation, elementSize, output,
-            stream);
+  transpose(workspace, params.reshapedShape, params.secondPermutation, elementSize, output, stream);
 }
 
 void slice(const SliceParams& params, size_t elementSize, const void* input, void* output,
@@ -478,8 +486,9 @@ void slice(const SliceParams& params, size_t elementSize, const void* input, voi
   const size_t rank = params.inShape.size();
   if (params.starts.size() != rank || params.steps.size() != rank ||
       params.outShape.size() != rank) {
-    throw std::invalid_argument("slice: starts, steps and the output shape need one entry per "
-                                "input dim");
+    throw std::invalid_argument(
+        "slice: starts, steps and the output shape need one entry per "
+        "input dim");
   }
   Shape strides(rank, 1);
   for (size_t d = rank; d-- > 1;) strides[d - 1] = strides[d] * params.inShape[d];
@@ -489,12 +498,11 @@ void slice(const SliceParams& params, size_t elementSize, const void* input, voi
     if (params.outShape[i] > 0) {
       if (params.steps[i] <= 0 || params.starts[i] < 0 ||
           params.starts[i] + (params.outShape[i] - 1) * params.steps[i] >= params.inShape[i]) {
-        throw std::invalid_argument("slice: dim " + std::to_string(i) + " (start " +
-                                    std::to_string(params.starts[i]) + ", step " +
-                                    std::to_string(params.steps[i]) + ", " +
-                                    std::to_string(params.outShape[i]) +
-                                    " elements) reaches outside the input dim of " +
-                                    std::to_string(params.inShape[i]));
+        throw std::invalid_argument(
+            "slice: dim " + std::to_string(i) + " (start " + std::to_string(params.starts[i]) +
+            ", step " + std::to_string(params.steps[i]) + ", " +
+            std::to_string(params.outShape[i]) + " elements) reaches outside the input dim of " +
+            std::to_string(params.inShape[i]));
       }
       offset += params.starts[i] * strides[i];
     }
@@ -572,8 +580,8 @@ void concat(const std::vector<const void*>& inputs, const std::vector<Shape>& in
   });
 }
 
-void gather(const GatherParams& params, size_t elementSize, const void* data,
-            const void* indices, void* output, GatherStatus* status, cudaStream_t stream) {
+void gather(const GatherParams& params, size_t elementSize, const void* data, const void* indices,
+            void* output, GatherStatus* status, cudaStream_t stream) {
   checkElementSize(elementSize, "gather");
   if (params.indexType != ScalarType::kInt32 && params.indexType != ScalarType::kInt64) {
     throw std::invalid_argument(std::string("gather: indices must be int32 or int64, not ") +
@@ -585,7 +593,11 @@ void gather(const GatherParams& params, size_t elementSize, const void* data,
   const int64_t rowBytes = params.inner * static_cast<int64_t>(elementSize);
   const int64_t outBytes = params.outer * params.indexCount * rowBytes;
   if (outBytes == 0) return;
-  const size_t unit = widestUnit({static_cast<uint64_t>(rowBytes), address(data), address(output)});
+  // Per-element indices address single elements: no wider units.
+  const size_t unit =
+      params.perElement
+          ? elementSize
+          : widestUnit({static_cast<uint64_t>(rowBytes), address(data), address(output)});
   const int64_t wide = static_cast<int64_t>(unit);
   const int64_t innerUnits = rowBytes / wide;
   const int64_t count = outBytes / wide;
@@ -601,14 +613,24 @@ void gather(const GatherParams& params, size_t elementSize, const void* data,
       args.axisSize = params.axisSize;
       args.count = static_cast<Index>(count);
       const int blocks = blocksFor(count, kThreads);
-      if (params.indexType == ScalarType::kInt32) {
-        gatherKernel<Unit, int32_t, Index><<<blocks, kThreads, 0, stream>>>(
-            static_cast<const Unit*>(data), static_cast<const int32_t*>(indices),
-            static_cast<Unit*>(output), args, status);
+      auto launch = [&](auto indexValueTag, auto perElementTag) {
+        using IndexValue = typename decltype(indexValueTag)::type;
+        gatherKernel<Unit, IndexValue, Index, decltype(perElementTag)::value>
+            <<<blocks, kThreads, 0, stream>>>(static_cast<const Unit*>(data),
+                                              static_cast<const IndexValue*>(indices),
+                                              static_cast<Unit*>(output), args, status);
+      };
+      auto withIndexType = [&](auto perElementTag) {
+        if (params.indexType == ScalarType::kInt32) {
+          launch(TypeTag<int32_t>{}, perElementTag);
+        } else {
+          launch(TypeTag<int64_t>{}, perElementTag);
+        }
+      };
+      if (params.perElement) {
+        withIndexType(std::true_type{});
       } else {
-        gatherKernel<Unit, int64_t, Index><<<blocks, kThreads, 0, stream>>>(
-            static_cast<const Unit*>(data), static_cast<const int64_t*>(indices),
-            static_cast<Unit*>(output), args, status);
+        withIndexType(std::false_type{});
       }
     });
   });
@@ -618,8 +640,7 @@ void gather(const GatherParams& params, size_t elementSize, const void* data,
 void throwIfGatherFailed(const GatherStatus& status, const GatherParams& params) {
   if (status.outOfRange == 0) return;
   throw std::out_of_range("gather: index " + std::to_string(status.badIndex) +
-                          " is out of range for a dim of size " +
-                          std::to_string(params.axisSize));
+                          " is out of range for a dim of size " + std::to_string(params.axisSize));
 }
 
 }  // namespace kiln::cuda_kernels

@@ -53,13 +53,15 @@ void concat(const std::vector<const void*>& inputs, const std::vector<Shape>& in
             int64_t axis, size_t elementSize, void* output, cudaStream_t stream);
 
 // data viewed as (outer, axisSize, inner), indices (count) of int32 or int64, negative ones
-// counting from the end -> out (outer, count, inner).
+// counting from the end -> out (outer, count, inner). perElement: indices (outer, count, inner),
+// one for each output element (torch.gather): out[o, j, c] = data[o, indices[o, j, c], c].
 struct GatherParams {
   int64_t outer = 1;
   int64_t axisSize = 0;
   int64_t inner = 1;
   int64_t indexCount = 0;
   ScalarType indexType = ScalarType::kInt64;
+  bool perElement = false;
 };
 
 // Where the GPU reports an index outside [-axisSize, axisSize): the CPU reference throws
@@ -73,8 +75,8 @@ struct GatherStatus {
   int64_t badIndex = 0;
 };
 // `status` may be null: out-of-range rows are then zero-filled and not reported.
-void gather(const GatherParams& params, size_t elementSize, const void* data,
-            const void* indices, void* output, GatherStatus* status, cudaStream_t stream);
+void gather(const GatherParams& params, size_t elementSize, const void* data, const void* indices,
+            void* output, GatherStatus* status, cudaStream_t stream);
 // Throws std::out_of_range with the CPU reference's message when `status` (a host copy) holds a
 // failure.
 void throwIfGatherFailed(const GatherStatus& status, const GatherParams& params);

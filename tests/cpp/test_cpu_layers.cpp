@@ -219,8 +219,10 @@ void checkConvolution(const ConvCase& c, bool withBias) {
   wDims.insert(wDims.end(), c.kernel.begin(), c.kernel.end());
   Dims out;
   for (size_t d = 0; d < rank; ++d) {
-    out.push_back((c.in[d] + c.prePadding[d] + c.postPadding[d] - c.dilation[d] * (c.kernel[d] - 1) -
-                   1) / c.stride[d] + 1);
+    out.push_back(
+        (c.in[d] + c.prePadding[d] + c.postPadding[d] - c.dilation[d] * (c.kernel[d] - 1) - 1) /
+            c.stride[d] +
+        1);
   }
   const HostTensor x = randomTensor(xDims, 1);
   const HostTensor w = randomTensor(wDims, 2);
@@ -268,14 +270,12 @@ TEST(CpuLayers, Convolution2DDepthwise) {
 }
 
 TEST(CpuLayers, Convolution3D) {
-  checkConvolution({1, 4, 4, 2, {5, 6, 7}, {2, 3, 3}, {1, 2, 1}, {1, 1, 0}, {0, 1, 2}, {2, 1, 1},
-                    {}},
-                   true);
+  checkConvolution(
+      {1, 4, 4, 2, {5, 6, 7}, {2, 3, 3}, {1, 2, 1}, {1, 1, 0}, {0, 1, 2}, {2, 1, 1}, {}}, true);
 }
 
 std::vector<float> referenceDeconvolution(const ConvCase& c, const Dims& out,
-                                          const std::vector<float>& x,
-                                          const std::vector<float>& w,
+                                          const std::vector<float>& x, const std::vector<float>& w,
                                           const std::vector<float>& bias) {
   const int64_t groupIn = c.inChannels / c.groups;
   const int64_t groupOut = c.outChannels / c.groups;
@@ -302,7 +302,8 @@ std::vector<float> referenceDeconvolution(const ConvCase& c, const Dims& out,
             }
             const int64_t k = group * groupOut + ko;
             result[(n * c.outChannels + k) * outVolume + flatIndex(o, out)] +=
-                double(value) * w[(channel * groupOut + ko) * kernelVolume + flatIndex(t, c.kernel)];
+                double(value) *
+                w[(channel * groupOut + ko) * kernelVolume + flatIndex(t, c.kernel)];
           });
         }
       });
@@ -340,10 +341,10 @@ void checkDeconvolution(const ConvCase& c) {
   Dims expectedDims = {c.batch, c.outChannels};
   expectedDims.insert(expectedDims.end(), out.begin(), out.end());
   ASSERT_EQ(y.dims, expectedDims);
-  expectAllNear(y.values<float>(),
-                referenceDeconvolution(c, out, x.values<float>(), w.values<float>(),
-                                       bias.values<float>()),
-                1e-4f);
+  expectAllNear(
+      y.values<float>(),
+      referenceDeconvolution(c, out, x.values<float>(), w.values<float>(), bias.values<float>()),
+      1e-4f);
 }
 
 TEST(CpuLayers, Deconvolution1D) {
@@ -358,8 +359,8 @@ TEST(CpuLayers, Deconvolution2DGroupsStridePaddingDilation) {
 
 // Reference for (..., M, K) x (..., K, N) with broadcast batch dims and transposes.
 std::vector<float> referenceMatMul(const Dims& aDims, const std::vector<float>& a,
-                                   const Dims& bDims, const std::vector<float>& b, bool ta,
-                                   bool tb, Dims* outDims) {
+                                   const Dims& bDims, const std::vector<float>& b, bool ta, bool tb,
+                                   Dims* outDims) {
   const size_t rank = std::max(aDims.size(), bDims.size());
   Dims aFull(rank - aDims.size(), 1);
   aFull.insert(aFull.end(), aDims.begin(), aDims.end());
@@ -423,7 +424,7 @@ TEST(CpuLayers, MatMulPlainAndTransposed) {
 
 TEST(CpuLayers, MatMulBroadcastBatch) {
   checkMatMul({2, 1, 4, 5}, {3, 5, 6}, false, false);
-  checkMatMul({3, 4, 5}, {5, 6}, false, false);   // b shared by every batch
+  checkMatMul({3, 4, 5}, {5, 6}, false, false);     // b shared by every batch
   checkMatMul({4, 5}, {2, 3, 5, 6}, false, false);  // a shared by every batch
   checkMatMul({2, 5, 4}, {1, 6, 5}, true, true);
 }
@@ -440,9 +441,8 @@ TEST(CpuLayers, FullyConnected) {
     });
     ASSERT_EQ(y.dims, (Dims{2, 3, 4}));
     Dims unused;
-    std::vector<float> expected =
-        referenceMatMul({6, 10}, x.values<float>(), {4, 10}, w.values<float>(), false, true,
-                        &unused);
+    std::vector<float> expected = referenceMatMul({6, 10}, x.values<float>(), {4, 10},
+                                                  w.values<float>(), false, true, &unused);
     if (withBias) {
       for (size_t i = 0; i < expected.size(); ++i) expected[i] += bias.values<float>()[i % 4];
     }
@@ -545,22 +545,22 @@ TEST(CpuLayers, ElementwiseFloatEveryOpWithBroadcasting) {
 TEST(CpuLayers, ElementwiseFloatComparisonsGiveBool) {
   const std::vector<float> a = {1, 2, 3, 4, 5, 6};
   const std::vector<float> b = {2, 5};
-  const HostTensor less = runElementwise(DataType::kFloat32, {2, 3}, a, {2, 1}, b,
-                                         ElementwiseOp::kLess);
+  const HostTensor less =
+      runElementwise(DataType::kFloat32, {2, 3}, a, {2, 1}, b, ElementwiseOp::kLess);
   EXPECT_EQ(less.dtype, DataType::kBool);
   EXPECT_EQ(less.values<uint8_t>(), (std::vector<uint8_t>{1, 0, 0, 1, 0, 0}));
-  const HostTensor greater = runElementwise(DataType::kFloat32, {2, 3}, a, {2, 1}, b,
-                                            ElementwiseOp::kGreater);
+  const HostTensor greater =
+      runElementwise(DataType::kFloat32, {2, 3}, a, {2, 1}, b, ElementwiseOp::kGreater);
   EXPECT_EQ(greater.values<uint8_t>(), (std::vector<uint8_t>{0, 0, 1, 0, 0, 1}));
-  const HostTensor equal = runElementwise(DataType::kFloat32, {2, 3}, a, {2, 1}, b,
-                                          ElementwiseOp::kEqual);
+  const HostTensor equal =
+      runElementwise(DataType::kFloat32, {2, 3}, a, {2, 1}, b, ElementwiseOp::kEqual);
   EXPECT_EQ(equal.values<uint8_t>(), (std::vector<uint8_t>{0, 1, 0, 0, 1, 0}));
 }
 
 TEST(CpuLayers, ElementwiseFloatMaxPropagatesNan) {
   const float nan = std::numeric_limits<float>::quiet_NaN();
-  const HostTensor y = runElementwise(DataType::kFloat32, {3}, std::vector<float>{nan, 1, 2},
-                                      {3}, std::vector<float>{0, nan, 1}, ElementwiseOp::kMax);
+  const HostTensor y = runElementwise(DataType::kFloat32, {3}, std::vector<float>{nan, 1, 2}, {3},
+                                      std::vector<float>{0, nan, 1}, ElementwiseOp::kMax);
   const std::vector<float> values = y.values<float>();
   EXPECT_TRUE(std::isnan(values[0]));
   EXPECT_TRUE(std::isnan(values[1]));
@@ -572,9 +572,7 @@ void checkIntegerElementwise(DataType dtype) {
   // a (2, 3) against b (3): integer semantics of every op.
   const std::vector<T> a = {7, -7, 6, 5, 0, -9};
   const std::vector<T> b = {2, 3, -4};
-  auto run = [&](ElementwiseOp op) {
-    return runElementwise(dtype, {2, 3}, a, {3}, b, op);
-  };
+  auto run = [&](ElementwiseOp op) { return runElementwise(dtype, {2, 3}, a, {3}, b, op); };
   EXPECT_EQ(run(ElementwiseOp::kSum).template values<T>(), (std::vector<T>{9, -4, 2, 7, 3, -13}));
   EXPECT_EQ(run(ElementwiseOp::kSub).template values<T>(), (std::vector<T>{5, -10, 10, 3, -3, -5}));
   EXPECT_EQ(run(ElementwiseOp::kProd).template values<T>(),
@@ -621,9 +619,10 @@ TEST(CpuLayers, ElementwiseBool) {
   const HostTensor a = bools({4}, {0, 0, 1, 1});
   const HostTensor b = bools({4}, {0, 1, 0, 1});
   auto run = [&](ElementwiseOp op) {
-    return runLayer({a, b}, [&](Network& net, const std::vector<Tensor*>& in) {
-             return net.addElementwise(in[0], in[1], op)->output(0);
-           })
+    return runLayer({a, b},
+                    [&](Network& net, const std::vector<Tensor*>& in) {
+                      return net.addElementwise(in[0], in[1], op)->output(0);
+                    })
         .values<uint8_t>();
   };
   EXPECT_EQ(run(ElementwiseOp::kAnd), (std::vector<uint8_t>{0, 0, 0, 1}));
@@ -681,10 +680,8 @@ TEST(CpuLayers, UnaryFloatEveryOp) {
 TEST(CpuLayers, UnaryIntegerAndBool) {
   const HostTensor ints = tensorOf(DataType::kInt32, {4}, std::vector<int32_t>{-3, 0, 5, -1});
   EXPECT_EQ(runUnary(ints, UnaryOp::kAbs).values<int32_t>(), (std::vector<int32_t>{3, 0, 5, 1}));
-  EXPECT_EQ(runUnary(ints, UnaryOp::kNeg).values<int32_t>(),
-            (std::vector<int32_t>{3, 0, -5, 1}));
-  EXPECT_EQ(runUnary(ints, UnaryOp::kSign).values<int32_t>(),
-            (std::vector<int32_t>{-1, 0, 1, -1}));
+  EXPECT_EQ(runUnary(ints, UnaryOp::kNeg).values<int32_t>(), (std::vector<int32_t>{3, 0, -5, 1}));
+  EXPECT_EQ(runUnary(ints, UnaryOp::kSign).values<int32_t>(), (std::vector<int32_t>{-1, 0, 1, -1}));
   const HostTensor longs = tensorOf(DataType::kInt64, {2}, std::vector<int64_t>{-4, 9});
   EXPECT_EQ(runUnary(longs, UnaryOp::kAbs).values<int64_t>(), (std::vector<int64_t>{4, 9}));
   EXPECT_EQ(runUnary(bools({3}, {1, 0, 1}), UnaryOp::kNot).values<uint8_t>(),
@@ -708,9 +705,7 @@ TEST(CpuLayers, ActivationEveryType) {
       {{ActivationType::kLeakyRelu, 0.1}, [](float v) { return v > 0 ? v : 0.1f * v; }},
       {{ActivationType::kElu, 0.7}, [](float v) { return v > 0 ? v : 0.7f * std::expm1(v); }},
       {{ActivationType::kSelu},
-       [&](float v) {
-         return float(seluScale * (v > 0 ? v : seluAlpha * std::expm1(double(v))));
-       }},
+       [&](float v) { return float(seluScale * (v > 0 ? v : seluAlpha * std::expm1(double(v)))); }},
       {{ActivationType::kSoftplus, 2.0, 10.0},
        [](float v) { return 2.0f * v > 10.0f ? v : std::log1p(std::exp(2.0f * v)) / 2.0f; }},
       {{ActivationType::kClip, -1.0, 2.5},
@@ -723,7 +718,8 @@ TEST(CpuLayers, ActivationEveryType) {
        [](float v) { return float(0.5 * v * (1.0 + std::erf(v / std::sqrt(2.0)))); }},
       {{ActivationType::kGeluTanh},
        [](float v) {
-         const double inner = std::sqrt(2.0 / 3.14159265358979323846) * (v + 0.044715 * double(v) * v * v);
+         const double inner =
+             std::sqrt(2.0 / 3.14159265358979323846) * (v + 0.044715 * double(v) * v * v);
          return float(0.5 * v * (1.0 + std::tanh(inner)));
        }},
       {{ActivationType::kSilu}, [](float v) { return v * sigmoid(v); }},
@@ -732,9 +728,10 @@ TEST(CpuLayers, ActivationEveryType) {
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(toString(c.params.type));
-    const HostTensor y = runLayer({floats({9}, x)}, [&](Network& net, const std::vector<Tensor*>& in) {
-      return net.addActivation(in[0], c.params)->output(0);
-    });
+    const HostTensor y =
+        runLayer({floats({9}, x)}, [&](Network& net, const std::vector<Tensor*>& in) {
+          return net.addActivation(in[0], c.params)->output(0);
+        });
     std::vector<float> expected;
     for (float v : x) expected.push_back(c.reference(v));
     expectAllNear(y.values<float>(), expected, 1e-5f);
@@ -768,8 +765,7 @@ TEST(CpuLayers, ActivationReluAndClipOnIntegers) {
     run(longs, {ActivationType::kSigmoid});
     FAIL() << "expected an error";
   } catch (const Error& error) {
-    EXPECT_NE(std::string(error.what()).find("cast to float32"), std::string::npos)
-        << error.what();
+    EXPECT_NE(std::string(error.what()).find("cast to float32"), std::string::npos) << error.what();
   }
 }
 
@@ -777,8 +773,7 @@ TEST(CpuLayers, ActivationReluAndClipOnIntegers) {
 
 // Reference 2-D pooling over windows that may reach into padding and, in ceil mode, past it.
 std::vector<float> referencePool2D(const std::vector<float>& x, int64_t planes, int64_t h,
-                                   int64_t w, const PoolingParams& p, int64_t outH,
-                                   int64_t outW) {
+                                   int64_t w, const PoolingParams& p, int64_t outH, int64_t outW) {
   std::vector<float> out;
   for (int64_t plane = 0; plane < planes; ++plane) {
     for (int64_t oh = 0; oh < outH; ++oh) {
@@ -999,9 +994,10 @@ TEST(CpuLayers, ReduceEveryOpAxesAndKeepDims) {
 TEST(CpuLayers, ReduceInt32) {
   const HostTensor x = tensorOf(DataType::kInt32, {2, 3}, std::vector<int32_t>{1, -2, 3, 4, 5, 6});
   auto run = [&](ReduceOp op) {
-    return runLayer({x}, [&](Network& net, const std::vector<Tensor*>& in) {
-             return net.addReduce(in[0], {op, {1}, false})->output(0);
-           })
+    return runLayer({x},
+                    [&](Network& net, const std::vector<Tensor*>& in) {
+                      return net.addReduce(in[0], {op, {1}, false})->output(0);
+                    })
         .values<int32_t>();
   };
   EXPECT_EQ(run(ReduceOp::kSum), (std::vector<int32_t>{2, 15}));
@@ -1204,23 +1200,24 @@ TEST(CpuLayers, SliceNegativeStartsStepsAndEnds) {
   clamped.starts = {-100};
   clamped.ends = {2};
   clamped.steps = {1};
-  const HostTensor z = runLayer({tensorOf(DataType::kInt32, {2, 3}, std::vector<int32_t>{1, 2, 3, 4, 5, 6})},
-                                [&](Network& net, const std::vector<Tensor*>& in) {
-                                  return net.addSlice(in[0], clamped)->output(0);
-                                });
+  const HostTensor z =
+      runLayer({tensorOf(DataType::kInt32, {2, 3}, std::vector<int32_t>{1, 2, 3, 4, 5, 6})},
+               [&](Network& net, const std::vector<Tensor*>& in) {
+                 return net.addSlice(in[0], clamped)->output(0);
+               });
   EXPECT_EQ(z.dims, (Dims{2, 2}));
   EXPECT_EQ(z.values<int32_t>(), (std::vector<int32_t>{1, 2, 4, 5}));
 }
 
 TEST(CpuLayers, GatherInt32AndInt64IndicesWithNegatives) {
   const HostTensor data = floats({3, 4}, iota(12));
-  const HostTensor indices32 = tensorOf(DataType::kInt32, {2, 2}, std::vector<int32_t>{2, -1, 0, -4});
+  const HostTensor indices32 =
+      tensorOf(DataType::kInt32, {2, 2}, std::vector<int32_t>{2, -1, 0, -4});
   HostTensor y = runLayer({data, indices32}, [&](Network& net, const std::vector<Tensor*>& in) {
     return net.addGather(in[0], in[1], {1})->output(0);
   });
   EXPECT_EQ(y.dims, (Dims{3, 2, 2}));
-  EXPECT_EQ(y.values<float>(),
-            (std::vector<float>{2, 3, 0, 0, 6, 7, 4, 4, 10, 11, 8, 8}));
+  EXPECT_EQ(y.values<float>(), (std::vector<float>{2, 3, 0, 0, 6, 7, 4, 4, 10, 11, 8, 8}));
 
   const HostTensor indices64 = tensorOf(DataType::kInt64, {3}, std::vector<int64_t>{-1, 0, 1});
   y = runLayer({data, indices64}, [&](Network& net, const std::vector<Tensor*>& in) {
@@ -1236,6 +1233,27 @@ TEST(CpuLayers, GatherInt32AndInt64IndicesWithNegatives) {
   });
   EXPECT_EQ(y.dims, (Dims{3}));
   EXPECT_EQ(y.values<float>(), (std::vector<float>{2, 6, 10}));
+}
+
+TEST(CpuLayers, ElementGatherTakesAnIndexPerOutputElement) {
+  const HostTensor data = floats({3, 4}, iota(12));
+  const GatherParams alongColumns{1, GatherMode::kElement};
+  const HostTensor columns =
+      tensorOf(DataType::kInt64, {3, 2}, std::vector<int64_t>{3, 0, -1, 1, 2, 2});
+  HostTensor y = runLayer({data, columns}, [&](Network& net, const std::vector<Tensor*>& in) {
+    return net.addGather(in[0], in[1], alongColumns)->output(0);
+  });
+  EXPECT_EQ(y.dims, (Dims{3, 2}));
+  EXPECT_EQ(y.values<float>(), (std::vector<float>{3, 0, 7, 5, 10, 10}));
+
+  const GatherParams alongRows{0, GatherMode::kElement};
+  const HostTensor rows =
+      tensorOf(DataType::kInt32, {2, 4}, std::vector<int32_t>{2, 0, 1, -1, 0, 0, 0, 0});
+  y = runLayer({data, rows}, [&](Network& net, const std::vector<Tensor*>& in) {
+    return net.addGather(in[0], in[1], alongRows)->output(0);
+  });
+  EXPECT_EQ(y.dims, (Dims{2, 4}));
+  EXPECT_EQ(y.values<float>(), (std::vector<float>{8, 1, 6, 11, 0, 1, 2, 3}));
 }
 
 TEST(CpuLayers, GatherIndexOutOfRangeIsAnError) {
@@ -1274,15 +1292,14 @@ TEST(CpuLayers, CastBetweenNumbersAndBool) {
 TEST(CpuLayers, CastFloat16RoundsToNearestEven) {
   // 1 + 2^-11 is halfway between 1 and the next fp16 (1 + 2^-10): even wins, 1. 1 + 3 * 2^-11 is
   // halfway between 1 + 2^-10 and 1 + 2^-9: even wins, 1 + 2^-9. 65520 rounds to infinity.
-  const HostTensor x = floats({6}, {1.0f + 0x1p-11f, 1.0f + 3 * 0x1p-11f, 65504.0f, 65520.0f,
-                                    0x1p-24f, -0.1f});
+  const HostTensor x =
+      floats({6}, {1.0f + 0x1p-11f, 1.0f + 3 * 0x1p-11f, 65504.0f, 65520.0f, 0x1p-24f, -0.1f});
   const HostTensor half = runCast(x, DataType::kFloat16);
   EXPECT_EQ(half.values<uint16_t>(),
             (std::vector<uint16_t>{0x3c00, 0x3c02, 0x7bff, 0x7c00, 0x0001, 0xae66}));
   const HostTensor back = runCast(half, DataType::kFloat32);
-  EXPECT_EQ(back.values<float>(),
-            (std::vector<float>{1.0f, 1.0f + 0x1p-9f, 65504.0f, INFINITY, 0x1p-24f,
-                                -0.0999755859375f}));
+  EXPECT_EQ(back.values<float>(), (std::vector<float>{1.0f, 1.0f + 0x1p-9f, 65504.0f, INFINITY,
+                                                      0x1p-24f, -0.0999755859375f}));
 }
 
 TEST(CpuLayers, CastBFloat16RoundTrip) {
@@ -1311,9 +1328,10 @@ TEST(CpuLayers, HalfPrecisionComputeLayersRunThroughFloat32) {
   });
   EXPECT_EQ(less.values<uint8_t>(), (std::vector<uint8_t>{1, 0, 0, 0}));
   const HostTensor bf16 = runCast(floats({2, 2}, {1, 2, 3, 4}), DataType::kBFloat16);
-  const HostTensor product = runLayer({bf16, bf16}, [&](Network& net, const std::vector<Tensor*>& in) {
-    return net.addMatMul(in[0], in[1])->output(0);
-  });
+  const HostTensor product =
+      runLayer({bf16, bf16}, [&](Network& net, const std::vector<Tensor*>& in) {
+        return net.addMatMul(in[0], in[1])->output(0);
+      });
   EXPECT_EQ(product.dtype, DataType::kBFloat16);
   EXPECT_EQ(runCast(product, DataType::kFloat32).values<float>(),
             (std::vector<float>{7, 10, 15, 22}));
@@ -1322,19 +1340,18 @@ TEST(CpuLayers, HalfPrecisionComputeLayersRunThroughFloat32) {
 TEST(CpuLayers, CastEveryPairOfTypes) {
   // Values every type holds exactly; through bool they become 0 or 1.
   const std::vector<float> values = {0, 1, 2, 7, 100};
-  const std::vector<DataType> types = {DataType::kFloat32, DataType::kFloat16,
-                                       DataType::kBFloat16, DataType::kInt8,
-                                       DataType::kInt32,   DataType::kInt64,
+  const std::vector<DataType> types = {DataType::kFloat32, DataType::kFloat16, DataType::kBFloat16,
+                                       DataType::kInt8,    DataType::kInt32,   DataType::kInt64,
                                        DataType::kBool,    DataType::kUInt8};
   for (DataType from : types) {
     for (DataType to : types) {
       SCOPED_TRACE(concat(toString(from), " -> ", toString(to)));
-      const HostTensor y = runLayer({floats({5}, values)},
-                                    [&](Network& net, const std::vector<Tensor*>& in) {
-                                      Tensor* a = net.addCast(in[0], from)->output(0);
-                                      Tensor* b = net.addCast(a, to)->output(0);
-                                      return net.addCast(b, DataType::kFloat32)->output(0);
-                                    });
+      const HostTensor y =
+          runLayer({floats({5}, values)}, [&](Network& net, const std::vector<Tensor*>& in) {
+            Tensor* a = net.addCast(in[0], from)->output(0);
+            Tensor* b = net.addCast(a, to)->output(0);
+            return net.addCast(b, DataType::kFloat32)->output(0);
+          });
       const bool throughBool = from == DataType::kBool || to == DataType::kBool;
       EXPECT_EQ(y.values<float>(), throughBool ? (std::vector<float>{0, 1, 1, 1, 1}) : values);
     }
@@ -1368,21 +1385,19 @@ TEST(CpuLayers, ElementwiseInt8AndUInt8) {
             (std::vector<uint8_t>{0, 1, 0, 1}));
   const HostTensor au = tensorOf(DataType::kUInt8, {3}, std::vector<uint8_t>{200, 3, 7});
   const HostTensor bu = tensorOf(DataType::kUInt8, {3}, std::vector<uint8_t>{100, 5, 2});
-  EXPECT_EQ(run(au, bu, ElementwiseOp::kSum).values<uint8_t>(),
-            (std::vector<uint8_t>{44, 8, 9}));
+  EXPECT_EQ(run(au, bu, ElementwiseOp::kSum).values<uint8_t>(), (std::vector<uint8_t>{44, 8, 9}));
   EXPECT_EQ(run(au, bu, ElementwiseOp::kSub).values<uint8_t>(),
             (std::vector<uint8_t>{100, 254, 5}));
   EXPECT_EQ(run(au, bu, ElementwiseOp::kFloorDiv).values<uint8_t>(),
             (std::vector<uint8_t>{2, 0, 3}));
-  EXPECT_EQ(run(au, bu, ElementwiseOp::kMax).values<uint8_t>(),
-            (std::vector<uint8_t>{200, 5, 7}));
+  EXPECT_EQ(run(au, bu, ElementwiseOp::kMax).values<uint8_t>(), (std::vector<uint8_t>{200, 5, 7}));
   EXPECT_EQ(run(au, bu, ElementwiseOp::kGreater).values<uint8_t>(),
             (std::vector<uint8_t>{1, 0, 1}));
 }
 
 TEST(CpuLayers, ReduceInt64AndBool) {
-  const HostTensor x = tensorOf(DataType::kInt64, {2, 2},
-                                std::vector<int64_t>{int64_t{1} << 40, 3, -5, 8});
+  const HostTensor x =
+      tensorOf(DataType::kInt64, {2, 2}, std::vector<int64_t>{int64_t{1} << 40, 3, -5, 8});
   const HostTensor sum = runLayer({x}, [&](Network& net, const std::vector<Tensor*>& in) {
     return net.addReduce(in[0], {ReduceOp::kSum, {0}, true})->output(0);
   });
@@ -1390,9 +1405,10 @@ TEST(CpuLayers, ReduceInt64AndBool) {
   EXPECT_EQ(sum.values<int64_t>(), (std::vector<int64_t>{(int64_t{1} << 40) - 5, 11}));
   const HostTensor flags = bools({2, 3}, {0, 1, 0, 0, 0, 0});
   auto reduceBool = [&](ReduceOp op) {
-    return runLayer({flags}, [&](Network& net, const std::vector<Tensor*>& in) {
-             return net.addReduce(in[0], {op, {1}, false})->output(0);
-           })
+    return runLayer({flags},
+                    [&](Network& net, const std::vector<Tensor*>& in) {
+                      return net.addReduce(in[0], {op, {1}, false})->output(0);
+                    })
         .values<uint8_t>();
   };
   EXPECT_EQ(reduceBool(ReduceOp::kMax), (std::vector<uint8_t>{1, 0}));  // any
@@ -1417,12 +1433,13 @@ TEST(CpuLayers, HalfPrecisionConvolutionMatchesFloat32Reference) {
     params.postPadding = {1, 1};
     params.dilation = {1, 1};
     const HostTensor narrowWeights = runCast(w, type);
-    const HostTensor y = runLayer({runCast(x, type)}, [&](Network& net, const std::vector<Tensor*>& in) {
+    const HostTensor y = runLayer({runCast(x, type)}, [&](Network& net,
+                                                          const std::vector<Tensor*>& in) {
       return net.addConvolution(in[0], constant(net, narrowWeights), nullptr, params)->output(0);
     });
     EXPECT_EQ(y.dtype, type);
-    const std::vector<float> expected = referenceConvolution(
-        c, {6, 6}, xRounded.values<float>(), wRounded.values<float>(), {});
+    const std::vector<float> expected =
+        referenceConvolution(c, {6, 6}, xRounded.values<float>(), wRounded.values<float>(), {});
     const float tolerance = type == DataType::kFloat16 ? 1e-3f : 8e-3f;
     expectAllNear(runCast(y, DataType::kFloat32).values<float>(), expected, tolerance);
   }

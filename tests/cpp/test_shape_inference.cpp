@@ -582,6 +582,14 @@ TEST(ShapeInference, Gather) {
   EXPECT_EQ(inferOne(GatherParams{0}, {&data, &indices}).dtype, DataType::kFloat32);
   expectError(GatherParams{0}, {data, typeOf({3})}, {"int32 or int64", "float32"});
   expectError(GatherParams{2}, {data, indices}, {"gather axis 2", "rank 2"});
+
+  const GatherParams element{1, GatherMode::kElement};
+  EXPECT_EQ(inferDims(element, {data, typeOf({5, 9}, DataType::kInt64)}), (Dims{5, 9}));
+  EXPECT_EQ(inferDims(element, {typeOf({-1, 4}), typeOf({-1, 2}, DataType::kInt64)}),
+            (Dims{-1, 2}));
+  expectError(element, {data, typeOf({5}, DataType::kInt64)}, {"element gather", "rank 2"});
+  expectError(element, {data, typeOf({3, 2}, DataType::kInt64)},
+              {"element gather along axis 1", "[3, 2]", "except along the axis"});
 }
 
 // ---- constant ---------------------------------------------------------------------------------

@@ -509,6 +509,12 @@ def _indexing_cases() -> list[Case]:
         Case("index_select", fn(lambda x, i: torch.index_select(x, 1, i)), (((3, 5), ints(4, low=0, high=5)),)),
         Case("embedding", layer(lambda: nn.Embedding(10, 4)), ((ints(2, 3, low=0, high=10),), (ints(5, low=0, high=10),))),
         Case("embedding_functional", fn(lambda i, w: F.embedding(i, w)), ((ints(3, low=0, high=4), (4, 3)),)),
+        Case("gather", fn(lambda x, i: torch.gather(x, 1, i)),
+             (((3, 5), ints(3, 7, low=0, high=5)), ((2, 4, 3), ints(2, 1, 3, low=0, high=4)))),
+        # An index smaller than the input off the gather dim reads the input's leading corner.
+        Case("gather_smaller_index", fn(lambda x, i: torch.gather(x, 0, i)),
+             (((4, 5, 6), ints(2, 3, 6, low=0, high=4)),)),
+        Case("gather_negative_dim", fn(lambda x, i: x.gather(-1, i)), (((2, 6), ints(2, 9, low=0, high=6)),)),
     ]
 
 

@@ -274,13 +274,7 @@ ck::GatherParams gatherParams(const GatherParams& p, const DeviceView& data,
                               const DeviceView& indices) {
   KILN_CHECK(indices.dtype == DataType::kInt32 || indices.dtype == DataType::kInt64,
              "gather indices must be int32 or int64, got ", toString(indices.dtype));
-  KILN_CHECK(!data.dims.empty(), "gather needs data of rank >= 1");
-  const int64_t axis = normalizeAxis(p.axis, data.dims.size(), "axis");
-  ck::GatherParams g;
-  g.outer = volume(Dims(data.dims.begin(), data.dims.begin() + axis));
-  g.axisSize = data.dims[axis];
-  g.inner = volume(Dims(data.dims.begin() + axis + 1, data.dims.end()));
-  g.indexCount = volume(indices.dims);
+  auto g = gatherGeometry<ck::GatherParams>(p, data.dims, indices.dims);
   g.indexType = toKernelType(indices.dtype);
   return g;
 }

@@ -307,6 +307,7 @@ void checkGather(const ck::GatherParams& cpuParams, const std::vector<IndexValue
   params.inner = cpuParams.inner;
   params.indexCount = cpuParams.indexCount;
   params.indexType = sizeof(IndexValue) == 4 ? gk::ScalarType::kInt32 : gk::ScalarType::kInt64;
+  params.perElement = cpuParams.perElement;
   DeviceBuffer deviceData = DeviceBuffer::from(data);
   DeviceBuffer deviceIndices = DeviceBuffer::from(indices);
   DeviceBuffer out(outBytes);
@@ -340,6 +341,37 @@ TEST(CudaDataMovement, GatherMatchesCpuWithBothIndexTypes) {
   std::vector<int32_t> many(5000);
   for (size_t i = 0; i < many.size(); ++i) many[i] = static_cast<int32_t>((i * 7919) % 1000);
   checkGather<int32_t>({2, 1000, 64, 5000, ck::ScalarType::kInt32}, many, 2);
+}
+
+// torch.gather: one index for each output element, (outer, count, inner).
+TEST(CudaDataMovement, ElementGatherMatchesCpu) {
+  KILN_SKIP_WITHOUT_GPU();
+  auto perElement = [](int64_t outer, int64_t axisSize, int64_t inner, int64_t count,
+                       ck::ScalarType type) {
+    ck::GatherParams p{outer, axisSize, inner, count, type};
+    p.perElement = true;
+    return p;
+  };
+  auto indicesFor = [](int64_t n, int64_t axisSize) {
+    std::vector<int64_t> indices(static_cast<size_t>(n));
+    for (size_t i = 0; i < indices.size(); ++i) {
+      indices[i] = static_cast<int64_t>((i * 7919) % static_cast<size_t>(2 * axisSize)) - axisSize;
+    }
+    return indices;
+  };
+  for (size_t elementSize : kElementSizes) {
+    // Along the last axis (inner 1), a middle one, and the first.
+    checkGather<int64_t>(perElement(6, 10, 1, 4, ck::ScalarType::kInt64), indicesFor(24, 10),
+                         elementSize);
+    checkGather<int64_t>(perElement(3, 5, 7, 9, ck::ScalarType::kInt64), indicesFor(189, 5),
+                         elementSize);
+    const std::vector<int64_t> wide = indicesFor(2 * 33, 4);
+    checkGather<int32_t>(perElement(1, 4, 33, 2, ck::ScalarType::kInt32),
+                         std::vector<int32_t>(wide.begin(), wide.end()), elementSize);
+  }
+  // Enough elements to fill the grid.
+  checkGather<int64_t>(perElement(64, 512, 128, 300, ck::ScalarType::kInt64),
+                       indicesFor(64 * 300 * 128, 512), 2);
 }
 
 TEST(CudaDataMovement, GatherReportsAnOutOfRangeIndex) {

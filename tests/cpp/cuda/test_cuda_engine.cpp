@@ -246,6 +246,12 @@ std::vector<LayerCase> layerCases() {
                                                         std::vector<int64_t>{6, 0, 3, -1, 2, 2}))
                           ->output(0);
     n.markOutput(n.addGather(x[0], indices, {0})->output(0));
+    Tensor* perElement =
+        n.addConstant(Weights::fromValues(DataType::kInt64, {7, 3},
+                                          std::vector<int64_t>{15, 0, -1, 3, 3, 8, 2,  -16, 9, 1, 1,
+                                                               1,  0, 14, 7, 5, 6, 12, -2,  4, 11}))
+            ->output(0);
+    n.markOutput(n.addGather(x[0], perElement, {1, GatherMode::kElement})->output(0));
     n.markOutput(n.addCast(x[0], DataType::kFloat32)->output(0));
     n.markOutput(n.addCast(x[0], DataType::kInt32)->output(0));
   });
