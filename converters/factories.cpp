@@ -1,8 +1,9 @@
 // Tensor factories whose every argument is known at build time: full, zeros, ones,
-// scalar_tensor and arange -> a Constant holding what torch would make, in the dtype torch
-// recorded for the output. A factory for another device than the engine's (no device argument
-// means the CPU), of a non-strided layout, or of more than kMaxElements elements stays in
-// PyTorch.
+// scalar_tensor, arange, and full_like, zeros_like and ones_like of a tensor of static dims -> a
+// Constant holding what torch would make, in the dtype torch recorded for the output. A factory
+// for another device than the engine's (no device argument means the CPU, or for the _like forms
+// the device of the tensor given), of a non-strided layout, or of more than kMaxElements elements
+// stays in PyTorch.
 #include <ATen/ATen.h>
 
 #include <string>
@@ -25,7 +26,11 @@ at::TensorOptions outputOptions(const NodeArgs& args) {
   return at::TensorOptions().dtype(args.output(0).dtype);
 }
 
-std::string checkFactory(const NodeArgs& args) {
+// What a factory's device argument may be: None means the CPU, or for the _like forms the
+// device of their input, whose values live where the engine runs.
+enum class DefaultDevice { kCpu, kInput };
+
+std::string checkFactoryOn(const NodeArgs& args, DefaultDevice defaultDevice) {
   for (const char* name : {"size", "fill_value", "s", "start", "end", "step"}) {
     if (args.has(name) && !args.isConstant(name)) {
       return concat("its argument '", name, "' is computed at run time");
@@ -33,7 +38,9 @@ std::string checkFactory(const NodeArgs& args) {
   }
   const c10::Device engine = args.graph().device();
   if (args.isNone("device")) {
-    if (!engine.is_cpu()) return "creates a CPU tensor (no device argument) for a CUDA engine";
+    if (defaultDevice == DefaultDevice::kCpu && !engine.is_cpu()) {
+      return "creates a CPU tensor (no device argument) for a CUDA engine";
+    }
   } else if (!namesGraphDevice(args)) {
     return "creates the tensor on another device than the engine's";
   }
@@ -54,6 +61,19 @@ std::string checkFactory(const NodeArgs& args) {
   return "";
 }
 
+std::string checkFactory(const NodeArgs& args) { return checkFactoryOn(args, DefaultDevice::kCpu); }
+
+std::string checkLikeFactory(const NodeArgs& args) {
+  return checkFactoryOn(args, DefaultDevice::kInput);
+}
+
+// The output's dims, static (checkFactoryOn refuses others).
+std::vector<int64_t> outputSize(const NodeArgs& args) {
+  std::vector<int64_t> size;
+  for (const SymInt& dim : args.output(0).shape) size.push_back(dim.opt);
+  return size;
+}
+
 void convertFull(ConversionContext& ctx, const NodeArgs& args) {
   ctx.setOutput(args, 0,
                 ctx.constant(at::full(args.getIntList("size"), scalarArgument(args, "fill_value"),
@@ -66,6 +86,20 @@ void convertZeros(ConversionContext& ctx, const NodeArgs& args) {
 
 void convertOnes(ConversionContext& ctx, const NodeArgs& args) {
   ctx.setOutput(args, 0, ctx.constant(at::ones(args.getIntList("size"), outputOptions(args))));
+}
+
+void convertFullLike(ConversionContext& ctx, const NodeArgs& args) {
+  ctx.setOutput(args, 0,
+                ctx.constant(at::full(outputSize(args), scalarArgument(args, "fill_value"),
+                                      outputOptions(args))));
+}
+
+void convertZerosLike(ConversionContext& ctx, const NodeArgs& args) {
+  ctx.setOutput(args, 0, ctx.constant(at::zeros(outputSize(args), outputOptions(args))));
+}
+
+void convertOnesLike(ConversionContext& ctx, const NodeArgs& args) {
+  ctx.setOutput(args, 0, ctx.constant(at::ones(outputSize(args), outputOptions(args))));
 }
 
 void convertScalarTensor(ConversionContext& ctx, const NodeArgs& args) {
@@ -97,6 +131,15 @@ void registerFactoryConverters(ConverterRegistry& registry) {
       {"aten::arange.start(Scalar start, Scalar end, *, " + options, convertArange, checkFactory});
   registry.add({"aten::arange.start_step(Scalar start, Scalar end, Scalar step=1, *, " + options,
                 convertArange, checkFactory});
+  const std::string likeOptions =
+      "ScalarType? dtype=None, Layout? layout=None, Device? device=None, bool? pin_memory=None, "
+      "MemoryFormat? memory_format=None) -> Tensor";
+  registry.add({"aten::full_like(Tensor self, Scalar fill_value, *, " + likeOptions,
+                convertFullLike, checkLikeFactory});
+  registry.add(
+      {"aten::zeros_like(Tensor self, *, " + likeOptions, convertZerosLike, checkLikeFactory});
+  registry.add(
+      {"aten::ones_like(Tensor self, *, " + likeOptions, convertOnesLike, checkLikeFactory});
 }
 
 }  // namespace kiln

@@ -12,7 +12,6 @@
 namespace kiln {
 namespace {
 
-
 // ---- reshapes ----------------------------------------------------------------------------------
 
 void convertReshape(ConversionContext& ctx, const NodeArgs& args) {
@@ -156,10 +155,18 @@ std::string checkExpand(const NodeArgs& args) {
 
 // ---- cat ---------------------------------------------------------------------------------------
 
+// torch skips empty 1-D tensors in a cat of tensors of another rank (a legacy rule that caches
+// starting from torch.tensor([]) rely on).
+bool skippedByCat(bool emptyVector, size_t outputRank) { return emptyVector && outputRank != 1; }
+
 void convertCat(ConversionContext& ctx, const NodeArgs& args) {
   const DataType type = outputDataType(args);
+  const size_t rank = args.output().shape.size();
   std::vector<Tensor*> inputs;
-  for (Tensor* t : ctx.tensorList(args, "tensors")) inputs.push_back(castTo(ctx, t, type));
+  for (Tensor* t : ctx.tensorList(args, "tensors")) {
+    if (!skippedByCat(t->dims() == Dims{0}, rank)) inputs.push_back(castTo(ctx, t, type));
+  }
+  KILN_CHECK(!inputs.empty(), "cat of empty 1-D tensors only");
   ConcatParams params;
   params.axis = normalizeDim(args.getInt("dim"), static_cast<int64_t>(args.output().shape.size()));
   Layer* layer = ctx.network().addConcat(inputs, params);
@@ -171,13 +178,17 @@ std::string checkCat(const NodeArgs& args) {
   const OpValue& list = args.value("tensors");
   const size_t rank = args.output().shape.size();
   if (!list.elements) return "";
+  size_t kept = 0;
   for (int element : *list.elements) {
     const OpValue& v = args.graph().value(element);
-    // torch skips empty 1-D tensors in cat; an engine does not.
+    const bool emptyVector = v.shape.size() == 1 && v.shape[0].isStatic() && v.shape[0].max == 0;
+    if (v.isTensor() && skippedByCat(emptyVector, rank)) continue;
     if (!v.isTensor() || v.shape.size() != rank) {
-      return "cat of tensors whose ranks differ (torch skips empty 1-D tensors)";
+      return "cat of tensors whose ranks differ, other than empty 1-D tensors";
     }
+    ++kept;
   }
+  if (kept == 0) return "cat of empty 1-D tensors only";
   return "";
 }
 
@@ -278,32 +289,36 @@ void registerShapeConverters(ConverterRegistry& registry) {
                 convertTranspose, nullptr});
   registry.add({"aten::t(Tensor(a) self) -> Tensor(a)", convertT, checkT});
 
-  registry.add({"aten::unsqueeze(Tensor(a) self, int dim) -> Tensor(a)", convertUnsqueeze, nullptr});
+  registry.add(
+      {"aten::unsqueeze(Tensor(a) self, int dim) -> Tensor(a)", convertUnsqueeze, nullptr});
   registry.add({"aten::squeeze(Tensor(a) self) -> Tensor(a)", convertSqueeze, checkSqueeze});
-  registry.add({"aten::squeeze.dim(Tensor(a) self, int dim) -> Tensor(a)", convertSqueeze,
-                checkSqueeze});
-  registry.add({"aten::squeeze.dims(Tensor(a) self, int[] dim) -> Tensor(a)", convertSqueeze,
-                checkSqueeze});
+  registry.add(
+      {"aten::squeeze.dim(Tensor(a) self, int dim) -> Tensor(a)", convertSqueeze, checkSqueeze});
+  registry.add(
+      {"aten::squeeze.dims(Tensor(a) self, int[] dim) -> Tensor(a)", convertSqueeze, checkSqueeze});
 
   registry.add({"aten::expand(Tensor(a) self, SymInt[] size, *, bool implicit=False) -> Tensor(a)",
                 convertExpand, checkExpand});
-  registry.add({"aten::expand_as(Tensor(a) self, Tensor other) -> Tensor(a)", convertExpand,
-                checkExpand});
+  registry.add(
+      {"aten::expand_as(Tensor(a) self, Tensor other) -> Tensor(a)", convertExpand, checkExpand});
 
   registry.add({"aten::cat(Tensor[] tensors, int dim=0) -> Tensor", convertCat, checkCat});
   registry.add({"aten::concat(Tensor[] tensors, int dim=0) -> Tensor", convertCat, checkCat});
 
-  registry.add({"aten::split.Tensor(Tensor(a -> *) self, SymInt split_size, int dim=0) -> "
-                "Tensor(a)[]",
-                convertSplit, checkSplit});
-  registry.add({"aten::split.sizes(Tensor(a -> *) self, SymInt[] split_size, int dim=0) -> "
-                "Tensor(a)[]",
-                convertSplit, checkSplit});
+  registry.add(
+      {"aten::split.Tensor(Tensor(a -> *) self, SymInt split_size, int dim=0) -> "
+       "Tensor(a)[]",
+       convertSplit, checkSplit});
+  registry.add(
+      {"aten::split.sizes(Tensor(a -> *) self, SymInt[] split_size, int dim=0) -> "
+       "Tensor(a)[]",
+       convertSplit, checkSplit});
   registry.add({"aten::split(Tensor(a -> *) self, int[] split_sizes, int dim=0) -> Tensor(a)[]",
                 convertSplit, checkSplit});
-  registry.add({"aten::split_with_sizes(Tensor(a -> *) self, SymInt[] split_sizes, int dim=0) -> "
-                "Tensor(a)[]",
-                convertSplit, checkSplit});
+  registry.add(
+      {"aten::split_with_sizes(Tensor(a -> *) self, SymInt[] split_sizes, int dim=0) -> "
+       "Tensor(a)[]",
+       convertSplit, checkSplit});
   registry.add({"aten::chunk(Tensor(a -> *) self, int chunks, int dim=0) -> Tensor(a)[]",
                 convertSplit, checkSplit});
   registry.add({"aten::unbind.int(Tensor(a -> *) self, int dim=0) -> Tensor(a)[]", convertUnbind,

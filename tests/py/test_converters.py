@@ -485,6 +485,9 @@ def _shape_cases() -> list[Case]:
         Case("expand_as", fn(lambda x, y: x.expand_as(y)), (((3, 1), (2, 3, 4)),)),
         Case("cat", fn(lambda x, y: torch.cat([x, y], dim=1)), (((2, 3), (2, 5)),)),
         Case("cat_negative_dim", fn(lambda x, y, z: torch.cat((x, y, z), -1)), (((2, 3, 1), (2, 3, 2), (2, 3, 3)),)),
+        # torch skips empty 1-D tensors in a cat of another rank, as caches that start empty do.
+        Case("cat_skips_empty_vectors", fn(lambda x: torch.cat([torch.zeros(0), x * 2, torch.zeros(0)], dim=1)),
+             (((2, 3),),)),
         Case("concat", fn(lambda x, y: torch.concat([x, y])), (((2, 3), (1, 3)),)),
         Case("split", fn(lambda x: x.split(2, dim=1)), (((2, 5, 3),),)),
         Case("split_sizes", fn(lambda x: x.split([1, 4], dim=1)), (((2, 5, 3),),)),
@@ -560,6 +563,16 @@ def _factory_cases() -> list[Case]:
     ]
 
 
+def _like_factory_cases() -> list[Case]:
+    """The _like factories make their tensor on their input's device: constants on either."""
+    return [
+        Case("full_like", fn(lambda x: x + torch.full_like(x, 2.5)), (((3, 4),),)),
+        Case("full_like_int", fn(lambda x: torch.full_like(x, 7, dtype=torch.int32) * 2), (((2, 5),),)),
+        Case("zeros_ones_like", fn(lambda x: x * torch.ones_like(x) + torch.zeros_like(x, dtype=torch.int32)),
+             (((3, 4),),)),
+    ]
+
+
 CASES: list[Case] = [
     *_reduced_precision_cases(),
     *_activation_cases(),
@@ -570,6 +583,7 @@ CASES: list[Case] = [
     *_shape_cases(),
     *_indexing_cases(),
     *_factory_cases(),
+    *_like_factory_cases(),
     # ---- convolution ----
     Case("conv2d", layer(lambda: nn.Conv2d(3, 8, 3)), (((1, 3, 8, 8),), ((2, 3, 5, 7),)), tol=1e-4),
     Case("conv2d_stride_pad_dilation", layer(lambda: nn.Conv2d(4, 6, (3, 2), stride=(2, 1), padding=(1, 2), dilation=(2, 1))),
@@ -827,7 +841,7 @@ def test_converter(case: Case, index: int | None, front_end: str) -> None:
 
 
 # Cases that move a tensor to the CPU or make one there: for a CUDA engine those stay in PyTorch.
-_MOVES_TO_CPU = {"to_dtype_layout", "to_device", "to_device_dtype",
+_MOVES_TO_CPU = {"to_dtype_layout", "to_device", "to_device_dtype", "cat_skips_empty_vectors",
                  *(case.name for case in _factory_cases())}
 
 
