@@ -19,14 +19,109 @@ namespace kiln {
 using torch::jit::Node;
 using torch::jit::Value;
 
+namespace {
+
+// Whether an op's schema says it writes to one of its inputs (aten::append writes its list).
+bool mutates(const Node* node) {
+  const c10::FunctionSchema* schema = node->maybeSchema();
+  return schema != nullptr && schema->is_mutable();
+}
+
+// Whether a node only reads its inputs (a list's readers must not change it).
+bool readsOnly(const Node* node) {
+  return node->kind() == c10::prim::ListUnpack ||
+         (node->maybeSchema() != nullptr && !mutates(node));
+}
+
+// Rewrites lists built by appending in straight-line code (DenseNet's features: ListConstruct,
+// then append after append, with readers in between) into one ListConstruct per reader, holding
+// the elements appended so far, so that the partitioner sees what each reader reads. torch's
+// RemoveListMutation leaves such a list alone once a reader comes between construction and
+// append. A list with any other use that may mutate it, or used in another block, stays as it is.
+void splitAppendedLists(torch::jit::Block* block) {
+  static const c10::Symbol append = c10::Symbol::fromQualString("aten::append");
+  std::vector<Node*> constructs;
+  for (Node* node : block->nodes()) {
+    if (node->kind() == c10::prim::ListConstruct) constructs.push_back(node);
+    for (torch::jit::Block* inner : node->blocks()) splitAppendedLists(inner);
+  }
+  for (Node* construct : constructs) {
+    Value* list = construct->output();
+    bool rewritable = !list->uses().empty();
+    bool appended = false;
+    for (const torch::jit::Use& use : list->uses()) {
+      const Node* user = use.user;
+      const bool isAppend = user->kind() == append && use.offset == 0 && !user->output()->hasUses();
+      appended = appended || isAppend;
+      rewritable = rewritable && user->owningBlock() == block && (isAppend || readsOnly(user));
+    }
+    if (!rewritable || !appended) continue;
+    // The uses in node order: straight-line code runs them so.
+    std::vector<torch::jit::Use> uses(list->uses().begin(), list->uses().end());
+    std::sort(uses.begin(), uses.end(), [](const torch::jit::Use& a, const torch::jit::Use& b) {
+      return a.user->isBefore(b.user);
+    });
+    std::vector<Value*> elements(construct->inputs().begin(), construct->inputs().end());
+    for (const torch::jit::Use& use : uses) {
+      if (use.user->kind() == append) {
+        elements.push_back(use.user->input(1));
+        use.user->destroy();
+        continue;
+      }
+      Node* snapshot = block->owningGraph()->createList(list->type()->containedType(0), elements);
+      snapshot->insertBefore(use.user);
+      use.user->replaceInput(use.offset, snapshot->output());
+    }
+    construct->destroy();
+  }
+}
+
+// Every node in `block` and its sub-blocks that writes to one of its inputs.
+void collectMutations(torch::jit::Block* block, std::vector<Node*>& found) {
+  for (Node* node : block->nodes()) {
+    if (mutates(node)) found.push_back(node);
+    for (torch::jit::Block* inner : node->blocks()) collectMutations(inner, found);
+  }
+}
+
+// The partitioner orders nodes by the values they read and write, and does not see a loop or
+// branch change a list or tensor made outside it: a later read of that value could run before
+// the change, or the control flow be dropped as dead. Refuses such graphs instead of running
+// them wrongly.
+void refuseMutationsInControlFlow(torch::jit::Graph& graph) {
+  for (Node* node : graph.nodes()) {
+    std::vector<Node*> mutations;
+    for (torch::jit::Block* inner : node->blocks()) collectMutations(inner, mutations);
+    for (const Node* mutation : mutations) {
+      for (const Value* input : mutation->inputs()) {
+        if (input->node()->owningBlock() != graph.block()) continue;  // made inside the block
+        for (const torch::jit::Use& use : input->uses()) {
+          if (use.user->owningBlock() == graph.block() && node->isBefore(use.user)) {
+            throw Error(concat(
+                "Kiln's TorchScript front end cannot compile a ", node->kind().toQualString(),
+                " that changes a value made before it (", mutation->kind().toQualString(), " on '",
+                input->debugName(),
+                "'), which is read after it: compile with "
+                "ir=\"dynamo\", or build the value without mutating it in the loop or branch"));
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
 torch::jit::Module lowerTorchScript(const torch::jit::Module& module) {
   torch::jit::Module copy = module.clone();
   copy.eval();
   torch::jit::Module frozen = torch::jit::freeze_module(copy);
   auto graph = frozen.get_method("forward").graph();
   torch::jit::Inline(*graph);
+  splitAppendedLists(graph->block());
   torch::jit::ConstantPropagation(graph);
   torch::jit::EliminateDeadCode(graph);
+  refuseMutationsInControlFlow(*graph);
   return frozen;
 }
 
@@ -354,6 +449,13 @@ class Importer {
       return value;
     }
     if (node->kind() == c10::prim::ListConstruct) {
+      // A list that an op changes after construction (aten::append, ...) has no known elements:
+      // the ops that read it stay in PyTorch.
+      const auto& uses = output->uses();
+      if (std::any_of(uses.begin(), uses.end(),
+                      [](const torch::jit::Use& use) { return mutates(use.user); })) {
+        return value;
+      }
       std::vector<int> elements;
       for (const Value* input : node->inputs()) elements.push_back(ids_.at(input));
       value.elements = std::move(elements);

@@ -117,11 +117,12 @@ install_torch() {
   "$PYTHON" -m pip install --progress-bar on "$TORCH_REQUIREMENT" "$TORCHVISION_REQUIREMENT"
 }
 
+# transformers: the model zoo tests (tests/py/test_zoo.py) build HF models from small configs.
 install_python_tools() {
   local missing
-  mapfile -t missing < <(unsatisfied "setuptools>=64" wheel pytest numpy)
+  mapfile -t missing < <(unsatisfied "setuptools>=64" wheel pytest numpy "transformers>=5,<6")
   if [ "${#missing[@]}" -eq 0 ]; then
-    step "setuptools, wheel, pytest, numpy: already installed"
+    step "setuptools, wheel, pytest, numpy, transformers: already installed"
     return
   fi
   step "installing ${missing[*]}"

@@ -278,3 +278,42 @@ def test_view_after_an_op_left_to_torch_on_engine_outputs():
     assert kiln.summary(compiled)["engines"] >= 1
     with torch.no_grad():
         assert_close_to_eager(compiled(x), model(x))
+
+
+class AppendedListNet(torch.nn.Module):
+    """DenseNet's pattern: a list grown by append, read by a cat after each append."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = [x]
+        features.append(torch.relu(torch.cat(features, 1)))
+        features.append(torch.cat(features, 1) * 2.0)
+        return torch.cat(features, 1)
+
+
+class AppendInLoopNet(torch.nn.Module):
+    """A list appended to inside a loop whose trip count TorchScript does not know (freezing
+    unrolls constant ones), read after the loop."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        parts = [torch.relu(x)]
+        for _ in range(x.size(0)):
+            parts.append(parts[-1] * 2.0)
+        return torch.cat(parts, 1) + 1.0
+
+
+def test_torchscript_list_grown_by_append_converts() -> None:
+    model = AppendedListNet().eval()
+    x = torch.randn(2, 3)
+    compiled = kiln.compile(model, ir="ts", inputs=[x], min_block_size=1, require_full_compilation=True)
+    assert kiln.summary(compiled)["ops_in_torch"] == 0
+    torch.testing.assert_close(compiled(x), model(x))
+
+
+def test_torchscript_list_appended_in_a_loop_is_refused() -> None:
+    # The loop used to be dropped as dead code, and the cat to read the list without its
+    # appended elements.
+    x = torch.randn(2, 3)
+    with pytest.raises(RuntimeError, match=r"prim::Loop that changes a value made before it \(aten::append"):
+        kiln.compile(AppendInLoopNet().eval(), ir="ts", inputs=[x], min_block_size=1)
+    compiled = kiln.compile(AppendInLoopNet().eval(), ir="dynamo", inputs=[x], min_block_size=1)
+    torch.testing.assert_close(compiled(x), AppendInLoopNet()(x))
