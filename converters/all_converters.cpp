@@ -19,6 +19,7 @@ void registerAllConverters(ConverterRegistry& registry) {
   registerSoftmaxConverters(registry);
   registerAttentionConverters(registry);
   registerFactoryConverters(registry);
+  registerSelectionConverters(registry);
 }
 
 }  // namespace kiln

@@ -25,5 +25,6 @@ void registerReduceConverters(ConverterRegistry& registry);
 void registerSoftmaxConverters(ConverterRegistry& registry);
 void registerAttentionConverters(ConverterRegistry& registry);
 void registerFactoryConverters(ConverterRegistry& registry);
+void registerSelectionConverters(ConverterRegistry& registry);
 
 }  // namespace kiln

@@ -1,5 +1,7 @@
 #include "converters/helpers.h"
 
+#include <ATen/ATen.h>
+
 #include <algorithm>
 
 namespace kiln {
@@ -231,6 +233,20 @@ Tensor* padRankTo(ConversionContext& ctx, Tensor* x, int64_t rank) {
 std::pair<Tensor*, Tensor*> alignRanks(ConversionContext& ctx, Tensor* a, Tensor* b) {
   const int64_t rank = std::max(a->rank(), b->rank());
   return {padRankTo(ctx, a, rank), padRankTo(ctx, b, rank)};
+}
+
+Tensor* broadcastTo(ConversionContext& ctx, Tensor* x, const std::vector<SymInt>& target) {
+  x = padRankTo(ctx, x, static_cast<int64_t>(target.size()));
+  for (size_t d = 0; d < target.size(); ++d) {
+    if (x->dims()[d] != 1 || !target[d].isStatic() || target[d].opt == 1) continue;
+    Tensor* zeros = ctx.constant(at::zeros({target[d].opt}, at::kLong));
+    GatherParams params;
+    params.axis = static_cast<int64_t>(d);
+    Layer* layer = ctx.network().addGather(x, zeros, params);
+    ctx.nameLayer(layer);
+    x = layer->output(0);
+  }
+  return x;
 }
 
 // ---- layers ------------------------------------------------------------------------------------

@@ -72,6 +72,10 @@ Tensor* squeezeDims(ConversionContext& ctx, Tensor* x, const std::vector<int64_t
 Tensor* padRankTo(ConversionContext& ctx, Tensor* x, int64_t rank);
 // Both operands brought to the larger of their ranks.
 std::pair<Tensor*, Tensor*> alignRanks(ConversionContext& ctx, Tensor* a, Tensor* b);
+// x broadcast to `target` (torch.expand): ranks aligned, then each size-1 dim of x that the
+// target stretches to a static size is repeated (a Gather of zeros). A dim the target stretches
+// to a dynamic size is left as it is: callers check for that first.
+Tensor* broadcastTo(ConversionContext& ctx, Tensor* x, const std::vector<SymInt>& target);
 
 // ---- layers ----------------------------------------------------------------------------------
 

@@ -122,18 +122,7 @@ std::string checkSqueeze(const NodeArgs& args) {
 
 // Each size-1 dim stretched to a static size n is a Gather of index 0, n times.
 void convertExpand(ConversionContext& ctx, const NodeArgs& args) {
-  const std::vector<SymInt>& target = args.output().shape;
-  Tensor* x = padRankTo(ctx, ctx.tensor(args, "self"), static_cast<int64_t>(target.size()));
-  for (size_t d = 0; d < target.size(); ++d) {
-    if (x->dims()[d] != 1 || !target[d].isStatic() || target[d].opt == 1) continue;
-    Tensor* zeros = ctx.constant(at::zeros({target[d].opt}, at::kLong));
-    GatherParams params;
-    params.axis = static_cast<int64_t>(d);
-    Layer* layer = ctx.network().addGather(x, zeros, params);
-    ctx.nameLayer(layer);
-    x = layer->output(0);
-  }
-  ctx.setOutput(args, 0, x);
+  ctx.setOutput(args, 0, broadcastTo(ctx, ctx.tensor(args, "self"), args.output().shape));
 }
 
 std::string checkExpand(const NodeArgs& args) {

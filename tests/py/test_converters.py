@@ -517,6 +517,13 @@ def _indexing_cases() -> list[Case]:
         # An index smaller than the input off the gather dim reads the input's leading corner.
         Case("gather_smaller_index", fn(lambda x, i: torch.gather(x, 0, i)),
              (((4, 5, 6), ints(2, 3, 6, low=0, high=4)),)),
+        Case("where", fn(lambda c, x, y: torch.where(c, x, y)), ((bools(3, 4), (3, 4), (3, 4)), (bools(2, 1, 4), (3, 1), (4,)))),
+        # The unselected operand's infinities and NaNs do not reach the output.
+        Case("where_unselected_inf_nan", fn(lambda x: torch.where(x > 0, x, torch.log(x))), (((4, 5),),)),
+        Case("where_scalars", fn(lambda c, x: torch.where(c, x, -1.5) + torch.where(~c, 2.0, x)), ((bools(3, 4), (3, 4)),)),
+        Case("where_int_promotes", fn(lambda c, x, i: torch.where(c, x, i)), ((bools(3, 4), (3, 4), ints(3, 4)),)),
+        Case("masked_fill", fn(lambda x, m: x.masked_fill(m, float("-inf")).softmax(-1)), (((2, 3, 5), bools(2, 1, 5)),)),
+        Case("masked_fill_tensor", fn(lambda x, m: x.masked_fill(m, torch.tensor(0.5))), (((2, 5), bools(2, 5)),)),
         Case("gather_negative_dim", fn(lambda x, i: x.gather(-1, i)), (((2, 6), ints(2, 9, low=0, high=6)),)),
     ]
 
@@ -842,6 +849,7 @@ def test_converter(case: Case, index: int | None, front_end: str) -> None:
 
 # Cases that move a tensor to the CPU or make one there: for a CUDA engine those stay in PyTorch.
 _MOVES_TO_CPU = {"to_dtype_layout", "to_device", "to_device_dtype", "cat_skips_empty_vectors",
+                 "masked_fill_tensor",
                  *(case.name for case in _factory_cases())}
 
 

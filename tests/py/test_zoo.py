@@ -96,8 +96,8 @@ ZOO: dict[str, ZooModel] = {
     "vit_b_16": ZooModel("torchvision", _torchvision("vit_b_16"), _images(224)),
     "swin_t": ZooModel(
         "torchvision", _torchvision("swin_t"), _images(224),
-        fallback=("aten::constant_pad_nd", "aten::fmod", "aten::index.Tensor", "aten::slice_scatter",
-                  "aten::where.self"),
+        fallback=("aten::constant_pad_nd", "aten::copy", "aten::fmod", "aten::index.Tensor",
+                  "aten::slice_scatter"),
     ),
     "deeplabv3_resnet50": ZooModel(
         "torchvision", _torchvision("deeplabv3_resnet50"), _images(64), fallback=("aten::upsample_bilinear2d",)
@@ -105,7 +105,7 @@ ZOO: dict[str, ZooModel] = {
     "bert": ZooModel("transformers", _hf("bert"), _tokens),
     "distilbert": ZooModel("transformers", _hf("distilbert"), _tokens),
     "gpt2": ZooModel("transformers", _hf("gpt2"), _tokens),
-    "t5_encoder": ZooModel("transformers", _hf("t5_encoder"), _tokens, fallback=("aten::where.self",)),
+    "t5_encoder": ZooModel("transformers", _hf("t5_encoder"), _tokens),
     "roberta": ZooModel("transformers", _hf("roberta"), _tokens, fallback=("aten::cumsum",)),
 }
 
