@@ -12,7 +12,7 @@ namespace kiln {
 
 // A possibly negative axis as an index into `rank` dims; throws Error naming `what`.
 inline int64_t normalizeAxis(int64_t axis, size_t rank, const char* what) {
-  const int64_t signedRank = static_cast<int64_t>(rank);
+  const auto signedRank = static_cast<int64_t>(rank);
   KILN_CHECK(axis >= -signedRank && axis < std::max<int64_t>(signedRank, 1), what, " ", axis,
              " is out of range for rank ", rank);
   return axis < 0 ? axis + signedRank : axis;

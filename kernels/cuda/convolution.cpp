@@ -446,9 +446,8 @@ struct ConvolutionPlanBuilder {
   }
 };
 
-ConvolutionPlan::ConvolutionPlan(const ConvolutionParams& params,
-                                 std::unique_ptr<Descriptors> descriptors)
-    : params_(params), descriptors_(std::move(descriptors)) {}
+ConvolutionPlan::ConvolutionPlan(ConvolutionParams params, std::unique_ptr<Descriptors> descriptors)
+    : params_(std::move(params)), descriptors_(std::move(descriptors)) {}
 
 ConvolutionPlan::~ConvolutionPlan() = default;
 

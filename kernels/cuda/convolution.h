@@ -156,7 +156,7 @@ class ConvolutionPlan {
   struct Descriptors;  // cuDNN descriptors, defined in convolution.cpp
 
  private:
-  ConvolutionPlan(const ConvolutionParams& params, std::unique_ptr<Descriptors> descriptors);
+  ConvolutionPlan(ConvolutionParams params, std::unique_ptr<Descriptors> descriptors);
   friend void convolution(const CudnnHandle& handle, const ConvolutionPlan& plan,
                           const ConvolutionTensors& tensors, ConvolutionWorkspace workspace,
                           cudaStream_t stream);
