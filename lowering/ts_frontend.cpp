@@ -93,8 +93,11 @@ void refuseMutationsInControlFlow(torch::jit::Graph& graph) {
     std::vector<Node*> mutations;
     for (torch::jit::Block* inner : node->blocks()) collectMutations(inner, mutations);
     for (const Node* mutation : mutations) {
-      for (const Value* input : mutation->inputs()) {
-        if (input->node()->owningBlock() != graph.block()) continue;  // made inside the block
+      const c10::FunctionSchema& schema = *mutation->maybeSchema();
+      for (size_t i = 0; i < mutation->inputs().size(); ++i) {
+        const Value* input = mutation->input(i);
+        if (!schema.is_mutable({c10::SchemaArgType::input, i})) continue;  // only read
+        if (input->node()->owningBlock() != graph.block()) continue;       // made inside the block
         for (const torch::jit::Use& use : input->uses()) {
           if (use.user->owningBlock() == graph.block() && node->isBefore(use.user)) {
             throw Error(concat(

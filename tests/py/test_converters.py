@@ -521,6 +521,8 @@ def _indexing_cases() -> list[Case]:
         # The unselected operand's infinities and NaNs do not reach the output.
         Case("where_unselected_inf_nan", fn(lambda x: torch.where(x > 0, x, torch.log(x))), (((4, 5),),)),
         Case("where_scalars", fn(lambda c, x: torch.where(c, x, -1.5) + torch.where(~c, 2.0, x)), ((bools(3, 4), (3, 4)),)),
+        Case("where_both_scalars", fn(lambda c, x: x + torch.where(c, 1.0, -1.0)), ((bools(3, 4), (3, 4)),)),
+        Case("masked_fill_in_place", fn(lambda x, m: (x * 2).masked_fill_(m, -3.0)), (((2, 5), bools(2, 5)),)),
         Case("where_int_promotes", fn(lambda c, x, i: torch.where(c, x, i)), ((bools(3, 4), (3, 4), ints(3, 4)),)),
         Case("masked_fill", fn(lambda x, m: x.masked_fill(m, float("-inf")).softmax(-1)), (((2, 3, 5), bools(2, 1, 5)),)),
         Case("masked_fill_tensor", fn(lambda x, m: x.masked_fill(m, torch.tensor(0.5))), (((2, 5), bools(2, 5)),)),
