@@ -20,6 +20,7 @@ void registerAllConverters(ConverterRegistry& registry) {
   registerAttentionConverters(registry);
   registerFactoryConverters(registry);
   registerSelectionConverters(registry);
+  registerPaddingConverters(registry);
 }
 
 }  // namespace kiln

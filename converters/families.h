@@ -26,5 +26,6 @@ void registerSoftmaxConverters(ConverterRegistry& registry);
 void registerAttentionConverters(ConverterRegistry& registry);
 void registerFactoryConverters(ConverterRegistry& registry);
 void registerSelectionConverters(ConverterRegistry& registry);
+void registerPaddingConverters(ConverterRegistry& registry);
 
 }  // namespace kiln

@@ -497,6 +497,19 @@ def _shape_cases() -> list[Case]:
         Case("chunk", fn(lambda x: x.chunk(3, 0)), (((7, 2),),)),
         Case("unbind", fn(lambda x: x.unbind(1)), (((2, 3, 4),),)),
         Case("narrow", fn(lambda x: x.narrow(2, 1, 2)), x),
+        Case("pad_constant", fn(lambda x: F.pad(x, (1, 2, 0, 3), value=-1.5)), x),
+        Case("pad_constant_negative_crops", fn(lambda x: F.pad(x, (-1, 2, 1, -2))), x),
+        Case("pad_reflect_2d", fn(lambda x: F.pad(x, (1, 2, 3, 1), mode="reflect")), (((1, 2, 5, 6),),)),
+        Case("pad_replicate_3d", fn(lambda x: F.pad(x, (1, 1, 0, 2, 2, 0), mode="replicate")), (((1, 2, 3, 4, 5),),)),
+        Case("pad_circular", fn(lambda x: F.pad(x, (2, 1, 1, 3), mode="circular")), (((1, 2, 5, 6),),)),
+        # The aten ops that F.pad's modes stand for, called directly.
+        Case("constant_pad_nd", fn(lambda x: torch.constant_pad_nd(x, (1, 1, 2, -1), 0.5)), x),
+        Case("reflection_pad1d", fn(lambda x: torch.ops.aten.reflection_pad1d(x, [2, 3])), (((2, 3, 6),),)),
+        Case("reflection_pad2d", fn(lambda x: torch.ops.aten.reflection_pad2d(x, [1, 2, 3, 1])), (((1, 2, 5, 6),),)),
+        Case("reflection_pad3d", fn(lambda x: torch.ops.aten.reflection_pad3d(x, [1, 0, 0, 2, 1, 1])), (((1, 2, 3, 4, 5),),)),
+        Case("replication_pad1d", fn(lambda x: torch.ops.aten.replication_pad1d(x, [2, 1])), (((2, 3, 6),),)),
+        Case("replication_pad2d", fn(lambda x: torch.ops.aten.replication_pad2d(x, [3, 0, 1, 2])), (((1, 2, 5, 6),),)),
+        Case("replication_pad3d", fn(lambda x: torch.ops.aten.replication_pad3d(x, [1, 1, 0, 2, 2, 0])), (((1, 2, 3, 4, 5),),)),
     ]
 
 

@@ -96,8 +96,7 @@ ZOO: dict[str, ZooModel] = {
     "vit_b_16": ZooModel("torchvision", _torchvision("vit_b_16"), _images(224)),
     "swin_t": ZooModel(
         "torchvision", _torchvision("swin_t"), _images(224),
-        fallback=("aten::constant_pad_nd", "aten::copy", "aten::fmod", "aten::index.Tensor",
-                  "aten::slice_scatter"),
+        fallback=("aten::copy", "aten::fmod", "aten::index.Tensor", "aten::slice_scatter"),
     ),
     "deeplabv3_resnet50": ZooModel(
         "torchvision", _torchvision("deeplabv3_resnet50"), _images(64), fallback=("aten::upsample_bilinear2d",)
