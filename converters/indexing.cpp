@@ -146,8 +146,9 @@ std::string checkGather(const NodeArgs& args) {
     const SymInt& data = dataShape[i];
     const SymInt& index = indexShape[i];
     if (data.isStatic() && index.isStatic()) {
-      if (index.max > data.max)
+      if (index.max > data.max) {
         return concat("gather index dim ", d, " is larger than the input's");
+      }
     } else if (data.symbol != index.symbol) {
       return concat("gather index dim ", d, " may differ from the input's at run time");
     }

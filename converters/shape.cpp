@@ -157,7 +157,7 @@ void convertCat(ConversionContext& ctx, const NodeArgs& args) {
   }
   KILN_CHECK(!inputs.empty(), "cat of empty 1-D tensors only");
   ConcatParams params;
-  params.axis = normalizeDim(args.getInt("dim"), static_cast<int64_t>(args.output().shape.size()));
+  params.axis = normalizeDim(args.getInt("dim"), static_cast<int64_t>(rank));
   Layer* layer = ctx.network().addConcat(inputs, params);
   ctx.nameLayer(layer);
   ctx.setOutput(args, 0, layer->output(0));
