@@ -732,26 +732,8 @@ void CudaRunner::State::runLayer(size_t index, const EngineLayer& layer, cudaStr
                      elementSize(y.dtype), y.data, stream);
         } else if constexpr (std::is_same_v<P, SliceParams>) {
           const DeviceView& x = requiredInput(in, 0, "x");
-          const size_t rank = x.dims.size();
-          KILN_CHECK(p.starts.size() == p.axes.size() && p.ends.size() == p.axes.size() &&
-                         (p.steps.empty() || p.steps.size() == p.axes.size()),
-                     "slice needs one start, end and step per axis");
-          ck::SliceParams params;
-          params.inShape = x.dims;
-          params.starts.assign(rank, 0);
-          params.steps.assign(rank, 1);
-          params.outShape = y.dims;
-          for (size_t i = 0; i < p.axes.size(); ++i) {
-            const int64_t axis = normalizeAxis(p.axes[i], rank, "axis");
-            const int64_t dim = x.dims[axis];
-            int64_t start = p.starts[i];
-            if (start < 0) start += dim;
-            params.starts[axis] = std::min(std::max<int64_t>(start, 0), dim);
-            params.steps[axis] = p.steps.empty() ? 1 : p.steps[i];
-            KILN_CHECK(params.steps[axis] > 0, "slice step ", params.steps[axis],
-                       " must be positive");
-          }
-          ck::slice(params, elementSize(x.dtype), x.data, y.data, stream);
+          ck::slice(sliceGeometry<ck::SliceParams>(p, x.dims, y.dims), elementSize(x.dtype), x.data,
+                    y.data, stream);
         } else if constexpr (std::is_same_v<P, GatherParams>) {
           const DeviceView& data = requiredInput(in, 0, "data");
           const DeviceView& indices = requiredInput(in, 1, "indices");
