@@ -240,6 +240,28 @@ std::vector<LayerCase> layerCases() {
         slice.ends = {kSliceEnd, 9};
         slice.steps = {3, 2};
         n.markOutput(n.addSlice(cat, slice)->output(0));
+        // Ends read from another tensor's dims: x[1][:, :, 1:x[0].dims[2]] broadcast along a
+        // size-1 dim to x[0].dims[0] (step 0).
+        SliceParams toReference;
+        toReference.axes = {2};
+        toReference.starts = {1};
+        toReference.ends = {0};
+        toReference.steps = {1};
+        toReference.endReferences = {2};
+        Tensor* narrowed = n.addSlice(x[1], x[0], toReference)->output(0);
+        n.markOutput(narrowed);
+        SliceParams first;
+        first.axes = {0};
+        first.starts = {1};
+        first.ends = {2};
+        Tensor* row = n.addSlice(narrowed, first)->output(0);
+        SliceParams broadcast;
+        broadcast.axes = {0};
+        broadcast.starts = {0};
+        broadcast.ends = {0};
+        broadcast.steps = {0};
+        broadcast.endReferences = {0};
+        n.markOutput(n.addSlice(row, x[0], broadcast)->output(0));
       });
   add("gather_and_cast", {{7, 16}}, [](Network& n, auto x, DataType, std::mt19937&) {
     Tensor* indices = n.addConstant(Weights::fromValues(DataType::kInt64, {2, 3},
