@@ -105,6 +105,12 @@ class Engine : public std::enable_shared_from_this<Engine> {
 
   // A readable description: target, inputs with profiles, layers with kinds and parameters.
   std::string inspect() const;
+  // What runs layer `index` of definition().layers on this engine's backend ("cuBLASLt GEMM +
+  // bias + relu", "cuDNN convolution", "cpu reference attention", "none (weights)").
+  std::string layerKernel(size_t index) const;
+  // The type layer `index` computes in: its output's type, and "float32 (TF32)" where float32
+  // GEMMs or convolutions may run on TF32 tensor cores.
+  std::string layerPrecision(size_t index) const;
 
   // The backend's state, made by `create` on the first call; later calls return the same one.
   std::shared_ptr<const EngineBackendState> backendState(
