@@ -137,10 +137,10 @@ std::vector<EngineHolder::LayerProfile> EngineHolder::profile(const std::vector<
                                                               int64_t iterations) {
   KILN_CHECK(iterations >= 1, "kiln engine '", name_, "': profiling needs at least one ",
              "iteration, got ", iterations);
-  std::vector<double> milliseconds;
+  std::vector<LayerTiming> timings;
   run(inputs, [&](ExecutionContext& context, const std::vector<const void*>& in,
                   const std::vector<void*>& out, void* stream) {
-    milliseconds = context.profileLayers(in, out, static_cast<int>(iterations), stream);
+    timings = context.profileLayers(in, out, static_cast<int>(iterations), stream);
   });
   const Engine& engine = *engine_;
   const EngineDefinition& definition = engine.definition();
@@ -148,8 +148,11 @@ std::vector<EngineHolder::LayerProfile> EngineHolder::profile(const std::vector<
   for (size_t l = 0; l < definition.layers.size(); ++l) {
     const EngineLayer& layer = definition.layers[l];
     if (std::holds_alternative<ConstantParams>(layer.params)) continue;
-    layers.emplace_back(layer.name, toString(kindOf(layer.params)), engine.layerKernel(l),
-                        engine.layerPrecision(l), milliseconds.at(l));
+    const LayerTiming& timing = timings.at(l);
+    std::string kernel = engine.layerKernel(l);
+    if (!timing.tactic.empty()) kernel += concat(" [", timing.tactic, "]");
+    layers.emplace_back(layer.name, toString(kindOf(layer.params)), kernel,
+                        engine.layerPrecision(l), timing.milliseconds);
   }
   return layers;
 }

@@ -65,6 +65,13 @@ struct EngineDefinition {
 
 class ExecutionContext;
 
+// One layer's time from ExecutionContext::profileLayers, and the tactic the backend chose for it
+// where it chooses among several (the cuDNN algorithm of a convolution); else empty.
+struct LayerTiming {
+  double milliseconds = 0.0;
+  std::string tactic;
+};
+
 struct ExecutionSettings {
   // CUDA backend: capture a CUDA graph the first time an input shape is seen and replay it for
   // that shape after. Inputs and outputs then pass through the context's own buffers.

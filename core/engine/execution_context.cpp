@@ -263,9 +263,9 @@ void ExecutionContext::execute(const std::vector<const void*>& inputs,
   executeOnCpu(inputs, outputs, nullptr);
 }
 
-std::vector<double> ExecutionContext::profileLayers(const std::vector<const void*>& inputs,
-                                                    const std::vector<void*>& outputs,
-                                                    int iterations, void* stream) {
+std::vector<LayerTiming> ExecutionContext::profileLayers(const std::vector<const void*>& inputs,
+                                                         const std::vector<void*>& outputs,
+                                                         int iterations, void* stream) {
   checkExecuteArguments(inputs, outputs);
   KILN_CHECK(iterations >= 1, "profiling needs at least one iteration, got ", iterations);
 #ifdef KILN_WITH_CUDA
@@ -280,8 +280,9 @@ std::vector<double> ExecutionContext::profileLayers(const std::vector<const void
   executeOnCpu(inputs, outputs, &warmUp);
   std::vector<double> milliseconds(layers, 0.0);
   for (int i = 0; i < iterations; ++i) executeOnCpu(inputs, outputs, &milliseconds);
-  for (double& total : milliseconds) total /= iterations;
-  return milliseconds;
+  std::vector<LayerTiming> timings(layers);
+  for (size_t l = 0; l < layers; ++l) timings[l].milliseconds = milliseconds[l] / iterations;
+  return timings;
 }
 
 void ExecutionContext::executeOnCpu(const std::vector<const void*>& inputs,

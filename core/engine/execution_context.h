@@ -37,13 +37,14 @@ class ExecutionContext {
                void* stream = nullptr);
 
   // Runs the engine as execute does (outputs included), one warm-up run then `iterations` runs,
-  // timing every layer: CUDA events around each layer's kernels on the CUDA backend (no CUDA
-  // graph), the wall clock on the CPU. Returns each layer's mean milliseconds, in the order of
-  // the engine's layers; a layer that runs nothing (a constant, a reshape that aliases its
-  // input) takes 0. For finding where the time goes: it synchronizes after every run.
-  std::vector<double> profileLayers(const std::vector<const void*>& inputs,
-                                    const std::vector<void*>& outputs, int iterations,
-                                    void* stream = nullptr);
+  // timing every layer (and naming the tactic it runs, where the backend chose one): CUDA events
+  // around each layer's kernels on the CUDA backend (no CUDA graph), the wall clock on the CPU.
+  // Returns each layer's mean milliseconds, in the order of the engine's layers; a layer that runs
+  // nothing (a constant, a reshape that aliases its input) takes 0. For finding where the time
+  // goes: it synchronizes after every run.
+  std::vector<LayerTiming> profileLayers(const std::vector<const void*>& inputs,
+                                         const std::vector<void*>& outputs, int iterations,
+                                         void* stream = nullptr);
 
  private:
   void checkExecuteArguments(const std::vector<const void*>& inputs,

@@ -266,19 +266,20 @@ TEST(ExecutionContext, ProfileTimesEveryLayerAndComputesWhatExecuteDoes) {
   std::vector<float> expected(32), profiled(32);
   context->execute({input.data()}, {expected.data()});
 
-  const std::vector<double> milliseconds =
+  const std::vector<LayerTiming> timings =
       context->profileLayers({input.data()}, {profiled.data()}, 3);
 
   const EngineDefinition& definition = engine->definition();
-  ASSERT_EQ(milliseconds.size(), definition.layers.size());
+  ASSERT_EQ(timings.size(), definition.layers.size());
   size_t timed = 0;
   for (size_t l = 0; l < definition.layers.size(); ++l) {
     if (std::holds_alternative<ConstantParams>(definition.layers[l].params)) {
-      EXPECT_EQ(milliseconds[l], 0.0) << definition.layers[l].name;
+      EXPECT_EQ(timings[l].milliseconds, 0.0) << definition.layers[l].name;
       EXPECT_EQ(engine->layerKernel(l), "none (weights)");
       continue;
     }
-    EXPECT_GT(milliseconds[l], 0.0) << definition.layers[l].name;
+    EXPECT_GT(timings[l].milliseconds, 0.0) << definition.layers[l].name;
+    EXPECT_EQ(timings[l].tactic, "");  // the CPU backend has one kernel a kind
     EXPECT_EQ(engine->layerPrecision(l), "float32");
     ++timed;
   }

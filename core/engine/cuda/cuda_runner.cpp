@@ -360,6 +360,8 @@ struct CudaRunner::State {
   std::map<std::vector<Dims>, bool> uncapturable;
 
   std::vector<DeviceView> views;
+  // While profileLayers' warm-up run is in flight: where runLayer names each layer's tactic.
+  std::vector<LayerTiming>* layerTimings = nullptr;
 
   State(std::shared_ptr<const Engine> e, const ExecutionSettings& s, const StatusLayout& layout)
       : engine(std::move(e)),
@@ -610,6 +612,13 @@ void CudaRunner::State::runLayer(size_t index, const EngineLayer& layer, cudaStr
             found = convolutionPlans.emplace(shape, std::move(plan)).first;
           }
           const ck::ConvolutionPlan* plan = found->second.get();
+          if (layerTimings != nullptr) {
+            const ck::ConvolutionAlgorithm& chosen = plan->algorithm();
+            (*layerTimings)[index].tactic =
+                concat("cuDNN algorithm ", chosen.algorithm,
+                       chosen.mathType == CUDNN_DEFAULT_MATH ? "" : ", tensor ops",
+                       chosen.fusedEpilogue ? ", fused epilogue" : "");
+          }
           ck::convolution(cudnn, *plan, tensors, convolutionWorkspace, stream);
         } else if constexpr (std::is_same_v<P, MatMulParams>) {
           const DeviceView& a = requiredInput(in, 0, "a");
@@ -939,10 +948,10 @@ void CudaRunner::execute(const std::vector<Dims>& tensorDims,
   s.ranBefore = true;
 }
 
-std::vector<double> CudaRunner::profileLayers(const std::vector<Dims>& tensorDims,
-                                              const std::vector<const void*>& inputs,
-                                              const std::vector<void*>& outputs,
-                                              cudaStream_t stream, int iterations) {
+std::vector<LayerTiming> CudaRunner::profileLayers(const std::vector<Dims>& tensorDims,
+                                                   const std::vector<const void*>& inputs,
+                                                   const std::vector<void*>& outputs,
+                                                   cudaStream_t stream, int iterations) {
   State& s = *state_;
   const size_t layers = s.engine->definition().layers.size();
   s.checkPreviousRun();
@@ -952,8 +961,15 @@ std::vector<double> CudaRunner::profileLayers(const std::vector<Dims>& tensorDim
   std::vector<std::unique_ptr<TimingEvent>> events;
   for (size_t e = 0; e < 2 * layers; ++e) events.push_back(std::make_unique<TimingEvent>());
   s.bindViews(tensorDims, inputs, outputs);
-  s.runLayers(stream);
-  std::vector<double> milliseconds(layers, 0.0);
+  std::vector<LayerTiming> timings(layers);
+  s.layerTimings = &timings;
+  try {
+    s.runLayers(stream);
+  } catch (...) {
+    s.layerTimings = nullptr;
+    throw;
+  }
+  s.layerTimings = nullptr;
   for (int i = 0; i < iterations; ++i) {
     s.runLayers(stream, &events);
     check(cudaStreamSynchronize(stream), "waiting for a profiled run");
@@ -965,15 +981,15 @@ std::vector<double> CudaRunner::profileLayers(const std::vector<Dims>& tensorDim
       float elapsed = 0.0f;
       check(cudaEventElapsedTime(&elapsed, events[2 * l]->get(), events[2 * l + 1]->get()),
             "reading a layer's time");
-      milliseconds[l] += elapsed;
+      timings[l].milliseconds += elapsed;
     }
   }
   s.copyOutputsNotWrittenInPlace(outputs, stream);
   check(cudaEventRecord(s.done.get(), stream), "recording the end of the run");
   s.lastStream = stream;
   s.ranBefore = true;
-  for (double& total : milliseconds) total /= iterations;
-  return milliseconds;
+  for (LayerTiming& timing : timings) timing.milliseconds /= iterations;
+  return timings;
 }
 
 }  // namespace kiln

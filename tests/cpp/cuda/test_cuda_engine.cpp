@@ -591,12 +591,12 @@ TEST(CudaEngine, FusedQkvProjectionIsOneGemmThatAttentionReadsInPlace) {
     context->setInputShapes(built.shapes);
     DeviceBuffer input = DeviceBuffer::from(built.inputs[0]);
     DeviceBuffer output(expected[0].size());
-    const std::vector<double> milliseconds =
+    const std::vector<LayerTiming> timings =
         context->profileLayers({input.data()}, {output.data()}, 3);
-    ASSERT_EQ(milliseconds.size(), d.layers.size());
+    ASSERT_EQ(timings.size(), d.layers.size());
     for (size_t l = 0; l < d.layers.size(); ++l) {
       if (std::holds_alternative<ConstantParams>(d.layers[l].params)) continue;
-      EXPECT_GT(milliseconds[l], 0.0) << d.layers[l].name;
+      EXPECT_GT(timings[l].milliseconds, 0.0) << d.layers[l].name;
     }
     std::vector<Bytes> profiled = {Bytes(expected[0].size())};
     output.download(profiled[0].data(), profiled[0].size());
@@ -664,6 +664,38 @@ TEST(CudaEngine, DynamicBatchUsesOneGraphPerShapeAndOnePlannedArena) {
   EXPECT_LT(plan.arenaBytes, plan.naiveBytes);
   // Batch 9 is outside the profile.
   EXPECT_THROW(context->setInputShapes({{9, 3, 32, 32}}), Error);
+}
+
+TEST(CudaEngine, ProfileNamesTheConvolutionAlgorithmAndMatchesExecute) {
+  KILN_SKIP_WITHOUT_GPU();
+  auto cpu = buildDynamicConvNet(Backend::kCpu);
+  auto cuda = buildDynamicConvNet(Backend::kCuda);
+  std::mt19937 rng(5);
+  BuiltCase c;
+  c.shapes = {{3, 3, 32, 32}};
+  c.inputs = {randomBytes(DataType::kFloat32, volume(c.shapes[0]), rng)};
+  const std::vector<Bytes> expected = runOnCpu(*cpu, c);
+  auto context = cuda->createExecutionContext();
+  context->setInputShapes(c.shapes);
+  DeviceBuffer input = DeviceBuffer::from(c.inputs[0]);
+  DeviceBuffer output(expected[0].size());
+  const std::vector<LayerTiming> timings =
+      context->profileLayers({input.data()}, {output.data()}, 2);
+  const EngineDefinition& d = cuda->definition();
+  ASSERT_EQ(timings.size(), d.layers.size());
+  size_t convolutions = 0;
+  for (size_t l = 0; l < d.layers.size(); ++l) {
+    if (!std::holds_alternative<ConvolutionParams>(d.layers[l].params)) continue;
+    EXPECT_EQ(timings[l].tactic.rfind("cuDNN algorithm ", 0), 0u) << timings[l].tactic;
+    EXPECT_GT(timings[l].milliseconds, 0.0);
+    ++convolutions;
+  }
+  EXPECT_EQ(convolutions, 2u);
+  std::vector<Bytes> profiled = {Bytes(expected[0].size())};
+  output.download(profiled[0].data(), profiled[0].size());
+  expectClose(*cuda, expected, profiled, 1e-4, "profiled run");
+  // A run after profiling (which captures its CUDA graph) still computes the same.
+  expectClose(*cuda, expected, runOnGpu(*context, c.inputs, c.shapes, nullptr), 1e-4, "after");
 }
 
 TEST(CudaEngine, SharedByEightThreadsWithTheirOwnStreams) {
