@@ -27,7 +27,7 @@
 namespace kiln {
 namespace {
 
-// A sibling's weight as a (N, K) or (K, N) matrix, with the axis its output columns run along.
+// A GEMM that may merge with its siblings: its constant weight matrix, its bias, its output width.
 struct Sibling {
   Layer* layer = nullptr;
   const Weights* weight = nullptr;

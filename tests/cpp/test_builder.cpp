@@ -856,6 +856,36 @@ TEST(BuilderHorizontalFusion, ANarrowNetworkOutputIsSlicedOut) {
   expectNear(evaluate(network, inputs), before, 1e-5f);
 }
 
+TEST(BuilderHorizontalFusion, SiblingsWithoutABiasGetZerosInTheFusedBias) {
+  const int64_t n = 2, l = 3, e = 8, h = 2, hd = 4;
+  Network network;
+  Tensor* x = network.addInput("x", DataType::kFloat32, {n, l, e});
+  auto heads = [&](Tensor* t) {
+    return shuffle(network, shuffle(network, t, {}, {n, l, h, hd}), {0, 2, 1, 3});
+  };
+  Tensor* q = linear(network, x, e, -0.2f);
+  Tensor* w = network.addConstant(floatWeights({e, e}, ramp(e * e, 0.3f, -0.02f)))->output(0);
+  Tensor* kv = network.addFullyConnected(x, w, nullptr)->output(0);
+  AttentionParams p;
+  p.scale = 0.5;
+  network.markOutput(network.addAttention(heads(q), heads(kv), heads(kv), nullptr, p)->output(0));
+  const std::vector<std::vector<float>> inputs = {ramp(n * l * e, -1.0f, 0.11f)};
+  const std::vector<std::vector<float>> before = evaluate(network, inputs);
+
+  readAttentionOperandsThroughViews(network);
+  fuseSiblingGemms(network);
+
+  ASSERT_EQ(countLayers(network, LayerKind::kFullyConnected), 1u);
+  const Layer* fused = network.output(0)->producer()->input(0)->producer();
+  ASSERT_EQ(fused->kind(), LayerKind::kFullyConnected);
+  const Weights& bias = fused->input(2)->producer()->paramsAs<ConstantParams>().weights;
+  ASSERT_EQ(bias.dims, (Dims{2 * e}));
+  const auto* values = static_cast<const float*>(bias.data());
+  for (int64_t i = e; i < 2 * e; ++i) EXPECT_EQ(values[i], 0.0f) << i;
+  network.validate();
+  expectNear(evaluate(network, inputs), before, 1e-5f);
+}
+
 TEST(BuilderHorizontalFusion, LeavesSiblingsWhoseCopiesWouldCostMore) {
   const int64_t e = 8;
   Network network;
