@@ -217,6 +217,8 @@ std::shared_ptr<Engine> Builder::build(const Network& network, const BuilderConf
   // After the row shuffles moved: an output projection then reads the residual add directly.
   fuseFullyConnectedEpilogues(*optimized);
   readAttentionOperandsThroughViews(*optimized);
+  // After the views: an attention operand then reads its block of the fused GEMM in place.
+  fuseSiblingGemms(*optimized);
   eliminateDeadLayers(*optimized);
   optimized->validate();
 
