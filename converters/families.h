@@ -27,5 +27,6 @@ void registerAttentionConverters(ConverterRegistry& registry);
 void registerFactoryConverters(ConverterRegistry& registry);
 void registerSelectionConverters(ConverterRegistry& registry);
 void registerPaddingConverters(ConverterRegistry& registry);
+void registerSpecialValueConverters(ConverterRegistry& registry);
 
 }  // namespace kiln

@@ -49,6 +49,19 @@ def bools(*shape: int) -> Callable[[], torch.Tensor]:
     return lambda: torch.rand(shape) > 0.5
 
 
+def special(*shape: int, dtype: torch.dtype = torch.float32) -> Callable[[], torch.Tensor]:
+    """Floats with inf, -inf and NaN among them."""
+
+    def build() -> torch.Tensor:
+        x = torch.randn(shape, dtype=dtype).flatten()
+        x[::5] = float("inf")
+        x[1::7] = float("-inf")
+        x[2::3] = float("nan")
+        return x.view(shape)
+
+    return build
+
+
 def nonzero(*shape: int) -> Callable[[], torch.Tensor]:
     """Floats away from zero (divisors)."""
     return lambda: (torch.rand(shape) + 0.5) * torch.where(torch.rand(shape) > 0.5, 1.0, -1.0)
@@ -543,6 +556,19 @@ def _indexing_cases() -> list[Case]:
     ]
 
 
+def _special_value_cases() -> list[Case]:
+    samples = ((special(3, 7),), (special(2, 5, 4, dtype=torch.float16),), (special(9, dtype=torch.bfloat16),))
+    return [
+        Case(name, fn(f), samples)
+        for name, f in (("isinf", torch.isinf), ("isposinf", torch.isposinf), ("isneginf", torch.isneginf),
+                        ("isnan", torch.isnan), ("isfinite", torch.isfinite))
+    ] + [
+        # T5 in float16: clamp only when an inf appeared.
+        Case("isinf_any_where", fn(lambda x: torch.where(torch.isinf(x).any(), torch.isnan(x).float(), x * 2)),
+             ((special(4, 6),), ((4, 6),))),
+    ]
+
+
 def _reduced_precision_cases() -> list[Case]:
     """The computing layers in float16 and bfloat16 (the CPU backend computes them through
     float32 and rounds once, as torch's CPU kernels do; the CUDA backend runs them natively)."""
@@ -604,6 +630,7 @@ CASES: list[Case] = [
     *_noop_cases(),
     *_shape_cases(),
     *_indexing_cases(),
+    *_special_value_cases(),
     *_factory_cases(),
     *_like_factory_cases(),
     # ---- convolution ----

@@ -132,7 +132,7 @@ def test_engine_reports_its_arena() -> None:
 def test_profile_times_every_layer_with_cuda_events() -> None:
     model = SmallTransformerEncoder(attention="sdpa").eval().cuda().half()
     x = torch.randn(4, 32, model.d_model, device="cuda", dtype=torch.float16)
-    compiled = kiln.compile(model, ir="dynamo", inputs=[x])
+    compiled = kiln.compile(model, ir="dynamo", inputs=[x], enabled_precisions={torch.float16})
     with torch.no_grad():
         expected = compiled(x)
     result = kiln.profile(compiled, x, iters=5)
