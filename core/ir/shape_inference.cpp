@@ -654,8 +654,7 @@ std::vector<TensorType> inferResize(const ResizeParams& p, const Inputs& inputs)
 std::vector<TensorType> inferCumulative(const CumulativeParams& p, const Inputs& inputs) {
   checkInputCount(inputs, 1, 1, "[x]");
   const TensorType& x = requiredInput(inputs, 0, "x");
-  KILN_CHECK(x.dtype == DataType::kInt32 || x.dtype == DataType::kInt64 ||
-                 isFloatingPoint(x.dtype),
+  KILN_CHECK(x.dtype == DataType::kInt32 || x.dtype == DataType::kInt64 || isFloatingPoint(x.dtype),
              "cumulative sums and products take int32, int64, float32, float16 or bfloat16, got ",
              toString(x.dtype), "; cast the input first");
   // As torch, a scalar takes axis 0 or -1.

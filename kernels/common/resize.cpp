@@ -8,9 +8,9 @@ namespace kiln::kernels {
 std::array<ResizeAxis, 3> resizeAxes(const ResizeParams& params) {
   const size_t rank = params.inSpatial.size();
   if (rank < 1 || rank > 3 || params.outSpatial.size() != rank) {
-    throw std::invalid_argument("resize: takes 1 to 3 spatial dims with one output size each, got " +
-                                std::to_string(rank) + " input and " +
-                                std::to_string(params.outSpatial.size()) + " output dims");
+    throw std::invalid_argument(
+        "resize: takes 1 to 3 spatial dims with one output size each, got " + std::to_string(rank) +
+        " input and " + std::to_string(params.outSpatial.size()) + " output dims");
   }
   if (!params.scales.empty() && params.scales.size() != rank) {
     throw std::invalid_argument("resize: takes no scales or one per spatial dim, got " +
@@ -33,11 +33,11 @@ std::array<ResizeAxis, 3> resizeAxes(const ResizeParams& params) {
     const double scale = params.scales.empty() ? 0.0 : params.scales[d];
     if (scale < 0.0) throw std::invalid_argument("resize: scales must not be negative");
     // torch's area_pixel_compute_scale (align_corners) and compute_scales_value, in float.
-    const bool aligned = params.alignCorners && (params.mode == ResizeMode::kLinear ||
-                                                 params.mode == ResizeMode::kCubic);
+    const bool aligned = params.alignCorners &&
+                         (params.mode == ResizeMode::kLinear || params.mode == ResizeMode::kCubic);
     if (aligned) {
-      axis.ratio = axis.out > 1 ? static_cast<float>(axis.in - 1) / static_cast<float>(axis.out - 1)
-                                : 0.0f;
+      axis.ratio =
+          axis.out > 1 ? static_cast<float>(axis.in - 1) / static_cast<float>(axis.out - 1) : 0.0f;
     } else if (scale > 0.0) {
       axis.ratio = static_cast<float>(1.0 / scale);
     } else {
