@@ -21,6 +21,8 @@ void registerAllConverters(ConverterRegistry& registry) {
   registerFactoryConverters(registry);
   registerSelectionConverters(registry);
   registerPaddingConverters(registry);
+  registerResizeConverters(registry);
+  registerCumulativeConverters(registry);
 }
 
 }  // namespace kiln

@@ -27,5 +27,7 @@ void registerAttentionConverters(ConverterRegistry& registry);
 void registerFactoryConverters(ConverterRegistry& registry);
 void registerSelectionConverters(ConverterRegistry& registry);
 void registerPaddingConverters(ConverterRegistry& registry);
+void registerResizeConverters(ConverterRegistry& registry);
+void registerCumulativeConverters(ConverterRegistry& registry);
 
 }  // namespace kiln

@@ -53,6 +53,16 @@ std::array<ResizeAxis, 3> resizeAxes(const ResizeParams& params);
 
 constexpr int kMaxResizeTaps = 4;
 
+// a * b rounded before any addition: nvcc would otherwise contract the source coordinate's
+// multiply-add into an FMA, and a coordinate an ulp away can floor to another pixel.
+KILN_HOST_DEVICE inline float roundedProduct(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fmul_rn(a, b);
+#else
+  return a * b;
+#endif
+}
+
 // Keys' cubic convolution with A = -0.75, for |x| <= 1 and for 1 < |x| < 2 (torch's
 // cubic_convolution1 and cubic_convolution2).
 KILN_HOST_DEVICE inline float cubicNear(float x) {
@@ -91,7 +101,7 @@ KILN_HOST_DEVICE inline int resizeTaps(ResizeMode mode, bool alignCorners, const
     return 1;
   }
   float source = alignCorners ? axis.ratio * static_cast<float>(o)
-                              : axis.ratio * (static_cast<float>(o) + 0.5f) - 0.5f;
+                              : roundedProduct(axis.ratio, static_cast<float>(o) + 0.5f) - 0.5f;
   if (!cubic && source < 0.0f) source = 0.0f;
   int64_t base = static_cast<int64_t>(floorf(source));
   if (base > last) base = last;
