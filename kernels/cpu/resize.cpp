@@ -1,5 +1,6 @@
 #include "kernels/cpu/resize.h"
 
+#include <algorithm>
 #include <array>
 #include <cstddef>
 #include <vector>
@@ -23,7 +24,7 @@ AxisTaps tapsOf(const ResizeParams& params, const kernels::ResizeAxis& axis) {
     const size_t at = static_cast<size_t>(o) * kernels::kMaxResizeTaps;
     const int count = kernels::resizeTaps(params.mode, params.alignCorners, axis, o,
                                           &taps.index[at], &taps.weight[at]);
-    // Unused taps keep weight 0 and index 0, so every output can read the widest count.
+    // Every output of an axis takes the same number of taps (the mode's, or 1 for a copy).
     taps.count = std::max(taps.count, count);
   }
   return taps;
