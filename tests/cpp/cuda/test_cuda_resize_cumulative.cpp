@@ -285,9 +285,10 @@ TEST(CudaCumulative, FloatsMatchCpuOnEveryPath) {
         gk::cumulative({function, s.outer, s.axisSize, s.inner, type}, in.data(), out.data(),
                        stream.get());
         stream.synchronize();
-        // Summation order differs (block scan vs sequential): a running sum of n values in
-        // [-1, 1] is within n * float32 epsilon, then rounded once to the type.
-        const double atol = static_cast<double>(s.axisSize) * 1.2e-7 * 4.0 + 1e-6;
+        // The CPU accumulates in double, the GPU in float32 in another order: a running value
+        // of n terms of magnitude <= 1 is within a few n * float32 epsilon, then rounded once
+        // to the type. A wrong element is off by about 1.
+        const double atol = static_cast<double>(s.axisSize) * 1.2e-7 * 16.0 + 1e-6;
         const double rounding = roundingOf(type);
         expectClose(decode(out.download(), type), quantize(expected, type), rounding,
                     atol + (type == gk::ScalarType::kFloat32 ? 0.0 : rounding));
