@@ -22,6 +22,8 @@ void registerAllConverters(ConverterRegistry& registry) {
   registerSelectionConverters(registry);
   registerPaddingConverters(registry);
   registerSpecialValueConverters(registry);
+  registerResizeConverters(registry);
+  registerCumulativeConverters(registry);
 }
 
 }  // namespace kiln

@@ -28,5 +28,7 @@ void registerFactoryConverters(ConverterRegistry& registry);
 void registerSelectionConverters(ConverterRegistry& registry);
 void registerPaddingConverters(ConverterRegistry& registry);
 void registerSpecialValueConverters(ConverterRegistry& registry);
+void registerResizeConverters(ConverterRegistry& registry);
+void registerCumulativeConverters(ConverterRegistry& registry);
 
 }  // namespace kiln

@@ -55,7 +55,7 @@ std::pair<torch::jit::Module, CompileSummary> compileTorchScript(
     KILN_CHECK(spec.min.size() == spec.opt.size() && spec.opt.size() == spec.max.size(), "input ",
                i, ": min, opt and max shapes must have the same rank");
   }
-  torch::jit::Module lowered = lowerTorchScript(module);
+  torch::jit::Module lowered = lowerTorchScript(module, inputs);
   TorchScriptImport import = importTorchScript(lowered, inputs);
   import.graph.setDevice(engineDevice(settings.backend));
   Partition partition =

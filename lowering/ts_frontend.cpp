@@ -13,6 +13,7 @@
 #include <unordered_set>
 
 #include "core/ir/types.h"
+#include "lowering/fold_tensor_ranks.h"
 
 namespace kiln {
 
@@ -115,7 +116,8 @@ void refuseMutationsInControlFlow(torch::jit::Graph& graph) {
 
 }  // namespace
 
-torch::jit::Module lowerTorchScript(const torch::jit::Module& module) {
+torch::jit::Module lowerTorchScript(const torch::jit::Module& module,
+                                    const std::vector<InputSpec>& inputs) {
   torch::jit::Module copy = module.clone();
   copy.eval();
   torch::jit::Module frozen = torch::jit::freeze_module(copy);
@@ -124,6 +126,7 @@ torch::jit::Module lowerTorchScript(const torch::jit::Module& module) {
   splitAppendedLists(graph->block());
   torch::jit::ConstantPropagation(graph);
   torch::jit::EliminateDeadCode(graph);
+  foldTensorRanks(frozen, inputs);
   refuseMutationsInControlFlow(*graph);
   return frozen;
 }

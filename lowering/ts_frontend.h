@@ -25,9 +25,11 @@ struct InputSpec {
   c10::Device device = c10::Device(c10::kCPU);
 };
 
-// Freezes (weights become constants, attributes fold, `training` branches go), inlines calls
-// and removes what became dead. The module is put in eval mode.
-torch::jit::Module lowerTorchScript(const torch::jit::Module& module);
+// Freezes (weights become constants, attributes fold, `training` branches go), inlines calls,
+// removes what became dead and folds rank checks for inputs of these specs
+// (lowering/fold_tensor_ranks.h). The module is put in eval mode.
+torch::jit::Module lowerTorchScript(const torch::jit::Module& module,
+                                    const std::vector<InputSpec>& inputs);
 
 struct TorchScriptImport {
   OpGraph graph;

@@ -13,12 +13,14 @@
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/cast.h"
 #include "kernels/cpu/convolution.h"
+#include "kernels/cpu/cumulative.h"
 #include "kernels/cpu/data_movement.h"
 #include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/matmul.h"
 #include "kernels/cpu/normalization.h"
 #include "kernels/cpu/pooling.h"
 #include "kernels/cpu/reduce_softmax.h"
+#include "kernels/cpu/resize.h"
 #include "kernels/cpu/scalar_type.h"
 #include "kernels/cpu/unary_activation.h"
 
@@ -362,6 +364,23 @@ void runCast(const CastParams& p, const Inputs& in, const Outputs& out) {
   ck::cast(x.data, toKernelType(x.dtype), out[0].data, toKernelType(p.toType), volume(x.dims));
 }
 
+void runResize(const ResizeParams& p, const Inputs& in, const Outputs& out) {
+  const TensorView& x = requiredInput(in, 0, "x");
+  auto resize = resizeGeometry<ck::ResizeParams>(p, x.dims, out[0].dims);
+  resize.mode = toResizeMode(p.mode);
+  ck::resize(resize, floatData(x, "x"), floatOutput(out));
+}
+
+void runCumulative(const CumulativeParams& p, const Inputs& in, const Outputs& out) {
+  const TensorView& x = requiredInput(in, 0, "x");
+  KILN_CHECK(out[0].dtype == x.dtype, "cumulative output is ", toString(out[0].dtype),
+             ", its input ", toString(x.dtype));
+  auto cumulative = cumulativeGeometry<ck::CumulativeParams>(p, x.dims);
+  cumulative.function = toCumulativeFunction(p.op);
+  cumulative.type = toKernelType(x.dtype);
+  ck::cumulative(cumulative, x.data, out[0].data);
+}
+
 void dispatch(const LayerParams& params, const Inputs& in, const Outputs& out) {
   std::visit(
       [&](const auto& p) {
@@ -400,9 +419,13 @@ void dispatch(const LayerParams& params, const Inputs& in, const Outputs& out) {
           runConstant(p, out);
         } else if constexpr (std::is_same_v<P, CastParams>) {
           runCast(p, in, out);
-        } else {
-          static_assert(std::is_same_v<P, AttentionParams>, "every layer kind needs a CPU runner");
+        } else if constexpr (std::is_same_v<P, AttentionParams>) {
           runAttention(p, in, out);
+        } else if constexpr (std::is_same_v<P, ResizeParams>) {
+          runResize(p, in, out);
+        } else {
+          static_assert(std::is_same_v<P, CumulativeParams>, "every layer kind needs a CPU runner");
+          runCumulative(p, in, out);
         }
       },
       params);

@@ -163,4 +163,28 @@ kernels::ReduceFunction toReduceFunction(ReduceOp op) {
   throw Error(concat("unknown reduce op ", static_cast<int>(op)));
 }
 
+kernels::ResizeMode toResizeMode(ResizeMode mode) {
+  switch (mode) {
+    case ResizeMode::kNearest:
+      return kernels::ResizeMode::kNearest;
+    case ResizeMode::kNearestExact:
+      return kernels::ResizeMode::kNearestExact;
+    case ResizeMode::kLinear:
+      return kernels::ResizeMode::kLinear;
+    case ResizeMode::kCubic:
+      return kernels::ResizeMode::kCubic;
+  }
+  throw Error(concat("unknown resize mode ", static_cast<int>(mode)));
+}
+
+kernels::CumulativeFunction toCumulativeFunction(CumulativeOp op) {
+  switch (op) {
+    case CumulativeOp::kSum:
+      return kernels::CumulativeFunction::kSum;
+    case CumulativeOp::kProd:
+      return kernels::CumulativeFunction::kProd;
+  }
+  throw Error(concat("unknown cumulative op ", static_cast<int>(op)));
+}
+
 }  // namespace kiln

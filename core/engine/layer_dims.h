@@ -144,4 +144,33 @@ KernelParams attentionGeometry(const LayerParams& p, const Dims& qTensor, const 
   return a;
 }
 
+// A resize layer (params `p`, input dims `x`, output dims `out`) in the kernels' parameters, the
+// mode and element type aside.
+template <typename KernelParams>
+KernelParams resizeGeometry(const ResizeParams& p, const Dims& x, const Dims& out) {
+  KILN_CHECK(x.size() == p.outputSize.size() + 2 && out.size() == x.size(),
+             "resize needs an input (N, C, spatial...) with ", p.outputSize.size(),
+             " spatial dims, got ", toString(x));
+  KernelParams r;
+  r.planes = x[0] * x[1];
+  r.inSpatial = spatialDims(x);
+  r.outSpatial = spatialDims(out);
+  r.scales = p.scales;
+  r.alignCorners = p.alignCorners;
+  return r;
+}
+
+// A cumulative layer over a tensor of dims `x` as (outer, axisSize, inner), the function and
+// element type aside; a scalar is one element.
+template <typename KernelParams>
+KernelParams cumulativeGeometry(const CumulativeParams& p, const Dims& x) {
+  const Dims dims = x.empty() ? Dims{1} : x;
+  const auto axis = static_cast<size_t>(normalizeAxis(p.axis, dims.size(), "axis"));
+  KernelParams c;
+  c.outer = volume(Dims(dims.begin(), dims.begin() + static_cast<std::ptrdiff_t>(axis)));
+  c.axisSize = dims[axis];
+  c.inner = volume(Dims(dims.begin() + static_cast<std::ptrdiff_t>(axis) + 1, dims.end()));
+  return c;
+}
+
 }  // namespace kiln

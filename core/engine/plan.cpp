@@ -108,6 +108,16 @@ struct EnumLimit<GatherMode> {
   static constexpr const char* kName = "gather mode";
 };
 template <>
+struct EnumLimit<ResizeMode> {
+  static constexpr ResizeMode kLast = ResizeMode::kCubic;
+  static constexpr const char* kName = "resize mode";
+};
+template <>
+struct EnumLimit<CumulativeOp> {
+  static constexpr CumulativeOp kLast = CumulativeOp::kProd;
+  static constexpr const char* kName = "cumulative op";
+};
+template <>
 struct EnumLimit<Backend> {
   static constexpr Backend kLast = Backend::kCuda;
   static constexpr const char* kName = "backend";

@@ -76,6 +76,30 @@ const char* toString(GatherMode mode) {
   return "unknown gather mode";
 }
 
+const char* toString(ResizeMode mode) {
+  switch (mode) {
+    case ResizeMode::kNearest:
+      return "nearest";
+    case ResizeMode::kNearestExact:
+      return "nearest_exact";
+    case ResizeMode::kLinear:
+      return "linear";
+    case ResizeMode::kCubic:
+      return "cubic";
+  }
+  return "unknown resize mode";
+}
+
+const char* toString(CumulativeOp op) {
+  switch (op) {
+    case CumulativeOp::kSum:
+      return "sum";
+    case CumulativeOp::kProd:
+      return "prod";
+  }
+  return "unknown cumulative op";
+}
+
 const char* toString(ElementwiseOp op) {
   switch (op) {
     case ElementwiseOp::kSum:
@@ -256,6 +280,10 @@ const char* toString(LayerKind kind) {
       return "Cast";
     case LayerKind::kAttention:
       return "Attention";
+    case LayerKind::kResize:
+      return "Resize";
+    case LayerKind::kCumulative:
+      return "Cumulative";
   }
   return "UnknownLayer";
 }
@@ -317,6 +345,11 @@ class FieldPrinter {
 
  private:
   void write(const Dims& dims) { out_ << toString(dims); }
+  void write(const std::vector<double>& values) {
+    out_ << "[";
+    for (size_t i = 0; i < values.size(); ++i) out_ << (i > 0 ? ", " : "") << values[i];
+    out_ << "]";
+  }
   void write(bool value) { out_ << (value ? "true" : "false"); }
   void write(int64_t value) { out_ << value; }
   void write(double value) { out_ << value; }

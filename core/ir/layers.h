@@ -384,12 +384,53 @@ struct AttentionOperand {
 // view is the tensor itself, contiguous (tensorDims of rank 4).
 AttentionOperand attentionOperand(const Dims& view, const Dims& tensorDims);
 
+enum class ResizeMode : uint8_t {
+  kNearest,       // torch's "nearest": floor(o * ratio)
+  kNearestExact,  // torch's "nearest-exact": floor((o + 0.5) * ratio)
+  kLinear,        // linear, bilinear or trilinear by the spatial rank
+  kCubic,         // bicubic (2 spatial dims), A = -0.75, border taps clamped
+};
+const char* toString(ResizeMode mode);
+
+// torch.nn.functional.interpolate (antialias=False): input (N, C, spatial...) with 1 to 3 spatial
+// dims -> (N, C, outputSize...). `scales` is empty or has one entry per spatial dim: the scale
+// factor torch was given for that dim (0 = none), which sets the source-coordinate ratio to
+// 1 / scale instead of in / out (unless alignCorners). The rules are torch's CPU kernels',
+// including their exact copies along a dim whose size does not change.
+struct ResizeParams {
+  ResizeMode mode = ResizeMode::kNearest;
+  Dims outputSize;
+  std::vector<double> scales;
+  bool alignCorners = false;
+  template <typename V>
+  void fields(V&& v) {
+    v("mode", mode), v("outputSize", outputSize), v("scales", scales),
+        v("alignCorners", alignCorners);
+  }
+};
+
+enum class CumulativeOp : uint8_t { kSum, kProd };
+const char* toString(CumulativeOp op);
+
+// torch.cumsum / torch.cumprod along `axis` (may be negative). The output has the input's dims
+// and type: int32, int64, float32, float16 or bfloat16 (the 16-bit floats accumulate in float32;
+// integers wrap around as torch's do).
+struct CumulativeParams {
+  CumulativeOp op = CumulativeOp::kSum;
+  int64_t axis = 0;
+  template <typename V>
+  void fields(V&& v) {
+    v("op", op), v("axis", axis);
+  }
+};
+
 // The order of the alternatives is part of the plan format: append new kinds at the end.
 using LayerParams =
     std::variant<ConvolutionParams, DeconvolutionParams, MatMulParams, FullyConnectedParams,
                  ElementwiseParams, UnaryParams, ActivationParams, PoolingParams, ReduceParams,
                  SoftmaxParams, NormalizationParams, ShuffleParams, ConcatParams, SliceParams,
-                 GatherParams, ConstantParams, CastParams, AttentionParams>;
+                 GatherParams, ConstantParams, CastParams, AttentionParams, ResizeParams,
+                 CumulativeParams>;
 
 enum class LayerKind : uint8_t {
   kConvolution,
@@ -410,6 +451,8 @@ enum class LayerKind : uint8_t {
   kConstant,
   kCast,
   kAttention,
+  kResize,
+  kCumulative,
 };
 inline LayerKind kindOf(const LayerParams& params) {
   return static_cast<LayerKind>(params.index());

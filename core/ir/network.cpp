@@ -199,6 +199,10 @@ Layer* Network::addConstant(const Weights& weights) {
 
 Layer* Network::addCast(Tensor* x, DataType toType) { return addLayer(CastParams{toType}, {x}); }
 
+Layer* Network::addResize(Tensor* x, const ResizeParams& p) { return addLayer(p, {x}); }
+
+Layer* Network::addCumulative(Tensor* x, const CumulativeParams& p) { return addLayer(p, {x}); }
+
 Layer* Network::addAttention(Tensor* q, Tensor* k, Tensor* v, Tensor* mask,
                              const AttentionParams& p) {
   if (mask == nullptr) return addLayer(p, {q, k, v});

@@ -117,6 +117,8 @@ class Network {
   Layer* addConstant(const Weights& weights);
   Layer* addCast(Tensor* x, DataType toType);
   Layer* addAttention(Tensor* q, Tensor* k, Tensor* v, Tensor* mask, const AttentionParams& p);
+  Layer* addResize(Tensor* x, const ResizeParams& p);
+  Layer* addCumulative(Tensor* x, const CumulativeParams& p);
 
   size_t numInputs() const { return inputs_.size(); }
   Tensor* input(size_t i) const { return inputs_.at(i); }

@@ -628,6 +628,41 @@ std::vector<TensorType> inferCast(const CastParams& p, const Inputs& inputs) {
   return {{p.toType, requiredInput(inputs, 0, "x").dims}};
 }
 
+std::vector<TensorType> inferResize(const ResizeParams& p, const Inputs& inputs) {
+  checkInputCount(inputs, 1, 1, "[x]");
+  const TensorType& x = requiredInput(inputs, 0, "x");
+  KILN_CHECK(isFloatingPoint(x.dtype), "resize needs a floating-point input, got ",
+             toString(x.dtype), "; cast it first");
+  const size_t spatial = p.outputSize.size();
+  KILN_CHECK(spatial >= 1 && spatial <= 3, "resize takes 1 to 3 spatial dims, got outputSize ",
+             toString(p.outputSize));
+  KILN_CHECK(x.dims.size() == spatial + 2, "mismatched ranks: resize's outputSize ",
+             toString(p.outputSize), " has ", spatial, " dims, but the input ", toString(x.dims),
+             " is not (N, C, spatial...) with that many spatial dims");
+  checkAllAtLeast(p.outputSize, 1, "outputSize");
+  KILN_CHECK(p.scales.empty() || p.scales.size() == spatial, "resize takes no scales or one per ",
+             "spatial dim, got ", p.scales.size(), " for ", spatial, " spatial dims");
+  for (double scale : p.scales) {
+    KILN_CHECK(scale >= 0.0, "resize scales must not be negative (0 = none), got ", scale);
+  }
+  KILN_CHECK(p.mode != ResizeMode::kCubic || spatial == 2,
+             "cubic resize takes 2 spatial dims (bicubic), got ", spatial);
+  Dims out = {x.dims[0], x.dims[1]};
+  out.insert(out.end(), p.outputSize.begin(), p.outputSize.end());
+  return {{x.dtype, out}};
+}
+
+std::vector<TensorType> inferCumulative(const CumulativeParams& p, const Inputs& inputs) {
+  checkInputCount(inputs, 1, 1, "[x]");
+  const TensorType& x = requiredInput(inputs, 0, "x");
+  KILN_CHECK(x.dtype == DataType::kInt32 || x.dtype == DataType::kInt64 || isFloatingPoint(x.dtype),
+             "cumulative sums and products take int32, int64, float32, float16 or bfloat16, got ",
+             toString(x.dtype), "; cast the input first");
+  // As torch, a scalar takes axis 0 or -1.
+  normalizeAxis(p.axis, std::max<size_t>(x.dims.size(), 1), "cumulative axis");
+  return {x};
+}
+
 // The (N, H, L, E) operand an attention input holds, directly or through its view; a view must
 // stay inside its tensor.
 Dims attentionOperandDims(const Dims& view, const TensorType& tensor, const char* name) {
@@ -766,10 +801,14 @@ std::vector<TensorType> inferOutputTypes(const LayerParams& params, const Inputs
           return inferConstant(p, inputs);
         } else if constexpr (std::is_same_v<P, CastParams>) {
           return inferCast(p, inputs);
-        } else {
-          static_assert(std::is_same_v<P, AttentionParams>,
-                        "every layer kind needs shape inference");
+        } else if constexpr (std::is_same_v<P, AttentionParams>) {
           return inferAttention(p, inputs);
+        } else if constexpr (std::is_same_v<P, ResizeParams>) {
+          return inferResize(p, inputs);
+        } else {
+          static_assert(std::is_same_v<P, CumulativeParams>,
+                        "every layer kind needs shape inference");
+          return inferCumulative(p, inputs);
         }
       },
       params);

@@ -82,6 +82,8 @@ enum class BinaryOp : uint8_t {
 
 enum class ReduceFunction : uint8_t { kSum, kProd, kMax, kMin, kMean };
 
+enum class CumulativeFunction : uint8_t { kSum, kProd };
+
 enum class PoolingMode : uint8_t { kMax, kAverage };
 
 }  // namespace kiln::kernels

@@ -1515,5 +1515,160 @@ TEST(CpuLayers, ConstantOutput) {
   EXPECT_EQ(y.values<int32_t>(), (std::vector<int32_t>{4, 5, 6}));
 }
 
+HostTensor runResize(const HostTensor& x, ResizeMode mode, Dims outputSize, bool alignCorners,
+                     std::vector<double> scales = {}) {
+  ResizeParams p;
+  p.mode = mode;
+  p.outputSize = std::move(outputSize);
+  p.alignCorners = alignCorners;
+  p.scales = std::move(scales);
+  return runLayer({x}, [&](Network& net, const std::vector<Tensor*>& in) {
+    return net.addResize(in[0], p)->output(0);
+  });
+}
+
+TEST(CpuLayers, ResizeNearestFloorsAndNearestExactRounds) {
+  const HostTensor x = floats({1, 1, 5}, iota(5));
+  // nearest: floor(o * 5 / 7); nearest-exact: floor((o + 0.5) * 5 / 7).
+  HostTensor y = runResize(x, ResizeMode::kNearest, {7}, false);
+  EXPECT_EQ(y.dims, (Dims{1, 1, 7}));
+  EXPECT_EQ(y.values<float>(), (std::vector<float>{0, 0, 1, 2, 2, 3, 4}));
+  EXPECT_EQ(runResize(x, ResizeMode::kNearestExact, {7}, false).values<float>(),
+            (std::vector<float>{0, 1, 1, 2, 3, 3, 4}));
+  // Downscaling: floor(o * 5 / 3) against floor((o + 0.5) * 5 / 3).
+  EXPECT_EQ(runResize(x, ResizeMode::kNearest, {3}, false).values<float>(),
+            (std::vector<float>{0, 1, 3}));
+  EXPECT_EQ(runResize(x, ResizeMode::kNearestExact, {3}, false).values<float>(),
+            (std::vector<float>{0, 2, 4}));
+  // A given scale factor sets the ratio: 1 / 1.3 instead of 5 / 6 (index 5: floor(3.85) = 3,
+  // where 5 / 6 would give 4).
+  EXPECT_EQ(runResize(x, ResizeMode::kNearest, {6}, false, {1.3}).values<float>(),
+            (std::vector<float>{0, 0, 1, 2, 3, 3}));
+}
+
+TEST(CpuLayers, ResizeNearest2DDoublesEachPixelAndKeepsPlanesApart) {
+  const HostTensor x = floats({1, 2, 2, 2}, iota(8));
+  const HostTensor y = runResize(x, ResizeMode::kNearest, {4, 3}, false);
+  EXPECT_EQ(y.dims, (Dims{1, 2, 4, 3}));
+  // Rows: o >> 1 (output = 2 * input); columns: floor(o * 2 / 3) = 0, 0, 1.
+  EXPECT_EQ(y.values<float>(), (std::vector<float>{0, 0, 1, 0, 0, 1, 2, 2, 3, 2, 2, 3,  //
+                                                   4, 4, 5, 4, 4, 5, 6, 6, 7, 6, 6, 7}));
+}
+
+TEST(CpuLayers, ResizeLinearHalfPixelAlignedCornersAndGivenScale) {
+  // Half-pixel: source (o + 0.5) / 2 - 0.5 clamped at 0; the last output reads only pixel 1.
+  const HostTensor square = floats({1, 1, 2, 2}, {0, 1, 2, 3});
+  HostTensor y = runResize(square, ResizeMode::kLinear, {4, 4}, false);
+  expectAllNear(
+      y.values<float>(),
+      {0, 0.25f, 0.75f, 1, 0.5f, 0.75f, 1.25f, 1.5f, 1.5f, 1.75f, 2.25f, 2.5f, 2, 2.25f, 2.75f, 3},
+      1e-6f);
+  // Aligned corners: source o * (2 - 1) / (3 - 1).
+  y = runResize(square, ResizeMode::kLinear, {3, 3}, true);
+  expectAllNear(y.values<float>(), {0, 0.5f, 1, 1, 1.5f, 2, 2, 2.5f, 3}, 1e-6f);
+  // 1-D with scale factor 1.7 (5 -> 8): ratio 1 / 1.7, so output 1 reads 1.5 / 1.7 - 0.5.
+  const HostTensor line = floats({1, 1, 5}, iota(5));
+  std::vector<float> expected;
+  for (int o = 0; o < 8; ++o) {
+    const float source = std::max(0.0f, (o + 0.5f) / 1.7f - 0.5f);
+    expected.push_back(std::min(source, 4.0f));
+  }
+  expectAllNear(runResize(line, ResizeMode::kLinear, {8}, false, {1.7}).values<float>(), expected,
+                1e-6f);
+  // Without the scale the ratio is 5 / 8: output 1 reads 0.4375.
+  EXPECT_NEAR(runResize(line, ResizeMode::kLinear, {8}, false).values<float>()[1], 0.4375f, 1e-6f);
+}
+
+TEST(CpuLayers, ResizeTrilinearAlignedCorners) {
+  const HostTensor x = floats({1, 1, 2, 2, 2}, iota(8));
+  const HostTensor y = runResize(x, ResizeMode::kLinear, {3, 3, 3}, true);
+  EXPECT_EQ(y.dims, (Dims{1, 1, 3, 3, 3}));
+  // A linear function of the coordinates stays linear: value = 4 d + 2 h + w at half steps.
+  std::vector<float> expected;
+  for (int d = 0; d < 3; ++d) {
+    for (int h = 0; h < 3; ++h) {
+      for (int w = 0; w < 3; ++w) expected.push_back(2.0f * d + 1.0f * h + 0.5f * w);
+    }
+  }
+  expectAllNear(y.values<float>(), expected, 1e-6f);
+}
+
+TEST(CpuLayers, ResizeBicubicWeightsAndClampedBorders) {
+  const HostTensor x = floats({1, 1, 3, 4}, {1, -2, 0.5f, 4, 3, 0, -1, 2, 0, 2.5f, 1, -3});
+  // Aligned corners, (3, 4) -> (2, 3): rows read source 0 and 2 exactly; columns 0, 1.5 and 3.
+  // At t = 0.5 Keys' weights (A = -0.75) are -0.09375, 0.59375, 0.59375, -0.09375.
+  HostTensor y = runResize(x, ResizeMode::kCubic, {2, 3}, true);
+  const float w0 = -0.09375f;
+  const float w1 = 0.59375f;
+  expectAllNear(
+      y.values<float>(),
+      {1, w0 * 1 + w1 * -2 + w1 * 0.5f + w0 * 4, 4, 0, w0 * 0 + w1 * 2.5f + w1 * 1 + w0 * -3, -3},
+      1e-6f);
+  // Half-pixel (3, 4) -> (4, 6): taps past the border repeat the edge (values from torch).
+  y = runResize(x, ResizeMode::kCubic, {4, 6}, false);
+  expectAllNear(y.values<float>(),
+                {1.116862f,  -0.901482f, -2.070507f, -0.146203f, 2.633537f,  4.450489f,
+                 2.921756f,  0.777122f,  -1.331417f, -1.129962f, 1.32505f,   3.612833f,
+                 2.227046f,  1.776329f,  0.800332f,  -0.273888f, -0.379478f, 0.0152f,
+                 -0.466615f, 1.376045f,  2.788465f,  1.805077f,  -1.251656f, -3.749723f},
+                1e-5f);
+}
+
+TEST(CpuLayers, ResizeHalfPrecisionRunsThroughFloat32) {
+  const HostTensor x = runCast(floats({1, 1, 2, 2}, {0, 1, 2, 3}), DataType::kFloat16);
+  const HostTensor y = runResize(x, ResizeMode::kLinear, {3, 3}, true);
+  EXPECT_EQ(y.dtype, DataType::kFloat16);
+  EXPECT_EQ(runCast(y, DataType::kFloat32).values<float>(),
+            (std::vector<float>{0, 0.5f, 1, 1, 1.5f, 2, 2, 2.5f, 3}));
+}
+
+HostTensor runCumulative(const HostTensor& x, CumulativeOp op, int64_t axis) {
+  return runLayer({x}, [&](Network& net, const std::vector<Tensor*>& in) {
+    return net.addCumulative(in[0], {op, axis})->output(0);
+  });
+}
+
+TEST(CpuLayers, CumulativeSumAndProductAlongEachAxis) {
+  const HostTensor x = floats({2, 3}, {1, 2, 3, 4, 5, 6});
+  EXPECT_EQ(runCumulative(x, CumulativeOp::kSum, 1).values<float>(),
+            (std::vector<float>{1, 3, 6, 4, 9, 15}));
+  EXPECT_EQ(runCumulative(x, CumulativeOp::kSum, -2).values<float>(),
+            (std::vector<float>{1, 2, 3, 5, 7, 9}));
+  EXPECT_EQ(runCumulative(x, CumulativeOp::kProd, -1).values<float>(),
+            (std::vector<float>{1, 2, 6, 4, 20, 120}));
+  EXPECT_EQ(runCumulative(x, CumulativeOp::kProd, 0).values<float>(),
+            (std::vector<float>{1, 2, 3, 4, 10, 18}));
+  // The middle axis of (2, 2, 2): each (outer, inner) column scans on its own.
+  const HostTensor cube = floats({2, 2, 2}, iota(8));
+  EXPECT_EQ(runCumulative(cube, CumulativeOp::kSum, 1).values<float>(),
+            (std::vector<float>{0, 1, 2, 4, 4, 5, 10, 12}));
+}
+
+TEST(CpuLayers, CumulativeIntegersWrapAroundAsTorch) {
+  const HostTensor x32 = tensorOf(
+      DataType::kInt32, {4}, std::vector<int32_t>{std::numeric_limits<int32_t>::max(), 1, -3, 7});
+  HostTensor y = runCumulative(x32, CumulativeOp::kSum, 0);
+  EXPECT_EQ(y.dtype, DataType::kInt32);
+  constexpr int32_t kMax = std::numeric_limits<int32_t>::max();
+  constexpr int32_t kMin = std::numeric_limits<int32_t>::min();
+  EXPECT_EQ(y.values<int32_t>(), (std::vector<int32_t>{kMax, kMin, kMax - 2, kMin + 4}));
+  const HostTensor x64 =
+      tensorOf(DataType::kInt64, {2, 3}, std::vector<int64_t>{-2, 3, 4, 5, -1, 2});
+  y = runCumulative(x64, CumulativeOp::kProd, 1);
+  EXPECT_EQ(y.values<int64_t>(), (std::vector<int64_t>{-2, -6, -24, 5, -5, -10}));
+}
+
+TEST(CpuLayers, CumulativeHalfPrecisionAccumulatesInFloat32) {
+  // 2048 + 1 + 1 + ...: fp16 cannot hold 2049, but the float32 running sum can; each output is
+  // the running sum rounded once (to even), where summing in fp16 would stay at 2048.
+  std::vector<float> ones(6, 1.0f);
+  ones[0] = 2048.0f;
+  const HostTensor x = runCast(floats({6}, ones), DataType::kFloat16);
+  const HostTensor y = runCumulative(x, CumulativeOp::kSum, 0);
+  EXPECT_EQ(y.dtype, DataType::kFloat16);
+  EXPECT_EQ(runCast(y, DataType::kFloat32).values<float>(),
+            (std::vector<float>{2048, 2048, 2050, 2052, 2052, 2052}));
+}
+
 }  // namespace
 }  // namespace kiln

@@ -55,6 +55,9 @@ class FieldRecorder {
     std::memcpy(&bits, &value, sizeof(bits));
     out << bits;
   }
+  static void write(std::ostringstream& out, const std::vector<double>& values) {
+    for (double value : values) write(out, value), out << ",";
+  }
   static void write(std::ostringstream& out, const Weights& weights) {
     out << toString(weights.dtype) << toString(weights.dims);
     if (!weights.bytes) {
@@ -245,6 +248,13 @@ EngineDefinition everyKindDefinition() {
   attention.causal = true;
   attention.queryView = {1, 4, 4, 6, 0, 96, 24, 6};
   layer("attention", attention, {c, c, c, -1}, f32, {-1, 4, 4, 6});
+  ResizeParams resize;
+  resize.mode = ResizeMode::kCubic;  // the last value: the reader must accept it
+  resize.outputSize = {7, 13};
+  resize.scales = {1.75, 0.1};  // 0.1 is not exactly representable: the bits must survive
+  resize.alignCorners = true;
+  layer("resize", resize, {c}, f32, {-1, 4, 7, 13});
+  layer("cumprod", CumulativeParams{CumulativeOp::kProd, -2}, {c}, f32, {-1, 4, 4, 6});
   d.outputs = {g, a, s};
 
   OptimizationProfile small;

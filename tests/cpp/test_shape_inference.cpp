@@ -665,5 +665,43 @@ TEST(ShapeInference, AttentionErrors) {
   expectError(AttentionParams{}, {&q, &halfKeys, &kv}, {"dtype mismatch"});
 }
 
+ResizeParams resize(ResizeMode mode, Dims outputSize, std::vector<double> scales = {}) {
+  ResizeParams p;
+  p.mode = mode;
+  p.outputSize = std::move(outputSize);
+  p.scales = std::move(scales);
+  return p;
+}
+
+TEST(ShapeInference, ResizeKeepsBatchAndChannels) {
+  EXPECT_EQ(inferDims(resize(ResizeMode::kLinear, {7, 9}), {typeOf({-1, 3, 5, 6})}),
+            (Dims{-1, 3, 7, 9}));
+  EXPECT_EQ(inferDims(resize(ResizeMode::kNearest, {4}, {0.5}), {typeOf({2, 3, 8})}),
+            (Dims{2, 3, 4}));
+  const TensorType half = inferOne(resize(ResizeMode::kCubic, {2, 2}),
+                                   pointersTo({typeOf({1, 1, 3, 3}, DataType::kFloat16)}));
+  EXPECT_EQ(half.dtype, DataType::kFloat16);
+}
+
+TEST(ShapeInference, ResizeErrors) {
+  expectError(resize(ResizeMode::kLinear, {7, 9}), {typeOf({2, 3, 5})}, {"mismatched ranks"});
+  expectError(resize(ResizeMode::kLinear, {7}), {typeOf({2, 3, 5}, DataType::kInt32)},
+              {"floating-point"});
+  expectError(resize(ResizeMode::kCubic, {7}), {typeOf({2, 3, 5})}, {"cubic", "2 spatial"});
+  expectError(resize(ResizeMode::kNearest, {0}), {typeOf({2, 3, 5})}, {"outputSize"});
+  expectError(resize(ResizeMode::kNearest, {4}, {1.0, 2.0}), {typeOf({2, 3, 5})},
+              {"one per spatial dim"});
+}
+
+TEST(ShapeInference, CumulativeKeepsTypeAndDims) {
+  const TensorType x = typeOf({-1, 4, 5}, DataType::kInt64);
+  const TensorType y = inferOne(CumulativeParams{CumulativeOp::kSum, -2}, pointersTo({x}));
+  EXPECT_EQ(y.dtype, DataType::kInt64);
+  EXPECT_EQ(y.dims, x.dims);
+  expectError(CumulativeParams{CumulativeOp::kProd, 3}, {typeOf({2, 3, 4})}, {"axis 3"});
+  expectError(CumulativeParams{CumulativeOp::kSum, 0}, {typeOf({2}, DataType::kBool)},
+              {"int32, int64"});
+}
+
 }  // namespace
 }  // namespace kiln

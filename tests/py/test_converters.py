@@ -598,6 +598,110 @@ def _reduced_precision_cases() -> list[Case]:
     return cases
 
 
+# torch.export decomposes these plain overloads through their Python Autograd kernels (into
+# aten::index), whatever the decomposition table says; F.interpolate gives the .vec overloads.
+_EXPORT_DECOMPOSES = "torch.export decomposes the plain upsample_bilinear2d / upsample_bicubic2d"
+
+# Scripted, recompute_scale_factor=True computes the output size as floor(float(size) * scale):
+# float arithmetic on sizes, which Kiln's TorchScript import does not evaluate at build time.
+_FLOAT_SIZE_ARITHMETIC = "the output size comes from float arithmetic on input sizes"
+
+
+def _up(**kwargs: Any) -> Callable[[], nn.Module]:
+    """nn.Upsample (which TorchScript scripts) with these arguments."""
+    return layer(lambda: nn.Upsample(**kwargs))
+
+
+def _resize_cases() -> list[Case]:
+    """F.interpolate's modes through nn.Upsample (scripted) and F.interpolate (traced by ir="ts"):
+    up- and downscaling, non-integer scales (whose 1 / scale is the coordinate ratio unless
+    recompute_scale_factor), aligned and half-pixel corners, float32 and the 16-bit floats; and
+    the plain upsample overloads (output size and per-dim scales) called directly."""
+    x1, x2, x3 = (((2, 3, 7),),), (((1, 3, 5, 6),), ((2, 2, 4, 9),)), (((1, 2, 3, 4, 5),),)
+    cases = [
+        Case("upsample_nearest1d_scale", _up(scale_factor=1.5), x1),
+        Case("upsample_nearest1d_size_down", _up(size=4), x1),
+        Case("upsample_nearest2d_scale2", _up(scale_factor=2), x2),
+        Case("upsample_nearest2d_size", _up(size=(7, 9)), x2),
+        Case("upsample_nearest2d_scale_noninteger", _up(scale_factor=(1.7, 0.6)), x2),
+        Case("upsample_nearest2d_recompute_scale", _up(scale_factor=1.3, recompute_scale_factor=True), x2,
+             xfail={"ts": _FLOAT_SIZE_ARITHMETIC}),
+        Case("upsample_nearest3d_size", _up(size=(4, 5, 3)), x3),
+        Case("upsample_nearest3d_scale", _up(scale_factor=(2, 1.5, 0.5)), x3),
+        Case("upsample_nearest_exact1d", _up(scale_factor=1.6, mode="nearest-exact"), x1),
+        Case("upsample_nearest_exact2d_down", _up(size=(3, 4), mode="nearest-exact"), x2),
+        Case("upsample_nearest_exact2d_scale", _up(scale_factor=2.5, mode="nearest-exact"), x2),
+        Case("upsample_nearest_exact3d", _up(scale_factor=(1.5, 2, 0.8), mode="nearest-exact"), x3),
+        Case("upsample_linear1d", _up(scale_factor=2.5, mode="linear"), x1),
+        Case("upsample_linear1d_aligned_down", _up(size=4, mode="linear", align_corners=True), x1),
+        Case("upsample_bilinear2d_scale2", _up(scale_factor=2, mode="bilinear"), x2),
+        Case("upsample_bilinear2d_aligned", _up(size=(7, 9), mode="bilinear", align_corners=True), x2),
+        Case("upsample_bilinear2d_down", _up(size=(3, 4), mode="bilinear"), x2),
+        Case("upsample_bilinear2d_scale_noninteger", _up(scale_factor=(1.3, 1.7), mode="bilinear"), x2),
+        Case("upsample_bilinear2d_aligned_scale_down", _up(scale_factor=0.7, mode="bilinear", align_corners=True), x2),
+        Case("upsample_bilinear2d_recompute_scale",
+             _up(scale_factor=1.3, mode="bilinear", recompute_scale_factor=True), x2,
+             xfail={"ts": _FLOAT_SIZE_ARITHMETIC}),
+        Case("upsample_bicubic2d_scale2", _up(scale_factor=2, mode="bicubic"), x2, tol=1e-4),
+        Case("upsample_bicubic2d_aligned", _up(size=(7, 9), mode="bicubic", align_corners=True), x2, tol=1e-4),
+        Case("upsample_bicubic2d_down", _up(size=(3, 4), mode="bicubic"), x2, tol=1e-4),
+        Case("upsample_bicubic2d_scale_noninteger", _up(scale_factor=1.45, mode="bicubic"), x2, tol=1e-4),
+        Case("upsample_trilinear3d", _up(scale_factor=2, mode="trilinear"), x3),
+        Case("upsample_trilinear3d_aligned", _up(size=(2, 5, 7), mode="trilinear", align_corners=True), x3),
+        Case("upsample_trilinear3d_scale_noninteger", _up(scale_factor=(1.5, 0.75, 1.3), mode="trilinear"), x3),
+        # The plain overloads, with and without per-dim scales (which set the coordinate ratio).
+        Case("upsample_nearest1d_plain", fn(lambda x: aten.upsample_nearest1d(x, [11], 1.6)), x1),
+        Case("upsample_nearest2d_plain", fn(lambda x: aten.upsample_nearest2d(x, [7, 9])), x2),
+        Case("upsample_nearest3d_plain", fn(lambda x: aten.upsample_nearest3d(x, [4, 5, 3], 1.5, None, 0.7)), x3),
+        Case("upsample_nearest_exact1d_plain", fn(lambda x: aten._upsample_nearest_exact1d(x, [12])), x1),
+        Case("upsample_nearest_exact2d_plain", fn(lambda x: aten._upsample_nearest_exact2d(x, [9, 8], 1.9, 1.4)), x2),
+        Case("upsample_nearest_exact3d_plain", fn(lambda x: aten._upsample_nearest_exact3d(x, [5, 6, 4])), x3),
+        Case("upsample_linear1d_plain", fn(lambda x: aten.upsample_linear1d(x, [12], False, 1.75)), x1),
+        Case("upsample_bilinear2d_plain", fn(lambda x: aten.upsample_bilinear2d(x, [10, 8], True)), x2,
+             xfail={"dynamo": _EXPORT_DECOMPOSES}),
+        Case("upsample_bilinear2d_plain_scales", fn(lambda x: aten.upsample_bilinear2d(x, [9, 9], False, 1.9, 1.6)), x2,
+             xfail={"dynamo": _EXPORT_DECOMPOSES}),
+        Case("upsample_trilinear3d_plain", fn(lambda x: aten.upsample_trilinear3d(x, [4, 6, 7], False, None, 1.6, 1.5)), x3),
+        Case("upsample_bicubic2d_plain", fn(lambda x: aten.upsample_bicubic2d(x, [8, 7], False, 1.7, 1.2)), x2, tol=1e-4,
+             xfail={"dynamo": _EXPORT_DECOMPOSES}),
+    ]
+    for dt, tag, tol in ((torch.float16, "fp16", 1e-2), (torch.bfloat16, "bf16", 5e-2)):
+        x = ((typed(dt, 2, 3, 5, 6),),)
+        cases += [
+            Case(f"upsample_nearest2d_{tag}", _up(scale_factor=1.5), x, tol=tol),
+            Case(f"upsample_bilinear2d_{tag}", _up(scale_factor=2, mode="bilinear"), x, tol=tol),
+            Case(f"upsample_bilinear2d_aligned_{tag}", _up(size=(4, 9), mode="bilinear", align_corners=True), x, tol=tol),
+            Case(f"upsample_bicubic2d_{tag}", _up(size=(8, 7), mode="bicubic"), x, tol=tol),
+        ]
+    return cases
+
+
+def _cumulative_cases() -> list[Case]:
+    """cumsum / cumprod along several axes, integers (promoted to int64 as torch does), the
+    dtype argument, the 16-bit floats and the in-place forms."""
+    x = (((3, 5, 4),), ((2, 7, 1),))
+    return [
+        Case("cumsum_dim1", fn(lambda x: torch.cumsum(x, 1)), x),
+        Case("cumsum_dim0", fn(lambda x: torch.cumsum(x, 0)), x),
+        Case("cumsum_negative_dim", fn(lambda x: x.cumsum(-1)), x),
+        Case("cumsum_long_row", fn(lambda x: x.cumsum(1)), (((2, 3000),),), tol=1e-4),
+        Case("cumsum_rank1", fn(lambda x: x.cumsum(0)), (((9,),),)),
+        Case("cumsum_int64", fn(lambda x: x.cumsum(1)), ((ints(3, 6),),)),
+        Case("cumsum_int32_promotes_to_int64", fn(lambda x: x.cumsum(0)), ((ints(5, 3, dtype=torch.int32),),)),
+        Case("cumsum_bool_promotes_to_int64", fn(lambda x: x.cumsum(-1)), ((bools(4, 6),),)),
+        Case("cumsum_dtype_int32", fn(lambda x: x.cumsum(1, dtype=torch.int32)), ((ints(3, 6),),)),
+        Case("cumsum_dtype_float", fn(lambda x: torch.cumsum(x, 1, dtype=torch.float32)), ((ints(3, 6),),)),
+        Case("cumsum_fp16", fn(lambda x: x.cumsum(1)), ((typed(torch.float16, 3, 40),),), tol=1e-2),
+        Case("cumsum_bf16", fn(lambda x: x.cumsum(0)), ((typed(torch.bfloat16, 6, 5),),), tol=5e-2),
+        Case("cumprod_dim1", fn(lambda x: torch.cumprod(x, 1)), ((positive(3, 5, 4),),), tol=1e-4),
+        Case("cumprod_negative_dim", fn(lambda x: x.cumprod(-3)), ((positive(3, 5, 4),),), tol=1e-4),
+        Case("cumprod_int", fn(lambda x: x.cumprod(1)), ((ints(3, 6, low=-3, high=4),),)),
+        Case("cumprod_dtype_float", fn(lambda x: x.cumprod(0, dtype=torch.float32)), ((ints(4, 3, low=-3, high=4),),)),
+        Case("cumsum_inplace", fn(_inplace("cumsum_", 1)), x),
+        Case("cumprod_inplace", fn(_inplace("cumprod_", 0)), ((positive(4, 3),),), tol=1e-4),
+    ]
+
+
 def _factory_cases() -> list[Case]:
     """Factories without a device argument make CPU tensors: constants of a CPU engine."""
     return [
@@ -623,6 +727,8 @@ def _like_factory_cases() -> list[Case]:
 
 CASES: list[Case] = [
     *_reduced_precision_cases(),
+    *_resize_cases(),
+    *_cumulative_cases(),
     *_activation_cases(),
     *_elementwise_cases(),
     *_unary_cases(),

@@ -80,3 +80,28 @@ def test_small_transformer_encoder(front_end, attention, caplog):
     example = torch.randn(2, 16, model.d_model)
     summary = run_and_check(front_end, model, example, caplog)
     assert summary["engines"] >= 1
+
+
+class RankBranches(torch.nn.Module):
+    """Branches on the rank of an intermediate and builds a list in a loop over it, as scripted
+    library code does (F.interpolate): the TorchScript front end folds both for the input ranks."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(x)
+        if y.dim() == 4:
+            y = y * 2.0
+        else:
+            y = y + 1.0
+        sizes = [y.size(i + 2) * 2 for i in range(y.dim() - 2)]
+        return torch.nn.functional.interpolate(y, size=sizes, mode="bilinear")
+
+
+def test_torchscript_folds_rank_checks():
+    model = RankBranches().eval()
+    example = torch.randn(1, 3, 5, 6)
+    with torch.no_grad():
+        compiled = kiln.compile(
+            model, ir="ts", inputs=[example], require_full_compilation=True, min_block_size=1
+        )
+        assert kiln.summary(compiled)["ops_in_torch"] == 0
+        assert max_relative_error(compiled(example), model(example)) <= 1e-5

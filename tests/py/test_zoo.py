@@ -98,14 +98,12 @@ ZOO: dict[str, ZooModel] = {
         "torchvision", _torchvision("swin_t"), _images(224),
         fallback=("aten::copy", "aten::fmod", "aten::index.Tensor", "aten::slice_scatter"),
     ),
-    "deeplabv3_resnet50": ZooModel(
-        "torchvision", _torchvision("deeplabv3_resnet50"), _images(64), fallback=("aten::upsample_bilinear2d",)
-    ),
+    "deeplabv3_resnet50": ZooModel("torchvision", _torchvision("deeplabv3_resnet50"), _images(64)),
     "bert": ZooModel("transformers", _hf("bert"), _tokens),
     "distilbert": ZooModel("transformers", _hf("distilbert"), _tokens),
     "gpt2": ZooModel("transformers", _hf("gpt2"), _tokens),
     "t5_encoder": ZooModel("transformers", _hf("t5_encoder"), _tokens),
-    "roberta": ZooModel("transformers", _hf("roberta"), _tokens, fallback=("aten::cumsum",)),
+    "roberta": ZooModel("transformers", _hf("roberta"), _tokens),
 }
 
 

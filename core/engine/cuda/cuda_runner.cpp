@@ -19,12 +19,14 @@
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/cast.h"
 #include "kernels/cuda/convolution.h"
+#include "kernels/cuda/cumulative.h"
 #include "kernels/cuda/data_movement.h"
 #include "kernels/cuda/elementwise.h"
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/normalization.h"
 #include "kernels/cuda/pooling.h"
 #include "kernels/cuda/reduce_softmax.h"
+#include "kernels/cuda/resize.h"
 #include "kernels/cuda/unary_activation.h"
 
 namespace kiln {
@@ -798,6 +800,18 @@ void CudaRunner::State::runLayer(size_t index, const EngineLayer& layer, cudaStr
           };
           ck::attention(params, at(q, offsets.q), at(k, offsets.k), at(v, offsets.v),
                         mask ? mask->data : nullptr, at(y, offsets.out), stream);
+        } else if constexpr (std::is_same_v<P, ResizeParams>) {
+          const DeviceView& x = requiredInput(in, 0, "x");
+          auto params = resizeGeometry<ck::ResizeParams>(p, x.dims, y.dims);
+          params.mode = toResizeMode(p.mode);
+          params.type = toKernelType(x.dtype);
+          ck::resize(params, x.data, y.data, stream);
+        } else if constexpr (std::is_same_v<P, CumulativeParams>) {
+          const DeviceView& x = requiredInput(in, 0, "x");
+          auto params = cumulativeGeometry<ck::CumulativeParams>(p, x.dims);
+          params.function = toCumulativeFunction(p.op);
+          params.type = toKernelType(x.dtype);
+          ck::cumulative(params, x.data, y.data, stream);
         } else {
           static_assert(std::is_same_v<P, ConstantParams>, "every layer kind needs a CUDA runner");
         }
