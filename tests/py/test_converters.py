@@ -214,11 +214,14 @@ def layer(factory: Callable[[], nn.Module]) -> Callable[[], nn.Module]:
         module = factory().eval()
         # Non-trivial running statistics, so batch norm is checked for more than the identity.
         for m in module.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            if isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats:
                 m.running_mean.uniform_(-1, 1)
                 m.running_var.uniform_(0.5, 2)
-                if m.affine:
+            # Non-trivial affine parameters of the norms that start at ones and zeros.
+            if isinstance(m, (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.RMSNorm)):
+                if getattr(m, "weight", None) is not None:
                     m.weight.data.uniform_(0.5, 1.5)
+                if getattr(m, "bias", None) is not None:
                     m.bias.data.uniform_(-1, 1)
         return module
 
@@ -572,6 +575,142 @@ def _reduced_precision_cases() -> list[Case]:
     return cases
 
 
+def with_values(values: dict[tuple[int, ...], float], *shape: int) -> Callable[[], torch.Tensor]:
+    """randn with the listed elements set (infinities, NaNs, ties)."""
+
+    def build() -> torch.Tensor:
+        x = torch.randn(shape)
+        for index, value in values.items():
+            x[index] = value
+        return x
+
+    return build
+
+
+def _normalization_cases() -> list[Case]:
+    """Group, instance and RMS norm, and batch norm with batch statistics: TorchScript keeps
+    aten::group_norm / instance_norm / batch_norm / rms_norm; torch.export writes
+    native_group_norm, _native_batch_norm_legit.no_stats (instance norm, and batch norm without
+    running statistics) and decomposes rms_norm."""
+    # Scripted instance norm checks the input's rank in control flow: traced, it is one op.
+    cases = [
+        Case("group_norm", layer(lambda: nn.GroupNorm(2, 4)), (((2, 4, 3, 3),), ((1, 4, 5),), ((3, 4),))),
+        Case("group_norm_one_group", layer(lambda: nn.GroupNorm(1, 6, eps=1e-3)), (((2, 6, 4, 2),),)),
+        Case("group_norm_per_channel_no_affine", layer(lambda: nn.GroupNorm(6, 6, affine=False)), (((2, 6, 5),),)),
+        Case("group_norm_3d", layer(lambda: nn.GroupNorm(3, 6)), (((1, 6, 2, 3, 4),),)),
+        Case("group_norm_dynamic", layer(lambda: nn.GroupNorm(2, 4)),
+             dynamic=B((kiln.Input(min_shape=(1, 4, 3, 3), opt_shape=(2, 4, 3, 3), max_shape=(4, 4, 3, 3)),),
+                       (((1, 4, 3, 3),), ((4, 4, 3, 3),)))),
+        Case("group_norm_dynamic_spatial", layer(lambda: nn.GroupNorm(2, 4)),
+             dynamic=B((kiln.Input(min_shape=(2, 4, 2), opt_shape=(2, 4, 5), max_shape=(2, 4, 9)),),
+                       (((2, 4, 2),), ((2, 4, 9),)))),
+        Case("instance_norm2d", layer(lambda: Traced(nn.InstanceNorm2d(4))), (((2, 4, 3, 5),), ((1, 4, 1, 7),))),
+        Case("instance_norm1d_affine", layer(lambda: Traced(nn.InstanceNorm1d(3, affine=True, eps=1e-3))), (((2, 3, 7),),)),
+        Case("instance_norm3d_affine", layer(lambda: Traced(nn.InstanceNorm3d(2, affine=True))), (((2, 2, 3, 2, 4),),)),
+        Case("instance_norm_dynamic", layer(lambda: Traced(nn.InstanceNorm2d(3, affine=True))),
+             dynamic=B((kiln.Input(min_shape=(1, 3, 4, 4), opt_shape=(2, 3, 4, 4), max_shape=(3, 3, 4, 4)),),
+                       (((1, 3, 4, 4),), ((3, 3, 4, 4),)))),
+        # Eval with tracked statistics: batch norm with them.
+        Case("instance_norm_running_stats", layer(lambda: Traced(nn.InstanceNorm2d(4, affine=True, track_running_stats=True))),
+             (((2, 4, 3, 3),),)),
+        Case("batch_norm_batch_statistics", layer(lambda: nn.BatchNorm2d(3, track_running_stats=False)),
+             (((4, 3, 2, 5),), ((2, 3, 1, 1),))),
+        Case("batch_norm1d_batch_statistics", layer(lambda: nn.BatchNorm1d(5, affine=False, track_running_stats=False)),
+             (((6, 5),), ((2, 5, 3),))),
+        Case("rms_norm", layer(lambda: nn.RMSNorm(8)), (((2, 8),), ((2, 3, 8),))),
+        Case("rms_norm_2d_eps", layer(lambda: nn.RMSNorm((3, 4), eps=1e-3)), (((2, 3, 4),), ((3, 4),))),
+        Case("rms_norm_no_affine", layer(lambda: nn.RMSNorm(6, elementwise_affine=False)), (((4, 6),),)),
+        # eps None: float32's epsilon, which dominates for tiny inputs.
+        Case("rms_norm_default_eps_tiny", fn(lambda x: F.rms_norm(x * 1e-4, [5])), (((3, 5),),)),
+        Case("rms_norm_weight_fn", fn(lambda x, w: F.rms_norm(x, [4], w, 1e-5)), (((2, 3, 4), (4,)),)),
+        Case("rms_norm_dynamic", layer(lambda: nn.RMSNorm(8)),
+             dynamic=B((kiln.Input(min_shape=(1, 8), opt_shape=(4, 8), max_shape=(9, 8)),), (((1, 8),), ((9, 8),)))),
+    ]
+    for dt, tag, tol in ((torch.float16, "fp16", 1e-2), (torch.bfloat16, "bf16", 5e-2)):
+        cases += [
+            Case(f"group_norm_{tag}", layer(lambda dt=dt: nn.GroupNorm(2, 4).to(dt)), ((typed(dt, 2, 4, 3, 3),),), tol=tol),
+            Case(f"instance_norm_{tag}", layer(lambda dt=dt: Traced(nn.InstanceNorm2d(4, affine=True).to(dt))),
+                 ((typed(dt, 2, 4, 3, 3),),), tol=tol),
+            Case(f"rms_norm_{tag}", layer(lambda dt=dt: nn.RMSNorm(8).to(dt)), ((typed(dt, 2, 3, 8),),), tol=tol),
+            Case(f"rms_norm_{tag}_default_eps_tiny", fn(lambda x: F.rms_norm(x * 1e-3, [8])),
+                 ((typed(dt, 2, 8),),), tol=tol),
+        ]
+    return cases
+
+
+def _moment_cases() -> list[Case]:
+    """var/std (unbiased, correction, dims, keepdim), var_mean/std_mean, logsumexp, vector norms,
+    argmax/argmin."""
+    x = (((2, 3, 4),),)
+    inf, nan = float("inf"), float("nan")
+    cases = [
+        Case("var_dim", fn(lambda x: x.var(1)), (((2, 3, 4),), ((5, 6),))),
+        Case("var_dims_keepdim_negative", fn(lambda x: x.var((0, -1), keepdim=True)), x),
+        Case("var_biased", fn(lambda x: x.var(-1, unbiased=False)), x),
+        Case("var_all", fn(lambda x: x.var()), x),
+        Case("var_empty_dims_is_all", fn(lambda x: x.var(dim=[])), x),
+        Case("var_correction", fn(lambda x: torch.var(x, dim=1, correction=2)), x),
+        Case("var_correction_float", fn(lambda x: torch.var(x, dim=(0, 2), correction=0.5, keepdim=True)), x),
+        # One element with correction 1: 0/0 = NaN, as torch.
+        Case("var_single_element", fn(lambda x: x.var(1)), (((3, 1),),)),
+        Case("std_dim", fn(lambda x: x.std(-1)), x),
+        Case("std_correction_keepdim", fn(lambda x: x.std(1, correction=0, keepdim=True)), x),
+        Case("std_all", fn(lambda x: x.std()), x),
+        Case("std_biased_all", fn(lambda x: torch.std(x, unbiased=False)), x),
+        Case("var_mean", fn(lambda x: torch.var_mean(x, 1)), x),
+        Case("var_mean_correction_keepdim", fn(lambda x: torch.var_mean(x, (0, 2), correction=0, keepdim=True)), x),
+        Case("var_mean_all", fn(lambda x: torch.var_mean(x)), x),
+        Case("std_mean", fn(lambda x: torch.std_mean(x, -1)), x),
+        Case("std_mean_all_biased", fn(lambda x: torch.std_mean(x, unbiased=False)), x),
+        Case("var_large_offset", fn(lambda x: (x + 1000.0).var(-1)), (((4, 64),),), tol=1e-3),
+        Case("var_dynamic_batch", fn(lambda x: x.var(-1)),
+             dynamic=B((kiln.Input(min_shape=(1, 6), opt_shape=(3, 6), max_shape=(5, 6)),), (((1, 6),), ((5, 6),)))),
+        Case("logsumexp", fn(lambda x: torch.logsumexp(x, 1)), (((2, 3, 4),), ((5, 7),))),
+        Case("logsumexp_dims_keepdim", fn(lambda x: torch.logsumexp(x, (0, -1), keepdim=True)), x),
+        Case("logsumexp_large", fn(lambda x: torch.logsumexp(x * 100.0, -1)), x, tol=1e-4),
+        # Rows of -inf (result -inf), with +inf (result +inf) and with NaN.
+        Case("logsumexp_infinities", fn(lambda x: torch.logsumexp(x, -1)),
+             ((with_values({(0,): -inf, (1, 2): inf, (2, 0): nan, (3, 1): -inf}, 4, 3),),)),
+        Case("logsumexp_int", fn(lambda x: torch.logsumexp(x, 0)), ((ints(3, 4),),)),
+        Case("vector_norm", fn(lambda x: x.norm(dim=1)), (((2, 3, 4),), ((5, 6),))),
+        Case("vector_norm_all", fn(lambda x: torch.linalg.vector_norm(x)), x),
+        Case("vector_norm_l1_keepdim", fn(lambda x: torch.linalg.vector_norm(x, 1, dim=-1, keepdim=True)), x),
+        Case("vector_norm_inf", fn(lambda x: torch.linalg.vector_norm(x, float("inf"), dim=(0, 2))), x),
+        Case("vector_norm_neg_inf", fn(lambda x: torch.linalg.vector_norm(x, float("-inf"), dim=1)), x),
+        Case("vector_norm_zero", fn(lambda x: torch.linalg.vector_norm(x, 0, dim=1)),
+             ((with_values({(0, 1): 0.0, (1, 2): 0.0, (1, 3): 0.0}, 2, 4),),)),
+        Case("vector_norm_p3", fn(lambda x: torch.linalg.vector_norm(x, 3.0, dim=-1)), x),
+        Case("vector_norm_dtype", fn(lambda x: torch.linalg.vector_norm(x, dim=-1, dtype=torch.float32)),
+             ((typed(torch.float16, 3, 5),),)),
+        Case("norm_scalar", fn(lambda x: torch.ops.aten.norm.Scalar(x, 1)), x),
+        Case("norm_scalar_opt_dim", fn(lambda x: torch.ops.aten.norm.ScalarOpt_dim(x, 3, [1], True)), x),
+        Case("norm_scalar_opt_dim_none_p", fn(lambda x: torch.ops.aten.norm.ScalarOpt_dim(x, None, [-1])), x),
+        Case("argmax", fn(lambda x: x.argmax(1)), (((2, 3, 4),), ((5, 7),))),
+        Case("argmin_keepdim_negative", fn(lambda x: x.argmin(-1, keepdim=True)), x),
+        Case("argmax_all", fn(lambda x: x.argmax()), x),
+        Case("argmin_all_keepdim", fn(lambda x: torch.argmin(x, keepdim=True)), x),
+        # Ties: the first index of the extreme.
+        Case("argmax_ties_int", fn(lambda x: x.argmax(1)), ((ints(4, 9, low=0, high=3),),)),
+        Case("argmin_ties_int32", fn(lambda x: x.argmin(0)), ((ints(9, 4, low=0, high=3, dtype=torch.int32),),)),
+        # NaN: torch returns the index of the first NaN (and +-inf are ordinary extremes).
+        Case("argmax_nan", fn(lambda x: x.argmax(-1)),
+             ((with_values({(0, 2): nan, (0, 4): nan, (1, 1): inf, (2, 3): nan, (2, 0): inf}, 3, 5),),)),
+        Case("argmin_nan", fn(lambda x: x.argmin(-1)),
+             ((with_values({(0, 3): nan, (1, 1): -inf, (1, 4): -inf, (2, 4): nan}, 3, 5),),)),
+        Case("argmax_dynamic_batch", fn(lambda x: x.argmax(-1)),
+             dynamic=B((kiln.Input(min_shape=(1, 6), opt_shape=(3, 6), max_shape=(5, 6)),), (((1, 6),), ((5, 6),)))),
+    ]
+    for dt, tag, tol in ((torch.float16, "fp16", 1e-2), (torch.bfloat16, "bf16", 5e-2)):
+        cases += [
+            Case(f"var_{tag}", fn(lambda x: x.var(-1)), ((typed(dt, 2, 3, 8),),), tol=tol),
+            Case(f"std_mean_{tag}", fn(lambda x: torch.std_mean(x, 1)), ((typed(dt, 2, 3, 8),),), tol=tol),
+            Case(f"logsumexp_{tag}", fn(lambda x: torch.logsumexp(x, -1)), ((typed(dt, 2, 3, 8),),), tol=tol),
+            Case(f"vector_norm_{tag}", fn(lambda x: torch.linalg.vector_norm(x, dim=-1)), ((typed(dt, 2, 3, 8),),), tol=tol),
+            Case(f"argmax_{tag}", fn(lambda x: x.argmax(-1)), ((typed(dt, 2, 3, 8),),)),
+        ]
+    return cases
+
+
 def _factory_cases() -> list[Case]:
     """Factories without a device argument make CPU tensors: constants of a CPU engine."""
     return [
@@ -597,6 +736,8 @@ def _like_factory_cases() -> list[Case]:
 
 CASES: list[Case] = [
     *_reduced_precision_cases(),
+    *_normalization_cases(),
+    *_moment_cases(),
     *_activation_cases(),
     *_elementwise_cases(),
     *_unary_cases(),
