@@ -711,6 +711,66 @@ def _moment_cases() -> list[Case]:
     return cases
 
 
+def einsum(equation: str) -> Callable[[], Any]:
+    return fn(lambda *xs: torch.einsum(equation, *xs))
+
+
+def _product_cases() -> list[Case]:
+    """baddbmm, addbmm, mv, addmv, dot, outer/ger and einsum. torch.export decomposes all but
+    einsum's general forms into bmm/mul/sum; TorchScript keeps them whole."""
+    cases = [
+        Case("baddbmm", fn(lambda c, a, b: torch.baddbmm(c, a, b)),
+             (((2, 3, 5), (2, 3, 4), (2, 4, 5)), ((5,), (3, 2, 4), (3, 4, 5))), tol=1e-4),
+        Case("baddbmm_beta_alpha", fn(lambda c, a, b: torch.baddbmm(c, a, b, beta=0.5, alpha=-2.0)),
+             (((1, 3, 1), (2, 3, 4), (2, 4, 5)),), tol=1e-4),
+        Case("addbmm", fn(lambda c, a, b: torch.addbmm(c, a, b)), (((3, 5), (4, 3, 6), (4, 6, 5)),), tol=1e-4),
+        Case("addbmm_beta_alpha", fn(lambda c, a, b: torch.addbmm(c, a, b, beta=2.0, alpha=0.5)),
+             (((5,), (2, 3, 4), (2, 4, 5)),), tol=1e-4),
+        Case("mv", fn(torch.mv), (((3, 4), (4,)), ((1, 7), (7,))), tol=1e-4),
+        Case("addmv", fn(lambda c, a, b: torch.addmv(c, a, b, beta=0.5, alpha=3.0)),
+             (((3,), (3, 4), (4,)), ((1,), (5, 2), (2,))), tol=1e-4),
+        Case("dot", fn(torch.dot), (((5,), (5,)), ((1,), (1,))), tol=1e-4),
+        Case("outer", fn(torch.outer), (((3,), (4,)), ((1,), (6,)))),
+        Case("outer_int", fn(torch.outer), ((ints(3), ints(5)),)),
+        Case("ger", fn(torch.ger), (((3,), (2,)),)),
+        # einsum: batched products, transposed operands, sums, broadcasts, ellipses.
+        Case("einsum_bmm", einsum("bij,bjk->bik"), (((2, 3, 4), (2, 4, 5)),), tol=1e-4),
+        Case("einsum_attention_scores", einsum("bhqd,bhkd->bhqk"), (((2, 3, 5, 8), (2, 3, 6, 8)),), tol=1e-4),
+        Case("einsum_attention_values", einsum("bhqk,bhkd->bqhd"), (((2, 3, 5, 6), (2, 3, 6, 4)),), tol=1e-4),
+        Case("einsum_transposed_left", einsum("ji,jk->ik"), (((4, 3), (4, 5)),), tol=1e-4),
+        Case("einsum_implicit_output", einsum("ij,jk"), (((3, 4), (4, 5)),), tol=1e-4),
+        Case("einsum_implicit_upper_first", einsum("Ba,aB"), (((3, 2), (2, 3)),), tol=1e-4),
+        Case("einsum_implicit_sorted", einsum("kj,ji"), (((3, 4), (4, 5)),), tol=1e-4),
+        Case("einsum_permute", einsum("abc->cab"), (((2, 3, 4),),)),
+        Case("einsum_sum", einsum("ij->"), (((3, 4),),), tol=1e-4),
+        Case("einsum_sum_dim", einsum("bij->bj"), (((2, 3, 4),),), tol=1e-4),
+        Case("einsum_outer", einsum("i,j->ij"), (((3,), (4,)),), tol=1e-4),
+        Case("einsum_dot", einsum("i,i->"), (((5,), (5,)),), tol=1e-4),
+        Case("einsum_elementwise", einsum("ij,ij->ij"), (((3, 4), (3, 4)),), tol=1e-4),
+        Case("einsum_sum_before_product", einsum("ijk,jl->il"), (((2, 3, 4), (3, 5)),), tol=1e-4),
+        Case("einsum_three_operands", einsum("ij,jk,kl->il"), (((2, 3), (3, 4), (4, 5)),), tol=1e-4),
+        Case("einsum_bilinear", einsum("bn,anm,bm->ba"), (((2, 3), (4, 3, 5), (2, 5)),), tol=1e-4),
+        Case("einsum_ellipsis", einsum("...ij,...jk->...ik"), (((2, 3, 4, 5), (2, 3, 5, 6)),), tol=1e-4),
+        Case("einsum_ellipsis_broadcast", einsum("...ij,...jk->...ik"), (((2, 1, 4, 5), (3, 5, 6)),), tol=1e-4),
+        Case("einsum_ellipsis_summed", einsum("...ij->ij"), (((2, 3, 4),),), tol=1e-4),
+        Case("einsum_ellipsis_implicit", einsum("i...,i..."), (((3, 2, 4), (3, 1, 4)),), tol=1e-4),
+        Case("einsum_size_one_broadcast", einsum("ij,j->i"), (((3, 4), (1,)),), tol=1e-4),
+        Case("einsum_batch_broadcast", einsum("bij,bjk->bik"), (((1, 3, 4), (2, 4, 5)),), tol=1e-4),
+        Case("einsum_spaces", einsum("b i j , b j k -> b k i"), (((2, 3, 4), (2, 4, 5)),), tol=1e-4),
+        Case("einsum_dynamic_batch", einsum("bhqd,bhkd->bhqk"), tol=1e-4,
+             dynamic=B((kiln.Input(min_shape=(1, 2, 3, 4), opt_shape=(2, 2, 3, 4), max_shape=(4, 2, 3, 4)),
+                        kiln.Input(min_shape=(1, 2, 5, 4), opt_shape=(2, 2, 5, 4), max_shape=(4, 2, 5, 4))),
+                       (((1, 2, 3, 4), (1, 2, 5, 4)), ((4, 2, 3, 4), (4, 2, 5, 4))))),
+    ]
+    for dt, tag, tol in ((torch.float16, "fp16", 1e-2), (torch.bfloat16, "bf16", 5e-2)):
+        cases += [
+            Case(f"einsum_{tag}", einsum("bhqd,bhkd->bhqk"), ((typed(dt, 1, 2, 3, 8), typed(dt, 1, 2, 4, 8)),), tol=tol),
+            Case(f"baddbmm_{tag}", fn(lambda c, a, b: torch.baddbmm(c, a, b, alpha=0.5)),
+                 ((typed(dt, 2, 3, 5), typed(dt, 2, 3, 4), typed(dt, 2, 4, 5)),), tol=tol),
+        ]
+    return cases
+
+
 def _factory_cases() -> list[Case]:
     """Factories without a device argument make CPU tensors: constants of a CPU engine."""
     return [
@@ -738,6 +798,7 @@ CASES: list[Case] = [
     *_reduced_precision_cases(),
     *_normalization_cases(),
     *_moment_cases(),
+    *_product_cases(),
     *_activation_cases(),
     *_elementwise_cases(),
     *_unary_cases(),
