@@ -771,6 +771,38 @@ def _product_cases() -> list[Case]:
     return cases
 
 
+def _math_cases() -> list[Case]:
+    """trunc, frac, log2, log10, exp2, logit, addcmul, addcdiv."""
+    inf, nan = float("inf"), float("nan")
+    specials = with_values({(0, 0): inf, (0, 1): -inf, (0, 2): nan, (0, 3): -0.5, (0, 4): 2.0}, 3, 5)
+    scaled = lambda *shape: (lambda: torch.randn(shape) * 10)  # noqa: E731
+    cases = [
+        Case("trunc", fn(torch.trunc), ((scaled(3, 5),), (specials,))),
+        Case("trunc_int", fn(torch.trunc), ((ints(3, 4),),)),
+        Case("frac", fn(torch.frac), ((scaled(3, 5),), (specials,))),
+        Case("log2", fn(torch.log2), ((positive(3, 5),), (lambda: torch.tensor([1.0, 2.0, 8.0, 0.0, inf, -1.0]),))),
+        Case("log2_int", fn(torch.log2), ((ints(3, 4, low=1, high=100),),)),
+        Case("log10", fn(torch.log10), ((positive(3, 5),), (lambda: torch.tensor([1.0, 10.0, 1000.0, 0.0, inf]),))),
+        Case("exp2", fn(torch.exp2), ((scaled(3, 5),), (lambda: torch.tensor([0.0, 3.0, -2.0, 127.0, -inf, inf]),))),
+        Case("exp2_int", fn(torch.exp2), ((ints(3, 4),),)),
+        Case("logit", fn(torch.logit), ((lambda: torch.rand(3, 5),), (lambda: torch.tensor([0.0, 1.0, 0.5, 1e-3]),))),
+        Case("logit_eps", fn(lambda x: torch.logit(x, eps=1e-2)), ((lambda: torch.rand(3, 5) * 1.2 - 0.1,),)),
+        Case("addcmul", fn(lambda a, b, c: torch.addcmul(a, b, c)), (((3, 4), (3, 4), (3, 4)), ((2, 3, 4), (4,), (3, 1)))),
+        Case("addcmul_value", fn(lambda a, b, c: torch.addcmul(a, b, c, value=-0.5)), (((3, 4), (3, 4), (1, 4)),)),
+        Case("addcmul_int", fn(lambda a, b, c: torch.addcmul(a, b, c, value=3)), ((ints(3, 4), ints(3, 4), ints(4)),)),
+        Case("addcdiv", fn(lambda a, b, c: torch.addcdiv(a, b, c)), (((3, 4), (3, 4), nonzero(3, 4)),)),
+        Case("addcdiv_value", fn(lambda a, b, c: torch.addcdiv(a, b, c, value=2.5)), (((2, 3, 4), (3, 4), nonzero(4)),)),
+    ]
+    for dt, tag, tol in ((torch.float16, "fp16", 1e-2), (torch.bfloat16, "bf16", 5e-2)):
+        cases += [
+            Case(f"frac_{tag}", fn(torch.frac), ((typed(dt, 3, 5),),), tol=tol),
+            Case(f"log2_{tag}", fn(lambda x: torch.log2(x.abs() + 0.5)), ((typed(dt, 3, 5),),), tol=tol),
+            Case(f"addcdiv_{tag}", fn(lambda a, b, c: torch.addcdiv(a, b, c.abs() + 1, value=0.5)),
+                 ((typed(dt, 3, 4), typed(dt, 3, 4), typed(dt, 3, 4)),), tol=tol),
+        ]
+    return cases
+
+
 def _factory_cases() -> list[Case]:
     """Factories without a device argument make CPU tensors: constants of a CPU engine."""
     return [
@@ -799,6 +831,7 @@ CASES: list[Case] = [
     *_normalization_cases(),
     *_moment_cases(),
     *_product_cases(),
+    *_math_cases(),
     *_activation_cases(),
     *_elementwise_cases(),
     *_unary_cases(),
