@@ -50,7 +50,8 @@ std::string checkAlpha(const NodeArgs& args) {
 }
 
 // True division computes in the (floating-point) result type; trunc and floor keep torch's
-// semantics for integers (the Div layer truncates) and floats (floor division).
+// semantics for integers (the Div layer truncates) and floats (floor division, or the quotient
+// truncated).
 void convertDiv(ConversionContext& ctx, const NodeArgs& args) {
   std::string mode;
   if (args.has("rounding_mode") && !args.isNone("rounding_mode")) {
@@ -60,7 +61,10 @@ void convertDiv(ConversionContext& ctx, const NodeArgs& args) {
   Tensor* a = operandTensor(ctx, args, "self", type);
   Tensor* b = operandTensor(ctx, args, "other", type);
   const ElementwiseOp op = mode == "floor" ? ElementwiseOp::kFloorDiv : ElementwiseOp::kDiv;
-  ctx.setOutput(args, 0, addElementwise(ctx, a, b, op, type));
+  Tensor* quotient = addElementwise(ctx, a, b, op, type);
+  // The Div layer truncates integers itself; floats are truncated after it, as torch does.
+  if (mode == "trunc" && isFloatingPoint(type)) quotient = truncate(ctx, quotient);
+  ctx.setOutput(args, 0, quotient);
 }
 
 std::string checkDiv(const NodeArgs& args) {
@@ -71,12 +75,7 @@ std::string checkDiv(const NodeArgs& args) {
   if (!mode.constant || !mode.constant->isString()) return "rounding_mode must be a constant";
   const std::string& name = mode.constant->toStringRef();
   if (name == "floor") return "";
-  if (name == "trunc") {
-    if (c10::isFloatingType(args.output().dtype)) {
-      return "div with rounding_mode='trunc' on floating-point values";
-    }
-    return "";
-  }
+  if (name == "trunc") return "";
   return concat("unknown rounding_mode '", name, "'");
 }
 

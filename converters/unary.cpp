@@ -55,12 +55,6 @@ void convertLogicalNot(ConversionContext& ctx, const NodeArgs& args) {
   ctx.setOutput(args, 0, addUnary(ctx, x, UnaryOp::kNot));
 }
 
-Tensor* truncate(ConversionContext& ctx, Tensor* x) {
-  return addElementwise(ctx, addUnary(ctx, x, UnaryOp::kSign),
-                        addUnary(ctx, addUnary(ctx, x, UnaryOp::kAbs), UnaryOp::kFloor),
-                        ElementwiseOp::kProd, x->dtype());
-}
-
 // Integers are returned unchanged, as by floor/ceil/round.
 void convertTrunc(ConversionContext& ctx, const NodeArgs& args) {
   Tensor* x = ctx.tensor(args, "self");
