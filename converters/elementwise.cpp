@@ -1,7 +1,7 @@
 // Binary elementwise ops: add/sub/rsub (with alpha), mul, div (true, trunc, floor), floor_divide,
 // pow, maximum, minimum, comparisons and logical ops, in their Tensor and Scalar overloads and
-// in-place variants. Operands follow torch's type promotion; the result has the dtype torch
-// recorded for the node's output.
+// in-place variants; addcmul and addcdiv. Operands follow torch's type promotion; the result has
+// the dtype torch recorded for the node's output.
 #include "converters/families.h"
 #include "converters/helpers.h"
 
@@ -50,7 +50,8 @@ std::string checkAlpha(const NodeArgs& args) {
 }
 
 // True division computes in the (floating-point) result type; trunc and floor keep torch's
-// semantics for integers (the Div layer truncates) and floats (floor division).
+// semantics for integers (the Div layer truncates) and floats (floor division, or the quotient
+// truncated).
 void convertDiv(ConversionContext& ctx, const NodeArgs& args) {
   std::string mode;
   if (args.has("rounding_mode") && !args.isNone("rounding_mode")) {
@@ -60,7 +61,10 @@ void convertDiv(ConversionContext& ctx, const NodeArgs& args) {
   Tensor* a = operandTensor(ctx, args, "self", type);
   Tensor* b = operandTensor(ctx, args, "other", type);
   const ElementwiseOp op = mode == "floor" ? ElementwiseOp::kFloorDiv : ElementwiseOp::kDiv;
-  ctx.setOutput(args, 0, addElementwise(ctx, a, b, op, type));
+  Tensor* quotient = addElementwise(ctx, a, b, op, type);
+  // The Div layer truncates integers itself; floats are truncated after it, as torch does.
+  if (mode == "trunc" && isFloatingPoint(type)) quotient = truncate(ctx, quotient);
+  ctx.setOutput(args, 0, quotient);
 }
 
 std::string checkDiv(const NodeArgs& args) {
@@ -71,13 +75,42 @@ std::string checkDiv(const NodeArgs& args) {
   if (!mode.constant || !mode.constant->isString()) return "rounding_mode must be a constant";
   const std::string& name = mode.constant->toStringRef();
   if (name == "floor") return "";
-  if (name == "trunc") {
-    if (c10::isFloatingType(args.output().dtype)) {
-      return "div with rounding_mode='trunc' on floating-point values";
-    }
-    return "";
-  }
+  if (name == "trunc") return "";
   return concat("unknown rounding_mode '", name, "'");
+}
+
+// addcmul: self + (value * tensor1) * tensor2; addcdiv: self + (value * tensor1) / tensor2, in
+// the order of torch's CPU kernels.
+ConvertFn addWithScaledProduct(ElementwiseOp op) {
+  return [op](ConversionContext& ctx, const NodeArgs& args) {
+    const DataType type = outputDataType(args);
+    Tensor* scaled = operandTensor(ctx, args, "tensor1", type);
+    const double value = args.getDouble("value");
+    if (value != 1.0) {
+      scaled = addElementwise(ctx, ctx.scalar(value, type), scaled, ElementwiseOp::kProd, type);
+    }
+    Tensor* term = addElementwise(ctx, scaled, operandTensor(ctx, args, "tensor2", type), op, type);
+    ctx.setOutput(args, 0,
+                  addElementwise(ctx, operandTensor(ctx, args, "self", type), term,
+                                 ElementwiseOp::kSum, type));
+  };
+}
+
+std::string checkAddcmul(const NodeArgs& args) {
+  const c10::ScalarType type = args.output().dtype;
+  if (type == c10::ScalarType::Bool) return "addcmul of bool tensors";
+  const OpValue& value = args.value("value");
+  if (!c10::isFloatingType(type) && value.constant && value.constant->isDouble()) {
+    return "a floating-point value with integer operands";
+  }
+  args.getDouble("value");
+  return "";
+}
+
+std::string checkAddcdiv(const NodeArgs& args) {
+  args.getDouble("value");
+  // Integer division in addcdiv is an error in torch.
+  return requireFloatOutput(args);
 }
 
 std::string checkNotBool(const NodeArgs& args) {
@@ -102,8 +135,8 @@ ConvertFn compare(Comparison comparison) {
         result = addElementwise(ctx, a, b, ElementwiseOp::kEqual, type);
         break;
       case Comparison::kNe:
-        result = addUnary(ctx, addElementwise(ctx, a, b, ElementwiseOp::kEqual, type),
-                          UnaryOp::kNot);
+        result =
+            addUnary(ctx, addElementwise(ctx, a, b, ElementwiseOp::kEqual, type), UnaryOp::kNot);
         break;
       case Comparison::kLt:
         result = addElementwise(ctx, a, b, ElementwiseOp::kLess, type);
@@ -114,8 +147,8 @@ ConvertFn compare(Comparison comparison) {
       case Comparison::kLe:
       case Comparison::kGe: {
         Tensor* strict = addElementwise(
-            ctx, a, b, comparison == Comparison::kLe ? ElementwiseOp::kLess : ElementwiseOp::kGreater,
-            type);
+            ctx, a, b,
+            comparison == Comparison::kLe ? ElementwiseOp::kLess : ElementwiseOp::kGreater, type);
         Tensor* equal = addElementwise(ctx, a, b, ElementwiseOp::kEqual, type);
         result = addElementwise(ctx, strict, equal, ElementwiseOp::kOr, DataType::kBool);
         break;
@@ -168,7 +201,8 @@ void registerElementwiseConverters(ConverterRegistry& registry) {
     const std::string k = kind;
     const ElementwiseOp op = k.rfind("add", 0) == 0 ? ElementwiseOp::kSum : ElementwiseOp::kSub;
     const bool inPlace = k.back() == '_';
-    registry.add({schema, addSub(op, k == "rsub"), inPlace ? inPlaceCheck(checkAlpha) : checkAlpha});
+    registry.add(
+        {schema, addSub(op, k == "rsub"), inPlace ? inPlaceCheck(checkAlpha) : checkAlpha});
   }
 
   struct Binary {
@@ -179,8 +213,10 @@ void registerElementwiseConverters(ConverterRegistry& registry) {
   const Binary binaries[] = {
       {"aten::mul.Tensor(Tensor self, Tensor other) -> Tensor", ElementwiseOp::kProd, false},
       {"aten::mul.Scalar(Tensor self, Scalar other) -> Tensor", ElementwiseOp::kProd, false},
-      {"aten::mul_.Tensor(Tensor(a!) self, Tensor other) -> Tensor(a!)", ElementwiseOp::kProd, true},
-      {"aten::mul_.Scalar(Tensor(a!) self, Scalar other) -> Tensor(a!)", ElementwiseOp::kProd, true},
+      {"aten::mul_.Tensor(Tensor(a!) self, Tensor other) -> Tensor(a!)", ElementwiseOp::kProd,
+       true},
+      {"aten::mul_.Scalar(Tensor(a!) self, Scalar other) -> Tensor(a!)", ElementwiseOp::kProd,
+       true},
       {"aten::floor_divide(Tensor self, Tensor other) -> Tensor", ElementwiseOp::kFloorDiv, false},
       {"aten::floor_divide.Scalar(Tensor self, Scalar other) -> Tensor", ElementwiseOp::kFloorDiv,
        false},
@@ -235,12 +271,13 @@ void registerElementwiseConverters(ConverterRegistry& registry) {
     const char* name;
     ElementwiseOp op;
   };
-  const Bitwise bitwise[] = {{"and", ElementwiseOp::kAnd}, {"or", ElementwiseOp::kOr},
-                             {"xor", ElementwiseOp::kXor}};
+  const Bitwise bitwise[] = {
+      {"and", ElementwiseOp::kAnd}, {"or", ElementwiseOp::kOr}, {"xor", ElementwiseOp::kXor}};
   for (const Bitwise& b : bitwise) {
-    for (const char* overload : {"Tensor(Tensor self, Tensor other)", "Scalar(Tensor self, Scalar other)"}) {
-      registry.add({concat("aten::__", b.name, "__.", overload, " -> Tensor"), binary(b.op),
-                    checkIntegral});
+    for (const char* overload :
+         {"Tensor(Tensor self, Tensor other)", "Scalar(Tensor self, Scalar other)"}) {
+      registry.add(
+          {concat("aten::__", b.name, "__.", overload, " -> Tensor"), binary(b.op), checkIntegral});
       registry.add({concat("aten::bitwise_", b.name, ".", overload, " -> Tensor"), binary(b.op),
                     checkIntegral});
     }
@@ -252,6 +289,14 @@ void registerElementwiseConverters(ConverterRegistry& registry) {
                 logical(ElementwiseOp::kOr), checkBoolOutput});
   registry.add({"aten::logical_xor(Tensor self, Tensor other) -> Tensor",
                 logical(ElementwiseOp::kXor), checkBoolOutput});
+  registry.add(
+      {"aten::addcmul(Tensor self, Tensor tensor1, Tensor tensor2, *, Scalar value=1) "
+       "-> Tensor",
+       addWithScaledProduct(ElementwiseOp::kProd), checkAddcmul});
+  registry.add(
+      {"aten::addcdiv(Tensor self, Tensor tensor1, Tensor tensor2, *, Scalar value=1) "
+       "-> Tensor",
+       addWithScaledProduct(ElementwiseOp::kDiv), checkAddcdiv});
 }
 
 }  // namespace kiln

@@ -301,6 +301,12 @@ Tensor* addUnary(ConversionContext& ctx, Tensor* x, UnaryOp op) {
   return layer->output(0);
 }
 
+Tensor* truncate(ConversionContext& ctx, Tensor* x) {
+  return addElementwise(ctx, addUnary(ctx, x, UnaryOp::kSign),
+                        addUnary(ctx, addUnary(ctx, x, UnaryOp::kAbs), UnaryOp::kFloor),
+                        ElementwiseOp::kProd, x->dtype());
+}
+
 Tensor* addActivation(ConversionContext& ctx, Tensor* x, ActivationType type, double alpha,
                       double beta) {
   ActivationParams params;

@@ -90,6 +90,8 @@ Tensor* addElementwise(ConversionContext& ctx, Tensor* a, Tensor* b, Elementwise
 Tensor* addUnary(ConversionContext& ctx, Tensor* x, UnaryOp op);
 Tensor* addActivation(ConversionContext& ctx, Tensor* x, ActivationType type, double alpha = 0.0,
                       double beta = 0.0);
+// torch.trunc of a floating-point x, exactly: sign(x) * floor(|x|).
+Tensor* truncate(ConversionContext& ctx, Tensor* x);
 
 // The argument `name` as a tensor of `dtype`: a Tensor argument is cast when needed, a Scalar
 // (or a static shape int) becomes a rank-0 constant.

@@ -227,11 +227,14 @@ def layer(factory: Callable[[], nn.Module]) -> Callable[[], nn.Module]:
         module = factory().eval()
         # Non-trivial running statistics, so batch norm is checked for more than the identity.
         for m in module.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            if isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats:
                 m.running_mean.uniform_(-1, 1)
                 m.running_var.uniform_(0.5, 2)
-                if m.affine:
+            # Non-trivial affine parameters of the norms that start at ones and zeros.
+            if isinstance(m, (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.RMSNorm)):
+                if getattr(m, "weight", None) is not None:
                     m.weight.data.uniform_(0.5, 1.5)
+                if getattr(m, "bias", None) is not None:
                     m.bias.data.uniform_(-1, 1)
         return module
 
@@ -385,8 +388,8 @@ def _elementwise_cases() -> list[Case]:
         Case("div_floor", fn(lambda x, y: torch.div(x, y, rounding_mode="floor")),
              (((3, 4), nonzero(3, 4)), (ints(3, 4), ints(3, 4, low=1, high=4)))),
         Case("div_trunc", fn(lambda x, y: torch.div(x, y, rounding_mode="trunc")), ((ints(3, 4), ints(3, 4, low=1, high=4)),)),
-        Case("div_trunc_float", fn(lambda x, y: torch.div(x, y, rounding_mode="trunc")), (((3, 4), nonzero(3, 4)),),
-             xfail={f: "Kiln has no truncation op: rounding_mode='trunc' converts for integers only" for f in FRONT_ENDS}),
+        Case("div_trunc_float", fn(lambda x, y: torch.div(x, y, rounding_mode="trunc")),
+             (((3, 4), nonzero(3, 4)), ((2, 3), lambda: torch.tensor([[1.0, -1.0, 0.5], [-0.25, 3.0, -7.0]])))),
         Case("div_scalar_mode", fn(lambda x: torch.div(x, 3, rounding_mode="floor")), (((3, 4),), (ints(3, 4),))),
         Case("div_inplace", fn(lambda x, y: x.clone().div_(y)), (((3, 4), nonzero(3, 4)),)),
         Case("div_scalar_inplace", fn(_inplace("div_", 4.0)), (((3, 4),),)),
@@ -702,6 +705,244 @@ def _cumulative_cases() -> list[Case]:
     ]
 
 
+def with_values(values: dict[tuple[int, ...], float], *shape: int) -> Callable[[], torch.Tensor]:
+    """randn with the listed elements set (infinities, NaNs, ties)."""
+
+    def build() -> torch.Tensor:
+        x = torch.randn(shape)
+        for index, value in values.items():
+            x[index] = value
+        return x
+
+    return build
+
+
+def _normalization_cases() -> list[Case]:
+    """Group, instance and RMS norm, and batch norm with batch statistics: TorchScript keeps
+    aten::group_norm / instance_norm / batch_norm / rms_norm; torch.export writes
+    native_group_norm, _native_batch_norm_legit.no_stats (instance norm, and batch norm without
+    running statistics) and decomposes rms_norm."""
+    # Scripted instance norm checks the input's rank in control flow: traced, it is one op.
+    cases = [
+        Case("group_norm", layer(lambda: nn.GroupNorm(2, 4)), (((2, 4, 3, 3),), ((1, 4, 5),), ((3, 4),))),
+        Case("group_norm_one_group", layer(lambda: nn.GroupNorm(1, 6, eps=1e-3)), (((2, 6, 4, 2),),)),
+        Case("group_norm_per_channel_no_affine", layer(lambda: nn.GroupNorm(6, 6, affine=False)), (((2, 6, 5),),)),
+        Case("group_norm_3d", layer(lambda: nn.GroupNorm(3, 6)), (((1, 6, 2, 3, 4),),)),
+        Case("group_norm_dynamic", layer(lambda: nn.GroupNorm(2, 4)),
+             dynamic=B((kiln.Input(min_shape=(1, 4, 3, 3), opt_shape=(2, 4, 3, 3), max_shape=(4, 4, 3, 3)),),
+                       (((1, 4, 3, 3),), ((4, 4, 3, 3),)))),
+        Case("group_norm_dynamic_spatial", layer(lambda: nn.GroupNorm(2, 4)),
+             dynamic=B((kiln.Input(min_shape=(2, 4, 2), opt_shape=(2, 4, 5), max_shape=(2, 4, 9)),),
+                       (((2, 4, 2),), ((2, 4, 9),)))),
+        Case("instance_norm2d", layer(lambda: Traced(nn.InstanceNorm2d(4))), (((2, 4, 3, 5),), ((1, 4, 1, 7),))),
+        Case("instance_norm1d_affine", layer(lambda: Traced(nn.InstanceNorm1d(3, affine=True, eps=1e-3))), (((2, 3, 7),),)),
+        Case("instance_norm3d_affine", layer(lambda: Traced(nn.InstanceNorm3d(2, affine=True))), (((2, 2, 3, 2, 4),),)),
+        Case("instance_norm_dynamic", layer(lambda: Traced(nn.InstanceNorm2d(3, affine=True))),
+             dynamic=B((kiln.Input(min_shape=(1, 3, 4, 4), opt_shape=(2, 3, 4, 4), max_shape=(3, 3, 4, 4)),),
+                       (((1, 3, 4, 4),), ((3, 3, 4, 4),)))),
+        # Eval with tracked statistics: batch norm with them.
+        Case("instance_norm_running_stats", layer(lambda: Traced(nn.InstanceNorm2d(4, affine=True, track_running_stats=True))),
+             (((2, 4, 3, 3),),)),
+        Case("batch_norm_batch_statistics", layer(lambda: nn.BatchNorm2d(3, track_running_stats=False)),
+             (((4, 3, 2, 5),), ((2, 3, 1, 1),))),
+        Case("batch_norm1d_batch_statistics", layer(lambda: nn.BatchNorm1d(5, affine=False, track_running_stats=False)),
+             (((6, 5),), ((2, 5, 3),))),
+        # Called directly: Kiln keeps aten::group_norm whole in both front ends.
+        Case("native_group_norm", fn(lambda x, w, b: torch.ops.aten.native_group_norm(x, w, b, 2, 6, 12, 3, 1e-5)[0]),
+             (((2, 6, 3, 4), (6,), (6,)),)),
+        Case("native_group_norm_no_affine", fn(lambda x: torch.ops.aten.native_group_norm(x, None, None, 3, 4, 5, 2, 1e-3)[0]),
+             (((3, 4, 5),),)),
+        Case("rms_norm", layer(lambda: nn.RMSNorm(8)), (((2, 8),), ((2, 3, 8),))),
+        Case("rms_norm_2d_eps", layer(lambda: nn.RMSNorm((3, 4), eps=1e-3)), (((2, 3, 4),), ((3, 4),))),
+        Case("rms_norm_no_affine", layer(lambda: nn.RMSNorm(6, elementwise_affine=False)), (((4, 6),),)),
+        # eps None: float32's epsilon, which dominates for tiny inputs.
+        Case("rms_norm_default_eps_tiny", fn(lambda x: F.rms_norm(x * 1e-4, [5])), (((3, 5),),)),
+        Case("rms_norm_weight_fn", fn(lambda x, w: F.rms_norm(x, [4], w, 1e-5)), (((2, 3, 4), (4,)),)),
+        Case("rms_norm_dynamic", layer(lambda: nn.RMSNorm(8)),
+             dynamic=B((kiln.Input(min_shape=(1, 8), opt_shape=(4, 8), max_shape=(9, 8)),), (((1, 8),), ((9, 8),)))),
+    ]
+    for dt, tag, tol in ((torch.float16, "fp16", 1e-2), (torch.bfloat16, "bf16", 5e-2)):
+        cases += [
+            Case(f"group_norm_{tag}", layer(lambda dt=dt: nn.GroupNorm(2, 4).to(dt)), ((typed(dt, 2, 4, 3, 3),),), tol=tol),
+            Case(f"instance_norm_{tag}", layer(lambda dt=dt: Traced(nn.InstanceNorm2d(4, affine=True).to(dt))),
+                 ((typed(dt, 2, 4, 3, 3),),), tol=tol),
+            Case(f"rms_norm_{tag}", layer(lambda dt=dt: nn.RMSNorm(8).to(dt)), ((typed(dt, 2, 3, 8),),), tol=tol),
+            Case(f"rms_norm_{tag}_default_eps_tiny", fn(lambda x: F.rms_norm(x * 1e-3, [8])),
+                 ((typed(dt, 2, 8),),), tol=tol),
+        ]
+    return cases
+
+
+def _moment_cases() -> list[Case]:
+    """var/std (unbiased, correction, dims, keepdim), var_mean/std_mean, logsumexp, vector norms,
+    argmax/argmin."""
+    x = (((2, 3, 4),),)
+    inf, nan = float("inf"), float("nan")
+    cases = [
+        Case("var_dim", fn(lambda x: x.var(1)), (((2, 3, 4),), ((5, 6),))),
+        Case("var_dims_keepdim_negative", fn(lambda x: x.var((0, -1), keepdim=True)), x),
+        Case("var_biased", fn(lambda x: x.var(-1, unbiased=False)), x),
+        Case("var_all", fn(lambda x: x.var()), x),
+        Case("var_empty_dims_is_all", fn(lambda x: x.var(dim=[])), x),
+        Case("var_correction", fn(lambda x: torch.var(x, dim=1, correction=2)), x),
+        Case("var_correction_float", fn(lambda x: torch.var(x, dim=(0, 2), correction=0.5, keepdim=True)), x),
+        # One element with correction 1: 0/0 = NaN, as torch.
+        Case("var_single_element", fn(lambda x: x.var(1)), (((3, 1),),)),
+        Case("std_dim", fn(lambda x: x.std(-1)), x),
+        Case("std_correction_keepdim", fn(lambda x: x.std(1, correction=0, keepdim=True)), x),
+        Case("std_all", fn(lambda x: x.std()), x),
+        Case("std_biased_all", fn(lambda x: torch.std(x, unbiased=False)), x),
+        Case("var_mean", fn(lambda x: torch.var_mean(x, 1)), x),
+        Case("var_mean_correction_keepdim", fn(lambda x: torch.var_mean(x, (0, 2), correction=0, keepdim=True)), x),
+        Case("var_mean_all", fn(lambda x: torch.var_mean(x)), x),
+        Case("std_mean", fn(lambda x: torch.std_mean(x, -1)), x),
+        Case("std_mean_all_biased", fn(lambda x: torch.std_mean(x, unbiased=False)), x),
+        # The overloads the front ends reach only when called directly.
+        Case("var_unbiased_overload", fn(lambda x: torch.ops.aten.var.default(x, False)), x),
+        Case("var_mean_unbiased_overload", fn(lambda x: torch.ops.aten.var_mean.default(x, True)), x),
+        Case("std_mean_correction_overload",
+             fn(lambda x: torch.ops.aten.std_mean.correction(x, [1], correction=2, keepdim=True)), x),
+        Case("var_large_offset", fn(lambda x: (x + 1000.0).var(-1)), (((4, 64),),), tol=1e-3),
+        Case("var_dynamic_batch", fn(lambda x: x.var(-1)),
+             dynamic=B((kiln.Input(min_shape=(1, 6), opt_shape=(3, 6), max_shape=(5, 6)),), (((1, 6),), ((5, 6),)))),
+        Case("logsumexp", fn(lambda x: torch.logsumexp(x, 1)), (((2, 3, 4),), ((5, 7),))),
+        Case("logsumexp_dims_keepdim", fn(lambda x: torch.logsumexp(x, (0, -1), keepdim=True)), x),
+        Case("logsumexp_large", fn(lambda x: torch.logsumexp(x * 100.0, -1)), x, tol=1e-4),
+        # Rows of -inf (result -inf), with +inf (result +inf) and with NaN.
+        Case("logsumexp_infinities", fn(lambda x: torch.logsumexp(x, -1)),
+             ((with_values({(0,): -inf, (1, 2): inf, (2, 0): nan, (3, 1): -inf}, 4, 3),),)),
+        Case("logsumexp_int", fn(lambda x: torch.logsumexp(x, 0)), ((ints(3, 4),),)),
+        Case("vector_norm", fn(lambda x: x.norm(dim=1)), (((2, 3, 4),), ((5, 6),))),
+        Case("vector_norm_all", fn(lambda x: torch.linalg.vector_norm(x)), x),
+        Case("vector_norm_l1_keepdim", fn(lambda x: torch.linalg.vector_norm(x, 1, dim=-1, keepdim=True)), x),
+        Case("vector_norm_inf", fn(lambda x: torch.linalg.vector_norm(x, float("inf"), dim=(0, 2))), x),
+        Case("vector_norm_neg_inf", fn(lambda x: torch.linalg.vector_norm(x, float("-inf"), dim=1)), x),
+        Case("vector_norm_zero", fn(lambda x: torch.linalg.vector_norm(x, 0, dim=1)),
+             ((with_values({(0, 1): 0.0, (1, 2): 0.0, (1, 3): 0.0}, 2, 4),),)),
+        Case("vector_norm_p3", fn(lambda x: torch.linalg.vector_norm(x, 3.0, dim=-1)), x),
+        Case("vector_norm_dtype", fn(lambda x: torch.linalg.vector_norm(x, dim=-1, dtype=torch.float32)),
+             ((typed(torch.float16, 3, 5),),)),
+        Case("norm_scalar", fn(lambda x: torch.ops.aten.norm.Scalar(x, 1)), x),
+        Case("norm_scalar_opt_dim", fn(lambda x: torch.ops.aten.norm.ScalarOpt_dim(x, 3, [1], True)), x),
+        Case("norm_scalar_opt_dim_none_p", fn(lambda x: torch.ops.aten.norm.ScalarOpt_dim(x, None, [-1])), x),
+        Case("argmax", fn(lambda x: x.argmax(1)), (((2, 3, 4),), ((5, 7),))),
+        Case("argmin_keepdim_negative", fn(lambda x: x.argmin(-1, keepdim=True)), x),
+        Case("argmax_all", fn(lambda x: x.argmax()), x),
+        Case("argmin_all_keepdim", fn(lambda x: torch.argmin(x, keepdim=True)), x),
+        # Ties: the first index of the extreme.
+        Case("argmax_ties_int", fn(lambda x: x.argmax(1)), ((ints(4, 9, low=0, high=3),),)),
+        Case("argmin_ties_int32", fn(lambda x: x.argmin(0)), ((ints(9, 4, low=0, high=3, dtype=torch.int32),),)),
+        # NaN: torch returns the index of the first NaN (and +-inf are ordinary extremes).
+        Case("argmax_nan", fn(lambda x: x.argmax(-1)),
+             ((with_values({(0, 2): nan, (0, 4): nan, (1, 1): inf, (2, 3): nan, (2, 0): inf}, 3, 5),),)),
+        Case("argmin_nan", fn(lambda x: x.argmin(-1)),
+             ((with_values({(0, 3): nan, (1, 1): -inf, (1, 4): -inf, (2, 4): nan}, 3, 5),),)),
+        Case("argmax_dynamic_batch", fn(lambda x: x.argmax(-1)),
+             dynamic=B((kiln.Input(min_shape=(1, 6), opt_shape=(3, 6), max_shape=(5, 6)),), (((1, 6),), ((5, 6),)))),
+    ]
+    for dt, tag, tol in ((torch.float16, "fp16", 1e-2), (torch.bfloat16, "bf16", 5e-2)):
+        cases += [
+            Case(f"var_{tag}", fn(lambda x: x.var(-1)), ((typed(dt, 2, 3, 8),),), tol=tol),
+            Case(f"std_mean_{tag}", fn(lambda x: torch.std_mean(x, 1)), ((typed(dt, 2, 3, 8),),), tol=tol),
+            Case(f"logsumexp_{tag}", fn(lambda x: torch.logsumexp(x, -1)), ((typed(dt, 2, 3, 8),),), tol=tol),
+            Case(f"vector_norm_{tag}", fn(lambda x: torch.linalg.vector_norm(x, dim=-1)), ((typed(dt, 2, 3, 8),),), tol=tol),
+            Case(f"argmax_{tag}", fn(lambda x: x.argmax(-1)), ((typed(dt, 2, 3, 8),),)),
+        ]
+    return cases
+
+
+def einsum(equation: str) -> Callable[[], Any]:
+    return fn(lambda *xs: torch.einsum(equation, *xs))
+
+
+def _product_cases() -> list[Case]:
+    """baddbmm, addbmm, mv, addmv, dot, outer/ger and einsum. torch.export decomposes all but
+    einsum's general forms into bmm/mul/sum; TorchScript keeps them whole."""
+    cases = [
+        Case("baddbmm", fn(lambda c, a, b: torch.baddbmm(c, a, b)),
+             (((2, 3, 5), (2, 3, 4), (2, 4, 5)), ((5,), (3, 2, 4), (3, 4, 5))), tol=1e-4),
+        Case("baddbmm_beta_alpha", fn(lambda c, a, b: torch.baddbmm(c, a, b, beta=0.5, alpha=-2.0)),
+             (((1, 3, 1), (2, 3, 4), (2, 4, 5)),), tol=1e-4),
+        Case("addbmm", fn(lambda c, a, b: torch.addbmm(c, a, b)), (((3, 5), (4, 3, 6), (4, 6, 5)),), tol=1e-4),
+        Case("addbmm_beta_alpha", fn(lambda c, a, b: torch.addbmm(c, a, b, beta=2.0, alpha=0.5)),
+             (((5,), (2, 3, 4), (2, 4, 5)),), tol=1e-4),
+        Case("mv", fn(torch.mv), (((3, 4), (4,)), ((1, 7), (7,))), tol=1e-4),
+        Case("addmv", fn(lambda c, a, b: torch.addmv(c, a, b, beta=0.5, alpha=3.0)),
+             (((3,), (3, 4), (4,)), ((1,), (5, 2), (2,))), tol=1e-4),
+        Case("dot", fn(torch.dot), (((5,), (5,)), ((1,), (1,))), tol=1e-4),
+        Case("outer", fn(torch.outer), (((3,), (4,)), ((1,), (6,)))),
+        Case("outer_int", fn(torch.outer), ((ints(3), ints(5)),)),
+        Case("ger", fn(torch.ger), (((3,), (2,)),)),
+        # einsum: batched products, transposed operands, sums, broadcasts, ellipses.
+        Case("einsum_bmm", einsum("bij,bjk->bik"), (((2, 3, 4), (2, 4, 5)),), tol=1e-4),
+        Case("einsum_attention_scores", einsum("bhqd,bhkd->bhqk"), (((2, 3, 5, 8), (2, 3, 6, 8)),), tol=1e-4),
+        Case("einsum_attention_values", einsum("bhqk,bhkd->bqhd"), (((2, 3, 5, 6), (2, 3, 6, 4)),), tol=1e-4),
+        Case("einsum_transposed_left", einsum("ji,jk->ik"), (((4, 3), (4, 5)),), tol=1e-4),
+        Case("einsum_implicit_output", einsum("ij,jk"), (((3, 4), (4, 5)),), tol=1e-4),
+        Case("einsum_implicit_upper_first", einsum("Ba,aB"), (((3, 2), (2, 3)),), tol=1e-4),
+        Case("einsum_implicit_sorted", einsum("kj,ji"), (((3, 4), (4, 5)),), tol=1e-4),
+        Case("einsum_permute", einsum("abc->cab"), (((2, 3, 4),),)),
+        Case("einsum_sum", einsum("ij->"), (((3, 4),),), tol=1e-4),
+        Case("einsum_sum_dim", einsum("bij->bj"), (((2, 3, 4),),), tol=1e-4),
+        Case("einsum_outer", einsum("i,j->ij"), (((3,), (4,)),), tol=1e-4),
+        Case("einsum_dot", einsum("i,i->"), (((5,), (5,)),), tol=1e-4),
+        Case("einsum_elementwise", einsum("ij,ij->ij"), (((3, 4), (3, 4)),), tol=1e-4),
+        Case("einsum_sum_before_product", einsum("ijk,jl->il"), (((2, 3, 4), (3, 5)),), tol=1e-4),
+        Case("einsum_three_operands", einsum("ij,jk,kl->il"), (((2, 3), (3, 4), (4, 5)),), tol=1e-4),
+        Case("einsum_bilinear", einsum("bn,anm,bm->ba"), (((2, 3), (4, 3, 5), (2, 5)),), tol=1e-4),
+        Case("einsum_ellipsis", einsum("...ij,...jk->...ik"), (((2, 3, 4, 5), (2, 3, 5, 6)),), tol=1e-4),
+        Case("einsum_ellipsis_broadcast", einsum("...ij,...jk->...ik"), (((2, 1, 4, 5), (3, 5, 6)),), tol=1e-4),
+        Case("einsum_ellipsis_summed", einsum("...ij->ij"), (((2, 3, 4),),), tol=1e-4),
+        Case("einsum_ellipsis_implicit", einsum("i...,i..."), (((3, 2, 4), (3, 1, 4)),), tol=1e-4),
+        Case("einsum_size_one_broadcast", einsum("ij,j->i"), (((3, 4), (1,)),), tol=1e-4),
+        Case("einsum_batch_broadcast", einsum("bij,bjk->bik"), (((1, 3, 4), (2, 4, 5)),), tol=1e-4),
+        Case("einsum_spaces", einsum("b i j , b j k -> b k i"), (((2, 3, 4), (2, 4, 5)),), tol=1e-4),
+        Case("einsum_dynamic_batch", einsum("bhqd,bhkd->bhqk"), tol=1e-4,
+             dynamic=B((kiln.Input(min_shape=(1, 2, 3, 4), opt_shape=(2, 2, 3, 4), max_shape=(4, 2, 3, 4)),
+                        kiln.Input(min_shape=(1, 2, 5, 4), opt_shape=(2, 2, 5, 4), max_shape=(4, 2, 5, 4))),
+                       (((1, 2, 3, 4), (1, 2, 5, 4)), ((4, 2, 3, 4), (4, 2, 5, 4))))),
+    ]
+    for dt, tag, tol in ((torch.float16, "fp16", 1e-2), (torch.bfloat16, "bf16", 5e-2)):
+        cases += [
+            Case(f"einsum_{tag}", einsum("bhqd,bhkd->bhqk"), ((typed(dt, 1, 2, 3, 8), typed(dt, 1, 2, 4, 8)),), tol=tol),
+            Case(f"baddbmm_{tag}", fn(lambda c, a, b: torch.baddbmm(c, a, b, alpha=0.5)),
+                 ((typed(dt, 2, 3, 5), typed(dt, 2, 3, 4), typed(dt, 2, 4, 5)),), tol=tol),
+        ]
+    return cases
+
+
+def _math_cases() -> list[Case]:
+    """trunc, frac, log2, log10, exp2, logit, addcmul, addcdiv."""
+    inf, nan = float("inf"), float("nan")
+    specials = with_values({(0, 0): inf, (0, 1): -inf, (0, 2): nan, (0, 3): -0.5, (0, 4): 2.0}, 3, 5)
+    scaled = lambda *shape: (lambda: torch.randn(shape) * 10)  # noqa: E731
+    cases = [
+        Case("trunc", fn(torch.trunc), ((scaled(3, 5),), (specials,))),
+        Case("trunc_int", fn(torch.trunc), ((ints(3, 4),),)),
+        Case("frac", fn(torch.frac), ((scaled(3, 5),), (specials,))),
+        Case("log2", fn(torch.log2), ((positive(3, 5),), (lambda: torch.tensor([1.0, 2.0, 8.0, 0.0, inf, -1.0]),))),
+        Case("log2_int", fn(torch.log2), ((ints(3, 4, low=1, high=100),),)),
+        Case("log10", fn(torch.log10), ((positive(3, 5),), (lambda: torch.tensor([1.0, 10.0, 1000.0, 0.0, inf]),))),
+        Case("exp2", fn(torch.exp2), ((scaled(3, 5),), (lambda: torch.tensor([0.0, 3.0, -2.0, 127.0, -inf, inf]),))),
+        Case("exp2_int", fn(torch.exp2), ((ints(3, 4),),)),
+        Case("logit", fn(torch.logit), ((lambda: torch.rand(3, 5),), (lambda: torch.tensor([0.0, 1.0, 0.5, 1e-3]),))),
+        Case("logit_eps", fn(lambda x: torch.logit(x, eps=1e-2)), ((lambda: torch.rand(3, 5) * 1.2 - 0.1,),)),
+        Case("addcmul", fn(lambda a, b, c: torch.addcmul(a, b, c)), (((3, 4), (3, 4), (3, 4)), ((2, 3, 4), (4,), (3, 1)))),
+        Case("addcmul_value", fn(lambda a, b, c: torch.addcmul(a, b, c, value=-0.5)), (((3, 4), (3, 4), (1, 4)),)),
+        Case("addcmul_int", fn(lambda a, b, c: torch.addcmul(a, b, c, value=3)), ((ints(3, 4), ints(3, 4), ints(4)),)),
+        Case("addcdiv", fn(lambda a, b, c: torch.addcdiv(a, b, c)), (((3, 4), (3, 4), nonzero(3, 4)),)),
+        Case("addcdiv_value", fn(lambda a, b, c: torch.addcdiv(a, b, c, value=2.5)), (((2, 3, 4), (3, 4), nonzero(4)),)),
+    ]
+    for dt, tag, tol in ((torch.float16, "fp16", 1e-2), (torch.bfloat16, "bf16", 5e-2)):
+        cases += [
+            Case(f"frac_{tag}", fn(torch.frac), ((typed(dt, 3, 5),),), tol=tol),
+            Case(f"log2_{tag}", fn(lambda x: torch.log2(x.abs() + 0.5)), ((typed(dt, 3, 5),),), tol=tol),
+            Case(f"addcdiv_{tag}", fn(lambda a, b, c: torch.addcdiv(a, b, c.abs() + 1, value=0.5)),
+                 ((typed(dt, 3, 4), typed(dt, 3, 4), typed(dt, 3, 4)),), tol=tol),
+        ]
+    return cases
+
+
 def _factory_cases() -> list[Case]:
     """Factories without a device argument make CPU tensors: constants of a CPU engine."""
     return [
@@ -729,6 +970,10 @@ CASES: list[Case] = [
     *_reduced_precision_cases(),
     *_resize_cases(),
     *_cumulative_cases(),
+    *_normalization_cases(),
+    *_moment_cases(),
+    *_product_cases(),
+    *_math_cases(),
     *_activation_cases(),
     *_elementwise_cases(),
     *_unary_cases(),
