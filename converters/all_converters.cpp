@@ -21,6 +21,7 @@ void registerAllConverters(ConverterRegistry& registry) {
   registerFactoryConverters(registry);
   registerSelectionConverters(registry);
   registerPaddingConverters(registry);
+  registerRemainderConverters(registry);
 }
 
 }  // namespace kiln

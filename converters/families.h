@@ -27,5 +27,6 @@ void registerAttentionConverters(ConverterRegistry& registry);
 void registerFactoryConverters(ConverterRegistry& registry);
 void registerSelectionConverters(ConverterRegistry& registry);
 void registerPaddingConverters(ConverterRegistry& registry);
+void registerRemainderConverters(ConverterRegistry& registry);
 
 }  // namespace kiln

@@ -12,9 +12,13 @@
 namespace kiln {
 
 bool isPlumbing(const std::string& op) {
-  static const std::set<std::string> plumbing = {
-      "prim::ListConstruct", "prim::ListUnpack", "prim::TupleConstruct", "prim::TupleUnpack",
-      "prim::GetAttr",       "prim::Constant",   "getitem"};
+  static const std::set<std::string> plumbing = {"prim::ListConstruct",
+                                                 "prim::ListUnpack",
+                                                 "prim::TupleConstruct",
+                                                 "prim::TupleUnpack",
+                                                 "prim::GetAttr",
+                                                 "prim::Constant",
+                                                 "getitem"};
   return plumbing.count(op) > 0;
 }
 
@@ -60,6 +64,8 @@ class Partitioner {
     std::string reason;
     if (!node.unsupportedReason.empty()) {
       reason = node.unsupportedReason;
+    } else if (node.folded) {
+      reason = "folded into constants at build time; run only where PyTorch reads its results";
     } else if (settings_.torchExecutedOps.count(node.op) ||
                settings_.torchExecutedOps.count(node.qualifiedName())) {
       reason = "listed in torch_executed_ops";
@@ -189,8 +195,8 @@ class Partitioner {
         for (int v : graph_.runtimeInputs(n)) {
           int producer = graph_.value(v).producer;
           bool inside = producer >= 0 && segmentOf_[producer] == static_cast<int>(s);
-          if (!inside && std::find(segment.inputs.begin(), segment.inputs.end(), v) ==
-                             segment.inputs.end()) {
+          if (!inside &&
+              std::find(segment.inputs.begin(), segment.inputs.end(), v) == segment.inputs.end()) {
             segment.inputs.push_back(v);
           }
         }
@@ -243,8 +249,8 @@ class Partitioner {
       for (int n : segment.nodes) {
         for (int v : graph_.node(n).outputs) {
           if (!usedOutside(v)) continue;
-          KILN_CHECK(graph_.value(v).isTensor(), "segment output ", graph_.value(v).name,
-                     " of ", graph_.node(n).qualifiedName(), " is not a tensor");
+          KILN_CHECK(graph_.value(v).isTensor(), "segment output ", graph_.value(v).name, " of ",
+                     graph_.node(n).qualifiedName(), " is not a tensor");
           segment.outputs.push_back(v);
         }
       }
@@ -255,7 +261,9 @@ class Partitioner {
   // the original node order.
   void orderItems(Partition& result) {
     const int numSegments = static_cast<int>(result.segments.size());
-    auto itemOf = [&](int node) { return segmentOf_[node] >= 0 ? segmentOf_[node] : numSegments + node; };
+    auto itemOf = [&](int node) {
+      return segmentOf_[node] >= 0 ? segmentOf_[node] : numSegments + node;
+    };
     const int numItems = numSegments + numNodes_;
     std::vector<char> present(numItems, 0);
     std::vector<int> firstNode(numItems, numNodes_);
