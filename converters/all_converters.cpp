@@ -22,6 +22,7 @@ void registerAllConverters(ConverterRegistry& registry) {
   registerSelectionConverters(registry);
   registerPaddingConverters(registry);
   registerRemainderConverters(registry);
+  registerRearrangeConverters(registry);
 }
 
 }  // namespace kiln

@@ -28,5 +28,6 @@ void registerFactoryConverters(ConverterRegistry& registry);
 void registerSelectionConverters(ConverterRegistry& registry);
 void registerPaddingConverters(ConverterRegistry& registry);
 void registerRemainderConverters(ConverterRegistry& registry);
+void registerRearrangeConverters(ConverterRegistry& registry);
 
 }  // namespace kiln

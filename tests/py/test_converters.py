@@ -596,6 +596,37 @@ def _advanced_indexing_cases() -> list[Case]:
     ]
 
 
+def _rearrange_cases() -> list[Case]:
+    """flip, roll, repeat, tile, stack, unflatten, tril, triu, pixel_shuffle, pixel_unshuffle."""
+    x = (((3, 4, 5),), (ints(2, 6),))
+    return [
+        Case("flip", fn(lambda x: torch.flip(x, [0, -1])), x),
+        Case("flip_one_dim", fn(lambda x: x.flip(1)), (((2, 3, 4),),)),
+        Case("roll", fn(lambda x: torch.roll(x, shifts=(1, -2), dims=(0, 2))), (((3, 4, 5),),)),
+        Case("roll_large_shift", fn(lambda x: torch.roll(x, 7, 1)), (((2, 5),), (ints(3, 4),))),
+        Case("roll_flattened", fn(lambda x: torch.roll(x, -3)), (((3, 4),),)),
+        Case("repeat", fn(lambda x: x.repeat(2, 1, 3)), (((2, 3),), (ints(1, 4),))),
+        Case("repeat_same_rank", fn(lambda x: x.repeat(1, 2, 2)), (((2, 3, 2),),)),
+        Case("tile", fn(lambda x: torch.tile(x, (2,))), (((2, 3),),)),
+        Case("tile_more_dims", fn(lambda x: torch.tile(x, (3, 1, 2))), (((2, 3),),)),
+        Case("stack", fn(lambda a, b: torch.stack([a, b], 1)), (((2, 3), (2, 3)), (ints(4), ints(4)))),
+        Case("stack_last", fn(lambda a, b, c: torch.stack([a, b, c], -1)), (((2, 3), (2, 3), (2, 3)),)),
+        Case("unflatten", fn(lambda x: x.unflatten(1, (2, -1))), (((3, 8),), ((2, 6, 5),))),
+        Case("unflatten_dynamic_batch", fn(lambda x: x.unflatten(-1, (3, 2))),
+             dynamic=B((kiln.Input(min_shape=(1, 6), opt_shape=(2, 6), max_shape=(4, 6)),), (((1, 6),), ((4, 6),)))),
+        Case("tril", fn(lambda x: torch.tril(x)), (((4, 5),), ((2, 3, 3),))),
+        Case("tril_diagonal", fn(lambda x: torch.tril(x, -1) + torch.tril(x, 2)), (((4, 6),),)),
+        # Infinities above the diagonal must not turn into NaN (x * 0 would).
+        Case("triu_inf", fn(lambda x: torch.triu(x.log(), 1)), ((positive(5, 5),), (lambda: torch.zeros(3, 4),))),
+        Case("triu_int", fn(lambda x: torch.triu(x, -1)), ((ints(4, 4),),)),
+        Case("pixel_shuffle", layer(lambda: nn.PixelShuffle(2)), (((1, 8, 3, 4),), ((2, 12, 2, 2),))),
+        Case("pixel_unshuffle", layer(lambda: nn.PixelUnshuffle(2)), (((1, 2, 4, 6),), ((2, 3, 2, 2),))),
+        Case("pixel_shuffle_dynamic_batch", layer(lambda: nn.PixelShuffle(3)),
+             dynamic=B((kiln.Input(min_shape=(1, 9, 2, 2), opt_shape=(2, 9, 2, 2), max_shape=(3, 9, 2, 2)),),
+                       (((1, 9, 2, 2),), ((3, 9, 2, 2),)))),
+    ]
+
+
 def _remainder_cases() -> list[Case]:
     """fmod (sign of the dividend) and remainder (sign of the divisor)."""
     float_pair = ((scaled(4, 3, 4), nonzero(3, 4)), (scaled(4, 2, 3, 4), nonzero(4)))
@@ -681,6 +712,7 @@ CASES: list[Case] = [
     *_indexing_cases(),
     *_advanced_indexing_cases(),
     *_remainder_cases(),
+    *_rearrange_cases(),
     *_factory_cases(),
     *_like_factory_cases(),
     # ---- convolution ----
