@@ -24,6 +24,8 @@ void registerAllConverters(ConverterRegistry& registry) {
   registerSpecialValueConverters(registry);
   registerResizeConverters(registry);
   registerCumulativeConverters(registry);
+  registerRemainderConverters(registry);
+  registerRearrangeConverters(registry);
 }
 
 }  // namespace kiln

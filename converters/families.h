@@ -30,5 +30,7 @@ void registerPaddingConverters(ConverterRegistry& registry);
 void registerSpecialValueConverters(ConverterRegistry& registry);
 void registerResizeConverters(ConverterRegistry& registry);
 void registerCumulativeConverters(ConverterRegistry& registry);
+void registerRemainderConverters(ConverterRegistry& registry);
+void registerRearrangeConverters(ConverterRegistry& registry);
 
 }  // namespace kiln

@@ -1,8 +1,11 @@
 // Indexing: select.int and slice.Tensor (basic indexing, x[:, 1], x[..., 2:5]), index_select,
-// embedding and gather (Gather, along an axis or per element).
+// embedding and gather (Gather, along an axis or per element), advanced indexing with integer
+// tensors (index.Tensor), and the functional writes into a slice (slice_scatter,
+// select_scatter: Concat of slices, or a Gather from self and src concatenated).
 #include <ATen/ATen.h>
 
 #include <limits>
+#include <numeric>
 
 #include "converters/families.h"
 #include "converters/helpers.h"
@@ -170,6 +173,292 @@ std::string checkGather(const NodeArgs& args) {
   return requireIndexDtype(args, "index");
 }
 
+// ---- index.Tensor ------------------------------------------------------------------------------
+
+// One non-None entry of index.Tensor's `indices`: the dim it indexes and the index tensor (a
+// value of the graph, or a tensor of a constant list).
+struct IndexEntry {
+  int64_t dim = 0;
+  int valueId = -1;
+  at::Tensor constant;
+  std::vector<int64_t> shape;
+  c10::ScalarType dtype = c10::ScalarType::Long;
+};
+
+// The non-None entries of `indices`, or the reason they cannot be read at build time.
+std::vector<IndexEntry> indexEntries(const NodeArgs& args, std::string& why) {
+  const OpValue& list = args.value("indices");
+  std::vector<IndexEntry> entries;
+  auto add = [&](int64_t dim, const OpValue* value, const at::Tensor* constant) {
+    IndexEntry entry;
+    entry.dim = dim;
+    if (value != nullptr) {
+      entry.valueId = value->id;
+      entry.dtype = value->dtype;
+      for (const SymInt& size : value->shape) {
+        if (!size.isStatic()) why = "an index tensor has a dynamic shape";
+        entry.shape.push_back(size.opt);
+      }
+    } else {
+      entry.constant = *constant;
+      entry.dtype = constant->scalar_type();
+      entry.shape = constant->sizes().vec();
+    }
+    entries.push_back(std::move(entry));
+  };
+  if (list.elements) {
+    for (size_t i = 0; i < list.elements->size(); ++i) {
+      const OpValue& element = args.graph().value((*list.elements)[i]);
+      if (element.isNone() || (element.constant && element.constant->isNone())) continue;
+      if (!element.isTensor()) {
+        why = "an index that is not a tensor";
+        return {};
+      }
+      add(static_cast<int64_t>(i), &element, nullptr);
+    }
+  } else if (list.constant && list.constant->isList()) {
+    const c10::List<c10::IValue> items = list.constant->toList();
+    for (size_t i = 0; i < items.size(); ++i) {
+      const c10::IValue item = items.get(i);
+      if (item.isNone()) continue;
+      if (!item.isTensor()) {
+        why = "an index that is not a tensor";
+        return {};
+      }
+      const at::Tensor t = item.toTensor();
+      add(static_cast<int64_t>(i), nullptr, &t);
+    }
+  } else {
+    why = "the index list is not known at build time";
+  }
+  return entries;
+}
+
+Tensor* indexTensor(ConversionContext& ctx, const IndexEntry& entry) {
+  return entry.valueId >= 0 ? ctx.tensor(entry.valueId) : ctx.constant(entry.constant);
+}
+
+std::string checkIndex(const NodeArgs& args) {
+  const int64_t rank = args.rank("self");
+  if (rank == 0) return "indexing a scalar";
+  std::string why;
+  std::vector<IndexEntry> entries = indexEntries(args, why);
+  if (!why.empty()) return why;
+  if (entries.empty()) return "no index tensor";
+  if (entries.back().dim >= rank) return "more indices than dims";
+  for (const IndexEntry& entry : entries) {
+    if (entry.dtype == c10::ScalarType::Bool || entry.dtype == c10::ScalarType::Byte) {
+      return "boolean mask indexing: the output shape depends on the mask's values";
+    }
+    if (entry.dtype != c10::ScalarType::Long && entry.dtype != c10::ScalarType::Int) {
+      return concat("an index of dtype ", c10::toString(entry.dtype),
+                    "; indices must be int32 or int64");
+    }
+  }
+  if (entries.size() > 1) {
+    for (const SymInt& size : args.value("self").shape) {
+      if (!size.isStatic()) return "several index tensors into an input with dynamic dims";
+    }
+  }
+  return "";
+}
+
+// x[..., idx, ...] with one index tensor is a Gather along its dim. Several index tensors are
+// broadcast together to B and address the indexed dims jointly: those dims are moved to the
+// front and flattened into one, the per-dim indices (negatives wrapped) combine into one flat
+// index of shape B, and one Gather reads it. torch places B where the indexed dims were when
+// they are adjacent, else in front.
+void convertIndex(ConversionContext& ctx, const NodeArgs& args) {
+  std::string why;
+  const std::vector<IndexEntry> entries = indexEntries(args, why);
+  Tensor* self = ctx.tensor(args, "self");
+  if (entries.size() == 1) {
+    ctx.setOutput(args, 0, gather(ctx, self, indexTensor(ctx, entries[0]), entries[0].dim));
+    return;
+  }
+  const std::vector<SymInt>& shape = args.value("self").shape;
+  const int64_t rank = static_cast<int64_t>(shape.size());
+  Dims permutation;
+  std::vector<char> indexed(static_cast<size_t>(rank), 0);
+  int64_t flatSize = 1;
+  for (const IndexEntry& entry : entries) {
+    permutation.push_back(entry.dim);
+    indexed[static_cast<size_t>(entry.dim)] = 1;
+    flatSize *= shape[static_cast<size_t>(entry.dim)].opt;
+  }
+  Dims flatDims = {flatSize};
+  for (int64_t d = 0; d < rank; ++d) {
+    if (indexed[static_cast<size_t>(d)]) continue;
+    permutation.push_back(d);
+    flatDims.push_back(shape[static_cast<size_t>(d)].opt);
+  }
+  Tensor* data = reshape(ctx, permute(ctx, self, permutation), flatDims);
+
+  Tensor* flat = nullptr;
+  int64_t stride = flatSize;
+  for (const IndexEntry& entry : entries) {
+    const int64_t size = shape[static_cast<size_t>(entry.dim)].opt;
+    stride /= size;
+    Tensor* index = castTo(ctx, indexTensor(ctx, entry), DataType::kInt64);
+    Tensor* negative = addElementwise(ctx, index, ctx.scalar(0.0, DataType::kInt64),
+                                      ElementwiseOp::kLess, DataType::kInt64);
+    Tensor* wrap = addElementwise(ctx, castTo(ctx, negative, DataType::kInt64),
+                                  ctx.scalar(static_cast<double>(size), DataType::kInt64),
+                                  ElementwiseOp::kProd, DataType::kInt64);
+    index = addElementwise(ctx, index, wrap, ElementwiseOp::kSum, DataType::kInt64);
+    if (stride != 1) {
+      index = addElementwise(ctx, index, ctx.scalar(static_cast<double>(stride), DataType::kInt64),
+                             ElementwiseOp::kProd, DataType::kInt64);
+    }
+    flat = flat == nullptr
+               ? index
+               : addElementwise(ctx, flat, index, ElementwiseOp::kSum, DataType::kInt64);
+  }
+  Tensor* result = gather(ctx, data, flat, 0);
+
+  const int64_t first = entries.front().dim;
+  const bool adjacent = entries.back().dim - first == static_cast<int64_t>(entries.size()) - 1;
+  if (adjacent && first > 0) {
+    const int64_t broadcastRank = flat->rank();
+    Dims order;
+    for (int64_t d = 0; d < first; ++d) order.push_back(broadcastRank + d);
+    for (int64_t d = 0; d < broadcastRank; ++d) order.push_back(d);
+    for (int64_t d = broadcastRank + first; d < result->rank(); ++d) order.push_back(d);
+    result = permute(ctx, result, order);
+  }
+  ctx.setOutput(args, 0, result);
+}
+
+// ---- slice_scatter, select_scatter -------------------------------------------------------------
+
+// Python's slice bounds over a dim of `size`: negatives count from the end, then clamped.
+int64_t clampSliceBound(int64_t bound, int64_t size) {
+  if (bound < 0) bound += size;
+  return std::min(std::max<int64_t>(bound, 0), size);
+}
+
+struct ScatterRange {
+  int64_t axis = 0;
+  int64_t start = 0;
+  int64_t end = 0;
+  int64_t step = 1;
+  int64_t count() const { return end > start ? (end - start + step - 1) / step : 0; }
+};
+
+ScatterRange sliceScatterRange(const NodeArgs& args) {
+  const int64_t axis = normalizeDim(args.getInt("dim"), args.rank("self"));
+  const int64_t size = args.value("self").shape[static_cast<size_t>(axis)].opt;
+  ScatterRange range;
+  range.axis = axis;
+  range.start = args.isNone("start") ? 0 : clampSliceBound(args.getInt("start"), size);
+  range.end = args.isNone("end") ? size : clampSliceBound(args.getInt("end"), size);
+  range.step = args.getInt("step");
+  return range;
+}
+
+// self with the positions `range` selects along its axis replaced by src's slices, in order:
+// with step 1 a Concat of self's slices before and after around src; else a Gather from self
+// and src concatenated, of self's own index or src's, position by position.
+Tensor* scatterInto(ConversionContext& ctx, Tensor* self, Tensor* src, const ScatterRange& range,
+                    int64_t size) {
+  auto sliceOf = [&](int64_t start, int64_t end) {
+    SliceParams params;
+    params.axes = {range.axis};
+    params.starts = {start};
+    params.ends = {end};
+    params.steps = {1};
+    Layer* layer = ctx.network().addSlice(self, params);
+    ctx.nameLayer(layer);
+    return layer->output(0);
+  };
+  ConcatParams concatParams;
+  concatParams.axis = range.axis;
+  if (range.count() == 0) return self;
+  if (range.step == 1) {
+    std::vector<Tensor*> pieces;
+    if (range.start > 0) pieces.push_back(sliceOf(0, range.start));
+    pieces.push_back(src);
+    if (range.end < size) pieces.push_back(sliceOf(range.end, size));
+    if (pieces.size() == 1) return src;
+    Layer* layer = ctx.network().addConcat(pieces, concatParams);
+    ctx.nameLayer(layer);
+    return layer->output(0);
+  }
+  Layer* both = ctx.network().addConcat({self, src}, concatParams);
+  ctx.nameLayer(both);
+  at::Tensor index = at::arange(size, at::kLong);
+  for (int64_t k = 0; k < range.count(); ++k) index[range.start + k * range.step] = size + k;
+  return gather(ctx, both->output(0), ctx.constant(index), range.axis);
+}
+
+void convertSliceScatter(ConversionContext& ctx, const NodeArgs& args) {
+  const ScatterRange range = sliceScatterRange(args);
+  const int64_t size = args.value("self").shape[static_cast<size_t>(range.axis)].opt;
+  const DataType type = outputDataType(args);
+  Tensor* self = castTo(ctx, ctx.tensor(args, "self"), type);
+  Tensor* src = castTo(ctx, ctx.tensor(args, "src"), type);
+  ctx.setOutput(args, 0, scatterInto(ctx, self, src, range, size));
+}
+
+// The scattered dim must be static (its positions are chosen at build time) and src must have
+// self's shape with that dim cut to the slice.
+std::string checkScatterShapes(const NodeArgs& args, int64_t axis, int64_t count, bool srcHasAxis) {
+  const std::vector<SymInt>& self = args.value("self").shape;
+  const std::vector<SymInt>& src = args.value("src").shape;
+  if (!self[static_cast<size_t>(axis)].isStatic()) return "the scattered dim is dynamic";
+  if (src.size() + (srcHasAxis ? 0 : 1) != self.size()) return "src has the wrong rank";
+  for (size_t d = 0, s = 0; d < self.size(); ++d) {
+    if (static_cast<int64_t>(d) == axis) {
+      if (srcHasAxis && (!src[s].isStatic() || src[s].opt != count)) {
+        return "src's size along the dim differs from the slice's";
+      }
+      if (srcHasAxis) ++s;
+      continue;
+    }
+    const bool same = self[d].isStatic() ? (src[s].isStatic() && src[s].opt == self[d].opt)
+                                         : src[s].symbol == self[d].symbol;
+    if (!same) return concat("src's dim ", s, " may differ from self's");
+    ++s;
+  }
+  return "";
+}
+
+std::string checkSliceScatter(const NodeArgs& args) {
+  if (args.rank("self") == 0) return "slice_scatter into a scalar";
+  if (std::string why = requireConstants(args, {"dim", "start", "end", "step"}); !why.empty()) {
+    return why;
+  }
+  if (args.getInt("step") < 1) return "slice step must be positive";
+  const int64_t axis = normalizeDim(args.getInt("dim"), args.rank("self"));
+  if (!args.value("self").shape[static_cast<size_t>(axis)].isStatic()) {
+    return "the scattered dim is dynamic";
+  }
+  const ScatterRange range = sliceScatterRange(args);
+  return checkScatterShapes(args, axis, range.count(), true);
+}
+
+void convertSelectScatter(ConversionContext& ctx, const NodeArgs& args) {
+  const int64_t axis = normalizeDim(args.getInt("dim"), args.rank("self"));
+  const int64_t size = args.value("self").shape[static_cast<size_t>(axis)].opt;
+  int64_t index = args.getInt("index");
+  if (index < 0) index += size;
+  const DataType type = outputDataType(args);
+  Tensor* self = castTo(ctx, ctx.tensor(args, "self"), type);
+  Tensor* src = unsqueeze(ctx, castTo(ctx, ctx.tensor(args, "src"), type), axis);
+  ctx.setOutput(args, 0, scatterInto(ctx, self, src, {axis, index, index + 1, 1}, size));
+}
+
+std::string checkSelectScatter(const NodeArgs& args) {
+  if (args.rank("self") == 0) return "select_scatter into a scalar";
+  if (std::string why = requireConstants(args, {"dim", "index"}); !why.empty()) return why;
+  const int64_t axis = normalizeDim(args.getInt("dim"), args.rank("self"));
+  const SymInt& size = args.value("self").shape[static_cast<size_t>(axis)];
+  if (!size.isStatic()) return "the scattered dim is dynamic";
+  const int64_t index = args.getInt("index");
+  if (index < -size.opt || index >= size.opt) return "select_scatter index out of range";
+  return checkScatterShapes(args, axis, 1, false);
+}
+
 }  // namespace
 
 void registerIndexingConverters(ConverterRegistry& registry) {
@@ -189,6 +478,14 @@ void registerIndexingConverters(ConverterRegistry& registry) {
       {"aten::gather(Tensor self, int dim, Tensor index, *, bool sparse_grad=False) -> "
        "Tensor",
        convertGather, checkGather});
+  registry.add(
+      {"aten::index.Tensor(Tensor self, Tensor?[] indices) -> Tensor", convertIndex, checkIndex});
+  registry.add(
+      {"aten::slice_scatter(Tensor self, Tensor src, int dim=0, SymInt? start=None, SymInt? "
+       "end=None, SymInt step=1) -> Tensor",
+       convertSliceScatter, checkSliceScatter});
+  registry.add({"aten::select_scatter(Tensor self, Tensor src, int dim, SymInt index) -> Tensor",
+                convertSelectScatter, checkSelectScatter});
 }
 
 }  // namespace kiln

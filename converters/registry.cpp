@@ -287,8 +287,10 @@ std::string argumentReason(const OpGraph& graph, const c10::Argument& argument, 
     }
     if (!v.elements) return concat(what, " is not a list of tensors Kiln can read");
     for (size_t i = 0; i < v.elements->size(); ++i) {
-      std::string reason =
-          tensorValueReason(graph.value((*v.elements)[i]), concat(what, " element ", i));
+      const OpValue& element = graph.value((*v.elements)[i]);
+      // None entries of a Tensor?[] (index.Tensor's full slices); torch checked the type.
+      if (element.isNone() || (element.constant && element.constant->isNone())) continue;
+      std::string reason = tensorValueReason(element, concat(what, " element ", i));
       if (!reason.empty()) return reason;
     }
     return "";

@@ -5,6 +5,7 @@
 #include "converters/conversion.h"
 #include "converters/registry.h"
 #include "core/builder/builder.h"
+#include "lowering/fold_constants.h"
 
 namespace kiln {
 
@@ -58,6 +59,7 @@ std::pair<torch::jit::Module, CompileSummary> compileTorchScript(
   torch::jit::Module lowered = lowerTorchScript(module, inputs);
   TorchScriptImport import = importTorchScript(lowered, inputs);
   import.graph.setDevice(engineDevice(settings.backend));
+  foldConstants(import.graph);
   Partition partition =
       kiln::partition(import.graph, settings.partition, ConverterRegistry::global());
   std::vector<c10::intrusive_ptr<EngineHolder>> engines;

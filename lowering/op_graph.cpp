@@ -189,6 +189,7 @@ std::string OpGraph::toString() const {
     }
     out << ")";
     if (!n.unsupportedReason.empty()) out << "  # " << n.unsupportedReason;
+    if (n.folded) out << "  # folded";
     out << "\n";
   }
   out << "  return (";

@@ -76,6 +76,9 @@ struct OpNode {
   // Why the front end could not import this node faithfully ("" when it could); such a node
   // is always left to PyTorch.
   std::string unsupportedReason;
+  // Set by constant folding: the outputs are constants computed at build time, so the node is
+  // neither converted nor run, unless a node left to PyTorch or the graph's result reads them.
+  bool folded = false;
 
   // "aten::convolution" or "aten::add.Tensor".
   std::string qualifiedName() const { return overload.empty() ? op : op + "." + overload; }

@@ -64,6 +64,8 @@ class Partitioner {
     std::string reason;
     if (!node.unsupportedReason.empty()) {
       reason = node.unsupportedReason;
+    } else if (node.folded) {
+      reason = "folded into constants at build time; run only where PyTorch reads its results";
     } else if (settings_.torchExecutedOps.count(node.op) ||
                settings_.torchExecutedOps.count(node.qualifiedName())) {
       reason = "listed in torch_executed_ops";

@@ -117,12 +117,14 @@ install_torch() {
   "$PYTHON" -m pip install --progress-bar on "$TORCH_REQUIREMENT" "$TORCHVISION_REQUIREMENT"
 }
 
-# transformers: the model zoo tests (tests/py/test_zoo.py) build HF models from small configs.
+# transformers and timm: the model zoo tests (tests/py/test_zoo.py) build HF models from small
+# configs and timm models with random weights (timm 1.0.x supports torch 2.11; tested with 1.0.31).
 install_python_tools() {
   local missing
-  mapfile -t missing < <(unsatisfied "setuptools>=64" wheel pytest numpy "transformers>=5,<6")
+  mapfile -t missing < <(unsatisfied "setuptools>=64" wheel pytest numpy "transformers>=5,<6" \
+    "timm>=1.0.20,<1.1")
   if [ "${#missing[@]}" -eq 0 ]; then
-    step "setuptools, wheel, pytest, numpy, transformers: already installed"
+    step "setuptools, wheel, pytest, numpy, transformers, timm: already installed"
     return
   fi
   step "installing ${missing[*]}"

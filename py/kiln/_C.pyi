@@ -33,6 +33,8 @@ class OpGraph:
     def add_output(self, value: int) -> None: ...
     def num_nodes(self) -> int: ...
     def node_name(self, node: int) -> str: ...  # "aten::add.Tensor"
+    def node_folded(self, node: int) -> bool: ...  # computed at build time by fold_constants
+    def value_constant(self, value: int) -> Any: ...  # the build-time value, or None
     def __str__(self) -> str: ...
 
 class Segment:
@@ -48,6 +50,7 @@ class Partition:
     # node id -> why it stays in PyTorch.
     fallback_reasons: dict[int, str]
 
+def fold_constants(graph: OpGraph, max_folded_bytes: int = ...) -> int: ...
 def partition(
     graph: OpGraph,
     min_block_size: int,

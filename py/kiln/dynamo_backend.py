@@ -8,7 +8,7 @@ first. For each graph dynamo captures:
    engines, as TensorRT does. The other tensor placeholders are runtime inputs.
 2. The graph is lowered to aten ops with make_fx over dynamo's own FakeTensors (so dynamo's
    ShapeEnv, its symbols and their ranges, carry over), with torch.export's decomposition table
-   minus the ops Kiln converts.
+   minus the ops Kiln converts, and functionalized (in-place writes become out-of-place ops).
 3. The shared FX path partitions, builds the engines and rewrites the graph.
 
 Options (``torch.compile(model, backend="kiln", options={...})``): ``min_block_size``,
@@ -117,8 +117,11 @@ def _lower_to_aten(
         _override_composite_implicit_decomp(cia_to_decomp),
         torch.no_grad(),
     ):
+        # Functionalized as torch.export's graphs are: dynamo keeps in-place writes (a mask
+        # built by slice assignment: copy_ into views of a fresh tensor), which become
+        # slice_scatter and friends here, so no mutation reaches the partitioner.
         traced = make_fx(
-            module,
+            torch.func.functionalize(module),
             decomposition_table=python_decomp,
             tracing_mode="symbolic",
             _allow_non_fake_inputs=True,

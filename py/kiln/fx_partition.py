@@ -252,6 +252,8 @@ def compile_graph(
     """
     imported = import_graph(gm, constants, ranges)
     imported.graph.device = _C.engine_device(settings.backend)
+    folded = _C.fold_constants(imported.graph)
+    logger.debug("Kiln: %d op(s) folded into constants", folded)
     partition = _C.partition(
         imported.graph,
         settings.min_block_size,

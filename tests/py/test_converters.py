@@ -572,6 +572,112 @@ def _special_value_cases() -> list[Case]:
     ]
 
 
+def nonzero_ints(*shape: int, high: int = 4, dtype: torch.dtype = torch.int64) -> Callable[[], torch.Tensor]:
+    """Integers in [-high, high) without zero (divisors)."""
+    def sample() -> torch.Tensor:
+        magnitude = torch.randint(1, high + 1, shape, dtype=dtype)
+        return torch.where(torch.rand(shape) > 0.5, magnitude, -magnitude)
+
+    return sample
+
+
+def scaled(scale: float, *shape: int) -> Callable[[], torch.Tensor]:
+    return lambda: torch.randn(shape) * scale
+
+
+_INDEX_TABLE = torch.randn(7, 3)
+
+
+def _advanced_indexing_cases() -> list[Case]:
+    """index.Tensor (integer tensor indices), slice_scatter, select_scatter and the functional
+    copy."""
+    return [
+        Case("index_one_tensor", fn(lambda x, i: x[i]),
+             (((4, 5, 6), ints(3, low=-4, high=4)), ((4, 5), ints(2, 3, low=-4, high=4)), (ints(6, 2), ints(5, low=0, high=6)))),
+        Case("index_middle_dim", fn(lambda x, i: x[:, i]), (((4, 5, 6), ints(2, 2, low=-5, high=5)),)),
+        Case("index_int32", fn(lambda x, i: x[:, :, i]), (((2, 3, 5), ints(4, low=-5, high=5, dtype=torch.int32)),)),
+        # A rank-0 index tensor removes the dim (x[:, i] with a 0-dim i would be a select).
+        Case("index_scalar_index", fn(lambda x, i: torch.ops.aten.index.Tensor(x, [None, i])), (((3, 5), ints(low=-5, high=5)),)),
+        # Adjacent index tensors broadcast together in place of the dims they index.
+        Case("index_adjacent", fn(lambda x, i, j: x[:, i, j]),
+             (((2, 4, 5, 3), ints(3, low=-4, high=4), ints(3, low=-5, high=5)),
+              ((2, 4, 5), ints(3, 1, low=0, high=4), ints(2, low=-5, high=5)))),
+        # Separated by a full slice: the broadcast dims come first.
+        Case("index_separated", fn(lambda x, i, j: x[i, :, j]),
+             (((4, 3, 5), ints(2, low=-4, high=4), ints(2, low=-5, high=5)),)),
+        Case("index_three_broadcast", fn(lambda x, i, j, k: x[i, j, k]),
+             (((3, 4, 5, 2), ints(2, 1, 1, low=-3, high=3), ints(3, 1, low=0, high=4), ints(4, low=-5, high=5)),)),
+        # A constant table read through runtime indices (embedding-like relative position bias).
+        Case("index_constant_table", fn(lambda i: _INDEX_TABLE[i].permute(1, 0)), ((ints(4, low=-7, high=7),),)),
+        Case("index_bool_mask_refused", fn(lambda x, m: x[m]), (((4, 5), bools(4, 5)),),
+             xfail={f: "boolean mask indexing has a data-dependent output shape" for f in FRONT_ENDS}),
+        Case("slice_scatter", fn(lambda x, s: torch.slice_scatter(x, s, 1, 1, 4)),
+             (((3, 6), (3, 3)), (ints(2, 6, 2), ints(2, 3, 2)))),
+        Case("slice_scatter_step", fn(lambda x, s: torch.slice_scatter(x, s, 0, 0, None, 2)), (((5, 4), (3, 4)),)),
+        Case("slice_scatter_negative_bounds", fn(lambda x, s: torch.slice_scatter(x, s, -1, -3, -1)), (((2, 3, 5), (2, 3, 2)),)),
+        Case("slice_scatter_whole", fn(lambda x, s: torch.slice_scatter(x, s)), (((2, 3), (2, 3)),)),
+        Case("slice_scatter_empty", fn(lambda x: torch.slice_scatter(x, torch.zeros(2, 0), 1, 4, 2) * 2), (((2, 5),),)),
+        Case("select_scatter", fn(lambda x, s: torch.select_scatter(x, s, 1, -1)), (((3, 4, 5), (3, 5)),)),
+        Case("select_scatter_first", fn(lambda x, s: torch.select_scatter(x, s, 0, 0)), (((3, 4), (4,)), (ints(2, 3), ints(3)))),
+        # The functional copy: src broadcast to self's shape and converted to its dtype.
+        Case("copy", fn(lambda x, s: torch.ops.aten.copy(x, s)), (((3, 4), (4,)), ((2, 3), (1,)), ((3, 4), ints(3, 4)))),
+        Case("copy_scalar_src", fn(lambda x: torch.ops.aten.copy(x * 2, torch.tensor(1.5))), (((2, 3),),)),
+    ]
+
+
+def _rearrange_cases() -> list[Case]:
+    """flip, roll, repeat, tile, stack, unflatten, tril, triu, pixel_shuffle, pixel_unshuffle."""
+    x = (((3, 4, 5),), (ints(2, 6),))
+    return [
+        Case("flip", fn(lambda x: torch.flip(x, [0, -1])), x),
+        Case("flip_one_dim", fn(lambda x: x.flip(1)), (((2, 3, 4),),)),
+        Case("roll", fn(lambda x: torch.roll(x, shifts=(1, -2), dims=(0, 2))), (((3, 4, 5),),)),
+        Case("roll_large_shift", fn(lambda x: torch.roll(x, 7, 1)), (((2, 5),), (ints(3, 4),))),
+        Case("roll_flattened", fn(lambda x: torch.roll(x, -3)), (((3, 4),),)),
+        Case("repeat", fn(lambda x: x.repeat(2, 1, 3)), (((2, 3),), (ints(1, 4),))),
+        Case("repeat_same_rank", fn(lambda x: x.repeat(1, 2, 2)), (((2, 3, 2),),)),
+        Case("tile", fn(lambda x: torch.tile(x, (2,))), (((2, 3),),)),
+        Case("tile_more_dims", fn(lambda x: torch.tile(x, (3, 1, 2))), (((2, 3),),)),
+        Case("stack", fn(lambda a, b: torch.stack([a, b], 1)), (((2, 3), (2, 3)), (ints(4), ints(4)))),
+        Case("stack_last", fn(lambda a, b, c: torch.stack([a, b, c], -1)), (((2, 3), (2, 3), (2, 3)),)),
+        Case("unflatten", fn(lambda x: x.unflatten(1, (2, -1))), (((3, 8),), ((2, 6, 5),))),
+        Case("unflatten_dynamic_batch", fn(lambda x: x.unflatten(-1, (3, 2))),
+             dynamic=B((kiln.Input(min_shape=(1, 6), opt_shape=(2, 6), max_shape=(4, 6)),), (((1, 6),), ((4, 6),)))),
+        Case("tril", fn(lambda x: torch.tril(x)), (((4, 5),), ((2, 3, 3),))),
+        Case("tril_diagonal", fn(lambda x: torch.tril(x, -1) + torch.tril(x, 2)), (((4, 6),),)),
+        # Infinities above the diagonal must not turn into NaN (x * 0 would).
+        Case("triu_inf", fn(lambda x: torch.triu(x.log(), 1)), ((positive(5, 5),), (lambda: torch.zeros(3, 4),))),
+        Case("triu_int", fn(lambda x: torch.triu(x, -1)), ((ints(4, 4),),)),
+        Case("pixel_shuffle", layer(lambda: nn.PixelShuffle(2)), (((1, 8, 3, 4),), ((2, 12, 2, 2),))),
+        Case("pixel_unshuffle", layer(lambda: nn.PixelUnshuffle(2)), (((1, 2, 4, 6),), ((2, 3, 2, 2),))),
+        Case("pixel_shuffle_dynamic_batch", layer(lambda: nn.PixelShuffle(3)),
+             dynamic=B((kiln.Input(min_shape=(1, 9, 2, 2), opt_shape=(2, 9, 2, 2), max_shape=(3, 9, 2, 2)),),
+                       (((1, 9, 2, 2),), ((3, 9, 2, 2),)))),
+    ]
+
+
+def _remainder_cases() -> list[Case]:
+    """fmod (sign of the dividend) and remainder (sign of the divisor)."""
+    float_pair = ((scaled(4, 3, 4), nonzero(3, 4)), (scaled(4, 2, 3, 4), nonzero(4)))
+    int_pair = ((ints(3, 4, low=-9, high=10), nonzero_ints(3, 4)), (ints(5, low=-9, high=10, dtype=torch.int32), nonzero_ints(5, dtype=torch.int32)))
+    return [
+        Case("fmod", fn(torch.fmod), float_pair + int_pair),
+        Case("fmod_scalar", fn(lambda x: torch.fmod(x, 1.5) + torch.fmod(x, -0.75)), ((scaled(4, 3, 4),),)),
+        Case("fmod_scalar_int", fn(lambda x: torch.fmod(x, 3) * torch.fmod(x, -4)), ((ints(3, 4, low=-9, high=10),),)),
+        Case("fmod_int_by_float", fn(lambda x: torch.fmod(x, 2.5)), ((ints(3, 4, low=-9, high=10),),)),
+        Case("fmod_inplace", fn(lambda x, y: x.clone().fmod_(y)), float_pair[:1]),
+        Case("fmod_scalar_inplace", fn(lambda x: x.clone().fmod_(2)), ((scaled(4, 3, 4),),)),
+        Case("fmod_fp16", fn(lambda x: torch.fmod(x, 0.7)), ((lambda: (torch.randn(3, 4) * 4).half(),),), tol=1e-2),
+        Case("remainder", fn(torch.remainder), float_pair + int_pair),
+        Case("remainder_operator", fn(lambda x: (x % 2.5) - (x % -1.5)), ((scaled(4, 3, 4),), (ints(3, 4, low=-9, high=10),))),
+        Case("remainder_scalar_int", fn(lambda x: torch.remainder(x, 3) + torch.remainder(x, -4)), ((ints(4, 5, low=-9, high=10),),)),
+        Case("remainder_scalar_tensor", fn(lambda y: torch.remainder(7, y)), ((nonzero(3, 4),), (nonzero_ints(3, 4),))),
+        Case("remainder_inplace", fn(lambda x, y: x.clone().remainder_(y)), int_pair[:1]),
+        Case("remainder_scalar_inplace", fn(lambda x: x.clone().remainder_(-1.25)), ((scaled(4, 3, 4),),)),
+        Case("remainder_bf16", fn(lambda x: torch.remainder(x, 0.9)), ((lambda: (torch.randn(3, 4) * 4).bfloat16(),),), tol=5e-2),
+    ]
+
+
 def _reduced_precision_cases() -> list[Case]:
     """The computing layers in float16 and bfloat16 (the CPU backend computes them through
     float32 and rounds once, as torch's CPU kernels do; the CUDA backend runs them natively)."""
@@ -982,6 +1088,9 @@ CASES: list[Case] = [
     *_shape_cases(),
     *_indexing_cases(),
     *_special_value_cases(),
+    *_advanced_indexing_cases(),
+    *_remainder_cases(),
+    *_rearrange_cases(),
     *_factory_cases(),
     *_like_factory_cases(),
     # ---- convolution ----

@@ -1,4 +1,4 @@
-"""The model zoo on the CPU backend: torchvision and HF transformers models (random weights, small
+"""The model zoo on the CPU backend: torchvision, timm and HF transformers models (random weights, small
 inputs or small configs) through torch.compile(backend="kiln") with nothing left to PyTorch, equal
 to eager. Models that still leave ops to PyTorch are strict xfails naming those ops, so a fix shows
 up as an unexpected pass. test_zoo_fallback_table prints each model's fallback count."""
@@ -79,6 +79,15 @@ def _hf(name: str) -> Callable[[], torch.nn.Module]:
     return make
 
 
+def _timm(name: str) -> Callable[[], torch.nn.Module]:
+    def make() -> torch.nn.Module:
+        import timm
+
+        return timm.create_model(name, pretrained=False)
+
+    return make
+
+
 def _images(size: int) -> Callable[[], torch.Tensor]:
     return lambda: torch.randn(1, 3, size, size)
 
@@ -94,11 +103,10 @@ ZOO: dict[str, ZooModel] = {
     "convnext_tiny": ZooModel("torchvision", _torchvision("convnext_tiny"), _images(64), torchscript=True),
     "densenet121": ZooModel("torchvision", _torchvision("densenet121"), _images(64), torchscript=True),
     "vit_b_16": ZooModel("torchvision", _torchvision("vit_b_16"), _images(224)),
-    "swin_t": ZooModel(
-        "torchvision", _torchvision("swin_t"), _images(224),
-        fallback=("aten::copy", "aten::fmod", "aten::index.Tensor", "aten::slice_scatter"),
-    ),
+    "swin_t": ZooModel("torchvision", _torchvision("swin_t"), _images(224)),
     "deeplabv3_resnet50": ZooModel("torchvision", _torchvision("deeplabv3_resnet50"), _images(64)),
+    "timm_resnet50": ZooModel("timm", _timm("resnet50"), _images(64), torchscript=True),
+    "timm_vit_small_patch16_224": ZooModel("timm", _timm("vit_small_patch16_224"), _images(224)),
     "bert": ZooModel("transformers", _hf("bert"), _tokens),
     "distilbert": ZooModel("transformers", _hf("distilbert"), _tokens),
     "gpt2": ZooModel("transformers", _hf("gpt2"), _tokens),

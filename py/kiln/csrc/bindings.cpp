@@ -18,6 +18,7 @@
 
 #include "converters/registry.h"
 #include "lowering/compile.h"
+#include "lowering/fold_constants.h"
 #include "lowering/op_graph.h"
 #include "lowering/partitioner.h"
 
@@ -257,6 +258,13 @@ PYBIND11_MODULE(_C, m) {
       .def("add_output", &OpGraph::addOutput)
       .def("num_nodes", [](const OpGraph& g) { return g.numNodes(); })
       .def("node_name", [](const OpGraph& g, int n) { return g.node(n).qualifiedName(); })
+      .def("node_folded", [](const OpGraph& g, int n) { return g.node(n).folded; })
+      .def("value_constant",
+           [](const OpGraph& g, int v) -> py::object {
+             const auto& constant = g.value(v).constant;
+             if (!constant) return py::none();
+             return torch::jit::toPyObject(*constant);
+           })
       .def("__str__", &OpGraph::toString);
 
   py::class_<kiln::Segment>(m, "Segment")
@@ -278,6 +286,13 @@ PYBIND11_MODULE(_C, m) {
                                return order;
                              })
       .def_readonly("fallback_reasons", &kiln::Partition::fallbackReasons);
+
+  m.def(
+      "fold_constants",
+      [](OpGraph& g, int64_t maxFoldedBytes) { return kiln::foldConstants(g, maxFoldedBytes); },
+      py::arg("graph"), py::arg("max_folded_bytes") = kiln::kMaxFoldedBytes,
+      "Computes the nodes whose inputs are all build-time constants (see "
+      "lowering/fold_constants.h); returns how many were folded.");
 
   m.def(
       "partition",
