@@ -217,6 +217,7 @@ std::shared_ptr<Engine> Builder::build(const Network& network, const BuilderConf
   // After the row shuffles moved: an output projection then reads the residual add directly.
   fuseFullyConnectedEpilogues(*optimized);
   readAttentionOperandsThroughViews(*optimized);
+  fusePointwiseChains(*optimized);
   eliminateDeadLayers(*optimized);
   optimized->validate();
 

@@ -49,4 +49,9 @@ void moveRowShufflesTowardAttention(Network& network);
 // transposes and reshapes make of it (static dims only).
 void readAttentionOperandsThroughViews(Network& network);
 
+// Replaces each connected group of two or more elementwise, unary, activation and cast layers
+// (float arithmetic, casts to float types) by one Pointwise layer running their program. Runs
+// after the epilogue fusions, which take the layers they can first.
+void fusePointwiseChains(Network& network);
+
 }  // namespace kiln

@@ -108,6 +108,11 @@ struct EnumLimit<GatherMode> {
   static constexpr const char* kName = "gather mode";
 };
 template <>
+struct EnumLimit<PointwiseOpcode> {
+  static constexpr PointwiseOpcode kLast = PointwiseOpcode::kCast;
+  static constexpr const char* kName = "pointwise opcode";
+};
+template <>
 struct EnumLimit<Backend> {
   static constexpr Backend kLast = Backend::kCuda;
   static constexpr const char* kName = "backend";
@@ -121,6 +126,17 @@ template <typename T>
 struct IsOptional : std::false_type {};
 template <typename T>
 struct IsOptional<std::optional<T>> : std::true_type {};
+// A struct that lists its fields (a pointwise instruction inside a params struct) is stored as
+// its fields in order.
+template <typename T, typename = void>
+struct HasFields : std::false_type {};
+struct IgnoreField {
+  template <typename T>
+  void operator()(const char*, T&) const {}
+};
+template <typename T>
+struct HasFields<T, std::void_t<decltype(std::declval<T&>().fields(IgnoreField{}))>>
+    : std::true_type {};
 template <typename T>
 constexpr bool kUnsupportedField = false;
 
@@ -208,6 +224,11 @@ void writeValue(Writer& out, const T& value, const std::string& where) {
   } else if constexpr (IsOptional<T>::value) {
     out.u8(value.has_value() ? 1 : 0);
     if (value) writeValue(out, *value, where);
+  } else if constexpr (HasFields<T>::value) {
+    T copy = value;  // fields() is not const
+    copy.fields([&](const char* name, const auto& field) {
+      writeValue(out, field, concat(where, " field '", name, "'"));
+    });
   } else {
     static_assert(kUnsupportedField<T>,
                   "the plan format cannot store this field type: add it to writeValue and "
@@ -399,6 +420,8 @@ void readValue(Reader& in, T& value) {
     } else {
       value.reset();
     }
+  } else if constexpr (HasFields<T>::value) {
+    value.fields([&](const char*, auto& field) { readValue(in, field); });
   } else {
     static_assert(kUnsupportedField<T>,
                   "the plan format cannot store this field type: add it to writeValue and "

@@ -13,8 +13,9 @@
 
 namespace kiln {
 
-constexpr uint32_t kPlanFormatVersion = 5;  // 2: TF32 policy; 3: fused epilogues, attention; 4:
-                                            // channels-last, FC epilogues; 5: element gather
+constexpr uint32_t kPlanFormatVersion = 6;  // 2: TF32 policy; 3: fused epilogues, attention; 4:
+                                            // channels-last, FC epilogues; 5: element gather;
+                                            // 6: pointwise programs and their CUDA kernels
 extern const char* const kKilnVersion;
 
 // A plan that cannot be loaded; the message says why (truncated, corrupt, not a Kiln plan,
