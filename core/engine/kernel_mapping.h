@@ -4,6 +4,7 @@
 #include "core/ir/layers.h"
 #include "core/ir/types.h"
 #include "kernels/common/kernel_types.h"
+#include "kernels/common/pointwise_program.h"
 
 namespace kiln {
 
@@ -15,5 +16,6 @@ kernels::Activation toActivation(ActivationType type);
 // kNone is no activation: it throws too.
 kernels::Activation toActivation(FusedActivation activation);
 kernels::ReduceFunction toReduceFunction(ReduceOp op);
+kernels::PointwiseProgram toPointwiseProgram(const PointwiseParams& params);
 
 }  // namespace kiln
