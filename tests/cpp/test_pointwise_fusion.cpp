@@ -209,6 +209,18 @@ TEST(BuilderPointwiseFusion, IntermediatesReadOutsideBecomeOutputs) {
   EXPECT_EQ(pointwise->output(2)->name(), "relu");
   EXPECT_EQ(describe(pointwise->params()), "Pointwise(sum,sum,relu; 2 inputs, 3 outputs)");
   EXPECT_EQ(fused->output(2), pointwise->output(1));
+
+  // The built engine runs the multi-output layer with its outputs in the planned arena.
+  const std::vector<Bytes> inputs = {bytesOf(ramp(15, -1.0f, 0.2f)),
+                                     bytesOf(ramp(15, 0.7f, -0.3f))};
+  const std::vector<Bytes> expected = evaluate(network, inputs);
+  std::shared_ptr<Engine> engine = Builder::build(network, {});
+  std::unique_ptr<ExecutionContext> context = engine->createExecutionContext();
+  context->setInputShapes({{3, 5}, {3, 5}});
+  std::vector<Bytes> outputs(3, Bytes(15 * sizeof(float)));
+  context->execute({inputs[0].data(), inputs[1].data()},
+                   {outputs[0].data(), outputs[1].data(), outputs[2].data()});
+  EXPECT_EQ(outputs, expected);
 }
 
 // BERT's attention mask: an int64 mask cast to float, (1 - mask) * -10000, on dynamic dims,
@@ -267,6 +279,13 @@ TEST(BuilderPointwiseFusion, LeavesWhatMustNotFuse) {
   // Integer arithmetic stays with the kernels that report a division by zero.
   Tensor* q = network.addElementwise(n, n, ElementwiseOp::kDiv)->output(0);
   network.markOutput(network.addElementwise(q, n, ElementwiseOp::kSum)->output(0));
+  // With dynamic dims nothing proves that `d` (of x's dims) spans the product with w: w's
+  // dynamic dim could be larger than x's 1 at run time.
+  Tensor* dx = network.addInput("dx", DataType::kFloat32, {-1, 4});
+  Tensor* dw = network.addInput("dw", DataType::kFloat32, {-1, 4});
+  Tensor* d = network.addUnary(dx, UnaryOp::kAbs)->output(0);
+  network.markOutput(d);
+  network.markOutput(network.addElementwise(d, dw, ElementwiseOp::kSum)->output(0));
   // A single pointwise layer is left as it is.
   network.markOutput(network.addActivation(z, {ActivationType::kSigmoid})->output(0));
 
