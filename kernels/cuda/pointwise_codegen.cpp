@@ -47,7 +47,7 @@ struct KilnArgs {
   int vectorized;
 };
 template <typename T>
-struct __align__(4 * sizeof(T)) KilnPack {
+struct alignas(4 * sizeof(T)) KilnPack {
   T v[4];
 };
 __device__ __forceinline__ float kiln_f16_to_float(unsigned short h) {
@@ -129,11 +129,6 @@ TypeNames namesOf(ScalarType type) {
 bool isFloat(ScalarType type) {
   return type == ScalarType::kFloat32 || type == ScalarType::kFloat16 ||
          type == ScalarType::kBFloat16;
-}
-
-bool isInteger(ScalarType type) {
-  return type == ScalarType::kInt8 || type == ScalarType::kInt32 || type == ScalarType::kInt64 ||
-         type == ScalarType::kUInt8;
 }
 
 // A float constant by its bits, so that the generated code holds exactly what the unfused kernel
