@@ -238,17 +238,20 @@ def ratio(row: dict, key: str) -> str:
 
 def markdown(rows: list[dict]) -> str:
     lines = ["| model | batch | dtype | backend | median ms | p90 ms | throughput/s | vs eager | "
-             "vs best inductor | build s | max err |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "vs best inductor | build s | max err | kernels/forward |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['model']} | {r['batch']} | {r['dtype']} | {r['backend']} | "
-                         f"failed: {r['error'][:80]} | | | | | | |")
+                         f"failed: {r['error'][:80]} | | | | | | | |")
             continue
+        # Measured with --kernels only.
+        kernels = f"{r['kernels_per_forward']:g}" if "kernels_per_forward" in r else "n/a"
         lines.append(
             f"| {r['model']} | {r['batch']} | {r['dtype']} | {r['backend']} | {r['median_ms']:.3f} | "
             f"{r['p90_ms']:.3f} | {r['throughput']:.0f} | {ratio(r, 'speedup_vs_eager')} | "
-            f"{ratio(r, 'speedup_vs_best_inductor')} | {r['build_s']} | {r['max_err']:.1e} |")
+            f"{ratio(r, 'speedup_vs_best_inductor')} | {r['build_s']} | {r['max_err']:.1e} | "
+            f"{kernels} |")
     return "\n".join(lines)
 
 

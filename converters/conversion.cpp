@@ -44,6 +44,19 @@ std::string shortOpName(const OpNode& node) {
 ConversionContext::ConversionContext(const OpGraph& graph, Network& network)
     : graph_(graph), network_(network) {}
 
+std::optional<std::pair<Tensor*, int64_t>> ConversionContext::dimSource(
+    const std::string& symbol) const {
+  for (const auto& [valueId, tensor] : tensors_) {
+    const std::vector<SymInt>& shape = graph_.value(valueId).shape;
+    for (size_t d = 0; d < shape.size(); ++d) {
+      if (!shape[d].isStatic() && shape[d].symbol == symbol) {
+        return std::make_pair(tensor, static_cast<int64_t>(d));
+      }
+    }
+  }
+  return std::nullopt;
+}
+
 Tensor* ConversionContext::tensor(int valueId) {
   auto it = tensors_.find(valueId);
   if (it != tensors_.end()) return it->second;
@@ -79,8 +92,8 @@ std::vector<Tensor*> ConversionContext::tensorList(const NodeArgs& args, const s
   } else if (v.constant && v.constant->isTensorList()) {
     for (const at::Tensor& t : v.constant->toTensorVector()) result.push_back(constant(t));
   } else {
-    throw Error(concat(args.node().qualifiedName(), ": argument '", name,
-                       "' is not a list of tensors"));
+    throw Error(
+        concat(args.node().qualifiedName(), ": argument '", name, "' is not a list of tensors"));
   }
   return result;
 }
@@ -93,9 +106,9 @@ void ConversionContext::setTensor(int valueId, Tensor* tensor) {
 void ConversionContext::setOutput(const NodeArgs& args, size_t i, Tensor* tensor) {
   const OpValue& out = args.output(i);
   KILN_CHECK(out.isTensor(), args.node().qualifiedName(), ": output ", i, " is not a tensor");
-  KILN_CHECK(tensor->rank() == static_cast<int64_t>(out.shape.size()),
-             args.node().qualifiedName(), ": the converter produced a rank-", tensor->rank(),
-             " tensor ", toString(tensor->dims()), " where torch produces rank ", out.shape.size());
+  KILN_CHECK(tensor->rank() == static_cast<int64_t>(out.shape.size()), args.node().qualifiedName(),
+             ": the converter produced a rank-", tensor->rank(), " tensor ",
+             toString(tensor->dims()), " where torch produces rank ", out.shape.size());
   for (size_t d = 0; d < out.shape.size(); ++d) {
     int64_t produced = tensor->dims()[d];
     KILN_CHECK(produced == kDynamic || !out.shape[d].isStatic() || produced == out.shape[d].opt,
@@ -186,8 +199,8 @@ ConvertedSegment convertSegment(const OpGraph& graph, const std::vector<int>& no
     try {
       entry->convert(ctx, NodeArgs(graph, node));
     } catch (const std::exception& e) {
-      throw Error(concat("converting node %", id, " (", node.qualifiedName(), ") failed: ",
-                         e.what()));
+      throw Error(
+          concat("converting node %", id, " (", node.qualifiedName(), ") failed: ", e.what()));
     }
   }
   ctx.setCurrentNode(nullptr);

@@ -6,11 +6,13 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
-#include "core/ir/network.h"
 #include "converters/registry.h"
+#include "core/ir/network.h"
 #include "lowering/op_graph.h"
 
 namespace kiln {
@@ -32,6 +34,10 @@ class ConversionContext {
   // The tensors of a Tensor[] argument.
   std::vector<Tensor*> tensorList(const NodeArgs& args, const std::string& name);
   void setTensor(int valueId, Tensor* tensor);
+  // A tensor of this engine with a dim whose size is `symbol`, and that dim, to size layers by
+  // at run time; nullopt when none has one. The partitioner gives every segment an input with
+  // each symbol its nodes read, when the graph has one (OpGraph::symbolSource).
+  std::optional<std::pair<Tensor*, int64_t>> dimSource(const std::string& symbol) const;
   void setOutput(const NodeArgs& args, size_t i, Tensor* tensor);
 
   // Constant layers for weights and scalars.

@@ -30,12 +30,8 @@ at::TensorOptions outputOptions(const NodeArgs& args) {
 // device of their input, whose values live where the engine runs.
 enum class DefaultDevice { kCpu, kInput };
 
-std::string checkFactoryOn(const NodeArgs& args, DefaultDevice defaultDevice) {
-  for (const char* name : {"size", "fill_value", "s", "start", "end", "step"}) {
-    if (args.has(name) && !args.isConstant(name)) {
-      return concat("its argument '", name, "' is computed at run time");
-    }
-  }
+// Whether the factory makes a strided tensor where the engine runs, of a type Kiln has.
+std::string checkPlacement(const NodeArgs& args, DefaultDevice defaultDevice) {
   const c10::Device engine = args.graph().device();
   if (args.isNone("device")) {
     if (defaultDevice == DefaultDevice::kCpu && !engine.is_cpu()) {
@@ -48,6 +44,17 @@ std::string checkFactoryOn(const NodeArgs& args, DefaultDevice defaultDevice) {
       args.getInt("layout") != static_cast<int64_t>(c10::Layout::Strided)) {
     return "creates a non-strided tensor";
   }
+  toDataType(args.output(0).dtype);  // throws, naming the dtype, when Kiln has no such type
+  return "";
+}
+
+std::string checkFactoryOn(const NodeArgs& args, DefaultDevice defaultDevice) {
+  for (const char* name : {"size", "fill_value", "s", "start", "end", "step"}) {
+    if (args.has(name) && !args.isConstant(name)) {
+      return concat("its argument '", name, "' is computed at run time");
+    }
+  }
+  if (std::string reason = checkPlacement(args, defaultDevice); !reason.empty()) return reason;
   int64_t elements = 1;
   for (const SymInt& dim : args.output(0).shape) {
     if (!dim.isStatic()) return "its size depends on the inputs";
@@ -57,7 +64,6 @@ std::string checkFactoryOn(const NodeArgs& args, DefaultDevice defaultDevice) {
     return concat("it makes ", elements, " elements, more than the ", kMaxElements,
                   " Kiln stores as a constant");
   }
-  toDataType(args.output(0).dtype);  // throws, naming the dtype, when Kiln has no such type
   return "";
 }
 
@@ -107,12 +113,48 @@ void convertScalarTensor(ConversionContext& ctx, const NodeArgs& args) {
                 ctx.constant(at::scalar_tensor(scalarArgument(args, "s"), outputOptions(args))));
 }
 
+// The end of an arange that is a size known only at run time (arange(x.size(1))), else null.
+const SymInt* dynamicEnd(const NodeArgs& args) {
+  const OpValue& end = args.value("end");
+  return end.shapeInt && !end.shapeInt->isStatic() ? &*end.shapeInt : nullptr;
+}
+
+// An arange to a run-time end is a Slice of the constant 0, 1, ..., up to the end's largest
+// value, from `start` by `step`, ending at the dim of a tensor that has that size.
 void convertArange(ConversionContext& ctx, const NodeArgs& args) {
   const c10::Scalar start = args.has("start") ? scalarArgument(args, "start") : c10::Scalar(0);
   const c10::Scalar step = args.has("step") ? scalarArgument(args, "step") : c10::Scalar(1);
+  if (const SymInt* end = dynamicEnd(args)) {
+    Tensor* positions = ctx.constant(at::arange(end->max, outputOptions(args)));
+    ctx.setOutput(args, 0,
+                  sliceToDynamicEnd(ctx, positions, 0, start.toLong(), step.toLong(), *end));
+    return;
+  }
   ctx.setOutput(
       args, 0,
       ctx.constant(at::arange(start, scalarArgument(args, "end"), step, outputOptions(args))));
+}
+
+std::string checkArange(const NodeArgs& args) {
+  const SymInt* end = dynamicEnd(args);
+  if (end == nullptr) return checkFactory(args);
+  for (const char* name : {"start", "step"}) {
+    if (!args.has(name)) continue;
+    if (!args.isConstant(name) || !args.value(name).constant->isInt()) {
+      return concat("an arange to a run-time end needs an integer '", name,
+                    "' known at build time");
+    }
+  }
+  if (args.has("start") && args.getInt("start") < 0)
+    return "an arange to a run-time end from a negative start";
+  if (args.has("step") && args.getInt("step") < 1)
+    return "an arange to a run-time end with a step below 1";
+  if (end->max > kMaxElements) {
+    return concat("its end may reach ", end->max, ", more than the ", kMaxElements,
+                  " elements Kiln stores as a constant");
+  }
+  if (std::string reason = requireDimSource(args, *end); !reason.empty()) return reason;
+  return checkPlacement(args, DefaultDevice::kCpu);
 }
 
 }  // namespace
@@ -126,11 +168,15 @@ void registerFactoryConverters(ConverterRegistry& registry) {
   registry.add({"aten::zeros(SymInt[] size, *, " + options, convertZeros, checkFactory});
   registry.add({"aten::ones(SymInt[] size, *, " + options, convertOnes, checkFactory});
   registry.add({"aten::scalar_tensor(Scalar s, *, " + options, convertScalarTensor, checkFactory});
-  registry.add({"aten::arange(Scalar end, *, " + options, convertArange, checkFactory});
-  registry.add(
-      {"aten::arange.start(Scalar start, Scalar end, *, " + options, convertArange, checkFactory});
+  registry.add({"aten::arange(Scalar end, *, " + options, convertArange, checkArange, {"end"}});
+  registry.add({"aten::arange.start(Scalar start, Scalar end, *, " + options,
+                convertArange,
+                checkArange,
+                {"end"}});
   registry.add({"aten::arange.start_step(Scalar start, Scalar end, Scalar step=1, *, " + options,
-                convertArange, checkFactory});
+                convertArange,
+                checkArange,
+                {"end"}});
   const std::string likeOptions =
       "ScalarType? dtype=None, Layout? layout=None, Device? device=None, bool? pin_memory=None, "
       "MemoryFormat? memory_format=None) -> Tensor";

@@ -235,18 +235,54 @@ std::pair<Tensor*, Tensor*> alignRanks(ConversionContext& ctx, Tensor* a, Tensor
   return {padRankTo(ctx, a, rank), padRankTo(ctx, b, rank)};
 }
 
+namespace {
+
+// The tensor whose dim `axis` is the dynamic size `size` at run time; throws when the engine
+// has none (the capability check, requireDimSource, rules that out).
+std::pair<Tensor*, int64_t> dimSourceOf(ConversionContext& ctx, const SymInt& size) {
+  std::optional<std::pair<Tensor*, int64_t>> source = ctx.dimSource(size.symbol);
+  KILN_CHECK(source.has_value(), "no tensor of this engine has a dim of size ", size.symbol);
+  return *source;
+}
+
+}  // namespace
+
 Tensor* broadcastTo(ConversionContext& ctx, Tensor* x, const std::vector<SymInt>& target) {
   x = padRankTo(ctx, x, static_cast<int64_t>(target.size()));
   for (size_t d = 0; d < target.size(); ++d) {
-    if (x->dims()[d] != 1 || !target[d].isStatic() || target[d].opt == 1) continue;
-    Tensor* zeros = ctx.constant(at::zeros({target[d].opt}, at::kLong));
-    GatherParams params;
-    params.axis = static_cast<int64_t>(d);
-    Layer* layer = ctx.network().addGather(x, zeros, params);
+    if (x->dims()[d] != 1 || (target[d].isStatic() && target[d].opt == 1)) continue;
+    SliceParams params;
+    params.axes = {static_cast<int64_t>(d)};
+    params.starts = {0};
+    params.steps = {0};
+    Layer* layer = nullptr;
+    if (target[d].isStatic()) {
+      params.ends = {target[d].opt};
+      layer = ctx.network().addSlice(x, params);
+    } else {
+      auto [reference, dim] = dimSourceOf(ctx, target[d]);
+      params.ends = {0};
+      params.endReferences = {dim};
+      layer = ctx.network().addSlice(x, reference, params);
+    }
     ctx.nameLayer(layer);
     x = layer->output(0);
   }
   return x;
+}
+
+Tensor* sliceToDynamicEnd(ConversionContext& ctx, Tensor* x, int64_t axis, int64_t start,
+                          int64_t step, const SymInt& end) {
+  auto [reference, dim] = dimSourceOf(ctx, end);
+  SliceParams params;
+  params.axes = {axis};
+  params.starts = {start};
+  params.ends = {0};
+  params.steps = {step};
+  params.endReferences = {dim};
+  Layer* layer = ctx.network().addSlice(x, reference, params);
+  ctx.nameLayer(layer);
+  return layer->output(0);
 }
 
 // ---- layers ------------------------------------------------------------------------------------
@@ -299,6 +335,11 @@ std::string requireStaticShapes(const NodeArgs& args, const std::vector<std::str
     }
   }
   return "";
+}
+
+std::string requireDimSource(const NodeArgs& args, const SymInt& size) {
+  if (size.isStatic() || args.graph().symbolSource(size.symbol)) return "";
+  return concat("the size ", size.symbol, " is not a dim of any input of the graph");
 }
 
 std::string requireConstants(const NodeArgs& args, const std::vector<std::string>& names) {

@@ -73,9 +73,13 @@ Tensor* padRankTo(ConversionContext& ctx, Tensor* x, int64_t rank);
 // Both operands brought to the larger of their ranks.
 std::pair<Tensor*, Tensor*> alignRanks(ConversionContext& ctx, Tensor* a, Tensor* b);
 // x broadcast to `target` (torch.expand): ranks aligned, then each size-1 dim of x that the
-// target stretches to a static size is repeated (a Gather of zeros). A dim the target stretches
-// to a dynamic size is left as it is: callers check for that first.
+// target stretches is repeated (a Slice of step 0), to a dynamic size by the dim of a tensor
+// that has it (ConversionContext::dimSource): callers check requireDimSource first.
 Tensor* broadcastTo(ConversionContext& ctx, Tensor* x, const std::vector<SymInt>& target);
+// x[start:end:step] along `axis` where `end` is a dynamic size: the Slice ends at the dim of a
+// tensor that has that size at run time.
+Tensor* sliceToDynamicEnd(ConversionContext& ctx, Tensor* x, int64_t axis, int64_t start,
+                          int64_t step, const SymInt& end);
 
 // ---- layers ----------------------------------------------------------------------------------
 
@@ -96,6 +100,9 @@ Tensor* operandTensor(ConversionContext& ctx, const NodeArgs& args, const std::s
 
 // "" when every named argument is None or a tensor whose shape has no symbolic dim, else why not.
 std::string requireStaticShapes(const NodeArgs& args, const std::vector<std::string>& names);
+// "" when a dynamic size is the dim of a graph input, so that an engine can read it at run time
+// (ConversionContext::dimSource), else why not. "" for a static size.
+std::string requireDimSource(const NodeArgs& args, const SymInt& size);
 // "" when every named argument is a build-time constant (not a symbolic shape int), else why not.
 std::string requireConstants(const NodeArgs& args, const std::vector<std::string>& names);
 // For an in-place op (relu_, add_): "" when computing its result into a new tensor is faithful,

@@ -33,7 +33,8 @@ std::string checkSelect(const NodeArgs& args) {
 }
 
 // A slice bound: None, the largest int64 (what FX writes for "to the end") and the input's own
-// size along the axis mean "to the end"; anything else must be a constant.
+// size along the axis mean "to the end"; a static one is that end; nullopt for a dynamic size
+// (another tensor's dim at run time).
 std::optional<int64_t> sliceEnd(const NodeArgs& args, int64_t axis) {
   if (args.isNone("end")) return kSliceEnd;
   const OpValue& end = args.value("end");
@@ -48,14 +49,21 @@ std::optional<int64_t> sliceEnd(const NodeArgs& args, int64_t axis) {
 
 void convertSlice(ConversionContext& ctx, const NodeArgs& args) {
   const int64_t axis = normalizeDim(args.getInt("dim"), args.rank("self"));
-  std::optional<int64_t> end = sliceEnd(args, axis);
-  KILN_CHECK(end.has_value(), "the slice end depends on the input shapes");
+  const int64_t start = args.isNone("start") ? 0 : args.getInt("start");
+  const int64_t step = args.getInt("step");
+  Tensor* self = ctx.tensor(args, "self");
+  const std::optional<int64_t> end = sliceEnd(args, axis);
+  if (!end) {
+    ctx.setOutput(args, 0,
+                  sliceToDynamicEnd(ctx, self, axis, start, step, *args.value("end").shapeInt));
+    return;
+  }
   SliceParams params;
   params.axes = {axis};
-  params.starts = {args.isNone("start") ? 0 : args.getInt("start")};
+  params.starts = {start};
   params.ends = {*end};
-  params.steps = {args.getInt("step")};
-  Layer* layer = ctx.network().addSlice(ctx.tensor(args, "self"), params);
+  params.steps = {step};
+  Layer* layer = ctx.network().addSlice(self, params);
   ctx.nameLayer(layer);
   ctx.setOutput(args, 0, layer->output(0));
 }
@@ -69,7 +77,13 @@ std::string checkSlice(const NodeArgs& args) {
   if (args.getInt("step") < 1) return "slice step must be positive";
   const int64_t axis = normalizeDim(args.getInt("dim"), args.rank("self"));
   if (!sliceEnd(args, axis)) {
-    return "the slice end depends on the input shapes in a way other than the input's size";
+    const SymInt& end = *args.value("end").shapeInt;
+    if (std::string reason = requireDimSource(args, end); !reason.empty()) {
+      return concat("the slice end is known only at run time: ", reason);
+    }
+    if (!args.isNone("start") && args.getInt("start") < 0) {
+      return "a slice to a run-time end from a negative start";
+    }
   }
   return "";
 }

@@ -50,7 +50,9 @@ int NodeArgs::valueId(const std::string& name) const {
                      "'; the converter does not match the op's schema ", toString(*node_.schema)));
 }
 
-const OpValue& NodeArgs::value(const std::string& name) const { return graph_.value(valueId(name)); }
+const OpValue& NodeArgs::value(const std::string& name) const {
+  return graph_.value(valueId(name));
+}
 
 const OpValue& NodeArgs::output(size_t i) const {
   KILN_CHECK(i < node_.outputs.size(), node_.qualifiedName(), " has ", node_.outputs.size(),
@@ -267,10 +269,14 @@ std::string tensorValueReason(const OpValue& v, const std::string& what) {
   return concat(what, " is not a tensor Kiln can read (", toString(v.kind), ")");
 }
 
-std::string argumentReason(const OpGraph& graph, const c10::Argument& argument,
-                           const OpValue& v) {
+std::string argumentReason(const OpGraph& graph, const c10::Argument& argument, const OpValue& v,
+                           const ConverterEntry& entry) {
   const std::string what = concat("argument '", argument.name(), "'");
   if (v.isNone() || (v.constant && v.constant->isNone())) return "";
+  const auto& sizes = entry.runTimeSizeScalars;
+  if (v.shapeInt && std::find(sizes.begin(), sizes.end(), argument.name()) != sizes.end()) {
+    return "";
+  }
   if (isTensorArgument(argument)) return tensorValueReason(v, what);
   if (isTensorListArgument(argument)) {
     if (v.constant && v.constant->isTensorList()) {
@@ -315,7 +321,7 @@ std::string whyNotSupportedUnchecked(const ConverterEntry& entry, const OpGraph&
     return concat("the node has ", node.inputs.size(), " inputs, its schema ", arguments.size());
   }
   for (size_t i = 0; i < arguments.size(); ++i) {
-    std::string reason = argumentReason(graph, arguments[i], graph.value(node.inputs[i]));
+    std::string reason = argumentReason(graph, arguments[i], graph.value(node.inputs[i]), entry);
     if (!reason.empty()) return reason;
   }
   for (size_t i = 0; i < node.outputs.size(); ++i) {
@@ -343,7 +349,8 @@ const ConverterRegistry& ConverterRegistry::global() {
 }
 
 void ConverterRegistry::add(ConverterEntry entry) {
-  KILN_CHECK(entry.convert != nullptr, "converter for '", entry.schema, "' has no convert function");
+  KILN_CHECK(entry.convert != nullptr, "converter for '", entry.schema,
+             "' has no convert function");
   const std::string key = qualifiedNameOf(parse(entry.schema));
   KILN_CHECK(entries_.count(key) == 0, "a converter for ", key, " is registered twice: '",
              entries_.count(key) ? entries_.at(key).schema : "", "' and '", entry.schema, "'");

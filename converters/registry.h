@@ -62,6 +62,9 @@ struct ConverterEntry {
   std::string schema;  // exactly as torch prints it: "aten::relu(Tensor self) -> Tensor"
   ConvertFn convert;
   CheckFn check;  // may be empty: then the generic checks alone decide
+  // Scalar arguments that may be sizes known only at run time (arange's end): the generic
+  // checks let them through and the converter's own check decides.
+  std::vector<std::string> runTimeSizeScalars = {};
 };
 
 class ConverterRegistry {

@@ -120,7 +120,7 @@ std::string checkSqueeze(const NodeArgs& args) {
 
 // ---- expand ------------------------------------------------------------------------------------
 
-// Each size-1 dim stretched to a static size n is a Gather of index 0, n times.
+// Each stretched size-1 dim is a Slice of step 0, its length static or a dim of another tensor.
 void convertExpand(ConversionContext& ctx, const NodeArgs& args) {
   ctx.setOutput(args, 0, broadcastTo(ctx, ctx.tensor(args, "self"), args.output().shape));
 }
@@ -132,8 +132,10 @@ std::string checkExpand(const NodeArgs& args) {
   for (size_t d = 0; d < out.size(); ++d) {
     const SymInt source = d < offset ? SymInt::of(1) : in[d - offset];
     const bool stretched = source.isStatic() && source.opt == 1;
-    if (stretched && !out[d].isStatic()) {
-      return concat("expands dim ", d, " to a size that depends on the input shapes");
+    if (stretched) {
+      if (std::string reason = requireDimSource(args, out[d]); !reason.empty()) {
+        return concat("expands dim ", d, " to a size known only at run time: ", reason);
+      }
     }
     if (!source.isStatic() && source.symbol != out[d].symbol) {
       return concat("expands dynamic dim ", d, ", which may be 1 at run time");

@@ -85,6 +85,36 @@ std::vector<int> OpGraph::runtimeInputs(int nodeId) const {
   return result;
 }
 
+std::vector<std::string> OpGraph::shapeSymbols(int nodeId) const {
+  std::vector<std::string> result;
+  auto add = [&](int id) {
+    const OpValue& v = value(id);
+    if (v.shapeInt && !v.shapeInt->isStatic() &&
+        std::find(result.begin(), result.end(), v.shapeInt->symbol) == result.end()) {
+      result.push_back(v.shapeInt->symbol);
+    }
+  };
+  for (int input : node(nodeId).inputs) {
+    add(input);
+    if (value(input).elements) {
+      for (int element : *value(input).elements) add(element);
+    }
+  }
+  return result;
+}
+
+std::optional<std::pair<int, int64_t>> OpGraph::symbolSource(const std::string& symbol) const {
+  for (int input : inputs_) {
+    const std::vector<SymInt>& shape = value(input).shape;
+    for (size_t d = 0; d < shape.size(); ++d) {
+      if (!shape[d].isStatic() && shape[d].symbol == symbol) {
+        return std::make_pair(input, static_cast<int64_t>(d));
+      }
+    }
+  }
+  return std::nullopt;
+}
+
 std::vector<int> OpGraph::users(int id) const {
   std::vector<int> result;
   for (const OpNode& n : nodes_) {

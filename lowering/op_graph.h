@@ -15,6 +15,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace kiln {
@@ -105,6 +106,11 @@ class OpGraph {
   // The values a node needs at run time: its inputs that are not static, with lists expanded
   // into their non-static elements.
   std::vector<int> runtimeInputs(int node) const;
+  // The symbols of the dynamic shape ints a node reads, directly or in a list.
+  std::vector<std::string> shapeSymbols(int node) const;
+  // A graph input tensor with a dim whose size is `symbol`, and that dim; nullopt when no input
+  // has one (an expression of several symbols, or a size computed from data).
+  std::optional<std::pair<int, int64_t>> symbolSource(const std::string& symbol) const;
   // Nodes reading a value, directly or through a list.
   std::vector<int> users(int value) const;
   bool isGraphOutput(int value) const;

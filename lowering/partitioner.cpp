@@ -12,9 +12,13 @@
 namespace kiln {
 
 bool isPlumbing(const std::string& op) {
-  static const std::set<std::string> plumbing = {
-      "prim::ListConstruct", "prim::ListUnpack", "prim::TupleConstruct", "prim::TupleUnpack",
-      "prim::GetAttr",       "prim::Constant",   "getitem"};
+  static const std::set<std::string> plumbing = {"prim::ListConstruct",
+                                                 "prim::ListUnpack",
+                                                 "prim::TupleConstruct",
+                                                 "prim::TupleUnpack",
+                                                 "prim::GetAttr",
+                                                 "prim::Constant",
+                                                 "getitem"};
   return plumbing.count(op) > 0;
 }
 
@@ -189,11 +193,32 @@ class Partitioner {
         for (int v : graph_.runtimeInputs(n)) {
           int producer = graph_.value(v).producer;
           bool inside = producer >= 0 && segmentOf_[producer] == static_cast<int>(s);
-          if (!inside && std::find(segment.inputs.begin(), segment.inputs.end(), v) ==
-                             segment.inputs.end()) {
+          if (!inside &&
+              std::find(segment.inputs.begin(), segment.inputs.end(), v) == segment.inputs.end()) {
             segment.inputs.push_back(v);
           }
         }
+      }
+      addSymbolSources(segment);
+    }
+  }
+
+  // Converters size some layers by a dim of a tensor at run time (a slice to x.size(1), an
+  // expand to it): for each dynamic size a node reads that no input of its segment has as a
+  // dim, the graph input that has it becomes a segment input too.
+  void addSymbolSources(Segment& segment) const {
+    auto hasSymbol = [&](const std::string& symbol) {
+      for (int v : segment.inputs) {
+        for (const SymInt& size : graph_.value(v).shape) {
+          if (size.symbol == symbol) return true;
+        }
+      }
+      return false;
+    };
+    for (int n : segment.nodes) {
+      for (const std::string& symbol : graph_.shapeSymbols(n)) {
+        if (hasSymbol(symbol)) continue;
+        if (auto source = graph_.symbolSource(symbol)) segment.inputs.push_back(source->first);
       }
     }
   }
@@ -243,8 +268,8 @@ class Partitioner {
       for (int n : segment.nodes) {
         for (int v : graph_.node(n).outputs) {
           if (!usedOutside(v)) continue;
-          KILN_CHECK(graph_.value(v).isTensor(), "segment output ", graph_.value(v).name,
-                     " of ", graph_.node(n).qualifiedName(), " is not a tensor");
+          KILN_CHECK(graph_.value(v).isTensor(), "segment output ", graph_.value(v).name, " of ",
+                     graph_.node(n).qualifiedName(), " is not a tensor");
           segment.outputs.push_back(v);
         }
       }
@@ -255,7 +280,9 @@ class Partitioner {
   // the original node order.
   void orderItems(Partition& result) {
     const int numSegments = static_cast<int>(result.segments.size());
-    auto itemOf = [&](int node) { return segmentOf_[node] >= 0 ? segmentOf_[node] : numSegments + node; };
+    auto itemOf = [&](int node) {
+      return segmentOf_[node] >= 0 ? segmentOf_[node] : numSegments + node;
+    };
     const int numItems = numSegments + numNodes_;
     std::vector<char> present(numItems, 0);
     std::vector<int> firstNode(numItems, numNodes_);

@@ -107,7 +107,58 @@ void EngineHolder::releaseContext(std::unique_ptr<ExecutionContext> context) {
   freeContexts_.push_back(std::move(context));
 }
 
+void EngineHolder::setCaptureInputs(bool enabled) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  captureInputs_ = enabled;
+  if (!enabled) capturedInputs_.clear();
+}
+
+std::vector<at::Tensor> EngineHolder::capturedInputs() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return capturedInputs_;
+}
+
 std::vector<at::Tensor> EngineHolder::execute(const std::vector<at::Tensor>& inputs) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (captureInputs_) {
+      capturedInputs_.clear();
+      for (const at::Tensor& input : inputs) {
+        capturedInputs_.push_back(input.defined() ? input.clone() : input);
+      }
+    }
+  }
+  return run(inputs,
+             [](ExecutionContext& context, const std::vector<const void*>& in,
+                const std::vector<void*>& out, void* stream) { context.execute(in, out, stream); });
+}
+
+std::vector<EngineHolder::LayerProfile> EngineHolder::profile(const std::vector<at::Tensor>& inputs,
+                                                              int64_t iterations) {
+  KILN_CHECK(iterations >= 1, "kiln engine '", name_, "': profiling needs at least one ",
+             "iteration, got ", iterations);
+  std::vector<LayerTiming> timings;
+  run(inputs, [&](ExecutionContext& context, const std::vector<const void*>& in,
+                  const std::vector<void*>& out, void* stream) {
+    timings = context.profileLayers(in, out, static_cast<int>(iterations), stream);
+  });
+  const Engine& engine = *engine_;
+  const EngineDefinition& definition = engine.definition();
+  std::vector<LayerProfile> layers;
+  for (size_t l = 0; l < definition.layers.size(); ++l) {
+    const EngineLayer& layer = definition.layers[l];
+    if (std::holds_alternative<ConstantParams>(layer.params)) continue;
+    const LayerTiming& timing = timings.at(l);
+    std::string kernel = engine.layerKernel(l);
+    if (!timing.tactic.empty()) kernel += concat(" [", timing.tactic, "]");
+    layers.emplace_back(layer.name, toString(kindOf(layer.params)), kernel,
+                        engine.layerPrecision(l), timing.milliseconds);
+  }
+  return layers;
+}
+
+std::vector<at::Tensor> EngineHolder::run(const std::vector<at::Tensor>& inputs,
+                                          const RunBody& body) {
   const Engine& engine = *engine_;
   KILN_CHECK(inputs.size() == engine.numInputs(), "kiln engine '", name_, "' takes ",
              engine.numInputs(), " input(s), got ", inputs.size());
@@ -175,7 +226,7 @@ std::vector<at::Tensor> EngineHolder::execute(const std::vector<at::Tensor>& inp
       outputPointers.push_back(output.data_ptr());
       outputs.push_back(std::move(output));
     }
-    context->execute(inputPointers, outputPointers, stream);
+    body(*context, inputPointers, outputPointers, stream);
   } catch (const Error& error) {
     releaseContext(std::move(context));
     throw Error(concat("kiln engine '", name_, "': ", error.what()));
@@ -224,6 +275,13 @@ TORCH_LIBRARY(kiln, m) {
            })
       .def("arena_bytes",
            [](const c10::intrusive_ptr<EngineHolder>& self) { return self->arenaBytes(); })
+      .def("profile",
+           [](const c10::intrusive_ptr<EngineHolder>& self, std::vector<at::Tensor> inputs,
+              int64_t iterations) { return self->profile(inputs, iterations); })
+      .def("set_capture_inputs", [](const c10::intrusive_ptr<EngineHolder>& self,
+                                    bool enabled) { self->setCaptureInputs(enabled); })
+      .def("captured_inputs",
+           [](const c10::intrusive_ptr<EngineHolder>& self) { return self->capturedInputs(); })
       .def("set_cuda_graphs", [](const c10::intrusive_ptr<EngineHolder>& self,
                                  bool enabled) { self->setCudaGraphs(enabled); })
       .def_pickle(

@@ -4,9 +4,11 @@
 
 #include <torch/custom_class.h>
 
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "core/engine/engine.h"
@@ -32,6 +34,17 @@ class EngineHolder : public torch::CustomClassHolder {
   // a profile) and returns freshly allocated outputs.
   std::vector<at::Tensor> execute(const std::vector<at::Tensor>& inputs);
 
+  // Runs the engine on `inputs` (checked as execute checks them) with every layer timed (see
+  // ExecutionContext::profileLayers): (layer name, kind, kernel, precision, mean milliseconds)
+  // for each layer that is not a constant, in execution order.
+  using LayerProfile = std::tuple<std::string, std::string, std::string, std::string, double>;
+  std::vector<LayerProfile> profile(const std::vector<at::Tensor>& inputs, int64_t iterations);
+
+  // While on, execute keeps a copy of the inputs of its latest run (what kiln.profile replays
+  // through each engine of a compiled module); turning it off drops them.
+  void setCaptureInputs(bool enabled);
+  std::vector<at::Tensor> capturedInputs() const;
+
   // CUDA engines: whether contexts capture and replay CUDA graphs (on by default).
   void setCudaGraphs(bool enabled);
   // The activation arena a context allocates, planned and without sharing: {planned, naive}.
@@ -42,6 +55,11 @@ class EngineHolder : public torch::CustomClassHolder {
   // serves any number of threads at once.
   std::unique_ptr<ExecutionContext> acquireContext();
   ExecutionSettings settings() const;
+  // Checks the inputs, allocates the outputs, and calls `body` on a context with their data and
+  // the stream to run on; returns the outputs.
+  using RunBody = std::function<void(ExecutionContext&, const std::vector<const void*>&,
+                                     const std::vector<void*>&, void*)>;
+  std::vector<at::Tensor> run(const std::vector<at::Tensor>& inputs, const RunBody& body);
   void releaseContext(std::unique_ptr<ExecutionContext> context);
 
   std::shared_ptr<const Engine> engine_;
@@ -49,6 +67,8 @@ class EngineHolder : public torch::CustomClassHolder {
   mutable std::mutex mutex_;
   ExecutionSettings settings_;
   std::vector<std::unique_ptr<ExecutionContext>> freeContexts_;
+  bool captureInputs_ = false;
+  std::vector<at::Tensor> capturedInputs_;
 };
 
 }  // namespace kiln

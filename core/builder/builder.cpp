@@ -218,6 +218,9 @@ std::shared_ptr<Engine> Builder::build(const Network& network, const BuilderConf
   // After the row shuffles moved: an output projection then reads the residual add directly.
   fuseFullyConnectedEpilogues(*optimized);
   readAttentionOperandsThroughViews(*optimized);
+  // After the views: an attention operand then reads its block of the fused GEMM in place.
+  fuseSiblingGemms(*optimized);
+  // Last of the fusions: the epilogue and norm fusions take the pointwise layers they can first.
   fusePointwiseChains(*optimized);
   eliminateDeadLayers(*optimized);
   optimized->validate();

@@ -49,6 +49,12 @@ void moveRowShufflesTowardAttention(Network& network);
 // transposes and reshapes make of it (static dims only).
 void readAttentionOperandsThroughViews(Network& network);
 
+// Merges fully connected layers (and matrix multiplies by a constant B) that read the same tensor
+// with constant weights of one input width, type and fused activation, and no residual, into one
+// wider GEMM. Attention operands read their block of its columns through views; other readers
+// get a Slice, and a group whose copies would cost more than the fusion saves stays as it is.
+void fuseSiblingGemms(Network& network);
+
 // Replaces each connected group of two or more elementwise, unary, activation and cast layers
 // (float arithmetic, casts to float types) by one Pointwise layer running their program. Runs
 // after the epilogue fusions, which take the layers they can first.

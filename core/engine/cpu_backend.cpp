@@ -334,25 +334,8 @@ void runConcat(const ConcatParams& p, const Inputs& in, const Outputs& out) {
 
 void runSlice(const SliceParams& p, const Inputs& in, const Outputs& out) {
   const TensorView& x = requiredInput(in, 0, "x");
-  const size_t rank = x.dims.size();
-  KILN_CHECK(p.starts.size() == p.axes.size() && p.ends.size() == p.axes.size() &&
-                 (p.steps.empty() || p.steps.size() == p.axes.size()),
-             "slice needs one start, end and step per axis");
-  ck::SliceParams slice;
-  slice.inShape = x.dims;
-  slice.starts.assign(rank, 0);
-  slice.steps.assign(rank, 1);
-  slice.outShape = out[0].dims;
-  for (size_t i = 0; i < p.axes.size(); ++i) {
-    const int64_t axis = normalizeAxis(p.axes[i], rank, "axis");
-    const int64_t dim = x.dims[axis];
-    int64_t start = p.starts[i];
-    if (start < 0) start += dim;
-    slice.starts[axis] = std::min(std::max<int64_t>(start, 0), dim);
-    slice.steps[axis] = p.steps.empty() ? 1 : p.steps[i];
-    KILN_CHECK(slice.steps[axis] > 0, "slice step ", slice.steps[axis], " must be positive");
-  }
-  ck::slice(slice, elementSize(x.dtype), x.data, out[0].data);
+  ck::slice(sliceGeometry<ck::SliceParams>(p, x.dims, out[0].dims), elementSize(x.dtype), x.data,
+            out[0].data);
 }
 
 void runGather(const GatherParams& p, const Inputs& in, const Outputs& out) {

@@ -235,6 +235,69 @@ std::string Engine::inspect() const {
   return out.str();
 }
 
+namespace {
+
+// The CUDA backend's kernel for each layer kind (core/engine/cuda/cuda_runner.cpp).
+std::string cudaKernel(const EngineLayer& layer) {
+  auto epilogue = [&](FusedActivation activation, size_t biasInput) {
+    std::string text;
+    if (layer.inputs.size() > biasInput && layer.inputs[biasInput] >= 0) text += " + bias";
+    if (layer.inputs.size() > biasInput + 1 && layer.inputs[biasInput + 1] >= 0) {
+      text += " + residual";
+    }
+    if (activation != FusedActivation::kNone) text += concat(" + ", toString(activation));
+    return text;
+  };
+  return std::visit(
+      [&](const auto& p) -> std::string {
+        using P = std::decay_t<decltype(p)>;
+        if constexpr (std::is_same_v<P, ConvolutionParams>) {
+          return concat("cuDNN convolution", p.channelsLast ? " (NHWC)" : " (NCHW)",
+                        epilogue(p.activation, 2));
+        } else if constexpr (std::is_same_v<P, DeconvolutionParams>) {
+          return "cuDNN transposed convolution";
+        } else if constexpr (std::is_same_v<P, FullyConnectedParams>) {
+          return concat("cuBLASLt GEMM", epilogue(p.activation, 2));
+        } else if constexpr (std::is_same_v<P, MatMulParams>) {
+          return "cuBLASLt batched GEMM";
+        } else if constexpr (std::is_same_v<P, NormalizationParams>) {
+          return p.type == NormalizationType::kBatch ? "Kiln batch norm" : "Kiln layer norm";
+        } else if constexpr (std::is_same_v<P, AttentionParams>) {
+          return "Kiln fused attention";
+        } else if constexpr (std::is_same_v<P, PointwiseParams>) {
+          return concat("Kiln generated pointwise kernel (NVRTC, ", p.cudaKernel.architecture, ")");
+        } else if constexpr (std::is_same_v<P, ConstantParams>) {
+          return "none (weights)";
+        } else {
+          return concat("Kiln ", toString(kindOf(layer.params)));
+        }
+      },
+      layer.params);
+}
+
+}  // namespace
+
+std::string Engine::layerKernel(size_t index) const {
+  const EngineLayer& layer = definition_.layers.at(index);
+  if (std::holds_alternative<ConstantParams>(layer.params)) return "none (weights)";
+  if (definition_.target.backend == Backend::kCuda) return cudaKernel(layer);
+  return concat("cpu reference ", toString(kindOf(layer.params)));
+}
+
+std::string Engine::layerPrecision(size_t index) const {
+  const EngineLayer& layer = definition_.layers.at(index);
+  const DataType type =
+      layer.outputs.empty() ? DataType::kFloat32 : definition_.tensors.at(layer.outputs[0]).dtype;
+  const bool gemm = std::holds_alternative<FullyConnectedParams>(layer.params) ||
+                    std::holds_alternative<MatMulParams>(layer.params);
+  const bool convolution = std::holds_alternative<ConvolutionParams>(layer.params) ||
+                           std::holds_alternative<DeconvolutionParams>(layer.params);
+  const bool tf32 =
+      definition_.target.backend == Backend::kCuda && type == DataType::kFloat32 &&
+      ((gemm && definition_.tf32.matmuls) || (convolution && definition_.tf32.convolutions));
+  return tf32 ? "float32 (TF32)" : toString(type);
+}
+
 std::shared_ptr<const EngineBackendState> Engine::backendState(
     const std::function<std::shared_ptr<const EngineBackendState>()>& create) const {
   std::lock_guard<std::mutex> lock(backendStateMutex_);

@@ -65,6 +65,13 @@ struct EngineDefinition {
 
 class ExecutionContext;
 
+// One layer's time from ExecutionContext::profileLayers, and the tactic the backend chose for it
+// where it chooses among several (the cuDNN algorithm of a convolution); else empty.
+struct LayerTiming {
+  double milliseconds = 0.0;
+  std::string tactic;
+};
+
 struct ExecutionSettings {
   // CUDA backend: capture a CUDA graph the first time an input shape is seen and replay it for
   // that shape after. Inputs and outputs then pass through the context's own buffers.
@@ -105,6 +112,12 @@ class Engine : public std::enable_shared_from_this<Engine> {
 
   // A readable description: target, inputs with profiles, layers with kinds and parameters.
   std::string inspect() const;
+  // What runs layer `index` of definition().layers on this engine's backend ("cuBLASLt GEMM +
+  // bias + relu", "cuDNN convolution", "cpu reference attention", "none (weights)").
+  std::string layerKernel(size_t index) const;
+  // The type layer `index` computes in: its output's type, and "float32 (TF32)" where float32
+  // GEMMs or convolutions may run on TF32 tensor cores.
+  std::string layerPrecision(size_t index) const;
 
   // The backend's state, made by `create` on the first call; later calls return the same one.
   std::shared_ptr<const EngineBackendState> backendState(

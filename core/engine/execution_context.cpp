@@ -1,5 +1,6 @@
 #include "core/engine/execution_context.h"
 
+#include <chrono>
 #include <cstring>
 #include <exception>
 #include <string>
@@ -65,8 +66,9 @@ std::string describeViolations(const Engine& engine, const std::vector<Dims>& sh
     }
   }
   const bool tooLarge = value > first.range->max[first.dim];
-  message += concat("; rebuild the engine with a ", tooLarge ? "larger max_shape" : "smaller min_shape",
-                    tooLarge && first.dim == 0 ? ", or split the batch" : "");
+  message +=
+      concat("; rebuild the engine with a ", tooLarge ? "larger max_shape" : "smaller min_shape",
+             tooLarge && first.dim == 0 ? ", or split the batch" : "");
   return message;
 }
 
@@ -74,10 +76,10 @@ std::string describeViolations(const Engine& engine, const std::vector<Dims>& sh
 
 // Per-engine bookkeeping computed once, plus the activation memory that is kept across runs.
 struct ExecutionContext::Buffers {
-  std::vector<TensorSource> sources;     // per tensor
-  std::vector<int32_t> inputBinding;     // per tensor: index of its input binding, or -1
-  std::vector<int32_t> outputBinding;    // per tensor: the output binding it is written to, or -1
-  std::vector<const void*> weights;      // per tensor: constant data, or null
+  std::vector<TensorSource> sources;   // per tensor
+  std::vector<int32_t> inputBinding;   // per tensor: index of its input binding, or -1
+  std::vector<int32_t> outputBinding;  // per tensor: the output binding it is written to, or -1
+  std::vector<const void*> weights;    // per tensor: constant data, or null
   // Per output binding: whether a layer writes it straight into the caller's buffer. When the
   // tensor is an input, a constant or already bound to an earlier output, it is copied instead.
   std::vector<bool> outputInPlace;
@@ -237,16 +239,20 @@ void ExecutionContext::checkInputTypes(const std::vector<DataType>& types) const
   }
 }
 
-void ExecutionContext::execute(const std::vector<const void*>& inputs,
-                               const std::vector<void*>& outputs, void* stream) {
+void ExecutionContext::checkExecuteArguments(const std::vector<const void*>& inputs,
+                                             const std::vector<void*>& outputs) const {
   const Engine& engine = *engine_;
-  const EngineDefinition& definition = engine.definition();
   KILN_CHECK(activeProfile_ >= 0,
              "execute was called before setInputShapes; set this run's input shapes first");
   KILN_CHECK(inputs.size() == engine.numInputs(), "the engine takes ", engine.numInputs(),
              " input(s), but ", inputs.size(), " input pointer(s) were given");
   KILN_CHECK(outputs.size() == engine.numOutputs(), "the engine gives ", engine.numOutputs(),
              " output(s), but ", outputs.size(), " output pointer(s) were given");
+}
+
+void ExecutionContext::execute(const std::vector<const void*>& inputs,
+                               const std::vector<void*>& outputs, void* stream) {
+  checkExecuteArguments(inputs, outputs);
 #ifdef KILN_WITH_CUDA
   if (cudaRunner_) {
     cudaRunner_->execute(tensorDims_, inputs, outputs, static_cast<cudaStream_t>(stream));
@@ -254,6 +260,35 @@ void ExecutionContext::execute(const std::vector<const void*>& inputs,
   }
 #endif
   (void)stream;
+  executeOnCpu(inputs, outputs, nullptr);
+}
+
+std::vector<LayerTiming> ExecutionContext::profileLayers(const std::vector<const void*>& inputs,
+                                                         const std::vector<void*>& outputs,
+                                                         int iterations, void* stream) {
+  checkExecuteArguments(inputs, outputs);
+  KILN_CHECK(iterations >= 1, "profiling needs at least one iteration, got ", iterations);
+#ifdef KILN_WITH_CUDA
+  if (cudaRunner_) {
+    return cudaRunner_->profileLayers(tensorDims_, inputs, outputs,
+                                      static_cast<cudaStream_t>(stream), iterations);
+  }
+#endif
+  (void)stream;
+  const size_t layers = engine_->definition().layers.size();
+  std::vector<double> warmUp(layers, 0.0);
+  executeOnCpu(inputs, outputs, &warmUp);
+  std::vector<double> milliseconds(layers, 0.0);
+  for (int i = 0; i < iterations; ++i) executeOnCpu(inputs, outputs, &milliseconds);
+  std::vector<LayerTiming> timings(layers);
+  for (size_t l = 0; l < layers; ++l) timings[l].milliseconds = milliseconds[l] / iterations;
+  return timings;
+}
+
+void ExecutionContext::executeOnCpu(const std::vector<const void*>& inputs,
+                                    const std::vector<void*>& outputs,
+                                    std::vector<double>* layerMilliseconds) {
+  const EngineDefinition& definition = engine_->definition();
   Buffers& buffers = *buffers_;
 
   // Bind every tensor to its memory for this run.
@@ -292,7 +327,8 @@ void ExecutionContext::execute(const std::vector<const void*>& inputs,
 
   std::vector<const TensorView*> layerInputs;
   std::vector<TensorView> layerOutputs;
-  for (const EngineLayer& layer : definition.layers) {
+  for (size_t l = 0; l < definition.layers.size(); ++l) {
+    const EngineLayer& layer = definition.layers[l];
     if (std::holds_alternative<ConstantParams>(layer.params)) continue;
     layerInputs.clear();
     layerOutputs.clear();
@@ -300,11 +336,17 @@ void ExecutionContext::execute(const std::vector<const void*>& inputs,
       layerInputs.push_back(tensor < 0 ? nullptr : &buffers.views[tensor]);
     }
     for (int32_t tensor : layer.outputs) layerOutputs.push_back(buffers.views[tensor]);
+    const auto start = std::chrono::steady_clock::now();
     try {
       runLayerOnCpu(layer.params, layerInputs, layerOutputs);
     } catch (const std::exception& error) {
       throw Error(concat("layer '", layer.name, "' (", toString(kindOf(layer.params)),
                          ") failed: ", error.what()));
+    }
+    if (layerMilliseconds != nullptr) {
+      const std::chrono::duration<double, std::milli> took =
+          std::chrono::steady_clock::now() - start;
+      (*layerMilliseconds)[l] += took.count();
     }
   }
 

@@ -36,7 +36,22 @@ class ExecutionContext {
   void execute(const std::vector<const void*>& inputs, const std::vector<void*>& outputs,
                void* stream = nullptr);
 
+  // Runs the engine as execute does (outputs included), one warm-up run then `iterations` runs,
+  // timing every layer (and naming the tactic it runs, where the backend chose one): CUDA events
+  // around each layer's kernels on the CUDA backend (no CUDA graph), the wall clock on the CPU.
+  // Returns each layer's mean milliseconds, in the order of the engine's layers; a layer that runs
+  // nothing (a constant, a reshape that aliases its input) takes 0. For finding where the time
+  // goes: it synchronizes after every run.
+  std::vector<LayerTiming> profileLayers(const std::vector<const void*>& inputs,
+                                         const std::vector<void*>& outputs, int iterations,
+                                         void* stream = nullptr);
+
  private:
+  void checkExecuteArguments(const std::vector<const void*>& inputs,
+                             const std::vector<void*>& outputs) const;
+  // The CPU backend's run; adds each layer's milliseconds to `layerMilliseconds` when given.
+  void executeOnCpu(const std::vector<const void*>& inputs, const std::vector<void*>& outputs,
+                    std::vector<double>* layerMilliseconds);
   std::shared_ptr<const Engine> engine_;
   int activeProfile_ = -1;
   std::vector<Dims> tensorDims_;  // every tensor's dims for the current shapes

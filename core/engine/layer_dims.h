@@ -54,6 +54,26 @@ KernelParams convolutionGeometry(const LayerParams& p, const Dims& x, const Dims
   return geometry;
 }
 
+// A slice layer (params `p`, input dims `x`, output dims `out`) in a backend's kernel
+// parameters: the start and step of every input dim.
+template <typename KernelParams>
+KernelParams sliceGeometry(const SliceParams& p, const Dims& x, const Dims& out) {
+  checkSliceParams(p);
+  const size_t rank = x.size();
+  KernelParams geometry;
+  geometry.inShape = x;
+  geometry.starts.assign(rank, 0);
+  geometry.steps.assign(rank, 1);
+  geometry.outShape = out;
+  for (size_t i = 0; i < p.axes.size(); ++i) {
+    const auto axis = static_cast<size_t>(normalizeAxis(p.axes[i], rank, "axis"));
+    const int64_t step = p.steps.empty() ? 1 : p.steps[i];
+    geometry.steps[axis] = step;
+    if (out[axis] > 0) geometry.starts[axis] = sliceStart(p.starts[i], step, x[axis]);
+  }
+  return geometry;
+}
+
 // A gather layer (params `p`, the dims of its data and indices) in a backend's kernel
 // parameters, the index type aside: both kernel families name these fields alike.
 template <typename KernelParams>

@@ -13,9 +13,10 @@
 
 namespace kiln {
 
-constexpr uint32_t kPlanFormatVersion = 6;  // 2: TF32 policy; 3: fused epilogues, attention; 4:
+constexpr uint32_t kPlanFormatVersion = 7;  // 2: TF32 policy; 3: fused epilogues, attention; 4:
                                             // channels-last, FC epilogues; 5: element gather;
-                                            // 6: pointwise programs and their CUDA kernels
+                                            // 6: slice ends at run-time sizes;
+                                            // 7: pointwise programs and their CUDA kernels
 extern const char* const kKilnVersion;
 
 // A plan that cannot be loaded; the message says why (truncated, corrupt, not a Kiln plan,

@@ -1,5 +1,6 @@
 #include "core/ir/layers.h"
 
+#include <algorithm>
 #include <sstream>
 #include <type_traits>
 
@@ -275,6 +276,46 @@ const char* toString(LayerKind kind) {
       return "Pointwise";
   }
   return "UnknownLayer";
+}
+
+namespace {
+
+// Python's clamping of a slice bound into [0, dim].
+int64_t clampSliceBound(int64_t bound, int64_t dim) {
+  if (bound == kSliceEnd) return dim;
+  if (bound < 0) bound += dim;
+  return std::min(std::max<int64_t>(bound, 0), dim);
+}
+
+}  // namespace
+
+void checkSliceParams(const SliceParams& p) {
+  const size_t n = p.axes.size();
+  KILN_CHECK(p.starts.size() == n && p.ends.size() == n &&
+                 (p.steps.empty() || p.steps.size() == n) &&
+                 (p.endReferences.empty() || p.endReferences.size() == n),
+             "slice needs one start, end, step and end reference per axis: axes ", toString(p.axes),
+             ", starts ", toString(p.starts), ", ends ", toString(p.ends), ", steps ",
+             toString(p.steps), ", end references ", toString(p.endReferences));
+  for (int64_t step : p.steps) KILN_CHECK(step >= 0, "slice step ", step, " must not be negative");
+}
+
+int64_t sliceStart(int64_t start, int64_t step, int64_t dim) {
+  if (step != 0) return clampSliceBound(start, dim);
+  KILN_CHECK(start >= 0 && start < dim, "a slice of step 0 repeats element ", start,
+             ", which is outside the dim of ", dim);
+  return start;
+}
+
+int64_t sliceLength(int64_t start, int64_t end, int64_t step, int64_t dim) {
+  if (step == 0) {
+    KILN_CHECK(end != kSliceEnd, "a slice of step 0 needs an end");
+    sliceStart(start, step, dim);
+    return std::max<int64_t>(end - start, 0);
+  }
+  const int64_t from = clampSliceBound(start, dim);
+  const int64_t to = clampSliceBound(end, dim);
+  return to > from ? (to - from + step - 1) / step : 0;
 }
 
 namespace {

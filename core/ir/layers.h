@@ -280,18 +280,35 @@ struct ConcatParams {
 };
 
 // torch slicing along the listed axes: starts/ends may be negative (from the end) and are
-// clamped to the dim as Python does; kSliceEnd means "to the end". Steps are positive.
+// clamped to the dim as Python does; kSliceEnd means "to the end". Steps are positive, or 0.
+//
+// Ends known only at run time: endReferences is empty or has one entry per axis; -1 keeps
+// ends[i], d >= 0 makes the end reference.dims[d] + ends[i], where the reference is the layer's
+// second input, read only for its dims (x[:, :y.size(1)], arange to a run-time end).
+// A step of 0 repeats element `start` (in [0, dim), not counted from the end) end - start times,
+// without clamping the end: a size-1 dim broadcast to a length, which a reference makes a
+// run-time one (torch.expand to a size known only at run time).
 constexpr int64_t kSliceEnd = std::numeric_limits<int64_t>::max();
 struct SliceParams {
   Dims axes;
   Dims starts;
   Dims ends;
   Dims steps;
+  Dims endReferences;
   template <typename V>
   void fields(V&& v) {
-    v("axes", axes), v("starts", starts), v("ends", ends), v("steps", steps);
+    v("axes", axes), v("starts", starts), v("ends", ends), v("steps", steps),
+        v("endReferences", endReferences);
   }
 };
+// Throws unless there is one start, end, step (or no steps) and end reference (or none) per
+// axis, and every step is >= 0.
+void checkSliceParams(const SliceParams& p);
+// Where a slice starts reading along an axis of `dim` elements: Python's clamp for a step >= 1;
+// for a step of 0, `start` itself, checked to be within the dim.
+int64_t sliceStart(int64_t start, int64_t step, int64_t dim);
+// How many elements a slice takes along an axis of `dim` elements, its end already resolved.
+int64_t sliceLength(int64_t start, int64_t end, int64_t step, int64_t dim);
 
 // Inputs [data, indices (int32 or int64, negative indices count from the end)].
 //   kAxis:    out = data.dims[:axis] + indices.dims + data.dims[axis+1:] (torch.index_select /

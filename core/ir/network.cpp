@@ -185,6 +185,10 @@ Layer* Network::addConcat(const std::vector<Tensor*>& xs, const ConcatParams& p)
 
 Layer* Network::addSlice(Tensor* x, const SliceParams& p) { return addLayer(p, {x}); }
 
+Layer* Network::addSlice(Tensor* x, Tensor* reference, const SliceParams& p) {
+  return addLayer(p, {x, reference});
+}
+
 Layer* Network::addGather(Tensor* data, Tensor* indices, const GatherParams& p) {
   return addLayer(p, {data, indices});
 }

@@ -111,6 +111,8 @@ class Network {
   Layer* addShuffle(Tensor* x, const ShuffleParams& p);
   Layer* addConcat(const std::vector<Tensor*>& xs, const ConcatParams& p);
   Layer* addSlice(Tensor* x, const SliceParams& p);
+  // A slice whose endReferences read `reference`'s dims.
+  Layer* addSlice(Tensor* x, Tensor* reference, const SliceParams& p);
   Layer* addGather(Tensor* data, Tensor* indices, const GatherParams& p);
   Layer* addConstant(const Weights& weights);
   Layer* addCast(Tensor* x, DataType toType);

@@ -552,31 +552,32 @@ std::vector<TensorType> inferConcat(const ConcatParams& p, const Inputs& inputs)
   return {{first.dtype, out}};
 }
 
-// Python's clamping of a slice bound into [0, dim].
-int64_t clampSliceBound(int64_t bound, int64_t dim) {
-  if (bound == kSliceEnd) return dim;
-  if (bound < 0) bound += dim;
-  return std::min(std::max<int64_t>(bound, 0), dim);
-}
-
 std::vector<TensorType> inferSlice(const SliceParams& p, const Inputs& inputs) {
-  checkInputCount(inputs, 1, 1, "[x]");
+  checkSliceParams(p);
+  const bool referenced =
+      std::any_of(p.endReferences.begin(), p.endReferences.end(), [](int64_t d) { return d >= 0; });
+  checkInputCount(inputs, referenced ? 2 : 1, referenced ? 2 : 1,
+                  referenced ? "[x, reference]" : "[x]");
   const TensorType& x = requiredInput(inputs, 0, "x");
-  KILN_CHECK(p.starts.size() == p.axes.size() && p.ends.size() == p.axes.size() &&
-                 (p.steps.empty() || p.steps.size() == p.axes.size()),
-             "slice needs one start, end and step per axis: axes ", toString(p.axes), ", starts ",
-             toString(p.starts), ", ends ", toString(p.ends), ", steps ", toString(p.steps));
   axisMask(p.axes, x.dims.size(), "slice axis");
   Dims out = x.dims;
   for (size_t i = 0; i < p.axes.size(); ++i) {
     const int64_t axis = normalizeAxis(p.axes[i], x.dims.size(), "slice axis");
-    const int64_t step = p.steps.empty() ? 1 : p.steps[i];
-    KILN_CHECK(step >= 1, "slice step ", step, " on axis ", p.axes[i], " must be positive");
     const int64_t dim = x.dims[axis];
+    int64_t end = p.ends[i];
+    if (!p.endReferences.empty() && p.endReferences[i] >= 0) {
+      const Dims& reference = requiredInput(inputs, 1, "reference").dims;
+      const int64_t d = p.endReferences[i];
+      KILN_CHECK(d < static_cast<int64_t>(reference.size()), "slice end reference dim ", d,
+                 " is outside the reference's dims ", toString(reference));
+      if (!isKnown(reference[d])) {
+        out[axis] = kDynamic;
+        continue;
+      }
+      end += reference[d];
+    }
     if (!isKnown(dim)) continue;
-    const int64_t start = clampSliceBound(p.starts[i], dim);
-    const int64_t end = clampSliceBound(p.ends[i], dim);
-    out[axis] = end > start ? (end - start + step - 1) / step : 0;
+    out[axis] = sliceLength(p.starts[i], end, p.steps.empty() ? 1 : p.steps[i], dim);
   }
   return {{x.dtype, out}};
 }

@@ -15,7 +15,7 @@ void transpose(const void* input, const Shape& inShape, const std::vector<int64_
                size_t elementSize, void* output);
 
 // out[i...] = in[start + i * step ...] per dim; starts are within [0, dim) where the output dim
-// is not empty, steps are positive.
+// is not empty, steps are >= 0 (a step of 0 repeats one element: a broadcast).
 struct SliceParams {
   Shape inShape;
   Shape starts;

@@ -496,7 +496,7 @@ void slice(const SliceParams& params, size_t elementSize, const void* input, voi
   Shape inStrides(rank);
   for (size_t i = 0; i < rank; ++i) {
     if (params.outShape[i] > 0) {
-      if (params.steps[i] <= 0 || params.starts[i] < 0 ||
+      if (params.steps[i] < 0 || params.starts[i] < 0 ||
           params.starts[i] + (params.outShape[i] - 1) * params.steps[i] >= params.inShape[i]) {
         throw std::invalid_argument(
             "slice: dim " + std::to_string(i) + " (start " + std::to_string(params.starts[i]) +

@@ -36,7 +36,7 @@ void shuffle(const ShuffleParams& params, size_t elementSize, const void* input,
              void* workspace, cudaStream_t stream);
 
 // out[i...] = in[start + i * step ...] per dim; starts are within [0, dim) where the output dim
-// is not empty, steps are positive.
+// is not empty, steps are >= 0 (a step of 0 repeats one element: a broadcast).
 struct SliceParams {
   Shape inShape;
   Shape starts;

@@ -18,7 +18,7 @@ from kiln import _C  # loads libkiln_runtime.so: torch.classes.kiln.Engine, torc
 from kiln._logging import set_debug
 from kiln.compile import compile
 from kiln.input import Input
-from kiln.inspect import inspect
+from kiln.inspect import inspect, profile
 from kiln.save_load import load, save
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "compile",
     "inspect",
     "load",
+    "profile",
     "save",
     "set_debug",
     "summary",

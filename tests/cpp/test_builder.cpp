@@ -690,6 +690,249 @@ TEST(BuilderFullyConnectedEpilogueFusion, BuiltEngineFusesTheOutputProjectionsRe
   expectNear({result}, expected, 1e-5f);
 }
 
+// ---- horizontal fusion of sibling GEMMs -----------------------------------------------------
+
+// BERT's self-attention: query, key and value projections of one input, each split into heads
+// by a view and a transpose, attention, heads merged, output projection. `projection` makes
+// each of the three from the input, a width and a seed.
+struct SelfAttention {
+  static constexpr int64_t n = 2, l = 5, e = 16, h = 4, hd = 4;
+  Network network;
+  Tensor* x = nullptr;
+  Tensor* projections[3] = {};
+};
+
+void buildSelfAttention(SelfAttention& block,
+                        const std::function<Tensor*(Tensor*, int64_t, float)>& projection) {
+  using S = SelfAttention;
+  Network& network = block.network;
+  block.x = network.addInput("x", DataType::kFloat32, {S::n, S::l, S::e});
+  Tensor* heads[3];
+  for (int i = 0; i < 3; ++i) {
+    block.projections[i] = projection(block.x, S::e, -0.3f + 0.2f * static_cast<float>(i));
+    block.projections[i]->setName(concat("projection", i));
+    heads[i] =
+        shuffle(network, shuffle(network, block.projections[i], {}, {S::n, S::l, S::h, S::hd}),
+                {0, 2, 1, 3});
+  }
+  AttentionParams p;
+  p.scale = 0.5;
+  Tensor* attended = network.addAttention(heads[0], heads[1], heads[2], nullptr, p)->output(0);
+  Tensor* merged =
+      shuffle(network, shuffle(network, attended, {0, 2, 1, 3}), {}, {S::n, S::l, S::e});
+  merged->setName("merged");
+  network.markOutput(merged);
+}
+
+Tensor* linear(Network& network, Tensor* x, int64_t outFeatures, float seed,
+               FusedActivation activation = FusedActivation::kNone) {
+  const int64_t inFeatures = x->dims().back();
+  const auto count = static_cast<size_t>(outFeatures * inFeatures);
+  Tensor* w =
+      network.addConstant(floatWeights({outFeatures, inFeatures}, ramp(count, seed, 0.013f)))
+          ->output(0);
+  Tensor* b = network
+                  .addConstant(floatWeights({outFeatures},
+                                            ramp(static_cast<size_t>(outFeatures), -seed, 0.021f)))
+                  ->output(0);
+  FullyConnectedParams p;
+  p.activation = activation;
+  return network.addLayer(p, {x, w, b})->output(0);
+}
+
+TEST(BuilderHorizontalFusion, QueryKeyValueBecomeOneGemmThatAttentionReadsInPlace) {
+  using S = SelfAttention;
+  SelfAttention block;
+  buildSelfAttention(block, [&](Tensor* x, int64_t width, float seed) {
+    return linear(block.network, x, width, seed);
+  });
+  Network& network = block.network;
+  const std::vector<std::vector<float>> inputs = {ramp(S::n * S::l * S::e, -1.0f, 0.09f)};
+  const std::vector<std::vector<float>> before = evaluate(network, inputs);
+
+  readAttentionOperandsThroughViews(network);
+  fuseSiblingGemms(network);
+
+  EXPECT_EQ(countLayers(network, LayerKind::kFullyConnected), 1u);
+  EXPECT_EQ(countLayers(network, LayerKind::kSlice), 0u);
+  EXPECT_EQ(countLayers(network, LayerKind::kShuffle), 0u);
+  const Layer* attention = network.output(0)->producer();
+  ASSERT_EQ(attention->kind(), LayerKind::kAttention);
+  const Tensor* fused = attention->input(0);
+  ASSERT_EQ(fused->producer()->kind(), LayerKind::kFullyConnected);
+  EXPECT_EQ(fused->dims(), (Dims{S::n, S::l, 3 * S::e}));
+  EXPECT_EQ(attention->input(1), fused);
+  EXPECT_EQ(attention->input(2), fused);
+  // q[n, h, l, d] = fused[n, l, block + h * hd + d]: offset = block start, row stride = 3E.
+  const auto& p = attention->paramsAs<AttentionParams>();
+  const int64_t batchStride = S::l * 3 * S::e;
+  EXPECT_EQ(p.queryView, (Dims{S::n, S::h, S::l, S::hd, 0, batchStride, S::hd, 3 * S::e}));
+  EXPECT_EQ(p.keyView, (Dims{S::n, S::h, S::l, S::hd, S::e, batchStride, S::hd, 3 * S::e}));
+  EXPECT_EQ(p.valueView, (Dims{S::n, S::h, S::l, S::hd, 2 * S::e, batchStride, S::hd, 3 * S::e}));
+  network.validate();
+  expectNear(evaluate(network, inputs), before, 1e-5f);
+}
+
+TEST(BuilderHorizontalFusion, MatMulsByConstantMatricesConcatenateTheirColumns) {
+  using S = SelfAttention;
+  SelfAttention block;
+  buildSelfAttention(block, [&](Tensor* x, int64_t width, float seed) {
+    const auto count = static_cast<size_t>(S::e * width);
+    Tensor* b = block.network.addConstant(floatWeights({S::e, width}, ramp(count, seed, 0.017f)))
+                    ->output(0);
+    return block.network.addMatMul(x, b)->output(0);
+  });
+  Network& network = block.network;
+  const std::vector<std::vector<float>> inputs = {ramp(S::n * S::l * S::e, 0.7f, -0.06f)};
+  const std::vector<std::vector<float>> before = evaluate(network, inputs);
+
+  readAttentionOperandsThroughViews(network);
+  fuseSiblingGemms(network);
+
+  EXPECT_EQ(countLayers(network, LayerKind::kMatMul), 1u);
+  const Layer* attention = network.output(0)->producer();
+  EXPECT_EQ(attention->input(0)->dims(), (Dims{S::n, S::l, 3 * S::e}));
+  network.validate();
+  expectNear(evaluate(network, inputs), before, 1e-5f);
+}
+
+TEST(BuilderHorizontalFusion, BuiltEngineRunsOneGemmForTheProjections) {
+  using S = SelfAttention;
+  SelfAttention block;
+  buildSelfAttention(block, [&](Tensor* x, int64_t width, float seed) {
+    return linear(block.network, x, width, seed);
+  });
+  const std::vector<std::vector<float>> inputs = {ramp(S::n * S::l * S::e, -0.4f, 0.05f)};
+  const std::vector<std::vector<float>> expected = evaluate(block.network, inputs);
+
+  std::shared_ptr<Engine> engine = Builder::build(block.network, {});
+
+  size_t gemms = 0;
+  size_t copies = 0;
+  for (const EngineLayer& layer : engine->definition().layers) {
+    gemms += std::holds_alternative<FullyConnectedParams>(layer.params);
+    copies += std::holds_alternative<ShuffleParams>(layer.params) ||
+              std::holds_alternative<SliceParams>(layer.params);
+  }
+  EXPECT_EQ(gemms, 1u);
+  EXPECT_EQ(copies, 0u);
+  std::unique_ptr<ExecutionContext> context = engine->createExecutionContext();
+  context->setInputShapes({{S::n, S::l, S::e}});
+  std::vector<float> result(static_cast<size_t>(S::n * S::l * S::e));
+  context->execute({inputs[0].data()}, {result.data()});
+  expectNear({result}, expected, 1e-5f);
+}
+
+// Three siblings: two read by an attention, a narrow one also a network output, which takes a
+// Slice (a copy) of its columns; the fusion still saves more than the copy costs.
+TEST(BuilderHorizontalFusion, ANarrowNetworkOutputIsSlicedOut) {
+  const int64_t n = 2, l = 5, e = 16, h = 4, hd = 4;
+  Network network;
+  Tensor* x = network.addInput("x", DataType::kFloat32, {n, l, e});
+  auto heads = [&](Tensor* t) {
+    return shuffle(network, shuffle(network, t, {}, {n, l, h, hd}), {0, 2, 1, 3});
+  };
+  Tensor* q = linear(network, x, e, -0.2f);
+  Tensor* kv = linear(network, x, e, 0.1f);
+  Tensor* gate = linear(network, x, 4, 0.3f);
+  gate->setName("gate");
+  AttentionParams p;
+  p.scale = 0.5;
+  network.markOutput(network.addAttention(heads(q), heads(kv), heads(kv), nullptr, p)->output(0));
+  network.markOutput(gate);
+  const std::vector<std::vector<float>> inputs = {ramp(n * l * e, -1.0f, 0.08f)};
+  const std::vector<std::vector<float>> before = evaluate(network, inputs);
+
+  readAttentionOperandsThroughViews(network);
+  fuseSiblingGemms(network);
+
+  EXPECT_EQ(countLayers(network, LayerKind::kFullyConnected), 1u);
+  EXPECT_EQ(countLayers(network, LayerKind::kSlice), 1u);
+  EXPECT_EQ(network.output(1)->name(), "gate");
+  EXPECT_EQ(network.output(1)->producer()->kind(), LayerKind::kSlice);
+  const auto& view = network.output(0)->producer()->paramsAs<AttentionParams>().keyView;
+  EXPECT_EQ(view, (Dims{n, h, l, hd, e, l * (2 * e + 4), hd, 2 * e + 4}));
+  network.validate();
+  expectNear(evaluate(network, inputs), before, 1e-5f);
+}
+
+TEST(BuilderHorizontalFusion, SiblingsWithoutABiasGetZerosInTheFusedBias) {
+  const int64_t n = 2, l = 3, e = 8, h = 2, hd = 4;
+  Network network;
+  Tensor* x = network.addInput("x", DataType::kFloat32, {n, l, e});
+  auto heads = [&](Tensor* t) {
+    return shuffle(network, shuffle(network, t, {}, {n, l, h, hd}), {0, 2, 1, 3});
+  };
+  Tensor* q = linear(network, x, e, -0.2f);
+  Tensor* w = network.addConstant(floatWeights({e, e}, ramp(e * e, 0.3f, -0.02f)))->output(0);
+  Tensor* kv = network.addFullyConnected(x, w, nullptr)->output(0);
+  AttentionParams p;
+  p.scale = 0.5;
+  network.markOutput(network.addAttention(heads(q), heads(kv), heads(kv), nullptr, p)->output(0));
+  const std::vector<std::vector<float>> inputs = {ramp(n * l * e, -1.0f, 0.11f)};
+  const std::vector<std::vector<float>> before = evaluate(network, inputs);
+
+  readAttentionOperandsThroughViews(network);
+  fuseSiblingGemms(network);
+
+  ASSERT_EQ(countLayers(network, LayerKind::kFullyConnected), 1u);
+  const Layer* fused = network.output(0)->producer()->input(0)->producer();
+  ASSERT_EQ(fused->kind(), LayerKind::kFullyConnected);
+  const Weights& bias = fused->input(2)->producer()->paramsAs<ConstantParams>().weights;
+  ASSERT_EQ(bias.dims, (Dims{2 * e}));
+  const auto* values = static_cast<const float*>(bias.data());
+  for (int64_t i = e; i < 2 * e; ++i) EXPECT_EQ(values[i], 0.0f) << i;
+  network.validate();
+  expectNear(evaluate(network, inputs), before, 1e-5f);
+}
+
+TEST(BuilderHorizontalFusion, LeavesSiblingsWhoseCopiesWouldCostMore) {
+  const int64_t e = 8;
+  Network network;
+  Tensor* x = network.addInput("x", DataType::kFloat32, {3, e});
+  // Every output is read by something that takes no view: three copies of 32 columns each
+  // against two reads of 8 saved.
+  for (int i = 0; i < 3; ++i) {
+    network.markOutput(linear(network, x, 32, 0.1f * static_cast<float>(i)));
+  }
+  fuseSiblingGemms(network);
+  EXPECT_EQ(countLayers(network, LayerKind::kFullyConnected), 3u);
+  EXPECT_EQ(countLayers(network, LayerKind::kSlice), 0u);
+}
+
+TEST(BuilderHorizontalFusion, LeavesLayersThatAreNoSiblings) {
+  using S = SelfAttention;
+  // Different inputs, a different fused activation, weights that are no constant, a residual:
+  // nothing to merge.
+  SelfAttention block;
+  Network& network = block.network;
+  Tensor* other = network.addInput("other", DataType::kFloat32, {S::n, S::l, S::e});
+  Tensor* weightInput = network.addInput("w", DataType::kFloat32, {S::e, S::e});
+  int made = 0;
+  buildSelfAttention(block, [&](Tensor* x, int64_t width, float seed) {
+    switch (made++) {
+      case 0:
+        return linear(network, other, width, seed);
+      case 1:
+        return linear(network, x, width, seed, FusedActivation::kRelu);
+      default:
+        return network.addFullyConnected(x, weightInput, nullptr)->output(0);
+    }
+  });
+  Tensor* w =
+      network.addConstant(floatWeights({S::e, S::e}, ramp(S::e * S::e, 0.2f, 0.01f)))->output(0);
+  network.markOutput(
+      network.addLayer(FullyConnectedParams{}, {block.x, w, nullptr, other})->output(0));
+  // Narrow enough that slicing it out would pay, were it a sibling of any of the above.
+  network.markOutput(linear(network, block.x, 4, 0.4f));
+  readAttentionOperandsThroughViews(network);
+  const size_t before = countLayers(network, LayerKind::kFullyConnected);
+
+  fuseSiblingGemms(network);
+
+  EXPECT_EQ(countLayers(network, LayerKind::kFullyConnected), before);
+}
+
 // ---- channels-last convolutions and layout transposes ---------------------------------------
 
 Tensor* halfConv3x3(Network& network, Tensor* x, int64_t inChannels, int64_t outChannels,

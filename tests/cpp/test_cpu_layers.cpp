@@ -1209,6 +1209,24 @@ TEST(CpuLayers, SliceNegativeStartsStepsAndEnds) {
   EXPECT_EQ(z.values<int32_t>(), (std::vector<int32_t>{1, 2, 4, 5}));
 }
 
+// x[:, 1:ids.size(1) + 1] and x broadcast along a size-1 dim to ids.size(0): the slice ends and
+// the broadcast length come from another input's dims at run time.
+TEST(CpuLayers, SliceEndsAtAReferenceDimAndBroadcastsWithStepZero) {
+  const HostTensor x = floats({1, 6}, iota(6));
+  const HostTensor ids = tensorOf(DataType::kInt64, {3, 4}, std::vector<int64_t>(12, 0));
+  SliceParams p;
+  p.axes = {0, 1};
+  p.starts = {0, 1};
+  p.ends = {0, 1};
+  p.steps = {0, 1};
+  p.endReferences = {0, 1};
+  const HostTensor y = runLayer({x, ids}, [&](Network& net, const std::vector<Tensor*>& in) {
+    return net.addSlice(in[0], in[1], p)->output(0);
+  });
+  EXPECT_EQ(y.dims, (Dims{3, 4}));
+  EXPECT_EQ(y.values<float>(), (std::vector<float>{1, 2, 3, 4, 1, 2, 3, 4, 1, 2, 3, 4}));
+}
+
 TEST(CpuLayers, GatherInt32AndInt64IndicesWithNegatives) {
   const HostTensor data = floats({3, 4}, iota(12));
   const HostTensor indices32 =

@@ -553,22 +553,44 @@ TEST(ShapeInference, ConcatErrors) {
 TEST(ShapeInference, Slice) {
   const TensorType x = typeOf({5, 6});
   // Axis 0: [1, 4) step 2 = 2 elements. Axis 1: [-4 = 2, end) = 4 elements.
-  EXPECT_EQ(inferDims(SliceParams{{0, 1}, {1, -4}, {4, kSliceEnd}, {2, 1}}, {x}), (Dims{2, 4}));
+  EXPECT_EQ(inferDims(SliceParams{{0, 1}, {1, -4}, {4, kSliceEnd}, {2, 1}, {}}, {x}), (Dims{2, 4}));
   // Python clamps out-of-range bounds.
-  EXPECT_EQ(inferDims(SliceParams{{0}, {-10}, {100}, {}}, {x}), (Dims{5, 6}));
-  EXPECT_EQ(inferDims(SliceParams{{-1}, {4}, {2}, {}}, {x}), (Dims{5, 0}));
-  EXPECT_EQ(inferDims(SliceParams{{1}, {0}, {-1}, {3}}, {x}), (Dims{5, 2}));
+  EXPECT_EQ(inferDims(SliceParams{{0}, {-10}, {100}, {}, {}}, {x}), (Dims{5, 6}));
+  EXPECT_EQ(inferDims(SliceParams{{-1}, {4}, {2}, {}, {}}, {x}), (Dims{5, 0}));
+  EXPECT_EQ(inferDims(SliceParams{{1}, {0}, {-1}, {3}, {}}, {x}), (Dims{5, 2}));
   // Slicing a dynamic axis leaves it unknown; other axes stay exact.
-  EXPECT_EQ(inferDims(SliceParams{{0, 1}, {1, 0}, {kSliceEnd, 3}, {}}, {typeOf({-1, 6})}),
+  EXPECT_EQ(inferDims(SliceParams{{0, 1}, {1, 0}, {kSliceEnd, 3}, {}, {}}, {typeOf({-1, 6})}),
             (Dims{-1, 3}));
+}
+
+TEST(ShapeInference, SliceEndingAtAReferenceDim) {
+  const TensorType x = typeOf({1, 512});
+  const TensorType ids = typeOf({4, 77});
+  // x[:, :ids.size(1)] and x[:, 2:ids.size(1) + 3].
+  EXPECT_EQ(inferDims(SliceParams{{1}, {0}, {0}, {1}, {1}}, {x, ids}), (Dims{1, 77}));
+  EXPECT_EQ(inferDims(SliceParams{{1}, {2}, {3}, {1}, {1}}, {x, ids}), (Dims{1, 78}));
+  // The end is still clamped to the dim.
+  EXPECT_EQ(inferDims(SliceParams{{1}, {0}, {0}, {1}, {1}}, {x, typeOf({1, 600})}), (Dims{1, 512}));
+  // Step 0 broadcasts a size-1 dim to the reference's dim, without clamping.
+  EXPECT_EQ(inferDims(SliceParams{{0}, {0}, {0}, {0}, {0}}, {x, ids}), (Dims{4, 512}));
+  // A dynamic reference dim leaves the axis unknown.
+  EXPECT_EQ(inferDims(SliceParams{{0}, {0}, {0}, {0}, {0}}, {x, typeOf({-1, 77})}),
+            (Dims{-1, 512}));
+  // -1 keeps the given end (axis 0); a reference end adds the given end (axis 1: 4 + 5).
+  EXPECT_EQ(inferDims(SliceParams{{0, 1}, {0, 0}, {3, 5}, {0, 1}, {-1, 0}}, {x, ids}),
+            (Dims{3, 9}));
 }
 
 TEST(ShapeInference, SliceErrors) {
   const TensorType x = typeOf({5, 6});
-  expectError(SliceParams{{0}, {0}, {2}, {0}}, {x}, {"step 0", "positive"});
-  expectError(SliceParams{{2}, {0}, {2}, {}}, {x}, {"slice axis 2", "rank 2"});
-  expectError(SliceParams{{0, 1}, {0}, {2, 2}, {}}, {x}, {"one start, end and step per axis"});
-  expectError(SliceParams{{0, -2}, {0, 0}, {2, 2}, {}}, {x}, {"listed twice"});
+  expectError(SliceParams{{0}, {0}, {2}, {-1}, {}}, {x}, {"step -1", "must not be negative"});
+  expectError(SliceParams{{0}, {5}, {7}, {0}, {}}, {x}, {"step 0 repeats element 5", "dim of 5"});
+  expectError(SliceParams{{0}, {0}, {2}, {1}, {0}}, {x}, {"[x, reference]", "1 were given"});
+  expectError(SliceParams{{0}, {0}, {2}, {1}, {2}}, {x, x}, {"reference dim 2"});
+  expectError(SliceParams{{2}, {0}, {2}, {}, {}}, {x}, {"slice axis 2", "rank 2"});
+  expectError(SliceParams{{0, 1}, {0}, {2, 2}, {}, {}}, {x},
+              {"one start, end, step and end reference per axis"});
+  expectError(SliceParams{{0, -2}, {0, 0}, {2, 2}, {}, {}}, {x}, {"listed twice"});
 }
 
 TEST(ShapeInference, Gather) {

@@ -127,3 +127,26 @@ def test_engine_reports_its_arena() -> None:
     planned, naive = engine.arena_bytes()
     assert 0 < planned < naive
     assert engine.backend() == "CUDA"
+
+
+def test_profile_times_every_layer_with_cuda_events() -> None:
+    model = SmallTransformerEncoder(attention="sdpa").eval().cuda().half()
+    x = torch.randn(4, 32, model.d_model, device="cuda", dtype=torch.float16)
+    compiled = kiln.compile(model, ir="dynamo", inputs=[x])
+    with torch.no_grad():
+        expected = compiled(x)
+    result = kiln.profile(compiled, x, iters=5)
+    (engine,) = result.engines
+    assert engine.backend == "CUDA" and "CUDA events per layer" in str(engine)
+    kernels = {layer.kernel for layer in engine.layers}
+    # The query, key and value projections run as one GEMM that the attention reads in place.
+    assert any(layer.name.startswith("horizontal(") for layer in engine.layers)
+    assert "Kiln fused attention" in kernels and any(k.startswith("cuBLASLt GEMM") for k in kernels)
+    for layer in engine.layers:
+        # A reshape that aliases its input launches nothing and takes no time.
+        assert layer.milliseconds > 0.0 or layer.kind == "Shuffle", layer
+        assert layer.precision in ("float16", "float32"), layer
+    assert engine.layer_milliseconds > 0.0 and engine.run_milliseconds > 0.0
+    # Profiling does not disturb later runs (or their CUDA graph).
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), expected)

@@ -107,3 +107,86 @@ def test_two_dynamic_dims(ir):
             assert_close_to_eager(module(x), model(x))
         with pytest.raises(RuntimeError, match=r"dim 1 = 13 is outside the optimization profile range \[2, 12\]"):
             module(torch.randn(2, 13, 16))
+
+
+class RunTimeSizes(torch.nn.Module):
+    """Sizes known only at run time: a buffer sliced to the input's length, an arange to it (with
+    a start and a step), and broadcasts of size-1 dims to the batch, as transformers' embeddings
+    build position and token-type ids."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("positions", torch.arange(64).expand(1, -1).clone())
+        self.table = torch.nn.Embedding(64, 8)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        batch, length = ids.size(0), ids.size(1)
+        positions = self.positions[:, :length].expand(batch, length)
+        odd = torch.arange(1, length, 2)
+        steps = torch.arange(length, dtype=torch.float32).view(1, -1, 1)
+        return (self.table(ids) + self.table(positions) + steps).sum(-1) + odd.sum()
+
+
+@pytest.mark.parametrize("ir", IRS)
+def test_sizes_known_only_at_run_time_convert(ir):
+    """slice to x.size(1), arange(x.size(1)) and expand(x.size(0), ...) run in the engine, and
+    one engine serves every shape in the profile."""
+    torch.manual_seed(0)
+    model = RunTimeSizes().eval()
+    spec = kiln.Input(min_shape=(1, 2), opt_shape=(4, 16), max_shape=(8, 64), dtype=torch.int64)
+    module = kiln.compile(model, ir=ir, inputs=[spec], min_block_size=1, require_full_compilation=True)
+    summary = kiln.summary(module)
+    assert summary["ops_in_torch"] == 0, summary["fallback"]
+    assert summary["engines"] == 1
+    with torch.no_grad():
+        for batch, length in [(1, 2), (4, 16), (8, 64), (3, 7), (8, 2), (1, 64)]:
+            ids = torch.randint(0, 64, (batch, length))
+            assert_close_to_eager(module(ids), model(ids))
+
+
+def test_a_segment_that_reads_a_run_time_size_gets_the_input_that_has_it():
+    """The engine reads no tensor at all, only the input's length: the partitioner gives it the
+    graph input whose dim that length is, so the engine can size the arange at run time."""
+
+    class ArangeOfLength(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.arange(x.size(1), dtype=torch.float32) * 2 + 1
+
+    model = ArangeOfLength().eval()
+    spec = kiln.Input(min_shape=(1, 2), opt_shape=(2, 8), max_shape=(4, 32))
+    module = kiln.compile(model, ir="dynamo", inputs=[spec], min_block_size=1,
+                          require_full_compilation=True)
+    assert kiln.summary(module)["engines"] == 1
+    with torch.no_grad():
+        for length in (2, 9, 32):
+            x = torch.randn(3, length)
+            assert torch.equal(module(x), model(x))
+
+
+def test_bert_with_dynamic_batch_and_sequence_compiles_once():
+    """HF BERT (small config) compiled once for batch 1..64 and sequence 8..512 with nothing left
+    to PyTorch gives eager's result at batch 1, 7, 64 and sequence 8, 77, 512."""
+    hf = pytest.importorskip("transformers")
+
+    class LastHiddenState(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            config = hf.BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                   intermediate_size=128)
+            self.bert = hf.BertModel(config, add_pooling_layer=False)
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            return self.bert(input_ids=ids).last_hidden_state
+
+    torch.manual_seed(0)
+    model = LastHiddenState().eval()
+    spec = kiln.Input(min_shape=(1, 8), opt_shape=(8, 128), max_shape=(64, 512), dtype=torch.int64)
+    module = kiln.compile(model, ir="dynamo", inputs=[spec], require_full_compilation=True)
+    summary = kiln.summary(module)
+    assert summary["ops_in_torch"] == 0, summary["fallback"]
+    assert summary["engines"] == 1
+    with torch.no_grad():
+        for batch in (1, 7, 64):
+            for length in (8, 77, 512):
+                ids = torch.randint(0, 30000, (batch, length))
+                assert_close_to_eager(module(ids), model(ids))

@@ -114,6 +114,19 @@ class Event {
   cudaEvent_t event_ = nullptr;
 };
 
+// An event that records time, for profiling.
+class TimingEvent {
+ public:
+  TimingEvent() { check(cudaEventCreate(&event_), "cudaEventCreate"); }
+  ~TimingEvent() { cudaEventDestroy(event_); }
+  TimingEvent(const TimingEvent&) = delete;
+  TimingEvent& operator=(const TimingEvent&) = delete;
+  cudaEvent_t get() const { return event_; }
+
+ private:
+  cudaEvent_t event_ = nullptr;
+};
+
 class GraphExec {
  public:
   explicit GraphExec(cudaGraphExec_t exec) : exec_(exec) {}
@@ -356,6 +369,8 @@ struct CudaRunner::State {
   std::map<std::vector<Dims>, bool> uncapturable;
 
   std::vector<DeviceView> views;
+  // While profileLayers' warm-up run is in flight: where runLayer names each layer's tactic.
+  std::vector<LayerTiming>* layerTimings = nullptr;
 
   State(std::shared_ptr<const Engine> e, const ExecutionSettings& s, const StatusLayout& layout)
       : engine(std::move(e)),
@@ -366,8 +381,16 @@ struct CudaRunner::State {
 
   void bindViews(const std::vector<Dims>& tensorDims, const std::vector<const void*>& inputs,
                  const std::vector<void*>& outputs);
-  void runLayers(cudaStream_t stream);
+  // `layerEvents`, when given, holds two events per layer, recorded before and after it.
+  void runLayers(cudaStream_t stream,
+                 const std::vector<std::unique_ptr<TimingEvent>>* layerEvents = nullptr);
   void runLayer(size_t index, const EngineLayer& layer, cudaStream_t stream);
+  // Whether running the layer does anything: constants are weights, and a reshape whose output
+  // aliases its input has nothing to do.
+  bool launches(const EngineLayer& layer) const {
+    return !std::holds_alternative<ConstantParams>(layer.params) &&
+           (layer.outputs.empty() || memoryPlan.aliasOf[layer.outputs[0]] == MemoryPlan::kNoAlias);
+  }
   void copyOutputsNotWrittenInPlace(const std::vector<void*>& outputs, cudaStream_t stream);
   void checkPreviousRun();
   void captureGraph(const std::vector<Dims>& key, const std::vector<Dims>& tensorDims);
@@ -516,7 +539,8 @@ void CudaRunner::State::copyOutputsNotWrittenInPlace(const std::vector<void*>& o
   }
 }
 
-void CudaRunner::State::runLayers(cudaStream_t stream) {
+void CudaRunner::State::runLayers(cudaStream_t stream,
+                                  const std::vector<std::unique_ptr<TimingEvent>>* layerEvents) {
   const EngineDefinition& definition = engine->definition();
   cudnn.setStream(stream);
   if (statusLayout.bytes > 0) {
@@ -524,10 +548,9 @@ void CudaRunner::State::runLayers(cudaStream_t stream) {
   }
   for (size_t l = 0; l < definition.layers.size(); ++l) {
     const EngineLayer& layer = definition.layers[l];
-    if (std::holds_alternative<ConstantParams>(layer.params)) continue;
-    // A reshape whose output aliases its input has nothing to do.
-    if (!layer.outputs.empty() && memoryPlan.aliasOf[layer.outputs[0]] != MemoryPlan::kNoAlias) {
-      continue;
+    if (!launches(layer)) continue;
+    if (layerEvents != nullptr) {
+      check(cudaEventRecord((*layerEvents)[2 * l]->get(), stream), "recording a layer's start");
     }
     try {
       runLayer(l, layer, stream);
@@ -537,6 +560,9 @@ void CudaRunner::State::runLayers(cudaStream_t stream) {
     } catch (const std::exception& error) {
       throw Error(concat("layer '", layer.name, "' (", toString(kindOf(layer.params)),
                          ") failed on the GPU: ", error.what()));
+    }
+    if (layerEvents != nullptr) {
+      check(cudaEventRecord((*layerEvents)[2 * l + 1]->get(), stream), "recording a layer's end");
     }
   }
   if (statusLayout.bytes > 0) {
@@ -595,6 +621,13 @@ void CudaRunner::State::runLayer(size_t index, const EngineLayer& layer, cudaStr
             found = convolutionPlans.emplace(shape, std::move(plan)).first;
           }
           const ck::ConvolutionPlan* plan = found->second.get();
+          if (layerTimings != nullptr) {
+            const ck::ConvolutionAlgorithm& chosen = plan->algorithm();
+            (*layerTimings)[index].tactic =
+                concat("cuDNN algorithm ", chosen.algorithm,
+                       chosen.mathType == CUDNN_DEFAULT_MATH ? "" : ", tensor ops",
+                       chosen.fusedEpilogue ? ", fused epilogue" : "");
+          }
           ck::convolution(cudnn, *plan, tensors, convolutionWorkspace, stream);
         } else if constexpr (std::is_same_v<P, MatMulParams>) {
           const DeviceView& a = requiredInput(in, 0, "a");
@@ -741,26 +774,8 @@ void CudaRunner::State::runLayer(size_t index, const EngineLayer& layer, cudaStr
                      elementSize(y.dtype), y.data, stream);
         } else if constexpr (std::is_same_v<P, SliceParams>) {
           const DeviceView& x = requiredInput(in, 0, "x");
-          const size_t rank = x.dims.size();
-          KILN_CHECK(p.starts.size() == p.axes.size() && p.ends.size() == p.axes.size() &&
-                         (p.steps.empty() || p.steps.size() == p.axes.size()),
-                     "slice needs one start, end and step per axis");
-          ck::SliceParams params;
-          params.inShape = x.dims;
-          params.starts.assign(rank, 0);
-          params.steps.assign(rank, 1);
-          params.outShape = y.dims;
-          for (size_t i = 0; i < p.axes.size(); ++i) {
-            const int64_t axis = normalizeAxis(p.axes[i], rank, "axis");
-            const int64_t dim = x.dims[axis];
-            int64_t start = p.starts[i];
-            if (start < 0) start += dim;
-            params.starts[axis] = std::min(std::max<int64_t>(start, 0), dim);
-            params.steps[axis] = p.steps.empty() ? 1 : p.steps[i];
-            KILN_CHECK(params.steps[axis] > 0, "slice step ", params.steps[axis],
-                       " must be positive");
-          }
-          ck::slice(params, elementSize(x.dtype), x.data, y.data, stream);
+          ck::slice(sliceGeometry<ck::SliceParams>(p, x.dims, y.dims), elementSize(x.dtype), x.data,
+                    y.data, stream);
         } else if constexpr (std::is_same_v<P, GatherParams>) {
           const DeviceView& data = requiredInput(in, 0, "data");
           const DeviceView& indices = requiredInput(in, 1, "indices");
@@ -935,6 +950,50 @@ void CudaRunner::execute(const std::vector<Dims>& tensorDims,
   check(cudaEventRecord(s.done.get(), stream), "recording the end of the run");
   s.lastStream = stream;
   s.ranBefore = true;
+}
+
+std::vector<LayerTiming> CudaRunner::profileLayers(const std::vector<Dims>& tensorDims,
+                                                   const std::vector<const void*>& inputs,
+                                                   const std::vector<void*>& outputs,
+                                                   cudaStream_t stream, int iterations) {
+  State& s = *state_;
+  const size_t layers = s.engine->definition().layers.size();
+  s.checkPreviousRun();
+  if (s.ranBefore && stream != s.lastStream) {
+    check(cudaStreamWaitEvent(stream, s.done.get(), 0), "ordering after the previous run");
+  }
+  std::vector<std::unique_ptr<TimingEvent>> events;
+  for (size_t e = 0; e < 2 * layers; ++e) events.push_back(std::make_unique<TimingEvent>());
+  s.bindViews(tensorDims, inputs, outputs);
+  std::vector<LayerTiming> timings(layers);
+  s.layerTimings = &timings;
+  try {
+    s.runLayers(stream);
+  } catch (...) {
+    s.layerTimings = nullptr;
+    throw;
+  }
+  s.layerTimings = nullptr;
+  for (int i = 0; i < iterations; ++i) {
+    s.runLayers(stream, &events);
+    check(cudaStreamSynchronize(stream), "waiting for a profiled run");
+    s.statusPending = s.statusLayout.bytes > 0;
+    if (s.statusPending) check(cudaEventRecord(s.statusReady.get(), stream), "recording status");
+    s.checkPreviousRun();
+    for (size_t l = 0; l < layers; ++l) {
+      if (!s.launches(s.engine->definition().layers[l])) continue;
+      float elapsed = 0.0f;
+      check(cudaEventElapsedTime(&elapsed, events[2 * l]->get(), events[2 * l + 1]->get()),
+            "reading a layer's time");
+      timings[l].milliseconds += elapsed;
+    }
+  }
+  s.copyOutputsNotWrittenInPlace(outputs, stream);
+  check(cudaEventRecord(s.done.get(), stream), "recording the end of the run");
+  s.lastStream = stream;
+  s.ranBefore = true;
+  for (LayerTiming& timing : timings) timing.milliseconds /= iterations;
+  return timings;
 }
 
 }  // namespace kiln

@@ -27,6 +27,14 @@ class CudaRunner {
   void execute(const std::vector<Dims>& tensorDims, const std::vector<const void*>& inputs,
                const std::vector<void*>& outputs, cudaStream_t stream);
 
+  // ExecutionContext::profileLayers on the GPU: a warm-up run (which also picks every
+  // algorithm), then `iterations` runs with a pair of timing events around each layer. Waits for
+  // the GPU before it returns.
+  std::vector<LayerTiming> profileLayers(const std::vector<Dims>& tensorDims,
+                                         const std::vector<const void*>& inputs,
+                                         const std::vector<void*>& outputs, cudaStream_t stream,
+                                         int iterations);
+
   const MemoryPlan& memoryPlan() const;
   size_t capturedGraphs() const;
 

@@ -196,6 +196,9 @@ TEST(CudaDataMovement, SliceMatchesCpu) {
       {{5, 7}, {0, 6}, {1, 1}, {5, 1}},               // one column
       {{5, 7}, {0, 0}, {1, 1}, {0, 7}},               // empty output
       {{1000, 33}, {1, 1}, {3, 2}, {333, 16}},        // many rows, strided columns
+      {{1, 64}, {0, 0}, {0, 1}, {9, 64}},             // step 0: a row broadcast 9 times
+      {{6, 1}, {0, 0}, {1, 0}, {6, 40}},              // step 0 innermost: each element 40 times
+      {{3, 1, 5}, {1, 0, 2}, {1, 0, 1}, {2, 7, 3}},   // step 0 between strided dims
   };
   for (const Case& c : cases) {
     for (size_t elementSize : kElementSizes) {

@@ -240,6 +240,28 @@ std::vector<LayerCase> layerCases() {
         slice.ends = {kSliceEnd, 9};
         slice.steps = {3, 2};
         n.markOutput(n.addSlice(cat, slice)->output(0));
+        // Ends read from another tensor's dims: x[1][:, :, 1:x[0].dims[2]] broadcast along a
+        // size-1 dim to x[0].dims[0] (step 0).
+        SliceParams toReference;
+        toReference.axes = {2};
+        toReference.starts = {1};
+        toReference.ends = {0};
+        toReference.steps = {1};
+        toReference.endReferences = {2};
+        Tensor* narrowed = n.addSlice(x[1], x[0], toReference)->output(0);
+        n.markOutput(narrowed);
+        SliceParams first;
+        first.axes = {0};
+        first.starts = {1};
+        first.ends = {2};
+        Tensor* row = n.addSlice(narrowed, first)->output(0);
+        SliceParams broadcast;
+        broadcast.axes = {0};
+        broadcast.starts = {0};
+        broadcast.ends = {0};
+        broadcast.steps = {0};
+        broadcast.endReferences = {0};
+        n.markOutput(n.addSlice(row, x[0], broadcast)->output(0));
       });
   add("gather_and_cast", {{7, 16}}, [](Network& n, auto x, DataType, std::mt19937&) {
     Tensor* indices = n.addConstant(Weights::fromValues(DataType::kInt64, {2, 3},
@@ -358,6 +380,36 @@ std::vector<LayerCase> layerCases() {
         AttentionParams plain;
         plain.scale = 0.25;
         n.markOutput(n.addAttention(x[0], x[1], x[2], nullptr, plain)->output(0));
+      });
+  // BERT's self-attention: the query, key and value projections become one GEMM of width 3E
+  // (horizontal fusion) that the attention reads in place, each operand a column block with a
+  // row stride of 3E; the output projection takes the residual.
+  add("bert_self_attention_fused_qkv", {{2, 24, 64}},
+      [](Network& n, auto x, DataType t, std::mt19937& rng) {
+        const int64_t batch = 2, length = 24, width = 64, heads = 4, headDim = 16;
+        auto fc = [&](Tensor* in) {
+          return n
+              .addFullyConnected(in, weights(n, t, {width, width}, rng, 0.2f),
+                                 weights(n, t, {width}, rng))
+              ->output(0);
+        };
+        auto shuffle = [&](Tensor* in, Dims firstPermutation, Dims reshape) {
+          ShuffleParams p;
+          p.firstPermutation = std::move(firstPermutation);
+          p.hasReshape = !reshape.empty();
+          p.reshapeDims = std::move(reshape);
+          return n.addShuffle(in, p)->output(0);
+        };
+        auto split = [&](Tensor* in) {
+          return shuffle(shuffle(in, {}, {batch, length, heads, headDim}), {0, 2, 1, 3}, {});
+        };
+        AttentionParams p;
+        p.scale = 0.25;
+        Tensor* attended =
+            n.addAttention(split(fc(x[0])), split(fc(x[0])), split(fc(x[0])), nullptr, p)
+                ->output(0);
+        Tensor* merged = shuffle(shuffle(attended, {0, 2, 1, 3}, {}), {}, {batch, length, width});
+        n.markOutput(n.addElementwise(fc(merged), x[0], ElementwiseOp::kSum)->output(0));
       });
   // Reshapes alias their input's bytes (no copy) unless they are engine outputs.
   add("reshape_chain", {{4, 6, 10}}, [](Network& n, auto x, DataType, std::mt19937&) {
@@ -534,6 +586,48 @@ TEST(CudaEngine, HalfPrecisionTrunkRunsChannelsLastBetweenItsEdges) {
   FAIL() << "no conv_pool_conv_trunk case";
 }
 
+TEST(CudaEngine, FusedQkvProjectionIsOneGemmThatAttentionReadsInPlace) {
+  KILN_SKIP_WITHOUT_GPU();
+  for (const LayerCase& c : layerCases()) {
+    if (c.name != "bert_self_attention_fused_qkv") continue;
+    BuiltCase built = buildCase(c, DataType::kFloat16);
+    const EngineDefinition& d = built.cuda->definition();
+    size_t gemms = 0, copies = 0;
+    const AttentionParams* attention = nullptr;
+    for (const EngineLayer& layer : d.layers) {
+      gemms += std::holds_alternative<FullyConnectedParams>(layer.params);
+      copies += std::holds_alternative<ShuffleParams>(layer.params) ||
+                std::holds_alternative<SliceParams>(layer.params);
+      if (const auto* p = std::get_if<AttentionParams>(&layer.params)) attention = p;
+    }
+    EXPECT_EQ(gemms, 2u);  // q, k, v together; the output projection
+    EXPECT_EQ(copies, 0u);
+    ASSERT_NE(attention, nullptr);
+    EXPECT_EQ(attention->queryView, (Dims{2, 4, 24, 16, 0, 24 * 192, 16, 192}));
+    EXPECT_EQ(attention->keyView, (Dims{2, 4, 24, 16, 64, 24 * 192, 16, 192}));
+    EXPECT_EQ(attention->valueView, (Dims{2, 4, 24, 16, 128, 24 * 192, 16, 192}));
+
+    // Profiling times every layer that launches on the GPU and computes what execute does.
+    const std::vector<Bytes> expected = runOnCpu(*built.cpu, built);
+    auto context = built.cuda->createExecutionContext();
+    context->setInputShapes(built.shapes);
+    DeviceBuffer input = DeviceBuffer::from(built.inputs[0]);
+    DeviceBuffer output(expected[0].size());
+    const std::vector<LayerTiming> timings =
+        context->profileLayers({input.data()}, {output.data()}, 3);
+    ASSERT_EQ(timings.size(), d.layers.size());
+    for (size_t l = 0; l < d.layers.size(); ++l) {
+      if (std::holds_alternative<ConstantParams>(d.layers[l].params)) continue;
+      EXPECT_GT(timings[l].milliseconds, 0.0) << d.layers[l].name;
+    }
+    std::vector<Bytes> profiled = {Bytes(expected[0].size())};
+    output.download(profiled[0].data(), profiled[0].size());
+    expectClose(*built.cuda, expected, profiled, 2e-2, "profiled run");
+    return;
+  }
+  FAIL() << "no bert_self_attention_fused_qkv case";
+}
+
 // A small conv net with a dynamic batch: two conv + relu, pool, fully connected. (The builder
 // fuses each ReLU into its convolution; the second convolution's output can take the bytes of
 // the first's, which the planned arena must show.)
@@ -592,6 +686,38 @@ TEST(CudaEngine, DynamicBatchUsesOneGraphPerShapeAndOnePlannedArena) {
   EXPECT_LT(plan.arenaBytes, plan.naiveBytes);
   // Batch 9 is outside the profile.
   EXPECT_THROW(context->setInputShapes({{9, 3, 32, 32}}), Error);
+}
+
+TEST(CudaEngine, ProfileNamesTheConvolutionAlgorithmAndMatchesExecute) {
+  KILN_SKIP_WITHOUT_GPU();
+  auto cpu = buildDynamicConvNet(Backend::kCpu);
+  auto cuda = buildDynamicConvNet(Backend::kCuda);
+  std::mt19937 rng(5);
+  BuiltCase c;
+  c.shapes = {{3, 3, 32, 32}};
+  c.inputs = {randomBytes(DataType::kFloat32, volume(c.shapes[0]), rng)};
+  const std::vector<Bytes> expected = runOnCpu(*cpu, c);
+  auto context = cuda->createExecutionContext();
+  context->setInputShapes(c.shapes);
+  DeviceBuffer input = DeviceBuffer::from(c.inputs[0]);
+  DeviceBuffer output(expected[0].size());
+  const std::vector<LayerTiming> timings =
+      context->profileLayers({input.data()}, {output.data()}, 2);
+  const EngineDefinition& d = cuda->definition();
+  ASSERT_EQ(timings.size(), d.layers.size());
+  size_t convolutions = 0;
+  for (size_t l = 0; l < d.layers.size(); ++l) {
+    if (!std::holds_alternative<ConvolutionParams>(d.layers[l].params)) continue;
+    EXPECT_EQ(timings[l].tactic.rfind("cuDNN algorithm ", 0), 0u) << timings[l].tactic;
+    EXPECT_GT(timings[l].milliseconds, 0.0);
+    ++convolutions;
+  }
+  EXPECT_EQ(convolutions, 2u);
+  std::vector<Bytes> profiled = {Bytes(expected[0].size())};
+  output.download(profiled[0].data(), profiled[0].size());
+  expectClose(*cuda, expected, profiled, 1e-4, "profiled run");
+  // A run after profiling (which captures its CUDA graph) still computes the same.
+  expectClose(*cuda, expected, runOnGpu(*context, c.inputs, c.shapes, nullptr), 1e-4, "after");
 }
 
 TEST(CudaEngine, SharedByEightThreadsWithTheirOwnStreams) {
