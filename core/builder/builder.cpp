@@ -9,6 +9,7 @@
 #include "core/engine/execution_context.h"
 #ifdef KILN_WITH_CUDA
 #include "core/engine/cuda/device.h"
+#include "core/engine/cuda/pointwise_kernels.h"
 #endif
 
 namespace kiln {
@@ -219,11 +220,16 @@ std::shared_ptr<Engine> Builder::build(const Network& network, const BuilderConf
   readAttentionOperandsThroughViews(*optimized);
   // After the views: an attention operand then reads its block of the fused GEMM in place.
   fuseSiblingGemms(*optimized);
+  // Last of the fusions: the epilogue and norm fusions take the pointwise layers they can first.
+  fusePointwiseChains(*optimized);
   eliminateDeadLayers(*optimized);
   optimized->validate();
 
   EngineDefinition definition = flatten(*optimized, std::move(profiles), target);
   definition.tf32 = config.tf32;
+#ifdef KILN_WITH_CUDA
+  if (config.backend == Backend::kCuda) compilePointwiseKernels(definition);
+#endif
   auto engine = std::make_shared<Engine>(std::move(definition));
   checkShapesOfProfiles(engine);
   return engine;

@@ -55,4 +55,9 @@ void readAttentionOperandsThroughViews(Network& network);
 // get a Slice, and a group whose copies would cost more than the fusion saves stays as it is.
 void fuseSiblingGemms(Network& network);
 
+// Replaces each connected group of two or more elementwise, unary, activation and cast layers
+// (float arithmetic, casts to float types) by one Pointwise layer running their program. Runs
+// after the epilogue fusions, which take the layers they can first.
+void fusePointwiseChains(Network& network);
+
 }  // namespace kiln

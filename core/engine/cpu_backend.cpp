@@ -381,6 +381,103 @@ void runCumulative(const CumulativeParams& p, const Inputs& in, const Outputs& o
   ck::cumulative(cumulative, x.data, out[0].data);
 }
 
+// Copies `from` (whose dims broadcast to `to`'s, right-aligned) into every element of `to`.
+void broadcastCopy(const TensorView& from, const TensorView& to) {
+  const size_t size = elementSize(from.dtype);
+  const int64_t count = volume(to.dims);
+  if (from.dims == to.dims) {
+    if (count > 0) std::memcpy(to.data, from.data, static_cast<size_t>(count) * size);
+    return;
+  }
+  const size_t rank = to.dims.size();
+  const Dims aligned = alignToRank(from.dims, rank);
+  Dims strides = ck::contiguousStrides(aligned);
+  for (size_t d = 0; d < rank; ++d) {
+    if (aligned[d] == 1) strides[d] = 0;
+  }
+  const auto* source = static_cast<const uint8_t*>(from.data);
+  auto* target = static_cast<uint8_t*>(to.data);
+  Dims index(rank, 0);
+  for (int64_t e = 0; e < count; ++e) {
+    int64_t offset = 0;
+    for (size_t d = 0; d < rank; ++d) offset += index[d] * strides[d];
+    std::memcpy(target + static_cast<size_t>(e) * size, source + offset * size, size);
+    for (size_t d = rank; d-- > 0;) {
+      if (++index[d] < to.dims[d]) break;
+      index[d] = 0;
+    }
+  }
+}
+
+// The layer an instruction of a pointwise program stands for.
+LayerParams instructionLayer(const PointwiseInstruction& instruction) {
+  switch (instruction.opcode) {
+    case PointwiseOpcode::kElementwise:
+      return ElementwiseParams{instruction.elementwise};
+    case PointwiseOpcode::kUnary:
+      return UnaryParams{instruction.unary};
+    case PointwiseOpcode::kActivation:
+      return ActivationParams{instruction.activation, instruction.alpha, instruction.beta};
+    case PointwiseOpcode::kCast:
+      return CastParams{instruction.type};
+    case PointwiseOpcode::kInput:
+      break;
+  }
+  throw Error(concat("pointwise ", toString(instruction.opcode), " is no layer"));
+}
+
+// The reference interpreter of a fused pointwise program: each instruction runs as the layer it
+// replaced, on whole registers of the dims that layer had, so the CPU backend computes the very
+// numbers of the unfused network (fp16 and bf16 registers rounded where the layers stored them).
+void runPointwise(const PointwiseParams& p, const Inputs& in, const Outputs& out) {
+  const size_t count = p.program.size();
+  std::vector<size_t> lastUse(count, 0);
+  for (size_t r = 0; r < count; ++r) {
+    const PointwiseInstruction& instruction = p.program[r];
+    if (instruction.opcode == PointwiseOpcode::kInput) continue;
+    lastUse.at(static_cast<size_t>(instruction.a)) = r;
+    if (instruction.opcode == PointwiseOpcode::kElementwise) {
+      lastUse.at(static_cast<size_t>(instruction.b)) = r;
+    }
+  }
+  for (int64_t output : p.outputs) lastUse.at(static_cast<size_t>(output)) = count;
+  std::vector<TensorView> registers(count);
+  std::vector<std::vector<uint8_t>> storage(count);
+  for (size_t r = 0; r < count; ++r) {
+    const PointwiseInstruction& instruction = p.program[r];
+    if (instruction.opcode == PointwiseOpcode::kInput) {
+      registers[r] = requiredInput(in, static_cast<size_t>(instruction.a), "x");
+      continue;
+    }
+    const TensorView& a = registers.at(static_cast<size_t>(instruction.a));
+    std::vector<const TensorView*> operands = {&a};
+    Dims dims = a.dims;
+    if (instruction.opcode == PointwiseOpcode::kElementwise) {
+      const TensorView& b = registers.at(static_cast<size_t>(instruction.b));
+      operands.push_back(&b);
+      const size_t rank = std::max(a.dims.size(), b.dims.size());
+      const Dims alignedA = alignToRank(a.dims, rank);
+      const Dims alignedB = alignToRank(b.dims, rank);
+      dims.resize(rank);
+      for (size_t d = 0; d < rank; ++d) dims[d] = alignedA[d] == 1 ? alignedB[d] : alignedA[d];
+    }
+    storage[r].resize(static_cast<size_t>(volume(dims)) * elementSize(instruction.type));
+    registers[r] = TensorView{instruction.type, dims, storage[r].data()};
+    runLayerOnCpu(instructionLayer(instruction), operands, {registers[r]});
+    // Registers read for the last time give their memory back (inputs own none).
+    for (int64_t operand : {instruction.a, instruction.b}) {
+      if (operand >= 0 && lastUse[static_cast<size_t>(operand)] == r) {
+        std::vector<uint8_t>().swap(storage[static_cast<size_t>(operand)]);
+      }
+    }
+  }
+  KILN_CHECK(out.size() == p.outputs.size(), "the pointwise program has ", p.outputs.size(),
+             " outputs, the layer ", out.size());
+  for (size_t o = 0; o < out.size(); ++o) {
+    broadcastCopy(registers.at(static_cast<size_t>(p.outputs[o])), out[o]);
+  }
+}
+
 void dispatch(const LayerParams& params, const Inputs& in, const Outputs& out) {
   std::visit(
       [&](const auto& p) {
@@ -423,9 +520,11 @@ void dispatch(const LayerParams& params, const Inputs& in, const Outputs& out) {
           runAttention(p, in, out);
         } else if constexpr (std::is_same_v<P, ResizeParams>) {
           runResize(p, in, out);
-        } else {
-          static_assert(std::is_same_v<P, CumulativeParams>, "every layer kind needs a CPU runner");
+        } else if constexpr (std::is_same_v<P, CumulativeParams>) {
           runCumulative(p, in, out);
+        } else {
+          static_assert(std::is_same_v<P, PointwiseParams>, "every layer kind needs a CPU runner");
+          runPointwise(p, in, out);
         }
       },
       params);
@@ -441,6 +540,7 @@ bool computesInFloat32(LayerKind kind) {
     case LayerKind::kGather:
     case LayerKind::kConstant:
     case LayerKind::kCast:
+    case LayerKind::kPointwise:  // runs its instructions as layers, each widening on its own
       return false;
     default:
       return true;

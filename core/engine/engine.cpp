@@ -264,6 +264,8 @@ std::string cudaKernel(const EngineLayer& layer) {
           return p.type == NormalizationType::kBatch ? "Kiln batch norm" : "Kiln layer norm";
         } else if constexpr (std::is_same_v<P, AttentionParams>) {
           return "Kiln fused attention";
+        } else if constexpr (std::is_same_v<P, PointwiseParams>) {
+          return concat("Kiln generated pointwise kernel (NVRTC, ", p.cudaKernel.architecture, ")");
         } else if constexpr (std::is_same_v<P, ConstantParams>) {
           return "none (weights)";
         } else {

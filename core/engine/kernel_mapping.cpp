@@ -187,4 +187,39 @@ kernels::CumulativeFunction toCumulativeFunction(CumulativeOp op) {
   throw Error(concat("unknown cumulative op ", static_cast<int>(op)));
 }
 
+kernels::PointwiseProgram toPointwiseProgram(const PointwiseParams& params) {
+  kernels::PointwiseProgram program;
+  for (const PointwiseInstruction& instruction : params.program) {
+    kernels::PointwiseStep step;
+    step.type = toKernelType(instruction.type);
+    step.a = static_cast<int32_t>(instruction.a);
+    step.b = static_cast<int32_t>(instruction.b);
+    switch (instruction.opcode) {
+      case PointwiseOpcode::kInput:
+        step.kind = kernels::PointwiseStepKind::kLoad;
+        break;
+      case PointwiseOpcode::kElementwise:
+        step.kind = kernels::PointwiseStepKind::kBinary;
+        step.binary = toBinaryOp(instruction.elementwise);
+        break;
+      case PointwiseOpcode::kUnary:
+        step.kind = kernels::PointwiseStepKind::kUnary;
+        step.unary = toUnaryFunction(instruction.unary);
+        break;
+      case PointwiseOpcode::kActivation:
+        step.kind = kernels::PointwiseStepKind::kActivation;
+        step.activation = toActivation(instruction.activation);
+        step.alpha = instruction.alpha;
+        step.beta = instruction.beta;
+        break;
+      case PointwiseOpcode::kCast:
+        step.kind = kernels::PointwiseStepKind::kCast;
+        break;
+    }
+    program.steps.push_back(step);
+  }
+  for (int64_t output : params.outputs) program.outputs.push_back(static_cast<int32_t>(output));
+  return program;
+}
+
 }  // namespace kiln

@@ -4,6 +4,7 @@
 #include "core/ir/layers.h"
 #include "core/ir/types.h"
 #include "kernels/common/kernel_types.h"
+#include "kernels/common/pointwise_program.h"
 #include "kernels/common/resize.h"
 
 namespace kiln {
@@ -18,5 +19,6 @@ kernels::Activation toActivation(FusedActivation activation);
 kernels::ReduceFunction toReduceFunction(ReduceOp op);
 kernels::ResizeMode toResizeMode(ResizeMode mode);
 kernels::CumulativeFunction toCumulativeFunction(CumulativeOp op);
+kernels::PointwiseProgram toPointwiseProgram(const PointwiseParams& params);
 
 }  // namespace kiln

@@ -118,6 +118,11 @@ struct EnumLimit<CumulativeOp> {
   static constexpr const char* kName = "cumulative op";
 };
 template <>
+struct EnumLimit<PointwiseOpcode> {
+  static constexpr PointwiseOpcode kLast = PointwiseOpcode::kCast;
+  static constexpr const char* kName = "pointwise opcode";
+};
+template <>
 struct EnumLimit<Backend> {
   static constexpr Backend kLast = Backend::kCuda;
   static constexpr const char* kName = "backend";
@@ -131,6 +136,17 @@ template <typename T>
 struct IsOptional : std::false_type {};
 template <typename T>
 struct IsOptional<std::optional<T>> : std::true_type {};
+// A struct that lists its fields (a pointwise instruction inside a params struct) is stored as
+// its fields in order.
+template <typename T, typename = void>
+struct HasFields : std::false_type {};
+struct IgnoreField {
+  template <typename T>
+  void operator()(const char*, T&) const {}
+};
+template <typename T>
+struct HasFields<T, std::void_t<decltype(std::declval<T&>().fields(IgnoreField{}))>>
+    : std::true_type {};
 template <typename T>
 constexpr bool kUnsupportedField = false;
 
@@ -218,6 +234,11 @@ void writeValue(Writer& out, const T& value, const std::string& where) {
   } else if constexpr (IsOptional<T>::value) {
     out.u8(value.has_value() ? 1 : 0);
     if (value) writeValue(out, *value, where);
+  } else if constexpr (HasFields<T>::value) {
+    T copy = value;  // fields() is not const
+    copy.fields([&](const char* name, const auto& field) {
+      writeValue(out, field, concat(where, " field '", name, "'"));
+    });
   } else {
     static_assert(kUnsupportedField<T>,
                   "the plan format cannot store this field type: add it to writeValue and "
@@ -409,6 +430,8 @@ void readValue(Reader& in, T& value) {
     } else {
       value.reset();
     }
+  } else if constexpr (HasFields<T>::value) {
+    value.fields([&](const char*, auto& field) { readValue(in, field); });
   } else {
     static_assert(kUnsupportedField<T>,
                   "the plan format cannot store this field type: add it to writeValue and "

@@ -14,8 +14,9 @@
 namespace kiln {
 
 // 2: TF32 policy; 3: fused epilogues, attention; 4: channels-last, FC epilogues; 5: element
-// gather; 6: slice ends at run-time sizes; 7: resize and cumulative layers.
-constexpr uint32_t kPlanFormatVersion = 7;
+// gather; 6: slice ends at run-time sizes; 7: resize and cumulative layers; 8: pointwise programs
+// and their CUDA kernels.
+constexpr uint32_t kPlanFormatVersion = 8;
 extern const char* const kKilnVersion;
 
 // A plan that cannot be loaded; the message says why (truncated, corrupt, not a Kiln plan,

@@ -242,6 +242,22 @@ const char* toString(NormalizationType type) {
   return "unknown normalization type";
 }
 
+const char* toString(PointwiseOpcode opcode) {
+  switch (opcode) {
+    case PointwiseOpcode::kInput:
+      return "input";
+    case PointwiseOpcode::kElementwise:
+      return "elementwise";
+    case PointwiseOpcode::kUnary:
+      return "unary";
+    case PointwiseOpcode::kActivation:
+      return "activation";
+    case PointwiseOpcode::kCast:
+      return "cast";
+  }
+  return "unknown pointwise opcode";
+}
+
 const char* toString(LayerKind kind) {
   switch (kind) {
     case LayerKind::kConvolution:
@@ -284,6 +300,8 @@ const char* toString(LayerKind kind) {
       return "Resize";
     case LayerKind::kCumulative:
       return "Cumulative";
+    case LayerKind::kPointwise:
+      return "Pointwise";
   }
   return "UnknownLayer";
 }
@@ -364,6 +382,37 @@ class FieldPrinter {
   bool first_ = true;
 };
 
+// "sub,mul,add,relu; 3 inputs": the program's operations in order, then its inputs and outputs.
+void describeProgram(const PointwiseParams& p, std::ostringstream& out) {
+  size_t inputs = 0;
+  bool first = true;
+  for (const PointwiseInstruction& instruction : p.program) {
+    if (instruction.opcode == PointwiseOpcode::kInput) {
+      ++inputs;
+      continue;
+    }
+    out << (first ? "" : ",");
+    first = false;
+    switch (instruction.opcode) {
+      case PointwiseOpcode::kElementwise:
+        out << toString(instruction.elementwise);
+        break;
+      case PointwiseOpcode::kUnary:
+        out << toString(instruction.unary);
+        break;
+      case PointwiseOpcode::kActivation:
+        out << toString(instruction.activation);
+        break;
+      default:
+        out << "cast_" << toString(instruction.type);
+        break;
+    }
+  }
+  out << "; " << inputs << (inputs == 1 ? " input" : " inputs");
+  if (p.outputs.size() != 1) out << ", " << p.outputs.size() << " outputs";
+  if (!p.cudaKernel.binary.empty()) out << "; cubin " << p.cudaKernel.architecture;
+}
+
 }  // namespace
 
 std::string describe(const LayerParams& params) {
@@ -371,9 +420,14 @@ std::string describe(const LayerParams& params) {
   out << toString(kindOf(params)) << "(";
   std::visit(
       [&](const auto& typed) {
-        // fields() hands out mutable references; a copy shares the weights, it does not copy them.
-        auto copy = typed;
-        copy.fields(FieldPrinter(out));
+        if constexpr (std::is_same_v<std::decay_t<decltype(typed)>, PointwiseParams>) {
+          describeProgram(typed, out);
+        } else {
+          // fields() hands out mutable references; a copy shares the weights, it does not copy
+          // them.
+          auto copy = typed;
+          copy.fields(FieldPrinter(out));
+        }
       },
       params);
   out << ")";

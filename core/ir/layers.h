@@ -424,13 +424,71 @@ struct CumulativeParams {
   }
 };
 
+// A chain of pointwise layers fused by the builder (core/builder/pointwise_fusion.cpp) into one
+// layer: a program over registers, one register per instruction, each instruction reading
+// registers before it. Inputs: the external tensors the program loads (any number, any dims that
+// broadcast numpy-style to the output dims). Outputs: the registers listed in `outputs`, each of
+// the output dims (the broadcast of every input's dims) and of its register's type.
+//
+// Every register has the type of the unfused layer it replaces: a kernel computes float formats
+// in float32 and rounds a float16 or bfloat16 register to its type right after computing it, as
+// the unfused layer stores it, so that fused and unfused results are the same numbers.
+enum class PointwiseOpcode : uint8_t {
+  kInput,        // register = layer input `a` (type: that input's type)
+  kElementwise,  // register = elementwise(a, b), as an ElementwiseParams layer
+  kUnary,        // register = unary(a), as a UnaryParams layer
+  kActivation,   // register = activation(a; alpha, beta), as an ActivationParams layer
+  kCast,         // register = a converted to `type`, as a CastParams layer
+};
+const char* toString(PointwiseOpcode opcode);
+
+struct PointwiseInstruction {
+  PointwiseOpcode opcode = PointwiseOpcode::kInput;
+  DataType type = DataType::kFloat32;  // the register's type
+  int64_t a = 0;                       // kInput: input index; otherwise the first operand register
+  int64_t b = -1;                      // kElementwise: the second operand register
+  ElementwiseOp elementwise = ElementwiseOp::kSum;
+  UnaryOp unary = UnaryOp::kExp;
+  ActivationType activation = ActivationType::kRelu;
+  double alpha = 0.0;
+  double beta = 0.0;
+  template <typename V>
+  void fields(V&& v) {
+    v("opcode", opcode), v("type", type), v("a", a), v("b", b), v("elementwise", elementwise),
+        v("unary", unary), v("activation", activation), v("alpha", alpha), v("beta", beta);
+  }
+};
+
+// The CUDA kernel generated for a program at build time (empty for the CPU backend): its CUDA C++
+// source, the GPU architecture it was compiled for ("sm_90a") and the CUBIN, so that loading a
+// plan on that GPU needs no compiler.
+struct PointwiseKernelCode {
+  std::string source;
+  std::string architecture;
+  std::vector<uint8_t> binary;
+  template <typename V>
+  void fields(V&& v) {
+    v("source", source), v("architecture", architecture), v("binary", binary);
+  }
+};
+
+struct PointwiseParams {
+  std::vector<PointwiseInstruction> program;
+  Dims outputs;  // the registers written to the layer's outputs, in output order
+  PointwiseKernelCode cudaKernel;
+  template <typename V>
+  void fields(V&& v) {
+    v("program", program), v("outputs", outputs), v("cudaKernel", cudaKernel);
+  }
+};
+
 // The order of the alternatives is part of the plan format: append new kinds at the end.
 using LayerParams =
     std::variant<ConvolutionParams, DeconvolutionParams, MatMulParams, FullyConnectedParams,
                  ElementwiseParams, UnaryParams, ActivationParams, PoolingParams, ReduceParams,
                  SoftmaxParams, NormalizationParams, ShuffleParams, ConcatParams, SliceParams,
                  GatherParams, ConstantParams, CastParams, AttentionParams, ResizeParams,
-                 CumulativeParams>;
+                 CumulativeParams, PointwiseParams>;
 
 enum class LayerKind : uint8_t {
   kConvolution,
@@ -453,6 +511,7 @@ enum class LayerKind : uint8_t {
   kAttention,
   kResize,
   kCumulative,
+  kPointwise,
 };
 inline LayerKind kindOf(const LayerParams& params) {
   return static_cast<LayerKind>(params.index());

@@ -738,6 +738,63 @@ std::vector<TensorType> inferAttention(const AttentionParams& p, const Inputs& i
   return {written};
 }
 
+// Checks that a pointwise program is well formed (each operand a register before it, each
+// register of the type its instruction gives) and returns one output per listed register, of
+// the broadcast of every input's dims.
+std::vector<TensorType> inferPointwise(const PointwiseParams& p, const Inputs& inputs) {
+  KILN_CHECK(!p.program.empty() && !p.outputs.empty(),
+             "a pointwise program needs instructions and at least one output");
+  Dims out;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const TensorType& input = requiredInput(inputs, i, "x");
+    out = broadcastDims(out, input.dims, "the pointwise inputs");
+  }
+  const auto registers = static_cast<int64_t>(p.program.size());
+  for (int64_t r = 0; r < registers; ++r) {
+    const PointwiseInstruction& instruction = p.program[r];
+    auto operand = [&](int64_t index) -> DataType {
+      KILN_CHECK(index >= 0 && index < r, "pointwise instruction ", r, " reads register ", index,
+                 ", which is not computed before it");
+      return p.program[index].type;
+    };
+    switch (instruction.opcode) {
+      case PointwiseOpcode::kInput:
+        KILN_CHECK(instruction.a >= 0 && instruction.a < static_cast<int64_t>(inputs.size()),
+                   "pointwise instruction ", r, " loads input ", instruction.a, " of ",
+                   inputs.size());
+        KILN_CHECK(inputs[instruction.a]->dtype == instruction.type, "pointwise instruction ", r,
+                   " loads input ", instruction.a, " as ", toString(instruction.type),
+                   ", but it is ", toString(inputs[instruction.a]->dtype));
+        break;
+      case PointwiseOpcode::kElementwise: {
+        const DataType a = operand(instruction.a);
+        KILN_CHECK(a == operand(instruction.b), "pointwise instruction ", r,
+                   " combines registers of different types");
+        const DataType expected = isComparison(instruction.elementwise) ? DataType::kBool : a;
+        KILN_CHECK(instruction.type == expected, "pointwise instruction ", r, " gives ",
+                   toString(instruction.type), ", but ", toString(instruction.elementwise), " of ",
+                   toString(a), " gives ", toString(expected));
+        break;
+      }
+      case PointwiseOpcode::kUnary:
+      case PointwiseOpcode::kActivation:
+        KILN_CHECK(instruction.type == operand(instruction.a), "pointwise instruction ", r,
+                   " changes the type of its operand");
+        break;
+      case PointwiseOpcode::kCast:
+        operand(instruction.a);
+        break;
+    }
+  }
+  std::vector<TensorType> outputs;
+  for (int64_t index : p.outputs) {
+    KILN_CHECK(index >= 0 && index < registers, "pointwise output register ", index,
+               " is not in the program of ", registers, " instructions");
+    outputs.push_back({p.program[index].type, out});
+  }
+  return outputs;
+}
+
 // A channels-last layer's output types, inferred from its channels-first form: the operands at
 // `permuted` and the first output move their channel dim, nothing else changes.
 template <typename P, typename Infer>
@@ -805,10 +862,12 @@ std::vector<TensorType> inferOutputTypes(const LayerParams& params, const Inputs
           return inferAttention(p, inputs);
         } else if constexpr (std::is_same_v<P, ResizeParams>) {
           return inferResize(p, inputs);
-        } else {
-          static_assert(std::is_same_v<P, CumulativeParams>,
-                        "every layer kind needs shape inference");
+        } else if constexpr (std::is_same_v<P, CumulativeParams>) {
           return inferCumulative(p, inputs);
+        } else {
+          static_assert(std::is_same_v<P, PointwiseParams>,
+                        "every layer kind needs shape inference");
+          return inferPointwise(p, inputs);
         }
       },
       params);

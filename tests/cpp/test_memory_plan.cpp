@@ -18,8 +18,10 @@ std::shared_ptr<Engine> buildEngine(const Network& network,
   return Builder::build(network, config);
 }
 
-Tensor* relu(Network& network, Tensor* x) {
-  return network.addActivation(x, {ActivationType::kRelu})->output(0);
+// A layer of its input's dims that no builder pass fuses with its neighbours (pointwise layers
+// would become one fused layer, and the plans below would have fewer tensors to place).
+Tensor* softmax(Network& network, Tensor* x, int64_t axis = -1) {
+  return network.addSoftmax(x, {axis})->output(0);
 }
 
 // For every pair of arena tensors whose lifetimes overlap, their byte ranges do not.
@@ -54,10 +56,10 @@ Tensor* reshape(Network& network, Tensor* x, Dims dims) {
 TEST(MemoryPlan, ReshapesAliasTheirInputWhichLivesUntilTheLastAliasIsRead) {
   Network network;
   Tensor* x = network.addInput("x", DataType::kFloat32, {10, 100});
-  Tensor* a = relu(network, x);
+  Tensor* a = softmax(network, x);
   Tensor* viewOfA = reshape(network, reshape(network, a, {1000}), {100, 10});
-  Tensor* b = relu(network, a);
-  Tensor* c = relu(network, b);
+  Tensor* b = softmax(network, a);
+  Tensor* c = softmax(network, b);
   network.markOutput(
       network.addElementwise(reshape(network, c, {100, 10}), viewOfA, ElementwiseOp::kSum)
           ->output(0));
@@ -93,7 +95,7 @@ TEST(MemoryPlan, ChainReusesMemoryOfDeadTensors) {
   Network network;
   Tensor* x = network.addInput("x", DataType::kFloat32, {1000});
   Tensor* y = x;
-  for (int i = 0; i < 6; ++i) y = relu(network, y);
+  for (int i = 0; i < 6; ++i) y = softmax(network, y);
   network.markOutput(y);
   auto engine = buildEngine(network);
   const EngineDefinition& definition = engine->definition();
@@ -110,11 +112,11 @@ TEST(MemoryPlan, ChainReusesMemoryOfDeadTensors) {
 TEST(MemoryPlan, BranchesKeepLiveTensorsApart) {
   Network network;
   Tensor* x = network.addInput("x", DataType::kFloat32, {4, 64});
-  Tensor* a = relu(network, x);
-  Tensor* b = network.addUnary(a, UnaryOp::kExp)->output(0);
-  Tensor* c = network.addUnary(a, UnaryOp::kAbs)->output(0);
+  Tensor* a = softmax(network, x);
+  Tensor* b = softmax(network, a, 0);
+  Tensor* c = softmax(network, a, 1);
   Tensor* d = network.addElementwise(b, c, ElementwiseOp::kSum)->output(0);
-  Tensor* e = relu(network, d);
+  Tensor* e = softmax(network, d);
   Tensor* f = network.addElementwise(e, a, ElementwiseOp::kProd)->output(0);
   network.markOutput(f);
   auto engine = buildEngine(network);
@@ -130,7 +132,7 @@ TEST(MemoryPlan, BranchesKeepLiveTensorsApart) {
 TEST(MemoryPlan, SizesAreTheLargestOverEveryProfile) {
   Network network;
   Tensor* x = network.addInput("x", DataType::kFloat16, {-1, 8});
-  network.markOutput(relu(network, relu(network, x)));
+  network.markOutput(softmax(network, softmax(network, x)));
   OptimizationProfile small, large;
   small.setRange("x", {{1, 8}, {2, 8}, {4, 8}});
   large.setRange("x", {{5, 8}, {16, 8}, {32, 8}});
@@ -146,7 +148,7 @@ TEST(MemoryPlan, SizesAreTheLargestOverEveryProfile) {
 
 TEST(MemoryPlan, RejectsMismatchedSizes) {
   Network network;
-  network.markOutput(relu(network, network.addInput("x", DataType::kFloat32, {4})));
+  network.markOutput(softmax(network, network.addInput("x", DataType::kFloat32, {4})));
   auto engine = buildEngine(network);
   EXPECT_THROW(planMemory(engine->definition(), {}), Error);
 }

@@ -66,9 +66,32 @@ class FieldRecorder {
     }
     for (uint8_t byte : *weights.bytes) out << " " << int(byte);
   }
+  static void write(std::ostringstream& out, const std::string& value) { out << value; }
   template <typename Enum, typename = std::enable_if_t<std::is_enum_v<Enum>>>
   static void write(std::ostringstream& out, Enum value) {
     out << "enum " << int(value);
+  }
+  static void write(std::ostringstream& out, const std::vector<uint8_t>& bytes) {
+    for (uint8_t byte : bytes) out << " " << int(byte);
+  }
+  template <typename Struct,
+            typename = decltype(std::declval<Struct&>().fields(std::declval<FieldRecorder&>()))>
+  static void write(std::ostringstream& out, const Struct& value) {
+    std::vector<std::string> nested;
+    Struct copy = value;
+    copy.fields(FieldRecorder(nested));
+    out << "{";
+    for (const std::string& field : nested) out << field << ";";
+    out << "}";
+  }
+  template <typename Element>
+  static void write(std::ostringstream& out, const std::vector<Element>& elements) {
+    out << "[";
+    for (const Element& element : elements) {
+      write(out, element);
+      out << ",";
+    }
+    out << "]";
   }
   std::vector<std::string>& fields_;
 };
@@ -255,6 +278,37 @@ EngineDefinition everyKindDefinition() {
   resize.alignCorners = true;
   layer("resize", resize, {c}, f32, {-1, 4, 7, 13});
   layer("cumprod", CumulativeParams{CumulativeOp::kProd, -2}, {c}, f32, {-1, 4, 4, 6});
+  PointwiseParams pointwise;
+  PointwiseInstruction load;
+  load.opcode = PointwiseOpcode::kInput;
+  load.a = 1;
+  load.type = DataType::kInt64;
+  PointwiseInstruction cast;
+  cast.opcode = PointwiseOpcode::kCast;
+  cast.type = DataType::kFloat16;
+  cast.a = 0;
+  PointwiseInstruction compare;
+  compare.opcode = PointwiseOpcode::kElementwise;
+  compare.elementwise = ElementwiseOp::kXor;
+  compare.type = DataType::kBool;
+  compare.a = 1;
+  compare.b = 1;
+  PointwiseInstruction softplus;
+  softplus.opcode = PointwiseOpcode::kActivation;  // the last opcode is kCast, used above
+  softplus.activation = ActivationType::kMish;
+  softplus.unary = UnaryOp::kNot;
+  softplus.alpha = -0.1;
+  softplus.beta = 3e-300;
+  softplus.type = DataType::kFloat16;
+  softplus.a = 1;
+  pointwise.program = {load, cast, compare, softplus};
+  pointwise.outputs = {3, 2};
+  pointwise.cudaKernel.source = "extern \"C\" __global__ void kernel() {}";
+  pointwise.cudaKernel.architecture = "sm_90a";
+  pointwise.cudaKernel.binary = {0x7f, 'E', 'L', 'F', 0, 255};
+  d.tensors.push_back({"pointwise.out1", DataType::kBool, {-1}});
+  const int32_t pointwiseOut = tensor("pointwise.out0", DataType::kFloat16, {-1});
+  d.layers.push_back({"pointwise", pointwise, {c, indices}, {pointwiseOut, pointwiseOut - 1}});
   d.outputs = {g, a, s};
 
   OptimizationProfile small;

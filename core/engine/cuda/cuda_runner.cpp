@@ -13,6 +13,7 @@
 #include <variant>
 
 #include "core/engine/cuda/device.h"
+#include "core/engine/cuda/pointwise_kernels.h"
 #include "core/engine/execution_context.h"
 #include "core/engine/kernel_mapping.h"
 #include "core/engine/layer_dims.h"
@@ -156,11 +157,13 @@ class Graph {
   cudaGraph_t graph_ = nullptr;
 };
 
-// An engine's constants on the GPU: uploaded once, shared by every context of the engine.
+// An engine's constants on the GPU, uploaded once, and its generated pointwise kernels, loaded
+// once: shared by every context of the engine.
 class DeviceWeights : public EngineBackendState {
  public:
   explicit DeviceWeights(const EngineDefinition& definition)
-      : offsets_(definition.tensors.size(), -1) {
+      : offsets_(definition.tensors.size(), -1),
+        pointwiseKernels_(loadPointwiseKernels(definition)) {
     check(cudaGetDevice(&device_), "cudaGetDevice");
     int64_t total = 0;
     std::vector<const ConstantParams*> constants(definition.tensors.size(), nullptr);
@@ -202,9 +205,15 @@ class DeviceWeights : public EngineBackendState {
   }
   int device() const { return device_; }
   size_t bytes() const { return memory_.bytes(); }
+  const ck::PointwiseKernel& pointwiseKernel(size_t layer) const {
+    KILN_CHECK(layer < pointwiseKernels_.size() && pointwiseKernels_[layer] != nullptr, "layer ",
+               layer, " has no loaded pointwise kernel");
+    return *pointwiseKernels_[layer];
+  }
 
  private:
   std::vector<int64_t> offsets_;
+  std::vector<std::unique_ptr<ck::PointwiseKernel>> pointwiseKernels_;
   DeviceMemory memory_;
   int device_ = 0;
   mutable std::mutex choicesMutex_;
@@ -812,6 +821,19 @@ void CudaRunner::State::runLayer(size_t index, const EngineLayer& layer, cudaStr
           params.function = toCumulativeFunction(p.op);
           params.type = toKernelType(x.dtype);
           ck::cumulative(params, x.data, y.data, stream);
+        } else if constexpr (std::is_same_v<P, PointwiseParams>) {
+          std::vector<ck::PointwiseOperand> operands;
+          for (size_t i = 0; i < in.size(); ++i) {
+            const DeviceView& x = requiredInput(in, i, "x");
+            operands.push_back({x.data, toKernelType(x.dtype), x.dims});
+          }
+          std::vector<void*> outputs;
+          std::vector<ck::ScalarType> outputTypes;
+          for (DeviceView* output : out) {
+            outputs.push_back(output->data);
+            outputTypes.push_back(toKernelType(output->dtype));
+          }
+          weights->pointwiseKernel(index).launch(operands, outputs, outputTypes, y.dims, stream);
         } else {
           static_assert(std::is_same_v<P, ConstantParams>, "every layer kind needs a CUDA runner");
         }
