@@ -114,6 +114,43 @@ void refuseMutationsInControlFlow(torch::jit::Graph& graph) {
   }
 }
 
+// Whether a node returns a view of its first input (aten::slice, select, view, transpose, ...).
+bool returnsView(const Node* node) {
+  const c10::FunctionSchema* schema = node->maybeSchema();
+  if (schema == nullptr || schema->returns().empty()) return false;
+  const c10::AliasInfo* alias = schema->returns()[0].alias_info();
+  return alias != nullptr && !alias->isWrite();
+}
+
+// An in-place op that writes through a view (`mask[:, 0:2].fill_(1)`) changes the view's base,
+// but the graph records the write on the view only: the importer would let readers of the base
+// see it unwritten, and the partitioner would drop the write as unused. Such a graph is refused
+// when the base (or any view between) is read after the write or returned.
+void refuseWritesThroughViews(torch::jit::Graph& graph) {
+  for (Node* node : graph.nodes()) {
+    const c10::FunctionSchema* schema = node->maybeSchema();
+    if (schema == nullptr) continue;
+    for (size_t i = 0; i < node->inputs().size(); ++i) {
+      if (!schema->is_mutable({c10::SchemaArgType::input, i})) continue;
+      for (const Node* view = node->input(i)->node(); returnsView(view);
+           view = view->input(0)->node()) {
+        const Value* base = view->input(0);
+        bool readAfter = false;
+        for (const torch::jit::Use& use : base->uses()) {
+          readAfter = readAfter || use.user->kind() == torch::jit::prim::Return ||
+                      (use.user != view && node->isBefore(use.user));
+        }
+        if (!readAfter) continue;
+        throw Error(concat(
+            "Kiln's TorchScript front end cannot compile ", node->kind().toQualString(),
+            " writing in place through a view (", view->kind().toQualString(), ") of '",
+            base->debugName(), "', which is read afterwards: compile with ir=\"dynamo\" (which ",
+            "turns such writes into functional ops), or build the value without in-place writes"));
+      }
+    }
+  }
+}
+
 }  // namespace
 
 torch::jit::Module lowerTorchScript(const torch::jit::Module& module,
@@ -128,6 +165,7 @@ torch::jit::Module lowerTorchScript(const torch::jit::Module& module,
   torch::jit::EliminateDeadCode(graph);
   foldTensorRanks(frozen, inputs);
   refuseMutationsInControlFlow(*graph);
+  refuseWritesThroughViews(*graph);
   return frozen;
 }
 
