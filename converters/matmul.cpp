@@ -408,7 +408,8 @@ std::vector<const std::vector<SymInt>*> einsumShapes(const NodeArgs& args) {
 
 std::string checkEinsum(const NodeArgs& args) {
   const std::string op = args.node().qualifiedName();
-  KILN_CHECK(args.isNone("path"), op, ": an explicit contraction path");
+  // A contraction path (torch passes one when opt_einsum is installed) only orders the
+  // products: the operands are combined left to right whatever it says.
   const OpValue& list = args.value("tensors");
   KILN_CHECK(list.elements.has_value() && !list.elements->empty(), op,
              ": the operands are not a list of tensors");

@@ -100,6 +100,20 @@ ResizeParams resizeParams(const NodeArgs& args, const Upsample& op) {
   for (int64_t size : p.outputSize) {
     KILN_CHECK(size >= 1, name, ": output sizes must be positive, got ", toString(p.outputSize));
   }
+  // torch's CPU kernels copy a dim whose size does not change (and nearest's doubled dims)
+  // whatever scale was given; its CUDA kernels apply the scale. Where the two differ (a scale
+  // that is not out / in), there is no one result to match: such a node stays in PyTorch.
+  for (size_t d = 0; d < p.scales.size(); ++d) {
+    if (p.scales[d] <= 0.0) continue;
+    const SymInt& in = args.value(input).shape[2 + d];
+    KILN_CHECK(in.isStatic(), name, ": spatial dim ", d, " of the input is dynamic and a scale ",
+               "is given, which sets the coordinates by the input size");
+    const int64_t out = p.outputSize[d];
+    const bool copied = out == in.max || (p.mode == ResizeMode::kNearest && out == 2 * in.max);
+    KILN_CHECK(!copied || p.scales[d] * static_cast<double>(in.max) == static_cast<double>(out),
+               name, ": scale ", p.scales[d], " with input size ", in.max, " and output size ", out,
+               " on spatial dim ", d, " gives different results in torch's CPU and CUDA kernels");
+  }
   return p;
 }
 

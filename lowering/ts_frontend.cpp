@@ -130,7 +130,9 @@ void refuseWritesThroughViews(torch::jit::Graph& graph) {
   for (Node* node : graph.nodes()) {
     const c10::FunctionSchema* schema = node->maybeSchema();
     if (schema == nullptr) continue;
-    for (size_t i = 0; i < node->inputs().size(); ++i) {
+    // A vararg schema (prim ops) lists fewer arguments than the node has inputs.
+    const size_t arguments = std::min(node->inputs().size(), schema->arguments().size());
+    for (size_t i = 0; i < arguments; ++i) {
       if (!schema->is_mutable({c10::SchemaArgType::input, i})) continue;
       for (const Node* view = node->input(i)->node(); returnsView(view);
            view = view->input(0)->node()) {
