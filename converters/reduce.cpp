@@ -37,6 +37,20 @@ struct ReduceSpec {
   bool toBool = false;  // any/all: computed on bool (max is "any", min is "all")
 };
 
+// `dims` normalized for a tensor of `rank`; throws for a dim given twice. A rank-0 tensor
+// reduces over its one implicit dim: nothing to name.
+Dims normalizedAxes(const NodeArgs& args, const std::vector<int64_t>& dims, int64_t rank) {
+  Dims axes;
+  std::set<int64_t> seen;
+  for (int64_t dim : dims) {
+    const int64_t axis = normalizeDim(dim, rank);
+    KILN_CHECK(seen.insert(axis).second, args.node().qualifiedName(), ": dim ", dim,
+               " appears twice");
+    if (rank > 0) axes.push_back(axis);
+  }
+  return axes;
+}
+
 // The normalized axes (empty: every axis) and keepdim of a node; throws for dims torch rejects.
 std::pair<Dims, bool> readAxes(const NodeArgs& args, DimArgument kind) {
   const int64_t rank = args.rank("self");
@@ -47,16 +61,7 @@ std::pair<Dims, bool> readAxes(const NodeArgs& args, DimArgument kind) {
     dims = args.getIntList("dim");
   }
   const bool keepDim = kind == DimArgument::kAll ? false : args.getBool("keepdim");
-  Dims axes;
-  std::set<int64_t> seen;
-  for (int64_t dim : dims) {
-    const int64_t axis = normalizeDim(dim, rank);
-    KILN_CHECK(seen.insert(axis).second, args.node().qualifiedName(), ": dim ", dim,
-               " appears twice");
-    // A rank-0 tensor reduces over its one implicit dim: nothing to name.
-    if (rank > 0) axes.push_back(axis);
-  }
-  return {axes, keepDim};
+  return {normalizedAxes(args, dims, rank), keepDim};
 }
 
 // The dtype torch reduces in: the result's, or bool for any/all.
@@ -114,15 +119,7 @@ Dims axesOf(const NodeArgs& args, const std::string& name) {
   if (!args.has(name) || args.isNone(name)) return allAxes(rank);
   const std::vector<int64_t> dims = args.getIntList(name);
   if (dims.empty()) return allAxes(rank);
-  Dims axes;
-  std::set<int64_t> seen;
-  for (int64_t dim : dims) {
-    const int64_t axis = normalizeDim(dim, rank);
-    KILN_CHECK(seen.insert(axis).second, args.node().qualifiedName(), ": dim ", dim,
-               " appears twice");
-    if (rank > 0) axes.push_back(axis);
-  }
-  return axes;
+  return normalizedAxes(args, dims, rank);
 }
 
 bool keepDimOf(const NodeArgs& args) { return args.has("keepdim") && args.getBool("keepdim"); }

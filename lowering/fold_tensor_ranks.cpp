@@ -9,7 +9,6 @@
 #include <torch/csrc/jit/passes/remove_mutation.h>
 
 #include <memory>
-#include <unordered_map>
 
 namespace kiln {
 
@@ -26,30 +25,13 @@ std::vector<int64_t> observedRanks(const torch::jit::Module& lowered,
   auto graph = lowered.get_method("forward").graph();
   if (graph->inputs().size() != inputs.size() + 1) return {};
   // A copy of the graph that returns the aten::dim results.
-  std::unordered_map<const Value*, Value*> toCopy;
-  auto copy = std::make_shared<torch::jit::Graph>();
-  for (Value* input : graph->inputs()) {
-    Value* copied = copy->addInput();
-    copied->copyMetadata(input);
-    toCopy[input] = copied;
-  }
-  for (Node* node : graph->nodes()) {
-    Node* cloned = copy->createClone(node, [&](Value* v) { return toCopy.at(v); });
-    copy->appendNode(cloned);
-    for (size_t i = 0; i < node->outputs().size(); ++i) toCopy[node->output(i)] = cloned->output(i);
-  }
   std::vector<Value*> results;
-  for (Node* dim : dims) results.push_back(toCopy.at(dim->output()));
-  copy->registerOutput(copy->appendNode(copy->createTuple(results))->output());
+  for (Node* dim : dims) results.push_back(dim->output());
+  std::shared_ptr<torch::jit::Graph> copy = graphReturning(*graph, results);
 
   torch::jit::GraphFunction function("kiln_ranks", copy, nullptr);
   torch::jit::Stack stack{lowered._ivalue()};
-  for (const InputSpec& spec : inputs) {
-    const auto options = at::TensorOptions().dtype(spec.dtype).device(spec.device);
-    // Values do not matter to ranks; small positive ints are valid indices and divisors.
-    stack.emplace_back(c10::isFloatingType(spec.dtype) ? at::randn(spec.opt, options)
-                                                       : at::ones(spec.opt, options));
-  }
+  for (const InputSpec& spec : inputs) stack.emplace_back(exampleInput(spec, spec.opt));
   try {
     at::NoGradGuard noGrad;
     function.run(stack);

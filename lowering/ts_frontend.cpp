@@ -155,6 +155,36 @@ void refuseWritesThroughViews(torch::jit::Graph& graph) {
 
 }  // namespace
 
+at::Tensor exampleInput(const InputSpec& spec, const std::vector<int64_t>& shape) {
+  const auto options = at::TensorOptions().dtype(spec.dtype).device(spec.device);
+  if (c10::isFloatingType(spec.dtype)) return at::randn(shape, options);
+  if (spec.dtype == c10::ScalarType::Bool) return at::ones(shape, options);
+  // Small positive ints: valid indices into any table and safe divisors.
+  return at::randint(1, 3, shape, options);
+}
+
+std::shared_ptr<torch::jit::Graph> graphReturning(torch::jit::Graph& graph,
+                                                  const std::vector<Value*>& values) {
+  std::unordered_map<const Value*, Value*> toCopy;
+  auto copy = std::make_shared<torch::jit::Graph>();
+  for (Value* input : graph.inputs()) {
+    Value* copied = copy->addInput();
+    copied->copyMetadata(input);
+    toCopy[input] = copied;
+  }
+  for (Node* node : graph.nodes()) {
+    Node* cloned = copy->createClone(node, [&](Value* v) { return toCopy.at(v); });
+    copy->appendNode(cloned);
+    for (size_t i = 0; i < node->outputs().size(); ++i) toCopy[node->output(i)] = cloned->output(i);
+  }
+  std::vector<Value*> copiedValues;
+  for (const Value* v : values) copiedValues.push_back(toCopy.at(v));
+  Node* tuple = copy->createTuple(copiedValues);
+  copy->appendNode(tuple);
+  copy->registerOutput(tuple->output());
+  return copy;
+}
+
 torch::jit::Module lowerTorchScript(const torch::jit::Module& module,
                                     const std::vector<InputSpec>& inputs) {
   torch::jit::Module copy = module.clone();
@@ -229,14 +259,6 @@ SymInt symIntOf(int64_t atMin, int64_t atOpt, int64_t atMax) {
   return s;
 }
 
-at::Tensor exampleInput(const InputSpec& spec, const std::vector<int64_t>& shape) {
-  const auto options = at::TensorOptions().dtype(spec.dtype).device(spec.device);
-  if (c10::isFloatingType(spec.dtype)) return at::randn(shape, options);
-  if (spec.dtype == c10::ScalarType::Bool) return at::ones(shape, options);
-  // Small positive ints: valid indices into any table and safe divisors.
-  return at::randint(1, 3, shape, options);
-}
-
 // Runs the graph at the min, opt and max shapes and records every top-level tensor, int and
 // int-list value. Returns, per recorded value, its three observations.
 std::unordered_map<const Value*, std::array<c10::IValue, 3>> profile(
@@ -255,23 +277,7 @@ std::unordered_map<const Value*, std::array<c10::IValue, 3>> profile(
     }
   }
 
-  std::unordered_map<const Value*, Value*> toCopy;
-  auto copy = std::make_shared<torch::jit::Graph>();
-  for (Value* input : graph->inputs()) {
-    Value* copied = copy->addInput();
-    copied->copyMetadata(input);
-    toCopy[input] = copied;
-  }
-  for (Node* node : graph->nodes()) {
-    Node* cloned = copy->createClone(node, [&](Value* v) { return toCopy.at(v); });
-    copy->appendNode(cloned);
-    for (size_t i = 0; i < node->outputs().size(); ++i) toCopy[node->output(i)] = cloned->output(i);
-  }
-  std::vector<Value*> copiedValues;
-  for (Value* v : recorded) copiedValues.push_back(toCopy.at(v));
-  Node* tuple = copy->createTuple(copiedValues);
-  copy->appendNode(tuple);
-  copy->registerOutput(tuple->output());
+  std::shared_ptr<torch::jit::Graph> copy = graphReturning(*graph, recorded);
 
   torch::jit::GraphFunction function("kiln_profile", copy, nullptr);
   std::unordered_map<const Value*, std::array<c10::IValue, 3>> observations;

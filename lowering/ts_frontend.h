@@ -31,6 +31,13 @@ struct InputSpec {
 torch::jit::Module lowerTorchScript(const torch::jit::Module& module,
                                     const std::vector<InputSpec>& inputs);
 
+// What the TorchScript lowering passes use to run a graph and observe its values: a copy of
+// `graph` whose one output is the tuple of `values` (values of `graph`), and an example input of
+// a spec at `shape` (floats from randn, bools true, ints 1 or 2: valid indices and divisors).
+std::shared_ptr<torch::jit::Graph> graphReturning(torch::jit::Graph& graph,
+                                                  const std::vector<torch::jit::Value*>& values);
+at::Tensor exampleInput(const InputSpec& spec, const std::vector<int64_t>& shape);
+
 struct TorchScriptImport {
   OpGraph graph;
   std::vector<torch::jit::Node*> nodes;    // OpGraph node id -> node of the lowered graph
@@ -45,8 +52,8 @@ TorchScriptImport importTorchScript(const torch::jit::Module& lowered,
 
 // A new module whose forward runs the partition: segments through their engines (held as
 // attributes of the module), the rest as in the lowered graph.
-torch::jit::Module rewriteTorchScript(
-    const torch::jit::Module& lowered, const TorchScriptImport& import,
-    const Partition& partition, const std::vector<c10::intrusive_ptr<EngineHolder>>& engines);
+torch::jit::Module rewriteTorchScript(const torch::jit::Module& lowered,
+                                      const TorchScriptImport& import, const Partition& partition,
+                                      const std::vector<c10::intrusive_ptr<EngineHolder>>& engines);
 
 }  // namespace kiln
