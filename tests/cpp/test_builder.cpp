@@ -5,7 +5,6 @@
 #include <cstring>
 #include <functional>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 #include "core/builder/builder.h"
@@ -13,6 +12,7 @@
 #include "core/engine/cpu_backend.h"
 #include "core/engine/execution_context.h"
 #include "core/ir/network.h"
+#include "tests/cpp/network_evaluator.h"
 
 #ifdef KILN_WITH_CUDA
 #include <cuda_runtime_api.h>
@@ -25,41 +25,19 @@ Weights floatWeights(Dims dims, const std::vector<float>& values) {
   return Weights::fromValues(DataType::kFloat32, std::move(dims), values);
 }
 
-// Runs a network with static dims layer by layer on the CPU backend, without building it, so
-// that a pass's effect can be checked on the network itself.
+// evaluateNetwork on float32 inputs and outputs.
 std::vector<std::vector<float>> evaluate(const Network& network,
                                          const std::vector<std::vector<float>>& inputs) {
-  std::unordered_map<const Tensor*, std::vector<uint8_t>> memory;
-  std::unordered_map<const Tensor*, TensorView> views;
-  auto bind = [&](const Tensor* tensor) -> TensorView& {
-    std::vector<uint8_t>& bytes = memory[tensor];
-    bytes.resize(static_cast<size_t>(volume(tensor->dims())) * elementSize(tensor->dtype()));
-    views[tensor] = {tensor->dtype(), tensor->dims(), bytes.data()};
-    return views[tensor];
-  };
-  for (size_t i = 0; i < network.numInputs(); ++i) {
-    TensorView& view = bind(network.input(i));
-    std::memcpy(view.data, inputs.at(i).data(), inputs[i].size() * sizeof(float));
+  std::vector<std::vector<uint8_t>> inputBytes;
+  for (const std::vector<float>& input : inputs) {
+    const auto* bytes = reinterpret_cast<const uint8_t*>(input.data());
+    inputBytes.emplace_back(bytes, bytes + input.size() * sizeof(float));
   }
-  // Evaluated on demand, so that the order passes leave the layers in does not matter.
-  std::function<void(const Layer*)> run = [&](const Layer* layer) {
-    if (views.count(layer->output(0)) > 0) return;
-    std::vector<const TensorView*> layerInputs;
-    for (const Tensor* input : layer->inputs()) {
-      if (input != nullptr && input->producer() != nullptr) run(input->producer());
-      layerInputs.push_back(input == nullptr ? nullptr : &views.at(input));
-    }
-    std::vector<TensorView> layerOutputs;
-    for (const Tensor* output : layer->outputs()) layerOutputs.push_back(bind(output));
-    runLayerOnCpu(layer->params(), layerInputs, layerOutputs);
-  };
   std::vector<std::vector<float>> outputs;
-  for (size_t i = 0; i < network.numOutputs(); ++i) {
-    const Tensor* output = network.output(i);
-    if (output->producer() != nullptr) run(output->producer());
-    const TensorView& view = views.at(output);
-    const float* data = static_cast<const float*>(view.data);
-    outputs.emplace_back(data, data + volume(view.dims));
+  for (const std::vector<uint8_t>& bytes : evaluateNetwork(network, inputBytes)) {
+    std::vector<float> values(bytes.size() / sizeof(float));
+    std::memcpy(values.data(), bytes.data(), bytes.size());
+    outputs.push_back(std::move(values));
   }
   return outputs;
 }

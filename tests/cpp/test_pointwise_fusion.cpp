@@ -5,9 +5,7 @@
 
 #include <cmath>
 #include <cstring>
-#include <functional>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 #include "core/builder/builder.h"
@@ -16,6 +14,7 @@
 #include "core/engine/execution_context.h"
 #include "core/ir/network.h"
 #include "kernels/cpu/cast.h"
+#include "tests/cpp/network_evaluator.h"
 
 namespace kiln {
 namespace {
@@ -41,40 +40,8 @@ Bytes halfBytes(const std::vector<float>& values) {
   return bytesOf(halves);
 }
 
-// Runs a network of static dims layer by layer on the CPU backend, without building it; the
-// outputs' raw bytes.
 std::vector<Bytes> evaluate(const Network& network, const std::vector<Bytes>& inputs) {
-  std::unordered_map<const Tensor*, Bytes> memory;
-  std::unordered_map<const Tensor*, TensorView> views;
-  auto bind = [&](const Tensor* tensor) -> TensorView& {
-    Bytes& bytes = memory[tensor];
-    bytes.resize(static_cast<size_t>(volume(tensor->dims())) * elementSize(tensor->dtype()));
-    views[tensor] = {tensor->dtype(), tensor->dims(), bytes.data()};
-    return views[tensor];
-  };
-  for (size_t i = 0; i < network.numInputs(); ++i) {
-    TensorView& view = bind(network.input(i));
-    EXPECT_EQ(inputs.at(i).size(), memory[network.input(i)].size()) << "input " << i;
-    std::memcpy(view.data, inputs.at(i).data(), inputs[i].size());
-  }
-  std::function<void(const Layer*)> run = [&](const Layer* layer) {
-    if (views.count(layer->output(0)) > 0) return;
-    std::vector<const TensorView*> layerInputs;
-    for (const Tensor* input : layer->inputs()) {
-      if (input != nullptr && input->producer() != nullptr) run(input->producer());
-      layerInputs.push_back(input == nullptr ? nullptr : &views.at(input));
-    }
-    std::vector<TensorView> layerOutputs;
-    for (const Tensor* output : layer->outputs()) layerOutputs.push_back(bind(output));
-    runLayerOnCpu(layer->params(), layerInputs, layerOutputs);
-  };
-  std::vector<Bytes> outputs;
-  for (size_t i = 0; i < network.numOutputs(); ++i) {
-    const Tensor* output = network.output(i);
-    if (output->producer() != nullptr) run(output->producer());
-    outputs.push_back(memory.at(output));
-  }
-  return outputs;
+  return evaluateNetwork(network, inputs);
 }
 
 std::vector<std::string> layerKinds(const Network& network) {

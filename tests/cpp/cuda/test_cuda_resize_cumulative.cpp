@@ -21,6 +21,7 @@
 #include "kernels/cuda/cumulative.h"
 #include "kernels/cuda/resize.h"
 #include "tests/cpp/cuda/cuda_test_util.h"
+#include "tests/cpp/cuda/typed_values.h"
 
 namespace kiln {
 namespace {
@@ -30,74 +31,16 @@ namespace gk = kiln::cuda_kernels;
 using cuda_test::DeviceTensor;
 using cuda_test::Stream;
 using Shape = std::vector<int64_t>;
+using cuda_test::decode;
+using cuda_test::encode;
+using cuda_test::quantize;
+using cuda_test::randomFloats;
+using cuda_test::roundingOf;
+using cuda_test::shapeName;
+using cuda_test::volumeOf;
 
 constexpr gk::ScalarType kFloatTypes[] = {gk::ScalarType::kFloat32, gk::ScalarType::kFloat16,
                                           gk::ScalarType::kBFloat16};
-
-int64_t volumeOf(const Shape& shape) {
-  int64_t volume = 1;
-  for (int64_t d : shape) volume *= d;
-  return volume;
-}
-
-std::string shapeName(const Shape& shape) {
-  std::string name = "[";
-  for (size_t i = 0; i < shape.size(); ++i) name += (i ? "," : "") + std::to_string(shape[i]);
-  return name + "]";
-}
-
-std::vector<float> randomFloats(int64_t count, uint32_t seed, float low, float high) {
-  std::mt19937 generator(seed);
-  std::uniform_real_distribution<float> distribution(low, high);
-  std::vector<float> values(static_cast<size_t>(count));
-  for (float& value : values) value = distribution(generator);
-  return values;
-}
-
-std::vector<uint8_t> encode(const std::vector<float>& values, gk::ScalarType type) {
-  std::vector<uint8_t> bytes(values.size() * gk::scalarSize(type));
-  for (size_t i = 0; i < values.size(); ++i) {
-    if (type == gk::ScalarType::kFloat32) {
-      std::memcpy(bytes.data() + i * 4, &values[i], 4);
-    } else {
-      const uint16_t bits = type == gk::ScalarType::kFloat16 ? ck::floatToHalf(values[i])
-                                                             : ck::floatToBFloat16(values[i]);
-      std::memcpy(bytes.data() + i * 2, &bits, 2);
-    }
-  }
-  return bytes;
-}
-
-std::vector<float> decode(const std::vector<uint8_t>& bytes, gk::ScalarType type) {
-  std::vector<float> values(bytes.size() / gk::scalarSize(type));
-  for (size_t i = 0; i < values.size(); ++i) {
-    if (type == gk::ScalarType::kFloat32) {
-      std::memcpy(&values[i], bytes.data() + i * 4, 4);
-    } else {
-      uint16_t bits;
-      std::memcpy(&bits, bytes.data() + i * 2, 2);
-      values[i] =
-          type == gk::ScalarType::kFloat16 ? ck::halfToFloat(bits) : ck::bfloat16ToFloat(bits);
-    }
-  }
-  return values;
-}
-
-std::vector<float> quantize(const std::vector<float>& values, gk::ScalarType type) {
-  return decode(encode(values, type), type);
-}
-
-// Relative rounding of one store in `type`, with slack for float32 accumulation.
-double roundingOf(gk::ScalarType type) {
-  switch (type) {
-    case gk::ScalarType::kFloat16:
-      return 2e-3;
-    case gk::ScalarType::kBFloat16:
-      return 1.6e-2;
-    default:
-      return 2e-5;
-  }
-}
 
 // |actual - expected| <= atol + rtol * |expected|; reports the first few differences only.
 void expectClose(const std::vector<float>& actual, const std::vector<float>& expected, double rtol,

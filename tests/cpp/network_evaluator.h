@@ -1,0 +1,55 @@
+// Runs a Network layer by layer on the CPU backend without building it, so that a builder pass's
+// effect can be checked on the network itself (before and after the pass, same inputs).
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <unordered_map>
+#include <vector>
+
+#include "core/engine/cpu_backend.h"
+#include "core/ir/network.h"
+
+namespace kiln {
+
+// The raw bytes of each network output, from the raw bytes of each input. Dims must be static.
+// Layers are evaluated on demand, so the order passes leave them in does not matter.
+inline std::vector<std::vector<uint8_t>> evaluateNetwork(
+    const Network& network, const std::vector<std::vector<uint8_t>>& inputs) {
+  std::unordered_map<const Tensor*, std::vector<uint8_t>> memory;
+  std::unordered_map<const Tensor*, TensorView> views;
+  auto bind = [&](const Tensor* tensor) -> TensorView& {
+    std::vector<uint8_t>& bytes = memory[tensor];
+    bytes.resize(static_cast<size_t>(volume(tensor->dims())) * elementSize(tensor->dtype()));
+    views[tensor] = {tensor->dtype(), tensor->dims(), bytes.data()};
+    return views[tensor];
+  };
+  for (size_t i = 0; i < network.numInputs(); ++i) {
+    TensorView& view = bind(network.input(i));
+    EXPECT_EQ(inputs.at(i).size(), memory[network.input(i)].size()) << "input " << i;
+    std::memcpy(view.data, inputs.at(i).data(), inputs[i].size());
+  }
+  std::function<void(const Layer*)> run = [&](const Layer* layer) {
+    if (views.count(layer->output(0)) > 0) return;
+    std::vector<const TensorView*> layerInputs;
+    for (const Tensor* input : layer->inputs()) {
+      if (input != nullptr && input->producer() != nullptr) run(input->producer());
+      layerInputs.push_back(input == nullptr ? nullptr : &views.at(input));
+    }
+    std::vector<TensorView> layerOutputs;
+    for (const Tensor* output : layer->outputs()) layerOutputs.push_back(bind(output));
+    runLayerOnCpu(layer->params(), layerInputs, layerOutputs);
+  };
+  std::vector<std::vector<uint8_t>> outputs;
+  for (size_t i = 0; i < network.numOutputs(); ++i) {
+    const Tensor* output = network.output(i);
+    if (output->producer() != nullptr) run(output->producer());
+    outputs.push_back(memory.at(output));
+  }
+  return outputs;
+}
+
+}  // namespace kiln
