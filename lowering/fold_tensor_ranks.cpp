@@ -29,7 +29,9 @@ std::vector<int64_t> observedRanks(const torch::jit::Module& lowered,
   for (Node* dim : dims) results.push_back(dim->output());
   std::shared_ptr<torch::jit::Graph> copy = graphReturning(*graph, results);
 
-  torch::jit::GraphFunction function("kiln_ranks", copy, nullptr);
+  // The simple executor, as in profile(): no fusers for an example run.
+  torch::jit::GraphFunction function("kiln_ranks", copy, nullptr,
+                                     torch::jit::ExecutorExecutionMode::SIMPLE);
   torch::jit::Stack stack{lowered._ivalue()};
   for (const InputSpec& spec : inputs) stack.emplace_back(exampleInput(spec, spec.opt));
   try {

@@ -279,7 +279,10 @@ std::unordered_map<const Value*, std::array<c10::IValue, 3>> profile(
 
   std::shared_ptr<torch::jit::Graph> copy = graphReturning(*graph, recorded);
 
-  torch::jit::GraphFunction function("kiln_profile", copy, nullptr);
+  // The simple executor: the profiling one would run TorchScript's fusers on these example runs
+  // (on a GPU the TensorExpr fuser compiles a CUDA kernel per fusion group).
+  torch::jit::GraphFunction function("kiln_profile", copy, nullptr,
+                                     torch::jit::ExecutorExecutionMode::SIMPLE);
   std::unordered_map<const Value*, std::array<c10::IValue, 3>> observations;
   at::NoGradGuard noGrad;
   for (int point = 0; point < 3; ++point) {

@@ -105,3 +105,27 @@ def test_torchscript_folds_rank_checks():
         )
         assert kiln.summary(compiled)["ops_in_torch"] == 0
         assert max_relative_error(compiled(example), model(example)) <= 1e-5
+
+
+@pytest.fixture
+def torchscript_fuses_on_cpu():
+    """TorchScript's profiling executor with its CPU fuser on, as its GPU fuser is by default."""
+    saved = torch._C._jit_can_fuse_on_cpu()
+    torch._C._jit_override_can_fuse_on_cpu(True)
+    try:
+        yield
+    finally:
+        torch._C._jit_override_can_fuse_on_cpu(saved)
+
+
+def test_torchscript_example_runs_do_not_invoke_torchscript_fusers(torchscript_fuses_on_cpu):
+    # ir="ts" runs the graph on example inputs (shapes, ranks). Through the profiling executor
+    # its second run compiled a fusion kernel per fusion group: on a GPU, minutes for DenseNet's
+    # cat + batch norm + ReLU groups; on the CPU, here, an error without TorchScript's LLVM.
+    model = RankBranches().eval()
+    example = torch.randn(1, 3, 5, 6)
+    with torch.no_grad():
+        compiled = kiln.compile(
+            model, ir="ts", inputs=[example], require_full_compilation=True, min_block_size=1
+        )
+        assert max_relative_error(compiled(example), model(example)) <= 1e-5
