@@ -2,10 +2,11 @@
 
 One process, one run: every backend is timed on the same GPU, the same inputs and the same
 weights, so the ratios are fair. For each model, batch and dtype it reports median and p90
-latency (CUDA events around each forward, after warm-up), throughput, build time and the max
-error against eager fp32, writes one JSON object a row to bench/results/<date>-<gpu>.jsonl (and,
-while it runs, each row as it is measured to <date>-<gpu>.partial.jsonl) and
-prints a markdown table (also written next to it as .md).
+latency (CUDA events around each forward, after warm-up), throughput, useful TFLOP/s (matmul,
+convolution and attention work, as bench/roofline.py counts it), build time and the max error
+against eager fp32, writes one JSON object a row to bench/results/<date>-<gpu>.jsonl (and, while
+it runs, each row as it is measured to <date>-<gpu>.partial.jsonl) and prints a markdown table
+(also written next to it as .md).
 
     python bench/run.py                       # everything
     python bench/run.py --models resnet50 --batches 1 32 --dtypes fp16 --backends eager kiln
@@ -29,6 +30,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+
+import roofline
 
 logger = logging.getLogger("kiln.bench")
 
@@ -193,6 +196,7 @@ def run(args: argparse.Namespace, partial: Path, kernels_file: Path | None) -> l
                     row["median_ms"] = round(statistics.median(times), 4)
                     row["p90_ms"] = round(times[int(0.9 * (len(times) - 1))], 4)
                     row["throughput"] = round(batch / (row["median_ms"] / 1000.0), 1)
+                    row["tflops"] = round(roofline.achieved_tflops(row), 1)
                     if backend == "kiln":
                         row["kiln_ops_in_torch"] = sys.modules["kiln"].summary(compiled)["ops_in_torch"]
                     if kernels_file is not None:
@@ -238,20 +242,20 @@ def ratio(row: dict, key: str) -> str:
 
 def markdown(rows: list[dict]) -> str:
     lines = ["| model | batch | dtype | backend | median ms | p90 ms | throughput/s | vs eager | "
-             "vs best inductor | build s | max err | kernels/forward |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "vs best inductor | TFLOP/s | build s | max err | kernels/forward |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['model']} | {r['batch']} | {r['dtype']} | {r['backend']} | "
-                         f"failed: {r['error'][:80]} | | | | | | | |")
+                         f"failed: {r['error'][:80]} | | | | | | | | |")
             continue
         # Measured with --kernels only.
         kernels = f"{r['kernels_per_forward']:g}" if "kernels_per_forward" in r else "n/a"
         lines.append(
             f"| {r['model']} | {r['batch']} | {r['dtype']} | {r['backend']} | {r['median_ms']:.3f} | "
             f"{r['p90_ms']:.3f} | {r['throughput']:.0f} | {ratio(r, 'speedup_vs_eager')} | "
-            f"{ratio(r, 'speedup_vs_best_inductor')} | {r['build_s']} | {r['max_err']:.1e} | "
-            f"{kernels} |")
+            f"{ratio(r, 'speedup_vs_best_inductor')} | {r['tflops']:.0f} | {r['build_s']} | "
+            f"{r['max_err']:.1e} | {kernels} |")
     return "\n".join(lines)
 
 
