@@ -206,6 +206,8 @@ std::shared_ptr<Engine> Builder::build(const Network& network, const BuilderConf
   foldConstants(*optimized);
   foldBatchNormIntoConvolution(*optimized);
   fuseConvolutionEpilogues(*optimized);
+  // After the epilogue fusion, whose bias and activation the GEMM takes over.
+  convertPatchConvolutionsToFullyConnected(*optimized);
   fuseResidualIntoLayerNorm(*optimized);
   if (config.backend == Backend::kCuda) {
     // Tensor-core convolutions read NHWC; the CPU backend's reference kernels read NCHW.

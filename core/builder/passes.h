@@ -21,6 +21,11 @@ void foldBatchNormIntoConvolution(Network& network);
 // output's dims (the residual), then a ReLU.
 void fuseConvolutionEpilogues(Network& network);
 
+// Runs patch-embedding convolutions (stride = kernel > 1, no padding, at most 4 input channels,
+// no residual) as a copy gathering the patches, a fully connected layer over them with the
+// convolution's bias and activation, and a transpose back to channels-first.
+void convertPatchConvolutionsToFullyConnected(Network& network);
+
 // Fuses an add whose only reader is a layer norm into the norm (as its residual input).
 void fuseResidualIntoLayerNorm(Network& network);
 

@@ -1049,6 +1049,78 @@ TEST(BuilderPointwiseConvolutionGemm, OneByOneConvolutionsBecomeFullyConnected) 
   expectNear(evaluate(network, inputs), before, 2e-3f);
 }
 
+// A 4x4 patch embedding of 3 channels with bias and ReLU and a 1-D one of 2 channels become GEMMs.
+// What stays: windows that overlap, a 1x1 kernel, 8 input channels, and a kernel that does not
+// divide the spatial dims.
+TEST(BuilderPatchConvolutionGemm, PatchEmbeddingsBecomeAGatherAndAFullyConnectedLayer) {
+  Network network;
+  Tensor* x = network.addInput("x", DataType::kFloat32, {2, 3, 8, 12});
+  auto constant = [&](Dims dims, float start, float step) {
+    const auto count = static_cast<size_t>(volume(dims));
+    return network.addConstant(floatWeights(dims, ramp(count, start, step)))->output(0);
+  };
+  auto conv = [&](Tensor* input, int64_t outChannels, Dims kernel, Dims stride, float seed) {
+    ConvolutionParams p;
+    p.outChannels = outChannels;
+    p.kernel = kernel;
+    p.stride = stride;
+    Dims weightDims = {outChannels, input->dims()[1]};
+    weightDims.insert(weightDims.end(), kernel.begin(), kernel.end());
+    return network
+        .addConvolution(input, constant(weightDims, -0.3f * seed, 0.011f),
+                        constant({outChannels}, 0.2f * seed, -0.07f), p)
+        ->output(0);
+  };
+  Tensor* patches = conv(x, 5, {4, 4}, {4, 4}, 1.0f);
+  network.markOutput(network.addActivation(patches, {ActivationType::kRelu})->output(0));
+  Tensor* line = network.addInput("line", DataType::kFloat32, {2, 2, 9});
+  network.markOutput(conv(line, 4, {3}, {3}, 2.0f));
+  network.markOutput(conv(x, 4, {4, 4}, {2, 2}, 3.0f));  // overlapping windows
+  network.markOutput(
+      conv(conv(x, 8, {1, 1}, {1, 1}, 4.0f), 4, {2, 2}, {2, 2}, 5.0f));  // 8 channels
+  network.markOutput(conv(x, 4, {3, 3}, {3, 3}, 6.0f));  // 8 rows: not whole patches
+  const std::vector<std::vector<float>> inputs = {ramp(2 * 3 * 8 * 12, -1.0f, 0.01f),
+                                                  ramp(2 * 2 * 9, 0.5f, -0.03f)};
+  const std::vector<std::vector<float>> before = evaluate(network, inputs);
+
+  fuseConvolutionEpilogues(network);
+  convertPatchConvolutionsToFullyConnected(network);
+  eliminateDeadLayers(network);
+
+  EXPECT_EQ(countLayers(network, LayerKind::kFullyConnected), 2u);
+  EXPECT_EQ(countLayers(network, LayerKind::kConvolution), 4u);
+  EXPECT_EQ(countLayers(network, LayerKind::kActivation), 0u);  // the ReLU went with the bias
+  for (size_t i = 0; i < network.numLayers(); ++i) {
+    const Layer* layer = network.layer(i);
+    if (layer->kind() != LayerKind::kFullyConnected) continue;
+    const bool image = layer->input(0)->dims().size() == 4;
+    EXPECT_EQ(layer->input(0)->dims(), image ? (Dims{2, 2, 3, 48}) : (Dims{2, 3, 6}));
+    EXPECT_EQ(layer->paramsAs<FullyConnectedParams>().activation,
+              image ? FusedActivation::kRelu : FusedActivation::kNone);
+    EXPECT_NE(layer->input(2), nullptr);
+  }
+  EXPECT_EQ(network.output(0)->dims(), (Dims{2, 5, 2, 3}));
+  network.validate();
+  expectNear(evaluate(network, inputs), before, 1e-5f);
+}
+
+TEST(BuilderPatchConvolutionGemm, LeavesAConvolutionWithAFusedResidual) {
+  Network network;
+  Tensor* x = network.addInput("x", DataType::kFloat32, {1, 2, 4, 4});
+  Tensor* residual = network.addInput("residual", DataType::kFloat32, {1, 3, 2, 2});
+  ConvolutionParams p;
+  p.outChannels = 3;
+  p.kernel = {2, 2};
+  p.stride = {2, 2};
+  Tensor* w = network.addConstant(floatWeights({3, 2, 2, 2}, ramp(24, -0.5f, 0.04f)))->output(0);
+  network.markOutput(network.addLayer(p, {x, w, nullptr, residual})->output(0));
+
+  convertPatchConvolutionsToFullyConnected(network);
+
+  EXPECT_EQ(countLayers(network, LayerKind::kConvolution), 1u);
+  EXPECT_EQ(countLayers(network, LayerKind::kFullyConnected), 0u);
+}
+
 TEST(BuilderLayoutTransposeSinking, ComposesTransposesAndMovesThemPastElementwiseLayers) {
   Network network;
   Tensor* x = network.addInput("x", DataType::kFloat32, {2, 3, 4, 5});

@@ -686,6 +686,7 @@ def _reduced_precision_cases() -> list[Case]:
         x4, x3 = typed(dt, 2, 3, 8, 8), typed(dt, 2, 5, 8)
         cases += [
             Case(f"conv2d_{tag}", layer(lambda dt=dt: nn.Conv2d(3, 4, 3, padding=1).to(dt)), ((x4,),), tol=tol),
+            Case(f"conv2d_patch_embedding_{tag}", layer(lambda dt=dt: nn.Conv2d(3, 16, 4, stride=4).to(dt)), ((x4,),), tol=tol),
             Case(f"conv_transpose2d_{tag}", layer(lambda dt=dt: nn.Sequential(nn.ConvTranspose2d(3, 2, 3, stride=2)).to(dt)), ((x4,),), tol=tol),
             Case(f"batch_norm_{tag}", layer(lambda dt=dt: nn.BatchNorm2d(3).to(dt)), ((x4,),), tol=tol),
             Case(f"layer_norm_{tag}", layer(lambda dt=dt: nn.LayerNorm(8).to(dt)), ((x3,),), tol=tol),
@@ -1119,6 +1120,16 @@ CASES: list[Case] = [
          (((1, 4, 4, 4),),), tol=1e-4),
     Case("conv_transpose1d", layer(lambda: nn.Sequential(nn.ConvTranspose1d(3, 2, 4, stride=3))), (((2, 3, 5),),), tol=1e-4),
     Case("conv_transpose3d", layer(lambda: nn.Sequential(nn.ConvTranspose3d(2, 2, 2, stride=2))), (((1, 2, 3, 3, 3),),), tol=1e-4),
+    # Patch embeddings (stride = kernel, few channels), which the builder runs as a GEMM over
+    # gathered patches: ViT's, a stem with its ReLU, 1-D and 3-D, and a dynamic batch.
+    Case("conv2d_patch_embedding", layer(lambda: nn.Conv2d(3, 8, 4, stride=4)), (((2, 3, 16, 12),),), tol=1e-4),
+    Case("conv2d_patch_embedding_relu", layer(lambda: nn.Sequential(nn.Conv2d(3, 6, (2, 3), stride=(2, 3)), nn.ReLU())),
+         (((1, 3, 4, 9),),), tol=1e-4),
+    Case("conv1d_patch_embedding", layer(lambda: nn.Conv1d(2, 6, 3, stride=3)), (((2, 2, 12),),), tol=1e-4),
+    Case("conv3d_patch_embedding", layer(lambda: nn.Conv3d(1, 4, 2, stride=2)), (((1, 1, 4, 4, 6),),), tol=1e-4),
+    Case("conv2d_patch_embedding_dynamic_batch", layer(lambda: nn.Conv2d(3, 8, 4, stride=4)), tol=1e-4,
+         dynamic=B((kiln.Input(min_shape=(1, 3, 8, 8), opt_shape=(2, 3, 8, 8), max_shape=(5, 3, 8, 8)),),
+                   (((1, 3, 8, 8),), ((5, 3, 8, 8),)))),
     Case("conv2d_traced", layer(lambda: Traced(nn.Conv2d(3, 4, 3, stride=2))), (((1, 3, 9, 9),),), tol=1e-4),
     Case("conv_transpose2d_traced", layer(lambda: Traced(nn.ConvTranspose2d(3, 2, 3, stride=2))), (((1, 3, 4, 4),),), tol=1e-4),
     # ---- matrix products ----
