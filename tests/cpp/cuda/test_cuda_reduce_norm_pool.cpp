@@ -637,11 +637,10 @@ struct PoolingCase {
   bool ceilMode;
 };
 
-void runPoolingCase(const PoolingCase& c, gk::PoolingMode mode, bool countIncludePad,
-                    gk::ScalarType type, bool channelsLast, bool withNaN, uint32_t seed,
-                    const Stream& stream) {
+void runPoolingCase(const PoolingCase& c, int64_t channels, gk::PoolingMode mode,
+                    bool countIncludePad, gk::ScalarType type, bool channelsLast, bool withNaN,
+                    uint32_t seed, const Stream& stream) {
   const int64_t batch = 2;
-  const int64_t channels = 3;
   ck::PoolingParams cpu;
   cpu.mode = static_cast<ck::PoolingMode>(mode);
   cpu.batch = batch;
@@ -695,30 +694,39 @@ TEST(CudaPooling, FixedWindowsMatchCpu) {
   uint32_t seed = 2000;
   for (gk::ScalarType type : kFloatTypes) {
     for (const PoolingCase& c : cases) {
-      for (bool channelsLast : {false, true}) {
-        for (int variant = 0; variant < 3; ++variant) {
-          const gk::PoolingMode mode =
-              variant == 0 ? gk::PoolingMode::kMax : gk::PoolingMode::kAverage;
-          const bool countIncludePad = variant == 1;
-          SCOPED_TRACE(std::string(gk::scalarName(type)) + " in " + shapeName(c.in) + " kernel " +
-                       shapeName(c.kernel) + (channelsLast ? " channels last" : "") + " variant " +
-                       std::to_string(variant));
-          runPoolingCase(c, mode, countIncludePad, type, channelsLast, false, ++seed, stream);
+      // 16 channels: channels-last pooling loads each tap's channels in 16-byte lanes.
+      for (int64_t channels : {3, 16}) {
+        for (bool channelsLast : {false, true}) {
+          for (int variant = 0; variant < 3; ++variant) {
+            const gk::PoolingMode mode =
+                variant == 0 ? gk::PoolingMode::kMax : gk::PoolingMode::kAverage;
+            const bool countIncludePad = variant == 1;
+            SCOPED_TRACE(std::string(gk::scalarName(type)) + " in " + shapeName(c.in) +
+                         " kernel " + shapeName(c.kernel) + " channels " +
+                         std::to_string(channels) + (channelsLast ? " last" : "") + " variant " +
+                         std::to_string(variant));
+            runPoolingCase(c, channels, mode, countIncludePad, type, channelsLast, false, ++seed,
+                           stream);
+          }
         }
       }
     }
   }
-  // NaN wins in max pooling.
-  runPoolingCase(cases[0], gk::PoolingMode::kMax, true, gk::ScalarType::kFloat32, false, true,
-                 ++seed, stream);
-  runPoolingCase(cases[0], gk::PoolingMode::kMax, true, gk::ScalarType::kFloat32, true, true,
-                 ++seed, stream);
+  // NaN wins in max pooling, in scalar and in lane loads.
+  for (gk::ScalarType type : kFloatTypes) {
+    for (int64_t channels : {3, 16}) {
+      for (bool channelsLast : {false, true}) {
+        runPoolingCase(cases[0], channels, gk::PoolingMode::kMax, true, type, channelsLast, true,
+                       ++seed, stream);
+      }
+    }
+  }
 }
 
-void runAdaptiveCase(const Shape& in, const Shape& outSpatial, gk::PoolingMode mode,
-                     gk::ScalarType type, bool channelsLast, uint32_t seed, const Stream& stream) {
+void runAdaptiveCase(const Shape& in, const Shape& outSpatial, int64_t channels,
+                     gk::PoolingMode mode, gk::ScalarType type, bool channelsLast, uint32_t seed,
+                     const Stream& stream) {
   const int64_t batch = 2;
-  const int64_t channels = 5;
   const int64_t inPlane = volumeOf(in);
   const int64_t outPlane = volumeOf(outSpatial);
   const std::vector<float> x =
@@ -754,12 +762,15 @@ TEST(CudaPooling, AdaptiveWindowsMatchCpu) {
   uint32_t seed = 3000;
   for (gk::ScalarType type : kFloatTypes) {
     for (const Case& c : cases) {
-      for (bool channelsLast : {false, true}) {
-        for (gk::PoolingMode mode : {gk::PoolingMode::kMax, gk::PoolingMode::kAverage}) {
-          SCOPED_TRACE(std::string(gk::scalarName(type)) + " in " + shapeName(c.in) + " out " +
-                       shapeName(c.out) + (channelsLast ? " channels last" : "") +
-                       (mode == gk::PoolingMode::kMax ? " max" : " average"));
-          runAdaptiveCase(c.in, c.out, mode, type, channelsLast, ++seed, stream);
+      for (int64_t channels : {5, 16}) {
+        for (bool channelsLast : {false, true}) {
+          for (gk::PoolingMode mode : {gk::PoolingMode::kMax, gk::PoolingMode::kAverage}) {
+            SCOPED_TRACE(std::string(gk::scalarName(type)) + " in " + shapeName(c.in) + " out " +
+                         shapeName(c.out) + " channels " + std::to_string(channels) +
+                         (channelsLast ? " last" : "") +
+                         (mode == gk::PoolingMode::kMax ? " max" : " average"));
+            runAdaptiveCase(c.in, c.out, channels, mode, type, channelsLast, ++seed, stream);
+          }
         }
       }
     }
