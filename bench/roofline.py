@@ -4,7 +4,7 @@ A forward's work is its matmul, convolution and attention FLOPs (2 per multiply-
 ``torch.utils.flop_counter`` on one sample with attention decomposed into its two batched matmuls,
 so that every model is counted the same way whatever kernel runs it. A row's achieved TFLOP/s is
 that work times its throughput; the roofline is the fp16 dense GEMM rate measured on the H100
-(about 750 TFLOP/s; the H200 has the same SMs and clocks).
+(about 750 TFLOP/s; the H200 is the same GH100 chip with faster memory).
 
     python bench/roofline.py bench/results/2026-12-04-NVIDIA_H200.jsonl
 """
