@@ -222,6 +222,8 @@ std::shared_ptr<Engine> Builder::build(const Network& network, const BuilderConf
   readAttentionOperandsThroughViews(*optimized);
   // After the views: an attention operand then reads its block of the fused GEMM in place.
   fuseSiblingGemms(*optimized);
+  // After the layout passes and the attention views, which leave the shuffles that still copy.
+  foldShuffleChainsIntoReshapes(*optimized);
   // Last of the fusions: the epilogue and norm fusions take the pointwise layers they can first.
   fusePointwiseChains(*optimized);
   eliminateDeadLayers(*optimized);

@@ -60,6 +60,11 @@ void readAttentionOperandsThroughViews(Network& network);
 // get a Slice, and a group whose copies would cost more than the fusion saves stays as it is.
 void fuseSiblingGemms(Network& network);
 
+// Replaces each chain of shuffles (each read only by the next) that moves no element, taken as a
+// whole, by one reshape of the chain's input, which aliases it instead of copying. Leaves the
+// chain's earlier shuffles dead.
+void foldShuffleChainsIntoReshapes(Network& network);
+
 // Replaces each connected group of two or more elementwise, unary, activation and cast layers
 // (float arithmetic, casts to float types) by one Pointwise layer running their program. Runs
 // after the epilogue fusions, which take the layers they can first.

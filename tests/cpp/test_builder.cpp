@@ -1121,6 +1121,105 @@ TEST(BuilderPatchConvolutionGemm, LeavesAConvolutionWithAFusedResidual) {
   EXPECT_EQ(countLayers(network, LayerKind::kFullyConnected), 0u);
 }
 
+ShuffleParams transposeParams(Dims permutation) {
+  ShuffleParams p;
+  p.firstPermutation = std::move(permutation);
+  return p;
+}
+
+ShuffleParams reshapeParams(Dims dims) {
+  ShuffleParams p;
+  p.hasReshape = true;
+  p.reshapeDims = std::move(dims);
+  return p;
+}
+
+const ShuffleParams* onlyShuffle(const Network& network) {
+  const ShuffleParams* found = nullptr;
+  for (size_t i = 0; i < network.numLayers(); ++i) {
+    if (network.layer(i)->kind() != LayerKind::kShuffle) continue;
+    EXPECT_EQ(found, nullptr) << "more than one shuffle";
+    found = &network.layer(i)->paramsAs<ShuffleParams>();
+  }
+  return found;
+}
+
+// ViT after its patch GEMM: (N, h, w, C) -> (N, C, h, w) -> (N, C, h*w) -> (N, h*w, C) is a
+// reshape of the GEMM's output.
+TEST(BuilderShuffleChainFolding, TransposeFlattenTransposeBecomesOneReshape) {
+  Network network;
+  Tensor* x = network.addInput("x", DataType::kFloat32, {2, 3, 4, 6});
+  Tensor* channelsFirst = network.addShuffle(x, transposeParams({0, 3, 1, 2}))->output(0);
+  Tensor* flat = network.addShuffle(channelsFirst, reshapeParams({0, 6, 12}))->output(0);
+  Tensor* tokens = network.addShuffle(flat, transposeParams({0, 2, 1}))->output(0);
+  Tensor* classToken = network.addInput("cls", DataType::kFloat32, {2, 1, 6});
+  network.markOutput(network.addConcat({classToken, tokens}, {1})->output(0));
+  const std::vector<std::vector<float>> inputs = {ramp(2 * 3 * 4 * 6, -1.0f, 0.01f),
+                                                  ramp(2 * 6, 0.5f, 0.1f)};
+  const std::vector<std::vector<float>> before = evaluate(network, inputs);
+
+  foldShuffleChainsIntoReshapes(network);
+  eliminateDeadLayers(network);
+
+  const ShuffleParams* folded = onlyShuffle(network);
+  ASSERT_NE(folded, nullptr);
+  EXPECT_TRUE(folded->firstPermutation.empty());
+  EXPECT_TRUE(folded->secondPermutation.empty());
+  EXPECT_EQ(folded->reshapeDims, (Dims{2, 12, 6}));
+  network.validate();
+  expectNear(evaluate(network, inputs), before, 0.0f);
+}
+
+TEST(BuilderShuffleChainFolding, ADynamicBatchKeepsItsPlace) {
+  Network network;
+  Tensor* x = network.addInput("x", DataType::kFloat32, {kDynamic, 4, 6, 8});
+  Tensor* channelsFirst = network.addShuffle(x, transposeParams({0, 3, 1, 2}))->output(0);
+  Tensor* flat = network.addShuffle(channelsFirst, reshapeParams({0, 8, 24}))->output(0);
+  network.markOutput(network.addShuffle(flat, transposeParams({0, 2, 1}))->output(0));
+
+  foldShuffleChainsIntoReshapes(network);
+  eliminateDeadLayers(network);
+
+  const ShuffleParams* folded = onlyShuffle(network);
+  ASSERT_NE(folded, nullptr);
+  EXPECT_EQ(folded->reshapeDims, (Dims{0, 24, 8}));
+  EXPECT_EQ(network.output(0)->dims(), (Dims{kDynamic, 24, 8}));
+  network.validate();
+}
+
+// (A) swaps two dims of 3 and 4: a real copy. (B, C) after it undo each other's layout change.
+// (D) is read twice, so a chain through it ends there.
+TEST(BuilderShuffleChainFolding, FoldsOnlyTheSuffixThatMovesNothing) {
+  Network network;
+  Tensor* x = network.addInput("x", DataType::kFloat32, {2, 3, 4, 5});
+  Tensor* a = network.addShuffle(x, transposeParams({0, 2, 1, 3}))->output(0);  // (2, 4, 3, 5)
+  Tensor* b = network.addShuffle(a, transposeParams({0, 3, 1, 2}))->output(0);  // (2, 5, 4, 3)
+  ShuffleParams back = reshapeParams({0, 5, 12});
+  back.secondPermutation = {0, 2, 1};  // (2, 12, 5)
+  Tensor* c = network.addShuffle(b, back)->output(0);
+  network.markOutput(c);
+  Tensor* d = network.addShuffle(x, transposeParams({0, 1, 3, 2}))->output(0);
+  network.markOutput(network.addShuffle(d, transposeParams({0, 1, 3, 2}))->output(0));
+  network.markOutput(network.addUnary(d, UnaryOp::kExp)->output(0));
+  const std::vector<std::vector<float>> inputs = {ramp(2 * 3 * 4 * 5, -1.0f, 0.01f)};
+  const std::vector<std::vector<float>> before = evaluate(network, inputs);
+
+  foldShuffleChainsIntoReshapes(network);
+  eliminateDeadLayers(network);
+
+  // a stays, b + c become a reshape of a; d and the transpose that undoes it stay (d has two
+  // readers, and the transpose alone moves elements).
+  EXPECT_EQ(countLayers(network, LayerKind::kShuffle), 4u);
+  const Layer* producer = network.output(0)->producer();
+  ASSERT_EQ(producer->kind(), LayerKind::kShuffle);
+  EXPECT_TRUE(producer->paramsAs<ShuffleParams>().firstPermutation.empty());
+  EXPECT_TRUE(producer->paramsAs<ShuffleParams>().secondPermutation.empty());
+  EXPECT_EQ(producer->input(0)->producer()->paramsAs<ShuffleParams>().firstPermutation,
+            (Dims{0, 2, 1, 3}));
+  network.validate();
+  expectNear(evaluate(network, inputs), before, 0.0f);
+}
+
 TEST(BuilderLayoutTransposeSinking, ComposesTransposesAndMovesThemPastElementwiseLayers) {
   Network network;
   Tensor* x = network.addInput("x", DataType::kFloat32, {2, 3, 4, 5});
