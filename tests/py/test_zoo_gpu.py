@@ -27,8 +27,8 @@ def float32_without_tf32():
     """TF32 off for eager's reference and for Kiln (which follows torch's flags by default).
 
     PyTorch runs float32 convolutions on TF32 by default. Two TF32 runs of DeepLabV3 differ by
-    2.4e-3 of max |output| (simulated on the CPU by rounding each convolution's operands to
-    TF32), over the float32 tolerance, so the reference must be plain float32."""
+    2.4e-3 of max |output| (scripts/tf32_drift.py, which simulates TF32 on the CPU), over the
+    float32 tolerance, so the reference must be plain float32."""
     saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     try:
