@@ -204,6 +204,7 @@ std::shared_ptr<Engine> Builder::build(const Network& network, const BuilderConf
   std::unique_ptr<Network> optimized = network.clone();
   eliminateDeadLayers(*optimized);
   foldConstants(*optimized);
+  removeAttentionMasksThatMaskNothing(*optimized);
   foldBatchNormIntoConvolution(*optimized);
   fuseConvolutionEpilogues(*optimized);
   // After the epilogue fusion, whose bias and activation the GEMM takes over.

@@ -13,6 +13,10 @@ void eliminateDeadLayers(Network& network);
 // (computed with the CPU backend), then removes what became dead.
 void foldConstants(Network& network);
 
+// Drops the mask of each attention layer whose mask is a constant (repeated, reshaped, sliced or
+// cast between float types) that masks nothing: all true (bool) or all zero (additive).
+void removeAttentionMasksThatMaskNothing(Network& network);
+
 // Folds each inference batch norm into the convolution that feeds it (when the convolution has
 // no other reader and constant weights): new weights and bias, one layer less.
 void foldBatchNormIntoConvolution(Network& network);

@@ -4,6 +4,7 @@
 
 #include <cstring>
 #include <functional>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -1216,6 +1217,54 @@ TEST(BuilderShuffleChainFolding, FoldsOnlyTheSuffixThatMovesNothing) {
   EXPECT_TRUE(producer->paramsAs<ShuffleParams>().secondPermutation.empty());
   EXPECT_EQ(producer->input(0)->producer()->paramsAs<ShuffleParams>().firstPermutation,
             (Dims{0, 2, 1, 3}));
+  network.validate();
+  expectNear(evaluate(network, inputs), before, 0.0f);
+}
+
+// Four attentions over the same q, k, v: masks that mask nothing (all true, broadcast from one
+// row; all zero, cast from float32 to float16 on the way) go; masks with one false or one -inf
+// stay.
+TEST(BuilderAttentionMaskElimination, DropsMasksThatMaskNothing) {
+  Network network;
+  Tensor* x = network.addInput("x", DataType::kFloat32, {1, 2, 3, 4});
+  Tensor* q = network.addCast(x, DataType::kFloat16)->output(0);
+  auto attend = [&](Tensor* mask) {
+    AttentionParams p;
+    p.scale = 0.5;
+    Tensor* out = network.addAttention(q, q, q, mask, p)->output(0);
+    network.markOutput(network.addCast(out, DataType::kFloat32)->output(0));
+  };
+  auto boolMask = [&](std::vector<uint8_t> values) {
+    return network.addConstant(Weights::fromValues(DataType::kBool, {1, 1, 1, 3}, values))
+        ->output(0);
+  };
+  SliceParams repeatRows;
+  repeatRows.axes = {2};
+  repeatRows.starts = {0};
+  repeatRows.ends = {3};
+  repeatRows.steps = {0};
+  attend(network.addSlice(boolMask({1, 1, 1}), repeatRows)->output(0));
+  attend(network.addSlice(boolMask({1, 0, 1}), repeatRows)->output(0));
+  Tensor* zeros =
+      network.addConstant(floatWeights({1, 1, 3, 3}, std::vector<float>(9, 0.0f)))->output(0);
+  attend(network.addCast(zeros, DataType::kFloat16)->output(0));
+  std::vector<float> oneMasked(9, 0.0f);
+  oneMasked[4] = -std::numeric_limits<float>::infinity();
+  Tensor* masked = network.addConstant(floatWeights({1, 1, 3, 3}, oneMasked))->output(0);
+  attend(network.addCast(masked, DataType::kFloat16)->output(0));
+  const std::vector<std::vector<float>> inputs = {ramp(24, -1.0f, 0.09f)};
+  const std::vector<std::vector<float>> before = evaluate(network, inputs);
+
+  removeAttentionMasksThatMaskNothing(network);
+  eliminateDeadLayers(network);
+
+  std::vector<bool> hasMask;
+  for (size_t o = 0; o < network.numOutputs(); ++o) {
+    const Layer* attention = network.output(o)->producer()->input(0)->producer();
+    ASSERT_EQ(attention->kind(), LayerKind::kAttention);
+    hasMask.push_back(attention->inputs().size() > 3 && attention->input(3) != nullptr);
+  }
+  EXPECT_EQ(hasMask, (std::vector<bool>{false, true, false, true}));
   network.validate();
   expectNear(evaluate(network, inputs), before, 0.0f);
 }
