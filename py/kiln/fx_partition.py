@@ -18,6 +18,7 @@ import torch.fx as fx
 
 from kiln import _C
 from kiln._logging import logger
+from kiln.fx_cse import eliminate_common_subexpressions
 from kiln.fx_importer import ImportedGraph, SymbolRanges, import_graph, op_name
 
 SUMMARY_ATTR = "_kiln_summary"
@@ -250,6 +251,8 @@ def compile_graph(
     the other placeholders, in order, and holds the engines as ``_kiln_engine_<i>`` attributes.
     Its compile summary is logged and attached (kiln.summary).
     """
+    gm, merged = eliminate_common_subexpressions(gm)
+    logger.debug("Kiln: %d repeated computation(s) merged", merged)
     imported = import_graph(gm, constants, ranges)
     imported.graph.device = _C.engine_device(settings.backend)
     folded = _C.fold_constants(imported.graph)

@@ -129,3 +129,32 @@ def test_torchscript_example_runs_do_not_invoke_torchscript_fusers(torchscript_f
             model, ir="ts", inputs=[example], require_full_compilation=True, min_block_size=1
         )
         assert max_relative_error(compiled(example), model(example)) <= 1e-5
+
+
+class RepeatedWork(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = torch.relu(x) * 2.0
+        b = torch.relu(x) * 2.0
+        return torch.tanh(a + b)
+
+
+@pytest.mark.parametrize("front_end", FRONT_ENDS)
+def test_repeated_computations_are_converted_once(front_end, caplog):
+    # relu, mul, add and tanh: the second relu * 2 is the first one's value. (TorchScript's
+    # freezing merges them for ir="ts"; kiln.fx_cse for the FX front ends.)
+    summary = run_and_check(front_end, RepeatedWork().eval(), torch.randn(2, 5), caplog)
+    assert summary["ops_in_kiln"] == 4
+
+
+class TwoDraws(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + torch.rand_like(x) - torch.rand_like(x)
+
+
+@pytest.mark.parametrize("front_end", FRONT_ENDS)
+def test_random_draws_are_not_merged(front_end):
+    example = torch.zeros(4, 64)
+    with torch.no_grad():
+        compiled = compile_with(front_end, TwoDraws().eval(), example, min_block_size=1)
+        # Merged draws would cancel: x + r - r == x exactly.
+        assert not torch.equal(compiled(example), example)
