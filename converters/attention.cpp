@@ -163,15 +163,20 @@ Tensor* anyAlongLastAxis(ConversionContext& ctx, Tensor* mask) {
 }
 
 // Whether the node maps onto one Attention layer: (N, H, L, E) or (N, L, E) inputs, and a mask
-// (if any) of rank <= 4 whose last dim is the key count.
+// (if any) of rank <= 4 whose last dim is the key count for every input shape: the same static
+// size, or the same dynamic symbol (a dynamic sequence length).
 bool fitsAttentionLayer(const NodeArgs& args) {
   const int64_t rank = args.rank("query");
   if (rank != 3 && rank != 4) return false;
   if (args.isNone("attn_mask")) return true;
   const std::vector<SymInt>& mask = args.value("attn_mask").shape;
+  if (mask.empty() || static_cast<int64_t>(mask.size()) > 4) return false;
+  const SymInt& maskKeys = mask.back();
   const SymInt& keys = args.value("key").shape[static_cast<size_t>(rank - 2)];
-  return !mask.empty() && static_cast<int64_t>(mask.size()) <= 4 && mask.back().isStatic() &&
-         keys.isStatic() && mask.back().opt == keys.opt;
+  if (maskKeys.isStatic() || keys.isStatic()) {
+    return maskKeys.isStatic() && keys.isStatic() && maskKeys.opt == keys.opt;
+  }
+  return maskKeys.symbol == keys.symbol;
 }
 
 void convertToAttentionLayer(ConversionContext& ctx, const NodeArgs& args, const AttentionPlan& p) {

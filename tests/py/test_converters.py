@@ -1260,6 +1260,16 @@ CASES: list[Case] = [
     Case("sdpa_flash_for_cpu_causal_mask",
          fn(lambda q, k, v: torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, is_causal=True, scale=0.5)[0]),
          (((1, 2, 6, 4), (1, 2, 6, 4), (1, 2, 6, 4)),), tol=1e-4),
+    # Query and key lengths dynamic: the mask's key dim is the keys' dynamic size, so the fused
+    # layer takes it.
+    Case("sdpa_bool_mask_dynamic_lengths", layer(lambda: MaskedAttention()), tol=1e-4,
+         dynamic=B((kiln.Input(min_shape=(1, 2, 2, 8), opt_shape=(1, 2, 5, 8), max_shape=(1, 2, 9, 8)),
+                    kiln.Input(min_shape=(1, 2, 3, 8), opt_shape=(1, 2, 6, 8), max_shape=(1, 2, 10, 8)),
+                    kiln.Input(min_shape=(1, 2, 3, 8), opt_shape=(1, 2, 6, 8), max_shape=(1, 2, 10, 8)),
+                    kiln.Input(min_shape=(1, 1, 2, 3), opt_shape=(1, 1, 5, 6), max_shape=(1, 1, 9, 10),
+                               dtype=torch.bool)),
+                   (((1, 2, 2, 8), (1, 2, 3, 8), (1, 2, 3, 8), bools(1, 1, 2, 3)),
+                    ((1, 2, 9, 8), (1, 2, 10, 8), (1, 2, 10, 8), bools(1, 1, 9, 10))))),
     Case("sdpa_dynamic_batch", layer(lambda: Attention()), tol=1e-4,
          dynamic=B(tuple(kiln.Input(min_shape=(1, 2, 6, 8), opt_shape=(2, 2, 6, 8), max_shape=(4, 2, 6, 8)) for _ in range(3)),
                    (((1, 2, 6, 8),) * 3, ((4, 2, 6, 8),) * 3))),

@@ -185,6 +185,10 @@ def test_bert_with_dynamic_batch_and_sequence_compiles_once():
     summary = kiln.summary(module)
     assert summary["ops_in_torch"] == 0, summary["fallback"]
     assert summary["engines"] == 1
+    # The mask's key dim and the keys share the dynamic sequence length: fused attention, which
+    # never stores the (batch, heads, sequence, sequence) scores.
+    layers = str(kiln.inspect(module))
+    assert layers.count(": Attention(") == 2 and ": Softmax(" not in layers
     with torch.no_grad():
         for batch in (1, 7, 64):
             for length in (8, 77, 512):
