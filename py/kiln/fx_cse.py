@@ -43,5 +43,9 @@ def eliminate_common_subexpressions(gm: fx.GraphModule) -> tuple[fx.GraphModule,
     except TypeError as error:  # an argument Python cannot hash: nothing to compare it with
         logger.debug("Kiln: no common subexpression elimination (%s)", error)
         return gm, 0
-    merged = len(gm.graph.nodes) - len(result.graph_module.graph.nodes)
-    return result.graph_module, merged
+    merged_gm = result.graph_module
+    # CSEPass builds a plain Graph: keep the original's calling convention (a pytree codegen).
+    merged_gm.graph._codegen = gm.graph._codegen
+    merged_gm.recompile()
+    merged = len(gm.graph.nodes) - len(merged_gm.graph.nodes)
+    return merged_gm, merged
