@@ -1122,19 +1122,6 @@ TEST(BuilderPatchConvolutionGemm, LeavesAConvolutionWithAFusedResidual) {
   EXPECT_EQ(countLayers(network, LayerKind::kFullyConnected), 0u);
 }
 
-ShuffleParams transposeParams(Dims permutation) {
-  ShuffleParams p;
-  p.firstPermutation = std::move(permutation);
-  return p;
-}
-
-ShuffleParams reshapeParams(Dims dims) {
-  ShuffleParams p;
-  p.hasReshape = true;
-  p.reshapeDims = std::move(dims);
-  return p;
-}
-
 const ShuffleParams* onlyShuffle(const Network& network) {
   const ShuffleParams* found = nullptr;
   for (size_t i = 0; i < network.numLayers(); ++i) {
@@ -1150,9 +1137,9 @@ const ShuffleParams* onlyShuffle(const Network& network) {
 TEST(BuilderShuffleChainFolding, TransposeFlattenTransposeBecomesOneReshape) {
   Network network;
   Tensor* x = network.addInput("x", DataType::kFloat32, {2, 3, 4, 6});
-  Tensor* channelsFirst = network.addShuffle(x, transposeParams({0, 3, 1, 2}))->output(0);
-  Tensor* flat = network.addShuffle(channelsFirst, reshapeParams({0, 6, 12}))->output(0);
-  Tensor* tokens = network.addShuffle(flat, transposeParams({0, 2, 1}))->output(0);
+  Tensor* channelsFirst = shuffle(network, x, {0, 3, 1, 2});
+  Tensor* flat = shuffle(network, channelsFirst, {}, {0, 6, 12});
+  Tensor* tokens = shuffle(network, flat, {0, 2, 1});
   Tensor* classToken = network.addInput("cls", DataType::kFloat32, {2, 1, 6});
   network.markOutput(network.addConcat({classToken, tokens}, {1})->output(0));
   const std::vector<std::vector<float>> inputs = {ramp(2 * 3 * 4 * 6, -1.0f, 0.01f),
@@ -1174,9 +1161,9 @@ TEST(BuilderShuffleChainFolding, TransposeFlattenTransposeBecomesOneReshape) {
 TEST(BuilderShuffleChainFolding, ADynamicBatchKeepsItsPlace) {
   Network network;
   Tensor* x = network.addInput("x", DataType::kFloat32, {kDynamic, 4, 6, 8});
-  Tensor* channelsFirst = network.addShuffle(x, transposeParams({0, 3, 1, 2}))->output(0);
-  Tensor* flat = network.addShuffle(channelsFirst, reshapeParams({0, 8, 24}))->output(0);
-  network.markOutput(network.addShuffle(flat, transposeParams({0, 2, 1}))->output(0));
+  Tensor* channelsFirst = shuffle(network, x, {0, 3, 1, 2});
+  Tensor* flat = shuffle(network, channelsFirst, {}, {0, 8, 24});
+  network.markOutput(shuffle(network, flat, {0, 2, 1}));
 
   foldShuffleChainsIntoReshapes(network);
   eliminateDeadLayers(network);
@@ -1193,14 +1180,16 @@ TEST(BuilderShuffleChainFolding, ADynamicBatchKeepsItsPlace) {
 TEST(BuilderShuffleChainFolding, FoldsOnlyTheSuffixThatMovesNothing) {
   Network network;
   Tensor* x = network.addInput("x", DataType::kFloat32, {2, 3, 4, 5});
-  Tensor* a = network.addShuffle(x, transposeParams({0, 2, 1, 3}))->output(0);  // (2, 4, 3, 5)
-  Tensor* b = network.addShuffle(a, transposeParams({0, 3, 1, 2}))->output(0);  // (2, 5, 4, 3)
-  ShuffleParams back = reshapeParams({0, 5, 12});
+  Tensor* a = shuffle(network, x, {0, 2, 1, 3});  // (2, 4, 3, 5)
+  Tensor* b = shuffle(network, a, {0, 3, 1, 2});  // (2, 5, 4, 3)
+  ShuffleParams back;
+  back.hasReshape = true;
+  back.reshapeDims = {0, 5, 12};
   back.secondPermutation = {0, 2, 1};  // (2, 12, 5)
   Tensor* c = network.addShuffle(b, back)->output(0);
   network.markOutput(c);
-  Tensor* d = network.addShuffle(x, transposeParams({0, 1, 3, 2}))->output(0);
-  network.markOutput(network.addShuffle(d, transposeParams({0, 1, 3, 2}))->output(0));
+  Tensor* d = shuffle(network, x, {0, 1, 3, 2});
+  network.markOutput(shuffle(network, d, {0, 1, 3, 2}));
   network.markOutput(network.addUnary(d, UnaryOp::kExp)->output(0));
   const std::vector<std::vector<float>> inputs = {ramp(2 * 3 * 4 * 5, -1.0f, 0.01f)};
   const std::vector<std::vector<float>> before = evaluate(network, inputs);
