@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "core/builder/passes.h"
+#include "kernels/common/shapes.h"
 
 namespace kiln {
 namespace {
@@ -100,8 +101,7 @@ bool isContiguous(const StridedDims& x) {
 // The chain's effect on a contiguous input of `sizes`; none when some step copies.
 std::optional<StridedDims> applyChain(const std::vector<const ShuffleParams*>& chain,
                                       const Dims& sizes) {
-  StridedDims x{sizes, Dims(sizes.size(), 1)};
-  for (size_t d = sizes.size(); d-- > 1;) x.strides[d - 1] = x.strides[d] * sizes[d];
+  StridedDims x{sizes, kernels::contiguousStrides(sizes)};
   for (const ShuffleParams* shuffle : chain) {
     x = permuted(x, shuffle->firstPermutation);
     if (shuffle->hasReshape) {

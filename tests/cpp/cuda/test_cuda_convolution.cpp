@@ -17,12 +17,14 @@
 #include "kernels/cpu/convolution.h"
 #include "kernels/cuda/convolution.h"
 #include "tests/cpp/cuda/cuda_test_util.h"
+#include "tests/cpp/cuda/typed_values.h"
 
 namespace kiln::cuda_kernels {
 namespace {
 
 namespace ck = ::kiln::cpu_kernels;
 using cuda_test::DeviceBuffer;
+using cuda_test::kFloatTypes;
 using cuda_test::Stream;
 
 // ---- shapes -------------------------------------------------------------------------------------
@@ -483,8 +485,6 @@ void checkCase(const ConvolutionCase& c, ScalarType type, TensorLayout layout, P
   expectClose(p, runOnGpu(p, operands, planning), reference(p, operands), errorScale(p, operands));
 }
 
-const ScalarType kFloatTypes[] = {ScalarType::kFloat32, ScalarType::kFloat16,
-                                  ScalarType::kBFloat16};
 const TensorLayout kLayouts[] = {TensorLayout::kNCHW, TensorLayout::kNHWC};
 
 // ---- CPU-only: how params map onto cuDNN's symmetric padding ------------------------------------

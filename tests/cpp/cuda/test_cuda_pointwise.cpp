@@ -25,6 +25,7 @@
 #include "kernels/cuda/elementwise.h"
 #include "kernels/cuda/unary_activation.h"
 #include "tests/cpp/cuda/cuda_test_util.h"
+#include "tests/cpp/cuda/typed_values.h"
 
 namespace kiln {
 namespace {
@@ -32,6 +33,7 @@ namespace {
 namespace ck = kiln::cpu_kernels;
 namespace gk = kiln::cuda_kernels;
 using cuda_test::DeviceBuffer;
+using cuda_test::kFloatTypes;
 using cuda_test::Stream;
 using Shape = std::vector<int64_t>;
 using Bytes = std::vector<uint8_t>;
@@ -40,9 +42,6 @@ constexpr gk::ScalarType kAllTypes[] = {gk::ScalarType::kFloat32,  gk::ScalarTyp
                                         gk::ScalarType::kBFloat16, gk::ScalarType::kInt8,
                                         gk::ScalarType::kInt32,    gk::ScalarType::kInt64,
                                         gk::ScalarType::kBool,     gk::ScalarType::kUInt8};
-
-constexpr gk::ScalarType kFloatTypes[] = {gk::ScalarType::kFloat32, gk::ScalarType::kFloat16,
-                                          gk::ScalarType::kBFloat16};
 
 ck::ScalarType toCpu(gk::ScalarType type) {
   switch (type) {

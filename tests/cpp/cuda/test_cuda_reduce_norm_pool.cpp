@@ -33,6 +33,7 @@ namespace ck = kiln::cpu_kernels;
 namespace gk = kiln::cuda_kernels;
 using cuda_test::DeviceBuffer;
 using cuda_test::DeviceTensor;
+using cuda_test::kFloatTypes;
 using cuda_test::Stream;
 using Shape = std::vector<int64_t>;
 using cuda_test::decode;
@@ -43,8 +44,6 @@ using cuda_test::roundingOf;
 using cuda_test::shapeName;
 using cuda_test::volumeOf;
 
-constexpr gk::ScalarType kFloatTypes[] = {gk::ScalarType::kFloat32, gk::ScalarType::kFloat16,
-                                          gk::ScalarType::kBFloat16};
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 constexpr float kInf = std::numeric_limits<float>::infinity();
 
@@ -701,10 +700,9 @@ TEST(CudaPooling, FixedWindowsMatchCpu) {
             const gk::PoolingMode mode =
                 variant == 0 ? gk::PoolingMode::kMax : gk::PoolingMode::kAverage;
             const bool countIncludePad = variant == 1;
-            SCOPED_TRACE(std::string(gk::scalarName(type)) + " in " + shapeName(c.in) +
-                         " kernel " + shapeName(c.kernel) + " channels " +
-                         std::to_string(channels) + (channelsLast ? " last" : "") + " variant " +
-                         std::to_string(variant));
+            SCOPED_TRACE(std::string(gk::scalarName(type)) + " in " + shapeName(c.in) + " kernel " +
+                         shapeName(c.kernel) + " channels " + std::to_string(channels) +
+                         (channelsLast ? " last" : "") + " variant " + std::to_string(variant));
             runPoolingCase(c, channels, mode, countIncludePad, type, channelsLast, false, ++seed,
                            stream);
           }

@@ -29,6 +29,7 @@ namespace {
 namespace ck = kiln::cpu_kernels;
 namespace gk = kiln::cuda_kernels;
 using cuda_test::DeviceTensor;
+using cuda_test::kFloatTypes;
 using cuda_test::Stream;
 using Shape = std::vector<int64_t>;
 using cuda_test::decode;
@@ -38,9 +39,6 @@ using cuda_test::randomFloats;
 using cuda_test::roundingOf;
 using cuda_test::shapeName;
 using cuda_test::volumeOf;
-
-constexpr gk::ScalarType kFloatTypes[] = {gk::ScalarType::kFloat32, gk::ScalarType::kFloat16,
-                                          gk::ScalarType::kBFloat16};
 
 // |actual - expected| <= atol + rtol * |expected|; reports the first few differences only.
 void expectClose(const std::vector<float>& actual, const std::vector<float>& expected, double rtol,

@@ -14,6 +14,10 @@
 
 namespace kiln::cuda_test {
 
+// The storage types the float kernels take, for tests that loop over each.
+inline constexpr kernels::ScalarType kFloatTypes[] = {
+    kernels::ScalarType::kFloat32, kernels::ScalarType::kFloat16, kernels::ScalarType::kBFloat16};
+
 inline int64_t volumeOf(const std::vector<int64_t>& shape) {
   int64_t volume = 1;
   for (int64_t d : shape) volume *= d;
