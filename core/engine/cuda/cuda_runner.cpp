@@ -327,12 +327,26 @@ constexpr size_t kMinConvolutionWorkspaceBytes = size_t{256} << 20;
 constexpr size_t kConvolutionWorkspaceSlackBytes = size_t{32} << 20;
 
 // What a run reports back from the GPU: per gather layer, out-of-range indices; per elementwise
-// layer, an integer division by zero. Checked when the context next runs (a kernel cannot
-// throw, and checking at once would stall the caller's stream).
+// layer, an integer division by zero. A kernel cannot throw, and waiting for the run would stall
+// the caller, so each run's status is copied to the host behind it and checked by a later run of
+// the context once it has landed.
 struct StatusLayout {
   std::vector<int64_t> gatherOffset;       // per layer: offset of its GatherStatus, or -1
   std::vector<int64_t> domainErrorOffset;  // per layer: offset of its int32 flag, or -1
   size_t bytes = 0;
+};
+
+// Runs whose status may be in flight at once: the host runs at most this many runs ahead of the
+// GPU on an engine that reports status, and waits for the oldest beyond that.
+constexpr size_t kStatusSlots = 8;
+
+// One run's status on its way to the host: the copy lands in `host`, then `landed` fires.
+struct StatusSlot {
+  explicit StatusSlot(size_t bytes) : host(bytes) {}
+  PinnedMemory host;
+  Event landed;
+  bool pending = false;
+  uint64_t run = 0;  // which run of the context it reports
 };
 
 }  // namespace
@@ -347,9 +361,9 @@ struct CudaRunner::State {
   size_t scratchBytes = 0;  // at the start of `workspace`, for reduce and shuffle layers
   StatusLayout statusLayout;
   DeviceMemory status;
-  PinnedMemory statusHost;
-  bool statusPending = false;
-  Event statusReady;
+  std::vector<std::unique_ptr<StatusSlot>> statusSlots;  // a ring, used in run order
+  size_t nextStatusSlot = 0;
+  uint64_t runs = 0;
   Event done;
   cudaStream_t lastStream = nullptr;
   bool ranBefore = false;
@@ -375,11 +389,12 @@ struct CudaRunner::State {
   std::vector<LayerTiming>* layerTimings = nullptr;
 
   State(std::shared_ptr<const Engine> e, const ExecutionSettings& s, const StatusLayout& layout)
-      : engine(std::move(e)),
-        settings(s),
-        statusLayout(layout),
-        status(layout.bytes),
-        statusHost(layout.bytes) {}
+      : engine(std::move(e)), settings(s), statusLayout(layout), status(layout.bytes) {
+    if (layout.bytes == 0) return;
+    for (size_t i = 0; i < kStatusSlots; ++i) {
+      statusSlots.push_back(std::make_unique<StatusSlot>(layout.bytes));
+    }
+  }
 
   void bindViews(const std::vector<Dims>& tensorDims, const std::vector<const void*>& inputs,
                  const std::vector<void*>& outputs);
@@ -394,7 +409,12 @@ struct CudaRunner::State {
            (layer.outputs.empty() || memoryPlan.aliasOf[layer.outputs[0]] == MemoryPlan::kNoAlias);
   }
   void copyOutputsNotWrittenInPlace(const std::vector<void*>& outputs, cudaStream_t stream);
-  void checkPreviousRun();
+  // Before a run: reports the errors of earlier runs whose status has landed, and waits for the
+  // oldest one in flight when every status slot is taken.
+  void checkEarlierRuns();
+  // After a run: copies its status to the host behind it.
+  void readStatus(cudaStream_t stream);
+  void checkStatus(StatusSlot& slot);
   void captureGraph(const std::vector<Dims>& key, const std::vector<Dims>& tensorDims);
 };
 
@@ -566,11 +586,6 @@ void CudaRunner::State::runLayers(cudaStream_t stream,
     if (layerEvents != nullptr) {
       check(cudaEventRecord((*layerEvents)[2 * l + 1]->get(), stream), "recording a layer's end");
     }
-  }
-  if (statusLayout.bytes > 0) {
-    check(cudaMemcpyAsync(statusHost.data(), status.data(), statusLayout.bytes,
-                          cudaMemcpyDeviceToHost, stream),
-          "reading run status");
   }
 }
 
@@ -841,32 +856,60 @@ void CudaRunner::State::runLayer(size_t index, const EngineLayer& layer, cudaStr
       layer.params);
 }
 
-void CudaRunner::State::checkPreviousRun() {
-  if (!statusPending) return;
-  statusPending = false;
-  check(cudaEventSynchronize(statusReady.get()), "waiting for the previous run");
+void CudaRunner::State::checkEarlierRuns() {
+  for (size_t i = 0; i < statusSlots.size(); ++i) {
+    StatusSlot& slot = *statusSlots[(nextStatusSlot + i) % statusSlots.size()];
+    if (!slot.pending) continue;
+    const cudaError_t landed = cudaEventQuery(slot.landed.get());
+    if (landed == cudaErrorNotReady) break;  // and so are the runs after it
+    check(landed, "reading an earlier run's status");
+    checkStatus(slot);
+  }
+  StatusSlot* next = statusSlots.empty() ? nullptr : statusSlots[nextStatusSlot].get();
+  if (next != nullptr && next->pending) {
+    check(cudaEventSynchronize(next->landed.get()), "waiting for an earlier run");
+    checkStatus(*next);
+  }
+}
+
+void CudaRunner::State::checkStatus(StatusSlot& slot) {
+  slot.pending = false;
   const EngineDefinition& definition = engine->definition();
   for (size_t l = 0; l < definition.layers.size(); ++l) {
     const EngineLayer& layer = definition.layers[l];
     if (statusLayout.gatherOffset[l] >= 0) {
-      const auto* failure = reinterpret_cast<const ck::GatherStatus*>(statusHost.data() +
+      const auto* failure = reinterpret_cast<const ck::GatherStatus*>(slot.host.data() +
                                                                       statusLayout.gatherOffset[l]);
       if (failure->outOfRange != 0) {
-        throw Error(concat("the previous run of this engine gathered an out-of-range index (",
-                           failure->badIndex, ") in layer '", layer.name,
-                           "'; its outputs are invalid. Check the indices fed to the model"));
+        throw Error(concat("run ", slot.run, " of this engine's context gathered an out-of-range ",
+                           "index (", failure->badIndex, ") in layer '", layer.name,
+                           "'; that run's outputs are invalid. Check the indices fed to the ",
+                           "model"));
       }
     }
     if (statusLayout.domainErrorOffset[l] >= 0) {
       const auto* flag =
-          reinterpret_cast<const int32_t*>(statusHost.data() + statusLayout.domainErrorOffset[l]);
+          reinterpret_cast<const int32_t*>(slot.host.data() + statusLayout.domainErrorOffset[l]);
       if (*flag != 0) {
-        throw Error(concat("the previous run of this engine divided an integer by zero (or ",
-                           "raised one to a negative power) in layer '", layer.name,
-                           "'; its outputs are invalid"));
+        throw Error(concat("run ", slot.run, " of this engine's context divided an integer by ",
+                           "zero (or raised one to a negative power) in layer '", layer.name,
+                           "'; that run's outputs are invalid"));
       }
     }
   }
+}
+
+void CudaRunner::State::readStatus(cudaStream_t stream) {
+  ++runs;
+  if (statusSlots.empty()) return;
+  StatusSlot& slot = *statusSlots[nextStatusSlot];
+  check(cudaMemcpyAsync(slot.host.data(), status.data(), statusLayout.bytes, cudaMemcpyDeviceToHost,
+                        stream),
+        "reading run status");
+  check(cudaEventRecord(slot.landed.get(), stream), "recording run status");
+  slot.pending = true;
+  slot.run = runs;
+  nextStatusSlot = (nextStatusSlot + 1) % statusSlots.size();
 }
 
 void CudaRunner::State::captureGraph(const std::vector<Dims>& key,
@@ -913,7 +956,7 @@ void CudaRunner::execute(const std::vector<Dims>& tensorDims,
                          cudaStream_t stream) {
   State& s = *state_;
   const EngineDefinition& definition = s.engine->definition();
-  s.checkPreviousRun();
+  s.checkEarlierRuns();
   if (s.ranBefore && stream != s.lastStream) {
     // The last run on another stream may still use the arena.
     check(cudaStreamWaitEvent(stream, s.done.get(), 0), "ordering after the previous run");
@@ -957,10 +1000,7 @@ void CudaRunner::execute(const std::vector<Dims>& tensorDims,
       }
     }
   }
-  if (s.statusLayout.bytes > 0) {
-    check(cudaEventRecord(s.statusReady.get(), stream), "recording run status");
-    s.statusPending = true;
-  }
+  s.readStatus(stream);
   check(cudaEventRecord(s.done.get(), stream), "recording the end of the run");
   s.lastStream = stream;
   s.ranBefore = true;
@@ -972,7 +1012,7 @@ std::vector<LayerTiming> CudaRunner::profileLayers(const std::vector<Dims>& tens
                                                    cudaStream_t stream, int iterations) {
   State& s = *state_;
   const size_t layers = s.engine->definition().layers.size();
-  s.checkPreviousRun();
+  s.checkEarlierRuns();
   if (s.ranBefore && stream != s.lastStream) {
     check(cudaStreamWaitEvent(stream, s.done.get(), 0), "ordering after the previous run");
   }
@@ -988,12 +1028,13 @@ std::vector<LayerTiming> CudaRunner::profileLayers(const std::vector<Dims>& tens
     throw;
   }
   s.layerTimings = nullptr;
+  s.readStatus(stream);
   for (int i = 0; i < iterations; ++i) {
+    s.checkEarlierRuns();
     s.runLayers(stream, &events);
+    s.readStatus(stream);
     check(cudaStreamSynchronize(stream), "waiting for a profiled run");
-    s.statusPending = s.statusLayout.bytes > 0;
-    if (s.statusPending) check(cudaEventRecord(s.statusReady.get(), stream), "recording status");
-    s.checkPreviousRun();
+    s.checkEarlierRuns();
     for (size_t l = 0; l < layers; ++l) {
       if (!s.launches(s.engine->definition().layers[l])) continue;
       float elapsed = 0.0f;

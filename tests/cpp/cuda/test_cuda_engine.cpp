@@ -6,6 +6,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <functional>
@@ -807,6 +809,108 @@ TEST(CudaEngine, BuildRunFreeCyclesReturnDeviceMemory) {
     freeLast = freeNow;
   }
   EXPECT_EQ(freeLast, freeBefore) << "free device memory changed in" << changes;
+}
+
+// Rows of an 8 x 4 table picked by three int64 indices, both engine inputs.
+std::shared_ptr<Engine> buildRowLookup() {
+  Network n;
+  Tensor* table = n.addInput("table", DataType::kFloat32, {8, 4});
+  Tensor* indices = n.addInput("indices", DataType::kInt64, {3});
+  n.markOutput(n.addGather(table, indices, {0})->output(0));
+  BuilderConfig config;
+  config.backend = Backend::kCuda;
+  return Builder::build(n, config);
+}
+
+// One row lookup's buffers: element e of the table holds e. start() returns without waiting for
+// the run; the caller waits before it starts again, since the indices' buffer is replaced.
+struct RowLookupRun {
+  DeviceBuffer table = DeviceBuffer::from(iota(32));
+  DeviceBuffer indices;
+  DeviceBuffer rows{3 * 4 * sizeof(float)};
+
+  static std::vector<float> iota(int count, float first = 0.0f) {
+    std::vector<float> values(static_cast<size_t>(count));
+    for (float& value : values) value = first++;
+    return values;
+  }
+  void start(ExecutionContext& context, const std::vector<int64_t>& picked, cudaStream_t stream) {
+    indices = DeviceBuffer::from(picked);
+    context.execute({table.data(), indices.data()}, {rows.data()}, stream);
+  }
+};
+
+TEST(CudaEngine, OutOfRangeIndexIsReportedOnceByALaterRun) {
+  KILN_SKIP_WITHOUT_GPU();
+  auto engine = buildRowLookup();
+  auto context = engine->createExecutionContext();
+  context->setInputShapes({{8, 4}, {3}});
+  RowLookupRun run;
+  // Runs 1 and 3 are the first and a CUDA graph's replays: both paths report.
+  for (const char* path : {"first run", "graph replay"}) {
+    run.start(*context, {0, 10, 7}, nullptr);
+    ASSERT_EQ(cudaStreamSynchronize(nullptr), cudaSuccess);
+    try {
+      run.start(*context, {0, 1, 2}, nullptr);
+      ADD_FAILURE() << path << ": the bad index was not reported";
+    } catch (const Error& error) {
+      const std::string message = error.what();
+      EXPECT_NE(message.find("out-of-range index (10)"), std::string::npos) << message;
+      EXPECT_NE(message.find("outputs are invalid"), std::string::npos) << message;
+    }
+    EXPECT_NO_THROW(run.start(*context, {0, 1, 2}, nullptr)) << path;
+    ASSERT_EQ(cudaStreamSynchronize(nullptr), cudaSuccess);
+    EXPECT_NO_THROW(run.start(*context, {4, 5, -1}, nullptr)) << path;
+    ASSERT_EQ(cudaStreamSynchronize(nullptr), cudaSuccess);
+    EXPECT_EQ(run.rows.download<float>(), RowLookupRun::iota(12, 16.0f)) << path;
+  }
+}
+
+// Holds a stream until `released` is set, or for at most 20 s; says whether it timed out.
+struct StreamGate {
+  std::atomic<bool> released{false};
+  std::atomic<bool> timedOut{false};
+
+  static void CUDART_CB hold(void* gate) {
+    auto* self = static_cast<StreamGate*>(gate);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (!self->released.load()) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        self->timedOut = true;
+        return;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  }
+};
+
+// An engine whose runs report status (it gathers) must still queue run after run without
+// waiting for the GPU, or the host's time per run adds to the GPU's.
+TEST(CudaEngine, RunsDoNotWaitForEarlierRunsToFinish) {
+  KILN_SKIP_WITHOUT_GPU();
+  auto engine = buildRowLookup();
+  auto context = engine->createExecutionContext();
+  context->setInputShapes({{8, 4}, {3}});
+  cudaStream_t stream = nullptr;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
+  RowLookupRun run;
+  for (int warmUp = 0; warmUp < 2; ++warmUp) {
+    run.start(*context, {0, 1, 2}, stream);
+    ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+  }
+
+  StreamGate gate;
+  ASSERT_EQ(cudaLaunchHostFunc(stream, StreamGate::hold, &gate), cudaSuccess);
+  std::vector<RowLookupRun> runs(4);
+  for (RowLookupRun& queued : runs) queued.start(*context, {5, 6, 7}, stream);
+  EXPECT_EQ(cudaStreamQuery(stream), cudaErrorNotReady);
+  gate.released = true;
+  ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+  EXPECT_FALSE(gate.timedOut) << "a run waited for the one before it";
+  for (RowLookupRun& queued : runs) {
+    EXPECT_EQ(queued.rows.download<float>(), RowLookupRun::iota(12, 20.0f));
+  }
+  cudaStreamDestroy(stream);
 }
 
 TEST(CudaEngine, PlanFromAnotherComputeCapabilityIsRefused) {
