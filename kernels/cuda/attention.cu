@@ -295,6 +295,14 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksPerSm<kDim>)
   // V (B operand of two n8 tiles, transposed): (keys 0-7 | 8-15) x (dims 0-7 | 8-15), keys first.
   const uint16_t* vFragment = sV + (matrixRow + (matrix % 2) * 8) * kPitchElems + (matrix / 2) * 8;
 
+  // Work this warp can skip, decided per warp so that no lane diverges: all of it when its 16
+  // rows are past the last query (ViT's 197 queries leave 3 of the last CTA's 4 warps idle), and
+  // 16-key groups past the last key or, causal, past its last row (197 keys fill 5 of the last
+  // tile's 64). Their scores stay 0 until masking makes them -inf, as before.
+  const int warpRowStart = rowStart + warp * 16;
+  const bool warpHasRows = warpRowStart < args.queries;
+  const int warpKeyEnd = args.causal ? min(args.keys, warpRowStart + 16) : args.keys;
+
   float o[kOutTiles][4] = {};
   float rowMax[2] = {-INFINITY, -INFINITY};
   float rowSum[2] = {0.0f, 0.0f};  // this thread's part; the quad's parts are added at the end
@@ -308,18 +316,21 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksPerSm<kDim>)
     cpAsyncCommit();
 
     float s[kScoreTiles][4] = {};
+    if (warpHasRows) {
 #pragma unroll
-    for (int slice = 0; slice < kKSlices; ++slice) {
-      // Q fragments are read again for every tile: holding them in registers instead would
-      // cost the occupancy that kMinBlocksPerSm asks for.
-      uint32_t a[4];
-      ldmatrixX4(a, qFragment + slice * 16);
+      for (int slice = 0; slice < kKSlices; ++slice) {
+        // Q fragments are read again for every tile: holding them in registers instead would
+        // cost the occupancy that kMinBlocksPerSm asks for.
+        uint32_t a[4];
+        ldmatrixX4(a, qFragment + slice * 16);
 #pragma unroll
-      for (int pair = 0; pair < kScoreTiles / 2; ++pair) {
-        uint32_t b[4];
-        ldmatrixX4(b, kFragment + pair * 16 * kPitchElems + slice * 16);
-        Mma::mma(s[2 * pair], a, b[0], b[1]);
-        Mma::mma(s[2 * pair + 1], a, b[2], b[3]);
+        for (int pair = 0; pair < kScoreTiles / 2; ++pair) {
+          if (keyBase + pair * 16 >= warpKeyEnd) break;
+          uint32_t b[4];
+          ldmatrixX4(b, kFragment + pair * 16 * kPitchElems + slice * 16);
+          Mma::mma(s[2 * pair], a, b[0], b[1]);
+          Mma::mma(s[2 * pair + 1], a, b[2], b[3]);
+        }
       }
     }
 
@@ -391,6 +402,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksPerSm<kDim>)
     // P (fp32 C fragments of two n8 tiles) is the A fragment of a 16-key slice as it stands.
 #pragma unroll
     for (int slice = 0; slice < kBlockN / 16; ++slice) {
+      if (!warpHasRows || keyBase + slice * 16 >= warpKeyEnd) break;
       const uint32_t a[4] = {Mma::pack(s[2 * slice][0], s[2 * slice][1]),
                              Mma::pack(s[2 * slice][2], s[2 * slice][3]),
                              Mma::pack(s[2 * slice + 1][0], s[2 * slice + 1][1]),
@@ -426,7 +438,6 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksPerSm<kDim>)
   uint16_t* out = static_cast<uint16_t*>(args.out) + batch * args.outStrides.batch +
                   head * args.outStrides.head;
   const uint16_t* staged = sQ + warp * 16 * kPitchElems;
-  const int warpRowStart = rowStart + warp * 16;
   if (args.vectorOut) {
     constexpr int kChunks = kDim / 8;
 #pragma unroll
