@@ -122,12 +122,36 @@ void launchBatchNorm(const BatchNormParams& params, const T* x, const P* scale, 
 
 // ---- layer norm -------------------------------------------------------------------------------
 
+// Parameters [start, start + kVec) as floats: in 16-byte loads when `vector` says the pointer is
+// 16-byte aligned (start is a multiple of kVec); element by element they would take 8 to 16 load
+// instructions for each vector of the row.
+template <typename P, int kVec>
+__device__ __forceinline__ void loadParameters(const P* parameters, int start, bool vector,
+                                               float (&values)[kVec]) {
+  constexpr int kPerLoad = 16 / static_cast<int>(sizeof(P));
+  if constexpr (kVec % kPerLoad == 0) {
+    if (vector) {
+#pragma unroll
+      for (int part = 0; part < kVec / kPerLoad; ++part) {
+        P raw[kPerLoad];
+        loadVector(parameters + start + part * kPerLoad, raw);
+#pragma unroll
+        for (int j = 0; j < kPerLoad; ++j) values[part * kPerLoad + j] = toFloat(raw[j]);
+      }
+      return;
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < kVec; ++j) values[j] = toFloat(parameters[start + j]);
+}
+
 // Rows of up to 32 * kVectors * kVec elements, one warp a row, held in registers: mean, then the
 // variance of the centred values (two passes, no cancellation), without reading memory twice.
+// vectorParameters: scale and bias (those given) are 16-byte aligned.
 template <typename T, typename P, int kVec, int kVectors>
 __global__ void __launch_bounds__(kBlockThreads)
     layerNormRowsWarpKernel(const T* in, const T* residualIn, const P* scale, const P* bias, T* out,
-                            int64_t rows, int cols, float epsilon) {
+                            int64_t rows, int cols, float epsilon, bool vectorParameters) {
   const int64_t row = blockIdx.x * static_cast<int64_t>(kBlockThreads / 32) + threadIdx.x / 32;
   if (row >= rows) return;  // the whole warp leaves together
   const int lane = threadIdx.x % 32;
@@ -175,14 +199,22 @@ __global__ void __launch_bounds__(kBlockThreads)
   for (int k = 0; k < kVectors; ++k) {
     const int start = (lane + k * 32) * kVec;
     if (start < cols) {
+#pragma unroll
+      for (int j = 0; j < kVec; ++j) values[k][j] *= inverseStd;
+      float affine[kVec];
+      if (scale != nullptr) {
+        loadParameters(scale, start, vectorParameters, affine);
+#pragma unroll
+        for (int j = 0; j < kVec; ++j) values[k][j] *= affine[j];
+      }
+      if (bias != nullptr) {
+        loadParameters(bias, start, vectorParameters, affine);
+#pragma unroll
+        for (int j = 0; j < kVec; ++j) values[k][j] += affine[j];
+      }
       T raw[kVec];
 #pragma unroll
-      for (int j = 0; j < kVec; ++j) {
-        float value = values[k][j] * inverseStd;
-        if (scale != nullptr) value *= toFloat(scale[start + j]);
-        if (bias != nullptr) value += toFloat(bias[start + j]);
-        raw[j] = fromAccumulator<T>(value);
-      }
+      for (int j = 0; j < kVec; ++j) raw[j] = fromAccumulator<T>(values[k][j]);
       storeVector(y + start, raw);
     }
   }
@@ -257,8 +289,10 @@ bool tryLaunchLayerNormWarp(int64_t vectorsPerLane, const LayerNormParams& param
     }
     layerNormRowsWarpKernel<T, P, kVec, kVectors>
         <<<static_cast<unsigned>(ceilDiv(params.rows, kBlockThreads / 32)), kBlockThreads, 0,
-           stream>>>(x, residual, scale, bias, out, params.rows, static_cast<int>(params.cols),
-                     static_cast<float>(params.epsilon));
+           stream>>>(
+            x, residual, scale, bias, out, params.rows, static_cast<int>(params.cols),
+            static_cast<float>(params.epsilon),
+            (scale == nullptr || isAligned16(scale)) && (bias == nullptr || isAligned16(bias)));
     KILN_CUDA_CHECK_LAUNCH();
     return true;
   }

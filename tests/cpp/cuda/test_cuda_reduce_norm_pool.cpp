@@ -539,7 +539,8 @@ TEST(CudaNormalization, BatchNormMatchesCpu) {
 // With a residual r, the norm is of quantize(x + r), as an unfused add would store the sum.
 void checkLayerNorm(gk::ScalarType type, gk::ScalarType parameterType, int64_t rows, int64_t cols,
                     bool withScale, bool withBias, float center, size_t offset, uint32_t seed,
-                    double tolerance, const Stream& stream, bool withResidual = false) {
+                    double tolerance, const Stream& stream, bool withResidual = false,
+                    size_t parameterOffset = 0) {
   const std::vector<float> x =
       quantize(randomFloats(rows * cols, seed, center - 1.0f, center + 1.0f), type);
   const std::vector<float> residual = quantize(randomFloats(rows * cols, seed + 3), type);
@@ -558,8 +559,9 @@ void checkLayerNorm(gk::ScalarType type, gk::ScalarType parameterType, int64_t r
   const DeviceTensor in(encode(x, type), offset * elementSize);
   const DeviceTensor residualDevice(encode(residual, type), offset * elementSize);
   const DeviceTensor out(x.size() * elementSize, offset * elementSize);
-  const DeviceTensor scaleDevice(encode(scale, parameterType), 0);
-  const DeviceTensor biasDevice(encode(bias, parameterType), 0);
+  const size_t parameterSize = gk::scalarSize(parameterType);
+  const DeviceTensor scaleDevice(encode(scale, parameterType), parameterOffset * parameterSize);
+  const DeviceTensor biasDevice(encode(bias, parameterType), parameterOffset * parameterSize);
   gk::layerNorm({rows, cols, 1e-5, type, parameterType}, in.data(),
                 withScale ? scaleDevice.data() : nullptr, withBias ? biasDevice.data() : nullptr,
                 withResidual ? residualDevice.data() : nullptr, out.data(), stream.get());
@@ -588,6 +590,27 @@ TEST(CudaNormalization, LayerNormMatchesCpuOnEveryPath) {
                              /*withResidual=*/affine == 3);
             }
           }
+        }
+      }
+    }
+  }
+}
+
+// Aligned rows with scale and bias off 16-byte alignment: the element-by-element parameter path.
+TEST(CudaNormalization, LayerNormWithUnalignedParametersMatchesCpu) {
+  KILN_SKIP_WITHOUT_GPU();
+  const Stream stream;
+  uint32_t seed = 1900;
+  for (gk::ScalarType type : kFloatTypes) {
+    for (gk::ScalarType parameterType : {gk::ScalarType::kFloat32, type}) {
+      for (int64_t cols : {64, 768}) {
+        for (size_t parameterOffset : {1, 4}) {
+          SCOPED_TRACE(std::string(gk::scalarName(type)) + " params " +
+                       gk::scalarName(parameterType) + " cols " + std::to_string(cols) +
+                       " parameter offset " + std::to_string(parameterOffset));
+          checkLayerNorm(type, parameterType, 33, cols, true, true, 0.0f, 0, seed += 5,
+                         type == gk::ScalarType::kFloat32 ? 2e-5 : roundingOf(type) * 2, stream,
+                         /*withResidual=*/true, parameterOffset);
         }
       }
     }
