@@ -15,6 +15,15 @@ it runs, each row as it is measured to <date>-<gpu>.partial.jsonl) and prints a 
 With --kernels, each row also gets ``kernels_per_forward`` (kernels launched by one forward, as
 the CUDA profiler sees them, CUDA-graph replays included), and the busiest kernels of each row are
 written to <date>-<gpu>.kernels.md.
+
+max-autotune compiles for minutes per model and batch, longer than one call to the GPU machine
+may take for all of them. So a run can be put together from parts measured on one machine at one
+commit: ``--compile-only`` builds each backend and runs it once, filling torch.compile's caches
+(TORCHINDUCTOR_CACHE_DIR) so that a later timed call compiles from cache, and ``--merge`` joins
+the parts' .jsonl files into one table with every ratio taken across all of them:
+
+    python bench/run.py --models resnet50 --batches 256 --backends inductor-max-autotune --compile-only
+    python bench/run.py --merge part1/DATE-GPU.jsonl part2/DATE-GPU.jsonl   # to bench/results
 """
 
 from __future__ import annotations
@@ -185,6 +194,11 @@ def run(args: argparse.Namespace, partial: Path, kernels_file: Path | None) -> l
                             row["build_s"] = round(time.perf_counter() - started, 2)
                             row["max_err"] = float(
                                 (out.float() - reference).abs().max() / reference.abs().max())
+                            if args.compile_only:
+                                logger.info("%s batch %d %s %s: built in %.1f s", name, batch,
+                                            dtype_name, backend, row["build_s"])
+                                del compiled
+                                continue
                             times = time_forward(lambda: compiled(x), warmup=args.warmup,
                                                  iters=args.iters)
                     except Exception as error:  # noqa: BLE001 - a failed backend is a row too
@@ -216,6 +230,39 @@ def run(args: argparse.Namespace, partial: Path, kernels_file: Path | None) -> l
                     torch.cuda.empty_cache()
     add_ratios(rows)
     return rows
+
+
+def merge(paths: list[Path]) -> list[dict]:
+    """The rows of several parts of one run; a (model, batch, dtype, backend) measured twice keeps
+    its last measurement, and the ratios are taken again across all parts."""
+    by_key: dict[tuple, dict] = {}
+    for path in paths:
+        for line in path.read_text().splitlines():
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            for key in ("speedup_vs_eager", "speedup_vs_best_inductor"):
+                row.pop(key, None)
+            by_key[(row["model"], row["batch"], row["dtype"], row["backend"])] = row
+    gpus = {row["gpu"] for row in by_key.values()}
+    if len(gpus) > 1:
+        raise ValueError(f"the parts were measured on different GPUs ({sorted(gpus)}); "
+                         "merge only parts of one run on one machine")
+    order = {name: i for i, name in enumerate(BACKENDS)}
+    rows = sorted(by_key.values(), key=lambda r: (list(BATCHES).index(r["model"]), r["batch"],
+                                                  r["dtype"], order[r["backend"]]))
+    add_ratios(rows)
+    return rows
+
+
+def write_results(rows: list[dict], stem: Path) -> str:
+    """Writes <stem>.jsonl and <stem>.md and returns the markdown table."""
+    with open(stem.with_suffix(".jsonl"), "w") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+    table = markdown(rows)
+    stem.with_suffix(".md").write_text(table + "\n")
+    return table
 
 
 def add_ratios(rows: list[dict]) -> None:
@@ -270,8 +317,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--kernels", action="store_true",
                         help="profile each row's kernels (kernels per forward, busiest kernels)")
+    parser.add_argument("--compile-only", action="store_true",
+                        help="build each backend and run it once, to fill torch.compile's "
+                             "caches; time nothing and write no results")
+    parser.add_argument("--merge", nargs="+", type=Path, metavar="JSONL",
+                        help="join the .jsonl parts of one run into <out>/<the first part's "
+                             "name> (.jsonl and .md); needs no GPU")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.merge:
+        args.out.mkdir(parents=True, exist_ok=True)
+        print(write_results(merge(args.merge), args.out / args.merge[0].name.split(".")[0]))
+        return 0
     if not torch.cuda.is_available():
         print("bench/run.py needs a CUDA GPU", file=sys.stderr)
         return 2
@@ -284,13 +341,14 @@ def main(argv: list[str] | None = None) -> int:
     if kernels_file is not None:
         kernels_file.unlink(missing_ok=True)
     rows = run(args, partial, kernels_file)
-    partial.unlink()
-    with open(stem.with_suffix(".jsonl"), "w") as f:
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
-    table = markdown(rows)
-    stem.with_suffix(".md").write_text(table + "\n")
-    print(table)
+    partial.unlink(missing_ok=True)
+    if args.compile_only:
+        failed = [r for r in rows if "error" in r]
+        for row in failed:
+            print(f"{row['model']} batch {row['batch']} {row['dtype']} {row['backend']}: "
+                  f"{row['error']}")
+        return 1 if failed else 0
+    print(write_results(rows, stem))
     return 0
 
 
