@@ -14,7 +14,9 @@ void eliminateDeadLayers(Network& network);
 void foldConstants(Network& network);
 
 // Drops the mask of each attention layer whose mask is a constant (repeated, reshaped, sliced or
-// cast between float types) that masks nothing: all true (bool) or all zero (additive).
+// cast between float types) that masks nothing: all true (bool) or all zero (additive); or a bool
+// mask computed from one integer tensor of proven range (arange(seq) under a dynamic length) that
+// is true at every value in it.
 void removeAttentionMasksThatMaskNothing(Network& network);
 
 // Folds each inference batch norm into the convolution that feeds it (when the convolution has

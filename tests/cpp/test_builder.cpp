@@ -1258,6 +1258,75 @@ TEST(BuilderAttentionMaskElimination, DropsMasksThatMaskNothing) {
   expectNear(evaluate(network, inputs), before, 0.0f);
 }
 
+// HF's mask under a dynamic sequence length: (i > c) | (i == c) over i = arange(seq) + 0, expanded
+// to (1, 1, seq, seq). Dropped when it holds at every i the arange can give.
+TEST(BuilderAttentionMaskElimination, DropsComputedMasksTrueAtEveryValueOfTheirIndex) {
+  Network network;
+  Tensor* x = network.addInput("x", DataType::kFloat32, {1, 2, 3, 4});
+  Tensor* q = network.addCast(x, DataType::kFloat16)->output(0);
+  auto int64Constant = [&](const Dims& dims, std::vector<int64_t> values) {
+    return network.addConstant(Weights::fromValues(DataType::kInt64, dims, values))->output(0);
+  };
+  // Slices and expands ending at x's sequence length, as a dynamic one would.
+  auto toSequence = [&](Tensor* tensor, int64_t axis) {
+    SliceParams p;
+    p.axes = {axis};
+    p.starts = {0};
+    p.ends = {0};
+    p.steps = {tensor->dims()[static_cast<size_t>(axis)] == 1 ? 0 : 1};
+    p.endReferences = {2};
+    return network.addSlice(tensor, x, p)->output(0);
+  };
+  Tensor* arange = toSequence(int64Constant({8}, {0, 1, 2, 3, 4, 5, 6, 7}), 0);
+  Tensor* index =
+      network.addElementwise(arange, int64Constant({1}, {0}), ElementwiseOp::kSum)->output(0);
+  ShuffleParams unsqueeze;
+  unsqueeze.hasReshape = true;
+  unsqueeze.reshapeDims = {1, 1, -1, 1};
+  Tensor* rows = network.addShuffle(index, unsqueeze)->output(0);
+  auto attend = [&](Tensor* mask) {
+    AttentionParams p;
+    p.scale = 0.5;
+    Tensor* out = network.addAttention(q, q, q, toSequence(mask, 3), p)->output(0);
+    network.markOutput(network.addCast(out, DataType::kFloat32)->output(0));
+  };
+  auto compare = [&](Tensor* a, ElementwiseOp op, int64_t c) {
+    return network.addElementwise(a, int64Constant({1, 1, 1, 1}, {c}), op)->output(0);
+  };
+  auto atLeast = [&](Tensor* a, int64_t c) {
+    return network
+        .addElementwise(compare(a, ElementwiseOp::kGreater, c),
+                        compare(a, ElementwiseOp::kEqual, c), ElementwiseOp::kOr)
+        ->output(0);
+  };
+  attend(atLeast(rows, 0));  // i >= 0: always
+  attend(atLeast(rows, 1));  // i >= 1: not at row 0
+  attend(network.addUnary(compare(rows, ElementwiseOp::kGreater, 7), UnaryOp::kNot)->output(0));
+  // Its variable has no proven range: a cast of the network's input.
+  Tensor* fromInput =
+      network.addShuffle(network.addCast(x, DataType::kInt64)->output(0), {})->output(0);
+  ShuffleParams firstColumn;
+  firstColumn.hasReshape = true;
+  firstColumn.reshapeDims = {1, 2, 3, 4};
+  attend(
+      compare(network.addShuffle(fromInput, firstColumn)->output(0), ElementwiseOp::kLess, 1000));
+  const std::vector<std::vector<float>> inputs = {ramp(24, -1.0f, 0.09f)};
+  const std::vector<std::vector<float>> before = evaluate(network, inputs);
+
+  removeAttentionMasksThatMaskNothing(network);
+  eliminateDeadLayers(network);
+
+  std::vector<bool> hasMask;
+  for (size_t o = 0; o < network.numOutputs(); ++o) {
+    const Layer* attention = network.output(o)->producer()->input(0)->producer();
+    ASSERT_EQ(attention->kind(), LayerKind::kAttention);
+    hasMask.push_back(attention->inputs().size() > 3 && attention->input(3) != nullptr);
+  }
+  EXPECT_EQ(hasMask, (std::vector<bool>{false, true, false, true}));
+  network.validate();
+  expectNear(evaluate(network, inputs), before, 0.0f);
+}
+
 TEST(BuilderLayoutTransposeSinking, ComposesTransposesAndMovesThemPastElementwiseLayers) {
   Network network;
   Tensor* x = network.addInput("x", DataType::kFloat32, {2, 3, 4, 5});

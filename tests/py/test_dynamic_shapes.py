@@ -1,6 +1,8 @@
 """Dynamic shapes: one engine built for a range of input shapes runs every shape in the range
 and refuses the others with a message naming the profile."""
 
+import re
+
 import pytest
 import torch
 
@@ -189,6 +191,10 @@ def test_bert_with_dynamic_batch_and_sequence_compiles_once():
     # never stores the (batch, heads, sequence, sequence) scores.
     layers = str(kiln.inspect(module))
     assert layers.count(": Attention(") == 2 and ": Softmax(" not in layers
+    # Called without an attention_mask, HF computes an all-true mask from arange(sequence): the
+    # builder proves it masks nothing at any length, so attention reads no mask.
+    attention_inputs = re.findall(r": Attention\([^)]*\)\s+\(([^)]*)\) ->", layers)
+    assert [len(inputs.split(", ")) for inputs in attention_inputs] == [3, 3], attention_inputs
     with torch.no_grad():
         for batch in (1, 7, 64):
             for length in (8, 77, 512):
