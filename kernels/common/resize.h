@@ -103,7 +103,7 @@ KILN_HOST_DEVICE inline int resizeTaps(ResizeMode mode, bool alignCorners, const
   float source = alignCorners ? axis.ratio * static_cast<float>(o)
                               : roundedProduct(axis.ratio, static_cast<float>(o) + 0.5f) - 0.5f;
   if (!cubic && source < 0.0f) source = 0.0f;
-  int64_t base = static_cast<int64_t>(floorf(source));
+  auto base = static_cast<int64_t>(floorf(source));
   if (base > last) base = last;
   float t = source - static_cast<float>(base);
   t = t < 0.0f ? 0.0f : (t > 1.0f ? 1.0f : t);

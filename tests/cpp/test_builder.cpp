@@ -166,7 +166,7 @@ Tensor* conv3x3(Network& network, Tensor* x, int64_t inChannels, int64_t outChan
   p.kernel = {3, 3};
   p.prePadding = {1, 1};
   p.postPadding = {1, 1};
-  const size_t weights = static_cast<size_t>(outChannels * inChannels * 9);
+  const auto weights = static_cast<size_t>(outChannels * inChannels * 9);
   Tensor* w = network
                   .addConstant(floatWeights({outChannels, inChannels, 3, 3},
                                             ramp(weights, -0.3f * seed, 0.04f)))
@@ -922,7 +922,7 @@ Tensor* halfConv3x3(Network& network, Tensor* x, int64_t inChannels, int64_t out
   p.prePadding = {1, 1};
   p.postPadding = {1, 1};
   p.activation = FusedActivation::kRelu;
-  auto half = [&](Dims dims, float start, float step) {
+  auto half = [&](const Dims& dims, float start, float step) {
     const auto count = static_cast<size_t>(volume(dims));
     Tensor* values = network.addConstant(floatWeights(dims, ramp(count, start, step)))->output(0);
     return network.addCast(values, DataType::kFloat16)->output(0);
@@ -1005,7 +1005,7 @@ TEST(BuilderPointwiseConvolutionGemm, OneByOneConvolutionsBecomeFullyConnected) 
   Network network;
   Tensor* x = network.addInput("x", DataType::kFloat32, {2, 6, 5, 4});
   Tensor* half = network.addCast(x, DataType::kFloat16)->output(0);
-  auto constant = [&](Dims dims, float start, float step) {
+  auto constant = [&](const Dims& dims, float start, float step) {
     const auto count = static_cast<size_t>(volume(dims));
     Tensor* values = network.addConstant(floatWeights(dims, ramp(count, start, step)))->output(0);
     return network.addCast(values, DataType::kFloat16)->output(0);
@@ -1056,11 +1056,12 @@ TEST(BuilderPointwiseConvolutionGemm, OneByOneConvolutionsBecomeFullyConnected) 
 TEST(BuilderPatchConvolutionGemm, PatchEmbeddingsBecomeAGatherAndAFullyConnectedLayer) {
   Network network;
   Tensor* x = network.addInput("x", DataType::kFloat32, {2, 3, 8, 12});
-  auto constant = [&](Dims dims, float start, float step) {
+  auto constant = [&](const Dims& dims, float start, float step) {
     const auto count = static_cast<size_t>(volume(dims));
     return network.addConstant(floatWeights(dims, ramp(count, start, step)))->output(0);
   };
-  auto conv = [&](Tensor* input, int64_t outChannels, Dims kernel, Dims stride, float seed) {
+  auto conv = [&](Tensor* input, int64_t outChannels, const Dims& kernel, const Dims& stride,
+                  float seed) {
     ConvolutionParams p;
     p.outChannels = outChannels;
     p.kernel = kernel;
@@ -1223,7 +1224,7 @@ TEST(BuilderAttentionMaskElimination, DropsMasksThatMaskNothing) {
     Tensor* out = network.addAttention(q, q, q, mask, p)->output(0);
     network.markOutput(network.addCast(out, DataType::kFloat32)->output(0));
   };
-  auto boolMask = [&](std::vector<uint8_t> values) {
+  auto boolMask = [&](const std::vector<uint8_t>& values) {
     return network.addConstant(Weights::fromValues(DataType::kBool, {1, 1, 1, 3}, values))
         ->output(0);
   };
@@ -1264,7 +1265,7 @@ TEST(BuilderAttentionMaskElimination, DropsComputedMasksTrueAtEveryValueOfTheirI
   Network network;
   Tensor* x = network.addInput("x", DataType::kFloat32, {1, 2, 3, 4});
   Tensor* q = network.addCast(x, DataType::kFloat16)->output(0);
-  auto int64Constant = [&](const Dims& dims, std::vector<int64_t> values) {
+  auto int64Constant = [&](const Dims& dims, const std::vector<int64_t>& values) {
     return network.addConstant(Weights::fromValues(DataType::kInt64, dims, values))->output(0);
   };
   // Slices and expands ending at x's sequence length, as a dynamic one would.

@@ -525,7 +525,7 @@ void CudaRunner::State::bindViews(const std::vector<Dims>& tensorDims,
     views[t].dtype = definition.tensors[t].dtype;
     views[t].dims = tensorDims[t];
     views[t].data = memoryPlan.offsets[t] >= 0 ? arena.data() + memoryPlan.offsets[t] : nullptr;
-    const int64_t needed = static_cast<int64_t>(views[t].bytes());
+    const auto needed = static_cast<int64_t>(views[t].bytes());
     KILN_CHECK(memoryPlan.offsets[t] < 0 || needed <= memoryPlan.bytes[t], "tensor '",
                definition.tensors[t].name, "' needs ", needed, " bytes at these input shapes, ",
                "more than the ", memoryPlan.bytes[t], " planned from the profiles' shapes");
