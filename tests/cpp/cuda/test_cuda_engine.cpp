@@ -469,6 +469,7 @@ std::vector<Bytes> runOnCpu(const Engine& engine, const BuiltCase& c) {
   std::vector<Dims> outputDims = context->setInputShapes(c.shapes);
   std::vector<Bytes> outputs;
   std::vector<void*> outputPointers;
+  outputPointers.reserve(outputDims.size());
   for (size_t o = 0; o < outputDims.size(); ++o) {
     outputs.emplace_back(static_cast<size_t>(volume(outputDims[o])) *
                          elementSize(engine.outputTensor(o).dtype));
@@ -511,7 +512,7 @@ void expectClose(const Engine& engine, const std::vector<Bytes>& expected,
   ASSERT_EQ(expected.size(), actual.size());
   for (size_t o = 0; o < expected.size(); ++o) {
     const DataType dtype = engine.outputTensor(o).dtype;
-    const int64_t count = static_cast<int64_t>(expected[o].size() / elementSize(dtype));
+    const auto count = static_cast<int64_t>(expected[o].size() / elementSize(dtype));
     ASSERT_EQ(expected[o].size(), actual[o].size()) << what << " output " << o;
     double scale = 1e-6, worst = 0;
     int64_t worstAt = 0;
@@ -744,6 +745,7 @@ TEST(CudaEngine, SharedByEightThreadsWithTheirOwnStreams) {
     reference = runOnGpu(*context, inputs, shapes, nullptr);
   }
   std::vector<std::thread> threads;
+  threads.reserve(8);
   std::vector<int> mismatches(8, 0);
   std::vector<std::string> errors(8);
   for (int t = 0; t < 8; ++t) {
