@@ -1214,6 +1214,27 @@ TEST(BuilderShuffleChainFolding, FoldsOnlyTheSuffixThatMovesNothing) {
 // Four attentions over the same q, k, v: masks that mask nothing (all true, broadcast from one
 // row; all zero, cast from float32 to float16 on the way) go; masks with one false or one -inf
 // stay.
+// Runs removeAttentionMasksThatMaskNothing on a network whose outputs are casts of attention
+// layers (its one input of 24 elements) and checks which attentions still read a mask and that
+// the outputs did not change.
+void expectMasksKeptAfterElimination(Network& network, const std::vector<bool>& expected) {
+  const std::vector<std::vector<float>> inputs = {ramp(24, -1.0f, 0.09f)};
+  const std::vector<std::vector<float>> before = evaluate(network, inputs);
+
+  removeAttentionMasksThatMaskNothing(network);
+  eliminateDeadLayers(network);
+
+  std::vector<bool> hasMask;
+  for (size_t o = 0; o < network.numOutputs(); ++o) {
+    const Layer* attention = network.output(o)->producer()->input(0)->producer();
+    ASSERT_EQ(attention->kind(), LayerKind::kAttention);
+    hasMask.push_back(attention->inputs().size() > 3 && attention->input(3) != nullptr);
+  }
+  EXPECT_EQ(hasMask, expected);
+  network.validate();
+  expectNear(evaluate(network, inputs), before, 0.0f);
+}
+
 TEST(BuilderAttentionMaskElimination, DropsMasksThatMaskNothing) {
   Network network;
   Tensor* x = network.addInput("x", DataType::kFloat32, {1, 2, 3, 4});
@@ -1242,21 +1263,7 @@ TEST(BuilderAttentionMaskElimination, DropsMasksThatMaskNothing) {
   oneMasked[4] = -std::numeric_limits<float>::infinity();
   Tensor* masked = network.addConstant(floatWeights({1, 1, 3, 3}, oneMasked))->output(0);
   attend(network.addCast(masked, DataType::kFloat16)->output(0));
-  const std::vector<std::vector<float>> inputs = {ramp(24, -1.0f, 0.09f)};
-  const std::vector<std::vector<float>> before = evaluate(network, inputs);
-
-  removeAttentionMasksThatMaskNothing(network);
-  eliminateDeadLayers(network);
-
-  std::vector<bool> hasMask;
-  for (size_t o = 0; o < network.numOutputs(); ++o) {
-    const Layer* attention = network.output(o)->producer()->input(0)->producer();
-    ASSERT_EQ(attention->kind(), LayerKind::kAttention);
-    hasMask.push_back(attention->inputs().size() > 3 && attention->input(3) != nullptr);
-  }
-  EXPECT_EQ(hasMask, (std::vector<bool>{false, true, false, true}));
-  network.validate();
-  expectNear(evaluate(network, inputs), before, 0.0f);
+  expectMasksKeptAfterElimination(network, {false, true, false, true});
 }
 
 // HF's mask under a dynamic sequence length: (i > c) | (i == c) over i = arange(seq) + 0, expanded
@@ -1311,21 +1318,7 @@ TEST(BuilderAttentionMaskElimination, DropsComputedMasksTrueAtEveryValueOfTheirI
   firstColumn.reshapeDims = {1, 2, 3, 4};
   attend(
       compare(network.addShuffle(fromInput, firstColumn)->output(0), ElementwiseOp::kLess, 1000));
-  const std::vector<std::vector<float>> inputs = {ramp(24, -1.0f, 0.09f)};
-  const std::vector<std::vector<float>> before = evaluate(network, inputs);
-
-  removeAttentionMasksThatMaskNothing(network);
-  eliminateDeadLayers(network);
-
-  std::vector<bool> hasMask;
-  for (size_t o = 0; o < network.numOutputs(); ++o) {
-    const Layer* attention = network.output(o)->producer()->input(0)->producer();
-    ASSERT_EQ(attention->kind(), LayerKind::kAttention);
-    hasMask.push_back(attention->inputs().size() > 3 && attention->input(3) != nullptr);
-  }
-  EXPECT_EQ(hasMask, (std::vector<bool>{false, true, false, true}));
-  network.validate();
-  expectNear(evaluate(network, inputs), before, 0.0f);
+  expectMasksKeptAfterElimination(network, {false, true, false, true});
 }
 
 TEST(BuilderLayoutTransposeSinking, ComposesTransposesAndMovesThemPastElementwiseLayers) {
