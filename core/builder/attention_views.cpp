@@ -4,14 +4,22 @@
 // The attention kernel takes any strides, so this pass walks each operand back through such
 // layers to the furthest tensor it is a strided view of, and the output forward through
 // transposes and reshapes to the tensor they produce, and has the attention read and write those
-// directly. Layers left without readers are removed. Static dims only: a view's strides are
-// fixed at build time.
+// directly. Layers left without readers are removed.
+//
+// With static dims a view's strides are numbers fixed at build time. With dynamic ones they
+// depend on the run's dims, so a view is kept only when it is a row view (see AttentionParams):
+// heads side by side in each row of an (N, L, W) tensor, BERT's layout under a dynamic batch and
+// sequence length, whose strides follow from the tensor's dims at run time. The chain is worked
+// out on stand-in values for the dynamic dims (distinct primes, so that sizes that match for
+// them match for every value), twice with different stand-ins to rule out a coincidence.
+#include <array>
 #include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "core/builder/passes.h"
+#include "core/ir/shape_inference.h"
 
 namespace kiln {
 namespace {
@@ -111,28 +119,28 @@ std::optional<int64_t> plainStride(const std::vector<Atom>& group) {
   return stride.value_or(0);
 }
 
-// The shuffle's output as a view, given its input as one.
-std::optional<View> throughShuffle(const View& input, const Layer& shuffle) {
+// The shuffle's output (of `outputDims`) as a view, given its input as one.
+std::optional<View> throughShuffle(const View& input, const Layer& shuffle, const Dims& outputDims) {
   const auto& p = shuffle.paramsAs<ShuffleParams>();
   View view = permuted(input, p.firstPermutation);
   if (p.hasReshape) {
-    std::optional<View> reshapedView =
-        reshaped(view, shuffleReshapedDims(p, shuffle.output(0)->dims()));
+    std::optional<View> reshapedView = reshaped(view, shuffleReshapedDims(p, outputDims));
     if (!reshapedView) return std::nullopt;
     view = *reshapedView;
   }
   return permuted(view, p.secondPermutation);
 }
 
-// The shuffle's input as a view, given its output as one (the inverse of throughShuffle).
-std::optional<View> backThroughShuffle(const View& output, const Layer& shuffle) {
+// The shuffle's input (of `inputDims`) as a view, given its output as one (the inverse of
+// throughShuffle).
+std::optional<View> backThroughShuffle(const View& output, const Layer& shuffle,
+                                       const Dims& inputDims) {
   const auto& p = shuffle.paramsAs<ShuffleParams>();
   View view = p.secondPermutation.empty()
                   ? output
                   : permuted(output, invertPermutation(p.secondPermutation));
   if (p.hasReshape) {
-    std::optional<View> reshapedView =
-        reshaped(view, permuteDims(shuffle.input(0)->dims(), p.firstPermutation));
+    std::optional<View> reshapedView = reshaped(view, permuteDims(inputDims, p.firstPermutation));
     if (!reshapedView) return std::nullopt;
     view = *reshapedView;
   }
@@ -172,9 +180,60 @@ std::optional<View> throughSelect(const View& input, const Layer& gather) {
   return out;
 }
 
+// A shuffle whose reshape dims come from a tensor has them only as its static output dims.
+bool isShuffleOfKnownDims(const Layer& layer) {
+  return layer.kind() == LayerKind::kShuffle &&
+         (layer.inputs().size() == 1 || isStatic(layer.output(0)->dims()));
+}
+
 bool isViewLayer(const Layer* layer) {
-  return layer != nullptr && (layer->kind() == LayerKind::kShuffle ||
+  return layer != nullptr && (isShuffleOfKnownDims(*layer) ||
                               (layer->kind() == LayerKind::kGather && selectIndex(*layer)));
+}
+
+// Two sets of stand-ins for dynamic dims, by position: primes that no static dim of a model is
+// likely to share a factor with, small enough that products of a few stay inside int64_t.
+constexpr std::array<std::array<int64_t, 4>, 2> kStandIns = {
+    {{1009, 1013, 1019, 1021}, {1031, 1033, 1039, 1049}}};
+
+// `dims` with dynamic dim d replaced by stand-ins[d]; none past the stand-ins.
+std::optional<Dims> withStandIns(const Dims& dims, const std::array<int64_t, 4>& standIns) {
+  Dims concrete = dims;
+  for (size_t d = 0; d < concrete.size(); ++d) {
+    if (concrete[d] >= 0) continue;
+    if (d >= standIns.size()) return std::nullopt;
+    concrete[d] = standIns[d];
+  }
+  return concrete;
+}
+
+// The dims of each layer's output along `forward` (view layers, each reading the one before),
+// from concrete source dims: the layers' own when the chain starts static, else inferred.
+std::optional<std::vector<Dims>> chainOutputDims(const Dims& sourceDims,
+                                                 const std::vector<const Layer*>& forward) {
+  std::vector<Dims> dims;
+  if (!forward.empty() && sourceDims == forward[0]->input(0)->dims()) {
+    for (const Layer* layer : forward) dims.push_back(layer->output(0)->dims());
+    return dims;
+  }
+  Dims current = sourceDims;
+  for (const Layer* layer : forward) {
+    if (layer->inputs().size() > 1 && layer->kind() == LayerKind::kShuffle) return std::nullopt;
+    const TensorType data{layer->input(0)->dtype(), current};
+    std::vector<const TensorType*> inputs = {&data};
+    TensorType indices;
+    if (layer->kind() == LayerKind::kGather) {
+      indices = {layer->input(1)->dtype(), layer->input(1)->dims()};
+      inputs.push_back(&indices);
+    }
+    try {
+      current = inferOutputTypes(layer->params(), inputs).at(0).dims;
+    } catch (const Error&) {
+      return std::nullopt;  // the stand-ins do not fit this chain (a reshape that needs a size)
+    }
+    dims.push_back(current);
+  }
+  return dims;
 }
 
 // An (N, H, L, E) operand view with a contiguous last dim, as the attention params store it.
@@ -191,25 +250,76 @@ Dims attentionView(const View& view) {
   return {dims[0], dims[1], dims[2], dims[3], view.offset, strides[0], strides[1], strides[2]};
 }
 
+// A view and the (concrete) dims of the tensor it views.
+struct ViewOf {
+  View view;
+  Dims dims;
+};
+
+// `v` as a row view: heads side by side in the (N, L, W) rows of the tensor it views, N and L the
+// tensor's own; written as an attention's output, also covering whole rows. Empty when it is not.
+Dims rowView(const ViewOf& v, bool written) {
+  const Dims stored = attentionView(v.view);
+  if (stored.empty() || v.dims.size() != 3) return {};
+  const int64_t n = stored[0], heads = stored[1], l = stored[2], e = stored[3];
+  const int64_t offset = stored[4], batchStride = stored[5], headStride = stored[6],
+                rowStride = stored[7];
+  const int64_t width = v.dims[2];
+  const bool rows = n == v.dims[0] && l == v.dims[1] && batchStride == l * width &&
+                    (heads == 1 || headStride == e) && rowStride == width &&
+                    offset + heads * e <= width && (!written || (offset == 0 && heads * e == width));
+  return rows ? Dims{heads, e, offset} : Dims{};
+}
+
+// The attention view that `viewAt` works out along `forward` (view layers from a tensor of
+// `startDims`, each reading the one before): a strided view when every dim is static, else a row
+// view, the same for both sets of stand-ins. `viewAt` takes the concrete start dims and each
+// layer's output dims.
+template <typename ViewAt>
+Dims chainView(const Dims& startDims, const std::vector<const Layer*>& forward, bool written,
+               ViewAt&& viewAt) {
+  const bool dynamic = !isStatic(startDims);
+  Dims agreed;
+  for (size_t set = 0; set < (dynamic ? kStandIns.size() : 1); ++set) {
+    const std::optional<Dims> concrete = withStandIns(startDims, kStandIns[set]);
+    if (!concrete) return {};
+    const std::optional<std::vector<Dims>> dims = chainOutputDims(*concrete, forward);
+    if (!dims) return {};
+    const std::optional<ViewOf> view = viewAt(*concrete, *dims);
+    if (!view) return {};
+    Dims stored = dynamic ? rowView(*view, written) : attentionView(view->view);
+    if (stored.empty() || (set > 0 && stored != agreed)) return {};
+    agreed = std::move(stored);
+  }
+  return agreed;
+}
+
 // The furthest tensor that `operand` is a view of through shuffles and selects, and the view.
 std::pair<Tensor*, Dims> operandSource(Tensor* operand) {
   std::vector<const Layer*> chain;  // from the operand back
   Tensor* tensor = operand;
-  while (isStatic(tensor->dims()) && isViewLayer(tensor->producer())) {
+  while (isViewLayer(tensor->producer())) {
     chain.push_back(tensor->producer());
     tensor = tensor->producer()->input(0);
   }
   // Try the furthest source first, then closer ones.
   for (size_t start = chain.size(); start > 0; --start) {
     Tensor* source = chain[start - 1]->input(0);
-    if (!isStatic(source->dims())) continue;
-    std::optional<View> view = contiguousView(source->dims());
-    for (size_t i = start; i-- > 0 && view;) {
-      view = chain[i]->kind() == LayerKind::kShuffle ? throughShuffle(*view, *chain[i])
-                                                     : throughSelect(*view, *chain[i]);
-    }
-    if (!view) continue;
-    Dims stored = attentionView(*view);
+    const std::vector<const Layer*> forward(chain.rend() - static_cast<std::ptrdiff_t>(start),
+                                            chain.rend());
+    Dims stored =
+        chainView(source->dims(), forward, /*written=*/false,
+                  [&](const Dims& sourceDims,
+                      const std::vector<Dims>& outputDims) -> std::optional<ViewOf> {
+                    std::optional<View> view = contiguousView(sourceDims);
+                    for (size_t i = 0; i < forward.size() && view; ++i) {
+                      view = forward[i]->kind() == LayerKind::kShuffle
+                                 ? throughShuffle(*view, *forward[i], outputDims[i])
+                                 : throughSelect(*view, *forward[i]);
+                    }
+                    if (!view) return std::nullopt;
+                    return ViewOf{*view, sourceDims};
+                  });
     if (!stored.empty()) return {source, stored};
   }
   return {operand, {}};
@@ -221,16 +331,25 @@ std::pair<Tensor*, Dims> outputDestination(const Network& network, Tensor* outpu
   std::vector<const Layer*> chain;  // from the output forward
   Tensor* tensor = output;
   while (Layer* reader = network.soleReader(tensor)) {
-    if (reader->kind() != LayerKind::kShuffle || !isStatic(reader->output(0)->dims())) break;
+    if (!isShuffleOfKnownDims(*reader)) break;
     chain.push_back(reader);
     tensor = reader->output(0);
   }
   for (size_t end = chain.size(); end > 0; --end) {
     Tensor* destination = chain[end - 1]->output(0);
-    std::optional<View> view = contiguousView(destination->dims());
-    for (size_t i = end; i-- > 0 && view;) view = backThroughShuffle(*view, *chain[i]);
-    if (!view) continue;
-    Dims stored = attentionView(*view);
+    const std::vector<const Layer*> forward(chain.begin(),
+                                            chain.begin() + static_cast<std::ptrdiff_t>(end));
+    // Dims worked out from the attention's output forward, the view back from the destination.
+    Dims stored = chainView(
+        output->dims(), forward, /*written=*/true,
+        [&](const Dims& outputDims, const std::vector<Dims>& dims) -> std::optional<ViewOf> {
+          std::optional<View> view = contiguousView(dims.back());
+          for (size_t i = end; i-- > 0 && view;) {
+            view = backThroughShuffle(*view, *forward[i], i == 0 ? outputDims : dims[i - 1]);
+          }
+          if (!view) return std::nullopt;
+          return ViewOf{*view, dims.back()};
+        });
     if (!stored.empty()) return {destination, stored};
   }
   return {output, {}};
@@ -245,7 +364,7 @@ void readAttentionOperandsThroughViews(Network& network) {
     const bool fresh = layer->kind() == LayerKind::kAttention &&
                        layer->paramsAs<AttentionParams>().outputView.empty() &&
                        layer->paramsAs<AttentionParams>().queryView.empty();
-    if (fresh && isStatic(layer->output(0)->dims())) attentions.push_back(layer);
+    if (fresh) attentions.push_back(layer);
   }
   for (Layer* attention : attentions) {
     AttentionParams p = attention->paramsAs<AttentionParams>();
@@ -261,7 +380,8 @@ void readAttentionOperandsThroughViews(Network& network) {
     if (!reads && outputView.empty()) continue;
     if (!outputView.empty()) {
       p.outputView = std::move(outputView);
-      p.outputDims = destination->dims();
+      // A row view's output dims follow from the attention's.
+      if (!isAttentionRowView(p.outputView)) p.outputDims = destination->dims();
     }
     Layer* replacement = network.addLayer(p, inputs);
     const std::string name = attention->name();

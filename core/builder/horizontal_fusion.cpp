@@ -86,8 +86,15 @@ std::string groupKey(const Sibling& s) {
 // The attention operand view `view` (see AttentionParams) of a contiguous tensor of rows of
 // `width`, moved to column `start` of a tensor of rows of `fusedWidth`. A stride that is a
 // multiple of the width steps whole rows and is scaled; the others must stay inside one row.
+// A strided view needs static dims; a row view holds for any.
 std::optional<Dims> viewInColumnBlock(const Dims& view, const Dims& tensorDims, int64_t width,
                                       int64_t start, int64_t fusedWidth) {
+  if (isAttentionRowView(view)) {
+    // Rows of the fused tensor are rows of the sibling's, wider: only the column moves.
+    if (tensorDims.size() != 3 || tensorDims[2] != width) return std::nullopt;
+    return Dims{view[0], view[1], view[2] + start};
+  }
+  if (!isStatic(tensorDims)) return std::nullopt;
   const AttentionOperand operand = attentionOperand(view, tensorDims);
   int64_t rowOffset = operand.offset / width;
   int64_t inRowLast = operand.offset % width + operand.dims[3] - 1;
@@ -116,7 +123,7 @@ std::optional<Dims> viewInColumnBlock(const Dims& view, const Dims& tensorDims, 
 // read it as a view of column block `start` of the fused output.
 bool readableAsViews(const Network& network, const Tensor* output, int64_t width, int64_t start,
                      int64_t fusedWidth) {
-  if (network.isOutput(output) || !isStatic(output->dims())) return false;
+  if (network.isOutput(output)) return false;
   const std::vector<Layer*> readers = network.consumers(output);
   if (readers.empty()) return false;
   for (const Layer* reader : readers) {

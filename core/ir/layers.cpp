@@ -48,7 +48,14 @@ AttentionOperand attentionOperand(const Dims& view, const Dims& tensorDims) {
     const Dims& d = tensorDims;
     return {d, 0, d[1] * d[2] * d[3], d[2] * d[3], d[3]};
   }
-  KILN_CHECK(view.size() == 8, "an attention view has 8 values, got ", toString(view));
+  if (isAttentionRowView(view)) {
+    KILN_CHECK(tensorDims.size() == 3, "an attention row view reads a tensor of rank 3 (N, L, W), ",
+               "got ", toString(tensorDims));
+    const Dims& d = tensorDims;
+    return {{d[0], view[0], d[1], view[1]}, view[2], d[1] * d[2], view[1], d[2]};
+  }
+  KILN_CHECK(view.size() == 8, "an attention view has 8 values (or 3, a row view), got ",
+             toString(view));
   return {Dims(view.begin(), view.begin() + 4), view[4], view[5], view[6], view[7]};
 }
 

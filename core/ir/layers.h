@@ -357,6 +357,11 @@ struct CastParams {
 // them), so that no copy materializes them. A view is {N, H, L, E, offset, batch stride, head
 // stride, row stride} in elements of the tensor given as that input (or written as the output,
 // whose dims are then outputDims); an empty view means the tensor is the operand, contiguous.
+// A row view {H, E, column} holds for any dims, dynamic ones included: the tensor is (N, L, W),
+// each row holding the heads side by side from `column` on, so the operand is (N, H, L, E) with
+// strides (L * W, E, W) and offset `column` (BERT's q, k and v, read from their projection or
+// from its block of the fused QKV projection). Written as the output, it makes the output
+// (N, L, H * E) (column 0; outputDims unused).
 struct AttentionParams {
   double scale = 1.0;
   bool causal = false;
@@ -383,6 +388,9 @@ struct AttentionOperand {
 // The operand that `view` describes (see AttentionParams) over a tensor of `tensorDims`; an empty
 // view is the tensor itself, contiguous (tensorDims of rank 4).
 AttentionOperand attentionOperand(const Dims& view, const Dims& tensorDims);
+// Values of a row view ({H, E, column}; see AttentionParams).
+constexpr size_t kAttentionRowViewSize = 3;
+inline bool isAttentionRowView(const Dims& view) { return view.size() == kAttentionRowViewSize; }
 
 enum class ResizeMode : uint8_t {
   kNearest,       // torch's "nearest": floor(o * ratio)

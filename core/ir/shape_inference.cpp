@@ -671,6 +671,15 @@ Dims attentionOperandDims(const Dims& view, const TensorType& tensor, const char
                "embedding), got ", name, " ", toString(tensor.dims));
     return tensor.dims;
   }
+  if (isAttentionRowView(view)) {
+    const AttentionOperand operand = attentionOperand(view, tensor.dims);
+    const int64_t width = tensor.dims[2];
+    KILN_CHECK(view[0] >= 1 && view[1] >= 1 && view[2] >= 0 && isKnown(width) &&
+                   view[2] + view[0] * view[1] <= width,
+               "the ", name, " row view ", toString(view), " does not fit in the rows of its ",
+               "tensor ", toString(tensor.dims));
+    return operand.dims;
+  }
   KILN_CHECK(isStatic(tensor.dims), "the ", name, " view needs a tensor of static dims, got ",
              toString(tensor.dims));
   const AttentionOperand operand = attentionOperand(view, tensor.dims);
@@ -727,6 +736,15 @@ std::vector<TensorType> inferAttention(const AttentionParams& p, const Inputs& i
     }
   }
   if (p.outputView.empty()) return {{qTensor.dtype, out}};
+  if (isAttentionRowView(p.outputView)) {
+    const Dims& view = p.outputView;
+    KILN_CHECK(view[2] == 0 && view[0] >= 1 && view[1] >= 1 &&
+                   (!isKnown(out[1]) || view[0] == out[1]) &&
+                   (!isKnown(out[3]) || view[1] == out[3]),
+               "the output row view ", toString(view), " must start at column 0 with the ",
+               "attention's heads and value size ", out[1], " x ", out[3]);
+    return {{qTensor.dtype, {out[0], out[2], view[0] * view[1]}}};
+  }
   const TensorType written{qTensor.dtype, p.outputDims};
   const Dims viewed = attentionOperandDims(p.outputView, written, "output");
   KILN_CHECK(volume(viewed) == volume(p.outputDims), "the output view ", toString(p.outputView),

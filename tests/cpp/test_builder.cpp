@@ -681,24 +681,26 @@ struct SelfAttention {
   Tensor* projections[3] = {};
 };
 
+// The input is (batch, length, e): (n, l, e) unless given, and its batch and length may be
+// dynamic (-1); the reshapes keep them (0) as HF's do.
 void buildSelfAttention(SelfAttention& block,
-                        const std::function<Tensor*(Tensor*, int64_t, float)>& projection) {
+                        const std::function<Tensor*(Tensor*, int64_t, float)>& projection,
+                        const Dims& inputDims = {SelfAttention::n, SelfAttention::l,
+                                                 SelfAttention::e}) {
   using S = SelfAttention;
   Network& network = block.network;
-  block.x = network.addInput("x", DataType::kFloat32, {S::n, S::l, S::e});
+  block.x = network.addInput("x", DataType::kFloat32, inputDims);
   Tensor* heads[3];
   for (int i = 0; i < 3; ++i) {
     block.projections[i] = projection(block.x, S::e, -0.3f + 0.2f * static_cast<float>(i));
     block.projections[i]->setName(concat("projection", i));
-    heads[i] =
-        shuffle(network, shuffle(network, block.projections[i], {}, {S::n, S::l, S::h, S::hd}),
-                {0, 2, 1, 3});
+    heads[i] = shuffle(network, shuffle(network, block.projections[i], {}, {0, 0, S::h, S::hd}),
+                       {0, 2, 1, 3});
   }
   AttentionParams p;
   p.scale = 0.5;
   Tensor* attended = network.addAttention(heads[0], heads[1], heads[2], nullptr, p)->output(0);
-  Tensor* merged =
-      shuffle(network, shuffle(network, attended, {0, 2, 1, 3}), {}, {S::n, S::l, S::e});
+  Tensor* merged = shuffle(network, shuffle(network, attended, {0, 2, 1, 3}), {}, {0, 0, S::e});
   merged->setName("merged");
   network.markOutput(merged);
 }
@@ -800,6 +802,57 @@ TEST(BuilderHorizontalFusion, BuiltEngineRunsOneGemmForTheProjections) {
   std::vector<float> result(static_cast<size_t>(S::n * S::l * S::e));
   context->execute({inputs[0].data()}, {result.data()});
   expectNear({result}, expected, 1e-5f);
+}
+
+// BERT under a dynamic batch and sequence length: the strides of the head split depend on the
+// length, so q, k and v are row views ({H, E, column}) of the fused projection, and the output
+// one of the (N, L, E) tensor, worked out at run time. The engine has no copy left and equals the
+// unoptimized network at every shape.
+TEST(BuilderHorizontalFusion, DynamicBatchAndLengthReadRowViewsOfTheFusedGemm) {
+  using S = SelfAttention;
+  const auto linearOf = [](SelfAttention& block) {
+    return [&block](Tensor* x, int64_t width, float seed) {
+      return linear(block.network, x, width, seed);
+    };
+  };
+  SelfAttention dynamicBlock;
+  buildSelfAttention(dynamicBlock, linearOf(dynamicBlock), {-1, -1, S::e});
+  BuilderConfig config;
+  OptimizationProfile profile;
+  profile.setRange("x", {{1, 1, S::e}, {2, 5, S::e}, {3, 9, S::e}});
+  config.profiles = {profile};
+  std::shared_ptr<Engine> engine = Builder::build(dynamicBlock.network, config);
+
+  size_t gemms = 0;
+  size_t copies = 0;
+  const AttentionParams* attention = nullptr;
+  for (const EngineLayer& layer : engine->definition().layers) {
+    gemms += std::holds_alternative<FullyConnectedParams>(layer.params);
+    copies += std::holds_alternative<ShuffleParams>(layer.params) ||
+              std::holds_alternative<SliceParams>(layer.params);
+    if (const auto* p = std::get_if<AttentionParams>(&layer.params)) attention = p;
+  }
+  EXPECT_EQ(gemms, 1u);
+  EXPECT_EQ(copies, 0u);
+  ASSERT_NE(attention, nullptr);
+  EXPECT_EQ(attention->queryView, (Dims{S::h, S::hd, 0}));
+  EXPECT_EQ(attention->keyView, (Dims{S::h, S::hd, S::e}));
+  EXPECT_EQ(attention->valueView, (Dims{S::h, S::hd, 2 * S::e}));
+  EXPECT_EQ(attention->outputView, (Dims{S::h, S::hd, 0}));
+
+  std::unique_ptr<ExecutionContext> context = engine->createExecutionContext();
+  for (const auto& [batch, length] : {std::pair<int64_t, int64_t>{1, 1}, {3, 9}, {2, 4}}) {
+    SCOPED_TRACE(concat("batch ", batch, ", length ", length));
+    SelfAttention staticBlock;
+    buildSelfAttention(staticBlock, linearOf(staticBlock), {batch, length, S::e});
+    const auto size = static_cast<size_t>(batch * length * S::e);
+    const std::vector<std::vector<float>> inputs = {
+        ramp(size, -0.6f, 0.9f / static_cast<float>(size))};
+    context->setInputShapes({{batch, length, S::e}});
+    std::vector<float> result(size);
+    context->execute({inputs[0].data()}, {result.data()});
+    expectNear({result}, evaluate(staticBlock.network, inputs), 1e-5f);
+  }
 }
 
 // Three siblings: two read by an attention, a narrow one also a network output, which takes a

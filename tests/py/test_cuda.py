@@ -89,6 +89,25 @@ def test_model_on_cuda_equals_eager(name: str, dtype: torch.dtype, ir: str) -> N
     assert error <= TOLERANCE[dtype], f"{name}: {error}"
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+def test_bert_with_dynamic_shapes_reads_row_views_on_cuda(dtype: torch.dtype) -> None:
+    """bert-base built once for batch 1..32 and sequence 8..256: the fused QKV projection read
+    through row views whose strides follow each run's sequence length, equal to eager at
+    several shapes (each its own CUDA graph)."""
+    torch.manual_seed(0)
+    model = _Bert().eval().cuda().to(dtype)
+    spec = kiln.Input(min_shape=(1, 8), opt_shape=(8, 128), max_shape=(32, 256), dtype=torch.int64)
+    with torch.no_grad():
+        compiled = kiln.compile(model, ir="dynamo", inputs=[spec], enabled_precisions={dtype})
+        layers = str(kiln.inspect(compiled))
+        assert layers.count("horizontal(") == 12 and ": Shuffle(" not in layers
+        assert "queryView=[12, 64, 0]" in layers and "outputView=[12, 64, 0]" in layers
+        for batch, length in ((1, 8), (3, 77), (32, 256), (3, 77)):
+            ids = torch.randint(0, 30522, (batch, length), device="cuda")
+            error = _max_relative_error(compiled(ids), model(ids))
+            assert error <= TOLERANCE[dtype], f"batch {batch}, length {length}: {error}"
+
+
 def test_torch_compile_backend_on_cuda() -> None:
     model = SmallResNet().eval().cuda()
     x = torch.randn(4, 3, 64, 64, device="cuda")

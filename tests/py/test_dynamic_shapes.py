@@ -195,6 +195,10 @@ def test_bert_with_dynamic_batch_and_sequence_compiles_once():
     # builder proves it masks nothing at any length, so attention reads no mask.
     attention_inputs = re.findall(r": Attention\([^)]*\)\s+\(([^)]*)\) ->", layers)
     assert [len(inputs.split(", ")) for inputs in attention_inputs] == [3, 3], attention_inputs
+    # The head split's strides depend on the sequence length: q, k and v are row views of one
+    # fused projection, and nothing is copied to split or merge the heads.
+    assert layers.count("horizontal(") == 2 and ": Shuffle(" not in layers
+    assert layers.count("queryView=[4, 16, 0]") == 2, layers
     with torch.no_grad():
         for batch in (1, 7, 64):
             for length in (8, 77, 512):
