@@ -824,8 +824,9 @@ std::shared_ptr<Engine> buildRowLookup() {
   return Builder::build(n, config);
 }
 
-// One row lookup's buffers: element e of the table holds e. start() returns without waiting for
-// the run; the caller waits before it starts again, since the indices' buffer is replaced.
+// One row lookup's buffers: element e of the table holds e. pick() uploads the indices (and
+// frees the last ones: only between runs the caller waited for); start() returns without waiting
+// for the run.
 struct RowLookupRun {
   DeviceBuffer table = DeviceBuffer::from(iota(32));
   DeviceBuffer indices;
@@ -836,9 +837,13 @@ struct RowLookupRun {
     for (float& value : values) value = first++;
     return values;
   }
-  void start(ExecutionContext& context, const std::vector<int64_t>& picked, cudaStream_t stream) {
-    indices = DeviceBuffer::from(picked);
+  void pick(const std::vector<int64_t>& picked) { indices = DeviceBuffer::from(picked); }
+  void start(ExecutionContext& context, cudaStream_t stream) {
     context.execute({table.data(), indices.data()}, {rows.data()}, stream);
+  }
+  void start(ExecutionContext& context, const std::vector<int64_t>& picked, cudaStream_t stream) {
+    pick(picked);
+    start(context, stream);
   }
 };
 
@@ -901,10 +906,12 @@ TEST(CudaEngine, RunsDoNotWaitForEarlierRunsToFinish) {
     ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
   }
 
+  // Every buffer is in place before the gate closes: no allocation or copy waits on it.
+  std::vector<RowLookupRun> runs(4);
+  for (RowLookupRun& queued : runs) queued.pick({5, 6, 7});
   StreamGate gate;
   ASSERT_EQ(cudaLaunchHostFunc(stream, StreamGate::hold, &gate), cudaSuccess);
-  std::vector<RowLookupRun> runs(4);
-  for (RowLookupRun& queued : runs) queued.start(*context, {5, 6, 7}, stream);
+  for (RowLookupRun& queued : runs) queued.start(*context, stream);
   EXPECT_EQ(cudaStreamQuery(stream), cudaErrorNotReady);
   gate.released = true;
   ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
