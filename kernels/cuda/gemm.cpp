@@ -4,17 +4,24 @@
 #include <array>
 #include <functional>
 #include <limits>
+#include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <tuple>
 #include <type_traits>
 #include <unordered_map>
 #include <utility>
+#include <vector>
 
 #include "kernels/common/shapes.h"
 
 namespace kiln::cuda_kernels {
 namespace {
+
+// Heuristic candidates timed for a configuration: cuBLASLt ranks by a model of the GPU, and its
+// first is not always the fastest for the shapes of a model.
+constexpr size_t kGemmCandidates = 8;
 
 // Everything the heuristic's choice depends on.
 struct GemmKey {
@@ -62,14 +69,15 @@ struct GemmKeyHash {
   }
 };
 
-// The descriptors of one configuration and the algorithm the heuristic picked for it. In
-// cuBLASLt's column-major terms it computes D (n x m) = op(b) (n x k) * op(a) (k x m): a
-// row-major matrix is its column-major transpose, so no data is transposed.
+// The descriptors of one configuration, the heuristic's candidate algorithms (best first) and
+// the one chosen. In cuBLASLt's column-major terms it computes D (n x m) = op(b) (n x k) *
+// op(a) (k x m): a row-major matrix is its column-major transpose, so no data is transposed.
 struct GemmPlan {
   cublasLtMatmulDesc_t operation = nullptr;
   cublasLtMatrixLayout_t layoutB = nullptr;  // cuBLASLt's "A": our b
   cublasLtMatrixLayout_t layoutA = nullptr;  // cuBLASLt's "B": our a
   cublasLtMatrixLayout_t layoutC = nullptr;  // C and D (the residual is laid out as c)
+  std::vector<cublasLtMatmulAlgo_t> candidates;
   cublasLtMatmulAlgo_t algo{};
 
   GemmPlan() = default;
@@ -225,20 +233,22 @@ std::unique_ptr<GemmPlan> createPlan(const CublasLtHandle& handle, const GemmPar
   setPreference(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, key.alignmentC);
   setPreference(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, key.alignmentD);
 
-  // The heuristic sees layouts, not pointers: when C and D differ, take its best algorithm that
-  // can write D out of place.
-  std::array<cublasLtMatmulHeuristicResult_t, 8> results{};
-  const int wanted = key.outOfPlace ? static_cast<int>(results.size()) : 1;
+  // The heuristic sees layouts, not pointers: when C and D differ, only algorithms that can
+  // write D out of place qualify.
+  std::array<cublasLtMatmulHeuristicResult_t, kGemmCandidates> results{};
   int found = 0;
   KILN_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(
       handle.get(), plan->operation, plan->layoutB, plan->layoutA, plan->layoutC, plan->layoutC,
-      preference.get(), wanted, results.data(), &found));
+      preference.get(), static_cast<int>(results.size()), results.data(), &found));
   for (int i = 0; i < found; ++i) {
     if (results[i].state == CUBLAS_STATUS_SUCCESS &&
         (!key.outOfPlace || writesOutOfPlace(results[i].algo))) {
-      plan->algo = results[i].algo;
-      return plan;
+      plan->candidates.push_back(results[i].algo);
     }
+  }
+  if (!plan->candidates.empty()) {
+    plan->algo = plan->candidates.front();
+    return plan;
   }
   throw CudaError("cublasLtMatmulAlgoGetHeuristic found no algorithm for the GEMM " +
                   describe(p, key.hasBias) +
@@ -246,6 +256,53 @@ std::unique_ptr<GemmPlan> createPlan(const CublasLtHandle& handle, const GemmPar
                   std::to_string(key.workspaceSize) +
                   " bytes of workspace; a larger workspace or 16-byte aligned operands and "
                   "leading dims may help");
+}
+
+// What one gemm() call launches, for timing its plan's candidates.
+struct GemmLaunch {
+  const CublasLtHandle& handle;
+  const GemmParams& params;
+  const void* a;
+  const void* b;
+  const void* read;  // cuBLASLt's C: the residual, or c
+  void* c;
+  GemmWorkspace workspace;
+  size_t workspaceSize;
+  cudaStream_t stream;
+
+  cublasStatus_t operator()(const GemmPlan& plan, const cublasLtMatmulAlgo_t& algo) const {
+    return cublasLtMatmul(handle.get(), plan.operation, &params.alpha, b, plan.layoutB, a,
+                          plan.layoutA, &params.beta, read, plan.layoutC, c, plan.layoutC, &algo,
+                          workspace.data, workspaceSize, stream);
+  }
+};
+
+// Whether the plan's candidates can be timed on this call: the stream waited for (not while it
+// is captured into a graph), and c written more than once (not while it is also the residual).
+bool timeable(const GemmLaunch& launch) {
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  KILN_CUDA_CHECK(cudaStreamIsCapturing(launch.stream, &capture));
+  return capture == cudaStreamCaptureStatusNone &&
+         (launch.read != launch.c || launch.params.beta == 0.0f);
+}
+
+// The fastest candidate, each launched once to warm up and then timed over a few launches; a
+// candidate that fails to launch is passed over.
+cublasLtMatmulAlgo_t fastestCandidate(const GemmPlan& plan, const GemmLaunch& launch) {
+  constexpr int kTimedLaunches = 5;
+  StreamTimer timer;
+  std::optional<std::pair<float, size_t>> best;
+  for (size_t i = 0; i < plan.candidates.size(); ++i) {
+    if (launch(plan, plan.candidates[i]) != CUBLAS_STATUS_SUCCESS) continue;
+    timer.start(launch.stream);
+    bool launched = true;
+    for (int run = 0; run < kTimedLaunches && launched; ++run) {
+      launched = launch(plan, plan.candidates[i]) == CUBLAS_STATUS_SUCCESS;
+    }
+    const float ms = timer.stop(launch.stream);
+    if (launched && (!best || ms < best->first)) best = {ms, i};
+  }
+  return plan.candidates[best ? best->second : 0];
 }
 
 void checkParams(const GemmParams& p) {
@@ -294,9 +351,48 @@ void gemmWithoutDepth(const CublasLtHandle& handle, GemmPlanCache& cache, const 
 
 }  // namespace
 
+struct GemmChoices::Impl {
+  mutable std::mutex mutex;
+  std::unordered_map<GemmKey, cublasLtMatmulAlgo_t, GemmKeyHash> algorithms;
+};
+
 struct GemmPlanCache::Impl {
   std::unordered_map<GemmKey, std::unique_ptr<GemmPlan>, GemmKeyHash> plans;
+  std::shared_ptr<GemmChoices> choices;
 };
+
+namespace {
+
+// The plan's algorithm (see gemm()): a sharing cache's choice, else the fastest candidate when
+// they can be timed (offered to the sharing caches), else the heuristic's first.
+void chooseAlgorithm(GemmPlan& plan, const GemmKey& key, GemmChoices* choices,
+                     const GemmLaunch& launch) {
+  if (choices != nullptr) {
+    std::lock_guard<std::mutex> lock(choices->impl().mutex);
+    const auto found = choices->impl().algorithms.find(key);
+    if (found != choices->impl().algorithms.end()) {
+      plan.algo = found->second;
+      return;
+    }
+  }
+  if (plan.candidates.size() < 2 || !timeable(launch)) return;
+  plan.algo = fastestCandidate(plan, launch);
+  if (choices != nullptr) {
+    std::lock_guard<std::mutex> lock(choices->impl().mutex);
+    // Another cache may have timed the configuration meanwhile: the first choice stands.
+    plan.algo = choices->impl().algorithms.emplace(key, plan.algo).first->second;
+  }
+}
+
+}  // namespace
+
+GemmChoices::GemmChoices() : impl_(std::make_unique<Impl>()) {}
+GemmChoices::~GemmChoices() = default;
+
+size_t GemmChoices::size() const {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  return impl_->algorithms.size();
+}
 
 void throwCublasError(cublasStatus_t status, const char* call, const char* file, int line) {
   throw CudaError(std::string(call) + " failed with " + cublasLtGetStatusName(status) + " (" +
@@ -328,6 +424,10 @@ GemmPlanCache& GemmPlanCache::operator=(GemmPlanCache&&) noexcept = default;
 size_t GemmPlanCache::size() const { return impl_->plans.size(); }
 
 void GemmPlanCache::clear() { impl_->plans.clear(); }
+
+void GemmPlanCache::shareChoices(std::shared_ptr<GemmChoices> choices) {
+  impl_->choices = std::move(choices);
+}
 
 void gemm(const CublasLtHandle& handle, GemmPlanCache& cache, const GemmParams& params,
           const void* a, const void* b, const void* bias, const void* residual, void* c,
@@ -375,17 +475,19 @@ void gemm(const CublasLtHandle& handle, GemmPlanCache& cache, const GemmParams& 
   normalized.batchStrideA = key.batchStrideA;
   normalized.batchStrideB = key.batchStrideB;
   normalized.batchStrideC = key.batchStrideC;
+  const GemmLaunch launch{
+      handle, params, a, b, read, c, workspace, static_cast<size_t>(key.workspaceSize), stream};
   auto& plans = cache.impl().plans;
   auto found = plans.find(key);
   if (found == plans.end()) {
-    found = plans.emplace(key, createPlan(handle, normalized, key, bias)).first;
+    std::unique_ptr<GemmPlan> plan = createPlan(handle, normalized, key, bias);
+    if (key.hasBias) setDescAttribute(plan->operation, CUBLASLT_MATMUL_DESC_BIAS_POINTER, bias);
+    chooseAlgorithm(*plan, key, cache.impl().choices.get(), launch);
+    found = plans.emplace(key, std::move(plan)).first;
   }
   GemmPlan& plan = *found->second;
   if (key.hasBias) setDescAttribute(plan.operation, CUBLASLT_MATMUL_DESC_BIAS_POINTER, bias);
-  KILN_CUBLAS_CHECK(cublasLtMatmul(handle.get(), plan.operation, &params.alpha, b, plan.layoutB, a,
-                                   plan.layoutA, &params.beta, read, plan.layoutC, c, plan.layoutC,
-                                   &plan.algo, workspace.data,
-                                   static_cast<size_t>(key.workspaceSize), stream));
+  KILN_CUBLAS_CHECK(launch(plan, plan.algo));
 }
 
 Shape matmulOutputShape(const MatMulParams& params) {

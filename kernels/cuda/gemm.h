@@ -19,10 +19,10 @@ namespace kiln::cuda_kernels {
 // Throws CudaError naming the call, cuBLAS's status name, the file and the line.
 void throwCublasError(cublasStatus_t status, const char* call, const char* file, int line);
 
-#define KILN_CUBLAS_CHECK(call)                                                         \
-  do {                                                                                  \
-    cublasStatus_t kiln_cublas_status_ = (call);                                        \
-    if (kiln_cublas_status_ != CUBLAS_STATUS_SUCCESS)                                   \
+#define KILN_CUBLAS_CHECK(call)                                                               \
+  do {                                                                                        \
+    cublasStatus_t kiln_cublas_status_ = (call);                                              \
+    if (kiln_cublas_status_ != CUBLAS_STATUS_SUCCESS)                                         \
       ::kiln::cuda_kernels::throwCublasError(kiln_cublas_status_, #call, __FILE__, __LINE__); \
   } while (0)
 
@@ -85,9 +85,30 @@ struct GemmParams {
   float beta = 0.0f;  // non-zero reads the residual, or c before overwriting it
 };
 
-// Plans (cuBLASLt descriptors and the heuristic's algorithm) by configuration: shapes, strides,
-// dtype, epilogue, pointer alignments and workspace size, so the heuristic runs once per
-// configuration. Owned by the caller, one per execution context; not thread-safe.
+// The algorithm each GEMM configuration was timed to, shared by the plan caches of one engine's
+// execution contexts so that all of them compute a configuration alike, whichever timed it
+// first. Thread-safe.
+class GemmChoices {
+ public:
+  GemmChoices();
+  ~GemmChoices();
+  GemmChoices(const GemmChoices&) = delete;
+  GemmChoices& operator=(const GemmChoices&) = delete;
+
+  size_t size() const;
+
+  struct Impl;  // gemm.cpp's table of choices
+  Impl& impl() const { return *impl_; }
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+// Plans (cuBLASLt descriptors and the algorithm) by configuration: shapes, strides, dtype,
+// epilogue, pointer alignments and workspace size, so that the algorithm is chosen once per
+// configuration: the fastest of cuBLASLt's heuristic candidates, timed on the first call's
+// buffers and stream (see gemm()). Owned by the caller, one per execution context; not
+// thread-safe.
 class GemmPlanCache {
  public:
   GemmPlanCache();
@@ -99,6 +120,8 @@ class GemmPlanCache {
 
   size_t size() const;
   void clear();
+  // Takes the choices other caches made for a configuration, and offers them its own.
+  void shareChoices(std::shared_ptr<GemmChoices> choices);
 
   struct Impl;  // gemm.cpp's table of plans
   Impl& impl() { return *impl_; }
@@ -112,6 +135,12 @@ class GemmPlanCache {
 // be null; it may be c itself, not otherwise overlap it. Throws std::invalid_argument for an
 // unsupported dtype or inconsistent strides, CudaError for a failed cuBLASLt call or when no
 // algorithm fits.
+//
+// The first call of a configuration chooses its algorithm: one a sharing cache chose, else the
+// fastest of cuBLASLt's heuristic candidates, each launched a few times on the call's buffers
+// with the stream waited for. Where that cannot be done (the stream is being captured into a
+// CUDA graph, or c is read as the residual and so cannot be written more than once), the
+// heuristic's first is taken.
 void gemm(const CublasLtHandle& handle, GemmPlanCache& cache, const GemmParams& params,
           const void* a, const void* b, const void* bias, const void* residual, void* c,
           GemmWorkspace workspace, cudaStream_t stream);

@@ -203,6 +203,9 @@ class DeviceWeights : public EngineBackendState {
     std::lock_guard<std::mutex> lock(choicesMutex_);
     return convolutionChoices_.emplace(shape, choice).first->second;
   }
+  // The GEMM algorithms timed per configuration, shared by every context of the engine for the
+  // same reason.
+  const std::shared_ptr<ck::GemmChoices>& gemmChoices() const { return gemmChoices_; }
   int device() const { return device_; }
   size_t bytes() const { return memory_.bytes(); }
   const ck::PointwiseKernel& pointwiseKernel(size_t layer) const {
@@ -218,6 +221,7 @@ class DeviceWeights : public EngineBackendState {
   int device_ = 0;
   mutable std::mutex choicesMutex_;
   mutable std::map<std::string, ck::ConvolutionAlgorithm> convolutionChoices_;
+  std::shared_ptr<ck::GemmChoices> gemmChoices_ = std::make_shared<ck::GemmChoices>();
 };
 
 struct DeviceView {
@@ -449,6 +453,7 @@ CudaRunner::CudaRunner(std::shared_ptr<const Engine> engine, const ExecutionSett
       engine->backendState([&]() -> std::shared_ptr<const EngineBackendState> {
         return std::make_shared<DeviceWeights>(definition);
       }));
+  s.gemmPlans.shareChoices(s.weights->gemmChoices());
   int device = 0;
   check(cudaGetDevice(&device), "cudaGetDevice");
   KILN_CHECK(device == s.weights->device(), "this engine's weights are on GPU ",

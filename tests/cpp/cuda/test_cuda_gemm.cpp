@@ -567,5 +567,105 @@ TEST_F(CudaGemm, PlansAreCachedPerConfiguration) {
   EXPECT_EQ(handle_->get(), nullptr);
 }
 
+// A 512 x 512 x 512 fp16 fully connected layer: cuBLASLt offers several candidates for it.
+struct TimedLayer {
+  gk::FullyConnectedParams params;
+  DeviceBuffer x, weight, out;
+
+  TimedLayer() : x(512 * 512 * 2), weight(512 * 512 * 2), out(512 * 512 * 2) {
+    params.rows = 512;
+    params.inFeatures = 512;
+    params.outFeatures = 512;
+    params.dtype = gk::ScalarType::kFloat16;
+    x.upload(encode(quantize(randomValues(512 * 512, 21), params.dtype), params.dtype).data(),
+             x.bytes());
+    weight.upload(encode(quantize(randomValues(512 * 512, 22), params.dtype), params.dtype).data(),
+                  weight.bytes());
+  }
+  void run(const gk::CublasLtHandle& handle, gk::GemmPlanCache& cache, gk::GemmWorkspace workspace,
+           cudaStream_t stream) {
+    gk::fullyConnected(handle, cache, params, x.data(), weight.data(), nullptr, nullptr, out.data(),
+                       workspace, stream);
+  }
+};
+
+// Two caches of one engine's contexts: the first times the candidates and keeps the fastest, the
+// second takes its choice without timing, and both compute the same bits.
+TEST_F(CudaGemm, TimedChoicesAreSharedByTheCachesOfOneEngine) {
+  auto choices = std::make_shared<gk::GemmChoices>();
+  cache_->shareChoices(choices);
+  TimedLayer layer;
+  layer.run(*handle_, *cache_, workspace(), nullptr);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  EXPECT_EQ(choices->size(), 1u);
+  const std::vector<uint8_t> first = layer.out.download<uint8_t>();
+
+  gk::GemmPlanCache other;
+  other.shareChoices(choices);
+  ASSERT_EQ(cudaMemset(layer.out.data(), 0, layer.out.bytes()), cudaSuccess);
+  layer.run(*handle_, other, workspace(), nullptr);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  EXPECT_EQ(choices->size(), 1u);
+  EXPECT_EQ(layer.out.download<uint8_t>(), first);
+}
+
+// A configuration first met while the stream is captured into a CUDA graph takes the
+// heuristic's first algorithm: timing would wait for the stream, which capture forbids.
+TEST_F(CudaGemm, AConfigurationFirstMetInAGraphCaptureIsNotTimed) {
+  auto choices = std::make_shared<gk::GemmChoices>();
+  cache_->shareChoices(choices);
+  TimedLayer layer;
+  cudaStream_t stream = nullptr;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
+  ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+  layer.run(*handle_, *cache_, workspace(), stream);
+  cudaGraph_t graph = nullptr;
+  ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
+  cudaGraphExec_t exec = nullptr;
+  ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+  ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
+  ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+  EXPECT_EQ(choices->size(), 0u);
+  const std::vector<uint8_t> captured = layer.out.download<uint8_t>();
+
+  gk::GemmPlanCache fresh;
+  layer.run(*handle_, fresh, workspace(), stream);
+  ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+  expectClose(decode(layer.out.download<uint8_t>(), layer.params.dtype),
+              decode(captured, layer.params.dtype), toleranceFor(layer.params.dtype));
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaStreamDestroy(stream);
+}
+
+// c = a * b + c reads c: launching it once per candidate would add the product again each time,
+// so the configuration is not timed and c gets the product exactly once.
+TEST_F(CudaGemm, AGemmThatReadsItsOutputIsNotTimed) {
+  auto choices = std::make_shared<gk::GemmChoices>();
+  cache_->shareChoices(choices);
+  const int64_t size = 256;
+  const auto a = quantize(randomValues(size * size, 31), gk::ScalarType::kFloat16);
+  const auto b = quantize(randomValues(size * size, 32), gk::ScalarType::kFloat16);
+  std::vector<float> expected(static_cast<size_t>(size * size));
+  ck::gemm(size, size, size, a.data(), size, false, b.data(), size, false, expected.data(), size,
+           false);
+  for (float& value : expected) value += 1.0f;
+  gk::GemmParams params;
+  params.m = params.n = params.k = size;
+  params.lda = params.ldb = params.ldc = size;
+  params.dtype = gk::ScalarType::kFloat16;
+  params.beta = 1.0f;
+  DeviceBuffer deviceA = DeviceBuffer::from(encode(a, params.dtype));
+  DeviceBuffer deviceB = DeviceBuffer::from(encode(b, params.dtype));
+  DeviceBuffer deviceC = DeviceBuffer::from(
+      encode(std::vector<float>(static_cast<size_t>(size * size), 1.0f), params.dtype));
+  gk::gemm(*handle_, *cache_, params, deviceA.data(), deviceB.data(), nullptr, nullptr,
+           deviceC.data(), workspace(), nullptr);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  EXPECT_EQ(choices->size(), 0u);
+  expectClose(decode(deviceC.download<uint8_t>(), params.dtype), expected,
+              toleranceFor(params.dtype));
+}
+
 }  // namespace
 }  // namespace kiln
