@@ -177,7 +177,7 @@ cublasLtMatrixLayout_t createLayout(cudaDataType_t type, int64_t rows, int64_t c
   KILN_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&layout, type, static_cast<uint64_t>(rows),
                                                static_cast<uint64_t>(cols), ld));
   if (batchCount > 1) {
-    const int32_t count = static_cast<int32_t>(batchCount);
+    const auto count = static_cast<int32_t>(batchCount);
     const cublasStatus_t countStatus = cublasLtMatrixLayoutSetAttribute(
         layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof(count));
     const cublasStatus_t strideStatus =
@@ -443,7 +443,7 @@ void gemm(const CublasLtHandle& handle, GemmPlanCache& cache, const GemmParams& 
     return;
   }
   checkParams(params);
-  const int64_t elementSize = static_cast<int64_t>(scalarSize(params.dtype));
+  const auto elementSize = static_cast<int64_t>(scalarSize(params.dtype));
   const bool batched = params.batchCount > 1;
   GemmKey key;
   key.m = params.m;
