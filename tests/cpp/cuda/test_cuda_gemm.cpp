@@ -412,7 +412,7 @@ TEST_F(CudaGemm, GemmReadsASeparateResidualAndWritesOnlyC) {
                    window.data(), n, false);
           for (int64_t row = 0; row < m; ++row) {
             for (int64_t col = 0; col < n; ++col) {
-              const size_t at = static_cast<size_t>(i * m * ldc + row * ldc + col);
+              const auto at = static_cast<size_t>(i * m * ldc + row * ldc + col);
               float& value = window[static_cast<size_t>(row * n + col)];
               value = 0.5f * value + 2.0f * r[at] + bias[static_cast<size_t>(col)];
             }
@@ -583,7 +583,7 @@ struct TimedLayer {
                   weight.bytes());
   }
   void run(const gk::CublasLtHandle& handle, gk::GemmPlanCache& cache, gk::GemmWorkspace workspace,
-           cudaStream_t stream) {
+           cudaStream_t stream) const {
     gk::fullyConnected(handle, cache, params, x.data(), weight.data(), nullptr, nullptr, out.data(),
                        workspace, stream);
   }
