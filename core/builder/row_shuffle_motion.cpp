@@ -4,7 +4,8 @@
 // rows of the other length. MultiheadAttention transposes (N, L, E) to (L, N, E) before its input
 // projection and back after its output projection; moved next to the attention, those
 // transposes become part of the views it reads and writes through
-// (readAttentionOperandsThroughViews), and no copy remains. Static dims only.
+// (readAttentionOperandsThroughViews), and no copy remains. Dynamic dims too, where the
+// shuffle's own reshape dims say how it moves rows of any length.
 #include <optional>
 #include <string>
 #include <vector>
@@ -23,17 +24,30 @@ std::optional<ShuffleParams> forRowsOf(const Layer& shuffle, int64_t rowLength) 
   const auto& p = shuffle.paramsAs<ShuffleParams>();
   const Dims& in = shuffle.input(0)->dims();
   const Dims& out = shuffle.output(0)->dims();
-  if (!isStatic(in) || !isStatic(out) || in.empty() || out.empty()) return std::nullopt;
+  if (in.empty() || out.empty() || in.back() < 0) return std::nullopt;
   if (!keepsLastAxis(p.firstPermutation) || !keepsLastAxis(p.secondPermutation)) {
     return std::nullopt;
   }
   ShuffleParams rows = p;
-  if (p.hasReshape) {
+  if (!p.hasReshape) return rows;
+  if (isStatic(in) && isStatic(out)) {
     Dims reshaped = shuffleReshapedDims(p, out);
     if (reshaped.back() != permuteDims(in, p.firstPermutation).back()) return std::nullopt;
     reshaped.back() = rowLength;
     rows.reshapeDims = reshaped;
+    return rows;
   }
+  // Dynamic dims: the shuffle's own reshape dims (0 copies an input dim, -1 is inferred), whose
+  // last must be the row length, given; no 0 may copy the input's last dim elsewhere. A -1 is
+  // inferred alike for any row length, which scales every size by the same factor.
+  const Dims& spec = p.reshapeDims;
+  if (shuffle.inputs().size() != 1 || spec.empty() || spec.back() != in.back()) {
+    return std::nullopt;
+  }
+  for (size_t i = in.size() - 1; i + 1 < spec.size(); ++i) {
+    if (spec[i] == 0) return std::nullopt;
+  }
+  rows.reshapeDims.back() = rowLength;
   return rows;
 }
 

@@ -436,42 +436,56 @@ TEST(BuilderAttentionViews, SelectsOfAPackedProjectionBecomeOffsets) {
   expectNear(evaluate(network, inputs), before, 1e-5f);
 }
 
-// A torchvision ViT block's attention (MultiheadAttention, batch_first): the transposes around
-// the input and output projections move next to the attention and become views too.
-TEST(BuilderAttentionViews, MultiheadAttentionBlockRunsWithoutCopies) {
-  const int64_t n = 2, l = 5, e = 16, h = 4, hd = 4;
+// A torchvision ViT block's attention (MultiheadAttention, batch_first) on an (N, L, E) input
+// named "x", N given or dynamic (-1): the reshapes infer it, as torch's do.
+struct MultiheadAttentionBlock {
+  static constexpr int64_t l = 5, e = 16, h = 4, hd = 4;
   Network network;
-  Tensor* x = network.addInput("x", DataType::kFloat32, {n, l, e});
-  auto weightsOf = [&](int64_t rows, int64_t cols, float seed) {
-    return network
-        .addConstant(
-            floatWeights({rows, cols}, ramp(static_cast<size_t>(rows * cols), seed, 0.03f)))
-        ->output(0);
-  };
-  Tensor* biasIn = network.addConstant(floatWeights({3 * e}, ramp(3 * e, -0.1f, 0.02f)))->output(0);
-  Tensor* sequenceFirst = shuffle(network, x, {1, 0, 2});  // (L, N, E)
-  Tensor* projection =
-      network.addFullyConnected(sequenceFirst, weightsOf(3 * e, e, -0.2f), biasIn)->output(0);
-  Tensor* packed = shuffle(network, shuffle(network, projection, {}, {l, n, 3, e}), {2, 0, 1, 3});
-  auto operand = [&](int64_t index) {
-    Tensor* position =
-        network.addConstant(Weights::fromValues(DataType::kInt64, {}, std::vector<int64_t>{index}))
-            ->output(0);
-    Tensor* selected = network.addGather(packed, position, {0})->output(0);
-    Tensor* split = shuffle(network, selected, {}, {l, n * h, hd});
-    return shuffle(network, shuffle(network, split, {1, 0, 2}), {}, {n, h, l, hd});
-  };
-  AttentionParams p;
-  p.scale = 0.5;
-  Tensor* q = operand(0);
-  Tensor* k = operand(1);
-  Tensor* v = operand(2);
-  Tensor* attended = network.addAttention(q, k, v, nullptr, p)->output(0);
-  Tensor* rows = shuffle(network, shuffle(network, attended, {2, 0, 1, 3}), {}, {l * n, e});
-  Tensor* projected = network.addFullyConnected(rows, weightsOf(e, e, 0.1f), nullptr)->output(0);
-  Tensor* out = shuffle(network, shuffle(network, projected, {}, {l, n, e}), {1, 0, 2});
-  network.markOutput(out);
-  const std::vector<std::vector<float>> inputs = {ramp(n * l * e, -1.0f, 0.05f)};
+
+  explicit MultiheadAttentionBlock(int64_t n) {
+    Tensor* x = network.addInput("x", DataType::kFloat32, {n, l, e});
+    auto weightsOf = [&](int64_t rows, int64_t cols, float seed) {
+      return network
+          .addConstant(
+              floatWeights({rows, cols}, ramp(static_cast<size_t>(rows * cols), seed, 0.03f)))
+          ->output(0);
+    };
+    Tensor* biasIn =
+        network.addConstant(floatWeights({3 * e}, ramp(3 * e, -0.1f, 0.02f)))->output(0);
+    Tensor* sequenceFirst = shuffle(network, x, {1, 0, 2});  // (L, N, E)
+    Tensor* projection =
+        network.addFullyConnected(sequenceFirst, weightsOf(3 * e, e, -0.2f), biasIn)->output(0);
+    Tensor* packed =
+        shuffle(network, shuffle(network, projection, {}, {l, -1, 3, e}), {2, 0, 1, 3});
+    auto operand = [&](int64_t index) {
+      Tensor* position =
+          network
+              .addConstant(Weights::fromValues(DataType::kInt64, {}, std::vector<int64_t>{index}))
+              ->output(0);
+      Tensor* selected = network.addGather(packed, position, {0})->output(0);
+      Tensor* split = shuffle(network, selected, {}, {l, -1, hd});  // (L, N * H, hd)
+      return shuffle(network, shuffle(network, split, {1, 0, 2}), {}, {-1, h, l, hd});
+    };
+    AttentionParams p;
+    p.scale = 0.5;
+    Tensor* q = operand(0);
+    Tensor* k = operand(1);
+    Tensor* v = operand(2);
+    Tensor* attended = network.addAttention(q, k, v, nullptr, p)->output(0);
+    Tensor* rows = shuffle(network, shuffle(network, attended, {2, 0, 1, 3}), {}, {-1, e});
+    Tensor* projected = network.addFullyConnected(rows, weightsOf(e, e, 0.1f), nullptr)->output(0);
+    network.markOutput(shuffle(network, shuffle(network, projected, {}, {l, -1, e}), {1, 0, 2}));
+  }
+};
+
+// The transposes around the input and output projections move next to the attention and become
+// views too.
+TEST(BuilderAttentionViews, MultiheadAttentionBlockRunsWithoutCopies) {
+  using B = MultiheadAttentionBlock;
+  const int64_t n = 2;
+  MultiheadAttentionBlock block(n);
+  Network& network = block.network;
+  const std::vector<std::vector<float>> inputs = {ramp(n * B::l * B::e, -1.0f, 0.05f)};
   const std::vector<std::vector<float>> before = evaluate(network, inputs);
 
   moveRowShufflesTowardAttention(network);
@@ -482,6 +496,40 @@ TEST(BuilderAttentionViews, MultiheadAttentionBlockRunsWithoutCopies) {
   EXPECT_EQ(countLayers(network, LayerKind::kFullyConnected), 2u);
   network.validate();
   expectNear(evaluate(network, inputs), before, 1e-5f);
+}
+
+// The same block under a dynamic batch: the moved transposes leave (N, L, 3E) rows, read through
+// row views; the engine equals the unoptimized block at every batch.
+TEST(BuilderAttentionViews, MultiheadAttentionBlockWithADynamicBatchReadsRowViews) {
+  using B = MultiheadAttentionBlock;
+  MultiheadAttentionBlock dynamicBlock(-1);
+  moveRowShufflesTowardAttention(dynamicBlock.network);
+  readAttentionOperandsThroughViews(dynamicBlock.network);
+  EXPECT_EQ(countLayers(dynamicBlock.network, LayerKind::kShuffle), 0u);
+  EXPECT_EQ(countLayers(dynamicBlock.network, LayerKind::kGather), 0u);
+  const Layer* attention = dynamicBlock.network.output(0)->producer()->input(0)->producer();
+  ASSERT_EQ(attention->kind(), LayerKind::kAttention);
+  EXPECT_EQ(attention->paramsAs<AttentionParams>().keyView, (Dims{B::h, B::hd, B::e}));
+  dynamicBlock.network.validate();
+
+  MultiheadAttentionBlock unoptimized(-1);
+  BuilderConfig config;
+  OptimizationProfile profile;
+  profile.setRange("x", {{1, B::l, B::e}, {2, B::l, B::e}, {4, B::l, B::e}});
+  config.profiles = {profile};
+  std::shared_ptr<Engine> engine = Builder::build(unoptimized.network, config);
+  std::unique_ptr<ExecutionContext> context = engine->createExecutionContext();
+  for (int64_t n : {1, 4, 3}) {
+    SCOPED_TRACE(concat("batch ", n));
+    MultiheadAttentionBlock reference(n);
+    const auto size = static_cast<size_t>(n * B::l * B::e);
+    const std::vector<std::vector<float>> inputs = {
+        ramp(size, -1.0f, 2.0f / static_cast<float>(size))};
+    context->setInputShapes({{n, B::l, B::e}});
+    std::vector<float> result(size);
+    context->execute({inputs[0].data()}, {result.data()});
+    expectNear({result}, evaluate(reference.network, inputs), 1e-5f);
+  }
 }
 
 TEST(BuilderAttentionViews, LeavesOperandsThatAreNoViewAlone) {
