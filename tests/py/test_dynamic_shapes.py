@@ -204,3 +204,27 @@ def test_bert_with_dynamic_batch_and_sequence_compiles_once():
             for length in (8, 77, 512):
                 ids = torch.randint(0, 30000, (batch, length))
                 assert_close_to_eager(module(ids), model(ids))
+
+
+def test_vit_with_dynamic_batch_reads_attention_operands_without_copies():
+    """A torchvision ViT (small config) built once for batch 1..16: MultiheadAttention's
+    transposes move next to the attention and its operands are row views of the projection, as
+    at a static batch, and every batch equals eager."""
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(0)
+    model = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=4,
+                              hidden_dim=64, mlp_dim=128).eval()
+    # torchvision zero-initializes the classifier: every output would be 0.
+    torch.nn.init.normal_(model.heads.head.weight, std=0.02)
+    spec = kiln.Input(min_shape=(1, 3, 32, 32), opt_shape=(4, 3, 32, 32),
+                      max_shape=(16, 3, 32, 32))
+    module = kiln.compile(model, ir="dynamo", inputs=[spec], require_full_compilation=True)
+    layers = str(kiln.inspect(module))
+    assert layers.count("queryView=[4, 16, 0]") == 2, layers
+    static = str(kiln.inspect(kiln.compile(model, ir="dynamo", inputs=[torch.randn(4, 3, 32, 32)])))
+    assert layers.count(": Shuffle(") == static.count(": Shuffle("), layers
+    with torch.no_grad():
+        for batch in (1, 5, 16):
+            x = torch.randn(batch, 3, 32, 32)
+            assert_close_to_eager(module(x), model(x))
