@@ -1,6 +1,7 @@
 // Reads attention operands through views instead of copies. Heads are split and merged by
-// transposes, reshapes and selects (MultiheadAttention's q, k, v = proj[0], proj[1], proj[2];
-// BERT's view + permute), which on Kiln's contiguous tensors are copies of whole activations.
+// transposes, reshapes, selects and slices (MultiheadAttention's q, k, v = proj[0], proj[1],
+// proj[2]; BERT's view + permute; GPT-2's split of its QKV projection), which on Kiln's
+// contiguous tensors are copies of whole activations.
 // The attention kernel takes any strides, so this pass walks each operand back through such
 // layers to the furthest tensor it is a strided view of, and the output forward through
 // transposes and reshapes to the tensor they produce, and has the attention read and write those
@@ -120,7 +121,8 @@ std::optional<int64_t> plainStride(const std::vector<Atom>& group) {
 }
 
 // The shuffle's output (of `outputDims`) as a view, given its input as one.
-std::optional<View> throughShuffle(const View& input, const Layer& shuffle, const Dims& outputDims) {
+std::optional<View> throughShuffle(const View& input, const Layer& shuffle,
+                                   const Dims& outputDims) {
   const auto& p = shuffle.paramsAs<ShuffleParams>();
   View view = permuted(input, p.firstPermutation);
   if (p.hasReshape) {
@@ -180,6 +182,41 @@ std::optional<View> throughSelect(const View& input, const Layer& gather) {
   return out;
 }
 
+// A slice of one input (ends known at build time) with steps of 1: a window of its input.
+bool isWindowSlice(const Layer& layer) {
+  if (layer.kind() != LayerKind::kSlice || layer.inputs().size() != 1) return false;
+  const auto& p = layer.paramsAs<SliceParams>();
+  for (int64_t step : p.steps) {
+    if (step != 1) return false;
+  }
+  return true;
+}
+
+// The slice's output (of `outputDims`) as a view, given its input as one: along each sliced
+// axis (one atom of its input, or untouched) the offset moves to the start and the size shrinks.
+std::optional<View> throughSlice(const View& input, const Layer& slice, const Dims& outputDims) {
+  const auto& p = slice.paramsAs<SliceParams>();
+  const auto rank = static_cast<int64_t>(input.dims.size());
+  View out = input;
+  for (size_t i = 0; i < p.axes.size(); ++i) {
+    const int64_t axis = p.axes[i] < 0 ? p.axes[i] + rank : p.axes[i];
+    if (axis < 0 || axis >= rank) return std::nullopt;
+    std::vector<Atom>& group = out.dims[static_cast<size_t>(axis)];
+    const int64_t size = groupSize(group);
+    const int64_t length = outputDims.at(static_cast<size_t>(axis));
+    if (length == size) continue;
+    std::vector<Atom> kept;
+    for (const Atom& atom : group) {
+      if (atom.size != 1) kept.push_back(atom);
+    }
+    if (kept.size() != 1 || length < 1) return std::nullopt;
+    const int64_t start = sliceStart(p.starts.at(i), 1, size);
+    out.offset += start * kept[0].stride;
+    group = {{length, kept[0].stride}};
+  }
+  return out;
+}
+
 // A shuffle whose reshape dims come from a tensor has them only as its static output dims.
 bool isShuffleOfKnownDims(const Layer& layer) {
   return layer.kind() == LayerKind::kShuffle &&
@@ -187,7 +224,7 @@ bool isShuffleOfKnownDims(const Layer& layer) {
 }
 
 bool isViewLayer(const Layer* layer) {
-  return layer != nullptr && (isShuffleOfKnownDims(*layer) ||
+  return layer != nullptr && (isShuffleOfKnownDims(*layer) || isWindowSlice(*layer) ||
                               (layer->kind() == LayerKind::kGather && selectIndex(*layer)));
 }
 
@@ -267,7 +304,8 @@ Dims rowView(const ViewOf& v, bool written) {
   const int64_t width = v.dims[2];
   const bool rows = n == v.dims[0] && l == v.dims[1] && batchStride == l * width &&
                     (heads == 1 || headStride == e) && rowStride == width &&
-                    offset + heads * e <= width && (!written || (offset == 0 && heads * e == width));
+                    offset + heads * e <= width &&
+                    (!written || (offset == 0 && heads * e == width));
   return rows ? Dims{heads, e, offset} : Dims{};
 }
 
@@ -307,19 +345,25 @@ std::pair<Tensor*, Dims> operandSource(Tensor* operand) {
     Tensor* source = chain[start - 1]->input(0);
     const std::vector<const Layer*> forward(chain.rend() - static_cast<std::ptrdiff_t>(start),
                                             chain.rend());
-    Dims stored =
-        chainView(source->dims(), forward, /*written=*/false,
-                  [&](const Dims& sourceDims,
-                      const std::vector<Dims>& outputDims) -> std::optional<ViewOf> {
-                    std::optional<View> view = contiguousView(sourceDims);
-                    for (size_t i = 0; i < forward.size() && view; ++i) {
-                      view = forward[i]->kind() == LayerKind::kShuffle
-                                 ? throughShuffle(*view, *forward[i], outputDims[i])
-                                 : throughSelect(*view, *forward[i]);
-                    }
-                    if (!view) return std::nullopt;
-                    return ViewOf{*view, sourceDims};
-                  });
+    Dims stored = chainView(
+        source->dims(), forward, /*written=*/false,
+        [&](const Dims& sourceDims, const std::vector<Dims>& outputDims) -> std::optional<ViewOf> {
+          std::optional<View> view = contiguousView(sourceDims);
+          for (size_t i = 0; i < forward.size() && view; ++i) {
+            switch (forward[i]->kind()) {
+              case LayerKind::kShuffle:
+                view = throughShuffle(*view, *forward[i], outputDims[i]);
+                break;
+              case LayerKind::kSlice:
+                view = throughSlice(*view, *forward[i], outputDims[i]);
+                break;
+              default:
+                view = throughSelect(*view, *forward[i]);
+            }
+          }
+          if (!view) return std::nullopt;
+          return ViewOf{*view, sourceDims};
+        });
     if (!stored.empty()) return {source, stored};
   }
   return {operand, {}};

@@ -205,6 +205,8 @@ std::shared_ptr<Engine> Builder::build(const Network& network, const BuilderConf
   eliminateDeadLayers(*optimized);
   foldConstants(*optimized);
   removeAttentionMasksThatMaskNothing(*optimized);
+  removeIdentityLayers(*optimized);
+  convertConstantMatMulsToFullyConnected(*optimized);
   foldBatchNormIntoConvolution(*optimized);
   fuseConvolutionEpilogues(*optimized);
   // After the epilogue fusion, whose bias and activation the GEMM takes over.

@@ -19,6 +19,15 @@ void foldConstants(Network& network);
 // is true at every value in it.
 void removeAttentionMasksThatMaskNothing(Network& network);
 
+// Removes concatenations of one tensor and casts to the tensor's own type, whose readers then
+// read the input (unless the output is a network output).
+void removeIdentityLayers(Network& network);
+
+// Replaces each matrix multiply by a constant rank-2 matrix (not transposing its first operand)
+// by a fully connected layer, with a following add of a constant row (one value per output
+// column, the product's only reader) as its bias.
+void convertConstantMatMulsToFullyConnected(Network& network);
+
 // Folds each inference batch norm into the convolution that feeds it (when the convolution has
 // no other reader and constant weights): new weights and bias, one layer less.
 void foldBatchNormIntoConvolution(Network& network);
@@ -52,12 +61,13 @@ void convertPointwiseConvolutionsToFullyConnected(Network& network);
 void sinkLayoutTransposes(Network& network);
 
 // Moves shuffles that only move rows across fully connected layers, next to the attention
-// layers they feed or follow (static dims only).
+// layers they feed or follow.
 void moveRowShufflesTowardAttention(Network& network);
 
 // Has attention layers read their operands through views of the tensors that transposes,
 // reshapes and selects copy them from, and write their output through a view of the tensor that
-// transposes and reshapes make of it (static dims only).
+// transposes and reshapes make of it (under dynamic dims, where it is a row view: heads side by
+// side in the rows of an (N, L, W) tensor).
 void readAttentionOperandsThroughViews(Network& network);
 
 // Merges fully connected layers (and matrix multiplies by a constant B) that read the same tensor

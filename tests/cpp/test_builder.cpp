@@ -532,6 +532,58 @@ TEST(BuilderAttentionViews, MultiheadAttentionBlockWithADynamicBatchReadsRowView
   }
 }
 
+// GPT-2's attention: its QKV projection (N, L, 3E) split into q, k and v by slices of columns,
+// each viewed as heads and transposed, on an input "qkv" of batch n (-1: dynamic).
+struct SplitProjectionAttention {
+  static constexpr int64_t l = 5, e = 16, h = 4, hd = 4;
+  Network network;
+
+  explicit SplitProjectionAttention(int64_t n) {
+    Tensor* qkv = network.addInput("qkv", DataType::kFloat32, {n, l, 3 * e});
+    auto operand = [&](int64_t index) {
+      SliceParams columns;
+      columns.axes = {2};
+      columns.starts = {index * e};
+      columns.ends = {(index + 1) * e};
+      columns.steps = {1};
+      Tensor* part = network.addSlice(qkv, columns)->output(0);
+      return shuffle(network, shuffle(network, part, {}, {0, 0, h, hd}), {0, 2, 1, 3});
+    };
+    AttentionParams p;
+    p.scale = 0.5;
+    p.causal = true;
+    Tensor* q = operand(0);
+    Tensor* k = operand(1);
+    Tensor* v = operand(2);
+    network.markOutput(network.addAttention(q, k, v, nullptr, p)->output(0));
+  }
+};
+
+// The slices become offsets of views of the projection: strided views at a static batch, row
+// views at a dynamic one.
+TEST(BuilderAttentionViews, SlicedColumnsOfAProjectionBecomeOffsets) {
+  using S = SplitProjectionAttention;
+  for (int64_t n : {int64_t{2}, int64_t{-1}}) {
+    SCOPED_TRACE(concat("batch ", n));
+    SplitProjectionAttention block(n);
+    readAttentionOperandsThroughViews(block.network);
+
+    EXPECT_EQ(countLayers(block.network, LayerKind::kSlice), 0u);
+    EXPECT_EQ(countLayers(block.network, LayerKind::kShuffle), 0u);
+    const auto& params = block.network.output(0)->producer()->paramsAs<AttentionParams>();
+    // v[n, h, l, d] = qkv[n, l, 2E + h * hd + d].
+    const Dims expected =
+        n > 0 ? Dims{n, S::h, S::l, S::hd, 2 * S::e, S::l * 3 * S::e, S::hd, 3 * S::e}
+              : Dims{S::h, S::hd, 2 * S::e};
+    EXPECT_EQ(params.valueView, expected);
+    block.network.validate();
+    if (n < 0) continue;
+    const std::vector<std::vector<float>> inputs = {ramp(n * S::l * 3 * S::e, -0.9f, 0.01f)};
+    expectNear(evaluate(block.network, inputs),
+               evaluate(SplitProjectionAttention(n).network, inputs), 1e-5f);
+  }
+}
+
 TEST(BuilderAttentionViews, LeavesOperandsThatAreNoViewAlone) {
   Network network;
   Tensor* x = network.addInput("x", DataType::kFloat32, {1, 2, 3, 4});
@@ -715,6 +767,73 @@ TEST(BuilderFullyConnectedEpilogueFusion, BuiltEngineFusesTheOutputProjectionsRe
   std::vector<float> result(static_cast<size_t>(n * l * e));
   context->execute({inputs[0].data(), inputs[1].data()}, {result.data()});
   expectNear({result}, expected, 1e-5f);
+}
+
+// ---- identity layers -------------------------------------------------------------------------
+
+TEST(BuilderIdentityLayerRemoval, ReadersReadTheInputOfAOneTensorConcatOrASameTypeCast) {
+  Network network;
+  Tensor* x = network.addInput("x", DataType::kFloat32, {2, 3});
+  Tensor* concatenated = network.addConcat({x}, {1})->output(0);
+  Tensor* cast = network.addCast(concatenated, DataType::kFloat32)->output(0);
+  Layer* relu = network.addActivation(cast, {ActivationType::kRelu});
+  network.markOutput(relu->output(0));
+  // A network output keeps its copy.
+  network.markOutput(network.addCast(x, DataType::kFloat32)->output(0));
+  const std::vector<std::vector<float>> inputs = {ramp(6, -1.0f, 0.4f)};
+  const std::vector<std::vector<float>> before = evaluate(network, inputs);
+
+  removeIdentityLayers(network);
+
+  EXPECT_EQ(countLayers(network, LayerKind::kConcat), 0u);
+  EXPECT_EQ(countLayers(network, LayerKind::kCast), 1u);
+  EXPECT_EQ(relu->input(0), x);
+  network.validate();
+  expectNear(evaluate(network, inputs), before, 0.0f);
+}
+
+// ---- matrix multiplies by constants as fully connected layers ---------------------------------
+
+// GPT-2's Conv1D (x @ W + b, W (K, N)), torch.export's linear (x @ W^T + b, W^T a transposed
+// view), a product whose add is not a bias, and one by a tensor that is no constant.
+TEST(BuilderConstantMatMulToFullyConnected, TakesTheBiasAddIntoTheLayer) {
+  Network network;
+  Tensor* x = network.addInput("x", DataType::kFloat32, {2, 3, 4});
+  Tensor* y = network.addInput("y", DataType::kFloat32, {4, 5});
+  auto constant = [&](const Dims& dims, float start, float step) {
+    return network
+        .addConstant(floatWeights(dims, ramp(static_cast<size_t>(volume(dims)), start, step)))
+        ->output(0);
+  };
+  auto add = [&](Tensor* a, Tensor* b) {
+    return network.addElementwise(a, b, ElementwiseOp::kSum)->output(0);
+  };
+  network.markOutput(add(network.addMatMul(x, constant({4, 5}, -0.5f, 0.05f))->output(0),
+                         constant({5}, 0.2f, 0.1f)));
+  MatMulParams transposed;
+  transposed.transposeB = true;
+  network.markOutput(
+      add(constant({1, 1, 5}, -0.3f, 0.07f),
+          network.addMatMul(x, constant({5, 4}, 0.4f, -0.03f), transposed)->output(0)));
+  network.markOutput(add(network.addMatMul(x, constant({4, 5}, 0.1f, 0.02f))->output(0),
+                         constant({3, 5}, 0.0f, 0.1f)));
+  network.markOutput(network.addMatMul(x, y)->output(0));
+  const std::vector<std::vector<float>> inputs = {ramp(24, -1.0f, 0.09f), ramp(20, 0.5f, -0.05f)};
+  const std::vector<std::vector<float>> before = evaluate(network, inputs);
+
+  convertConstantMatMulsToFullyConnected(network);
+
+  EXPECT_EQ(countLayers(network, LayerKind::kFullyConnected), 3u);
+  EXPECT_EQ(countLayers(network, LayerKind::kMatMul), 1u);
+  EXPECT_EQ(countLayers(network, LayerKind::kElementwise), 1u);  // the (3, 5) add stays
+  for (size_t o = 0; o < 2; ++o) {
+    const Layer* fc = network.output(o)->producer();
+    ASSERT_EQ(fc->kind(), LayerKind::kFullyConnected);
+    ASSERT_NE(fc->input(2), nullptr);
+    EXPECT_EQ(fc->input(2)->dims(), (Dims{5}));
+  }
+  network.validate();
+  expectNear(evaluate(network, inputs), before, 1e-5f);
 }
 
 // ---- horizontal fusion of sibling GEMMs -----------------------------------------------------
