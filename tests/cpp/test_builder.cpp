@@ -402,6 +402,17 @@ TEST(BuilderAttentionViews, HeadSplitAndMergeBecomeStrides) {
   expectNear(evaluate(network, inputs), before, 1e-5f);
 }
 
+// Marks as an output a causal attention (scale 0.5) of q, k and v = operand(0), (1) and (2).
+void markCausalAttention(Network& network, const std::function<Tensor*(int64_t)>& operand) {
+  AttentionParams p;
+  p.scale = 0.5;
+  p.causal = true;
+  Tensor* q = operand(0);
+  Tensor* k = operand(1);
+  Tensor* v = operand(2);
+  network.markOutput(network.addAttention(q, k, v, nullptr, p)->output(0));
+}
+
 // MultiheadAttention's (L, N, 3, E) projection: permute, select q, k and v, view and transpose
 // to (N * H, L, E), view (N, H, L, E).
 TEST(BuilderAttentionViews, SelectsOfAPackedProjectionBecomeOffsets) {
@@ -416,13 +427,7 @@ TEST(BuilderAttentionViews, SelectsOfAPackedProjectionBecomeOffsets) {
     Tensor* split = shuffle(network, selected, {}, {6, 2 * 4, 4});           // (L, N * H, hd)
     return shuffle(network, shuffle(network, split, {1, 0, 2}), {}, {2, 4, 6, 4});
   };
-  AttentionParams p;
-  p.scale = 0.5;
-  p.causal = true;
-  Tensor* q = operand(0);
-  Tensor* k = operand(1);
-  Tensor* v = operand(2);
-  network.markOutput(network.addAttention(q, k, v, nullptr, p)->output(0));
+  markCausalAttention(network, operand);
   const std::vector<std::vector<float>> inputs = {ramp(6 * 2 * 3 * 16, -0.9f, 0.06f)};
   const std::vector<std::vector<float>> before = evaluate(network, inputs);
 
@@ -549,13 +554,7 @@ struct SplitProjectionAttention {
       Tensor* part = network.addSlice(qkv, columns)->output(0);
       return shuffle(network, shuffle(network, part, {}, {0, 0, h, hd}), {0, 2, 1, 3});
     };
-    AttentionParams p;
-    p.scale = 0.5;
-    p.causal = true;
-    Tensor* q = operand(0);
-    Tensor* k = operand(1);
-    Tensor* v = operand(2);
-    network.markOutput(network.addAttention(q, k, v, nullptr, p)->output(0));
+    markCausalAttention(network, operand);
   }
 };
 
