@@ -165,7 +165,7 @@ std::optional<int64_t> selectIndex(const Layer& gather) {
 std::optional<View> throughSelect(const View& input, const Layer& gather) {
   const std::optional<int64_t> index = selectIndex(gather);
   if (!index) return std::nullopt;
-  const int64_t rank = static_cast<int64_t>(input.dims.size());
+  const auto rank = static_cast<int64_t>(input.dims.size());
   int64_t axis = gather.paramsAs<GatherParams>().axis;
   if (axis < 0) axis += rank;
   if (axis < 0 || axis >= rank) return std::nullopt;
