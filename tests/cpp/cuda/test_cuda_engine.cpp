@@ -838,7 +838,7 @@ struct RowLookupRun {
     return values;
   }
   void pick(const std::vector<int64_t>& picked) { indices = DeviceBuffer::from(picked); }
-  void start(ExecutionContext& context, cudaStream_t stream) {
+  void start(ExecutionContext& context, cudaStream_t stream) const {
     context.execute({table.data(), indices.data()}, {rows.data()}, stream);
   }
   void start(ExecutionContext& context, const std::vector<int64_t>& picked, cudaStream_t stream) {
