@@ -57,6 +57,24 @@ std::optional<std::pair<Tensor*, int64_t>> ConversionContext::dimSource(
   return std::nullopt;
 }
 
+std::optional<std::pair<Tensor*, Dims>> ConversionContext::dimsSource(
+    const std::vector<std::string>& symbols) const {
+  for (const auto& [valueId, tensor] : tensors_) {
+    const std::vector<SymInt>& shape = graph_.value(valueId).shape;
+    Dims dims;
+    for (const std::string& symbol : symbols) {
+      for (size_t d = 0; d < shape.size(); ++d) {
+        if (!shape[d].isStatic() && shape[d].symbol == symbol) {
+          dims.push_back(static_cast<int64_t>(d));
+          break;
+        }
+      }
+    }
+    if (dims.size() == symbols.size()) return std::make_pair(tensor, dims);
+  }
+  return std::nullopt;
+}
+
 Tensor* ConversionContext::tensor(int valueId) {
   auto it = tensors_.find(valueId);
   if (it != tensors_.end()) return it->second;

@@ -38,6 +38,8 @@ class ConversionContext {
   // at run time; nullopt when none has one. The partitioner gives every segment an input with
   // each symbol its nodes read, when the graph has one (OpGraph::symbolSource).
   std::optional<std::pair<Tensor*, int64_t>> dimSource(const std::string& symbol) const;
+  // A tensor of this engine that has a dim of each size in `symbols`, and those dims in order.
+  std::optional<std::pair<Tensor*, Dims>> dimsSource(const std::vector<std::string>& symbols) const;
   void setOutput(const NodeArgs& args, size_t i, Tensor* tensor);
 
   // Constant layers for weights and scalars.

@@ -14,16 +14,80 @@ namespace {
 
 // ---- reshapes ----------------------------------------------------------------------------------
 
+// A reshape target whose dynamic sizes neither copy the input's dim at the same index nor fit
+// the one inferred size (GPT-2's (N * L, C) viewed back as (N, L, C)): those sizes are read at
+// run time from a tensor that has them all as dims. `symbols` lists them, `references` gives
+// each target dim's index in `symbols` or -1, `dims` the rest (a placeholder 1 where referenced).
+struct ReferencedTarget {
+  Dims dims;
+  Dims references;
+  std::vector<std::string> symbols;
+};
+
+std::optional<ReferencedTarget> referencedTarget(const std::vector<SymInt>& from,
+                                                 const std::vector<SymInt>& to) {
+  ReferencedTarget target;
+  for (size_t j = 0; j < to.size(); ++j) {
+    const SymInt& size = to[j];
+    if (size.isStatic()) {
+      if (size.opt <= 0) return std::nullopt;
+      target.dims.push_back(size.opt);
+      target.references.push_back(-1);
+    } else if (j < from.size() && from[j].symbol == size.symbol) {
+      target.dims.push_back(0);
+      target.references.push_back(-1);
+    } else {
+      target.dims.push_back(1);
+      target.references.push_back(static_cast<int64_t>(target.symbols.size()));
+      target.symbols.push_back(size.symbol);
+    }
+  }
+  return target;
+}
+
+// Whether one graph input has a dim of every size in `symbols` (the partitioner then gives the
+// segment a tensor that has them).
+bool oneInputHasAll(const OpGraph& graph, const std::vector<std::string>& symbols) {
+  for (int input : graph.inputs()) {
+    const std::vector<SymInt>& shape = graph.value(input).shape;
+    const bool hasAll = std::all_of(symbols.begin(), symbols.end(), [&](const std::string& symbol) {
+      return std::any_of(shape.begin(), shape.end(),
+                         [&](const SymInt& size) { return size.symbol == symbol; });
+    });
+    if (hasAll) return true;
+  }
+  return false;
+}
+
 void convertReshape(ConversionContext& ctx, const NodeArgs& args) {
-  std::optional<Dims> dims = shuffleReshapeDims(args.value("self").shape, args.output().shape);
-  KILN_CHECK(dims.has_value(), "the reshape target cannot be expressed");
-  ctx.setOutput(args, 0, reshape(ctx, ctx.tensor(args, "self"), *dims));
+  const std::vector<SymInt>& from = args.value("self").shape;
+  if (std::optional<Dims> dims = shuffleReshapeDims(from, args.output().shape)) {
+    ctx.setOutput(args, 0, reshape(ctx, ctx.tensor(args, "self"), *dims));
+    return;
+  }
+  const std::optional<ReferencedTarget> target = referencedTarget(from, args.output().shape);
+  KILN_CHECK(target.has_value(), "the reshape target cannot be expressed");
+  const auto source = ctx.dimsSource(target->symbols);
+  KILN_CHECK(source.has_value(), "no tensor of this engine has every dynamic size of the reshape ",
+             "target as a dim");
+  ShuffleParams params;
+  params.hasReshape = true;
+  params.reshapeDims = target->dims;
+  for (int64_t index : target->references) {
+    params.reshapeReferences.push_back(index < 0 ? -1 : source->second[static_cast<size_t>(index)]);
+  }
+  Layer* layer = ctx.network().addShuffle(ctx.tensor(args, "self"), source->first, params);
+  ctx.nameLayer(layer);
+  ctx.setOutput(args, 0, layer->output(0));
 }
 
 std::string checkReshape(const NodeArgs& args) {
-  if (!shuffleReshapeDims(args.value("self").shape, args.output().shape)) {
-    return "reshape to a shape with more than one size that depends on the input shapes and "
-           "is not copied from the same dim of the input";
+  const std::vector<SymInt>& from = args.value("self").shape;
+  if (shuffleReshapeDims(from, args.output().shape)) return "";
+  const std::optional<ReferencedTarget> target = referencedTarget(from, args.output().shape);
+  if (!target || !oneInputHasAll(args.graph(), target->symbols)) {
+    return "reshape to a shape with more than one size that depends on the input shapes, not "
+           "copied from the same dim of the input and not all dims of one input of the graph";
   }
   return "";
 }

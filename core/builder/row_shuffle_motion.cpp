@@ -35,6 +35,7 @@ std::optional<ShuffleParams> forRowsOf(const Layer& shuffle, int64_t rowLength) 
     if (reshaped.back() != permuteDims(in, p.firstPermutation).back()) return std::nullopt;
     reshaped.back() = rowLength;
     rows.reshapeDims = reshaped;
+    rows.reshapeReferences.clear();  // the static dims say it all; the moved shuffle has one input
     return rows;
   }
   // Dynamic dims: the shuffle's own reshape dims (0 copies an input dim, -1 is inferred), whose

@@ -15,7 +15,7 @@ namespace kiln {
 
 // 2: TF32 policy; 3: fused epilogues, attention; 4: channels-last, FC epilogues; 5: element
 // gather; 6: slice ends at run-time sizes; 7: resize and cumulative layers; 8: pointwise programs
-// and their CUDA kernels; 9: attention row views (dynamic dims).
+// and their CUDA kernels; 9: attention row views (dynamic dims), reshape dims from a reference.
 constexpr uint32_t kPlanFormatVersion = 9;
 extern const char* const kKilnVersion;
 

@@ -247,15 +247,22 @@ struct NormalizationParams {
 // TensorRT's shuffle: an optional first transpose, an optional reshape, an optional second
 // transpose. Reshape dims: a positive size, 0 = copy the dim at this index of the (transposed)
 // input, -1 = infer from the volume (at most one). An empty permutation means none.
+// Inputs [x, reference]: reshapeReferences (empty, or one entry per reshape dim) may take a
+// reshape dim from the optional reference tensor instead: entry r >= 0 is the reference's dim r
+// at run time (its reshapeDims entry is then unused), -1 keeps the reshapeDims entry. That
+// expresses a target with more than one dynamic size that no input dim gives (GPT-2's
+// (N * L, C) viewed back as (N, L, C)).
 struct ShuffleParams {
   Dims firstPermutation;
   bool hasReshape = false;
   Dims reshapeDims;
   Dims secondPermutation;
+  Dims reshapeReferences;
   template <typename V>
   void fields(V&& v) {
     v("firstPermutation", firstPermutation), v("hasReshape", hasReshape),
-        v("reshapeDims", reshapeDims), v("secondPermutation", secondPermutation);
+        v("reshapeDims", reshapeDims), v("secondPermutation", secondPermutation),
+        v("reshapeReferences", reshapeReferences);
   }
 };
 

@@ -179,6 +179,10 @@ Layer* Network::addNormalization(Tensor* x, Tensor* scale, Tensor* bias, Tensor*
 
 Layer* Network::addShuffle(Tensor* x, const ShuffleParams& p) { return addLayer(p, {x}); }
 
+Layer* Network::addShuffle(Tensor* x, Tensor* reference, const ShuffleParams& p) {
+  return addLayer(p, {x, reference});
+}
+
 Layer* Network::addConcat(const std::vector<Tensor*>& xs, const ConcatParams& p) {
   return addLayer(p, xs);
 }

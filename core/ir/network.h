@@ -109,6 +109,8 @@ class Network {
   Layer* addNormalization(Tensor* x, Tensor* scale, Tensor* bias, Tensor* mean, Tensor* var,
                           const NormalizationParams& p);
   Layer* addShuffle(Tensor* x, const ShuffleParams& p);
+  // A shuffle whose reshapeReferences read `reference`'s dims.
+  Layer* addShuffle(Tensor* x, Tensor* reference, const ShuffleParams& p);
   Layer* addConcat(const std::vector<Tensor*>& xs, const ConcatParams& p);
   Layer* addSlice(Tensor* x, const SliceParams& p);
   // A slice whose endReferences read `reference`'s dims.

@@ -514,12 +514,55 @@ Dims reshape(const Dims& in, const Dims& spec) {
   return out;
 }
 
+// Reshape dims with the entries that reshapeReferences names taken from the reference's dims.
+// Such a size unknown at build time (or 0) leaves it, and the inferred one, to be known at run
+// time: the volumes are checked then.
+Dims referencedReshape(const Dims& in, const ShuffleParams& p, const Dims& reference) {
+  KILN_CHECK(p.reshapeReferences.size() == p.reshapeDims.size(), "reshape references ",
+             toString(p.reshapeReferences), " need one entry per reshape dim ",
+             toString(p.reshapeDims));
+  Dims spec = p.reshapeDims;
+  std::vector<size_t> unresolved;
+  for (size_t i = 0; i < spec.size(); ++i) {
+    const int64_t r = p.reshapeReferences[i];
+    if (r < 0) continue;
+    KILN_CHECK(r < static_cast<int64_t>(reference.size()), "reshape reference dim ", r,
+               " is outside the reference's dims ", toString(reference));
+    const int64_t size = reference[static_cast<size_t>(r)];
+    if (isKnown(size) && size > 0) {
+      spec[i] = size;
+    } else {
+      spec[i] = 1;
+      unresolved.push_back(i);
+    }
+  }
+  if (unresolved.empty()) return reshape(in, spec);
+  Dims out(spec.size());
+  for (size_t i = 0; i < spec.size(); ++i) {
+    out[i] = spec[i] > 0 ? spec[i] : spec[i] == 0 && i < in.size() ? in[i] : kDynamic;
+  }
+  for (size_t i : unresolved) {
+    const int64_t size = reference[static_cast<size_t>(p.reshapeReferences[i])];
+    KILN_CHECK(!isKnown(size) || std::find(spec.begin(), spec.end(), -1) == spec.end(),
+               "cannot infer the -1 in reshape dims ", toString(p.reshapeDims),
+               " with an empty reference dim");
+    out[i] = size;
+  }
+  return out;
+}
+
 std::vector<TensorType> inferShuffle(const ShuffleParams& p, const Inputs& inputs) {
-  checkInputCount(inputs, 1, 1, "[x]");
+  const bool referenced = std::any_of(p.reshapeReferences.begin(), p.reshapeReferences.end(),
+                                      [](int64_t d) { return d >= 0; });
+  checkInputCount(inputs, referenced ? 2 : 1, referenced ? 2 : 1,
+                  referenced ? "[x, reference]" : "[x]");
   const TensorType& x = requiredInput(inputs, 0, "x");
   Dims dims = x.dims;
   if (!p.firstPermutation.empty()) dims = permute(dims, p.firstPermutation, "firstPermutation");
-  if (p.hasReshape) dims = reshape(dims, p.reshapeDims);
+  if (p.hasReshape) {
+    dims = referenced ? referencedReshape(dims, p, requiredInput(inputs, 1, "reference").dims)
+                      : reshape(dims, p.reshapeDims);
+  }
   if (!p.secondPermutation.empty()) dims = permute(dims, p.secondPermutation, "secondPermutation");
   return {{x.dtype, dims}};
 }

@@ -497,6 +497,20 @@ TEST(ShapeInference, ShuffleReshapeDynamicDims) {
   EXPECT_EQ(inferDims(reshapeTo({6, 2}), {typeOf({-1, 3, 4})}), (Dims{6, 2}));
 }
 
+// GPT-2's (N * L, C) viewed back as (N, L, C): N and L read from a reference (N, L) tensor.
+TEST(ShapeInference, ShuffleReshapeDimsFromAReference) {
+  ShuffleParams p = reshapeTo({1, 1, 8});  // the 1s: placeholders of the referenced sizes
+  p.reshapeReferences = {0, 1, -1};
+  EXPECT_EQ(inferDims(p, {typeOf({6, 8}), typeOf({2, 3})}), (Dims{2, 3, 8}));
+  EXPECT_EQ(inferDims(p, {typeOf({-1, 8}), typeOf({-1, -1})}), (Dims{-1, -1, 8}));
+  EXPECT_EQ(inferDims(p, {typeOf({-1, 8}), typeOf({-1, 5})}), (Dims{-1, 5, 8}));
+  expectError(p, {typeOf({7, 8}), typeOf({2, 3})}, {"cannot reshape", "element counts"});
+  expectError(p, {typeOf({6, 8})}, {"[x, reference]"});
+  ShuffleParams outside = p;
+  outside.reshapeReferences = {0, 2, -1};
+  expectError(outside, {typeOf({6, 8}), typeOf({2, 3})}, {"reference dim 2", "[2, 3]"});
+}
+
 TEST(ShapeInference, ShuffleTransposes) {
   ShuffleParams first;
   first.firstPermutation = {2, 0, 1};

@@ -228,3 +228,57 @@ def test_vit_with_dynamic_batch_reads_attention_operands_without_copies():
         for batch in (1, 5, 16):
             x = torch.randn(batch, 3, 32, 32)
             assert_close_to_eager(module(x), model(x))
+
+
+class FlattenedLinear(torch.nn.Module):
+    """GPT-2's Conv1D: rows flattened for addmm, then viewed back as (batch, length, out)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.randn(16, 24) * 0.1)
+        self.bias = torch.nn.Parameter(torch.randn(24) * 0.1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, length, features = x.shape
+        rows = torch.addmm(self.bias, x.view(-1, features), self.weight)
+        return rows.view(batch, length, 24).relu()
+
+
+def test_view_back_to_two_dynamic_sizes_reads_them_from_a_tensor():
+    """(batch * length, 24) viewed as (batch, length, 24) with both sizes dynamic: no input dim at
+    the same index has them and only one can be inferred, so the reshape reads them from the
+    input's dims at run time; nothing is left to PyTorch."""
+    torch.manual_seed(0)
+    model = FlattenedLinear().eval()
+    spec = kiln.Input(min_shape=(1, 2, 16), opt_shape=(4, 8, 16), max_shape=(8, 32, 16))
+    module = kiln.compile(model, ir="dynamo", inputs=[spec], require_full_compilation=True)
+    assert kiln.summary(module)["ops_in_torch"] == 0
+    with torch.no_grad():
+        for batch, length in ((1, 2), (3, 7), (8, 32)):
+            x = torch.randn(batch, length, 16)
+            assert_close_to_eager(module(x), model(x))
+
+
+def test_gpt2_with_dynamic_batch_and_sequence_compiles_once():
+    """HF GPT-2 (small config): its Conv1D views back to (batch, length, features) convert, so one
+    engine runs every shape in the range with nothing left to PyTorch."""
+    hf = pytest.importorskip("transformers")
+
+    class LastHiddenState(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.gpt2 = hf.GPT2Model(hf.GPT2Config(n_embd=64, n_layer=2, n_head=4))
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            return self.gpt2(input_ids=ids).last_hidden_state
+
+    torch.manual_seed(0)
+    model = LastHiddenState().eval()
+    spec = kiln.Input(min_shape=(1, 8), opt_shape=(4, 32), max_shape=(8, 128), dtype=torch.int64)
+    module = kiln.compile(model, ir="dynamo", inputs=[spec], require_full_compilation=True)
+    summary = kiln.summary(module)
+    assert summary["ops_in_torch"] == 0 and summary["engines"] == 1, summary
+    with torch.no_grad():
+        for batch, length in ((1, 8), (3, 77), (8, 128)):
+            ids = torch.randint(0, 1000, (batch, length))
+            assert_close_to_eager(module(ids), model(ids))
