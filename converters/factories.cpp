@@ -1,11 +1,13 @@
 // Tensor factories whose every argument is known at build time: full, zeros, ones,
-// scalar_tensor, arange, and full_like, zeros_like and ones_like of a tensor of static dims -> a
-// Constant holding what torch would make, in the dtype torch recorded for the output. A factory
-// for another device than the engine's (no device argument means the CPU, or for the _like forms
-// the device of the tensor given), of a non-strided layout, or of more than kMaxElements elements
-// stays in PyTorch.
+// scalar_tensor, arange, and full_like, zeros_like and ones_like -> a Constant holding what torch
+// would make, in the dtype torch recorded for the output. A _like of a tensor of dynamic dims is a
+// one-element constant broadcast to its dims at run time (T5's relative position buckets). A
+// factory for another device than the engine's (no device argument means the CPU, or for the _like
+// forms the device of the tensor given), of a non-strided layout, or of more than kMaxElements
+// elements stays in PyTorch.
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -57,7 +59,12 @@ std::string checkFactoryOn(const NodeArgs& args, DefaultDevice defaultDevice) {
   if (std::string reason = checkPlacement(args, defaultDevice); !reason.empty()) return reason;
   int64_t elements = 1;
   for (const SymInt& dim : args.output(0).shape) {
-    if (!dim.isStatic()) return "its size depends on the inputs";
+    if (!dim.isStatic()) {
+      // A _like broadcasts one element to the dims of a tensor that has them at run time.
+      if (defaultDevice != DefaultDevice::kInput) return "its size depends on the inputs";
+      if (std::string reason = requireDimSource(args, dim); !reason.empty()) return reason;
+      continue;
+    }
     elements *= dim.opt;
   }
   if (elements > kMaxElements) {
@@ -80,6 +87,17 @@ std::vector<int64_t> outputSize(const NodeArgs& args) {
   return size;
 }
 
+// A tensor of the output's dims holding `fill`: a constant of them when they are static, else
+// one element broadcast to them at run time.
+Tensor* filledLikeOutput(ConversionContext& ctx, const NodeArgs& args, const c10::Scalar& fill) {
+  const std::vector<SymInt>& shape = args.output(0).shape;
+  const bool isStatic =
+      std::all_of(shape.begin(), shape.end(), [](const SymInt& dim) { return dim.isStatic(); });
+  if (isStatic) return ctx.constant(at::full(outputSize(args), fill, outputOptions(args)));
+  const std::vector<int64_t> ones(shape.size(), 1);
+  return broadcastTo(ctx, ctx.constant(at::full(ones, fill, outputOptions(args))), shape);
+}
+
 void convertFull(ConversionContext& ctx, const NodeArgs& args) {
   ctx.setOutput(args, 0,
                 ctx.constant(at::full(args.getIntList("size"), scalarArgument(args, "fill_value"),
@@ -95,17 +113,15 @@ void convertOnes(ConversionContext& ctx, const NodeArgs& args) {
 }
 
 void convertFullLike(ConversionContext& ctx, const NodeArgs& args) {
-  ctx.setOutput(args, 0,
-                ctx.constant(at::full(outputSize(args), scalarArgument(args, "fill_value"),
-                                      outputOptions(args))));
+  ctx.setOutput(args, 0, filledLikeOutput(ctx, args, scalarArgument(args, "fill_value")));
 }
 
 void convertZerosLike(ConversionContext& ctx, const NodeArgs& args) {
-  ctx.setOutput(args, 0, ctx.constant(at::zeros(outputSize(args), outputOptions(args))));
+  ctx.setOutput(args, 0, filledLikeOutput(ctx, args, 0));
 }
 
 void convertOnesLike(ConversionContext& ctx, const NodeArgs& args) {
-  ctx.setOutput(args, 0, ctx.constant(at::ones(outputSize(args), outputOptions(args))));
+  ctx.setOutput(args, 0, filledLikeOutput(ctx, args, 1));
 }
 
 void convertScalarTensor(ConversionContext& ctx, const NodeArgs& args) {

@@ -5,7 +5,7 @@
 //   index = int64(c) broadcast to the output, with a leading unit dim     (1, out...)
 //   out   = gather(data, axis 0, index, element)[0]
 // It materializes the broadcast operands, so it costs two output-sized copies more than a fused
-// select would; the output's dims must be static.
+// select would. A dynamic output dim is broadcast to at run time from a tensor that has it.
 #include <ATen/ATen.h>
 
 #include <string>
@@ -54,7 +54,7 @@ void convertMaskedFill(ConversionContext& ctx, const NodeArgs& args) {
 
 std::string checkSelect(const NodeArgs& args, const std::string& condition) {
   for (const SymInt& dim : args.output().shape) {
-    if (!dim.isStatic()) return "its output's dims depend on the input shapes";
+    if (std::string reason = requireDimSource(args, dim); !reason.empty()) return reason;
   }
   if (args.dtype(condition) != c10::ScalarType::Bool) {
     return concat("argument '", condition, "' has dtype ", c10::toString(args.dtype(condition)),

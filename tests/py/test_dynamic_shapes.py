@@ -282,3 +282,54 @@ def test_gpt2_with_dynamic_batch_and_sequence_compiles_once():
         for batch, length in ((1, 8), (3, 77), (8, 128)):
             ids = torch.randint(0, 1000, (batch, length))
             assert_close_to_eager(module(ids), model(ids))
+
+
+class WhereAndFullLike(torch.nn.Module):
+    """T5's relative position buckets in small: where and full_like over dynamic dims."""
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        large = torch.full_like(x, 0.5)
+        picked = torch.where(x > 0, x, large)  # (N, L)
+        mixed = torch.where(y < 0, y, 2.0)  # (N, 1) against a scalar
+        return torch.where(picked > 0.25, picked, mixed) + torch.zeros_like(picked)
+
+
+def test_where_and_full_like_over_dynamic_dims_convert():
+    """where broadcasts its operands to dims known only at run time, and full_like / zeros_like
+    broadcast one element to them: nothing is left to PyTorch."""
+    model = WhereAndFullLike().eval()
+    specs = [kiln.Input(min_shape=(1, 2), opt_shape=(4, 8), max_shape=(8, 32)),
+             kiln.Input(min_shape=(1, 1), opt_shape=(4, 1), max_shape=(8, 1))]
+    module = kiln.compile(model, ir="dynamo", inputs=specs, require_full_compilation=True)
+    assert kiln.summary(module)["ops_in_torch"] == 0
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for batch, length in ((1, 2), (3, 7), (8, 32)):
+            x, y = torch.randn(batch, length), torch.randn(batch, 1)
+            assert_close_to_eager(module(x, y), model(x, y))
+
+
+def test_t5_encoder_with_dynamic_batch_and_sequence_compiles_once():
+    """HF T5 encoder (small config): its relative position buckets (where, full_like, minimum)
+    convert at any length, so one engine runs every shape with nothing left to PyTorch."""
+    hf = pytest.importorskip("transformers")
+
+    class LastHiddenState(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.t5 = hf.T5EncoderModel(hf.T5Config(d_model=64, d_kv=16, d_ff=128, num_layers=2,
+                                                    num_heads=4))
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            return self.t5(input_ids=ids).last_hidden_state
+
+    torch.manual_seed(0)
+    model = LastHiddenState().eval()
+    spec = kiln.Input(min_shape=(1, 8), opt_shape=(4, 32), max_shape=(8, 128), dtype=torch.int64)
+    module = kiln.compile(model, ir="dynamo", inputs=[spec], require_full_compilation=True)
+    summary = kiln.summary(module)
+    assert summary["ops_in_torch"] == 0 and summary["engines"] == 1, summary
+    with torch.no_grad():
+        for batch, length in ((1, 8), (3, 77), (8, 128)):
+            ids = torch.randint(0, 1000, (batch, length))
+            assert_close_to_eager(module(ids), model(ids))
