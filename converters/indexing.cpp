@@ -175,13 +175,15 @@ std::string checkGather(const NodeArgs& args) {
 
 // ---- index.Tensor ------------------------------------------------------------------------------
 
+// The largest dynamic size an index into several dims may count with a constant (sizeTensor).
+constexpr int64_t kMaxDimConstant = int64_t{1} << 20;
+
 // One non-None entry of index.Tensor's `indices`: the dim it indexes and the index tensor (a
 // value of the graph, or a tensor of a constant list).
 struct IndexEntry {
   int64_t dim = 0;
   int valueId = -1;
   at::Tensor constant;
-  std::vector<int64_t> shape;
   c10::ScalarType dtype = c10::ScalarType::Long;
 };
 
@@ -193,16 +195,13 @@ std::vector<IndexEntry> indexEntries(const NodeArgs& args, std::string& why) {
     IndexEntry entry;
     entry.dim = dim;
     if (value != nullptr) {
+      // Its shape may be dynamic: a Gather takes indices of any dims, and several index
+      // tensors broadcast together in the elementwise layers that combine them.
       entry.valueId = value->id;
       entry.dtype = value->dtype;
-      for (const SymInt& size : value->shape) {
-        if (!size.isStatic()) why = "an index tensor has a dynamic shape";
-        entry.shape.push_back(size.opt);
-      }
     } else {
       entry.constant = *constant;
       entry.dtype = constant->scalar_type();
-      entry.shape = constant->sizes().vec();
     }
     entries.push_back(std::move(entry));
   };
@@ -256,11 +255,35 @@ std::string checkIndex(const NodeArgs& args) {
     }
   }
   if (entries.size() > 1) {
-    for (const SymInt& size : args.value("self").shape) {
-      if (!size.isStatic()) return "several index tensors into an input with dynamic dims";
+    // An indexed dim may be dynamic (its size then comes from a tensor that has it); the others
+    // are kept whole in the flattened input, which a reshape can do with static sizes only.
+    const std::vector<SymInt>& shape = args.value("self").shape;
+    std::vector<char> indexed(shape.size(), 0);
+    for (const IndexEntry& entry : entries) indexed[static_cast<size_t>(entry.dim)] = 1;
+    for (size_t d = 0; d < shape.size(); ++d) {
+      if (shape[d].isStatic()) continue;
+      if (!indexed[d]) return "several index tensors into an input with a dynamic dim they keep";
+      if (std::string reason = requireDimSource(args, shape[d]); !reason.empty()) return reason;
+      if (shape[d].max > kMaxDimConstant) {
+        return concat("an indexed dim may reach ", shape[d].max, ", more than the ",
+                      kMaxDimConstant, " Kiln counts with a constant");
+      }
     }
   }
   return "";
+}
+
+// A dim's size as a 0-d int64 tensor: a static size is a constant; a dynamic one is the count of
+// a constant of ones sliced to the dim of a tensor that has it at run time.
+Tensor* sizeTensor(ConversionContext& ctx, const SymInt& size) {
+  if (size.isStatic()) return ctx.scalar(static_cast<double>(size.opt), DataType::kInt64);
+  Tensor* ones = ctx.constant(at::ones({size.max}, at::kLong));
+  ReduceParams count;
+  count.op = ReduceOp::kSum;
+  count.axes = {0};
+  Layer* layer = ctx.network().addReduce(sliceToDynamicEnd(ctx, ones, 0, 0, 1, size), count);
+  ctx.nameLayer(layer);
+  return layer->output(0);
 }
 
 // x[..., idx, ...] with one index tensor is a Gather along its dim. Several index tensors are
@@ -280,13 +303,11 @@ void convertIndex(ConversionContext& ctx, const NodeArgs& args) {
   const int64_t rank = static_cast<int64_t>(shape.size());
   Dims permutation;
   std::vector<char> indexed(static_cast<size_t>(rank), 0);
-  int64_t flatSize = 1;
   for (const IndexEntry& entry : entries) {
     permutation.push_back(entry.dim);
     indexed[static_cast<size_t>(entry.dim)] = 1;
-    flatSize *= shape[static_cast<size_t>(entry.dim)].opt;
   }
-  Dims flatDims = {flatSize};
+  Dims flatDims = {-1};  // the indexed dims, flattened; the kept ones are static (checkIndex)
   for (int64_t d = 0; d < rank; ++d) {
     if (indexed[static_cast<size_t>(d)]) continue;
     permutation.push_back(d);
@@ -294,21 +315,22 @@ void convertIndex(ConversionContext& ctx, const NodeArgs& args) {
   }
   Tensor* data = reshape(ctx, permute(ctx, self, permutation), flatDims);
 
+  // flat = sum of (index wrapped into [0, size)) * (product of the later indexed dims' sizes),
+  // with the sizes as tensors when they are known only at run time.
   Tensor* flat = nullptr;
-  int64_t stride = flatSize;
-  for (const IndexEntry& entry : entries) {
-    const int64_t size = shape[static_cast<size_t>(entry.dim)].opt;
-    stride /= size;
-    Tensor* index = castTo(ctx, indexTensor(ctx, entry), DataType::kInt64);
+  for (size_t e = 0; e < entries.size(); ++e) {
+    const SymInt& size = shape[static_cast<size_t>(entries[e].dim)];
+    Tensor* index = castTo(ctx, indexTensor(ctx, entries[e]), DataType::kInt64);
     Tensor* negative = addElementwise(ctx, index, ctx.scalar(0.0, DataType::kInt64),
                                       ElementwiseOp::kLess, DataType::kInt64);
     Tensor* wrap = addElementwise(ctx, castTo(ctx, negative, DataType::kInt64),
-                                  ctx.scalar(static_cast<double>(size), DataType::kInt64),
-                                  ElementwiseOp::kProd, DataType::kInt64);
+                                  sizeTensor(ctx, size), ElementwiseOp::kProd, DataType::kInt64);
     index = addElementwise(ctx, index, wrap, ElementwiseOp::kSum, DataType::kInt64);
-    if (stride != 1) {
-      index = addElementwise(ctx, index, ctx.scalar(static_cast<double>(stride), DataType::kInt64),
-                             ElementwiseOp::kProd, DataType::kInt64);
+    for (size_t later = e + 1; later < entries.size(); ++later) {
+      const SymInt& stride = shape[static_cast<size_t>(entries[later].dim)];
+      if (stride.isStatic() && stride.opt == 1) continue;
+      index = addElementwise(ctx, index, sizeTensor(ctx, stride), ElementwiseOp::kProd,
+                             DataType::kInt64);
     }
     flat = flat == nullptr
                ? index

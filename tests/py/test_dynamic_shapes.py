@@ -333,3 +333,55 @@ def test_t5_encoder_with_dynamic_batch_and_sequence_compiles_once():
         for batch, length in ((1, 8), (3, 77), (8, 128)):
             ids = torch.randint(0, 1000, (batch, length))
             assert_close_to_eager(module(ids), model(ids))
+
+
+class PaddingMaskLookup(torch.nn.Module):
+    """HF's padding mask lookup: mask[batch_idx, kv_idx] over aranges of the dynamic sizes."""
+
+    def forward(self, mask: torch.Tensor) -> torch.Tensor:
+        batch, length = mask.shape
+        batch_idx = torch.arange(batch).view(-1, 1, 1)
+        kv_idx = torch.arange(length).view(1, 1, -1)
+        return mask[batch_idx, kv_idx] * 2 + mask[batch_idx * 0 - 1, kv_idx]  # -1: the last row
+
+
+def test_several_index_tensors_into_dynamic_dims_convert():
+    """Index tensors into several dims whose sizes are known only at run time: the flat index
+    counts with those sizes read from the input's dims; negative indices wrap as in torch."""
+    model = PaddingMaskLookup().eval()
+    spec = kiln.Input(min_shape=(1, 2), opt_shape=(4, 8), max_shape=(8, 64))
+    module = kiln.compile(model, ir="dynamo", inputs=[spec], require_full_compilation=True)
+    assert kiln.summary(module)["ops_in_torch"] == 0
+    with torch.no_grad():
+        for batch, length in ((1, 2), (3, 7), (8, 64)):
+            x = torch.randn(batch, length)
+            assert_close_to_eager(module(x), model(x))
+
+
+def test_bert_with_a_padding_mask_and_dynamic_shapes_compiles_once():
+    """BERT given an attention_mask, batch and sequence dynamic: HF's mask lookup converts too,
+    so one engine runs every shape, padded positions masked as in eager."""
+    hf = pytest.importorskip("transformers")
+
+    class LastHiddenState(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            config = hf.BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                   intermediate_size=128)
+            self.bert = hf.BertModel(config, add_pooling_layer=False)
+
+        def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            return self.bert(input_ids=ids, attention_mask=mask).last_hidden_state
+
+    torch.manual_seed(0)
+    model = LastHiddenState().eval()
+    spec = kiln.Input(min_shape=(1, 8), opt_shape=(4, 32), max_shape=(8, 128), dtype=torch.int64)
+    module = kiln.compile(model, ir="dynamo", inputs=[spec, spec], require_full_compilation=True)
+    summary = kiln.summary(module)
+    assert summary["ops_in_torch"] == 0 and summary["engines"] == 1, summary
+    with torch.no_grad():
+        for batch, length in ((1, 8), (3, 77), (8, 128)):
+            ids = torch.randint(0, 1000, (batch, length))
+            mask = torch.ones(batch, length, dtype=torch.int64)
+            mask[:, length // 2:] = 0
+            assert_close_to_eager(module(ids, mask), model(ids, mask))
