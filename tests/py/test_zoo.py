@@ -185,3 +185,35 @@ def test_zoo_fallback_table(capsys: pytest.CaptureFixture[str]) -> None:
         assert (summary["ops_in_torch"] == 0) == (not entry.fallback), (name, summary["fallback"])
     with capsys.disabled():
         print("\nmodel zoo, ops left to PyTorch:\n  " + "\n  ".join(rows))
+
+
+def _dynamic_spec(example: torch.Tensor) -> kiln.Input:
+    """The example's shape with a dynamic batch 1..4 and, for token ids, a dynamic sequence
+    length 8..64."""
+    shape = tuple(example.shape)
+    if example.dtype == torch.int64:
+        return kiln.Input(min_shape=(1, 8), opt_shape=shape, max_shape=(4, 64), dtype=torch.int64)
+    return kiln.Input(min_shape=(1, *shape[1:]), opt_shape=shape, max_shape=(4, *shape[1:]))
+
+
+def _other_shape(example: torch.Tensor) -> torch.Tensor:
+    """An input of another shape in _dynamic_spec's range than the example's."""
+    if example.dtype == torch.int64:
+        return torch.randint(0, 1000, (3, 37))
+    return torch.randn(3, *example.shape[1:])
+
+
+@pytest.mark.parametrize("name", [p for p in _params() if not ZOO[p.values[0]].fallback])
+def test_zoo_with_dynamic_shapes(name: str) -> None:
+    """Each model compiled once with a dynamic batch (and sequence length for the transformers):
+    nothing left to PyTorch, and another shape in the range equals eager."""
+    pytest.importorskip(ZOO[name].library)
+    torch.manual_seed(0)
+    model = ZOO[name].make().eval()
+    example = ZOO[name].example()
+    with torch.no_grad():
+        compiled = kiln.compile(model, ir="dynamo", inputs=[_dynamic_spec(example)],
+                                require_full_compilation=True)
+        assert kiln.summary(compiled)["engines"] == 1
+        x = _other_shape(example)
+        assert _max_relative_error(_output(compiled(x)), _output(model(x))) <= TOLERANCE
