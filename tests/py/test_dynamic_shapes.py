@@ -259,31 +259,6 @@ def test_view_back_to_two_dynamic_sizes_reads_them_from_a_tensor():
             assert_close_to_eager(module(x), model(x))
 
 
-def test_gpt2_with_dynamic_batch_and_sequence_compiles_once():
-    """HF GPT-2 (small config): its Conv1D views back to (batch, length, features) convert, so one
-    engine runs every shape in the range with nothing left to PyTorch."""
-    hf = pytest.importorskip("transformers")
-
-    class LastHiddenState(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.gpt2 = hf.GPT2Model(hf.GPT2Config(n_embd=64, n_layer=2, n_head=4))
-
-        def forward(self, ids: torch.Tensor) -> torch.Tensor:
-            return self.gpt2(input_ids=ids).last_hidden_state
-
-    torch.manual_seed(0)
-    model = LastHiddenState().eval()
-    spec = kiln.Input(min_shape=(1, 8), opt_shape=(4, 32), max_shape=(8, 128), dtype=torch.int64)
-    module = kiln.compile(model, ir="dynamo", inputs=[spec], require_full_compilation=True)
-    summary = kiln.summary(module)
-    assert summary["ops_in_torch"] == 0 and summary["engines"] == 1, summary
-    with torch.no_grad():
-        for batch, length in ((1, 8), (3, 77), (8, 128)):
-            ids = torch.randint(0, 1000, (batch, length))
-            assert_close_to_eager(module(ids), model(ids))
-
-
 class WhereAndFullLike(torch.nn.Module):
     """T5's relative position buckets in small: where and full_like over dynamic dims."""
 
@@ -309,32 +284,6 @@ def test_where_and_full_like_over_dynamic_dims_convert():
             assert_close_to_eager(module(x, y), model(x, y))
 
 
-def test_t5_encoder_with_dynamic_batch_and_sequence_compiles_once():
-    """HF T5 encoder (small config): its relative position buckets (where, full_like, minimum)
-    convert at any length, so one engine runs every shape with nothing left to PyTorch."""
-    hf = pytest.importorskip("transformers")
-
-    class LastHiddenState(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.t5 = hf.T5EncoderModel(hf.T5Config(d_model=64, d_kv=16, d_ff=128, num_layers=2,
-                                                    num_heads=4))
-
-        def forward(self, ids: torch.Tensor) -> torch.Tensor:
-            return self.t5(input_ids=ids).last_hidden_state
-
-    torch.manual_seed(0)
-    model = LastHiddenState().eval()
-    spec = kiln.Input(min_shape=(1, 8), opt_shape=(4, 32), max_shape=(8, 128), dtype=torch.int64)
-    module = kiln.compile(model, ir="dynamo", inputs=[spec], require_full_compilation=True)
-    summary = kiln.summary(module)
-    assert summary["ops_in_torch"] == 0 and summary["engines"] == 1, summary
-    with torch.no_grad():
-        for batch, length in ((1, 8), (3, 77), (8, 128)):
-            ids = torch.randint(0, 1000, (batch, length))
-            assert_close_to_eager(module(ids), model(ids))
-
-
 class PaddingMaskLookup(torch.nn.Module):
     """HF's padding mask lookup: mask[batch_idx, kv_idx] over aranges of the dynamic sizes."""
 
@@ -358,30 +307,52 @@ def test_several_index_tensors_into_dynamic_dims_convert():
             assert_close_to_eager(module(x), model(x))
 
 
-def test_bert_with_a_padding_mask_and_dynamic_shapes_compiles_once():
-    """BERT given an attention_mask, batch and sequence dynamic: HF's mask lookup converts too,
-    so one engine runs every shape, padded positions masked as in eager."""
+class HiddenStates(torch.nn.Module):
+    """An HF model's last hidden state, from input_ids and, when `masked`, an attention_mask."""
+
+    def __init__(self, model: torch.nn.Module, *, masked: bool = False) -> None:
+        super().__init__()
+        self.model = model
+        self.masked = masked
+
+    def forward(self, ids: torch.Tensor, *mask: torch.Tensor) -> torch.Tensor:
+        kwargs = {"attention_mask": mask[0]} if self.masked else {}
+        return self.model(input_ids=ids, **kwargs).last_hidden_state
+
+
+def small_hf_model(name: str) -> torch.nn.Module:
     hf = pytest.importorskip("transformers")
-
-    class LastHiddenState(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            config = hf.BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                   intermediate_size=128)
-            self.bert = hf.BertModel(config, add_pooling_layer=False)
-
-        def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-            return self.bert(input_ids=ids, attention_mask=mask).last_hidden_state
-
     torch.manual_seed(0)
-    model = LastHiddenState().eval()
+    if name == "gpt2":
+        return hf.GPT2Model(hf.GPT2Config(n_embd=64, n_layer=2, n_head=4))
+    if name == "t5_encoder":
+        return hf.T5EncoderModel(hf.T5Config(d_model=64, d_kv=16, d_ff=128, num_layers=2,
+                                             num_heads=4))
+    return hf.BertModel(hf.BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                      intermediate_size=128), add_pooling_layer=False)
+
+
+@pytest.mark.parametrize(
+    "name, masked",
+    [("gpt2", False), ("t5_encoder", False), ("bert", True)],
+    ids=["gpt2", "t5_encoder", "bert_with_a_padding_mask"],
+)
+def test_transformer_with_dynamic_batch_and_sequence_compiles_once(name: str, masked: bool):
+    """GPT-2 (its Conv1D views back to (batch, length, features)), the T5 encoder (its relative
+    position buckets: where, full_like) and BERT given a padding mask (HF's mask lookup, indexing
+    two run-time dims): one engine each for batch 1..8 and sequence 8..128, nothing left to
+    PyTorch, equal to eager at every shape tried (padded positions masked as in eager)."""
+    model = HiddenStates(small_hf_model(name), masked=masked).eval()
     spec = kiln.Input(min_shape=(1, 8), opt_shape=(4, 32), max_shape=(8, 128), dtype=torch.int64)
-    module = kiln.compile(model, ir="dynamo", inputs=[spec, spec], require_full_compilation=True)
+    module = kiln.compile(model, ir="dynamo", inputs=[spec] * (2 if masked else 1),
+                          require_full_compilation=True)
     summary = kiln.summary(module)
     assert summary["ops_in_torch"] == 0 and summary["engines"] == 1, summary
     with torch.no_grad():
         for batch, length in ((1, 8), (3, 77), (8, 128)):
-            ids = torch.randint(0, 1000, (batch, length))
-            mask = torch.ones(batch, length, dtype=torch.int64)
-            mask[:, length // 2:] = 0
-            assert_close_to_eager(module(ids, mask), model(ids, mask))
+            inputs = [torch.randint(0, 1000, (batch, length))]
+            if masked:
+                mask = torch.ones(batch, length, dtype=torch.int64)
+                mask[:, length // 2:] = 0
+                inputs.append(mask)
+            assert_close_to_eager(module(*inputs), model(*inputs))
