@@ -85,10 +85,7 @@ struct ValueRange {
 // Values one mask may be evaluated at: enough for any sequence length.
 constexpr int64_t kMaxEvaluatedValues = int64_t{1} << 20;
 
-bool isInteger(DataType type) {
-  return type == DataType::kInt32 || type == DataType::kInt64 || type == DataType::kInt8 ||
-         type == DataType::kUInt8;
-}
+bool isInteger(DataType type) { return isIntegral(type) && type != DataType::kBool; }
 
 std::optional<ValueRange> constantRange(const Weights& weights) {
   if (weights.data() == nullptr || weights.count() == 0) return std::nullopt;
@@ -168,13 +165,11 @@ std::optional<ValueRange> valueRange(const Tensor* tensor) {
 
 // The value of a one-element integer constant (any shape of volume 1).
 std::optional<int64_t> scalarConstant(const Tensor* tensor) {
-  const Layer* layer = tensor->producer();
-  if (layer == nullptr || layer->kind() != LayerKind::kConstant || !isInteger(tensor->dtype())) {
+  const Weights* weights = constantWeights(tensor);
+  if (weights == nullptr || !isInteger(tensor->dtype()) || weights->count() != 1) {
     return std::nullopt;
   }
-  const Weights& weights = layer->paramsAs<ConstantParams>().weights;
-  if (weights.count() != 1) return std::nullopt;
-  return constantRange(weights)->lo;
+  return constantRange(*weights)->lo;
 }
 
 // A bool tensor as an elementwise function of one integer tensor (the variable) and scalar

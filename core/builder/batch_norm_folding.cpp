@@ -13,14 +13,6 @@
 namespace kiln {
 namespace {
 
-const Weights* constantWeights(const Tensor* tensor) {
-  if (tensor == nullptr || tensor->producer() == nullptr ||
-      tensor->producer()->kind() != LayerKind::kConstant) {
-    return nullptr;
-  }
-  return &tensor->producer()->paramsAs<ConstantParams>().weights;
-}
-
 std::vector<double> toDoubles(const Weights& weights) {
   std::vector<float> floats(static_cast<size_t>(weights.count()));
   cpu_kernels::cast(weights.data(), toKernelType(weights.dtype), floats.data(),

@@ -35,14 +35,6 @@ struct Sibling {
   int64_t width = 0;              // output columns N
 };
 
-const Weights* constantWeights(const Tensor* tensor) {
-  if (tensor == nullptr || tensor->producer() == nullptr ||
-      tensor->producer()->kind() != LayerKind::kConstant) {
-    return nullptr;
-  }
-  return &tensor->producer()->paramsAs<ConstantParams>().weights;
-}
-
 bool columnsAlongRows(const Layer& layer) {
   // Fully connected weights are (N, K); a matrix multiply's B is (K, N), or (N, K) transposed.
   return layer.kind() == LayerKind::kFullyConnected || layer.paramsAs<MatMulParams>().transposeB;

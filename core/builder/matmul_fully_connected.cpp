@@ -3,46 +3,26 @@
 // transposed weight and a bias) arrive as such a MatMul and an add: as a fully connected layer
 // the bias runs in the GEMM's epilogue instead of as a kernel of its own, and the epilogue
 // fusions and sibling fusion that follow see the layer they know.
-#include <cstring>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/builder/passes.h"
+#include "kernels/cpu/data_movement.h"
 
 namespace kiln {
 namespace {
-
-const Weights* constantOf(const Tensor* tensor) {
-  if (tensor == nullptr || tensor->producer() == nullptr ||
-      tensor->producer()->kind() != LayerKind::kConstant) {
-    return nullptr;
-  }
-  return &tensor->producer()->paramsAs<ConstantParams>().weights;
-}
-
-// A (rows, cols) row-major matrix of `elementSize`-byte elements, transposed.
-std::vector<uint8_t> transposed(const uint8_t* data, int64_t rows, int64_t cols,
-                                size_t elementSize) {
-  std::vector<uint8_t> out(static_cast<size_t>(rows * cols) * elementSize);
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t c = 0; c < cols; ++c) {
-      std::memcpy(out.data() + static_cast<size_t>(c * rows + r) * elementSize,
-                  data + static_cast<size_t>(r * cols + c) * elementSize, elementSize);
-    }
-  }
-  return out;
-}
 
 // The add that reads the product as its only reader, with a constant of (..., 1, N) dims of the
 // product's type on the other side (one value per output column): that constant, else null.
 const Weights* biasOfSoleAdd(const Network& network, const Tensor* product, Layer** add) {
   Layer* reader = network.soleReader(product);
-  if (reader == nullptr || network.isOutput(product) || reader->kind() != LayerKind::kElementwise ||
+  if (reader == nullptr || reader->kind() != LayerKind::kElementwise ||
       reader->paramsAs<ElementwiseParams>().op != ElementwiseOp::kSum) {
     return nullptr;
   }
   const Tensor* other = reader->input(0) == product ? reader->input(1) : reader->input(0);
-  const Weights* bias = constantOf(other);
+  const Weights* bias = constantWeights(other);
   const Dims& dims = other->dims();
   if (bias == nullptr || other == product || other->dtype() != product->dtype() || dims.empty() ||
       dims.size() > product->dims().size() || dims.back() != product->dims().back() ||
@@ -60,7 +40,7 @@ void convertConstantMatMulsToFullyConnected(Network& network) {
   for (size_t i = 0; i < network.numLayers(); ++i) {
     Layer* layer = network.layer(i);
     if (layer->kind() != LayerKind::kMatMul || layer->paramsAs<MatMulParams>().transposeA) continue;
-    const Weights* b = constantOf(layer->input(1));
+    const Weights* b = constantWeights(layer->input(1));
     if (b == nullptr || b->dims.size() != 2 || !b->bytes || layer->input(0)->rank() < 2 ||
         b->dtype != layer->input(0)->dtype() || !isFloatingPoint(b->dtype)) {
       continue;
@@ -68,16 +48,16 @@ void convertConstantMatMulsToFullyConnected(Network& network) {
     matmuls.push_back(layer);
   }
   for (Layer* matmul : matmuls) {
-    const Weights& b = *constantOf(matmul->input(1));
+    const Weights& b = *constantWeights(matmul->input(1));
     // Fully connected weights are (N, K): B as given when transposed, else B^T.
     Tensor* weight = matmul->input(1);
     if (!matmul->paramsAs<MatMulParams>().transposeB) {
-      weight = network
-                   .addConstant(
-                       Weights::fromBytes(b.dtype, {b.dims[1], b.dims[0]},
-                                          transposed(static_cast<const uint8_t*>(b.data()),
-                                                     b.dims[0], b.dims[1], elementSize(b.dtype))))
-                   ->output(0);
+      std::vector<uint8_t> bytes(b.bytes->size());
+      cpu_kernels::transpose(b.data(), b.dims, {1, 0}, elementSize(b.dtype), bytes.data());
+      weight =
+          network
+              .addConstant(Weights::fromBytes(b.dtype, {b.dims[1], b.dims[0]}, std::move(bytes)))
+              ->output(0);
     }
     Layer* add = nullptr;
     const Weights* biasValues = biasOfSoleAdd(network, matmul->output(0), &add);

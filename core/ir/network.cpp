@@ -402,4 +402,12 @@ void Network::validate() const {
   }
 }
 
+const Weights* constantWeights(const Tensor* tensor) {
+  if (tensor == nullptr || tensor->producer() == nullptr ||
+      tensor->producer()->kind() != LayerKind::kConstant) {
+    return nullptr;
+  }
+  return &tensor->producer()->paramsAs<ConstantParams>().weights;
+}
+
 }  // namespace kiln

@@ -154,4 +154,7 @@ class Network {
   int nextLayerId_ = 0;
 };
 
+// The weights `tensor` holds when a Constant layer produces it; null for any other tensor.
+const Weights* constantWeights(const Tensor* tensor);
+
 }  // namespace kiln
