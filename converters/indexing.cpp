@@ -317,20 +317,23 @@ void convertIndex(ConversionContext& ctx, const NodeArgs& args) {
 
   // flat = sum of (index wrapped into [0, size)) * (product of the later indexed dims' sizes),
   // with the sizes as tensors when they are known only at run time.
+  // Each indexed dim's size, counted once.
+  std::vector<Tensor*> sizes;
+  for (const IndexEntry& entry : entries) {
+    sizes.push_back(sizeTensor(ctx, shape[static_cast<size_t>(entry.dim)]));
+  }
   Tensor* flat = nullptr;
   for (size_t e = 0; e < entries.size(); ++e) {
-    const SymInt& size = shape[static_cast<size_t>(entries[e].dim)];
     Tensor* index = castTo(ctx, indexTensor(ctx, entries[e]), DataType::kInt64);
     Tensor* negative = addElementwise(ctx, index, ctx.scalar(0.0, DataType::kInt64),
                                       ElementwiseOp::kLess, DataType::kInt64);
-    Tensor* wrap = addElementwise(ctx, castTo(ctx, negative, DataType::kInt64),
-                                  sizeTensor(ctx, size), ElementwiseOp::kProd, DataType::kInt64);
+    Tensor* wrap = addElementwise(ctx, castTo(ctx, negative, DataType::kInt64), sizes[e],
+                                  ElementwiseOp::kProd, DataType::kInt64);
     index = addElementwise(ctx, index, wrap, ElementwiseOp::kSum, DataType::kInt64);
     for (size_t later = e + 1; later < entries.size(); ++later) {
       const SymInt& stride = shape[static_cast<size_t>(entries[later].dim)];
       if (stride.isStatic() && stride.opt == 1) continue;
-      index = addElementwise(ctx, index, sizeTensor(ctx, stride), ElementwiseOp::kProd,
-                             DataType::kInt64);
+      index = addElementwise(ctx, index, sizes[later], ElementwiseOp::kProd, DataType::kInt64);
     }
     flat = flat == nullptr
                ? index
