@@ -8,6 +8,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -56,5 +58,20 @@ class StreamTimer {
   cudaEvent_t start_ = nullptr;
   cudaEvent_t stop_ = nullptr;
 };
+
+// The fastest of a build-time choice's candidates and its time a launch.
+struct TimedCandidate {
+  size_t index = 0;
+  float ms = 0.0f;
+};
+
+// Which of `count` candidates runs fastest on `stream`, or nullopt when none launched.
+// `launch(i)` enqueues candidate i once and says whether it could; one that cannot is passed
+// over. Each is launched once to warm up, then timed in interleaved rounds and ranked by its best
+// round: a GPU's clocks ramp up over its first milliseconds of load (an idle H200 reads 345 MHz,
+// 1980 under load), so candidates timed one after another would be timed at different clocks and
+// the first ones would look slow.
+std::optional<TimedCandidate> fastestCandidate(size_t count, cudaStream_t stream,
+                                               const std::function<bool(size_t)>& launch);
 
 }  // namespace kiln::cuda_kernels

@@ -365,42 +365,42 @@ struct ConvolutionPlanBuilder {
                              const ConvolutionTensors& tensors, ConvolutionWorkspace workspace,
                              cudaStream_t stream) {
     constexpr size_t kTimedCandidates = 6;
-    constexpr int kTimedLaunches = 5;
     std::vector<std::pair<Candidate, size_t>> found =
         usable(handle, plan, candidates, maxWorkspaceBytes);
     if (found.empty()) throwNoAlgorithm(plan, maxWorkspaceBytes, "autotune");
     if (found.size() > kTimedCandidates) found.resize(kTimedCandidates);
 
-    StreamTimer timer;
-    auto timeLaunches = [&]() {
-      convolution(handle, plan, tensors, workspace, stream);  // warm-up
-      timer.start(stream);
-      for (int i = 0; i < kTimedLaunches; ++i) {
-        convolution(handle, plan, tensors, workspace, stream);
-      }
-      return timer.stop(stream) / kTimedLaunches;
-    };
-    struct Timed {
-      size_t index;
+    struct Variant {
+      size_t index;  // into `found`
       bool fusedEpilogue;
-      float ms;
     };
-    std::optional<Timed> best;
+    const auto select = [&](const Variant& v) {
+      setMathType(plan, found[v.index].first.mathType);
+      finish(plan, found[v.index].first, found[v.index].second, v.fusedEpilogue);
+      // Each fused variant is tried afresh: cuDNN refuses the fused call per algorithm.
+      plan.fusionSupported_.store(true, std::memory_order_relaxed);
+    };
+    std::vector<Variant> variants;
     for (size_t i = 0; i < found.size(); ++i) {
-      setMathType(plan, found[i].first.mathType);
       for (bool fused : {false, true}) {
-        finish(plan, found[i].first, found[i].second, fused);
+        select({i, fused});
         if (fused && !(tensors.bias != nullptr && plan.fusesBias())) continue;
-        const float ms = timeLaunches();
-        // A fused call cuDNN refused ran unfused: it is not a fused candidate.
-        if (fused && !plan.fusesBias()) continue;
-        if (!best || ms < best->ms) best = Timed{i, fused, ms};
+        variants.push_back({i, fused});
       }
     }
-    setMathType(plan, found[best->index].first.mathType);
-    Candidate chosen = found[best->index].first;
-    chosen.timeMs = best->ms;
-    finish(plan, chosen, found[best->index].second, best->fusedEpilogue);
+    const std::optional<TimedCandidate> fastest =
+        fastestCandidate(variants.size(), stream, [&](size_t v) {
+          select(variants[v]);
+          convolution(handle, plan, tensors, workspace, stream);
+          // A fused call cuDNN refused ran unfused: it is not a fused candidate.
+          return !variants[v].fusedEpilogue || plan.fusesBias();
+        });
+    // Unfused variants always launch (a failure throws), so one was timed.
+    const Variant chosen = variants[fastest->index];
+    select(chosen);
+    Candidate timed = found[chosen.index].first;
+    timed.timeMs = fastest->ms;
+    finish(plan, timed, found[chosen.index].second, chosen.fusedEpilogue);
   }
 
   static std::vector<Candidate> heuristics(const CudnnHandle& handle, const ConvolutionPlan& plan) {

@@ -286,23 +286,12 @@ bool timeable(const GemmLaunch& launch) {
          (launch.read != launch.c || launch.params.beta == 0.0f);
 }
 
-// The fastest candidate, each launched once to warm up and then timed over a few launches; a
-// candidate that fails to launch is passed over.
-cublasLtMatmulAlgo_t fastestCandidate(const GemmPlan& plan, const GemmLaunch& launch) {
-  constexpr int kTimedLaunches = 5;
-  StreamTimer timer;
-  std::optional<std::pair<float, size_t>> best;
-  for (size_t i = 0; i < plan.candidates.size(); ++i) {
-    if (launch(plan, plan.candidates[i]) != CUBLAS_STATUS_SUCCESS) continue;
-    timer.start(launch.stream);
-    bool launched = true;
-    for (int run = 0; run < kTimedLaunches && launched; ++run) {
-      launched = launch(plan, plan.candidates[i]) == CUBLAS_STATUS_SUCCESS;
-    }
-    const float ms = timer.stop(launch.stream);
-    if (launched && (!best || ms < best->first)) best = {ms, i};
-  }
-  return plan.candidates[best ? best->second : 0];
+// The fastest of the plan's candidates (the first when none launches).
+cublasLtMatmulAlgo_t fastestAlgorithm(const GemmPlan& plan, const GemmLaunch& launch) {
+  const std::optional<TimedCandidate> fastest = fastestCandidate(
+      plan.candidates.size(), launch.stream,
+      [&](size_t i) { return launch(plan, plan.candidates[i]) == CUBLAS_STATUS_SUCCESS; });
+  return plan.candidates[fastest ? fastest->index : 0];
 }
 
 void checkParams(const GemmParams& p) {
@@ -376,7 +365,7 @@ void chooseAlgorithm(GemmPlan& plan, const GemmKey& key, GemmChoices* choices,
     }
   }
   if (plan.candidates.size() < 2 || !timeable(launch)) return;
-  plan.algo = fastestCandidate(plan, launch);
+  plan.algo = fastestAlgorithm(plan, launch);
   if (choices != nullptr) {
     std::lock_guard<std::mutex> lock(choices->impl().mutex);
     // Another cache may have timed the configuration meanwhile: the first choice stands.
