@@ -2,13 +2,16 @@
 //
 // fp16 / bf16: a FlashAttention-2 style forward pass on tensor cores. One CTA of 4 warps takes
 // 64 query rows of one (batch, head), each warp 16 of them; the CTA walks the keys in tiles of
-// 64 staged in shared memory (K and V in their own buffers, so that loading V overlaps Q·K^T and
-// loading the next K overlaps P·V, with cp.async). S = Q·K^T and O += P·V are
-// mma.sync.m16n8k16 (fp16/bf16 in, fp32 accumulate) with ldmatrix fragments; S stays in
-// registers, the softmax is online (running max and sum per row, exp2 of log2(e)-prescaled
-// scores) and P becomes the A operand of P·V without leaving registers. The kernel is templated
-// on the head dim padded to a multiple of 32 (zeros in shared memory beyond headDim/valueDim).
-// float32: one warp per query row, 8 rows per CTA sharing key chunks of 32 in shared memory.
+// 64 staged in shared memory with cp.async. Head dims up to 96 keep two tiles of K and V in
+// flight (the next tile loads while this one is used, so a CTA waits on memory about once rather
+// than once per operand: BERT's and ViT's CTAs walk only 2 and 4 tiles); larger head dims, whose
+// tiles would cost occupancy, keep one of each (loading V overlaps Q·K^T and loading the next K
+// overlaps P·V). S = Q·K^T and O += P·V are mma.sync.m16n8k16 (fp16/bf16 in, fp32 accumulate)
+// with ldmatrix fragments; S stays in registers, the softmax is online (running max and sum per
+// row, exp2 of log2(e)-prescaled scores) and P becomes the A operand of P·V without leaving
+// registers. The kernel is templated on the head dim padded to a multiple of 32 (zeros in shared
+// memory beyond headDim/valueDim). float32: one warp per query row, 8 rows per CTA sharing key
+// chunks of 32 in shared memory.
 //
 // Roofline. FLOPs = 4·B·H·L·S·E (2·L·S·E for Q·K^T, 2·L·S·Ev for P·V, E = Ev). Bytes (fp16) =
 // 2·(B·H·L·(E + Ev) + B·Hkv·S·(E + Ev)), so the arithmetic intensity is about L·S/(L + S)
@@ -130,17 +133,18 @@ __device__ __forceinline__ uint32_t sharedAddress(const void* pointer) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(pointer));
 }
 
-// volatile: the loads must stay between the barriers that publish the tile.
-__device__ __forceinline__ void ldmatrixX4(uint32_t (&r)[4], const uint16_t* address) {
+// volatile: the loads must stay between the barriers that publish the tile. Addresses are
+// shared-space byte addresses (sharedAddress), 32 bits where a generic pointer takes 64.
+__device__ __forceinline__ void ldmatrixX4(uint32_t (&r)[4], uint32_t address) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(sharedAddress(address)));
+               : "r"(address));
 }
 
-__device__ __forceinline__ void ldmatrixX4Trans(uint32_t (&r)[4], const uint16_t* address) {
+__device__ __forceinline__ void ldmatrixX4Trans(uint32_t (&r)[4], uint32_t address) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(sharedAddress(address)));
+               : "r"(address));
 }
 
 __device__ __forceinline__ void cpAsync16(uint16_t* shared, const uint16_t* global) {
@@ -152,6 +156,11 @@ __device__ __forceinline__ void cpAsyncCommit() { asm volatile("cp.async.commit_
 
 __device__ __forceinline__ void cpAsyncWaitAll() {
   asm volatile("cp.async.wait_group 0;" ::: "memory");
+}
+
+// Waits for all but the most recently committed group.
+__device__ __forceinline__ void cpAsyncWaitAllButLast() {
+  asm volatile("cp.async.wait_group 1;" ::: "memory");
 }
 
 // Shared tiles have rows of kDim + 8 elements: the 16-byte skew puts the 8 rows that one
@@ -233,6 +242,17 @@ constexpr int kMinBlocksPerSm = kDim <= 64    ? 4
                                 : kDim <= 128 ? 3
                                               : 1;
 
+// Key tiles of K and V in shared memory at once (see the top of the file): two stages of each
+// for head dims up to 96, where an SM still holds the CTAs that kMinBlocksPerSm asks for (4 of
+// 46 KB for 64, 3 of 67 KB for 96, of its 228 KB); one beyond, where two would hold fewer.
+template <int kDim>
+constexpr int kKeyStages = kDim <= 96 ? 2 : 1;
+
+// Shared memory of one CTA: Q and the stages of K and V, rows padded to kPitch.
+template <int kDim>
+constexpr size_t kTensorCoreSharedBytes =
+    sizeof(uint16_t) * static_cast<size_t>(kBlockM + 2 * kKeyStages<kDim> * kBlockN) * kPitch<kDim>;
+
 template <typename T, int kDim>
 __global__ void __launch_bounds__(kThreads, kMinBlocksPerSm<kDim>)
     attentionTensorCoreKernel(KernelArgs args) {
@@ -243,10 +263,13 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksPerSm<kDim>)
   constexpr int kScoreTiles = kBlockN / 8;
   constexpr int kOutTiles = kDim / 8;
 
+  constexpr int kStages = kKeyStages<kDim>;
+  constexpr int kStageElems = kBlockN * kPitchElems;
+
   extern __shared__ uint4 attentionShared[];
   uint16_t* sQ = reinterpret_cast<uint16_t*>(attentionShared);
-  uint16_t* sK = sQ + kBlockM * kPitchElems;
-  uint16_t* sV = sK + kBlockN * kPitchElems;
+  uint16_t* sKStages = sQ + kBlockM * kPitchElems;        // kStages tiles of K
+  uint16_t* sVStages = sKStages + kStages * kStageElems;  // then kStages tiles of V
 
   const int warp = static_cast<int>(threadIdx.x) / 32;
   const int lane = static_cast<int>(threadIdx.x) % 32;
@@ -261,17 +284,39 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksPerSm<kDim>)
 
   const uint16_t* q = static_cast<const uint16_t*>(args.q) + batch * args.qStrides.batch +
                       head * args.qStrides.head + rowStart * args.qStrides.row;
-  const uint16_t* k = static_cast<const uint16_t*>(args.k) + batch * args.kStrides.batch +
-                      kvHead * args.kStrides.head;
-  const uint16_t* v = static_cast<const uint16_t*>(args.v) + batch * args.vStrides.batch +
-                      kvHead * args.vStrides.head;
+  // Key tile `tile`'s K and V into stage `tile % kStages`. The addresses are worked out from the
+  // kernel's arguments at each load rather than held across the loop: registers are the bound
+  // on the CTAs an SM holds.
+  const auto loadK = [&](int tile) {
+    const int keyBase = tile * kBlockN;
+    const uint16_t* k = static_cast<const uint16_t*>(args.k) + batch * args.kStrides.batch +
+                        kvHead * args.kStrides.head + keyBase * args.kStrides.row;
+    loadTile<kBlockN, kDim>(sKStages + tile % kStages * kStageElems, k, args.kStrides.row,
+                            min(kBlockN, args.keys - keyBase), args.headDim, args.vectorK);
+  };
+  const auto loadV = [&](int tile) {
+    const int keyBase = tile * kBlockN;
+    const uint16_t* v = static_cast<const uint16_t*>(args.v) + batch * args.vStrides.batch +
+                        kvHead * args.vStrides.head + keyBase * args.vStrides.row;
+    loadTile<kBlockN, kDim>(sVStages + tile % kStages * kStageElems, v, args.vStrides.row,
+                            min(kBlockN, args.keys - keyBase), args.valueDim, args.vectorV);
+  };
 
+  // Two stages: one group with Q and tile 0, one with tile 1 (empty when there is none), so that
+  // every tile's group is followed by exactly one later group when the tile is waited for.
   loadTile<kBlockM, kDim>(sQ, q, args.qStrides.row, rows, args.headDim, args.vectorQ);
   if (keyTiles > 0) {
-    loadTile<kBlockN, kDim>(sK, k, args.kStrides.row, min(kBlockN, args.keys), args.headDim,
-                            args.vectorK);
+    loadK(0);
+    if constexpr (kStages == 2) loadV(0);
   }
   cpAsyncCommit();
+  if constexpr (kStages == 2) {
+    if (keyTiles > 1) {
+      loadK(1);
+      loadV(1);
+    }
+    cpAsyncCommit();
+  }
 
   // This thread's two rows of every m16n8 fragment: lane / 4 and lane / 4 + 8 of its warp's 16.
   const int fragmentRow = warp * 16 + lane / 4;
@@ -288,12 +333,19 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksPerSm<kDim>)
   const int matrixRow = lane % 8;
   const int matrix = lane / 8;
   // Q (A operand, 16x16): matrices (rows 0-7 | 8-15) x (columns 0-7 | 8-15), column-major order.
-  const uint16_t* qFragment =
-      sQ + (warp * 16 + matrixRow + (matrix % 2) * 8) * kPitchElems + (matrix / 2) * 8;
+  // Shared byte addresses; kBytes turns element offsets into byte offsets.
+  constexpr uint32_t kBytes = sizeof(uint16_t);
+  const uint32_t qFragment =
+      sharedAddress(sQ) +
+      kBytes * ((warp * 16 + matrixRow + (matrix % 2) * 8) * kPitchElems + (matrix / 2) * 8);
   // K (B operand of two n8 tiles): matrices (keys 0-7 | 8-15) x (dims 0-7 | 8-15), row-major.
-  const uint16_t* kFragment = sK + (matrixRow + (matrix / 2) * 8) * kPitchElems + (matrix % 2) * 8;
+  const uint32_t kFragments =
+      sharedAddress(sKStages) +
+      kBytes * ((matrixRow + (matrix / 2) * 8) * kPitchElems + (matrix % 2) * 8);
   // V (B operand of two n8 tiles, transposed): (keys 0-7 | 8-15) x (dims 0-7 | 8-15), keys first.
-  const uint16_t* vFragment = sV + (matrixRow + (matrix % 2) * 8) * kPitchElems + (matrix / 2) * 8;
+  const uint32_t vFragments =
+      sharedAddress(sVStages) +
+      kBytes * ((matrixRow + (matrix % 2) * 8) * kPitchElems + (matrix / 2) * 8);
 
   // Work this warp can skip, decided per warp so that no lane diverges: all of it when its 16
   // rows are past the last query (ViT's 197 queries leave 3 of the last CTA's 4 warps idle), and
@@ -309,11 +361,18 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksPerSm<kDim>)
 
   for (int tile = 0; tile < keyTiles; ++tile) {
     const int keyBase = tile * kBlockN;
-    cpAsyncWaitAll();  // K of this tile
-    __syncthreads();   // ... visible to all, and every warp is done with the last tile's V
-    loadTile<kBlockN, kDim>(sV, v + keyBase * args.vStrides.row, args.vStrides.row,
-                            min(kBlockN, args.keys - keyBase), args.valueDim, args.vectorV);
-    cpAsyncCommit();
+    const uint32_t stageOffset = kBytes * (tile % kStages) * kStageElems;
+    const uint32_t kFragment = kFragments + stageOffset;
+    const uint32_t vFragment = vFragments + stageOffset;
+    if constexpr (kStages == 2) {
+      cpAsyncWaitAllButLast();  // K and V of this tile; the next tile's may still be landing
+      __syncthreads();          // ... visible to all
+    } else {
+      cpAsyncWaitAll();  // K of this tile
+      __syncthreads();   // ... visible to all, and every warp is done with the last tile's V
+      loadV(tile);
+      cpAsyncCommit();
+    }
 
     float s[kScoreTiles][4] = {};
     if (warpHasRows) {
@@ -322,12 +381,12 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksPerSm<kDim>)
         // Q fragments are read again for every tile: holding them in registers instead would
         // cost the occupancy that kMinBlocksPerSm asks for.
         uint32_t a[4];
-        ldmatrixX4(a, qFragment + slice * 16);
+        ldmatrixX4(a, qFragment + kBytes * slice * 16);
 #pragma unroll
         for (int pair = 0; pair < kScoreTiles / 2; ++pair) {
           if (keyBase + pair * 16 >= warpKeyEnd) break;
           uint32_t b[4];
-          ldmatrixX4(b, kFragment + pair * 16 * kPitchElems + slice * 16);
+          ldmatrixX4(b, kFragment + kBytes * (pair * 16 * kPitchElems + slice * 16));
           Mma::mma(s[2 * pair], a, b[0], b[1]);
           Mma::mma(s[2 * pair + 1], a, b[2], b[3]);
         }
@@ -390,14 +449,12 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksPerSm<kDim>)
       }
     }
 
-    cpAsyncWaitAll();  // V of this tile
-    __syncthreads();   // ... visible to all, and every warp is done with this tile's K
-    if (tile + 1 < keyTiles) {
-      const int nextBase = keyBase + kBlockN;
-      loadTile<kBlockN, kDim>(sK, k + nextBase * args.kStrides.row, args.kStrides.row,
-                              min(kBlockN, args.keys - nextBase), args.headDim, args.vectorK);
+    if constexpr (kStages == 1) {
+      cpAsyncWaitAll();  // V of this tile
+      __syncthreads();   // ... visible to all, and every warp is done with this tile's K
+      if (tile + 1 < keyTiles) loadK(tile + 1);
+      cpAsyncCommit();
     }
-    cpAsyncCommit();
 
     // P (fp32 C fragments of two n8 tiles) is the A fragment of a 16-key slice as it stands.
 #pragma unroll
@@ -410,10 +467,19 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksPerSm<kDim>)
 #pragma unroll
       for (int pair = 0; pair < kOutTiles / 2; ++pair) {
         uint32_t b[4];
-        ldmatrixX4Trans(b, vFragment + slice * 16 * kPitchElems + pair * 16);
+        ldmatrixX4Trans(b, vFragment + kBytes * (slice * 16 * kPitchElems + pair * 16));
         Mma::mma(o[2 * pair], a, b[0], b[1]);
         Mma::mma(o[2 * pair + 1], a, b[2], b[3]);
       }
+    }
+
+    if constexpr (kStages == 2) {
+      __syncthreads();  // every warp is done with this tile's stage: load the tile after next
+      if (tile + 2 < keyTiles) {
+        loadK(tile + 2);
+        loadV(tile + 2);
+      }
+      cpAsyncCommit();
     }
   }
 
@@ -633,29 +699,29 @@ void launch(Kernel kernel, dim3 grid, int threads, size_t sharedBytes, cudaStrea
 
 template <typename T>
 void launchTensorCore(int64_t dim, dim3 grid, cudaStream_t stream, const KernelArgs& args) {
-  const auto run = [&](auto kernel, int paddedDim) {
-    const size_t sharedBytes =
-        sizeof(uint16_t) * static_cast<size_t>(kBlockM + 2 * kBlockN) * (paddedDim + 8);
-    launch(kernel, grid, kThreads, sharedBytes, stream, args);
+  const auto run = [&](auto paddedDim) {
+    constexpr int kDim = decltype(paddedDim)::value;
+    launch(attentionTensorCoreKernel<T, kDim>, grid, kThreads, kTensorCoreSharedBytes<kDim>, stream,
+           args);
   };
   // The smallest instance that holds both head dims.
   switch ((dim + 31) / 32) {
     case 1:
-      return run(attentionTensorCoreKernel<T, 32>, 32);
+      return run(std::integral_constant<int, 32>{});
     case 2:
-      return run(attentionTensorCoreKernel<T, 64>, 64);
+      return run(std::integral_constant<int, 64>{});
     case 3:
-      return run(attentionTensorCoreKernel<T, 96>, 96);
+      return run(std::integral_constant<int, 96>{});
     case 4:
-      return run(attentionTensorCoreKernel<T, 128>, 128);
+      return run(std::integral_constant<int, 128>{});
     case 5:
-      return run(attentionTensorCoreKernel<T, 160>, 160);
+      return run(std::integral_constant<int, 160>{});
     case 6:
-      return run(attentionTensorCoreKernel<T, 192>, 192);
+      return run(std::integral_constant<int, 192>{});
     case 7:
-      return run(attentionTensorCoreKernel<T, 224>, 224);
+      return run(std::integral_constant<int, 224>{});
     default:
-      return run(attentionTensorCoreKernel<T, 256>, 256);
+      return run(std::integral_constant<int, 256>{});
   }
 }
 

@@ -1,11 +1,11 @@
 // The CUDA attention kernels against the CPU reference kernel: fp32, fp16 and bf16; every
 // head-dim instance (and valueDim != headDim); sequence lengths around the 64-row and 64-key
-// tiles; causal with L != S; bool and additive masks with broadcast dims and fully masked rows;
-// permuted and padded strides (the vector and the element-wise load paths); grouped-query heads;
-// empty sizes; batches past one grid's limit; CUDA graph capture; validation. fp16/bf16 inputs
-// are rounded first so that both sides see the same values. Slots of a tensor's storage that
-// are not elements hold NaN (inputs: reading one would show) or a sentinel (output: writing one
-// would show).
+// tiles; many key tiles through the two-stage pipeline; causal with L != S; bool and additive masks
+// with broadcast dims and fully masked rows; permuted and padded strides (the vector and the
+// element-wise load paths); grouped-query heads; empty sizes; batches past one grid's limit; CUDA
+// graph capture; validation. fp16/bf16 inputs are rounded first so that both sides see the same
+// values. Slots of a tensor's storage that are not elements hold NaN (inputs: reading one would
+// show) or a sentinel (output: writing one would show).
 #include <gtest/gtest.h>
 
 #include <cuda_bf16.h>
@@ -367,6 +367,33 @@ TEST(CudaAttention, SequenceLengthsAroundTheTiles) {
           check(c);
         }
       }
+    }
+  }
+}
+
+// Head dims up to 96 keep two key tiles in flight, each stage reused every other tile: walk
+// five tiles (the last partial) with each of those instances, causal, masked and element-wise.
+TEST(CudaAttention, TwoStageKeyPipelineOverManyTiles) {
+  KILN_SKIP_WITHOUT_GPU();
+  for (ScalarType type : kHalfTypes) {
+    for (int64_t dim : {8, 32, 64, 80, 96}) {
+      Case c;
+      c.type = type;
+      c.headDim = c.valueDim = dim;
+      c.queries = 130;
+      c.keys = 300;
+      check(c);
+      c.queries = 300;
+      c.causal = true;
+      check(c);
+      c.causal = false;
+      c.mask = gk::AttentionMask::kBool;
+      c.fullyMaskedRows = {5, 299};
+      check(c);
+      c.mask = gk::AttentionMask::kNone;
+      c.fullyMaskedRows.clear();
+      c.misalignElements = 1;
+      check(c);
     }
   }
 }
