@@ -287,19 +287,19 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksPerSm<kDim>)
   // Key tile `tile`'s K and V into stage `tile % kStages`. The addresses are worked out from the
   // kernel's arguments at each load rather than held across the loop: registers are the bound
   // on the CTAs an SM holds.
-  const auto loadK = [&](int tile) {
+  const auto loadKeyTile = [&](uint16_t* stages, const void* tensor,
+                               const AttentionStrides& strides, int cols, bool vector, int tile) {
     const int keyBase = tile * kBlockN;
-    const uint16_t* k = static_cast<const uint16_t*>(args.k) + batch * args.kStrides.batch +
-                        kvHead * args.kStrides.head + keyBase * args.kStrides.row;
-    loadTile<kBlockN, kDim>(sKStages + tile % kStages * kStageElems, k, args.kStrides.row,
-                            min(kBlockN, args.keys - keyBase), args.headDim, args.vectorK);
+    const uint16_t* source = static_cast<const uint16_t*>(tensor) + batch * strides.batch +
+                             kvHead * strides.head + keyBase * strides.row;
+    loadTile<kBlockN, kDim>(stages + tile % kStages * kStageElems, source, strides.row,
+                            min(kBlockN, args.keys - keyBase), cols, vector);
+  };
+  const auto loadK = [&](int tile) {
+    loadKeyTile(sKStages, args.k, args.kStrides, args.headDim, args.vectorK, tile);
   };
   const auto loadV = [&](int tile) {
-    const int keyBase = tile * kBlockN;
-    const uint16_t* v = static_cast<const uint16_t*>(args.v) + batch * args.vStrides.batch +
-                        kvHead * args.vStrides.head + keyBase * args.vStrides.row;
-    loadTile<kBlockN, kDim>(sVStages + tile % kStages * kStageElems, v, args.vStrides.row,
-                            min(kBlockN, args.keys - keyBase), args.valueDim, args.vectorV);
+    loadKeyTile(sVStages, args.v, args.vStrides, args.valueDim, args.vectorV, tile);
   };
 
   // Two stages: one group with Q and tile 0, one with tile 1 (empty when there is none), so that
