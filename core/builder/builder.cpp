@@ -234,6 +234,7 @@ std::shared_ptr<Engine> Builder::build(const Network& network, const BuilderConf
 
   EngineDefinition definition = flatten(*optimized, std::move(profiles), target);
   definition.tf32 = config.tf32;
+  definition.networkLayers = static_cast<uint32_t>(network.numLayers());
 #ifdef KILN_WITH_CUDA
   if (config.backend == Backend::kCuda) compilePointwiseKernels(definition);
 #endif

@@ -5,6 +5,7 @@
 #include <string>
 #include <utility>
 
+#include "core/engine/memory_plan.h"
 #include "core/engine/plan.h"
 #ifdef KILN_WITH_CUDA
 #include "core/engine/cuda/device.h"
@@ -200,8 +201,20 @@ std::string Engine::inspect() const {
   }
 
   std::ostringstream out;
-  out << "Kiln engine: " << d.layers.size() << " layer(s), " << d.tensors.size() << " tensor(s), "
-      << describeBytes(weightBytes) << " of weights\n";
+  out << "Kiln engine: " << d.layers.size() << " layer(s)";
+  if (d.networkLayers > 0) out << " (the network had " << d.networkLayers << ")";
+  out << ", " << d.tensors.size() << " tensor(s), " << describeBytes(weightBytes)
+      << " of weights\n";
+  // A hand-made definition may not infer shapes at its profiles (the builder checks its own
+  // engines'); the inspector still describes the rest.
+  try {
+    const MemoryPlan memory = planMemory(d, largestTensorBytes(d));
+    out << "activation arena: " << describeBytes(static_cast<uint64_t>(memory.arenaBytes))
+        << " at the profiles' largest shapes ("
+        << describeBytes(static_cast<uint64_t>(memory.naiveBytes)) << " without reuse)\n";
+  } catch (const Error& error) {
+    out << "activation arena: unknown (" << error.what() << ")\n";
+  }
   out << "target: " << describeTarget(d.target) << "\n";
   out << "float32 on TF32 tensor cores: convolutions " << (d.tf32.convolutions ? "yes" : "no")
       << ", matmuls " << (d.tf32.matmuls ? "yes" : "no") << "\n";

@@ -61,6 +61,8 @@ struct EngineDefinition {
   std::vector<int32_t> outputs;     // tensor indices of the engine outputs, in binding order
   std::vector<OptimizationProfile> profiles;  // at least one; covers every dynamic input dim
   Tf32Policy tf32;
+  // Layers of the network the builder was given, before its passes (0: not made by the builder).
+  uint32_t networkLayers = 0;
 };
 
 class ExecutionContext;

@@ -290,6 +290,7 @@ void writePayload(Writer& out, const EngineDefinition& definition) {
   }
   writeValue(out, definition.tf32.convolutions, "the TF32 policy");
   writeValue(out, definition.tf32.matmuls, "the TF32 policy");
+  writeValue(out, definition.networkLayers, "the network's layer count");
 }
 
 // ---- reading -----------------------------------------------------------------------------------
@@ -535,8 +536,10 @@ EngineDefinition readPayload(Reader& in, const BuildTarget& target) {
   in.setWhere("the TF32 policy");
   readValue(in, definition.tf32.convolutions);
   readValue(in, definition.tf32.matmuls);
+  in.setWhere("the network's layer count");
+  readValue(in, definition.networkLayers);
   if (in.remaining() != 0) {
-    in.corrupt(concat(in.remaining(), " bytes follow the TF32 policy in the payload"));
+    in.corrupt(concat(in.remaining(), " bytes follow the network's layer count in the payload"));
   }
   return definition;
 }

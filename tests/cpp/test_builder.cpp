@@ -143,6 +143,13 @@ TEST(BuilderConstantFolding, BuiltEngineHasTheFoldedLayersOnly) {
   network.markOutput(network.addElementwise(x, root, ElementwiseOp::kProd)->output(0));
   std::shared_ptr<Engine> engine = Builder::build(network, {});
   EXPECT_EQ(engine->definition().layers.size(), 2u);
+  // The inspector tells how many layers the builder started from.
+  EXPECT_EQ(engine->definition().networkLayers, 3u);
+  const std::string text = engine->inspect();
+  EXPECT_NE(text.find("Kiln engine: 2 layer(s) (the network had 3)"), std::string::npos) << text;
+  EXPECT_NE(text.find("activation arena: 0 B at the profiles' largest shapes (0 B without reuse)"),
+            std::string::npos)
+      << text;
   std::unique_ptr<ExecutionContext> context = engine->createExecutionContext();
   context->setInputShapes({{3}});
   const std::vector<float> in = {2, 2, 2};

@@ -112,6 +112,7 @@ void expectSameDefinition(const EngineDefinition& expected, const EngineDefiniti
   EXPECT_EQ(actual.target.cudnnVersion, expected.target.cudnnVersion);
   EXPECT_EQ(actual.tf32.convolutions, expected.tf32.convolutions);
   EXPECT_EQ(actual.tf32.matmuls, expected.tf32.matmuls);
+  EXPECT_EQ(actual.networkLayers, expected.networkLayers);
   ASSERT_EQ(actual.tensors.size(), expected.tensors.size());
   for (size_t t = 0; t < expected.tensors.size(); ++t) {
     EXPECT_EQ(actual.tensors[t].name, expected.tensors[t].name) << "tensor " << t;
@@ -322,6 +323,7 @@ EngineDefinition everyKindDefinition() {
   single.setRange("x", {{7, 3, 8, 8}, {7, 3, 8, 8}, {7, 3, 8, 8}});
   single.setRange("indices", {{5}, {5}, {5}});
   d.profiles = {small, large, single};
+  d.networkLayers = 40;
   return d;
 }
 
@@ -626,6 +628,7 @@ TEST(PlanEngine, InspectDescribesTargetBindingsProfilesAndLayers) {
   const Engine engine(std::move(definition));
   const std::string text = engine.inspect();
   expectContains(text, {"TF32 tensor cores: convolutions yes, matmuls no"});
+  expectContains(text, {"(the network had 40)", "activation arena: "});
   expectContains(text, {"CUDA", "NVIDIA H100 80GB HBM3", "compute capability 9.0", "CUDA 12.4",
                         "cuDNN 9.1.0", "x: float32 [-1, 3, 8, 8]"});
   expectContains(text, {"min [4, 3, 8, 8], opt [16, 3, 8, 8], max [64, 3, 8, 8]"});
