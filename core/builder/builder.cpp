@@ -109,7 +109,7 @@ std::vector<const Layer*> executionOrder(const Network& network) {
         const Tensor* input = layer->inputs()[next++];
         if (input != nullptr && input->producer() != nullptr &&
             placed.count(input->producer()) == 0) {
-          stack.push_back({input->producer(), 0});
+          stack.emplace_back(input->producer(), 0);
         }
         continue;
       }

@@ -155,7 +155,7 @@ std::optional<uint64_t> expectedWeightBytes(const Weights& weights) {
   uint64_t count = 1;
   for (int64_t dim : weights.dims) {
     if (dim < 0) return std::nullopt;
-    const uint64_t size = static_cast<uint64_t>(dim);
+    const auto size = static_cast<uint64_t>(dim);
     if (size != 0 && count > std::numeric_limits<uint64_t>::max() / size) return std::nullopt;
     count *= size;
   }
@@ -172,7 +172,7 @@ class Writer {
   template <typename T>
   void integer(T value) {
     using Unsigned = std::make_unsigned_t<T>;
-    const Unsigned bits = static_cast<Unsigned>(value);
+    const auto bits = static_cast<Unsigned>(value);
     for (size_t i = 0; i < sizeof(T); ++i) bytes_.push_back(static_cast<uint8_t>(bits >> (8 * i)));
   }
   void count(size_t value, const std::string& what) {
@@ -220,7 +220,7 @@ void writeValue(Writer& out, const T& value, const std::string& where) {
     out.integer(value);
   } else if constexpr (std::is_floating_point_v<T>) {
     // float and double both travel as double, which holds every float exactly.
-    const double wide = static_cast<double>(value);
+    const auto wide = static_cast<double>(value);
     uint64_t bits = 0;
     std::memcpy(&bits, &wide, sizeof(bits));
     out.integer(bits);
@@ -336,7 +336,7 @@ class Reader {
   }
   // A count of elements that each take at least one byte: more than the bytes left is corrupt.
   size_t count() {
-    const uint32_t value = integer<uint32_t>();
+    const auto value = integer<uint32_t>();
     if (value > remaining()) {
       if (region_ == Region::kHeader) take(value);  // raises the truncation error
       corrupt(concat(where_, " claims ", value, " elements, but only ", remaining(),
@@ -375,7 +375,7 @@ void readWeights(Reader& in, Weights& weights) {
     weights.bytes.reset();
     return;
   }
-  const uint64_t size = in.integer<uint64_t>();
+  const auto size = in.integer<uint64_t>();
   if (size > in.remaining()) {
     in.corrupt(concat(in.where(), " claims ", size, " bytes of weights, but only ", in.remaining(),
                       " bytes are left"));
@@ -404,7 +404,7 @@ void readValue(Reader& in, T& value) {
   } else if constexpr (std::is_integral_v<T>) {
     value = in.integer<T>();
   } else if constexpr (std::is_floating_point_v<T>) {
-    const uint64_t bits = in.integer<uint64_t>();
+    const auto bits = in.integer<uint64_t>();
     double wide = 0;
     std::memcpy(&wide, &bits, sizeof(wide));
     value = static_cast<T>(wide);
@@ -582,7 +582,7 @@ Header readHeader(const void* data, size_t size) {
   in.setWhere("the magic \"KILNPLAN\"");
   in.take(kMagicSize);
   in.setWhere("the plan format version");
-  const uint32_t version = in.integer<uint32_t>();
+  const auto version = in.integer<uint32_t>();
   if (version > kPlanFormatVersion) {
     std::string writer = "a newer Kiln";
     try {
@@ -605,13 +605,13 @@ Header readHeader(const void* data, size_t size) {
 
   Header header;
   in.setWhere("the Kiln version");
-  const uint32_t kilnVersionSize = in.integer<uint32_t>();
+  const auto kilnVersionSize = in.integer<uint32_t>();
   if (kilnVersionSize > kMaxHeaderString) in.corrupt("the Kiln version in its header is too long");
   in.take(kilnVersionSize);
   in.setWhere("the backend");
   readValue(in, header.target.backend);
   in.setWhere("the device name");
-  const uint32_t deviceNameSize = in.integer<uint32_t>();
+  const auto deviceNameSize = in.integer<uint32_t>();
   if (deviceNameSize > kMaxHeaderString) in.corrupt("the device name in its header is too long");
   const uint8_t* deviceName = in.take(deviceNameSize);
   header.target.deviceName.assign(reinterpret_cast<const char*>(deviceName), deviceNameSize);
@@ -667,7 +667,7 @@ EngineDefinition readPlan(const void* data, size_t size) {
                            ". The file was cut short, e.g. by an interrupted copy or download; ",
                            "copy it again or rebuild the engine."));
   }
-  const size_t payloadSize = static_cast<size_t>(header.payloadSize);
+  const auto payloadSize = static_cast<size_t>(header.payloadSize);
   if (payloadSize < available) {
     throw PlanError(concat("the plan is corrupt: ", available - payloadSize, " bytes follow the ",
                            payloadSize, "-byte payload its header announces. ", kRebuildAdvice));
