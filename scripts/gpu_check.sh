@@ -2,7 +2,8 @@
 # Builds Kiln with CUDA on the GPU machine and runs the GPU checks: the C++ CUDA tests, the
 # GPU pytest suite, or (with --bench ARGS...) the benchmark, or (with --inspect ARGS...) the
 # inspector's per-layer profile of the benchmark's models (bench/inspect_models.py, files in
-# $OUT/inspect). Logs go to $OUT (default /tmp/kiln-out).
+# $OUT/inspect), or (with --attention ARGS...) the attention kernel against PyTorch's
+# (bench/attention.py, $OUT/attention.md). Logs go to $OUT (default /tmp/kiln-out).
 #
 # The GPU machine has PyTorch in /opt/torch/.venv, cuDNN under its site-packages/nvidia, and no
 # GoogleTest package: GoogleTest's sources are carried in third_party/googletest.
@@ -51,6 +52,15 @@ if [ "${1:-}" = "--bench" ]; then
   "$PYTHON" bench/run.py --out "$OUT" "$@" 2>&1 | tee "$OUT/bench.log" | grep -v "^20" | tail -60
   status=${PIPESTATUS[0]}
   tar czf "$OUT/inductor-cache.tgz" -C "$TORCHINDUCTOR_CACHE_DIR" .
+  exit "$status"
+fi
+
+if [ "${1:-}" = "--attention" ]; then
+  shift
+  step "attention $*"
+  "$PYTHON" bench/attention.py --out "$OUT/attention.md" "$@" >"$OUT/attention.log" 2>&1
+  status=$?
+  tail -25 "$OUT/attention.log"
   exit "$status"
 fi
 
