@@ -77,12 +77,14 @@ Layer* moveAfter(Network& network, Layer* fc) {
   Layer* projected = fullyConnected(network, *fc, shuffle->input(0));
   Layer* moved = network.addShuffle(projected->output(0), *rows);
   const std::string name = fc->name();
+  const std::string shuffleName = shuffle->name();
   const std::string outputName = fc->output(0)->name();
   network.replaceAllUsesWith(fc->output(0), moved->output(0));
   network.removeLayer(fc);
   network.removeLayer(shuffle);
   projected->setName(name);
-  moved->setName(concat(name, ".rows"));
+  // The shuffle keeps its own name: several may move across one layer.
+  moved->setName(shuffleName);
   moved->output(0)->setName(outputName);
   return projected;
 }
@@ -97,12 +99,13 @@ Layer* moveBefore(Network& network, Layer* fc) {
   Layer* moved = network.addShuffle(fc->input(0), *rows);
   Layer* projected = fullyConnected(network, *fc, moved->output(0));
   const std::string name = fc->name();
+  const std::string shuffleName = shuffle->name();
   const std::string outputName = shuffle->output(0)->name();
   network.replaceAllUsesWith(shuffle->output(0), projected->output(0));
   network.removeLayer(shuffle);
   network.removeLayer(fc);
   projected->setName(name);
-  moved->setName(concat(name, ".rows"));
+  moved->setName(shuffleName);
   projected->output(0)->setName(outputName);
   return projected;
 }

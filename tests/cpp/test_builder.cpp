@@ -565,6 +565,63 @@ struct SplitProjectionAttention {
   }
 };
 
+// ---- row shuffle motion ------------------------------------------------------------------
+
+// On its own (no views yet): MultiheadAttention's (N, L, E) -> (L, N, E) transpose moves from
+// before the input projection to after it, and the reshape and transpose after the output
+// projection to before it, so that both projections touch the block's edges; outputs unchanged.
+TEST(BuilderRowShuffleMotion, RowShufflesMoveAcrossTheProjectionsTowardAttention) {
+  using B = MultiheadAttentionBlock;
+  const int64_t n = 2;
+  MultiheadAttentionBlock block(n);
+  Network& network = block.network;
+  const std::vector<std::vector<float>> inputs = {ramp(n * B::l * B::e, -1.0f, 0.05f)};
+  const std::vector<std::vector<float>> before = evaluate(network, inputs);
+  const size_t shuffles = countLayers(network, LayerKind::kShuffle);
+
+  moveRowShufflesTowardAttention(network);
+
+  network.validate();
+  EXPECT_EQ(countLayers(network, LayerKind::kShuffle), shuffles);
+  EXPECT_EQ(countLayers(network, LayerKind::kFullyConnected), 2u);
+  const std::vector<Layer*> readers = network.consumers(network.input(0));
+  ASSERT_EQ(readers.size(), 1u);
+  EXPECT_EQ(readers[0]->kind(), LayerKind::kFullyConnected);
+  EXPECT_EQ(network.output(0)->producer()->kind(), LayerKind::kFullyConnected);
+  expectNear(evaluate(network, inputs), before, 1e-5f);
+}
+
+// A shuffle that moves elements within rows (the last axis goes elsewhere) does not commute with
+// the projection, and a projection with a fused residual keeps its rows where the residual has
+// them: neither moves.
+TEST(BuilderRowShuffleMotion, LeavesShufflesWithinRowsAndFusedResidualsAlone) {
+  constexpr int64_t n = 2, l = 4, e = 8, h = 2;
+  for (bool residual : {false, true}) {
+    SCOPED_TRACE(residual ? "fused residual" : "transpose within rows");
+    Network network;
+    Tensor* x = residual ? network.addInput("x", DataType::kFloat32, {l, n, e})
+                         : network.addInput("x", DataType::kFloat32, {n, e, l});
+    Tensor* rows = residual ? shuffle(network, x, {1, 0, 2}) : shuffle(network, x, {0, 2, 1});
+    Tensor* weight =
+        network.addConstant(floatWeights({e, e}, ramp(e * e, -0.3f, 0.02f)))->output(0);
+    Layer* fc = residual ? network.addLayer(FullyConnectedParams{},
+                                            {rows, weight, nullptr,
+                                             network.addInput("r", DataType::kFloat32, {n, l, e})})
+                         : network.addFullyConnected(rows, weight, nullptr);
+    Tensor* heads =
+        shuffle(network, shuffle(network, fc->output(0), {}, {n, l, h, e / h}), {0, 2, 1, 3});
+    AttentionParams p;
+    p.scale = 0.5;
+    network.markOutput(network.addAttention(heads, heads, heads, nullptr, p)->output(0));
+    const Layer* shuffleBefore = fc->input(0)->producer();
+
+    moveRowShufflesTowardAttention(network);
+
+    network.validate();
+    EXPECT_EQ(fc->input(0)->producer(), shuffleBefore);
+  }
+}
+
 // The slices become offsets of views of the projection: strided views at a static batch, row
 // views at a dynamic one.
 TEST(BuilderAttentionViews, SlicedColumnsOfAProjectionBecomeOffsets) {
