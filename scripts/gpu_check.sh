@@ -55,22 +55,25 @@ if [ "${1:-}" = "--bench" ]; then
   exit "$status"
 fi
 
+# Runs one of bench/'s tools with its log in $OUT, shows the log's end and exits with its status.
+run_bench_tool() {
+  local name=$1 log=$2
+  shift 2
+  step "$name: $*"
+  "$PYTHON" "$@" >"$OUT/$log" 2>&1
+  local tool_status=$?
+  tail -25 "$OUT/$log"
+  exit "$tool_status"
+}
+
 if [ "${1:-}" = "--attention" ]; then
   shift
-  step "attention $*"
-  "$PYTHON" bench/attention.py --out "$OUT/attention.md" "$@" >"$OUT/attention.log" 2>&1
-  status=$?
-  tail -25 "$OUT/attention.log"
-  exit "$status"
+  run_bench_tool attention attention.log bench/attention.py --out "$OUT/attention.md" "$@"
 fi
 
 if [ "${1:-}" = "--inspect" ]; then
   shift
-  step "inspect $*"
-  "$PYTHON" bench/inspect_models.py --out "$OUT/inspect" "$@" >"$OUT/inspect.log" 2>&1
-  status=$?
-  tail -5 "$OUT/inspect.log"
-  exit "$status"
+  run_bench_tool inspect inspect.log bench/inspect_models.py --out "$OUT/inspect" "$@"
 fi
 
 status=0

@@ -454,6 +454,10 @@ struct MultiheadAttentionBlock {
   static constexpr int64_t l = 5, e = 16, h = 4, hd = 4;
   Network network;
 
+  static std::vector<std::vector<float>> inputsOfBatch(int64_t n) {
+    return {ramp(n * l * e, -1.0f, 0.05f)};
+  }
+
   explicit MultiheadAttentionBlock(int64_t n) {
     Tensor* x = network.addInput("x", DataType::kFloat32, {n, l, e});
     auto weightsOf = [&](int64_t rows, int64_t cols, float seed) {
@@ -493,11 +497,9 @@ struct MultiheadAttentionBlock {
 // The transposes around the input and output projections move next to the attention and become
 // views too.
 TEST(BuilderAttentionViews, MultiheadAttentionBlockRunsWithoutCopies) {
-  using B = MultiheadAttentionBlock;
-  const int64_t n = 2;
-  MultiheadAttentionBlock block(n);
+  MultiheadAttentionBlock block(2);
   Network& network = block.network;
-  const std::vector<std::vector<float>> inputs = {ramp(n * B::l * B::e, -1.0f, 0.05f)};
+  const std::vector<std::vector<float>> inputs = MultiheadAttentionBlock::inputsOfBatch(2);
   const std::vector<std::vector<float>> before = evaluate(network, inputs);
 
   moveRowShufflesTowardAttention(network);
@@ -571,11 +573,9 @@ struct SplitProjectionAttention {
 // before the input projection to after it, and the reshape and transpose after the output
 // projection to before it, so that both projections touch the block's edges; outputs unchanged.
 TEST(BuilderRowShuffleMotion, RowShufflesMoveAcrossTheProjectionsTowardAttention) {
-  using B = MultiheadAttentionBlock;
-  const int64_t n = 2;
-  MultiheadAttentionBlock block(n);
+  MultiheadAttentionBlock block(2);
   Network& network = block.network;
-  const std::vector<std::vector<float>> inputs = {ramp(n * B::l * B::e, -1.0f, 0.05f)};
+  const std::vector<std::vector<float>> inputs = MultiheadAttentionBlock::inputsOfBatch(2);
   const std::vector<std::vector<float>> before = evaluate(network, inputs);
   const size_t shuffles = countLayers(network, LayerKind::kShuffle);
 
