@@ -207,6 +207,7 @@ std::shared_ptr<Engine> Builder::build(const Network& network, const BuilderConf
   removeAttentionMasksThatMaskNothing(*optimized);
   removeIdentityLayers(*optimized);
   convertConstantMatMulsToFullyConnected(*optimized);
+  recognizeTanhGelu(*optimized);
   foldBatchNormIntoConvolution(*optimized);
   fuseConvolutionEpilogues(*optimized);
   // After the epilogue fusion, whose bias and activation the GEMM takes over.

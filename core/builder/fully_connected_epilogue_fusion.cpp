@@ -1,13 +1,15 @@
 // Fuses what follows a fully connected layer into its epilogue: a residual add of a tensor of the
 // output's dims (a transformer block's x + proj(h)), then a ReLU or GELU (the MLP's first
-// Linear), each when the layer's output has no other reader. The CUDA backend runs them in
-// cuBLASLt's epilogue (the residual read as C with beta 1), so neither the GEMM's result nor the
-// sum is stored and read back by another kernel.
+// Linear, also behind a reshape of the product), each when the layer's output has no other
+// reader. The CUDA backend runs them in cuBLASLt's epilogue (the residual read as C with beta
+// 1), so neither the GEMM's result nor the sum is stored and read back by another kernel.
+#include <algorithm>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "core/builder/passes.h"
+#include "core/engine/memory_plan.h"
 
 namespace kiln {
 namespace {
@@ -65,6 +67,43 @@ Layer* replaceWithFused(Network& network, Layer* fc, Layer* absorbed,
   return fused;
 }
 
+// FC -> reshape -> activation, each the sole reader of the one before (GPT-2's Conv1D views its
+// (N*L, 4E) product as (N, L, 4E) before the GELU): the activation acts on each element alone, so
+// it becomes FC+activation -> reshape. Returns the fused layer, or null.
+Layer* fuseActivationAcrossReshape(Network& network, Layer* fc, Layer* reshape) {
+  if (reshape->kind() != LayerKind::kShuffle || reshape->input(0) != fc->output(0) ||
+      !isReshapeOnly(reshape->paramsAs<ShuffleParams>())) {
+    return nullptr;
+  }
+  Layer* activationLayer = network.soleReader(reshape->output(0));
+  if (activationLayer == nullptr) return nullptr;
+  const std::optional<FusedActivation> activation =
+      epilogueActivation(*activationLayer, fc->output(0)->dtype());
+  if (!activation) return nullptr;
+  FullyConnectedParams params = fc->paramsAs<FullyConnectedParams>();
+  params.activation = *activation;
+  Layer* fused = network.addLayer(
+      params, {fc->input(0), fc->input(1), fc->inputs().size() > 2 ? fc->input(2) : nullptr,
+               fc->inputs().size() > 3 ? fc->input(3) : nullptr});
+  // A reshape to run-time sizes keeps reading them from its reference.
+  std::vector<Tensor*> reshapeInputs = reshape->inputs();
+  std::replace(reshapeInputs.begin(), reshapeInputs.end(), fc->output(0), fused->output(0));
+  Layer* moved = network.addLayer(reshape->params(), reshapeInputs);
+  const std::string name = concat(fc->name(), " + ", activationLayer->name());
+  const std::string fcOutputName = fc->output(0)->name();
+  const std::string reshapeName = reshape->name();
+  const std::string outputName = activationLayer->output(0)->name();
+  network.replaceAllUsesWith(activationLayer->output(0), moved->output(0));
+  network.removeLayer(activationLayer);
+  network.removeLayer(reshape);
+  network.removeLayer(fc);
+  fused->setName(name);
+  fused->output(0)->setName(fcOutputName);
+  moved->setName(reshapeName);
+  moved->output(0)->setName(outputName);
+  return fused;
+}
+
 }  // namespace
 
 void fuseFullyConnectedEpilogues(Network& network) {
@@ -88,7 +127,10 @@ void fuseFullyConnectedEpilogues(Network& network) {
         }
       }
       const std::optional<FusedActivation> activation = epilogueActivation(*reader, out->dtype());
-      if (!activation) break;
+      if (!activation) {
+        fuseActivationAcrossReshape(network, fc, reader);
+        break;
+      }
       params.activation = *activation;
       fc = replaceWithFused(network, fc, reader, params, residual);
     }

@@ -28,6 +28,11 @@ void removeIdentityLayers(Network& network);
 // column, the product's only reader) as its bias.
 void convertConstantMatMulsToFullyConnected(Network& network);
 
+// Replaces GELU's tanh approximation written out in elementwise, tanh and sigmoid layers over
+// one tensor and scalar constants (GPT-2's NewGELUActivation) by one Activation layer, found by
+// evaluating the chain rather than by its shape.
+void recognizeTanhGelu(Network& network);
+
 // Folds each inference batch norm into the convolution that feeds it (when the convolution has
 // no other reader and constant weights): new weights and bias, one layer less.
 void foldBatchNormIntoConvolution(Network& network);
@@ -46,7 +51,7 @@ void fuseResidualIntoLayerNorm(Network& network);
 
 // Fuses a fully connected layer's sole reader into its epilogue, repeatedly: an add of a tensor
 // of the output's dims (the residual), then a ReLU or GELU (erf GELU only in fp16 and bf16,
-// which the GPU computes with the tanh approximation).
+// which the GPU computes with the tanh approximation), also one behind a reshape of the output.
 void fuseFullyConnectedEpilogues(Network& network);
 
 // Runs each half-precision 2-D convolution channels-last (NHWC) between explicit transposes.

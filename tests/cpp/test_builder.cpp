@@ -567,6 +567,105 @@ struct SplitProjectionAttention {
   }
 };
 
+// ---- tanh GELU recognition ---------------------------------------------------------------
+
+// 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) in the layers a converter makes of it, with
+// `form` choosing the operand order and algebra: 0, HF's NewGELUActivation as written, scalar
+// constants behind reshapes as the converters leave them; 1, constants first and x * x * x;
+// 2, x * sigmoid(2 sqrt(2/pi) (x + 0.044715 x^3)). `cubic` replaces 0.044715.
+std::unique_ptr<Network> writtenOutTanhGelu(DataType dtype, int form, float cubic = 0.044715f) {
+  auto network = std::make_unique<Network>();
+  Network& n = *network;
+  // Half-precision chains read a cast of the float32 input and end in a cast back.
+  Tensor* x = n.addInput("x", DataType::kFloat32, {2, 3, 8});
+  if (dtype != DataType::kFloat32) x = n.addCast(x, dtype)->output(0);
+  auto scalar = [&](float value) {
+    Tensor* constant = n.addConstant(floatWeights({1}, {value}))->output(0);
+    if (dtype != DataType::kFloat32) constant = n.addCast(constant, dtype)->output(0);
+    ShuffleParams view;
+    view.hasReshape = true;
+    view.reshapeDims = {1, 1, 1};
+    return n.addShuffle(constant, view)->output(0);
+  };
+  auto op = [&](ElementwiseOp o, Tensor* a, Tensor* b) {
+    return n.addElementwise(a, b, o)->output(0);
+  };
+  const float sqrtTwoOverPi = 0.7978845608f;
+  Tensor* out = nullptr;
+  if (form == 0) {
+    Tensor* half = op(ElementwiseOp::kProd, x, scalar(0.5f));
+    Tensor* cube = op(ElementwiseOp::kPow, x, scalar(3.0f));
+    Tensor* inner = op(ElementwiseOp::kSum, x, op(ElementwiseOp::kProd, cube, scalar(cubic)));
+    Tensor* scaled = op(ElementwiseOp::kProd, inner, scalar(sqrtTwoOverPi));
+    Tensor* tanh = n.addActivation(scaled, {ActivationType::kTanh})->output(0);
+    out = op(ElementwiseOp::kProd, half, op(ElementwiseOp::kSum, tanh, scalar(1.0f)));
+  } else if (form == 1) {
+    Tensor* cube = op(ElementwiseOp::kProd, op(ElementwiseOp::kProd, x, x), x);
+    Tensor* inner = op(ElementwiseOp::kSum, op(ElementwiseOp::kProd, scalar(cubic), cube), x);
+    Tensor* tanh = n.addActivation(op(ElementwiseOp::kProd, scalar(sqrtTwoOverPi), inner),
+                                   {ActivationType::kTanh})
+                       ->output(0);
+    Tensor* onePlus = op(ElementwiseOp::kSum, scalar(1.0f), tanh);
+    out = op(ElementwiseOp::kProd, op(ElementwiseOp::kProd, scalar(0.5f), onePlus), x);
+  } else {
+    Tensor* cube = op(ElementwiseOp::kPow, x, scalar(3.0f));
+    Tensor* inner = op(ElementwiseOp::kSum, x, op(ElementwiseOp::kProd, cube, scalar(cubic)));
+    Tensor* gate = n.addActivation(op(ElementwiseOp::kProd, inner, scalar(2.0f * sqrtTwoOverPi)),
+                                   {ActivationType::kSigmoid})
+                       ->output(0);
+    out = op(ElementwiseOp::kProd, x, gate);
+  }
+  if (dtype != DataType::kFloat32) out = n.addCast(out, DataType::kFloat32)->output(0);
+  out->setName("gelu_out");
+  n.markOutput(out);
+  return network;
+}
+
+TEST(BuilderTanhGeluRecognition, ReplacesTheWrittenOutApproximationInAnyForm) {
+  const std::vector<std::vector<float>> inputs = {ramp(48, -6.0f, 0.7f)};
+  for (DataType dtype : {DataType::kFloat32, DataType::kFloat16}) {
+    for (int form : {0, 1, 2}) {
+      SCOPED_TRACE(concat(toString(dtype), " form ", form));
+      std::unique_ptr<Network> network = writtenOutTanhGelu(dtype, form);
+      const std::vector<std::vector<float>> before = evaluate(*network, inputs);
+
+      foldConstants(*network);  // as the builder does first: the constants' casts fold
+      recognizeTanhGelu(*network);
+
+      network->validate();
+      EXPECT_EQ(countLayers(*network, LayerKind::kElementwise), 0u);
+      EXPECT_EQ(countLayers(*network, LayerKind::kShuffle), 0u);
+      EXPECT_EQ(countLayers(*network, LayerKind::kConstant), 0u);
+      ASSERT_EQ(countLayers(*network, LayerKind::kActivation), 1u);
+      const Layer* gelu = network->output(0)->producer();
+      if (dtype != DataType::kFloat32) gelu = gelu->input(0)->producer();
+      ASSERT_EQ(gelu->kind(), LayerKind::kActivation);
+      EXPECT_EQ(gelu->paramsAs<ActivationParams>().type, ActivationType::kGeluTanh);
+      EXPECT_EQ(gelu->input(0)->dtype(), dtype);
+      EXPECT_EQ(network->output(0)->name(), "gelu_out");
+      expectNear(evaluate(*network, inputs), before, dtype == DataType::kFloat32 ? 1e-6f : 4e-3f);
+    }
+  }
+}
+
+TEST(BuilderTanhGeluRecognition, LeavesOtherFunctionsAlone) {
+  // Another cubic coefficient: a different function, however close.
+  std::unique_ptr<Network> other = writtenOutTanhGelu(DataType::kFloat32, 0, 0.0447f);
+  const size_t layers = other->numLayers();
+  recognizeTanhGelu(*other);
+  EXPECT_EQ(other->numLayers(), layers);
+  EXPECT_EQ(countLayers(*other, LayerKind::kActivation), 1u);
+
+  // The same formula over two tensors: x's tanh term gates y.
+  Network twoSources;
+  Tensor* x = twoSources.addInput("x", DataType::kFloat32, {4});
+  Tensor* y = twoSources.addInput("y", DataType::kFloat32, {4});
+  Tensor* tanh = twoSources.addActivation(x, {ActivationType::kTanh})->output(0);
+  twoSources.markOutput(twoSources.addElementwise(y, tanh, ElementwiseOp::kProd)->output(0));
+  recognizeTanhGelu(twoSources);
+  EXPECT_EQ(twoSources.numLayers(), 2u);
+}
+
 // ---- row shuffle motion ------------------------------------------------------------------
 
 // On its own (no views yet): MultiheadAttention's (N, L, E) -> (L, N, E) transpose moves from
@@ -728,6 +827,37 @@ TEST(BuilderFullyConnectedEpilogueFusion, FusesResidualAddThenActivationIntoTheL
     network->validate();
     expectNear(evaluate(*network, kBlockInputs), before, c.tolerance);
   }
+}
+
+// GPT-2's MLP views its (N*L, 4E) product as (N, L, 4E) before the GELU: the activation moves
+// into the epilogue and the reshape after it.
+TEST(BuilderFullyConnectedEpilogueFusion, TakesAnActivationBehindAReshape) {
+  Network network;
+  Tensor* x = network.addInput("x", DataType::kFloat32, {6, 8});
+  Tensor* w = network.addConstant(floatWeights({16, 8}, ramp(128, -0.3f, 0.04f)))->output(0);
+  Tensor* product = network.addFullyConnected(x, w, nullptr)->output(0);
+  ShuffleParams view;
+  view.hasReshape = true;
+  view.reshapeDims = {2, 3, 16};
+  Tensor* viewed = network.addShuffle(product, view)->output(0);
+  Tensor* activated = network.addActivation(viewed, {ActivationType::kGeluTanh})->output(0);
+  activated->setName("mlp_out");
+  network.markOutput(activated);
+  const std::vector<std::vector<float>> inputs = {ramp(48, -2.0f, 0.15f)};
+  const std::vector<std::vector<float>> before = evaluate(network, inputs);
+
+  fuseFullyConnectedEpilogues(network);
+
+  network.validate();
+  EXPECT_EQ(countLayers(network, LayerKind::kActivation), 0u);
+  const Layer* fc = onlyFullyConnected(network);
+  ASSERT_NE(fc, nullptr);
+  EXPECT_EQ(fc->paramsAs<FullyConnectedParams>().activation, FusedActivation::kGeluTanh);
+  const Layer* reshape = network.output(0)->producer();
+  EXPECT_EQ(reshape->kind(), LayerKind::kShuffle);
+  EXPECT_EQ(reshape->input(0), fc->output(0));
+  EXPECT_EQ(network.output(0)->name(), "mlp_out");
+  expectNear(evaluate(network, inputs), before, 1e-6f);
 }
 
 TEST(BuilderFullyConnectedEpilogueFusion, KeepsAFloat32ErfGeluExact) {

@@ -356,3 +356,21 @@ def test_transformer_with_dynamic_batch_and_sequence_compiles_once(name: str, ma
                 mask[:, length // 2:] = 0
                 inputs.append(mask)
             assert_close_to_eager(module(*inputs), model(*inputs))
+
+
+@pytest.mark.parametrize("dynamic", [False, True], ids=["static", "dynamic"])
+def test_gpt2_mlp_gelu_runs_in_its_gemm_epilogue(dynamic: bool):
+    """GPT-2 writes GELU's tanh approximation out in eight ops, behind a view of its Conv1D
+    product: the builder recognizes it and fuses it into the GEMM before it, at static shapes and
+    under a dynamic batch and sequence, and the result equals eager."""
+    model = HiddenStates(small_hf_model("gpt2"), masked=False).eval()
+    example = torch.randint(0, 1000, (3, 20))
+    spec = (kiln.Input(min_shape=(1, 8), opt_shape=(4, 32), max_shape=(8, 128), dtype=torch.int64)
+            if dynamic else example)
+    module = kiln.compile(model, ir="dynamo", inputs=[spec], require_full_compilation=True)
+    layers = str(kiln.inspect(module))
+    assert layers.count("FullyConnected(activation=gelu_tanh)") == 2, layers
+    assert "tanh," not in layers and ": Activation(" not in layers, layers
+    with torch.no_grad():
+        assert_close_to_eager(module(example), model(example))
+
