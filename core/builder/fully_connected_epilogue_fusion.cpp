@@ -67,41 +67,33 @@ Layer* replaceWithFused(Network& network, Layer* fc, Layer* absorbed,
   return fused;
 }
 
-// FC -> reshape -> activation, each the sole reader of the one before (GPT-2's Conv1D views its
-// (N*L, 4E) product as (N, L, 4E) before the GELU): the activation acts on each element alone, so
-// it becomes FC+activation -> reshape. Returns the fused layer, or null.
-Layer* fuseActivationAcrossReshape(Network& network, Layer* fc, Layer* reshape) {
-  if (reshape->kind() != LayerKind::kShuffle || reshape->input(0) != fc->output(0) ||
+// reshape -> activation, the activation the reshape's sole reader and one the epilogue takes
+// (GPT-2's Conv1D views its (N*L, 4E) product as (N, L, 4E) before the GELU): an activation acts
+// on each element alone, so it becomes activation -> reshape, and the fully connected layer
+// before can take the activation. Returns whether it moved.
+bool moveReshapeAfterActivation(Network& network, Layer* reshape, DataType dtype) {
+  if (reshape->kind() != LayerKind::kShuffle ||
       !isReshapeOnly(reshape->paramsAs<ShuffleParams>())) {
-    return nullptr;
+    return false;
   }
-  Layer* activationLayer = network.soleReader(reshape->output(0));
-  if (activationLayer == nullptr) return nullptr;
-  const std::optional<FusedActivation> activation =
-      epilogueActivation(*activationLayer, fc->output(0)->dtype());
-  if (!activation) return nullptr;
-  FullyConnectedParams params = fc->paramsAs<FullyConnectedParams>();
-  params.activation = *activation;
-  Layer* fused = network.addLayer(
-      params, {fc->input(0), fc->input(1), fc->inputs().size() > 2 ? fc->input(2) : nullptr,
-               fc->inputs().size() > 3 ? fc->input(3) : nullptr});
+  Layer* activation = network.soleReader(reshape->output(0));
+  if (activation == nullptr || !epilogueActivation(*activation, dtype)) return false;
+  Tensor* x = reshape->input(0);
+  Layer* activated = network.addLayer(activation->params(), {x});
   // A reshape to run-time sizes keeps reading them from its reference.
   std::vector<Tensor*> reshapeInputs = reshape->inputs();
-  std::replace(reshapeInputs.begin(), reshapeInputs.end(), fc->output(0), fused->output(0));
-  Layer* moved = network.addLayer(reshape->params(), reshapeInputs);
-  const std::string name = concat(fc->name(), " + ", activationLayer->name());
-  const std::string fcOutputName = fc->output(0)->name();
+  std::replace(reshapeInputs.begin(), reshapeInputs.end(), x, activated->output(0));
+  Layer* reshaped = network.addLayer(reshape->params(), reshapeInputs);
+  const std::string activationName = activation->name();
   const std::string reshapeName = reshape->name();
-  const std::string outputName = activationLayer->output(0)->name();
-  network.replaceAllUsesWith(activationLayer->output(0), moved->output(0));
-  network.removeLayer(activationLayer);
+  const std::string outputName = activation->output(0)->name();
+  network.replaceAllUsesWith(activation->output(0), reshaped->output(0));
+  network.removeLayer(activation);
   network.removeLayer(reshape);
-  network.removeLayer(fc);
-  fused->setName(name);
-  fused->output(0)->setName(fcOutputName);
-  moved->setName(reshapeName);
-  moved->output(0)->setName(outputName);
-  return fused;
+  activated->setName(activationName);
+  reshaped->setName(reshapeName);
+  reshaped->output(0)->setName(outputName);
+  return true;
 }
 
 }  // namespace
@@ -128,7 +120,7 @@ void fuseFullyConnectedEpilogues(Network& network) {
       }
       const std::optional<FusedActivation> activation = epilogueActivation(*reader, out->dtype());
       if (!activation) {
-        fuseActivationAcrossReshape(network, fc, reader);
+        if (moveReshapeAfterActivation(network, reader, out->dtype())) continue;
         break;
       }
       params.activation = *activation;

@@ -192,9 +192,7 @@ void recognizeTanhGelu(Network& network) {
       products.push_back(layer);
     }
   }
-  std::vector<const Layer*> replaced;
   for (Layer* product : products) {
-    if (std::find(replaced.begin(), replaced.end(), product) != replaced.end()) continue;
     Tensor* out = product->output(0);
     const std::optional<ScalarFunction> function = ScalarFunction::of(out);
     if (!function || !containsTanhOrSigmoid(*function)) continue;
@@ -204,7 +202,6 @@ void recognizeTanhGelu(Network& network) {
       continue;
     }
     // Layers of the chain that others read stay for them; eliminateDeadLayers takes the rest.
-    replaced.insert(replaced.end(), function->layers().begin(), function->layers().end());
     Layer* gelu = network.addActivation(source, {ActivationType::kGeluTanh});
     const std::string name = concat(product->name(), ".gelu_tanh");
     const std::string outputName = out->name();
