@@ -35,7 +35,8 @@ float StreamTimer::stop(cudaStream_t stream) {
 }
 
 std::optional<TimedCandidate> fastestCandidate(size_t count, cudaStream_t stream,
-                                               const std::function<bool(size_t)>& launch) {
+                                               const std::function<bool(size_t)>& launch,
+                                               std::vector<float>* times) {
   constexpr int kRounds = 3;
   constexpr int kLaunchesPerRound = 2;
   constexpr float kNotLaunched = -1.0f;
@@ -60,6 +61,7 @@ std::optional<TimedCandidate> fastestCandidate(size_t count, cudaStream_t stream
       fastest = TimedCandidate{i, best[i]};
     }
   }
+  if (times != nullptr) *times = best;
   return fastest;
 }
 

@@ -70,8 +70,10 @@ struct TimedCandidate {
 // over. Each is launched once to warm up, then timed in interleaved rounds and ranked by its best
 // round: a GPU's clocks ramp up over its first milliseconds of load (an idle H200 reads 345 MHz,
 // 1980 under load), so candidates timed one after another would be timed at different clocks and
-// the first ones would look slow.
+// the first ones would look slow. `times`, when given, receives each candidate's best time a
+// launch (negative for one that could not launch).
 std::optional<TimedCandidate> fastestCandidate(size_t count, cudaStream_t stream,
-                                               const std::function<bool(size_t)>& launch);
+                                               const std::function<bool(size_t)>& launch,
+                                               std::vector<float>* times = nullptr);
 
 }  // namespace kiln::cuda_kernels

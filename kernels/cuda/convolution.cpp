@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "kernels/cuda/convolution_kernels.h"
+#include "kernels/cuda/depthwise_convolution.h"
 
 namespace kiln::cuda_kernels {
 
@@ -188,6 +189,16 @@ std::string describe(const ConvolutionParams& params) {
   return text.str();
 }
 
+std::string describe(const ConvolutionAlgorithm& algorithm) {
+  if (algorithm.kernel == ConvolutionKernel::kKilnDepthwise) {
+    return "Kiln depthwise, " + std::to_string(algorithm.algorithm) + " column" +
+           (algorithm.algorithm == 1 ? "" : "s") + " a thread";
+  }
+  return "cuDNN algorithm " + std::to_string(algorithm.algorithm) +
+         (algorithm.mathType == CUDNN_DEFAULT_MATH ? "" : ", tensor ops") +
+         (algorithm.fusedEpilogue ? ", fused epilogue" : "");
+}
+
 CudnnConvolutionGeometry cudnnConvolutionGeometry(const ConvolutionParams& params) {
   validate(params);
   CudnnConvolutionGeometry g;
@@ -298,6 +309,7 @@ struct ConvolutionPlanBuilder {
 
   static void finish(ConvolutionPlan& plan, const Candidate& chosen, size_t workspaceBytes,
                      bool fusedEpilogue = true) {
+    plan.algorithm_.kernel = ConvolutionKernel::kCudnn;
     plan.algorithm_.algorithm = chosen.algorithm;
     plan.algorithm_.fusedEpilogue = fusedEpilogue;
     plan.algorithm_.mathType = runMathType(plan.params_, chosen.mathType);
@@ -307,6 +319,15 @@ struct ConvolutionPlanBuilder {
     plan.fusable_ = !plan.params_.transposed &&
                     (plan.params_.activation == ConvolutionActivation::kRelu ||
                      chosen.algorithm == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM);
+  }
+
+  // Has the plan run Kiln's depthwise kernel with `outputsPerThread` columns a thread.
+  static void finishKilnDepthwise(ConvolutionPlan& plan, int outputsPerThread, float timeMs) {
+    plan.algorithm_ = ConvolutionAlgorithm{};
+    plan.algorithm_.kernel = ConvolutionKernel::kKilnDepthwise;
+    plan.algorithm_.algorithm = outputsPerThread;
+    plan.algorithm_.measuredMs = timeMs;
+    plan.fusable_ = false;
   }
 
   // The candidates a plan may run, in cuDNN's order (best first), each with the workspace it
@@ -367,14 +388,22 @@ struct ConvolutionPlanBuilder {
     constexpr size_t kTimedCandidates = 6;
     std::vector<std::pair<Candidate, size_t>> found =
         usable(handle, plan, candidates, maxWorkspaceBytes);
-    if (found.empty()) throwNoAlgorithm(plan, maxWorkspaceBytes, "autotune");
+    const std::vector<int> depthwise = depthwiseConvolutionVariants(plan.params_);
+    if (found.empty() && depthwise.empty()) throwNoAlgorithm(plan, maxWorkspaceBytes, "autotune");
     if (found.size() > kTimedCandidates) found.resize(kTimedCandidates);
 
+    // A cuDNN candidate with or without its fused epilogue, or Kiln's depthwise kernel with
+    // `index` columns a thread.
     struct Variant {
-      size_t index;  // into `found`
+      ConvolutionKernel kernel;
+      size_t index;  // into `found` for cuDNN
       bool fusedEpilogue;
     };
     const auto select = [&](const Variant& v) {
+      if (v.kernel == ConvolutionKernel::kKilnDepthwise) {
+        finishKilnDepthwise(plan, static_cast<int>(v.index), -1.0f);
+        return;
+      }
       setMathType(plan, found[v.index].first.mathType);
       finish(plan, found[v.index].first, found[v.index].second, v.fusedEpilogue);
       // Each fused variant is tried afresh: cuDNN refuses the fused call per algorithm.
@@ -383,24 +412,42 @@ struct ConvolutionPlanBuilder {
     std::vector<Variant> variants;
     for (size_t i = 0; i < found.size(); ++i) {
       for (bool fused : {false, true}) {
-        select({i, fused});
+        select({ConvolutionKernel::kCudnn, i, fused});
         if (fused && !(tensors.bias != nullptr && plan.fusesBias())) continue;
-        variants.push_back({i, fused});
+        variants.push_back({ConvolutionKernel::kCudnn, i, fused});
       }
     }
-    const std::optional<TimedCandidate> fastest =
-        fastestCandidate(variants.size(), stream, [&](size_t v) {
+    for (int outputsPerThread : depthwise) {
+      variants.push_back(
+          {ConvolutionKernel::kKilnDepthwise, static_cast<size_t>(outputsPerThread), true});
+    }
+    std::vector<float> times;
+    const std::optional<TimedCandidate> fastest = fastestCandidate(
+        variants.size(), stream,
+        [&](size_t v) {
           select(variants[v]);
           convolution(handle, plan, tensors, workspace, stream);
           // A fused call cuDNN refused ran unfused: it is not a fused candidate.
-          return !variants[v].fusedEpilogue || plan.fusesBias();
-        });
-    // Unfused variants always launch (a failure throws), so one was timed.
+          return variants[v].kernel == ConvolutionKernel::kKilnDepthwise ||
+                 !variants[v].fusedEpilogue || plan.fusesBias();
+        },
+        &times);
+    std::vector<std::pair<ConvolutionAlgorithm, float>> timed;
+    for (size_t v = 0; v < variants.size(); ++v) {
+      select(variants[v]);
+      timed.emplace_back(plan.algorithm_, times[v]);
+    }
+    // Unfused and Kiln variants always launch (a failure throws), so one was timed.
+    plan.timedCandidates_ = std::move(timed);
     const Variant chosen = variants[fastest->index];
     select(chosen);
-    Candidate timed = found[chosen.index].first;
-    timed.timeMs = fastest->ms;
-    finish(plan, timed, found[chosen.index].second, chosen.fusedEpilogue);
+    if (chosen.kernel == ConvolutionKernel::kKilnDepthwise) {
+      finishKilnDepthwise(plan, static_cast<int>(chosen.index), fastest->ms);
+      return;
+    }
+    Candidate candidate = found[chosen.index].first;
+    candidate.timeMs = fastest->ms;
+    finish(plan, candidate, found[chosen.index].second, chosen.fusedEpilogue);
   }
 
   static std::vector<Candidate> heuristics(const CudnnHandle& handle, const ConvolutionPlan& plan) {
@@ -452,6 +499,8 @@ ConvolutionPlan::ConvolutionPlan(ConvolutionParams params, std::unique_ptr<Descr
 ConvolutionPlan::~ConvolutionPlan() = default;
 
 size_t ConvolutionPlan::workspaceSize() const {
+  // Kiln's depthwise kernels pad as they read.
+  if (algorithm_.kernel == ConvolutionKernel::kKilnDepthwise) return 0;
   if (algorithm_.cudnnWorkspaceBytes == 0) return scratchBytes_;
   return alignUp(scratchBytes_) + algorithm_.cudnnWorkspaceBytes;
 }
@@ -518,6 +567,15 @@ std::unique_ptr<ConvolutionPlan> ConvolutionPlan::create(const CudnnHandle& hand
                                                          const ConvolutionAlgorithm& choice) {
   std::unique_ptr<ConvolutionPlan> plan = ConvolutionPlanBuilder::describe(params);
   if (plan->descriptors_ == nullptr) return plan;
+  if (choice.kernel == ConvolutionKernel::kKilnDepthwise) {
+    const std::vector<int> variants = depthwiseConvolutionVariants(params);
+    if (std::find(variants.begin(), variants.end(), choice.algorithm) == variants.end()) {
+      invalid(params, "Kiln's depthwise kernel with " + std::to_string(choice.algorithm) +
+                          " columns a thread does not apply");
+    }
+    ConvolutionPlanBuilder::finishKilnDepthwise(*plan, choice.algorithm, choice.measuredMs);
+    return plan;
+  }
   ConvolutionPlanBuilder::setMathType(*plan, choice.mathType);
   size_t bytes = 0;
   KILN_CUDNN_CHECK(ConvolutionPlanBuilder::queryWorkspace(handle, *plan, choice.algorithm, &bytes));
@@ -535,6 +593,10 @@ void convolution(const CudnnHandle& handle, const ConvolutionPlan& plan,
   if (plan.descriptors_ == nullptr) return;  // empty output
   if (tensors.x == nullptr || tensors.weight == nullptr || tensors.out == nullptr) {
     invalid(params, "x, weight and out must be device pointers, got a null one");
+  }
+  if (plan.algorithm_.kernel == ConvolutionKernel::kKilnDepthwise) {
+    depthwiseConvolution(params, plan.algorithm_.algorithm, tensors, stream);
+    return;
   }
   const size_t needed = plan.workspaceSize();
   if (workspace.bytes < needed || (needed > 0 && workspace.data == nullptr)) {

@@ -21,6 +21,8 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "kernels/cuda/common.h"
 #include "kernels/cuda/cudnn_common.h"
@@ -62,21 +64,31 @@ struct ConvolutionParams {
 // One line naming every field, e.g. for error messages; also the plan cache's key.
 std::string describe(const ConvolutionParams& params);
 
-// The cuDNN algorithm a plan runs: a cudnnConvolutionFwdAlgo_t (forward) or
+// Who computes a plan's convolution: cuDNN, or Kiln's own depthwise kernels
+// (kernels/cuda/depthwise_convolution.h), which autotune times beside cuDNN's algorithms.
+enum class ConvolutionKernel : uint8_t { kCudnn, kKilnDepthwise };
+
+// The algorithm a plan runs. For cuDNN: a cudnnConvolutionFwdAlgo_t (forward) or
 // cudnnConvolutionBwdDataAlgo_t (transposed), the math type it runs with, the workspace cuDNN
 // needs for it, the time autotune measured (negative when chosen by heuristics), and whether a
 // bias epilogue runs inside cuDNN's fused call (cudnnConvolutionBiasActivationForward) where
 // cuDNN offers one, or as Kiln's epilogue kernel after the convolution. cuDNN's fused call runs
 // its own kernels, which for some shapes are many times slower than the convolution's best
-// algorithm plus a separate epilogue: autotune times both. An engine stores this to rebuild the
-// same plan with ConvolutionPlan::create.
+// algorithm plus a separate epilogue: autotune times both. For Kiln's depthwise kernels,
+// `algorithm` is the output columns a thread computes and the epilogue is always fused. An
+// engine stores this to rebuild the same plan with ConvolutionPlan::create.
 struct ConvolutionAlgorithm {
+  ConvolutionKernel kernel = ConvolutionKernel::kCudnn;
   int algorithm = 0;
   cudnnMathType_t mathType = CUDNN_DEFAULT_MATH;
   size_t cudnnWorkspaceBytes = 0;
   float measuredMs = -1.0f;
   bool fusedEpilogue = true;
 };
+
+// The kernel an algorithm runs, for profiles: "cuDNN algorithm 1, tensor ops, fused epilogue"
+// or "Kiln depthwise, 4 columns a thread".
+std::string describe(const ConvolutionAlgorithm& algorithm);
 
 // How a plan maps the params onto cuDNN's symmetric padding (computed without a GPU, exposed so
 // that tests check the arithmetic). All vectors have the cuDNN spatial rank (2 or 3: a 1-D
@@ -129,14 +141,16 @@ class ConvolutionPlan {
                                                  size_t maxCudnnWorkspaceBytes = size_t{1} << 30);
   // The fastest algorithm as timed by cudnnFind*AlgorithmEx on the given buffers (out is
   // overwritten), within the given workspace; with a bias, the faster of cuDNN's fused epilogue
-  // and Kiln's, timed on the same buffers. Synchronizes the stream: for build time only.
+  // and Kiln's, timed on the same buffers; for a depthwise convolution Kiln's own kernels are
+  // timed beside them. Synchronizes the stream: for build time only.
   static std::unique_ptr<ConvolutionPlan> autotune(const CudnnHandle& handle,
                                                    const ConvolutionParams& params,
                                                    const ConvolutionTensors& tensors,
                                                    ConvolutionWorkspace workspace,
                                                    cudaStream_t stream);
   // The plan that runs a given algorithm, math type and epilogue choice (one stored by an
-  // engine); throws CudaError when cuDNN does not support it for these params.
+  // engine); throws CudaError when cuDNN does not support it for these params, and
+  // std::invalid_argument when it names a Kiln kernel that does not apply to them.
   static std::unique_ptr<ConvolutionPlan> create(const CudnnHandle& handle,
                                                  const ConvolutionParams& params,
                                                  const ConvolutionAlgorithm& choice);
@@ -147,6 +161,11 @@ class ConvolutionPlan {
 
   const ConvolutionParams& params() const { return params_; }
   const ConvolutionAlgorithm& algorithm() const { return algorithm_; }
+  // Every candidate autotune timed, with its time a launch in ms (negative for a fused call
+  // cuDNN refused); empty for a plan that was not autotuned.
+  const std::vector<std::pair<ConvolutionAlgorithm, float>>& timedCandidates() const {
+    return timedCandidates_;
+  }
   const CudnnConvolutionGeometry& geometry() const { return geometry_; }
   // Bytes of workspace convolution() needs: cuDNN's plus the padding / cropping scratch.
   size_t workspaceSize() const;
@@ -166,6 +185,7 @@ class ConvolutionPlan {
   CudnnConvolutionGeometry geometry_;
   std::unique_ptr<Descriptors> descriptors_;
   ConvolutionAlgorithm algorithm_;
+  std::vector<std::pair<ConvolutionAlgorithm, float>> timedCandidates_;
   size_t scratchBytes_ = 0;
   bool fusable_ = false;
   // Cleared when cuDNN refuses the fused call for these params; launches then run conv + epilogue.

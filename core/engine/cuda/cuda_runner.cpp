@@ -633,7 +633,8 @@ void CudaRunner::State::runLayer(size_t index, const EngineLayer& layer, cudaStr
                                                    stream);
               const ck::ConvolutionAlgorithm kept =
                   weights->rememberConvolutionChoice(shape, plan->algorithm());
-              if (kept.algorithm != plan->algorithm().algorithm ||
+              if (kept.kernel != plan->algorithm().kernel ||
+                  kept.algorithm != plan->algorithm().algorithm ||
                   kept.mathType != plan->algorithm().mathType ||
                   kept.fusedEpilogue != plan->algorithm().fusedEpilogue) {
                 // Another context timed this shape first; use its choice.
@@ -643,13 +644,8 @@ void CudaRunner::State::runLayer(size_t index, const EngineLayer& layer, cudaStr
             found = convolutionPlans.emplace(shape, std::move(plan)).first;
           }
           const ck::ConvolutionPlan* plan = found->second.get();
-          if (layerTimings != nullptr) {
-            const ck::ConvolutionAlgorithm& chosen = plan->algorithm();
-            (*layerTimings)[index].tactic =
-                concat("cuDNN algorithm ", chosen.algorithm,
-                       chosen.mathType == CUDNN_DEFAULT_MATH ? "" : ", tensor ops",
-                       chosen.fusedEpilogue ? ", fused epilogue" : "");
-          }
+          if (layerTimings != nullptr)
+            (*layerTimings)[index].tactic = ck::describe(plan->algorithm());
           ck::convolution(cudnn, *plan, tensors, convolutionWorkspace, stream);
         } else if constexpr (std::is_same_v<P, MatMulParams>) {
           const DeviceView& a = requiredInput(in, 0, "a");

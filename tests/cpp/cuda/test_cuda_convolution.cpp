@@ -1,12 +1,17 @@
 // cuDNN convolution and deconvolution (kernels/cuda/convolution.h) against the CPU reference
 // (kernels/cpu/convolution.h): groups, depthwise, stride, dilation, padding (symmetric and not),
-// 1-D to 3-D, output padding, bias and ReLU, in fp32, fp16 and bf16, NCHW and NHWC. The padding
-// arithmetic is also checked on the CPU alone, so that it runs on machines without a GPU.
+// 1-D to 3-D, output padding, bias and ReLU, in fp32, fp16 and bf16, NCHW and NHWC; Kiln's own
+// depthwise kernels (kernels/cuda/depthwise_convolution.h) against the same reference, and as
+// autotune's candidates. The padding arithmetic and which convolutions the depthwise kernels
+// take are also checked on the CPU alone, so that they run on machines without a GPU.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <iostream>
+#include <limits>
 #include <memory>
 #include <random>
 #include <stdexcept>
@@ -16,6 +21,7 @@
 #include "kernels/cpu/cast.h"
 #include "kernels/cpu/convolution.h"
 #include "kernels/cuda/convolution.h"
+#include "kernels/cuda/depthwise_convolution.h"
 #include "tests/cpp/cuda/cuda_test_util.h"
 #include "tests/cpp/cuda/typed_values.h"
 
@@ -781,6 +787,224 @@ TEST(CudaConvolution, TooSmallWorkspaceIsRefused) {
   EXPECT_THROW(convolution(sharedHandle(), *plan, device.tensors(),
                            {workspace.data(), workspace.bytes()}, nullptr),
                std::invalid_argument);
+}
+
+// ---- Kiln's depthwise kernels -------------------------------------------------------------------
+
+// Depthwise shapes covering each kernel path: the unrolled row kernel (widths 3, 5, 7 at stride
+// 1 and 2), the looping one (other widths, horizontal dilation), channel counts that are not a
+// multiple of a 16-byte vector (one channel a thread), several channel blocks, asymmetric
+// padding, 1-D, and rows whose width is not a multiple of the columns a thread computes.
+std::vector<ConvolutionCase> depthwiseCases() {
+  const auto depthwise = [](std::string name, int64_t batch, int64_t channels, Shape in,
+                            Shape kernel, Shape stride, Shape pre, Shape post, Shape dilation) {
+    return ConvolutionCase{std::move(name),    false,          batch,           channels,
+                           channels,           channels,       std::move(in),   std::move(kernel),
+                           std::move(stride),  std::move(pre), std::move(post), {},
+                           std::move(dilation)};
+  };
+  std::vector<ConvolutionCase> cases = {
+      depthwise("dw3x3", 2, 16, {9, 10}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, {1, 1}),
+      depthwise("dw3x3Stride2", 2, 24, {11, 13}, {3, 3}, {2, 2}, {1, 1}, {1, 1}, {1, 1}),
+      depthwise("dw5x5Stride2SamePadding", 1, 32, {13, 9}, {5, 5}, {2, 2}, {1, 2}, {2, 1}, {1, 1}),
+      depthwise("dw7x7", 2, 40, {14, 15}, {7, 7}, {1, 1}, {3, 3}, {3, 3}, {1, 1}),
+      depthwise("dw7x7Stride2", 1, 8, {16, 17}, {7, 7}, {2, 2}, {3, 3}, {3, 3}, {1, 1}),
+      depthwise("dw3x5RowsAndColumnsDiffer", 1, 16, {8, 11}, {3, 5}, {2, 1}, {1, 2}, {1, 2},
+                {2, 1}),
+      depthwise("dw3x3Dilated", 1, 16, {12, 12}, {3, 3}, {1, 1}, {2, 2}, {2, 2}, {2, 2}),
+      depthwise("dw4x4LoopingKernel", 2, 16, {9, 9}, {4, 4}, {1, 1}, {1, 2}, {2, 1}, {1, 1}),
+      depthwise("dwSevenChannels", 2, 7, {7, 9}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, {1, 1}),
+      depthwise("dwManyChannelBlocks", 1, 528, {5, 6}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, {1, 1}),
+      depthwise("dw7x7ManyChannels", 1, 200, {6, 7}, {7, 7}, {1, 1}, {3, 3}, {3, 3}, {1, 1}),
+      depthwise("dwConv1d", 2, 16, {33}, {5}, {1}, {2}, {2}, {1}),
+      depthwise("dwConv1dStride2", 1, 24, {20}, {3}, {2}, {1}, {0}, {1}),
+      depthwise("dwNoPadding", 1, 16, {6, 6}, {3, 3}, {1, 1}, {0, 0}, {0, 0}, {1, 1}),
+  };
+  ConvolutionCase relu = cases[1];
+  relu.name = "dw3x3Stride2Relu";
+  relu.activation = ConvolutionActivation::kRelu;
+  cases.push_back(relu);
+  ConvolutionCase noBias = cases[3];
+  noBias.name = "dw7x7NoBias";
+  noBias.bias = false;
+  cases.push_back(noBias);
+  return cases;
+}
+
+ConvolutionAlgorithm kilnDepthwise(int outputsPerThread) {
+  ConvolutionAlgorithm algorithm;
+  algorithm.kernel = ConvolutionKernel::kKilnDepthwise;
+  algorithm.algorithm = outputsPerThread;
+  return algorithm;
+}
+
+// Runs Kiln's depthwise kernel with `outputsPerThread` columns a thread, with a residual when
+// asked, into an output poisoned with NaN (so every element must be written), and compares it
+// with the CPU reference. `misalign` shifts x, out and the residual by one element off their
+// 16-byte alignment.
+void checkDepthwise(const ConvolutionCase& c, ScalarType type, int outputsPerThread,
+                    bool withResidual, bool misalign, uint32_t seed) {
+  const ConvolutionParams p = paramsOf(c, type, TensorLayout::kNHWC);
+  SCOPED_TRACE(c.name + " " + describe(p) + " with " + std::to_string(outputsPerThread) +
+               " columns a thread" + (withResidual ? ", residual" : "") +
+               (misalign ? ", misaligned" : ""));
+  ASSERT_TRUE(depthwiseConvolutionApplies(p));
+  const HostOperands operands = makeOperands(p, c.bias, seed);
+  const Shape outDims = concat({p.batch, p.outChannels}, p.outSpatial);
+  const size_t outCount = static_cast<size_t>(shapeVolume(outDims));
+  const std::vector<float> residual =
+      withResidual ? roundTo(type, randomValues(outCount, seed + 3)) : std::vector<float>{};
+
+  ConvolutionParams linear = p;
+  linear.activation = ConvolutionActivation::kNone;
+  std::vector<float> expected = reference(linear, operands);
+  std::vector<float> scale = errorScale(p, operands);
+  for (size_t i = 0; i < outCount; ++i) {
+    if (withResidual) {
+      expected[i] += residual[i];
+      scale[i] += std::fabs(residual[i]);
+    }
+    if (p.activation == ConvolutionActivation::kRelu && expected[i] < 0.0f) expected[i] = 0.0f;
+  }
+
+  // Buffers with one spare element in front, so that a misaligned view fits.
+  const size_t element = scalarSize(type);
+  const size_t offset = misalign ? element : 0;
+  const auto withSpare = [&](const std::vector<float>& values) {
+    std::vector<uint8_t> bytes(element);
+    const std::vector<uint8_t> encoded = encode(type, values);
+    bytes.insert(bytes.end(), encoded.begin(), encoded.end());
+    return DeviceBuffer::from(bytes);
+  };
+  const DeviceBuffer x =
+      withSpare(channelsLast(operands.x, concat({p.batch, p.inChannels}, p.inSpatial)));
+  const DeviceBuffer weight = DeviceBuffer::from(encode(type, operands.weight));
+  const DeviceBuffer bias =
+      operands.bias.empty() ? DeviceBuffer() : DeviceBuffer::from(encode(type, operands.bias));
+  const DeviceBuffer residualBuffer =
+      withResidual ? withSpare(channelsLast(residual, outDims)) : DeviceBuffer();
+  DeviceBuffer out((outCount + 1) * element);
+  ASSERT_EQ(cudaMemset(out.data(), 0xff, out.bytes()), cudaSuccess);
+
+  const auto at = [&](const DeviceBuffer& buffer) {
+    return static_cast<void*>(static_cast<uint8_t*>(buffer.data()) + element - offset);
+  };
+  ConvolutionTensors tensors{at(x), weight.data(), operands.bias.empty() ? nullptr : bias.data(),
+                             at(out), withResidual ? at(residualBuffer) : nullptr};
+  const std::unique_ptr<ConvolutionPlan> plan =
+      ConvolutionPlan::create(sharedHandle(), p, kilnDepthwise(outputsPerThread));
+  EXPECT_EQ(plan->algorithm().kernel, ConvolutionKernel::kKilnDepthwise);
+  EXPECT_EQ(plan->workspaceSize(), 0u);
+  Stream stream;
+  convolution(sharedHandle(), *plan, tensors, {}, stream.get());
+  stream.synchronize();
+
+  std::vector<uint8_t> bytes = out.download<uint8_t>();
+  bytes.erase(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(element - offset));
+  bytes.resize(outCount * element);
+  expectClose(p, channelsFirst(decode(type, bytes), outDims), expected, scale);
+}
+
+TEST(CudaDepthwiseConvolution, AppliesToForwardChannelsLastDepthwiseOnly) {
+  const ConvolutionParams depthwise =
+      paramsOf(depthwiseCases()[0], ScalarType::kFloat16, TensorLayout::kNHWC);
+  EXPECT_TRUE(depthwiseConvolutionApplies(depthwise));
+  EXPECT_EQ(depthwiseConvolutionVariants(depthwise), (std::vector<int>{1, 2, 4}));
+  ConvolutionParams nchw = depthwise;
+  nchw.layout = TensorLayout::kNCHW;
+  ConvolutionParams grouped = depthwise;
+  grouped.groups = depthwise.inChannels / 2;
+  ConvolutionParams multiplier = depthwise;
+  multiplier.outChannels = 2 * depthwise.inChannels;
+  ConvolutionParams transposed = depthwise;
+  transposed.transposed = true;
+  ConvolutionParams threeDims =
+      paramsOf(forwardCases()[9], ScalarType::kFloat16, TensorLayout::kNHWC);
+  threeDims.groups = threeDims.inChannels = threeDims.outChannels = 8;
+  for (const ConvolutionParams& other : {nchw, grouped, multiplier, transposed, threeDims}) {
+    EXPECT_FALSE(depthwiseConvolutionApplies(other)) << describe(other);
+    EXPECT_TRUE(depthwiseConvolutionVariants(other).empty()) << describe(other);
+  }
+  // The looping kernel has one variant.
+  EXPECT_EQ(depthwiseConvolutionVariants(
+                paramsOf(depthwiseCases()[6], ScalarType::kFloat32, TensorLayout::kNHWC)),
+            (std::vector<int>{1}));
+  EXPECT_EQ(describe(kilnDepthwise(4)), "Kiln depthwise, 4 columns a thread");
+  EXPECT_THROW(depthwiseConvolution(nchw, 1, {}, nullptr), std::invalid_argument);
+  EXPECT_THROW(depthwiseConvolution(depthwise, 3, {}, nullptr), std::invalid_argument);
+}
+
+TEST(CudaDepthwiseConvolution, EveryVariantMatchesCpuInEveryType) {
+  KILN_SKIP_WITHOUT_GPU();
+  uint32_t seed = 3000;
+  for (const ConvolutionCase& c : depthwiseCases()) {
+    for (ScalarType type : kFloatTypes) {
+      const ConvolutionParams p = paramsOf(c, type, TensorLayout::kNHWC);
+      for (int outputsPerThread : depthwiseConvolutionVariants(p)) {
+        checkDepthwise(c, type, outputsPerThread, false, false, seed++);
+      }
+    }
+  }
+}
+
+TEST(CudaDepthwiseConvolution, ResidualAndReluInTheEpilogue) {
+  KILN_SKIP_WITHOUT_GPU();
+  uint32_t seed = 4000;
+  for (const ConvolutionCase& c : {depthwiseCases()[3], depthwiseCases()[14]}) {
+    for (ScalarType type : kFloatTypes) {
+      for (int outputsPerThread : {1, 2, 4}) {
+        checkDepthwise(c, type, outputsPerThread, true, false, seed++);
+      }
+    }
+  }
+}
+
+TEST(CudaDepthwiseConvolution, MisalignedBuffersRunOneChannelAThread) {
+  KILN_SKIP_WITHOUT_GPU();
+  uint32_t seed = 5000;
+  for (const ConvolutionCase& c : {depthwiseCases()[0], depthwiseCases()[11]}) {
+    for (ScalarType type : kFloatTypes) checkDepthwise(c, type, 4, true, true, seed++);
+  }
+}
+
+// Autotune times Kiln's depthwise kernels beside cuDNN's algorithms for a depthwise convolution
+// (2-D and 1-D), and only cuDNN's for a grouped one; it keeps the fastest it timed, and the plan
+// computes what the CPU does.
+TEST(CudaDepthwiseConvolution, AutotuneTimesKilnKernelsBesideCudnn) {
+  KILN_SKIP_WITHOUT_GPU();
+  const ConvolutionCase grouped{"grouped", false,  4,      32,     32, 8,     {28, 28},
+                                {3, 3},    {1, 1}, {1, 1}, {1, 1}, {}, {1, 1}};
+  const ConvolutionCase depthwise2d{"depthwise", false,  8,      96,     96, 96,    {56, 56},
+                                    {3, 3},      {2, 2}, {1, 1}, {1, 1}, {}, {1, 1}};
+  const ConvolutionCase depthwise1d{"depthwise1d", false, 4,   64,  64, 64, {400},
+                                    {7},           {1},   {3}, {3}, {}, {1}};
+  uint32_t seed = 6000;
+  for (const ConvolutionCase& c : {grouped, depthwise2d, depthwise1d}) {
+    const ConvolutionParams p = paramsOf(c, ScalarType::kFloat16, TensorLayout::kNHWC);
+    const HostOperands operands = makeOperands(p, true, seed++);
+    Stream stream;
+    DeviceOperands device = upload(p, operands);
+    DeviceBuffer tuningSpace(size_t{64} << 20);
+    const std::unique_ptr<ConvolutionPlan> plan =
+        ConvolutionPlan::autotune(sharedHandle(), p, device.tensors(),
+                                  {tuningSpace.data(), tuningSpace.bytes()}, stream.get());
+    size_t kiln = 0;
+    size_t cudnn = 0;
+    float fastest = std::numeric_limits<float>::infinity();
+    std::string timed;
+    for (const auto& [algorithm, ms] : plan->timedCandidates()) {
+      (algorithm.kernel == ConvolutionKernel::kKilnDepthwise ? kiln : cudnn) += 1;
+      if (ms >= 0.0f) fastest = std::min(fastest, ms);
+      timed += "\n  " + describe(algorithm) + ": " + std::to_string(ms) + " ms";
+    }
+    RecordProperty(c.name + "_choice", describe(plan->algorithm()));
+    std::cout << c.name << ": chose " << describe(plan->algorithm()) << " of" << timed << "\n";
+    EXPECT_GT(cudnn, 0u) << c.name;
+    EXPECT_EQ(kiln, c.groups == c.inChannels ? 3u : 0u) << c.name;
+    EXPECT_EQ(plan->algorithm().measuredMs, fastest) << c.name;
+    launch(*plan, device, stream);
+    expectClose(p, downloadOut(p, device.out), reference(p, operands), errorScale(p, operands));
+  }
 }
 
 }  // namespace
