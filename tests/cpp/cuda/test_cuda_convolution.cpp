@@ -867,27 +867,27 @@ void checkDepthwise(const ConvolutionCase& c, ScalarType type, int outputsPerThr
     if (p.activation == ConvolutionActivation::kRelu && expected[i] < 0.0f) expected[i] = 0.0f;
   }
 
-  // Buffers with one spare element in front, so that a misaligned view fits.
+  // Misaligned operands start one element into their buffers.
   const size_t element = scalarSize(type);
   const size_t offset = misalign ? element : 0;
-  const auto withSpare = [&](const std::vector<float>& values) {
-    std::vector<uint8_t> bytes(element);
+  const auto uploadAtOffset = [&](const std::vector<float>& values) {
+    std::vector<uint8_t> bytes(offset);
     const std::vector<uint8_t> encoded = encode(type, values);
     bytes.insert(bytes.end(), encoded.begin(), encoded.end());
     return DeviceBuffer::from(bytes);
   };
   const DeviceBuffer x =
-      withSpare(channelsLast(operands.x, concat({p.batch, p.inChannels}, p.inSpatial)));
+      uploadAtOffset(channelsLast(operands.x, concat({p.batch, p.inChannels}, p.inSpatial)));
   const DeviceBuffer weight = DeviceBuffer::from(encode(type, operands.weight));
   const DeviceBuffer bias =
       operands.bias.empty() ? DeviceBuffer() : DeviceBuffer::from(encode(type, operands.bias));
   const DeviceBuffer residualBuffer =
-      withResidual ? withSpare(channelsLast(residual, outDims)) : DeviceBuffer();
-  DeviceBuffer out((outCount + 1) * element);
+      withResidual ? uploadAtOffset(channelsLast(residual, outDims)) : DeviceBuffer();
+  DeviceBuffer out(outCount * element + offset);
   ASSERT_EQ(cudaMemset(out.data(), 0xff, out.bytes()), cudaSuccess);
 
   const auto at = [&](const DeviceBuffer& buffer) {
-    return static_cast<void*>(static_cast<uint8_t*>(buffer.data()) + element - offset);
+    return static_cast<void*>(static_cast<uint8_t*>(buffer.data()) + offset);
   };
   ConvolutionTensors tensors{at(x), weight.data(), operands.bias.empty() ? nullptr : bias.data(),
                              at(out), withResidual ? at(residualBuffer) : nullptr};
@@ -900,7 +900,7 @@ void checkDepthwise(const ConvolutionCase& c, ScalarType type, int outputsPerThr
   stream.synchronize();
 
   std::vector<uint8_t> bytes = out.download<uint8_t>();
-  bytes.erase(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(element - offset));
+  bytes.erase(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(offset));
   bytes.resize(outCount * element);
   expectClose(p, channelsFirst(decode(type, bytes), outDims), expected, scale);
 }
