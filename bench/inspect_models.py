@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import run  # noqa: E402  (bench/run.py: the benchmark's models and inputs)
+import run  # noqa: E402  (bench/run.py: the benchmark's models and dtypes)
+import zoo  # noqa: E402  (bench/zoo.py: the models and their inputs)
 
 import kiln  # noqa: E402
 
@@ -26,7 +27,7 @@ log = logging.getLogger("kiln.bench")
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=list(run.BATCHES), choices=list(run.BATCHES))
+    parser.add_argument("--models", nargs="+", default=run.CLASSIC, choices=list(zoo.ZOO))
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--dtype", default="fp16", choices=list(run.DTYPES))
     parser.add_argument("--iters", type=int, default=20)
@@ -38,14 +39,12 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     for name in args.models:
         log.info("inspecting %s, batch %d, %s, on %s", name, args.batch, args.dtype, device)
-        model = run.make_model(name).eval().to(device)
-        x = run.make_input(name, args.batch).to(device)
-        if x.is_floating_point():
-            x = x.to(dtype)
-        model = model.to(dtype)
+        model = zoo.build(name).to(device, dtype)
+        inputs = [x.to(device, dtype) if x.is_floating_point() else x.to(device)
+                  for x in zoo.make_inputs(name, args.batch)]
         with torch.no_grad():
-            compiled = kiln.compile(model, ir="dynamo", inputs=[x], enabled_precisions={dtype})
-            text = kiln.inspect(compiled, profile=True, inputs=[x], iters=args.iters)
+            compiled = kiln.compile(model, ir="dynamo", inputs=inputs, enabled_precisions={dtype})
+            text = kiln.inspect(compiled, profile=True, inputs=inputs, iters=args.iters)
         path = args.out / f"inspect-{name}-b{args.batch}-{args.dtype}.txt"
         path.write_text(text)
         log.info("wrote %s (%d lines)", path, text.count("\n"))

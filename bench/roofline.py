@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 
@@ -21,31 +22,37 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
+import zoo
+
 MEASURED_FP16_GEMM_TFLOPS = 750.0
 
 
-@cache
-def flops_per_sample(model_name: str) -> int:
-    """Matmul, convolution and attention FLOPs of one sample's forward (batch 1)."""
-    from run import make_input, make_model
-
-    model = make_model(model_name).eval()
+def count_flops(model: torch.nn.Module, inputs: Sequence[torch.Tensor]) -> int:
+    """Matmul, convolution and attention FLOPs of ``model``'s forward on ``inputs``."""
     # nn.MultiheadAttention's fast path is one fused op that the counter does not see.
     fast_path = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
     try:
         with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as count:
-            model(make_input(model_name, 1))
+            model(*inputs)
     finally:
         torch.backends.mha.set_fastpath_enabled(fast_path)
     return count.get_total_flops()
 
 
+@cache
+def flops_per_sample(model_name: str) -> int:
+    """Matmul, convolution and attention FLOPs of one sample's forward (batch 1) of a zoo model."""
+    return count_flops(zoo.build(model_name), zoo.make_inputs(model_name, 1))
+
+
 def achieved_tflops(row: dict) -> float | None:
-    """The row's useful TFLOP/s, or None for a row that did not time."""
+    """The row's useful TFLOP/s, or None for a row that did not time or whose FLOPs could not be
+    counted. The benchmark stores each row's FLOPs a sample; older rows are counted here."""
     if "throughput" not in row:
         return None
-    return flops_per_sample(row["model"]) * row["throughput"] / 1e12
+    flops = row["flops_per_sample"] if "flops_per_sample" in row else flops_per_sample(row["model"])
+    return None if flops is None else flops * row["throughput"] / 1e12
 
 
 def markdown(rows: list[dict]) -> str:
@@ -55,8 +62,9 @@ def markdown(rows: list[dict]) -> str:
         tflops = achieved_tflops(row)
         if tflops is None:
             continue
+        flops = row["flops_per_sample"] if "flops_per_sample" in row else flops_per_sample(row["model"])
         lines.append(
-            f"| {row['model']} | {flops_per_sample(row['model']) / 1e9:.2f} | {row['batch']} | "
+            f"| {row['model']} | {flops / 1e9:.2f} | {row['batch']} | "
             f"{row['dtype']} | {row['backend']} | {row['median_ms']:.3f} | {tflops:.0f} | "
             f"{tflops / MEASURED_FP16_GEMM_TFLOPS:.0%} |")
     return "\n".join(lines)
