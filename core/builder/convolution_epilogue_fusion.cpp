@@ -1,7 +1,13 @@
 // Fuses what follows a convolution into its epilogue: a residual add of a tensor of the output's
-// dims, then a ReLU (the ResNet block's conv + add + relu), each when the convolution's output has
-// no other reader. The backends run the epilogue in the convolution's kernel call (cuDNN's
-// fused conv + bias + z + activation) or in one pass after it, instead of one pass per layer.
+// dims, then an activation (the ResNet block's conv + add + relu), each when the convolution's
+// output has no other reader. The backends run the epilogue in the convolution's kernel call
+// (cuDNN's fused conv + bias + z + activation, Kiln's depthwise kernels) or in one pass after it,
+// instead of one pass per layer. ReLU is fused into every convolution. ReLU6, SiLU and hard
+// swish, which cuDNN's fused call does not take, are fused into depthwise convolutions
+// (MobileNet, EfficientNet, GhostNet, RexNet and the other inverted-residual blocks), whose Kiln
+// kernels apply them as they write; elsewhere they stay for the pointwise fusion, which may join
+// them with what follows, and a 1x1 convolution stays free to become a GEMM.
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -21,9 +27,30 @@ Tensor* residualOperand(const Layer& add, const Tensor* out) {
   return other;
 }
 
-bool isRelu(const Layer& layer) {
-  return layer.kind() == LayerKind::kActivation &&
-         layer.paramsAs<ActivationParams>().type == ActivationType::kRelu;
+// The fused activation `layer` computes, if it is an activation layer that has one.
+std::optional<FusedActivation> fusedActivationOf(const Layer& layer) {
+  if (layer.kind() != LayerKind::kActivation) return std::nullopt;
+  const auto& p = layer.paramsAs<ActivationParams>();
+  switch (p.type) {
+    case ActivationType::kRelu:
+      return FusedActivation::kRelu;
+    case ActivationType::kClip:
+      if (p.alpha == 0.0 && p.beta == 6.0) return FusedActivation::kRelu6;
+      return std::nullopt;
+    case ActivationType::kSilu:
+      return FusedActivation::kSilu;
+    case ActivationType::kHardSwish:
+      return FusedActivation::kHardSwish;
+    default:
+      return std::nullopt;
+  }
+}
+
+// A depthwise convolution: one input channel a group, one output channel a group.
+bool isDepthwise(const Layer& conv) {
+  const auto& p = conv.paramsAs<ConvolutionParams>();
+  return p.groups > 1 && p.groups == p.outChannels && conv.input(1)->dims().size() > 1 &&
+         conv.input(1)->dims()[1] == 1;
 }
 
 // Replaces `conv` and `absorbed` (which reads conv's output) by one convolution with the given
@@ -69,8 +96,9 @@ void fuseConvolutionEpilogues(Network& network) {
           continue;
         }
       }
-      if (isRelu(*reader)) {
-        params.activation = FusedActivation::kRelu;
+      const std::optional<FusedActivation> activation = fusedActivationOf(*reader);
+      if (activation && (*activation == FusedActivation::kRelu || isDepthwise(*conv))) {
+        params.activation = *activation;
         conv = replaceWithFused(network, conv, reader, params, residual);
         changed = true;
       }

@@ -26,7 +26,9 @@ bool isPatchEmbedding(const Layer& layer) {
   if (layer.kind() != LayerKind::kConvolution) return false;
   const auto& p = layer.paramsAs<ConvolutionParams>();
   const std::vector<Tensor*>& inputs = layer.inputs();
-  if (p.channelsLast || p.groups != 1 || (inputs.size() > 3 && inputs[3] != nullptr)) {
+  // A GEMM's epilogue applies ReLU, not the activations only Kiln's convolution kernels take.
+  if (p.channelsLast || p.groups != 1 || (inputs.size() > 3 && inputs[3] != nullptr) ||
+      (p.activation != FusedActivation::kNone && p.activation != FusedActivation::kRelu)) {
     return false;
   }
   const Dims& x = layer.input(0)->dims();

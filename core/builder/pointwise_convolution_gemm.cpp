@@ -24,8 +24,11 @@ bool isPointwise(const Layer& layer) {
   for (int64_t d : layer.input(1)->dims()) {
     if (d < 0) return false;
   }
-  return p.channelsLast && p.groups == 1 && allEqual(p.kernel, 1) && allEqual(p.stride, 1) &&
-         allEqual(p.prePadding, 0) && allEqual(p.postPadding, 0);
+  // A GEMM's epilogue applies ReLU, not the activations only Kiln's convolution kernels take.
+  const bool gemmActivation =
+      p.activation == FusedActivation::kNone || p.activation == FusedActivation::kRelu;
+  return p.channelsLast && p.groups == 1 && gemmActivation && allEqual(p.kernel, 1) &&
+         allEqual(p.stride, 1) && allEqual(p.prePadding, 0) && allEqual(p.postPadding, 0);
 }
 
 }  // namespace

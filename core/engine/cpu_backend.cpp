@@ -100,6 +100,12 @@ void runChannelsFirst(P p, const Inputs& in, const Outputs& out,
                 elementSize(result.dtype), out[0].data);
 }
 
+// The CPU kernel's parameters of a fused activation (ReLU6 is a clip to [0, 6]).
+ck::ActivationParams fusedActivationParams(FusedActivation activation) {
+  if (activation == FusedActivation::kRelu6) return {kernels::Activation::kClip, 0.0, 6.0};
+  return {toActivation(activation)};
+}
+
 void runConvolution(const ConvolutionParams& p, const Inputs& in, const Outputs& out) {
   if (p.channelsLast) {
     runChannelsFirst(p, in, out, {0, 1, 3}, runConvolution);
@@ -111,14 +117,12 @@ void runConvolution(const ConvolutionParams& p, const Inputs& in, const Outputs&
   ck::convolution(convolutionGeometry<ck::ConvolutionParams>(p, x.dims, out[0].dims),
                   floatData(x, "x"), floatData(weight, "weight"),
                   floatDataOrNull(optionalInput(in, 2), "bias"), y);
-  const float* residual = floatDataOrNull(optionalInput(in, 3), "residual");
-  if (residual == nullptr && p.activation == FusedActivation::kNone) return;
-  const bool relu = p.activation == FusedActivation::kRelu;
   const int64_t count = volume(out[0].dims);
-  for (int64_t i = 0; i < count; ++i) {
-    const float value = residual ? y[i] + residual[i] : y[i];
-    // NaN stays NaN, as torch's relu.
-    y[i] = relu && value < 0.0f ? 0.0f : value;
+  if (const float* residual = floatDataOrNull(optionalInput(in, 3), "residual")) {
+    for (int64_t i = 0; i < count; ++i) y[i] += residual[i];
+  }
+  if (p.activation != FusedActivation::kNone) {
+    ck::activation(fusedActivationParams(p.activation), y, y, count);
   }
 }
 

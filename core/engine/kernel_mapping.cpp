@@ -142,6 +142,13 @@ kernels::Activation toActivation(FusedActivation activation) {
       return kernels::Activation::kGeluErf;
     case FusedActivation::kGeluTanh:
       return kernels::Activation::kGeluTanh;
+    case FusedActivation::kSilu:
+      return kernels::Activation::kSilu;
+    case FusedActivation::kHardSwish:
+      return kernels::Activation::kHardSwish;
+    case FusedActivation::kRelu6:
+      // A clip to [0, 6]: its bounds do not fit in the enum (fusedActivationParams has them).
+      break;
   }
   throw Error(concat("the fused activation ", toString(activation), " (",
                      static_cast<int>(activation), ") is no kernel activation"));

@@ -14,7 +14,7 @@ kernels::ScalarType toKernelType(DataType type);
 kernels::BinaryOp toBinaryOp(ElementwiseOp op);
 kernels::UnaryFunction toUnaryFunction(UnaryOp op);
 kernels::Activation toActivation(ActivationType type);
-// kNone is no activation: it throws too.
+// kNone is no activation, and kRelu6 a clip with bounds: they throw too.
 kernels::Activation toActivation(FusedActivation activation);
 kernels::ReduceFunction toReduceFunction(ReduceOp op);
 kernels::ResizeMode toResizeMode(ResizeMode mode);

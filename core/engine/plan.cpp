@@ -69,7 +69,7 @@ static_assert(static_cast<int>(EnumLimit<DataType>::kLast) + 1 == kNumDataTypes,
               "EnumLimit<DataType> must name the last DataType");
 template <>
 struct EnumLimit<FusedActivation> {
-  static constexpr FusedActivation kLast = FusedActivation::kGeluTanh;
+  static constexpr FusedActivation kLast = FusedActivation::kHardSwish;
   static constexpr const char* kName = "fused activation";
 };
 template <>

@@ -16,8 +16,9 @@ namespace kiln {
 // 2: TF32 policy; 3: fused epilogues, attention; 4: channels-last, FC epilogues; 5: element
 // gather; 6: slice ends at run-time sizes; 7: resize and cumulative layers; 8: pointwise programs
 // and their CUDA kernels; 9: attention row views (dynamic dims), reshape dims from a reference;
-// 10: the network's layer count before the builder's passes.
-constexpr uint32_t kPlanFormatVersion = 10;
+// 10: the network's layer count before the builder's passes; 11: ReLU6, SiLU and hard swish fused
+// into convolutions.
+constexpr uint32_t kPlanFormatVersion = 11;
 extern const char* const kKilnVersion;
 
 // A plan that cannot be loaded; the message says why (truncated, corrupt, not a Kiln plan,

@@ -69,8 +69,18 @@ const char* toString(FusedActivation activation) {
       return "gelu_erf";
     case FusedActivation::kGeluTanh:
       return "gelu_tanh";
+    case FusedActivation::kRelu6:
+      return "relu6";
+    case FusedActivation::kSilu:
+      return "silu";
+    case FusedActivation::kHardSwish:
+      return "hardswish";
   }
   return "unknown";
+}
+
+bool isConvolutionActivation(FusedActivation activation) {
+  return activation != FusedActivation::kGeluErf && activation != FusedActivation::kGeluTanh;
 }
 
 const char* toString(GatherMode mode) {

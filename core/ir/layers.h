@@ -19,9 +19,20 @@
 namespace kiln {
 
 // What a convolution or a fully connected layer applies to its result last; set by the builder's
-// epilogue fusions. Convolutions take kNone and kRelu only. The GELUs are torch's:
-// approximate="none" (erf) and "tanh".
-enum class FusedActivation : uint8_t { kNone, kRelu, kGeluErf, kGeluTanh };
+// epilogue fusions. The GELUs are torch's: approximate="none" (erf) and "tanh"; a fully connected
+// layer takes those and ReLU. A convolution takes the rest: ReLU6 (a clip to [0, 6]), SiLU and hard
+// swish, which the builder fuses into depthwise convolutions only, run in Kiln's own kernels.
+enum class FusedActivation : uint8_t {
+  kNone,
+  kRelu,
+  kGeluErf,
+  kGeluTanh,
+  kRelu6,
+  kSilu,
+  kHardSwish
+};
+// Whether a convolution may carry the activation.
+bool isConvolutionActivation(FusedActivation activation);
 const char* toString(FusedActivation activation);
 
 // Inputs: [x (N, C, spatial...), weight (K, C/groups, kernel...), bias (K) or null, residual

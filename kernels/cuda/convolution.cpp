@@ -174,6 +174,22 @@ std::vector<Candidate> toCandidates(const std::vector<Perf>& results, int count)
 
 }  // namespace
 
+const char* toString(ConvolutionActivation activation) {
+  switch (activation) {
+    case ConvolutionActivation::kNone:
+      return "none";
+    case ConvolutionActivation::kRelu:
+      return "relu";
+    case ConvolutionActivation::kRelu6:
+      return "relu6";
+    case ConvolutionActivation::kSilu:
+      return "silu";
+    case ConvolutionActivation::kHardSwish:
+      return "hardswish";
+  }
+  return "unknown";
+}
+
 std::string describe(const ConvolutionParams& params) {
   std::ostringstream text;
   text << (params.transposed ? "Deconvolution" : "Convolution") << "(batch=" << params.batch
@@ -184,15 +200,14 @@ std::string describe(const ConvolutionParams& params) {
        << ", prePadding=" << shapeString(params.prePadding)
        << ", dilation=" << shapeString(params.dilation) << ", type=" << scalarName(params.type)
        << ", layout=" << (params.layout == TensorLayout::kNHWC ? "NHWC" : "NCHW")
-       << ", activation=" << (params.activation == ConvolutionActivation::kRelu ? "relu" : "none")
+       << ", activation=" << toString(params.activation)
        << ", allowTf32=" << (params.allowTf32 ? "true" : "false") << ")";
   return text.str();
 }
 
 std::string describe(const ConvolutionAlgorithm& algorithm) {
   if (algorithm.kernel == ConvolutionKernel::kKilnDepthwise) {
-    return "Kiln depthwise, " + std::to_string(algorithm.algorithm) + " column" +
-           (algorithm.algorithm == 1 ? "" : "s") + " a thread";
+    return describeDepthwiseVariant(algorithm.algorithm);
   }
   return "cuDNN algorithm " + std::to_string(algorithm.algorithm) +
          (algorithm.mathType == CUDNN_DEFAULT_MATH ? "" : ", tensor ops") +
@@ -315,17 +330,20 @@ struct ConvolutionPlanBuilder {
     plan.algorithm_.mathType = runMathType(plan.params_, chosen.mathType);
     plan.algorithm_.cudnnWorkspaceBytes = workspaceBytes;
     plan.algorithm_.measuredMs = chosen.timeMs;
-    // cuDNN fuses bias + ReLU with any algorithm, bias alone (identity) only with this one.
+    // cuDNN fuses bias + ReLU with any algorithm, bias alone (identity) only with this one, and
+    // no other activation.
+    const ConvolutionActivation activation = plan.params_.activation;
     plan.fusable_ = !plan.params_.transposed &&
-                    (plan.params_.activation == ConvolutionActivation::kRelu ||
-                     chosen.algorithm == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM);
+                    (activation == ConvolutionActivation::kRelu ||
+                     (activation == ConvolutionActivation::kNone &&
+                      chosen.algorithm == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM));
   }
 
-  // Has the plan run Kiln's depthwise kernel with `outputsPerThread` columns a thread.
-  static void finishKilnDepthwise(ConvolutionPlan& plan, int outputsPerThread, float timeMs) {
+  // Has the plan run the given variant of Kiln's depthwise kernels.
+  static void finishKilnDepthwise(ConvolutionPlan& plan, int variant, float timeMs) {
     plan.algorithm_ = ConvolutionAlgorithm{};
     plan.algorithm_.kernel = ConvolutionKernel::kKilnDepthwise;
-    plan.algorithm_.algorithm = outputsPerThread;
+    plan.algorithm_.algorithm = variant;
     plan.algorithm_.measuredMs = timeMs;
     plan.fusable_ = false;
   }
@@ -392,8 +410,8 @@ struct ConvolutionPlanBuilder {
     if (found.empty() && depthwise.empty()) throwNoAlgorithm(plan, maxWorkspaceBytes, "autotune");
     if (found.size() > kTimedCandidates) found.resize(kTimedCandidates);
 
-    // A cuDNN candidate with or without its fused epilogue, or Kiln's depthwise kernel with
-    // `index` columns a thread.
+    // A cuDNN candidate with or without its fused epilogue, or the variant `index` of Kiln's
+    // depthwise kernels.
     struct Variant {
       ConvolutionKernel kernel;
       size_t index;  // into `found` for cuDNN
@@ -417,9 +435,8 @@ struct ConvolutionPlanBuilder {
         variants.push_back({ConvolutionKernel::kCudnn, i, fused});
       }
     }
-    for (int outputsPerThread : depthwise) {
-      variants.push_back(
-          {ConvolutionKernel::kKilnDepthwise, static_cast<size_t>(outputsPerThread), true});
+    for (int variant : depthwise) {
+      variants.push_back({ConvolutionKernel::kKilnDepthwise, static_cast<size_t>(variant), true});
     }
     std::vector<float> times;
     const std::optional<TimedCandidate> fastest = fastestCandidate(
@@ -570,8 +587,7 @@ std::unique_ptr<ConvolutionPlan> ConvolutionPlan::create(const CudnnHandle& hand
   if (choice.kernel == ConvolutionKernel::kKilnDepthwise) {
     const std::vector<int> variants = depthwiseConvolutionVariants(params);
     if (std::find(variants.begin(), variants.end(), choice.algorithm) == variants.end()) {
-      invalid(params, "Kiln's depthwise kernel with " + std::to_string(choice.algorithm) +
-                          " columns a thread does not apply");
+      invalid(params, describeDepthwiseVariant(choice.algorithm) + " does not apply");
     }
     ConvolutionPlanBuilder::finishKilnDepthwise(*plan, choice.algorithm, choice.measuredMs);
     return plan;

@@ -33,8 +33,10 @@ namespace kiln::cuda_kernels {
 // channels). The weights follow: (K, C/groups, kernel...) or (K, kernel..., C/groups).
 enum class TensorLayout : uint8_t { kNCHW, kNHWC };
 
-// Applied after the bias, on the output.
-enum class ConvolutionActivation : uint8_t { kNone, kRelu };
+// Applied after the bias and residual, on the output. cuDNN's fused call takes ReLU only; the
+// others run in Kiln's epilogue kernel after cuDNN's convolution, or in Kiln's depthwise kernels.
+enum class ConvolutionActivation : uint8_t { kNone, kRelu, kRelu6, kSilu, kHardSwish };
+const char* toString(ConvolutionActivation activation);
 
 // Shapes of one convolution, as kernels/cpu's ConvolutionParams plus the element type, layout
 // and epilogue. The spatial vectors all have the spatial rank (1, 2 or 3).
@@ -75,7 +77,7 @@ enum class ConvolutionKernel : uint8_t { kCudnn, kKilnDepthwise };
 // cuDNN offers one, or as Kiln's epilogue kernel after the convolution. cuDNN's fused call runs
 // its own kernels, which for some shapes are many times slower than the convolution's best
 // algorithm plus a separate epilogue: autotune times both. For Kiln's depthwise kernels,
-// `algorithm` is the output columns a thread computes and the epilogue is always fused. An
+// `algorithm` is the variant (depthwiseConvolutionVariants) and the epilogue is always fused. An
 // engine stores this to rebuild the same plan with ConvolutionPlan::create.
 struct ConvolutionAlgorithm {
   ConvolutionKernel kernel = ConvolutionKernel::kCudnn;
@@ -87,7 +89,7 @@ struct ConvolutionAlgorithm {
 };
 
 // The kernel an algorithm runs, for profiles: "cuDNN algorithm 1, tensor ops, fused epilogue"
-// or "Kiln depthwise, 4 columns a thread".
+// or "Kiln depthwise, shared-memory tiles".
 std::string describe(const ConvolutionAlgorithm& algorithm);
 
 // How a plan maps the params onto cuDNN's symmetric padding (computed without a GPU, exposed so

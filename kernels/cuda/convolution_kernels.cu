@@ -9,6 +9,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "kernels/cuda/convolution_activation.cuh"
+
 namespace kiln::cuda_kernels::convolution_detail {
 namespace {
 
@@ -45,11 +47,6 @@ __device__ __forceinline__ T fromFloat(float value) {
   }
 }
 
-// ReLU that keeps NaN, as cuDNN's CUDNN_PROPAGATE_NAN and torch do.
-__device__ __forceinline__ float activate(float value, bool relu) {
-  return relu && value < 0.0f ? 0.0f : value;
-}
-
 // Bias + activation on 16-byte packs of N elements. Either all N share one channel (NCHW with
 // a plane size that is a multiple of N) or they are N consecutive channels (NHWC with a channel
 // count that is a multiple of N): one division a pack.
@@ -57,7 +54,7 @@ template <typename T, typename Index, bool kConsecutiveChannels>
 __global__ void __launch_bounds__(kThreadsPerBlock)
     biasActivationPackKernel(T* __restrict__ out, const T* __restrict__ bias,
                              const T* __restrict__ residual, Index packs, Index inner,
-                             Index channels, bool relu) {
+                             Index channels, ConvolutionActivation activation) {
   constexpr int kPack = static_cast<int>(16 / sizeof(T));
   const Index stride = static_cast<Index>(gridDim.x) * blockDim.x;
   for (Index v = static_cast<Index>(blockIdx.x) * blockDim.x + threadIdx.x; v < packs;
@@ -77,7 +74,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
       float value = toFloat(values[j]);
       if (bias != nullptr) value += toFloat(bias[kConsecutiveChannels ? channel + j : channel]);
       if (residual != nullptr) value += toFloat(added[j]);
-      values[j] = fromFloat<T>(activate(value, relu));
+      values[j] = fromFloat<T>(activate(value, activation));
     }
     memcpy(&word, values, sizeof(word));
     reinterpret_cast<uint4*>(out)[v] = word;
@@ -89,36 +86,37 @@ template <typename T, typename Index>
 __global__ void __launch_bounds__(kThreadsPerBlock)
     biasActivationKernel(T* __restrict__ out, const T* __restrict__ bias,
                          const T* __restrict__ residual, Index count, Index inner, Index channels,
-                         bool relu) {
+                         ConvolutionActivation activation) {
   const Index stride = static_cast<Index>(gridDim.x) * blockDim.x;
   for (Index e = static_cast<Index>(blockIdx.x) * blockDim.x + threadIdx.x; e < count;
        e += stride) {
     float value = toFloat(out[e]);
     if (bias != nullptr) value += toFloat(bias[(inner == 1 ? e : e / inner) % channels]);
     if (residual != nullptr) value += toFloat(residual[e]);
-    out[e] = fromFloat<T>(activate(value, relu));
+    out[e] = fromFloat<T>(activate(value, activation));
   }
 }
 
 template <typename T, typename Index>
 void biasActivation(T* out, const T* bias, const T* residual, int64_t count, int64_t inner,
-                    int64_t channels, bool channelsLast, bool relu, cudaStream_t stream) {
+                    int64_t channels, bool channelsLast, ConvolutionActivation activation,
+                    cudaStream_t stream) {
   constexpr int64_t kPack = 16 / sizeof(T);
   const bool aligned = isAligned16(out) && (residual == nullptr || isAligned16(residual));
   if (aligned && !channelsLast && inner % kPack == 0) {
     const int64_t packs = count / kPack;
     biasActivationPackKernel<T, Index, false><<<blocksFor(packs), kThreadsPerBlock, 0, stream>>>(
         out, bias, residual, static_cast<Index>(packs), static_cast<Index>(inner),
-        static_cast<Index>(channels), relu);
+        static_cast<Index>(channels), activation);
   } else if (aligned && channelsLast && channels % kPack == 0) {
     const int64_t packs = count / kPack;
     biasActivationPackKernel<T, Index, true><<<blocksFor(packs), kThreadsPerBlock, 0, stream>>>(
         out, bias, residual, static_cast<Index>(packs), static_cast<Index>(inner),
-        static_cast<Index>(channels), relu);
+        static_cast<Index>(channels), activation);
   } else {
     biasActivationKernel<T, Index><<<blocksFor(count), kThreadsPerBlock, 0, stream>>>(
         out, bias, residual, static_cast<Index>(count), static_cast<Index>(inner),
-        static_cast<Index>(channels), relu);
+        static_cast<Index>(channels), activation);
   }
   KILN_CUDA_CHECK_LAUNCH();
 }
@@ -135,7 +133,7 @@ struct WindowGeometry {
 template <typename T, typename Index>
 __global__ void __launch_bounds__(kThreadsPerBlock)
     windowCopyKernel(const T* __restrict__ src, T* __restrict__ dst, const T* __restrict__ bias,
-                     Index count, WindowGeometry geometry, bool relu) {
+                     Index count, WindowGeometry geometry, ConvolutionActivation activation) {
   const Index stride = static_cast<Index>(gridDim.x) * blockDim.x;
   for (Index e = static_cast<Index>(blockIdx.x) * blockDim.x + threadIdx.x; e < count;
        e += stride) {
@@ -159,7 +157,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
     }
     float value = inside ? toFloat(src[srcIndex]) : 0.0f;
     if (bias != nullptr) value += toFloat(bias[channel]);
-    dst[e] = fromFloat<T>(activate(value, relu));
+    dst[e] = fromFloat<T>(activate(value, activation));
   }
 }
 
@@ -187,12 +185,13 @@ constexpr int64_t kMax32BitCount = std::numeric_limits<int32_t>::max();
 }  // namespace
 
 void launchBiasActivation(ScalarType type, TensorLayout layout, int64_t batch, int64_t channels,
-                          int64_t spatialVolume, void* out, const void* bias,
-                          const void* residual, ConvolutionActivation activation,
-                          cudaStream_t stream) {
+                          int64_t spatialVolume, void* out, const void* bias, const void* residual,
+                          ConvolutionActivation activation, cudaStream_t stream) {
   const int64_t count = batch * channels * spatialVolume;
-  const bool relu = activation == ConvolutionActivation::kRelu;
-  if (count == 0 || (bias == nullptr && residual == nullptr && !relu)) return;
+  if (count == 0 ||
+      (bias == nullptr && residual == nullptr && activation == ConvolutionActivation::kNone)) {
+    return;
+  }
   const bool channelsLast = layout == TensorLayout::kNHWC;
   const int64_t inner = channelsLast ? 1 : spatialVolume;
   visitFloatType(type, [&](auto tag) {
@@ -202,10 +201,10 @@ void launchBiasActivation(ScalarType type, TensorLayout layout, int64_t batch, i
     const T* typedResidual = static_cast<const T*>(residual);
     if (count <= kMax32BitCount) {
       biasActivation<T, uint32_t>(typedOut, typedBias, typedResidual, count, inner, channels,
-                                  channelsLast, relu, stream);
+                                  channelsLast, activation, stream);
     } else {
       biasActivation<T, uint64_t>(typedOut, typedBias, typedResidual, count, inner, channels,
-                                  channelsLast, relu, stream);
+                                  channelsLast, activation, stream);
     }
   });
 }
@@ -241,7 +240,6 @@ void launchWindowCopy(const WindowCopy& copy, const void* src, void* dst, const 
   geometry.channelAxis = static_cast<int>(lead + channelAxis);
   const int64_t count = shapeVolume(copy.dstDims);
   if (count == 0) return;
-  const bool relu = copy.activation == ConvolutionActivation::kRelu;
   visitFloatType(copy.type, [&](auto tag) {
     using T = decltype(tag);
     const T* typedSrc = static_cast<const T*>(src);
@@ -249,10 +247,10 @@ void launchWindowCopy(const WindowCopy& copy, const void* src, void* dst, const 
     const T* typedBias = static_cast<const T*>(bias);
     if (count <= kMax32BitCount) {
       windowCopyKernel<T, uint32_t><<<blocksFor(count), kThreadsPerBlock, 0, stream>>>(
-          typedSrc, typedDst, typedBias, static_cast<uint32_t>(count), geometry, relu);
+          typedSrc, typedDst, typedBias, static_cast<uint32_t>(count), geometry, copy.activation);
     } else {
       windowCopyKernel<T, uint64_t><<<blocksFor(count), kThreadsPerBlock, 0, stream>>>(
-          typedSrc, typedDst, typedBias, static_cast<uint64_t>(count), geometry, relu);
+          typedSrc, typedDst, typedBias, static_cast<uint64_t>(count), geometry, copy.activation);
     }
     KILN_CUDA_CHECK_LAUNCH();
   });

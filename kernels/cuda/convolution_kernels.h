@@ -12,9 +12,8 @@ namespace kiln::cuda_kernels::convolution_detail {
 // out[n, c, p] = activation(out[n, c, p] + bias[c] + residual[n, c, p]) over (batch, channels,
 // spatialVolume) elements laid out as `layout` says; bias and residual may be null.
 void launchBiasActivation(ScalarType type, TensorLayout layout, int64_t batch, int64_t channels,
-                          int64_t spatialVolume, void* out, const void* bias,
-                          const void* residual, ConvolutionActivation activation,
-                          cudaStream_t stream);
+                          int64_t spatialVolume, void* out, const void* bias, const void* residual,
+                          ConvolutionActivation activation, cudaStream_t stream);
 
 // dst[n, c, p] = activation(src[n, c, p + shift] + bias[c]), with 0 for src where p + shift is
 // outside src. dstDims and srcDims are (batch, channels, spatial...) in NCHW order (4 or 5 dims,

@@ -10,8 +10,12 @@
 #include <string>
 #include <type_traits>
 
+#include "kernels/cuda/convolution_activation.cuh"
+
 namespace kiln::cuda_kernels {
 namespace {
+
+using convolution_detail::activate;
 
 constexpr int kThreads = 256;
 // Staged weights a block, in floats (32 KiB of shared memory, under the 48 KiB that needs no
@@ -30,7 +34,7 @@ struct DepthwiseGeometry {
   int64_t columnTiles;  // ceil(outW / outputs a thread)
   int64_t tiles;        // batch * outH * columnTiles
   int vectorsPerBlock;
-  bool relu;
+  ConvolutionActivation activation;
 };
 
 template <typename T>
@@ -160,11 +164,7 @@ __device__ __forceinline__ void writeOutputs(const DepthwiseGeometry& g, const T
     if (residual != nullptr) loadVector<T, V>(residual + offset, added);
     float values[V];
 #pragma unroll
-    for (int e = 0; e < V; ++e) {
-      const float value = acc[j][e] + shift[e] + added[e];
-      // ReLU that keeps NaN, as cuDNN's CUDNN_PROPAGATE_NAN and torch do.
-      values[e] = g.relu && value < 0.0f ? 0.0f : value;
-    }
+    for (int e = 0; e < V; ++e) values[e] = activate(acc[j][e] + shift[e] + added[e], g.activation);
     storeVector<T, V>(out + offset, values);
   }
 }
@@ -248,6 +248,107 @@ __global__ void __launch_bounds__(kThreads)
   writeOutputs<T, V, 1>(g, work, acc, bias, residual, out);
 }
 
+// The shared-memory tile of the tiled kernel at stride S: kRows x kCols outputs of one image and
+// kTileVectors channel vectors a block, kColumns consecutive columns of one row a thread (128
+// threads). The block's input window, zero-padded, is staged once; every read after that is a
+// shared-memory load at a constant offset, with no bounds checks.
+constexpr int kTileVectors = 4;
+constexpr int kTileThreads = 128;
+template <int S>
+struct DepthwiseTile;
+template <>
+struct DepthwiseTile<1> {
+  static constexpr int kRows = 8, kCols = 32, kColumns = 8;
+};
+template <>
+struct DepthwiseTile<2> {
+  static constexpr int kRows = 8, kCols = 8, kColumns = 2;
+};
+
+template <typename T, int K, int S>
+__global__ void __launch_bounds__(kTileThreads)
+    depthwiseTileKernel(DepthwiseGeometry g, const T* __restrict__ x, const T* __restrict__ weight,
+                        const T* __restrict__ bias, const T* __restrict__ residual,
+                        T* __restrict__ out) {
+  constexpr int V = static_cast<int>(16 / sizeof(T));
+  using Tile = DepthwiseTile<S>;
+  constexpr int kChannels = kTileVectors * V;
+  constexpr int kTaps = K * K;
+  constexpr int kInRows = (Tile::kRows - 1) * S + K;
+  constexpr int kInCols = (Tile::kCols - 1) * S + K;
+  constexpr int kGroups = Tile::kCols / Tile::kColumns;
+  static_assert(kTileVectors * Tile::kRows * kGroups == kTileThreads, "one thread a work item");
+  __shared__ uint4 window[kInRows * kInCols * kTileVectors];
+  __shared__ __align__(16) float staged[kTaps * kChannels];
+
+  const int64_t c0 = static_cast<int64_t>(blockIdx.y) * kChannels;
+  const int64_t n = blockIdx.z;
+  const int64_t tilesW = (g.outW + Tile::kCols - 1) / Tile::kCols;
+  const int64_t oh0 = static_cast<int64_t>(blockIdx.x / tilesW) * Tile::kRows;
+  const int64_t ow0 = static_cast<int64_t>(blockIdx.x % tilesW) * Tile::kCols;
+  for (int i = threadIdx.x; i < kChannels * kTaps; i += kTileThreads) {
+    const int k = i / kTaps;
+    const int tap = i - k * kTaps;
+    staged[tap * kChannels + k] =
+        c0 + k < g.channels ? toFloat(weight[(c0 + k) * kTaps + tap]) : 0.0f;
+  }
+  const int64_t ih0 = oh0 * S - g.padH;
+  const int64_t iw0 = ow0 * S - g.padW;
+  for (int i = threadIdx.x; i < kInRows * kInCols * kTileVectors; i += kTileThreads) {
+    const int vector = i % kTileVectors;
+    const int pixel = i / kTileVectors;
+    const int64_t ih = ih0 + pixel / kInCols;
+    const int64_t iw = iw0 + pixel % kInCols;
+    const int64_t c = c0 + vector * V;
+    uint4 value = make_uint4(0, 0, 0, 0);
+    if (ih >= 0 && ih < g.inH && iw >= 0 && iw < g.inW && c < g.channels) {
+      value = __ldg(
+          reinterpret_cast<const uint4*>(x + ((n * g.inH + ih) * g.inW + iw) * g.channels + c));
+    }
+    window[i] = value;
+  }
+  __syncthreads();
+
+  const int vector = threadIdx.x % kTileVectors;
+  const int group = (threadIdx.x / kTileVectors) % kGroups;
+  const int row = threadIdx.x / (kTileVectors * kGroups);
+  constexpr int kSpan = (Tile::kColumns - 1) * S + K;
+  float acc[Tile::kColumns][V] = {};
+  for (int kh = 0; kh < K; ++kh) {
+    float taps[K][V];
+#pragma unroll
+    for (int kw = 0; kw < K; ++kw) {
+      readStaged<V>(staged + (kh * K + kw) * kChannels + vector * V, taps[kw]);
+    }
+    const uint4* inputs =
+        window + ((row * S + kh) * kInCols + group * Tile::kColumns * S) * kTileVectors + vector;
+#pragma unroll
+    for (int s = 0; s < kSpan; ++s) {
+      const uint4 word = inputs[s * kTileVectors];
+      T elements[V];
+      memcpy(elements, &word, sizeof(word));
+      float values[V];
+#pragma unroll
+      for (int e = 0; e < V; ++e) values[e] = toFloat(elements[e]);
+#pragma unroll
+      for (int j = 0; j < Tile::kColumns; ++j) {
+        const int kw = s - j * S;
+        if (kw < 0 || kw >= K) continue;
+#pragma unroll
+        for (int e = 0; e < V; ++e) acc[j][e] = fmaf(values[e], taps[kw][e], acc[j][e]);
+      }
+    }
+  }
+  ThreadWork work;
+  work.channel = c0 + vector * V;
+  work.channelInBlock = vector * V;
+  work.n = n;
+  work.oh = oh0 + row;
+  work.ow0 = ow0 + group * Tile::kColumns;
+  if (work.channel >= g.channels || work.oh >= g.outH || work.ow0 >= g.outW) return;
+  writeOutputs<T, V, Tile::kColumns>(g, work, acc, bias, residual, out);
+}
+
 bool isFloatType(ScalarType type) {
   return type == ScalarType::kFloat32 || type == ScalarType::kFloat16 ||
          type == ScalarType::kBFloat16;
@@ -265,54 +366,21 @@ bool rowKernelApplies(const ConvolutionParams& params) {
          params.dilation.back() == 1;
 }
 
+// Square 2-D kernels the row kernel takes, at equal strides and without dilation, on a batch
+// that fits the grid's z dim: what the tiled kernel is instantiated for.
+bool tiledKernelApplies(const ConvolutionParams& params) {
+  return params.kernel.size() == 2 && rowKernelApplies(params) &&
+         params.kernel[0] == params.kernel[1] && params.stride[0] == params.stride[1] &&
+         params.dilation[0] == 1 && params.batch <= 65535;
+}
+
 bool isAligned16(const void* pointer) { return reinterpret_cast<uintptr_t>(pointer) % 16 == 0; }
-
-template <typename T, int V, int kKernelW, int kStrideW>
-void launchRowKernel(int outputs, dim3 grid, size_t sharedBytes, const DepthwiseGeometry& g,
-                     const ConvolutionTensors& t, cudaStream_t stream) {
-  const auto* x = static_cast<const T*>(t.x);
-  const auto* weight = static_cast<const T*>(t.weight);
-  const auto* bias = static_cast<const T*>(t.bias);
-  const auto* residual = static_cast<const T*>(t.residual);
-  auto* out = static_cast<T*>(t.out);
-  switch (outputs) {
-    case 1:
-      depthwiseRowKernel<T, V, kKernelW, kStrideW, 1>
-          <<<grid, kThreads, sharedBytes, stream>>>(g, x, weight, bias, residual, out);
-      break;
-    case 2:
-      depthwiseRowKernel<T, V, kKernelW, kStrideW, 2>
-          <<<grid, kThreads, sharedBytes, stream>>>(g, x, weight, bias, residual, out);
-      break;
-    default:
-      depthwiseRowKernel<T, V, kKernelW, kStrideW, 4>
-          <<<grid, kThreads, sharedBytes, stream>>>(g, x, weight, bias, residual, out);
-      break;
-  }
-}
-
-template <typename T, int V, int kKernelW>
-void launchRowKernelOfWidth(int64_t stride, int outputs, dim3 grid, size_t sharedBytes,
-                            const DepthwiseGeometry& g, const ConvolutionTensors& t,
-                            cudaStream_t stream) {
-  if (stride == 1) {
-    launchRowKernel<T, V, kKernelW, 1>(outputs, grid, sharedBytes, g, t, stream);
-  } else {
-    launchRowKernel<T, V, kKernelW, 2>(outputs, grid, sharedBytes, g, t, stream);
-  }
-}
 
 [[noreturn]] void invalid(const ConvolutionParams& params, const std::string& what) {
   throw std::invalid_argument("depthwise convolution: " + what + " in " + describe(params));
 }
 
-// Launches V-element vectors a thread (V = 1: one channel) with `outputs` columns a thread, on
-// the row kernel when it is instantiated for the params, else on the generic one.
-template <typename T, int V>
-void launch(const ConvolutionParams& params, int outputs, const ConvolutionTensors& tensors,
-            cudaStream_t stream) {
-  const bool rows = V > 1 && rowKernelApplies(params);
-  if (!rows) outputs = 1;
+DepthwiseGeometry geometryOf(const ConvolutionParams& params, int outputs, int vectorElements) {
   const bool twoDims = params.kernel.size() == 2;
   DepthwiseGeometry g{};
   g.channels = params.inChannels;
@@ -330,43 +398,133 @@ void launch(const ConvolutionParams& params, int outputs, const ConvolutionTenso
   g.dilationW = static_cast<int>(params.dilation.back());
   g.columnTiles = (g.outW + outputs - 1) / outputs;
   g.tiles = params.batch * g.outH * g.columnTiles;
-  g.relu = params.activation == ConvolutionActivation::kRelu;
-  const int64_t vectors = (g.channels + V - 1) / V;
-  g.vectorsPerBlock = static_cast<int>(
-      std::min<int64_t>({vectors, kMaxVectorsPerBlock, kStagedWeights / (taps(params) * V)}));
+  g.activation = params.activation;
+  const int64_t vectors = (g.channels + vectorElements - 1) / vectorElements;
+  g.vectorsPerBlock = static_cast<int>(std::min<int64_t>(
+      {vectors, kMaxVectorsPerBlock, kStagedWeights / (taps(params) * vectorElements)}));
+  return g;
+}
+
+template <typename T>
+struct Operands {
+  const T* x;
+  const T* weight;
+  const T* bias;
+  const T* residual;
+  T* out;
+};
+
+template <typename T>
+Operands<T> operandsOf(const ConvolutionTensors& t) {
+  return {static_cast<const T*>(t.x), static_cast<const T*>(t.weight),
+          static_cast<const T*>(t.bias), static_cast<const T*>(t.residual), static_cast<T*>(t.out)};
+}
+
+template <typename T, int V, int kKernelW, int kStrideW>
+void launchRowKernel(int outputs, dim3 grid, size_t sharedBytes, const DepthwiseGeometry& g,
+                     const Operands<T>& o, cudaStream_t stream) {
+  switch (outputs) {
+    case 1:
+      depthwiseRowKernel<T, V, kKernelW, kStrideW, 1>
+          <<<grid, kThreads, sharedBytes, stream>>>(g, o.x, o.weight, o.bias, o.residual, o.out);
+      break;
+    case 2:
+      depthwiseRowKernel<T, V, kKernelW, kStrideW, 2>
+          <<<grid, kThreads, sharedBytes, stream>>>(g, o.x, o.weight, o.bias, o.residual, o.out);
+      break;
+    default:
+      depthwiseRowKernel<T, V, kKernelW, kStrideW, 4>
+          <<<grid, kThreads, sharedBytes, stream>>>(g, o.x, o.weight, o.bias, o.residual, o.out);
+      break;
+  }
+}
+
+// The row kernel with `outputs` columns a thread, or the looping kernel.
+template <typename T, int V>
+void launchRowsOrLoop(const ConvolutionParams& params, int outputs, const Operands<T>& o,
+                      cudaStream_t stream) {
+  const DepthwiseGeometry g = geometryOf(params, outputs, V);
   const int tilesPerBlock = kThreads / g.vectorsPerBlock;
+  const int64_t vectors = (g.channels + V - 1) / V;
   const dim3 grid(static_cast<unsigned>((g.tiles + tilesPerBlock - 1) / tilesPerBlock),
                   static_cast<unsigned>((vectors + g.vectorsPerBlock - 1) / g.vectorsPerBlock));
   const size_t sharedBytes =
       static_cast<size_t>(taps(params) * g.vectorsPerBlock * V) * sizeof(float);
-  if (!rows) {
-    depthwiseGenericKernel<T, V><<<grid, kThreads, sharedBytes, stream>>>(
-        g, static_cast<const T*>(tensors.x), static_cast<const T*>(tensors.weight),
-        static_cast<const T*>(tensors.bias), static_cast<const T*>(tensors.residual),
-        static_cast<T*>(tensors.out));
-  } else if (g.kernelW == 3) {
-    launchRowKernelOfWidth<T, V, 3>(g.strideW, outputs, grid, sharedBytes, g, tensors, stream);
-  } else if (g.kernelW == 5) {
-    launchRowKernelOfWidth<T, V, 5>(g.strideW, outputs, grid, sharedBytes, g, tensors, stream);
-  } else {
-    launchRowKernelOfWidth<T, V, 7>(g.strideW, outputs, grid, sharedBytes, g, tensors, stream);
+  if constexpr (V > 1) {
+    if (rowKernelApplies(params)) {
+      const auto launchWidth = [&](auto width) {
+        constexpr int kWidth = decltype(width)::value;
+        if (g.strideW == 1) {
+          launchRowKernel<T, V, kWidth, 1>(outputs, grid, sharedBytes, g, o, stream);
+        } else {
+          launchRowKernel<T, V, kWidth, 2>(outputs, grid, sharedBytes, g, o, stream);
+        }
+      };
+      if (g.kernelW == 3) {
+        launchWidth(std::integral_constant<int, 3>{});
+      } else if (g.kernelW == 5) {
+        launchWidth(std::integral_constant<int, 5>{});
+      } else {
+        launchWidth(std::integral_constant<int, 7>{});
+      }
+      return;
+    }
   }
-  KILN_CUDA_CHECK_LAUNCH();
+  depthwiseGenericKernel<T, V>
+      <<<grid, kThreads, sharedBytes, stream>>>(g, o.x, o.weight, o.bias, o.residual, o.out);
 }
 
 template <typename T>
-void launchOfType(const ConvolutionParams& params, int outputs, const ConvolutionTensors& tensors,
+void launchTiles(const ConvolutionParams& params, const Operands<T>& o, cudaStream_t stream) {
+  constexpr int kChannels = kTileVectors * static_cast<int>(16 / sizeof(T));
+  const DepthwiseGeometry g = geometryOf(params, 1, 1);
+  const auto launchShape = [&](auto width, auto stride) {
+    constexpr int kWidth = decltype(width)::value;
+    constexpr int kStride = decltype(stride)::value;
+    using Tile = DepthwiseTile<kStride>;
+    const int64_t tiles =
+        ((g.outH + Tile::kRows - 1) / Tile::kRows) * ((g.outW + Tile::kCols - 1) / Tile::kCols);
+    const dim3 grid(static_cast<unsigned>(tiles),
+                    static_cast<unsigned>((g.channels + kChannels - 1) / kChannels),
+                    static_cast<unsigned>(params.batch));
+    depthwiseTileKernel<T, kWidth, kStride>
+        <<<grid, kTileThreads, 0, stream>>>(g, o.x, o.weight, o.bias, o.residual, o.out);
+  };
+  const auto launchWidth = [&](auto stride) {
+    if (g.kernelW == 3) {
+      launchShape(std::integral_constant<int, 3>{}, stride);
+    } else if (g.kernelW == 5) {
+      launchShape(std::integral_constant<int, 5>{}, stride);
+    } else {
+      launchShape(std::integral_constant<int, 7>{}, stride);
+    }
+  };
+  if (g.strideW == 1) {
+    launchWidth(std::integral_constant<int, 1>{});
+  } else {
+    launchWidth(std::integral_constant<int, 2>{});
+  }
+}
+
+// Runs `variant` on 16-byte vectors of channels where the channel count and the buffers allow,
+// else one channel a thread on the looping kernel.
+template <typename T>
+void launchOfType(const ConvolutionParams& params, int variant, const ConvolutionTensors& tensors,
                   cudaStream_t stream) {
   constexpr int kVector = static_cast<int>(16 / sizeof(T));
+  const Operands<T> o = operandsOf<T>(tensors);
   const bool vectors = params.inChannels % kVector == 0 && isAligned16(tensors.x) &&
                        isAligned16(tensors.out) &&
                        (tensors.residual == nullptr || isAligned16(tensors.residual)) &&
                        taps(params) * kVector <= kStagedWeights;
-  if (vectors) {
-    launch<T, kVector>(params, outputs, tensors, stream);
+  if (!vectors) {
+    launchRowsOrLoop<T, 1>(params, 1, o, stream);
+  } else if (variant == kDepthwiseTiles) {
+    launchTiles<T>(params, o, stream);
   } else {
-    launch<T, 1>(params, outputs, tensors, stream);
+    launchRowsOrLoop<T, kVector>(params, variant, o, stream);
   }
+  KILN_CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace
@@ -385,20 +543,28 @@ std::vector<int> depthwiseConvolutionVariants(const ConvolutionParams& params) {
   if (!depthwiseConvolutionApplies(params)) return {};
   const bool vectors = params.inChannels % vectorElements(params.type) == 0 &&
                        taps(params) * vectorElements(params.type) <= kStagedWeights;
-  if (vectors && rowKernelApplies(params)) return {1, 2, 4};
-  return {1};
+  if (!vectors || !rowKernelApplies(params)) return {1};
+  if (tiledKernelApplies(params)) return {1, 2, 4, kDepthwiseTiles};
+  return {1, 2, 4};
 }
 
-void depthwiseConvolution(const ConvolutionParams& params, int outputsPerThread,
+std::string describeDepthwiseVariant(int variant) {
+  if (variant == kDepthwiseTiles) return "Kiln depthwise, shared-memory tiles";
+  return "Kiln depthwise, " + std::to_string(variant) + " column" + (variant == 1 ? "" : "s") +
+         " a thread";
+}
+
+void depthwiseConvolution(const ConvolutionParams& params, int variant,
                           const ConvolutionTensors& tensors, cudaStream_t stream) {
   if (!depthwiseConvolutionApplies(params)) {
     invalid(params,
             "Kiln's depthwise kernels need a forward 1-D or 2-D NHWC convolution with "
             "groups == inChannels == outChannels");
   }
-  if (outputsPerThread != 1 && outputsPerThread != 2 && outputsPerThread != 4) {
-    invalid(params,
-            "outputsPerThread is " + std::to_string(outputsPerThread) + "; it must be 1, 2 or 4");
+  const std::vector<int> variants = depthwiseConvolutionVariants(params);
+  if (std::find(variants.begin(), variants.end(), variant) == variants.end()) {
+    invalid(params, describeDepthwiseVariant(variant) +
+                        " does not apply; depthwiseConvolutionVariants lists those that do");
   }
   if (params.batch == 0 || shapeVolume(params.outSpatial) == 0) return;
   if (tensors.x == nullptr || tensors.weight == nullptr || tensors.out == nullptr) {
@@ -406,13 +572,13 @@ void depthwiseConvolution(const ConvolutionParams& params, int outputsPerThread,
   }
   switch (params.type) {
     case ScalarType::kFloat32:
-      launchOfType<float>(params, outputsPerThread, tensors, stream);
+      launchOfType<float>(params, variant, tensors, stream);
       break;
     case ScalarType::kFloat16:
-      launchOfType<__half>(params, outputsPerThread, tensors, stream);
+      launchOfType<__half>(params, variant, tensors, stream);
       break;
     default:
-      launchOfType<__nv_bfloat16>(params, outputsPerThread, tensors, stream);
+      launchOfType<__nv_bfloat16>(params, variant, tensors, stream);
       break;
   }
 }

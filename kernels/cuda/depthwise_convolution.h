@@ -4,16 +4,22 @@
 // depthwise convolution does k*k multiply-adds per element it reads, so it is bound by memory,
 // and these kernels aim at reading each input and writing each output once.
 //
-// Each thread computes one 16-byte vector of consecutive channels (8 fp16/bf16 or 4 fp32) at
-// `outputsPerThread` consecutive output columns of one row, sliding along the input row so that
-// every input vector it loads feeds each output that reads it. The block's weights are staged in
-// shared memory as fp32, tap-major, so a thread reads its channels' weights as vectors. Kernel
-// widths 3, 5 and 7 at horizontal stride 1 or 2 without horizontal dilation are unrolled;
-// other widths, strides and dilations, and channel counts that are not a multiple of a vector
-// (or buffers not 16-byte aligned), run a looping kernel with one output a thread. Bias,
-// residual and ReLU run in the epilogue, accumulation is fp32, padding may be asymmetric.
+// Each thread computes one 16-byte vector of consecutive channels (8 fp16/bf16 or 4 fp32) at a
+// few consecutive output columns of one row, sliding along the input row so that every input
+// vector it loads feeds each output that reads it; weights are staged in shared memory as fp32,
+// tap-major, so a thread reads its channels' weights as vectors. Two kernels do that:
+//   - the row kernel reads its inputs from global memory (widths 3, 5 and 7 at horizontal
+//     stride 1 or 2 without horizontal dilation, 1, 2 or 4 columns a thread), for layers with
+//     few output pixels;
+//   - the tiled kernel stages its block's zero-padded input window in shared memory and reads it
+//     at constant offsets without bounds checks (square widths 3, 5 and 7 at stride 1 or 2), for
+//     large feature maps.
+// Other widths, strides and dilations, channel counts that are not a multiple of a vector, and
+// buffers not 16-byte aligned run a looping kernel with one output a thread. Bias, residual and
+// the activation run in the epilogue; accumulation is fp32; padding may be asymmetric.
 #pragma once
 
+#include <string>
 #include <vector>
 
 #include "kernels/cuda/convolution.h"
@@ -25,14 +31,21 @@ namespace kiln::cuda_kernels {
 // area in shared memory.
 bool depthwiseConvolutionApplies(const ConvolutionParams& params);
 
-// The outputs-a-thread variants worth timing for params (empty when the kernels do not apply).
+// A variant of the kernels: 1, 2 or 4 is the row kernel with that many output columns a thread
+// (1 is also the looping kernel); kDepthwiseTiles is the tiled kernel.
+constexpr int kDepthwiseTiles = 16;
+
+// The variants worth timing for params (empty when the kernels do not apply).
 std::vector<int> depthwiseConvolutionVariants(const ConvolutionParams& params);
 
+// "Kiln depthwise, 2 columns a thread", "Kiln depthwise, shared-memory tiles".
+std::string describeDepthwiseVariant(int variant);
+
 // out = activation(depthwise(x, weight) + bias + residual); bias and residual may be null.
-// outputsPerThread is one of depthwiseConvolutionVariants(params). Only enqueues work on
-// `stream`; needs no workspace. Throws std::invalid_argument when the kernels do not apply or a
+// variant is one of depthwiseConvolutionVariants(params). Only enqueues work on `stream`; needs
+// no workspace. Throws std::invalid_argument when the kernels or the variant do not apply or a
 // needed pointer is null.
-void depthwiseConvolution(const ConvolutionParams& params, int outputsPerThread,
+void depthwiseConvolution(const ConvolutionParams& params, int variant,
                           const ConvolutionTensors& tensors, cudaStream_t stream);
 
 }  // namespace kiln::cuda_kernels

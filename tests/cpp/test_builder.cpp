@@ -5,7 +5,9 @@
 #include <cstring>
 #include <functional>
 #include <limits>
+#include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/builder/builder.h"
@@ -314,6 +316,65 @@ TEST(BuilderConvolutionEpilogueFusion, BuiltEngineRunsTheFusedBlock) {
   std::vector<float> out(2 * 4 * 5 * 5);
   context->execute({inputs[0].data()}, {out.data()});
   expectNear({out}, expected, 1e-4f);
+}
+
+// x -> depthwise 3x3 convolution (groups = channels) with a bias -> activation.
+std::unique_ptr<Network> depthwiseThenActivation(int64_t groups, ActivationParams activation) {
+  auto network = std::make_unique<Network>();
+  constexpr int64_t kChannels = 4;
+  Tensor* x = network->addInput("x", DataType::kFloat32, {2, kChannels, 5, 6});
+  ConvolutionParams p;
+  p.outChannels = kChannels;
+  p.groups = groups;
+  p.kernel = {3, 3};
+  p.prePadding = {1, 1};
+  p.postPadding = {1, 1};
+  const int64_t perGroup = kChannels / groups;
+  Tensor* w = network
+                  ->addConstant(floatWeights(
+                      {kChannels, perGroup, 3, 3},
+                      ramp(static_cast<size_t>(kChannels * perGroup * 9), -1.2f, 0.07f)))
+                  ->output(0);
+  Tensor* b =
+      network->addConstant(floatWeights({kChannels}, {0.5f, -0.25f, 1.5f, -2.0f}))->output(0);
+  Tensor* y = network->addConvolution(x, w, b, p)->output(0);
+  network->markOutput(network->addActivation(y, activation)->output(0));
+  return network;
+}
+
+TEST(BuilderConvolutionEpilogueFusion, FusesRelu6SiluAndHardSwishIntoDepthwiseConvolutions) {
+  const std::vector<std::vector<float>> inputs = {ramp(2 * 4 * 5 * 6, -4.0f, 0.07f)};
+  const std::pair<ActivationParams, FusedActivation> cases[] = {
+      {{ActivationType::kClip, 0.0, 6.0}, FusedActivation::kRelu6},
+      {{ActivationType::kSilu}, FusedActivation::kSilu},
+      {{ActivationType::kHardSwish}, FusedActivation::kHardSwish},
+      {{ActivationType::kRelu}, FusedActivation::kRelu}};
+  for (const auto& [activation, fused] : cases) {
+    std::unique_ptr<Network> network = depthwiseThenActivation(4, activation);
+    const std::vector<std::vector<float>> before = evaluate(*network, inputs);
+    fuseConvolutionEpilogues(*network);
+    EXPECT_EQ(countLayers(*network, LayerKind::kActivation), 0u) << toString(fused);
+    const Layer* conv = network->output(0)->producer();
+    ASSERT_EQ(conv->kind(), LayerKind::kConvolution);
+    EXPECT_EQ(conv->paramsAs<ConvolutionParams>().activation, fused);
+    network->validate();
+    expectNear(evaluate(*network, inputs), before, 1e-5f);
+  }
+}
+
+// A grouped (not depthwise) convolution keeps them for the pointwise fusion (a 1x1 convolution
+// then stays a GEMM, whose epilogue cannot apply them), and a clip other than [0, 6] is no ReLU6.
+TEST(BuilderConvolutionEpilogueFusion, LeavesOtherActivationsOfOtherConvolutionsAlone) {
+  for (const auto& [groups, activation] :
+       {std::pair<int64_t, ActivationParams>{2, {ActivationType::kSilu}},
+        {1, {ActivationType::kHardSwish}},
+        {4, {ActivationType::kClip, 0.0, 5.0}},
+        {4, {ActivationType::kSigmoid}}}) {
+    std::unique_ptr<Network> network = depthwiseThenActivation(groups, activation);
+    fuseConvolutionEpilogues(*network);
+    EXPECT_EQ(countLayers(*network, LayerKind::kActivation), 1u)
+        << "groups " << groups << ", " << toString(activation.type);
+  }
 }
 
 TEST(BuilderLayerNormResidualFusion, FusesTheAddIntoTheNorm) {

@@ -461,6 +461,12 @@ double referenceActivation(FusedActivation activation, double x) {
     case FusedActivation::kGeluTanh:
       return 0.5 * x *
              (1.0 + std::tanh(std::sqrt(2.0 / std::acos(-1.0)) * (x + 0.044715 * x * x * x)));
+    case FusedActivation::kRelu6:
+      return std::min(std::max(x, 0.0), 6.0);
+    case FusedActivation::kSilu:
+      return x / (1.0 + std::exp(-x));
+    case FusedActivation::kHardSwish:
+      return x * std::min(std::max(x + 3.0, 0.0), 6.0) / 6.0;
   }
   return x;
 }

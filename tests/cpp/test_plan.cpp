@@ -540,12 +540,12 @@ TEST(PlanErrors, InvalidEnumValuesAreCorrupt) {
   for (EngineLayer& layer : definition.layers) {
     if (auto* fc = std::get_if<FullyConnectedParams>(&layer.params)) {
       fc->activation =
-          static_cast<FusedActivation>(static_cast<int>(FusedActivation::kGeluTanh) + 1);
+          static_cast<FusedActivation>(static_cast<int>(FusedActivation::kHardSwish) + 1);
     }
   }
   plan = writePlan(definition);
   expectContains(planErrorOf([&] { readPlan(plan.data(), plan.size()); }),
-                 {"corrupt", "'fc'", "'activation'", "4", "fused activation"});
+                 {"corrupt", "'fc'", "'activation'", "7", "fused activation"});
 
   definition = everyKindDefinition();
   definition.tensors[0].dtype = static_cast<DataType>(kNumDataTypes);

@@ -249,7 +249,7 @@ TEST(ShapeInference, ConvolutionTakesNoGelu) {
     ConvolutionParams p = conv(16, {3, 3});
     p.activation = gelu;
     expectError(p, {typeOf({2, 3, 8, 8}), typeOf({16, 3, 3, 3})},
-                {"convolution's fused activation is none or relu", toString(gelu)});
+                {"convolution's fused activation is none, relu, relu6, silu or hardswish", toString(gelu)});
   }
 }
 

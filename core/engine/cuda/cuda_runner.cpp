@@ -273,6 +273,25 @@ ck::ShuffleParams shuffleParams(const ShuffleParams& p, const DeviceView& x,
   return s;
 }
 
+ck::ConvolutionActivation convolutionActivation(FusedActivation activation) {
+  switch (activation) {
+    case FusedActivation::kNone:
+      return ck::ConvolutionActivation::kNone;
+    case FusedActivation::kRelu:
+      return ck::ConvolutionActivation::kRelu;
+    case FusedActivation::kRelu6:
+      return ck::ConvolutionActivation::kRelu6;
+    case FusedActivation::kSilu:
+      return ck::ConvolutionActivation::kSilu;
+    case FusedActivation::kHardSwish:
+      return ck::ConvolutionActivation::kHardSwish;
+    case FusedActivation::kGeluErf:
+    case FusedActivation::kGeluTanh:
+      break;
+  }
+  throw Error(concat("a convolution cannot apply the fused activation ", toString(activation)));
+}
+
 // cuBLASLt has one GELU epilogue, the tanh approximation: the builder fuses erf GELU only into
 // fp16 and bf16 layers (fully_connected_epilogue_fusion.cpp bounds the difference).
 ck::GemmActivation gemmActivation(FusedActivation activation) {
@@ -284,8 +303,12 @@ ck::GemmActivation gemmActivation(FusedActivation activation) {
     case FusedActivation::kGeluErf:
     case FusedActivation::kGeluTanh:
       return ck::GemmActivation::kGeluTanh;
+    case FusedActivation::kRelu6:
+    case FusedActivation::kSilu:
+    case FusedActivation::kHardSwish:
+      break;
   }
-  throw Error(concat("unknown fused activation ", static_cast<int>(activation)));
+  throw Error(concat("a GEMM epilogue cannot apply the fused activation ", toString(activation)));
 }
 
 ck::ReduceParams reduceParams(const ReduceParams& p, const DeviceView& x) {
@@ -615,9 +638,7 @@ void CudaRunner::State::runLayer(size_t index, const EngineLayer& layer, cudaStr
               convolutionParams(p, std::is_same_v<P, DeconvolutionParams>, x, y);
           params.allowTf32 = engine->definition().tf32.convolutions;
           if constexpr (std::is_same_v<P, ConvolutionParams>) {
-            params.activation = p.activation == FusedActivation::kRelu
-                                    ? ck::ConvolutionActivation::kRelu
-                                    : ck::ConvolutionActivation::kNone;
+            params.activation = convolutionActivation(p.activation);
           }
           const ck::ConvolutionTensors tensors{x.data, requiredInput(in, 1, "weight").data,
                                                optionalData(in, 2), y.data, optionalData(in, 3)};

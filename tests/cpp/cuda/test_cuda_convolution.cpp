@@ -162,6 +162,10 @@ std::vector<ConvolutionCase> forwardCases() {
                        {3, 3},     {1, 1}, {1, 1}, {1, 1}, {}, {1, 1}};
   relu.activation = ConvolutionActivation::kRelu;
   cases.push_back(relu);
+  ConvolutionCase silu = relu;
+  silu.name = "biasSiluInKilnsEpilogue";
+  silu.activation = ConvolutionActivation::kSilu;
+  cases.push_back(silu);
   ConvolutionCase reluNoBias = relu;
   reluNoBias.name = "reluWithoutBias";
   reluNoBias.bias = false;
@@ -363,6 +367,21 @@ std::vector<float> absolute(std::vector<float> values) {
   return values;
 }
 
+float activated(ConvolutionActivation activation, float v) {
+  switch (activation) {
+    case ConvolutionActivation::kRelu:
+      return v < 0.0f ? 0.0f : v;
+    case ConvolutionActivation::kRelu6:
+      return std::min(std::max(v, 0.0f), 6.0f);
+    case ConvolutionActivation::kSilu:
+      return v / (1.0f + std::exp(-v));
+    case ConvolutionActivation::kHardSwish:
+      return v * std::min(std::max(v + 3.0f, 0.0f), 6.0f) / 6.0f;
+    default:
+      return v;
+  }
+}
+
 // The CPU reference in NCHW, with the activation applied.
 std::vector<float> reference(const ConvolutionParams& p, const HostOperands& operands) {
   std::vector<float> out(static_cast<size_t>(p.batch * p.outChannels * shapeVolume(p.outSpatial)));
@@ -372,9 +391,7 @@ std::vector<float> reference(const ConvolutionParams& p, const HostOperands& ope
   } else {
     ck::convolution(cpuParamsOf(p), operands.x.data(), operands.weight.data(), bias, out.data());
   }
-  if (p.activation == ConvolutionActivation::kRelu) {
-    for (float& v : out) v = v < 0.0f ? 0.0f : v;
-  }
+  for (float& v : out) v = activated(p.activation, v);
   return out;
 }
 
@@ -658,8 +675,8 @@ TEST(CudaConvolution, AutotunedPlansMatchCpu) {
   const std::vector<ConvolutionCase> forward = forwardCases();
   const std::vector<ConvolutionCase> transposed = transposedCases();
   uint32_t seed = 900;
-  for (const ConvolutionCase& c :
-       {forward[0], forward[2], forward[7], forward[10], transposed[0], transposed[3]}) {
+  for (const ConvolutionCase& c : {forward[0], forward[2], forward[7], forward[10], forward[11],
+                                   transposed[0], transposed[3]}) {
     for (ScalarType type : kFloatTypes) {
       checkCase(c, type, TensorLayout::kNCHW, Planning::kAutotune, seed++);
       checkCase(c, type, TensorLayout::kNHWC, Planning::kAutotune, seed++);
@@ -819,35 +836,55 @@ std::vector<ConvolutionCase> depthwiseCases() {
       depthwise("dwConv1d", 2, 16, {33}, {5}, {1}, {2}, {2}, {1}),
       depthwise("dwConv1dStride2", 1, 24, {20}, {3}, {2}, {1}, {0}, {1}),
       depthwise("dwNoPadding", 1, 16, {6, 6}, {3, 3}, {1, 1}, {0, 0}, {0, 0}, {1, 1}),
+      // Several shared-memory tiles in both directions.
+      depthwise("dw3x3ManyTiles", 2, 16, {19, 70}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, {1, 1}),
+      depthwise("dw5x5Stride2ManyTiles", 1, 24, {37, 41}, {5, 5}, {2, 2}, {2, 2}, {2, 2}, {1, 1}),
   };
-  ConvolutionCase relu = cases[1];
+  ConvolutionCase relu = cases[1];  // dw3x3Stride2
   relu.name = "dw3x3Stride2Relu";
   relu.activation = ConvolutionActivation::kRelu;
   cases.push_back(relu);
-  ConvolutionCase noBias = cases[3];
+  ConvolutionCase noBias = cases[3];  // dw7x7
   noBias.name = "dw7x7NoBias";
   noBias.bias = false;
   cases.push_back(noBias);
+  const std::pair<ConvolutionActivation, const char*> activations[] = {
+      {ConvolutionActivation::kRelu6, "Relu6"},
+      {ConvolutionActivation::kSilu, "Silu"},
+      {ConvolutionActivation::kHardSwish, "HardSwish"}};
+  for (const auto& [activation, name] : activations) {
+    ConvolutionCase activated = cases[2];  // dw5x5Stride2SamePadding
+    activated.name = std::string("dw5x5Stride2") + name;
+    activated.activation = activation;
+    cases.push_back(activated);
+  }
   return cases;
 }
 
-ConvolutionAlgorithm kilnDepthwise(int outputsPerThread) {
+const ConvolutionCase& depthwiseCase(const std::string& name) {
+  static const std::vector<ConvolutionCase> cases = depthwiseCases();
+  for (const ConvolutionCase& c : cases) {
+    if (c.name == name) return c;
+  }
+  throw std::invalid_argument("no depthwise case " + name);
+}
+
+ConvolutionAlgorithm kilnDepthwise(int variant) {
   ConvolutionAlgorithm algorithm;
   algorithm.kernel = ConvolutionKernel::kKilnDepthwise;
-  algorithm.algorithm = outputsPerThread;
+  algorithm.algorithm = variant;
   return algorithm;
 }
 
-// Runs Kiln's depthwise kernel with `outputsPerThread` columns a thread, with a residual when
+// Runs a variant of Kiln's depthwise kernels, with a residual when
 // asked, into an output poisoned with NaN (so every element must be written), and compares it
 // with the CPU reference. `misalign` shifts x, out and the residual by one element off their
 // 16-byte alignment.
-void checkDepthwise(const ConvolutionCase& c, ScalarType type, int outputsPerThread,
-                    bool withResidual, bool misalign, uint32_t seed) {
+void checkDepthwise(const ConvolutionCase& c, ScalarType type, int variant, bool withResidual,
+                    bool misalign, uint32_t seed) {
   const ConvolutionParams p = paramsOf(c, type, TensorLayout::kNHWC);
-  SCOPED_TRACE(c.name + " " + describe(p) + " with " + std::to_string(outputsPerThread) +
-               " columns a thread" + (withResidual ? ", residual" : "") +
-               (misalign ? ", misaligned" : ""));
+  SCOPED_TRACE(c.name + " " + describe(p) + ": " + describeDepthwiseVariant(variant) +
+               (withResidual ? ", residual" : "") + (misalign ? ", misaligned" : ""));
   ASSERT_TRUE(depthwiseConvolutionApplies(p));
   const HostOperands operands = makeOperands(p, c.bias, seed);
   const Shape outDims = concat({p.batch, p.outChannels}, p.outSpatial);
@@ -864,7 +901,7 @@ void checkDepthwise(const ConvolutionCase& c, ScalarType type, int outputsPerThr
       expected[i] += residual[i];
       scale[i] += std::fabs(residual[i]);
     }
-    if (p.activation == ConvolutionActivation::kRelu && expected[i] < 0.0f) expected[i] = 0.0f;
+    expected[i] = activated(p.activation, expected[i]);
   }
 
   // Misaligned operands start one element into their buffers.
@@ -892,7 +929,7 @@ void checkDepthwise(const ConvolutionCase& c, ScalarType type, int outputsPerThr
   ConvolutionTensors tensors{at(x), weight.data(), operands.bias.empty() ? nullptr : bias.data(),
                              at(out), withResidual ? at(residualBuffer) : nullptr};
   const std::unique_ptr<ConvolutionPlan> plan =
-      ConvolutionPlan::create(sharedHandle(), p, kilnDepthwise(outputsPerThread));
+      ConvolutionPlan::create(sharedHandle(), p, kilnDepthwise(variant));
   EXPECT_EQ(plan->algorithm().kernel, ConvolutionKernel::kKilnDepthwise);
   EXPECT_EQ(plan->workspaceSize(), 0u);
   Stream stream;
@@ -907,9 +944,9 @@ void checkDepthwise(const ConvolutionCase& c, ScalarType type, int outputsPerThr
 
 TEST(CudaDepthwiseConvolution, AppliesToForwardChannelsLastDepthwiseOnly) {
   const ConvolutionParams depthwise =
-      paramsOf(depthwiseCases()[0], ScalarType::kFloat16, TensorLayout::kNHWC);
+      paramsOf(depthwiseCase("dw3x3"), ScalarType::kFloat16, TensorLayout::kNHWC);
   EXPECT_TRUE(depthwiseConvolutionApplies(depthwise));
-  EXPECT_EQ(depthwiseConvolutionVariants(depthwise), (std::vector<int>{1, 2, 4}));
+  EXPECT_EQ(depthwiseConvolutionVariants(depthwise), (std::vector<int>{1, 2, 4, kDepthwiseTiles}));
   ConvolutionParams nchw = depthwise;
   nchw.layout = TensorLayout::kNCHW;
   ConvolutionParams grouped = depthwise;
@@ -927,9 +964,10 @@ TEST(CudaDepthwiseConvolution, AppliesToForwardChannelsLastDepthwiseOnly) {
   }
   // The looping kernel has one variant.
   EXPECT_EQ(depthwiseConvolutionVariants(
-                paramsOf(depthwiseCases()[6], ScalarType::kFloat32, TensorLayout::kNHWC)),
+                paramsOf(depthwiseCase("dw3x3Dilated"), ScalarType::kFloat32, TensorLayout::kNHWC)),
             (std::vector<int>{1}));
   EXPECT_EQ(describe(kilnDepthwise(4)), "Kiln depthwise, 4 columns a thread");
+  EXPECT_EQ(describe(kilnDepthwise(kDepthwiseTiles)), "Kiln depthwise, shared-memory tiles");
   EXPECT_THROW(depthwiseConvolution(nchw, 1, {}, nullptr), std::invalid_argument);
   EXPECT_THROW(depthwiseConvolution(depthwise, 3, {}, nullptr), std::invalid_argument);
 }
@@ -940,8 +978,8 @@ TEST(CudaDepthwiseConvolution, EveryVariantMatchesCpuInEveryType) {
   for (const ConvolutionCase& c : depthwiseCases()) {
     for (ScalarType type : kFloatTypes) {
       const ConvolutionParams p = paramsOf(c, type, TensorLayout::kNHWC);
-      for (int outputsPerThread : depthwiseConvolutionVariants(p)) {
-        checkDepthwise(c, type, outputsPerThread, false, false, seed++);
+      for (int variant : depthwiseConvolutionVariants(p)) {
+        checkDepthwise(c, type, variant, false, false, seed++);
       }
     }
   }
@@ -950,10 +988,10 @@ TEST(CudaDepthwiseConvolution, EveryVariantMatchesCpuInEveryType) {
 TEST(CudaDepthwiseConvolution, ResidualAndReluInTheEpilogue) {
   KILN_SKIP_WITHOUT_GPU();
   uint32_t seed = 4000;
-  for (const ConvolutionCase& c : {depthwiseCases()[3], depthwiseCases()[14]}) {
+  for (const ConvolutionCase& c : {depthwiseCase("dw7x7"), depthwiseCase("dw3x3Stride2Relu")}) {
     for (ScalarType type : kFloatTypes) {
-      for (int outputsPerThread : {1, 2, 4}) {
-        checkDepthwise(c, type, outputsPerThread, true, false, seed++);
+      for (int variant : {1, 2, 4, kDepthwiseTiles}) {
+        checkDepthwise(c, type, variant, true, false, seed++);
       }
     }
   }
@@ -962,7 +1000,7 @@ TEST(CudaDepthwiseConvolution, ResidualAndReluInTheEpilogue) {
 TEST(CudaDepthwiseConvolution, MisalignedBuffersRunOneChannelAThread) {
   KILN_SKIP_WITHOUT_GPU();
   uint32_t seed = 5000;
-  for (const ConvolutionCase& c : {depthwiseCases()[0], depthwiseCases()[11]}) {
+  for (const ConvolutionCase& c : {depthwiseCase("dw3x3"), depthwiseCase("dwConv1d")}) {
     for (ScalarType type : kFloatTypes) checkDepthwise(c, type, 4, true, true, seed++);
   }
 }
@@ -1000,7 +1038,8 @@ TEST(CudaDepthwiseConvolution, AutotuneTimesKilnKernelsBesideCudnn) {
     RecordProperty(c.name + "_choice", describe(plan->algorithm()));
     std::cout << c.name << ": chose " << describe(plan->algorithm()) << " of" << timed << "\n";
     EXPECT_GT(cudnn, 0u) << c.name;
-    EXPECT_EQ(kiln, c.groups == c.inChannels ? 3u : 0u) << c.name;
+    EXPECT_EQ(kiln, depthwiseConvolutionVariants(p).size()) << c.name;
+    EXPECT_EQ(kiln > 0, c.groups == c.inChannels) << c.name;
     EXPECT_EQ(plan->algorithm().measuredMs, fastest) << c.name;
     launch(*plan, device, stream);
     expectClose(p, downloadOut(p, device.out), reference(p, operands), errorScale(p, operands));
