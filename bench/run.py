@@ -59,11 +59,15 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 import roofline
 import zoo
+
+if TYPE_CHECKING:
+    from kiln.inspect import Profile
 
 logger = logging.getLogger("kiln.bench")
 
@@ -233,7 +237,7 @@ def fp32_without_tf32() -> Iterator[None]:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
-def slowest_layer(profile: object) -> dict | None:
+def slowest_layer(profile: Profile) -> dict | None:
     """The kind, name and share of the engines' layer time of the slowest layer in a
     kiln.profile result; None when no engine ran."""
     layers = [layer for engine in profile.engines for layer in engine.layers]

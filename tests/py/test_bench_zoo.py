@@ -311,6 +311,60 @@ def test_a_failing_backend_is_a_row_with_its_error(monkeypatch):
     assert "median_ms" not in row
 
 
+class SmallConvNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                                      nn.Conv2d(8, 8, 3, padding=1), nn.ReLU())
+        self.head = nn.Linear(8 * 8 * 8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).flatten(1))
+
+
+@pytest.fixture
+def on_the_cpu(monkeypatch: pytest.MonkeyPatch) -> str:
+    """bench.measure on the CPU: the wall clock instead of CUDA events, and a small zoo model."""
+
+    def wall_clock(fn, *, warmup: int, iters: int) -> list[float]:
+        fn()
+        return [1.0] * iters
+
+    monkeypatch.setattr(bench, "time_forward", wall_clock)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
+    monkeypatch.setitem(zoo.ZOO, "small_conv_net", zoo.ZooModel(
+        "small_conv_net", "torch", SmallConvNet,
+        lambda batch: [torch.randn(batch, 3, 8, 8, generator=torch.Generator().manual_seed(batch))]))
+    return "small_conv_net"
+
+
+def measure(name: str, backend: str, *, layers: bool = False) -> dict:
+    prepared = bench.prepare(name, 2, torch.float32, {}, device="cpu")
+    args = bench.argparse.Namespace(compile_only=False, warmup=1, iters=3, layers=layers,
+                                    layer_iters=1)
+    return bench.measure(args, prepared, {"model": name, "batch": 2, "dtype": "fp32",
+                                          "backend": backend, "eager_rel_l2": None}, None)
+
+
+def test_a_kiln_row_has_its_error_ops_in_torch_and_slowest_layer(on_the_cpu):
+    pytest.importorskip("kiln")
+    row = measure(on_the_cpu, "kiln", layers=True)
+    assert "error" not in row, row.get("error")
+    assert row["median_ms"] == 1.0 and row["kiln_ops_in_torch"] == 0
+    assert row["rel_l2"] < 1e-5 and not row["accuracy_flagged"]
+    assert row["kiln_slowest_layer"]["kind"] in {"Convolution", "FullyConnected"}
+    assert 0 < row["kiln_slowest_layer"]["share"] <= 1
+
+
+def test_a_wrong_output_is_flagged(on_the_cpu, monkeypatch):
+    monkeypatch.setattr(bench, "build", lambda backend, model, inputs, dtype:
+                        lambda *xs: model(*xs) * 1.1)
+    row = measure(on_the_cpu, "inductor")
+    assert "error" not in row and row["median_ms"] == 1.0
+    assert row["rel_l2"] == pytest.approx(0.1, rel=1e-3)
+    assert row["accuracy_flagged"] and row["tolerance"] == bench.KILN_TOLERANCE
+
+
 def test_slowest_layer_is_taken_over_every_engine():
     from kiln.inspect import EngineProfile, LayerTime, Profile
 
