@@ -4,7 +4,7 @@ Every model is built in code with random weights (``torch.manual_seed(0)``; timm
 ``pretrained=False``, transformers from their default or published configs written out here,
 never ``from_pretrained``), so nothing is downloaded. Each entry says how to build the model, how
 to make its inputs at a batch size (a list of tensors: images, token ids, audio, or two images for
-the optical-flow model), the batch sizes the benchmark runs it at, and, where the model stands in
+CLIP), the batch sizes the benchmark runs it at, and, where the model stands in
 for one the benchmark's issue names, why. Every model's forward returns one tensor.
 
     python bench/zoo.py            # lists the zoo
@@ -108,10 +108,10 @@ def scale_weights(model: nn.Module, factor: float) -> None:
 
 # Inputs. Each batch size gets its own seeded generator, so an input is the same in every run.
 
-def _images(size: int = IMAGE_SIZE, count: int = 1) -> Callable[[int], list[torch.Tensor]]:
+def _images(size: int = IMAGE_SIZE) -> Callable[[int], list[torch.Tensor]]:
     def inputs(batch: int) -> list[torch.Tensor]:
         generator = torch.Generator().manual_seed(batch)
-        return [torch.randn(batch, 3, size, size, generator=generator) for _ in range(count)]
+        return [torch.randn(batch, 3, size, size, generator=generator)]
 
     return inputs
 
@@ -124,6 +124,15 @@ def _tokens(vocab: int) -> Callable[[int], list[torch.Tensor]]:
     return inputs
 
 
+def _text_and_images(vocab: int, sequence: int) -> Callable[[int], list[torch.Tensor]]:
+    def inputs(batch: int) -> list[torch.Tensor]:
+        generator = torch.Generator().manual_seed(batch)
+        return [torch.randint(0, vocab, (batch, sequence), generator=generator),
+                torch.randn(batch, 3, IMAGE_SIZE, IMAGE_SIZE, generator=generator)]
+
+    return inputs
+
+
 def _audio(batch: int) -> list[torch.Tensor]:
     generator = torch.Generator().manual_seed(batch)
     return [torch.randn(batch, AUDIO_SAMPLES, generator=generator)]
@@ -132,20 +141,16 @@ def _audio(batch: int) -> list[torch.Tensor]:
 # Models.
 
 class _Output(nn.Module):
-    """Calls ``model`` and returns one tensor of what it returns: ``key`` of a dict (torchvision's
-    segmentation models) or a ModelOutput (transformers), or the last of a list (RAFT's flow
-    after its last update)."""
+    """Calls ``model`` and returns ``key`` of what it returns, a dict (torchvision's segmentation
+    models) or a ModelOutput (transformers)."""
 
-    def __init__(self, model: nn.Module, key: str | None = None) -> None:
+    def __init__(self, model: nn.Module, key: str) -> None:
         super().__init__()
         self.model = model
         self.key = key
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        out = self.model(*inputs)
-        if self.key is not None:
-            return out[self.key]
-        return out[-1] if isinstance(out, list) else out
+        return self.model(*inputs)[self.key]
 
 
 def _torchvision(name: str, **kwargs: object) -> Callable[[], nn.Module]:
@@ -165,10 +170,6 @@ def _deeplabv3() -> nn.Module:
     return _Output(model, key="out")
 
 
-def _raft_small() -> nn.Module:
-    import torchvision
-
-    return _Output(torchvision.models.optical_flow.raft_small(weights=None))
 
 
 def _timm(name: str) -> Callable[[], nn.Module]:
@@ -230,6 +231,13 @@ def _clip_vision() -> nn.Module:
     return CLIPVisionModel(CLIPVisionConfig())  # ViT-B/32, clip-vit-base-patch32's vision tower
 
 
+def _clip() -> nn.Module:
+    from transformers import CLIPConfig, CLIPModel
+
+    # clip-vit-base-patch32: token ids and images in, their similarities out.
+    return _Output(CLIPModel(CLIPConfig()), key="logits_per_image")
+
+
 def _bart_encoder() -> nn.Module:
     from transformers import BartConfig
     from transformers.models.bart.modeling_bart import BartEncoder
@@ -283,8 +291,6 @@ ZOO: dict[str, ZooModel] = _zoo(
     ZooModel("swin_t", _TV, _torchvision("swin_t"), _images()),
     ZooModel("maxvit_t", _TV, _torchvision("maxvit_t"), _images()),
     ZooModel("deeplabv3_resnet50", _TV, _deeplabv3, _images()),
-    # Two images in, the flow after the last of its 12 updates out.
-    ZooModel("raft_small", _TV, _raft_small, _images(count=2)),
     ZooModel("efficientformer_l1", _TIMM, _timm("efficientformer_l1"), _images()),
     ZooModel("levit_128s", _TIMM, _timm("levit_128s"), _images()),
     ZooModel("mixer_b16_224", _TIMM, _timm("mixer_b16_224"), _images()),
@@ -308,6 +314,10 @@ ZOO: dict[str, ZooModel] = _zoo(
     ZooModel("clip_vit_b_32_vision", _HF, _hf(_clip_vision), _images()),
     ZooModel("bart_base_encoder", _HF, _hf(_bart_encoder), _tokens(50265)),
     ZooModel("llama_small", _HF, _hf(_llama), _tokens(32000)),
+    ZooModel("clip_vit_b_32", _HF, _clip, _text_and_images(49408, 77),
+             note="in place of torchvision's raft_small as the model with more than one input: "
+                  "RAFT makes its coordinate grids in fp32 whatever its weights' dtype, so that "
+                  "grid_sample refuses its fp16 features and it cannot run in fp16 at all"),
 )
 
 
