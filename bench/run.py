@@ -1,5 +1,6 @@
-"""Kiln's benchmark: ResNet-50, BERT-base and ViT-B/16, or any model of the zoo (bench/zoo.py,
-42 models), against eager and torch.compile.
+"""Kiln's benchmark: the model zoo (bench/zoo.py) against eager and torch.compile.
+
+ResNet-50, BERT-base and ViT-B/16 by default, or any of the zoo's 42 models.
 
 One process, one run: every backend is timed on the same GPU, the same inputs and the same
 weights, so the ratios are fair. For each model, batch and dtype it reports median and p90
@@ -17,7 +18,7 @@ written next to it as .md, and the zoo's table, one line a model and batch, as .
 A model or backend that fails is a row with its error, not the end of the run; ``--budget-s``
 starts no new model and batch after that many seconds, so that a run inside a time limit ends
 with its results written. With ``--layers``, each Kiln row also gets its slowest layer's kind and
-share of the engines' time (kiln.profile).
+share of the engines' time and each layer kind's share (kiln.profile).
 
 Accuracy: every row has the error of its output against fp32 eager (``max_err``, max |out - ref|
 over max |ref|, and ``rel_l2``, ||out - ref|| over ||ref||). The reference runs the row's own
@@ -249,6 +250,17 @@ def slowest_layer(profile: Profile) -> dict | None:
             "share": round(slowest.milliseconds / total, 3) if total > 0 else 0.0}
 
 
+def time_by_kind(profile: Profile) -> dict[str, float]:
+    """Each layer kind's share of the engines' layer time in a kiln.profile result, largest
+    first: where a model's time goes when no one layer dominates."""
+    totals: dict[str, float] = {}
+    for engine in profile.engines:
+        for layer in engine.layers:
+            totals[layer.kind] = totals.get(layer.kind, 0.0) + layer.milliseconds
+    whole = sum(totals.values()) or 1.0
+    return {kind: round(ms / whole, 3) for kind, ms in sorted(totals.items(), key=lambda k: -k[1])}
+
+
 def git_commit() -> str | None:
     """The checkout's commit, when it is a git checkout."""
     try:
@@ -356,8 +368,9 @@ def measure(args: argparse.Namespace, prepared: Prepared, row: dict,
                 kiln = sys.modules["kiln"]
                 row["kiln_ops_in_torch"] = kiln.summary(compiled)["ops_in_torch"]
                 if args.layers:
-                    row["kiln_slowest_layer"] = slowest_layer(
-                        kiln.profile(compiled, *inputs, iters=args.layer_iters))
+                    profile = kiln.profile(compiled, *inputs, iters=args.layer_iters)
+                    row["kiln_slowest_layer"] = slowest_layer(profile)
+                    row["kiln_time_by_kind"] = time_by_kind(profile)
     except Exception as error:  # noqa: BLE001 - a failed backend is a row too
         logger.exception("%s failed", label)
         row["error"] = error_text(error)
@@ -588,7 +601,7 @@ def select_models(models: list[str], part: str | None) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=CLASSIC, choices=[*zoo.ZOO, "all"],
-                        help="zoo models (bench/zoo.py), or all of them")
+                        metavar="MODEL", help="zoo models (python bench/zoo.py lists them), or all")
     parser.add_argument("--zoo", action="store_true", help="every zoo model: --models all")
     parser.add_argument("--part", metavar="I/N",
                         help="only the I-th of N equal slices of the models, in zoo order")

@@ -356,6 +356,7 @@ def test_a_kiln_row_has_its_error_ops_in_torch_and_slowest_layer(on_the_cpu):
     assert row["rel_l2"] < 1e-5 and not row["accuracy_flagged"]
     assert row["kiln_slowest_layer"]["kind"] in {"Convolution", "FullyConnected"}
     assert 0 < row["kiln_slowest_layer"]["share"] <= 1
+    assert sum(row["kiln_time_by_kind"].values()) == pytest.approx(1.0, abs=0.01)
 
 
 def test_a_wrong_output_is_flagged(on_the_cpu, monkeypatch):
@@ -377,3 +378,5 @@ def test_slowest_layer_is_taken_over_every_engine():
     ])
     assert bench.slowest_layer(profile) == {"kind": "MatrixMultiply", "name": "mm", "share": 0.5}
     assert bench.slowest_layer(Profile([])) is None
+    assert list(bench.time_by_kind(profile).items()) == \
+        [("MatrixMultiply", 0.5), ("Convolution", 0.25), ("Pointwise", 0.25)]
