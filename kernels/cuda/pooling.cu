@@ -4,6 +4,7 @@
 #include <array>
 #include <cstdint>
 #include <limits>
+#include <optional>
 #include <stdexcept>
 #include <string>
 
@@ -22,10 +23,9 @@ using Dims3 = std::array<int64_t, 3>;
 
 Dims3 toDims3(const Shape& shape, size_t rank, int64_t fill, const char* what) {
   if (rank == 0 || rank > 3 || shape.size() != rank) {
-    throw std::invalid_argument(std::string("pooling: ") + what +
-                                " needs the spatial rank, 1 to 3 (got " +
-                                std::to_string(shape.size()) + " values for rank " +
-                                std::to_string(rank) + ")");
+    throw std::invalid_argument(
+        std::string("pooling: ") + what + " needs the spatial rank, 1 to 3 (got " +
+        std::to_string(shape.size()) + " values for rank " + std::to_string(rank) + ")");
   }
   Dims3 dims = {fill, fill, fill};
   for (size_t i = 0; i < rank; ++i) dims[3 - rank + i] = shape[i];
@@ -265,31 +265,53 @@ void pooling(const PoolingParams& params, const void* x, void* out, cudaStream_t
                 stream);
 }
 
-void adaptivePooling(const AdaptivePoolingParams& params, const void* x, void* out,
-                     cudaStream_t stream) {
+namespace {
+
+// Global pooling as a reduction over the plane: rows (channels first) or columns (last); nullopt
+// when the pooling is not global.
+std::optional<ReduceParams> globalPoolingReduction(const AdaptivePoolingParams& params) {
   using namespace reduce_detail;
   const size_t rank = params.inSpatial.size();
   const Dims3 in = toDims3(params.inSpatial, rank, 1, "inSpatial");
   const Dims3 outDims = toDims3(params.outSpatial, rank, 1, "outSpatial");
-  const bool global = outDims == Dims3{1, 1, 1};
   const int64_t inPlane = in[0] * in[1] * in[2];
-  if (global && inPlane > 0) {
-    // Global pooling is a reduction over the plane: rows (channels first) or columns (last).
-    visitFloatType(params.type, "adaptive pooling", [](auto) {});
-    ReduceParams reduce;
-    reduce.function =
-        params.mode == PoolingMode::kMax ? ReduceFunction::kMax : ReduceFunction::kMean;
-    reduce.type = params.type;
-    if (params.channelsLast) {
-      reduce.inShape = {params.batch, inPlane, params.channels};
-      reduce.reduced = {false, true, false};
-    } else {
-      reduce.inShape = {params.batch * params.channels, inPlane};
-      reduce.reduced = {false, true};
-    }
-    reduceWithoutWorkspace(reduce, x, out, stream);
+  if (outDims != Dims3{1, 1, 1} || inPlane <= 0) return std::nullopt;
+  visitFloatType(params.type, "adaptive pooling", [](auto) {});
+  ReduceParams reduce;
+  reduce.function = params.mode == PoolingMode::kMax ? ReduceFunction::kMax : ReduceFunction::kMean;
+  reduce.type = params.type;
+  if (params.channelsLast) {
+    reduce.inShape = {params.batch, inPlane, params.channels};
+    reduce.reduced = {false, true, false};
+  } else {
+    reduce.inShape = {params.batch * params.channels, inPlane};
+    reduce.reduced = {false, true};
+  }
+  return reduce;
+}
+
+}  // namespace
+
+size_t adaptivePoolingWorkspaceSize(const AdaptivePoolingParams& params) {
+  const std::optional<ReduceParams> reduction = globalPoolingReduction(params);
+  return reduction ? reduceWorkspaceSize(*reduction) : 0;
+}
+
+size_t adaptivePoolingWorkspaceBound(const AdaptivePoolingParams& params) {
+  const std::optional<ReduceParams> reduction = globalPoolingReduction(params);
+  return reduction ? reduceWorkspaceBound(*reduction) : 0;
+}
+
+void adaptivePooling(const AdaptivePoolingParams& params, const void* x, void* out, void* workspace,
+                     cudaStream_t stream) {
+  using namespace reduce_detail;
+  if (const std::optional<ReduceParams> reduction = globalPoolingReduction(params)) {
+    cuda_kernels::reduce(*reduction, x, out, workspace, stream);
     return;
   }
+  const size_t rank = params.inSpatial.size();
+  const Dims3 in = toDims3(params.inSpatial, rank, 1, "inSpatial");
+  const Dims3 outDims = toDims3(params.outSpatial, rank, 1, "outSpatial");
   PoolingGeometry geometry{};
   bool wide = false;
   for (int i = 0; i < 3; ++i) {

@@ -37,7 +37,9 @@ void pooling(const PoolingParams& params, const void* x, void* out, cudaStream_t
 
 // torch's adaptive pooling: output index o along a dim of input size in and output size out
 // covers [floor(o * in / out), ceil((o + 1) * in / out)). An output of all ones (global pooling)
-// runs as a row or column reduction.
+// runs as a row or column reduction, split along the plane over many blocks (with partial
+// results in `workspace`) when the batch and channels alone would leave the GPU mostly idle: a
+// squeeze-and-excitation block pools a large plane for a few hundred channels at batch 1.
 struct AdaptivePoolingParams {
   PoolingMode mode = PoolingMode::kAverage;
   int64_t batch = 1;
@@ -47,7 +49,12 @@ struct AdaptivePoolingParams {
   ScalarType type = ScalarType::kFloat32;
   bool channelsLast = false;
 };
-void adaptivePooling(const AdaptivePoolingParams& params, const void* x, void* out,
+// Bytes of workspace adaptivePooling needs (0 when it runs unsplit), and at least that for any
+// params with no more batch and channels (reduceWorkspaceBound's).
+size_t adaptivePoolingWorkspaceSize(const AdaptivePoolingParams& params);
+size_t adaptivePoolingWorkspaceBound(const AdaptivePoolingParams& params);
+// workspace: adaptivePoolingWorkspaceSize(params) bytes (may be null when that is 0).
+void adaptivePooling(const AdaptivePoolingParams& params, const void* x, void* out, void* workspace,
                      cudaStream_t stream);
 
 }  // namespace kiln::cuda_kernels

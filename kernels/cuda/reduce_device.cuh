@@ -339,9 +339,4 @@ __device__ __forceinline__ T finishReduction(A acc, bool mean, int64_t count) {
   return fromAccumulator<T>(acc);
 }
 
-// reduce() without the split over blocks, so with no workspace: for callers in kernels/cuda
-// (global pooling) whose shapes give enough outputs to fill the GPU.
-void reduceWithoutWorkspace(const ReduceParams& params, const void* input, void* output,
-                            cudaStream_t stream);
-
 }  // namespace kiln::cuda_kernels::reduce_detail

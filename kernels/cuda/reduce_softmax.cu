@@ -734,11 +734,6 @@ void launchSoftmax(const SoftmaxParams& params, const T* in, T* out, cudaStream_
 
 }  // namespace
 
-void reduceWithoutWorkspace(const ReduceParams& params, const void* input, void* output,
-                            cudaStream_t stream) {
-  launchReduce(planReduce(params, /*allowSplit=*/false), params, input, output, nullptr, stream);
-}
-
 }  // namespace kiln::cuda_kernels::reduce_detail
 
 namespace kiln::cuda_kernels {
@@ -746,6 +741,16 @@ namespace kiln::cuda_kernels {
 size_t reduceWorkspaceSize(const ReduceParams& params) {
   return reduce_detail::workspaceBytes(reduce_detail::planReduce(params, /*allowSplit=*/true),
                                        params.type);
+}
+
+size_t reduceWorkspaceBound(const ReduceParams& params) {
+  using namespace reduce_detail;
+  const ReducePlan plan = planReduce(params, /*allowSplit=*/true);
+  // A split plan keeps splits * outputs accumulators, splits <= kTargetBlocks / blocks + 1, and
+  // a plan of o outputs launches at least o / 256 blocks (32 columns of at most 8 elements a
+  // block): so at most 256 * kTargetBlocks + o accumulators, for any o up to these params'.
+  const int64_t bound = 256 * kTargetBlocks + plan.outVolume;
+  return static_cast<size_t>(bound) * accumulatorSize(params.type);
 }
 
 void reduce(const ReduceParams& params, const void* input, void* output, void* workspace,

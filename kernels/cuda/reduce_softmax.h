@@ -29,6 +29,11 @@ struct ReduceParams {
 // few outputs each reduce many elements, so that the work is split over more blocks).
 size_t reduceWorkspaceSize(const ReduceParams& params);
 
+// At least reduceWorkspaceSize of these params and of any params that keep no more elements
+// (the smaller shapes of a dynamic profile), which may split into more blocks: what an engine
+// reserves at its profiles' largest shapes. About 1 MiB more than the outputs' accumulators.
+size_t reduceWorkspaceBound(const ReduceParams& params);
+
 // Launches the reduction on `stream`. input/output are dense row-major device tensors; workspace
 // is a device buffer of at least reduceWorkspaceSize(params) bytes (may be null when that is 0).
 void reduce(const ReduceParams& params, const void* input, void* output, void* workspace,

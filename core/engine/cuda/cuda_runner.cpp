@@ -330,18 +330,42 @@ ck::GatherParams gatherParams(const GatherParams& p, const DeviceView& data,
   return g;
 }
 
-// Scratch a layer needs at the given dims, beyond the fixed GEMM and convolution workspace.
+ck::AdaptivePoolingParams adaptivePoolingParams(const PoolingParams& p, const DeviceView& x,
+                                                const DeviceView& out) {
+  KILN_CHECK(x.dims.size() >= 3, "pooling needs an input (N, C, spatial...), got ",
+             toString(x.dims));
+  const Dims xDims = p.channelsLast ? channelsFirstDims(x.dims) : x.dims;
+  const Dims yDims = p.channelsLast ? channelsFirstDims(out.dims) : out.dims;
+  ck::AdaptivePoolingParams a;
+  a.mode = p.type == PoolingType::kMax ? ck::PoolingMode::kMax : ck::PoolingMode::kAverage;
+  a.batch = xDims[0];
+  a.channels = xDims[1];
+  a.inSpatial = spatialDims(xDims);
+  a.outSpatial = spatialDims(yDims);
+  a.type = toKernelType(x.dtype);
+  a.channelsLast = p.channelsLast;
+  return a;
+}
+
+// Scratch a layer needs at the given dims, and at any smaller ones of a dynamic profile (its
+// largest shapes are among those it is asked for), beyond the fixed GEMM and convolution
+// workspace.
 size_t layerScratchBytes(const LayerParams& params, const std::vector<const Dims*>& inputDims,
                          const std::vector<const Dims*>& outputDims,
                          const std::vector<DataType>& inputTypes) {
   if (const auto* reduce = std::get_if<ReduceParams>(&params)) {
     DeviceView x{inputTypes.at(0), *inputDims.at(0), nullptr};
-    return ck::reduceWorkspaceSize(reduceParams(*reduce, x));
+    return ck::reduceWorkspaceBound(reduceParams(*reduce, x));
   }
   if (const auto* shuffle = std::get_if<ShuffleParams>(&params)) {
     DeviceView x{inputTypes.at(0), *inputDims.at(0), nullptr};
     DeviceView out{inputTypes.at(0), *outputDims.at(0), nullptr};
     return ck::shuffleWorkspaceSize(shuffleParams(*shuffle, x, out), elementSize(x.dtype));
+  }
+  if (const auto* pooling = std::get_if<PoolingParams>(&params); pooling && pooling->adaptive) {
+    DeviceView x{inputTypes.at(0), *inputDims.at(0), nullptr};
+    DeviceView out{inputTypes.at(0), *outputDims.at(0), nullptr};
+    return ck::adaptivePoolingWorkspaceBound(adaptivePoolingParams(*pooling, x, out));
   }
   return 0;
 }
@@ -385,7 +409,7 @@ struct CudaRunner::State {
   MemoryPlan memoryPlan;
   DeviceMemory arena;
   DeviceMemory workspace;
-  size_t scratchBytes = 0;  // at the start of `workspace`, for reduce and shuffle layers
+  size_t scratchBytes = 0;  // at the start of `workspace`, for reduce, shuffle, pooling layers
   StatusLayout statusLayout;
   DeviceMemory status;
   std::vector<std::unique_ptr<StatusSlot>> statusSlots;  // a ring, used in run order
@@ -728,15 +752,7 @@ void CudaRunner::State::runLayer(size_t index, const EngineLayer& layer, cudaStr
           const Dims xDims = p.channelsLast ? channelsFirstDims(x.dims) : x.dims;
           const Dims yDims = p.channelsLast ? channelsFirstDims(y.dims) : y.dims;
           if (p.adaptive) {
-            ck::AdaptivePoolingParams params;
-            params.mode = mode;
-            params.batch = xDims[0];
-            params.channels = xDims[1];
-            params.inSpatial = spatialDims(xDims);
-            params.outSpatial = spatialDims(yDims);
-            params.type = toKernelType(x.dtype);
-            params.channelsLast = p.channelsLast;
-            ck::adaptivePooling(params, x.data, y.data, stream);
+            ck::adaptivePooling(adaptivePoolingParams(p, x, y), x.data, y.data, scratch, stream);
             return;
           }
           const size_t rank = p.kernel.size();

@@ -759,8 +759,9 @@ void runAdaptiveCase(const Shape& in, const Shape& outSpatial, int64_t channels,
   const DeviceTensor input(
       encode(channelsLast ? toChannelsLast(x, batch, channels, inPlane) : x, type), 0);
   const DeviceTensor out(expected.size() * elementSize, 0);
-  gk::adaptivePooling({mode, batch, channels, in, outSpatial, type, channelsLast}, input.data(),
-                      out.data(), stream.get());
+  const gk::AdaptivePoolingParams params{mode, batch, channels, in, outSpatial, type, channelsLast};
+  const DeviceBuffer workspace(gk::adaptivePoolingWorkspaceSize(params));
+  gk::adaptivePooling(params, input.data(), out.data(), workspace.data(), stream.get());
   stream.synchronize();
   std::vector<float> actual = decode(out.download(), type);
   if (channelsLast) actual = fromChannelsLast(actual, batch, channels, outPlane);
@@ -794,6 +795,40 @@ TEST(CudaPooling, AdaptiveWindowsMatchCpu) {
           }
         }
       }
+    }
+  }
+}
+
+// A squeeze-and-excitation pool (a large plane, few channels, a small batch) splits the plane
+// over blocks through a workspace; the bound an engine reserves at a profile's largest batch
+// covers every smaller batch, and every reduction's bound its own size.
+TEST(CudaPooling, GlobalPoolingOfALargePlaneSplitsWithinTheBound) {
+  gk::AdaptivePoolingParams pool{gk::PoolingMode::kAverage, 8,   96, {56, 56}, {1, 1},
+                                 gk::ScalarType::kFloat16,  true};
+  const size_t bound = gk::adaptivePoolingWorkspaceBound(pool);
+  for (int64_t batch = 1; batch <= 8; ++batch) {
+    pool.batch = batch;
+    const size_t size = gk::adaptivePoolingWorkspaceSize(pool);
+    if (batch == 1) {
+      EXPECT_GT(size, 0u);
+    }
+    EXPECT_LE(size, bound) << "batch " << batch;
+  }
+  pool.outSpatial = {7, 7};
+  EXPECT_EQ(gk::adaptivePoolingWorkspaceSize(pool), 0u);
+  for (const Shape& shape : {Shape{3, 50000}, Shape{1, 3136, 96}, Shape{7, 100000, 3}}) {
+    for (int64_t outer = 1; outer <= shape[0]; ++outer) {
+      gk::ReduceParams reduce;
+      reduce.function = gk::ReduceFunction::kSum;
+      reduce.type = gk::ScalarType::kFloat32;
+      reduce.inShape = shape;
+      reduce.inShape[0] = outer;
+      reduce.reduced.assign(shape.size(), false);
+      reduce.reduced[1] = true;
+      gk::ReduceParams largest = reduce;
+      largest.inShape[0] = shape[0];
+      EXPECT_LE(gk::reduceWorkspaceSize(reduce), gk::reduceWorkspaceBound(largest))
+          << shapeName(reduce.inShape);
     }
   }
 }
