@@ -9,7 +9,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "kernels/cuda/convolution_activation.cuh"
+#include "kernels/cuda/convolution_device.cuh"
 
 namespace kiln::cuda_kernels::convolution_detail {
 namespace {
@@ -24,28 +24,6 @@ unsigned blocksFor(int64_t units) {
 }
 
 bool isAligned16(const void* pointer) { return reinterpret_cast<uintptr_t>(pointer) % 16 == 0; }
-
-template <typename T>
-__device__ __forceinline__ float toFloat(T value) {
-  if constexpr (std::is_same_v<T, __half>) {
-    return __half2float(value);
-  } else if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-    return __bfloat162float(value);
-  } else {
-    return value;
-  }
-}
-
-template <typename T>
-__device__ __forceinline__ T fromFloat(float value) {
-  if constexpr (std::is_same_v<T, __half>) {
-    return __float2half_rn(value);
-  } else if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-    return __float2bfloat16_rn(value);
-  } else {
-    return value;
-  }
-}
 
 // Bias + activation on 16-byte packs of N elements. Either all N share one channel (NCHW with
 // a plane size that is a multiple of N) or they are N consecutive channels (NHWC with a channel

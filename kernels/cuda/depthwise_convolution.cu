@@ -10,12 +10,14 @@
 #include <string>
 #include <type_traits>
 
-#include "kernels/cuda/convolution_activation.cuh"
+#include "kernels/cuda/convolution_device.cuh"
 
 namespace kiln::cuda_kernels {
 namespace {
 
 using convolution_detail::activate;
+using convolution_detail::fromFloat;
+using convolution_detail::toFloat;
 
 constexpr int kThreads = 256;
 // Staged weights a block, in floats (32 KiB of shared memory, under the 48 KiB that needs no
@@ -36,28 +38,6 @@ struct DepthwiseGeometry {
   int vectorsPerBlock;
   ConvolutionActivation activation;
 };
-
-template <typename T>
-__device__ __forceinline__ float toFloat(T value) {
-  if constexpr (std::is_same_v<T, __half>) {
-    return __half2float(value);
-  } else if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-    return __bfloat162float(value);
-  } else {
-    return value;
-  }
-}
-
-template <typename T>
-__device__ __forceinline__ T fromFloat(float value) {
-  if constexpr (std::is_same_v<T, __half>) {
-    return __float2half_rn(value);
-  } else if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-    return __float2bfloat16_rn(value);
-  } else {
-    return value;
-  }
-}
 
 // V consecutive elements as floats: one 16-byte load when V elements fill 16 bytes.
 template <typename T, int V>
