@@ -213,13 +213,13 @@ std::shared_ptr<Engine> Builder::build(const Network& network, const BuilderConf
   // After the epilogue fusion, whose bias and activation the GEMM takes over.
   convertPatchConvolutionsToFullyConnected(*optimized);
   fuseResidualIntoLayerNorm(*optimized);
-  if (config.backend == Backend::kCuda) {
-    // Tensor-core convolutions read NHWC; the CPU backend's reference kernels read NCHW.
-    convertConvolutionsToChannelsLast(*optimized);
-    sinkLayoutTransposes(*optimized);
-    convertPointwiseConvolutionsToFullyConnected(*optimized);
-    foldConstants(*optimized);
-  }
+  // Tensor-core convolutions read NHWC. The CPU backend builds the same layout (its reference
+  // kernels run a channels-last layer on transposed copies), so that the engines tested without
+  // a GPU are the ones a GPU runs.
+  convertConvolutionsToChannelsLast(*optimized);
+  sinkLayoutTransposes(*optimized);
+  convertPointwiseConvolutionsToFullyConnected(*optimized);
+  foldConstants(*optimized);
   moveRowShufflesTowardAttention(*optimized);
   // After the row shuffles moved: an output projection then reads the residual add directly.
   fuseFullyConnectedEpilogues(*optimized);

@@ -54,15 +54,19 @@ void fuseResidualIntoLayerNorm(Network& network);
 // which the GPU computes with the tanh approximation), also one behind a reshape of the output.
 void fuseFullyConnectedEpilogues(Network& network);
 
-// Runs each half-precision 2-D convolution channels-last (NHWC) between explicit transposes.
+// Runs each half-precision 2-D convolution channels-last (NHWC) between explicit transposes (on
+// both backends: the CPU backend builds the engine the GPU runs).
 void convertConvolutionsToChannelsLast(Network& network);
 
 // Runs channels-last 1x1 convolutions (stride 1, no padding, one group) as fully connected
 // layers over the channel dim, with their bias, residual and activation.
 void convertPointwiseConvolutionsToFullyConnected(Network& network);
 
-// Cancels transposes that undo each other, moving them across pooling and elementwise layers
-// to meet (a convolutional trunk then stays channels-last between its edges).
+// Cancels transposes that undo each other, moving them forward to meet across pooling,
+// pointwise layers (constant operands permuted at build time), layer norms and fully connected
+// layers that keep their normalized or reduced dims in place, and reductions: a convolutional
+// trunk, and the channels-last norm and MLP of ConvNeXt-style blocks, then stay channels-last
+// between the network's edges.
 void sinkLayoutTransposes(Network& network);
 
 // Moves shuffles that only move rows across fully connected layers, next to the attention
