@@ -21,23 +21,6 @@ std::vector<float> ramp(size_t count, float start, float step) {
   return values;
 }
 
-// evaluateNetwork on float32 inputs and outputs.
-std::vector<std::vector<float>> evaluate(const Network& network,
-                                         const std::vector<std::vector<float>>& inputs) {
-  std::vector<std::vector<uint8_t>> inputBytes;
-  for (const std::vector<float>& input : inputs) {
-    const auto* bytes = reinterpret_cast<const uint8_t*>(input.data());
-    inputBytes.emplace_back(bytes, bytes + input.size() * sizeof(float));
-  }
-  std::vector<std::vector<float>> outputs;
-  for (const std::vector<uint8_t>& bytes : evaluateNetwork(network, inputBytes)) {
-    std::vector<float> values(bytes.size() / sizeof(float));
-    std::memcpy(values.data(), bytes.data(), bytes.size());
-    outputs.push_back(std::move(values));
-  }
-  return outputs;
-}
-
 void expectEqualOutputs(const std::vector<std::vector<float>>& actual,
                         const std::vector<std::vector<float>>& expected, float tolerance = 0.0f) {
   ASSERT_EQ(actual.size(), expected.size());
@@ -47,12 +30,6 @@ void expectEqualOutputs(const std::vector<std::vector<float>>& actual,
       EXPECT_NEAR(actual[o][i], expected[o][i], tolerance) << "output " << o << " element " << i;
     }
   }
-}
-
-size_t countLayers(const Network& network, LayerKind kind) {
-  size_t count = 0;
-  for (size_t i = 0; i < network.numLayers(); ++i) count += network.layer(i)->kind() == kind;
-  return count;
 }
 
 Tensor* transpose(Network& network, Tensor* x, Dims permutation) {
