@@ -410,33 +410,35 @@ struct ConvolutionPlanBuilder {
     if (found.empty() && depthwise.empty()) throwNoAlgorithm(plan, maxWorkspaceBytes, "autotune");
     if (found.size() > kTimedCandidates) found.resize(kTimedCandidates);
 
-    // A cuDNN candidate with or without its fused epilogue, or the variant `index` of Kiln's
-    // depthwise kernels.
+    // A cuDNN candidate (`found[index]`) with or without its fused epilogue, or a variant of
+    // Kiln's depthwise kernels; `algorithm` is what the plan runs for it.
     struct Variant {
-      ConvolutionKernel kernel;
-      size_t index;  // into `found` for cuDNN
-      bool fusedEpilogue;
+      size_t index;
+      ConvolutionAlgorithm algorithm;
     };
     const auto select = [&](const Variant& v) {
-      if (v.kernel == ConvolutionKernel::kKilnDepthwise) {
-        finishKilnDepthwise(plan, static_cast<int>(v.index), -1.0f);
+      if (v.algorithm.kernel == ConvolutionKernel::kKilnDepthwise) {
+        finishKilnDepthwise(plan, v.algorithm.algorithm, -1.0f);
         return;
       }
       setMathType(plan, found[v.index].first.mathType);
-      finish(plan, found[v.index].first, found[v.index].second, v.fusedEpilogue);
+      finish(plan, found[v.index].first, found[v.index].second, v.algorithm.fusedEpilogue);
       // Each fused variant is tried afresh: cuDNN refuses the fused call per algorithm.
       plan.fusionSupported_.store(true, std::memory_order_relaxed);
     };
     std::vector<Variant> variants;
     for (size_t i = 0; i < found.size(); ++i) {
       for (bool fused : {false, true}) {
-        select({ConvolutionKernel::kCudnn, i, fused});
+        ConvolutionAlgorithm algorithm;
+        algorithm.fusedEpilogue = fused;
+        select({i, algorithm});
         if (fused && !(tensors.bias != nullptr && plan.fusesBias())) continue;
-        variants.push_back({ConvolutionKernel::kCudnn, i, fused});
+        variants.push_back({i, plan.algorithm_});
       }
     }
     for (int variant : depthwise) {
-      variants.push_back({ConvolutionKernel::kKilnDepthwise, static_cast<size_t>(variant), true});
+      finishKilnDepthwise(plan, variant, -1.0f);
+      variants.push_back({0, plan.algorithm_});
     }
     std::vector<float> times;
     const std::optional<TimedCandidate> fastest = fastestCandidate(
@@ -445,26 +447,25 @@ struct ConvolutionPlanBuilder {
           select(variants[v]);
           convolution(handle, plan, tensors, workspace, stream);
           // A fused call cuDNN refused ran unfused: it is not a fused candidate.
-          return variants[v].kernel == ConvolutionKernel::kKilnDepthwise ||
-                 !variants[v].fusedEpilogue || plan.fusesBias();
+          const ConvolutionAlgorithm& timed = variants[v].algorithm;
+          return timed.kernel == ConvolutionKernel::kKilnDepthwise || !timed.fusedEpilogue ||
+                 plan.fusesBias();
         },
         &times);
-    std::vector<std::pair<ConvolutionAlgorithm, float>> timed;
+    plan.timedCandidates_.clear();
     for (size_t v = 0; v < variants.size(); ++v) {
-      select(variants[v]);
-      timed.emplace_back(plan.algorithm_, times[v]);
+      plan.timedCandidates_.emplace_back(variants[v].algorithm, times[v]);
     }
     // Unfused and Kiln variants always launch (a failure throws), so one was timed.
-    plan.timedCandidates_ = std::move(timed);
     const Variant chosen = variants[fastest->index];
-    select(chosen);
-    if (chosen.kernel == ConvolutionKernel::kKilnDepthwise) {
-      finishKilnDepthwise(plan, static_cast<int>(chosen.index), fastest->ms);
+    if (chosen.algorithm.kernel == ConvolutionKernel::kKilnDepthwise) {
+      finishKilnDepthwise(plan, chosen.algorithm.algorithm, fastest->ms);
       return;
     }
+    select(chosen);
     Candidate candidate = found[chosen.index].first;
     candidate.timeMs = fastest->ms;
-    finish(plan, candidate, found[chosen.index].second, chosen.fusedEpilogue);
+    finish(plan, candidate, found[chosen.index].second, chosen.algorithm.fusedEpilogue);
   }
 
   static std::vector<Candidate> heuristics(const CudnnHandle& handle, const ConvolutionPlan& plan) {

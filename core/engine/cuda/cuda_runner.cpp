@@ -689,8 +689,9 @@ void CudaRunner::State::runLayer(size_t index, const EngineLayer& layer, cudaStr
             found = convolutionPlans.emplace(shape, std::move(plan)).first;
           }
           const ck::ConvolutionPlan* plan = found->second.get();
-          if (layerTimings != nullptr)
+          if (layerTimings != nullptr) {
             (*layerTimings)[index].tactic = ck::describe(plan->algorithm());
+          }
           ck::convolution(cudnn, *plan, tensors, convolutionWorkspace, stream);
         } else if constexpr (std::is_same_v<P, MatMulParams>) {
           const DeviceView& a = requiredInput(in, 0, "a");
@@ -745,16 +746,16 @@ void CudaRunner::State::runLayer(size_t index, const EngineLayer& layer, cudaStr
                          y.data, volume(x.dims), stream);
         } else if constexpr (std::is_same_v<P, PoolingParams>) {
           const DeviceView& x = requiredInput(in, 0, "x");
+          if (p.adaptive) {
+            ck::adaptivePooling(adaptivePoolingParams(p, x, y), x.data, y.data, scratch, stream);
+            return;
+          }
           KILN_CHECK(x.dims.size() >= 3, "pooling needs an input (N, C, spatial...), got ",
                      toString(x.dims));
           const ck::PoolingMode mode =
               p.type == PoolingType::kMax ? ck::PoolingMode::kMax : ck::PoolingMode::kAverage;
           const Dims xDims = p.channelsLast ? channelsFirstDims(x.dims) : x.dims;
           const Dims yDims = p.channelsLast ? channelsFirstDims(y.dims) : y.dims;
-          if (p.adaptive) {
-            ck::adaptivePooling(adaptivePoolingParams(p, x, y), x.data, y.data, scratch, stream);
-            return;
-          }
           const size_t rank = p.kernel.size();
           KILN_CHECK(x.dims.size() == rank + 2, "input rank ", x.dims.size(),
                      " does not match a window of ", rank, " spatial dims");
