@@ -39,15 +39,20 @@ struct DepthwiseGeometry {
   ConvolutionActivation activation;
 };
 
+// The V elements of a 16-byte word as floats.
+template <typename T, int V>
+__device__ __forceinline__ void unpack(const uint4& word, float (&values)[V]) {
+  T elements[V];
+  memcpy(elements, &word, sizeof(word));
+#pragma unroll
+  for (int e = 0; e < V; ++e) values[e] = toFloat(elements[e]);
+}
+
 // V consecutive elements as floats: one 16-byte load when V elements fill 16 bytes.
 template <typename T, int V>
 __device__ __forceinline__ void loadVector(const T* __restrict__ p, float (&values)[V]) {
   if constexpr (V * sizeof(T) == 16) {
-    const uint4 word = __ldg(reinterpret_cast<const uint4*>(p));
-    T elements[V];
-    memcpy(elements, &word, sizeof(word));
-#pragma unroll
-    for (int e = 0; e < V; ++e) values[e] = toFloat(elements[e]);
+    unpack<T, V>(__ldg(reinterpret_cast<const uint4*>(p)), values);
   } else {
 #pragma unroll
     for (int e = 0; e < V; ++e) values[e] = toFloat(p[e]);
@@ -86,17 +91,49 @@ __device__ __forceinline__ void readStaged(const float* staged, float (&values)[
   }
 }
 
-// staged[tap * blockChannels + k] = weight[(c0 + k) * taps + tap] for the block's channels:
-// the weights of one channel are contiguous (K, kh, kw, 1), so the reads are coalesced.
+// staged[tap * blockChannels + k] = weight[(c0 + k) * taps + tap] for the block's channels, 0
+// past the last channel: the weights of one channel are contiguous (K, kh, kw, 1), so the
+// reads are coalesced.
 template <typename T>
 __device__ __forceinline__ void stageWeights(float* staged, const T* __restrict__ weight,
                                              int64_t c0, int64_t channels, int blockChannels,
                                              int taps) {
-  const int count = static_cast<int>(min(static_cast<int64_t>(blockChannels), channels - c0));
-  for (int i = threadIdx.x; i < count * taps; i += blockDim.x) {
+  for (int i = threadIdx.x; i < blockChannels * taps; i += blockDim.x) {
     const int k = i / taps;
     const int tap = i - k * taps;
-    staged[tap * blockChannels + k] = toFloat(weight[(c0 + k) * taps + tap]);
+    staged[tap * blockChannels + k] =
+        c0 + k < channels ? toFloat(weight[(c0 + k) * taps + tap]) : 0.0f;
+  }
+}
+
+// The staged weights of one kernel row (K taps) of the thread's channels; `staged` points at
+// the row's first tap of them.
+template <int V, int K>
+__device__ __forceinline__ void readTapRow(const float* staged, int blockChannels,
+                                           float (&taps)[K][V]) {
+#pragma unroll
+  for (int kw = 0; kw < K; ++kw) readStaged<V>(staged + kw * blockChannels, taps[kw]);
+}
+
+// One kernel row for kOutputs consecutive output columns at horizontal stride S: each of the
+// (kOutputs - 1) * S + K inputs of the row is read once and feeds every output that reads it.
+// `input(s, values)` reads input s of the row and says whether it lies inside the image
+// (padding adds nothing).
+template <int V, int K, int S, int kOutputs, typename Input>
+__device__ __forceinline__ void accumulateRow(const Input& input, const float (&taps)[K][V],
+                                              float (&acc)[kOutputs][V]) {
+  constexpr int kSpan = (kOutputs - 1) * S + K;
+#pragma unroll
+  for (int s = 0; s < kSpan; ++s) {
+    float values[V];
+    if (!input(s, values)) continue;
+#pragma unroll
+    for (int j = 0; j < kOutputs; ++j) {
+      const int kw = s - j * S;
+      if (kw < 0 || kw >= K) continue;
+#pragma unroll
+      for (int e = 0; e < V; ++e) acc[j][e] = fmaf(values[e], taps[kw][e], acc[j][e]);
+    }
   }
 }
 
@@ -165,32 +202,22 @@ __global__ void __launch_bounds__(kThreads)
   ThreadWork work;
   if (!threadWork<V>(g, kOutputs, work)) return;
 
-  constexpr int kSpan = (kOutputs - 1) * kStrideW + kKernelW;
   const int64_t iw0 = work.ow0 * kStrideW - g.padW;
   float acc[kOutputs][V] = {};
   for (int kh = 0; kh < g.kernelH; ++kh) {
     const int64_t ih = work.oh * g.strideH - g.padH + static_cast<int64_t>(kh) * g.dilationH;
     if (ih < 0 || ih >= g.inH) continue;
     float taps[kKernelW][V];
-#pragma unroll
-    for (int kw = 0; kw < kKernelW; ++kw) {
-      readStaged<V>(staged + (kh * kKernelW + kw) * blockChannels + work.channelInBlock, taps[kw]);
-    }
+    readTapRow<V, kKernelW>(staged + kh * kKernelW * blockChannels + work.channelInBlock,
+                            blockChannels, taps);
     const T* row = x + (work.n * g.inH + ih) * g.inW * g.channels + work.channel;
-#pragma unroll
-    for (int s = 0; s < kSpan; ++s) {
+    const auto input = [&](int s, float(&values)[V]) {
       const int64_t iw = iw0 + s;
-      if (iw < 0 || iw >= g.inW) continue;
-      float values[V];
+      if (iw < 0 || iw >= g.inW) return false;
       loadVector<T, V>(row + iw * g.channels, values);
-#pragma unroll
-      for (int j = 0; j < kOutputs; ++j) {
-        const int kw = s - j * kStrideW;
-        if (kw < 0 || kw >= kKernelW) continue;
-#pragma unroll
-        for (int e = 0; e < V; ++e) acc[j][e] = fmaf(values[e], taps[kw][e], acc[j][e]);
-      }
-    }
+      return true;
+    };
+    accumulateRow<V, kKernelW, kStrideW, kOutputs>(input, taps, acc);
   }
   writeOutputs<T, V, kOutputs>(g, work, acc, bias, residual, out);
 }
@@ -266,12 +293,7 @@ __global__ void __launch_bounds__(kTileThreads)
   const int64_t tilesW = (g.outW + Tile::kCols - 1) / Tile::kCols;
   const int64_t oh0 = static_cast<int64_t>(blockIdx.x / tilesW) * Tile::kRows;
   const int64_t ow0 = static_cast<int64_t>(blockIdx.x % tilesW) * Tile::kCols;
-  for (int i = threadIdx.x; i < kChannels * kTaps; i += kTileThreads) {
-    const int k = i / kTaps;
-    const int tap = i - k * kTaps;
-    staged[tap * kChannels + k] =
-        c0 + k < g.channels ? toFloat(weight[(c0 + k) * kTaps + tap]) : 0.0f;
-  }
+  stageWeights(staged, weight, c0, g.channels, kChannels, kTaps);
   const int64_t ih0 = oh0 * S - g.padH;
   const int64_t iw0 = ow0 * S - g.padW;
   for (int i = threadIdx.x; i < kInRows * kInCols * kTileVectors; i += kTileThreads) {
@@ -292,32 +314,17 @@ __global__ void __launch_bounds__(kTileThreads)
   const int vector = threadIdx.x % kTileVectors;
   const int group = (threadIdx.x / kTileVectors) % kGroups;
   const int row = threadIdx.x / (kTileVectors * kGroups);
-  constexpr int kSpan = (Tile::kColumns - 1) * S + K;
   float acc[Tile::kColumns][V] = {};
   for (int kh = 0; kh < K; ++kh) {
     float taps[K][V];
-#pragma unroll
-    for (int kw = 0; kw < K; ++kw) {
-      readStaged<V>(staged + (kh * K + kw) * kChannels + vector * V, taps[kw]);
-    }
+    readTapRow<V, K>(staged + kh * K * kChannels + vector * V, kChannels, taps);
     const uint4* inputs =
         window + ((row * S + kh) * kInCols + group * Tile::kColumns * S) * kTileVectors + vector;
-#pragma unroll
-    for (int s = 0; s < kSpan; ++s) {
-      const uint4 word = inputs[s * kTileVectors];
-      T elements[V];
-      memcpy(elements, &word, sizeof(word));
-      float values[V];
-#pragma unroll
-      for (int e = 0; e < V; ++e) values[e] = toFloat(elements[e]);
-#pragma unroll
-      for (int j = 0; j < Tile::kColumns; ++j) {
-        const int kw = s - j * S;
-        if (kw < 0 || kw >= K) continue;
-#pragma unroll
-        for (int e = 0; e < V; ++e) acc[j][e] = fmaf(values[e], taps[kw][e], acc[j][e]);
-      }
-    }
+    const auto input = [&](int s, float(&values)[V]) {
+      unpack<T, V>(inputs[s * kTileVectors], values);
+      return true;
+    };
+    accumulateRow<V, K, S, Tile::kColumns>(input, taps, acc);
   }
   ThreadWork work;
   work.channel = c0 + vector * V;
