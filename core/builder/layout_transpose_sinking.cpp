@@ -437,15 +437,9 @@ bool sinkBelow(Network& network, Layer* layer) {
   return false;
 }
 
-struct Rewrite {
-  const char* name;
-  bool (*apply)(Network&, Layer*);
-};
-
-constexpr Rewrite kRewrites[] = {
-    {"compose", composeTransposes},
-    {"sink", sinkBelow},
-};
+// Each rewrites `layer` (and so removes it) or says it did not.
+using Rewrite = bool (*)(Network&, Layer*);
+constexpr Rewrite kRewrites[] = {composeTransposes, sinkBelow};
 
 }  // namespace
 
@@ -457,8 +451,8 @@ void sinkLayoutTransposes(Network& network) {
     for (size_t i = 0; i < network.numLayers(); ++i) layers.push_back(network.layer(i));
     for (Layer* layer : layers) {
       // Each rewrite removes `layer` (and may leave producers dead): rescan after one.
-      for (const Rewrite& rewrite : kRewrites) {
-        if (rewrite.apply(network, layer)) {
+      for (const Rewrite rewrite : kRewrites) {
+        if (rewrite(network, layer)) {
           changed = true;
           break;
         }
