@@ -262,10 +262,16 @@ def time_by_kind(profile: Profile) -> dict[str, float]:
 
 
 def git_commit() -> str | None:
-    """The checkout's commit, when it is a git checkout."""
+    """The checkout's commit, when ROOT is a git checkout's top. A copy of the tree inside another
+    checkout (a snapshot carried to the GPU machine) has no commit of its own: git would answer
+    with the enclosing checkout's."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, check=True, capture_output=True,
+                              text=True).stdout.strip()
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, check=True,
-                              capture_output=True, text=True).stdout.strip() or None
+        if Path(git("rev-parse", "--show-toplevel")).resolve() != Path(ROOT).resolve():
+            return None
+        return git("rev-parse", "--short", "HEAD") or None
     except (OSError, subprocess.CalledProcessError):
         return None
 

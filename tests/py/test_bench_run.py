@@ -56,3 +56,18 @@ def test_parts_from_different_gpus_are_refused(tmp_path):
     part2 = write_part(tmp_path / "2.jsonl", [row("inductor", 10.0, gpu="NVIDIA H100 80GB HBM3")])
     with pytest.raises(ValueError, match="different GPUs"):
         bench.merge([part1, part2])
+
+
+def test_a_copy_inside_another_checkout_has_no_commit(tmp_path, monkeypatch):
+    # A snapshot of the tree carried inside another checkout once recorded that checkout's commit.
+    import subprocess
+
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=k", "-c", "user.email=k@k",
+                    "commit", "-q", "--allow-empty", "-m", "outer"], check=True)
+    copy = tmp_path / "snapshot"
+    copy.mkdir()
+    monkeypatch.setattr(bench, "ROOT", copy)
+    assert bench.git_commit() is None
+    monkeypatch.setattr(bench, "ROOT", tmp_path)
+    assert bench.git_commit() is not None
