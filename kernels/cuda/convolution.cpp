@@ -172,6 +172,30 @@ std::vector<Candidate> toCandidates(const std::vector<Perf>& results, int count)
   return candidates;
 }
 
+// Engines of the graph API that autotune times beside the legacy algorithms: cuDNN's heuristics
+// rank the fastest first, and each timed one costs build time.
+constexpr size_t kGraphCandidates = 6;
+
+// The forward convolution cuDNN's graph API runs for a plan: on x, or on the padded scratch.
+CudnnGraphConvolutionShape graphShape(const ConvolutionParams& params,
+                                      const CudnnConvolutionGeometry& g) {
+  CudnnGraphConvolutionShape shape;
+  shape.type = params.type;
+  shape.channelsLast = params.layout == TensorLayout::kNHWC;
+  shape.batch = params.batch;
+  shape.inChannels = params.inChannels;
+  shape.outChannels = params.outChannels;
+  shape.groups = params.groups;
+  shape.inSpatial = g.useScratch ? g.scratchSpatial : g.inSpatial;
+  shape.outSpatial = g.outSpatial;
+  shape.kernel = g.kernel;
+  shape.stride = g.stride;
+  shape.padding = g.padding;
+  shape.dilation = g.dilation;
+  shape.allowTf32 = params.allowTf32;
+  return shape;
+}
+
 }  // namespace
 
 const char* toString(ConvolutionActivation activation) {
@@ -209,9 +233,19 @@ std::string describe(const ConvolutionAlgorithm& algorithm) {
   if (algorithm.kernel == ConvolutionKernel::kKilnDepthwise) {
     return describeDepthwiseVariant(algorithm.algorithm);
   }
+  if (algorithm.kernel == ConvolutionKernel::kCudnnGraph) {
+    return "cuDNN engine " + std::to_string(algorithm.engine.globalIndex) + " (graph API" +
+           (algorithm.engine.tensorCores ? ", tensor ops)" : ")");
+  }
   return "cuDNN algorithm " + std::to_string(algorithm.algorithm) +
          (algorithm.mathType == CUDNN_DEFAULT_MATH ? "" : ", tensor ops") +
          (algorithm.fusedEpilogue ? ", fused epilogue" : "");
+}
+
+bool sameChoice(const ConvolutionAlgorithm& a, const ConvolutionAlgorithm& b) {
+  return a.kernel == b.kernel && a.algorithm == b.algorithm && a.mathType == b.mathType &&
+         a.fusedEpilogue == b.fusedEpilogue &&
+         (a.kernel != ConvolutionKernel::kCudnnGraph || a.engine == b.engine);
 }
 
 CudnnConvolutionGeometry cudnnConvolutionGeometry(const ConvolutionParams& params) {
@@ -339,6 +373,35 @@ struct ConvolutionPlanBuilder {
                       chosen.algorithm == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM));
   }
 
+  // Has the plan run graph plan `index`.
+  static void finishGraph(ConvolutionPlan& plan, size_t index, float timeMs) {
+    const CudnnExecutionPlan& chosen = plan.graphPlans_.at(index);
+    plan.algorithm_ = ConvolutionAlgorithm{};
+    plan.algorithm_.kernel = ConvolutionKernel::kCudnnGraph;
+    plan.algorithm_.algorithm = static_cast<int>(chosen.config.globalIndex);
+    plan.algorithm_.mathType =
+        chosen.config.tensorCores ? CUDNN_TENSOR_OP_MATH : CUDNN_DEFAULT_MATH;
+    plan.algorithm_.cudnnWorkspaceBytes = chosen.workspaceBytes;
+    plan.algorithm_.measuredMs = timeMs;
+    plan.algorithm_.fusedEpilogue = false;
+    plan.algorithm_.engine = chosen.config;
+    plan.graphPlan_ = index;
+    plan.fusable_ = false;
+  }
+
+  // Keeps the chosen graph plan alone, or none when the choice is not a graph engine.
+  static void dropUnchosenGraphPlans(ConvolutionPlan& plan) {
+    if (plan.algorithm_.kernel != ConvolutionKernel::kCudnnGraph) {
+      plan.graphPlans_.clear();
+      plan.graph_.reset();
+      return;
+    }
+    CudnnExecutionPlan chosen = std::move(plan.graphPlans_.at(plan.graphPlan_));
+    plan.graphPlans_.clear();
+    plan.graphPlans_.push_back(std::move(chosen));
+    plan.graphPlan_ = 0;
+  }
+
   // Has the plan run the given variant of Kiln's depthwise kernels.
   static void finishKilnDepthwise(ConvolutionPlan& plan, int variant, float timeMs) {
     plan.algorithm_ = ConvolutionAlgorithm{};
@@ -407,11 +470,14 @@ struct ConvolutionPlanBuilder {
     std::vector<std::pair<Candidate, size_t>> found =
         usable(handle, plan, candidates, maxWorkspaceBytes);
     const std::vector<int> depthwise = depthwiseConvolutionVariants(plan.params_);
-    if (found.empty() && depthwise.empty()) throwNoAlgorithm(plan, maxWorkspaceBytes, "autotune");
+    if (found.empty() && depthwise.empty() && plan.graphPlans_.empty()) {
+      throwNoAlgorithm(plan, maxWorkspaceBytes, "autotune");
+    }
     if (found.size() > kTimedCandidates) found.resize(kTimedCandidates);
 
-    // A cuDNN candidate (`found[index]`) with or without its fused epilogue, or a variant of
-    // Kiln's depthwise kernels; `algorithm` is what the plan runs for it.
+    // A cuDNN candidate (`found[index]`) with or without its fused epilogue, a graph engine
+    // (`plan.graphPlans_[index]`), or a variant of Kiln's depthwise kernels; `algorithm` is what
+    // the plan runs for it.
     struct Variant {
       size_t index;
       ConvolutionAlgorithm algorithm;
@@ -419,6 +485,10 @@ struct ConvolutionPlanBuilder {
     const auto select = [&](const Variant& v) {
       if (v.algorithm.kernel == ConvolutionKernel::kKilnDepthwise) {
         finishKilnDepthwise(plan, v.algorithm.algorithm, -1.0f);
+        return;
+      }
+      if (v.algorithm.kernel == ConvolutionKernel::kCudnnGraph) {
+        finishGraph(plan, v.index, -1.0f);
         return;
       }
       setMathType(plan, found[v.index].first.mathType);
@@ -436,6 +506,10 @@ struct ConvolutionPlanBuilder {
         variants.push_back({i, plan.algorithm_});
       }
     }
+    for (size_t i = 0; i < plan.graphPlans_.size(); ++i) {
+      finishGraph(plan, i, -1.0f);
+      variants.push_back({i, plan.algorithm_});
+    }
     for (int variant : depthwise) {
       finishKilnDepthwise(plan, variant, -1.0f);
       variants.push_back({0, plan.algorithm_});
@@ -448,7 +522,7 @@ struct ConvolutionPlanBuilder {
           convolution(handle, plan, tensors, workspace, stream);
           // A fused call cuDNN refused ran unfused: it is not a fused candidate.
           const ConvolutionAlgorithm& timed = variants[v].algorithm;
-          return timed.kernel == ConvolutionKernel::kKilnDepthwise || !timed.fusedEpilogue ||
+          return timed.kernel != ConvolutionKernel::kCudnn || !timed.fusedEpilogue ||
                  plan.fusesBias();
         },
         &times);
@@ -456,10 +530,14 @@ struct ConvolutionPlanBuilder {
     for (size_t v = 0; v < variants.size(); ++v) {
       plan.timedCandidates_.emplace_back(variants[v].algorithm, times[v]);
     }
-    // Unfused and Kiln variants always launch (a failure throws), so one was timed.
+    // Unfused, graph and Kiln variants always launch (a failure throws), so one was timed.
     const Variant chosen = variants[fastest->index];
     if (chosen.algorithm.kernel == ConvolutionKernel::kKilnDepthwise) {
       finishKilnDepthwise(plan, chosen.algorithm.algorithm, fastest->ms);
+      return;
+    }
+    if (chosen.algorithm.kernel == ConvolutionKernel::kCudnnGraph) {
+      finishGraph(plan, chosen.index, fastest->ms);
       return;
     }
     select(chosen);
@@ -575,8 +653,20 @@ std::unique_ptr<ConvolutionPlan> ConvolutionPlan::autotune(const CudnnHandle& ha
   }
   const std::vector<Candidate> candidates = ConvolutionPlanBuilder::timings(
       handle, *plan, input, tensors.weight, output, cudnnWorkspace, cudnnWorkspaceBytes);
+  if (!params.transposed) {
+    try {
+      plan->graph_ = std::make_unique<CudnnGraphConvolution>(
+          handle, graphShape(params, g), commonAlignment({input, tensors.weight, tensors.out}));
+      plan->graphPlans_ = plan->graph_->candidates(handle, kGraphCandidates, cudnnWorkspaceBytes);
+    } catch (const CudaError&) {
+      // cuDNN's graph API refuses this convolution: the legacy algorithms remain.
+      plan->graph_.reset();
+      plan->graphPlans_.clear();
+    }
+  }
   ConvolutionPlanBuilder::chooseByTiming(handle, *plan, candidates, cudnnWorkspaceBytes, tensors,
                                          workspace, stream);
+  ConvolutionPlanBuilder::dropUnchosenGraphPlans(*plan);
   return plan;
 }
 
@@ -591,6 +681,14 @@ std::unique_ptr<ConvolutionPlan> ConvolutionPlan::create(const CudnnHandle& hand
       invalid(params, describeDepthwiseVariant(choice.algorithm) + " does not apply");
     }
     ConvolutionPlanBuilder::finishKilnDepthwise(*plan, choice.algorithm, choice.measuredMs);
+    return plan;
+  }
+  if (choice.kernel == ConvolutionKernel::kCudnnGraph) {
+    if (params.transposed) invalid(params, "a graph engine runs forward convolutions only");
+    plan->graph_ = std::make_unique<CudnnGraphConvolution>(
+        handle, graphShape(params, plan->geometry_), choice.engine.alignment);
+    plan->graphPlans_.push_back(plan->graph_->plan(handle, choice.engine));
+    ConvolutionPlanBuilder::finishGraph(*plan, 0, choice.measuredMs);
     return plan;
   }
   ConvolutionPlanBuilder::setMathType(*plan, choice.mathType);
@@ -643,6 +741,15 @@ void convolution(const CudnnHandle& handle, const ConvolutionPlan& plan,
       copy.shift = g.shift;
       convolution_detail::launchWindowCopy(copy, tensors.x, scratch, nullptr, stream);
       input = scratch;
+    }
+    if (plan.algorithm_.kernel == ConvolutionKernel::kCudnnGraph) {
+      CudnnGraphConvolution::execute(handle, plan.graphPlans_.at(plan.graphPlan_), input,
+                                     tensors.weight, tensors.out, cudnnWorkspace);
+      convolution_detail::launchBiasActivation(params.type, params.layout, params.batch,
+                                               params.outChannels, shapeVolume(params.outSpatial),
+                                               tensors.out, tensors.bias, tensors.residual,
+                                               params.activation, stream);
+      return;
     }
     const auto algorithm = static_cast<cudnnConvolutionFwdAlgo_t>(plan.algorithm_.algorithm);
     if (tensors.bias != nullptr && plan.fusesBias()) {

@@ -26,6 +26,7 @@
 
 #include "kernels/cuda/common.h"
 #include "kernels/cuda/cudnn_common.h"
+#include "kernels/cuda/cudnn_graph_convolution.h"
 
 namespace kiln::cuda_kernels {
 
@@ -66,9 +67,10 @@ struct ConvolutionParams {
 // One line naming every field, e.g. for error messages; also the plan cache's key.
 std::string describe(const ConvolutionParams& params);
 
-// Who computes a plan's convolution: cuDNN, or Kiln's own depthwise kernels
-// (kernels/cuda/depthwise_convolution.h), which autotune times beside cuDNN's algorithms.
-enum class ConvolutionKernel : uint8_t { kCudnn, kKilnDepthwise };
+// Who computes a plan's convolution: one of cuDNN's legacy algorithms, an engine of cuDNN's graph
+// API (kernels/cuda/cudnn_graph_convolution.h), or Kiln's own depthwise kernels
+// (kernels/cuda/depthwise_convolution.h); autotune times all three.
+enum class ConvolutionKernel : uint8_t { kCudnn, kKilnDepthwise, kCudnnGraph };
 
 // The algorithm a plan runs. For cuDNN: a cudnnConvolutionFwdAlgo_t (forward) or
 // cudnnConvolutionBwdDataAlgo_t (transposed), the math type it runs with, the workspace cuDNN
@@ -86,7 +88,11 @@ struct ConvolutionAlgorithm {
   size_t cudnnWorkspaceBytes = 0;
   float measuredMs = -1.0f;
   bool fusedEpilogue = true;
+  CudnnEngineConfig engine;
 };
+
+// Whether two choices run the same kernels (their measured times aside).
+bool sameChoice(const ConvolutionAlgorithm& a, const ConvolutionAlgorithm& b);
 
 // The kernel an algorithm runs, for profiles: "cuDNN algorithm 1, tensor ops, fused epilogue"
 // or "Kiln depthwise, shared-memory tiles".
@@ -143,8 +149,9 @@ class ConvolutionPlan {
                                                  size_t maxCudnnWorkspaceBytes = size_t{1} << 30);
   // The fastest algorithm as timed by cudnnFind*AlgorithmEx on the given buffers (out is
   // overwritten), within the given workspace; with a bias, the faster of cuDNN's fused epilogue
-  // and Kiln's, timed on the same buffers; for a depthwise convolution Kiln's own kernels are
-  // timed beside them. Synchronizes the stream: for build time only.
+  // and Kiln's, timed on the same buffers; beside them, for a forward convolution the first
+  // engines of cuDNN's graph API heuristics, and for a depthwise one Kiln's own kernels.
+  // Synchronizes the stream: for build time only.
   static std::unique_ptr<ConvolutionPlan> autotune(const CudnnHandle& handle,
                                                    const ConvolutionParams& params,
                                                    const ConvolutionTensors& tensors,
@@ -188,6 +195,11 @@ class ConvolutionPlan {
   std::unique_ptr<Descriptors> descriptors_;
   ConvolutionAlgorithm algorithm_;
   std::vector<std::pair<ConvolutionAlgorithm, float>> timedCandidates_;
+  // The graph API's operation graph and execution plans: during autotune, one plan a timed
+  // engine; afterwards the chosen engine's alone (none when the choice is not a graph engine).
+  std::unique_ptr<CudnnGraphConvolution> graph_;
+  std::vector<CudnnExecutionPlan> graphPlans_;
+  size_t graphPlan_ = 0;
   size_t scratchBytes_ = 0;
   bool fusable_ = false;
   // Cleared when cuDNN refuses the fused call for these params; launches then run conv + epilogue.
