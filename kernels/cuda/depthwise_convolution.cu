@@ -23,7 +23,7 @@ constexpr int kThreads = 256;
 // Staged weights a block, in floats (32 KiB of shared memory, under the 48 KiB that needs no
 // opt-in): the block's channels times the taps.
 constexpr int kStagedWeights = 8192;
-// Channel vectors a block covers at most: 32 vectors are 512 bytes of one pixel in fp16.
+// Channel vectors a block covers at most: 32 vectors of 16 bytes are 512 bytes of one pixel.
 constexpr int kMaxVectorsPerBlock = 32;
 
 struct DepthwiseGeometry {
@@ -39,44 +39,68 @@ struct DepthwiseGeometry {
   ConvolutionActivation activation;
 };
 
-// The V elements of a 16-byte word as floats.
-template <typename T, int V>
-__device__ __forceinline__ void unpack(const uint4& word, float (&values)[V]) {
-  T elements[V];
+// The word a vector of N elements of T is loaded and stored as: 16, 8 or 4 bytes.
+template <int kBytes>
+struct WordOf;
+template <>
+struct WordOf<16> {
+  using type = uint4;
+};
+template <>
+struct WordOf<8> {
+  using type = uint2;
+};
+template <>
+struct WordOf<4> {
+  using type = uint32_t;
+};
+template <typename T, int N>
+constexpr bool kIsWord = N * sizeof(T) == 16 || N * sizeof(T) == 8 || N * sizeof(T) == 4;
+template <typename T, int N>
+using WordFor = typename WordOf<static_cast<int>(N * sizeof(T))>::type;
+
+// The N elements of a word as floats.
+template <typename T, int N>
+__device__ __forceinline__ void unpack(const WordFor<T, N>& word, float (&values)[N]) {
+  T elements[N];
   memcpy(elements, &word, sizeof(word));
 #pragma unroll
-  for (int e = 0; e < V; ++e) values[e] = toFloat(elements[e]);
+  for (int e = 0; e < N; ++e) values[e] = toFloat(elements[e]);
 }
 
-// V consecutive elements as floats: one 16-byte load when V elements fill 16 bytes.
-template <typename T, int V>
-__device__ __forceinline__ void loadVector(const T* __restrict__ p, float (&values)[V]) {
-  if constexpr (V * sizeof(T) == 16) {
-    unpack<T, V>(__ldg(reinterpret_cast<const uint4*>(p)), values);
+// N consecutive elements as floats: one load when they fill a word (16, 8 or 4 bytes).
+template <typename T, int N>
+__device__ __forceinline__ void loadVector(const T* __restrict__ p, float (&values)[N]) {
+  if constexpr (kIsWord<T, N>) {
+    unpack<T, N>(__ldg(reinterpret_cast<const WordFor<T, N>*>(p)), values);
   } else {
 #pragma unroll
-    for (int e = 0; e < V; ++e) values[e] = toFloat(p[e]);
+    for (int e = 0; e < N; ++e) values[e] = toFloat(p[e]);
   }
 }
 
-template <typename T, int V>
-__device__ __forceinline__ void storeVector(T* __restrict__ p, const float (&values)[V]) {
-  T elements[V];
+template <typename T, int N>
+__device__ __forceinline__ void storeVector(T* __restrict__ p, const float (&values)[N]) {
+  T elements[N];
 #pragma unroll
-  for (int e = 0; e < V; ++e) elements[e] = fromFloat<T>(values[e]);
-  if constexpr (V * sizeof(T) == 16) {
-    uint4 word;
+  for (int e = 0; e < N; ++e) elements[e] = fromFloat<T>(values[e]);
+  if constexpr (kIsWord<T, N>) {
+    WordFor<T, N> word;
     memcpy(&word, elements, sizeof(word));
-    *reinterpret_cast<uint4*>(p) = word;
+    *reinterpret_cast<WordFor<T, N>*>(p) = word;
   } else {
 #pragma unroll
-    for (int e = 0; e < V; ++e) p[e] = elements[e];
+    for (int e = 0; e < N; ++e) p[e] = elements[e];
   }
 }
 
 template <int V>
 __device__ __forceinline__ void readStaged(const float* staged, float (&values)[V]) {
-  if constexpr (V % 4 == 0) {
+  if constexpr (V == 2) {
+    const float2 two = *reinterpret_cast<const float2*>(staged);
+    values[0] = two.x;
+    values[1] = two.y;
+  } else if constexpr (V % 4 == 0) {
 #pragma unroll
     for (int e = 0; e < V; e += 4) {
       const float4 four = *reinterpret_cast<const float4*>(staged + e);
@@ -272,12 +296,12 @@ struct DepthwiseTile<2> {
   static constexpr int kRows = 8, kCols = 8, kColumns = 2;
 };
 
-template <typename T, int K, int S>
+template <typename T, int V, int K, int S>
 __global__ void __launch_bounds__(kTileThreads)
     depthwiseTileKernel(DepthwiseGeometry g, const T* __restrict__ x, const T* __restrict__ weight,
                         const T* __restrict__ bias, const T* __restrict__ residual,
                         T* __restrict__ out) {
-  constexpr int V = static_cast<int>(16 / sizeof(T));
+  using Word = WordFor<T, V>;
   using Tile = DepthwiseTile<S>;
   constexpr int kChannels = kTileVectors * V;
   constexpr int kTaps = K * K;
@@ -285,7 +309,7 @@ __global__ void __launch_bounds__(kTileThreads)
   constexpr int kInCols = (Tile::kCols - 1) * S + K;
   constexpr int kGroups = Tile::kCols / Tile::kColumns;
   static_assert(kTileVectors * Tile::kRows * kGroups == kTileThreads, "one thread a work item");
-  __shared__ uint4 window[kInRows * kInCols * kTileVectors];
+  __shared__ Word window[kInRows * kInCols * kTileVectors];
   __shared__ __align__(16) float staged[kTaps * kChannels];
 
   const int64_t c0 = static_cast<int64_t>(blockIdx.y) * kChannels;
@@ -302,10 +326,10 @@ __global__ void __launch_bounds__(kTileThreads)
     const int64_t ih = ih0 + pixel / kInCols;
     const int64_t iw = iw0 + pixel % kInCols;
     const int64_t c = c0 + vector * V;
-    uint4 value = make_uint4(0, 0, 0, 0);
+    Word value{};
     if (ih >= 0 && ih < g.inH && iw >= 0 && iw < g.inW && c < g.channels) {
       value = __ldg(
-          reinterpret_cast<const uint4*>(x + ((n * g.inH + ih) * g.inW + iw) * g.channels + c));
+          reinterpret_cast<const Word*>(x + ((n * g.inH + ih) * g.inW + iw) * g.channels + c));
     }
     window[i] = value;
   }
@@ -318,7 +342,7 @@ __global__ void __launch_bounds__(kTileThreads)
   for (int kh = 0; kh < K; ++kh) {
     float taps[K][V];
     readTapRow<V, K>(staged + kh * K * kChannels + vector * V, kChannels, taps);
-    const uint4* inputs =
+    const Word* inputs =
         window + ((row * S + kh) * kInCols + group * Tile::kColumns * S) * kTileVectors + vector;
     const auto input = [&](int s, float(&values)[V]) {
       unpack<T, V>(inputs[s * kTileVectors], values);
@@ -341,9 +365,23 @@ bool isFloatType(ScalarType type) {
          type == ScalarType::kBFloat16;
 }
 
-int vectorElements(ScalarType type) { return static_cast<int>(16 / scalarSize(type)); }
-
 int64_t taps(const ConvolutionParams& params) { return shapeVolume(params.kernel); }
+
+// The vectors the row and tiled kernels run on, widest first: 16, 8 or 4 bytes of channels.
+constexpr int kVectorBytes[] = {16, 8, 4};
+
+// Whether vectors of `bytes` fit params: the channel count is a multiple of the vector and a
+// block's staged weights hold one vector's taps.
+bool vectorFits(const ConvolutionParams& params, int bytes) {
+  const int64_t elements = bytes / static_cast<int64_t>(scalarSize(params.type));
+  return params.inChannels % elements == 0 && taps(params) * elements <= kStagedWeights;
+}
+
+// Whether any vector fits params' channels (the buffers' alignment aside).
+bool anyVectorFits(const ConvolutionParams& params) {
+  return std::any_of(std::begin(kVectorBytes), std::end(kVectorBytes),
+                     [&](int bytes) { return vectorFits(params, bytes); });
+}
 
 // Kernel widths and horizontal strides the row kernel is instantiated for.
 bool rowKernelApplies(const ConvolutionParams& params) {
@@ -361,7 +399,22 @@ bool tiledKernelApplies(const ConvolutionParams& params) {
          params.dilation[0] == 1 && params.batch <= 65535;
 }
 
-bool isAligned16(const void* pointer) { return reinterpret_cast<uintptr_t>(pointer) % 16 == 0; }
+bool isAligned(const void* pointer, int bytes) {
+  return reinterpret_cast<uintptr_t>(pointer) % static_cast<uintptr_t>(bytes) == 0;
+}
+
+// The widest vector (16, 8 or 4 bytes) that fits params and to which the buffers read and
+// written as vectors (x, out and the residual) are aligned; 0 when none is (the looping kernel).
+// The weights and the bias are read one element at a time.
+int vectorBytesFor(const ConvolutionParams& params, const ConvolutionTensors& tensors) {
+  for (int bytes : kVectorBytes) {
+    if (vectorFits(params, bytes) && isAligned(tensors.x, bytes) && isAligned(tensors.out, bytes) &&
+        (tensors.residual == nullptr || isAligned(tensors.residual, bytes))) {
+      return bytes;
+    }
+  }
+  return 0;
+}
 
 [[noreturn]] void invalid(const ConvolutionParams& params, const std::string& what) {
   throw std::invalid_argument("depthwise convolution: " + what + " in " + describe(params));
@@ -426,44 +479,64 @@ void launchRowKernel(int outputs, dim3 grid, size_t sharedBytes, const Depthwise
   }
 }
 
-// The row kernel with `outputs` columns a thread, or the looping kernel.
-template <typename T, int V>
-void launchRowsOrLoop(const ConvolutionParams& params, int outputs, const Operands<T>& o,
-                      cudaStream_t stream) {
-  const DepthwiseGeometry g = geometryOf(params, outputs, V);
+// The grid of the row and looping kernels and their shared memory (the staged weights).
+struct RowLaunch {
+  DepthwiseGeometry g;
+  dim3 grid;
+  size_t sharedBytes;
+};
+
+RowLaunch rowLaunchOf(const ConvolutionParams& params, int outputs, int vectorElements) {
+  RowLaunch launch;
+  launch.g = geometryOf(params, outputs, vectorElements);
+  const DepthwiseGeometry& g = launch.g;
   const int tilesPerBlock = kThreads / g.vectorsPerBlock;
-  const int64_t vectors = (g.channels + V - 1) / V;
-  const dim3 grid(static_cast<unsigned>((g.tiles + tilesPerBlock - 1) / tilesPerBlock),
-                  static_cast<unsigned>((vectors + g.vectorsPerBlock - 1) / g.vectorsPerBlock));
-  const size_t sharedBytes =
-      static_cast<size_t>(taps(params) * g.vectorsPerBlock * V) * sizeof(float);
-  if constexpr (V > 1) {
-    if (rowKernelApplies(params)) {
-      const auto launchWidth = [&](auto width) {
-        constexpr int kWidth = decltype(width)::value;
-        if (g.strideW == 1) {
-          launchRowKernel<T, V, kWidth, 1>(outputs, grid, sharedBytes, g, o, stream);
-        } else {
-          launchRowKernel<T, V, kWidth, 2>(outputs, grid, sharedBytes, g, o, stream);
-        }
-      };
-      if (g.kernelW == 3) {
-        launchWidth(std::integral_constant<int, 3>{});
-      } else if (g.kernelW == 5) {
-        launchWidth(std::integral_constant<int, 5>{});
-      } else {
-        launchWidth(std::integral_constant<int, 7>{});
-      }
-      return;
-    }
-  }
-  depthwiseGenericKernel<T, V>
-      <<<grid, kThreads, sharedBytes, stream>>>(g, o.x, o.weight, o.bias, o.residual, o.out);
+  const int64_t vectors = (g.channels + vectorElements - 1) / vectorElements;
+  launch.grid = dim3(static_cast<unsigned>((g.tiles + tilesPerBlock - 1) / tilesPerBlock),
+                     static_cast<unsigned>((vectors + g.vectorsPerBlock - 1) / g.vectorsPerBlock));
+  launch.sharedBytes =
+      static_cast<size_t>(taps(params) * g.vectorsPerBlock * vectorElements) * sizeof(float);
+  return launch;
 }
 
-template <typename T>
+// The looping kernel on vectors of V channels, one output a thread.
+template <typename T, int V>
+void launchLoop(const ConvolutionParams& params, const Operands<T>& o, cudaStream_t stream) {
+  const RowLaunch l = rowLaunchOf(params, 1, V);
+  depthwiseGenericKernel<T, V>
+      <<<l.grid, kThreads, l.sharedBytes, stream>>>(l.g, o.x, o.weight, o.bias, o.residual, o.out);
+}
+
+// The row kernel with `outputs` columns a thread on vectors of V channels, or the looping kernel
+// on them where the row kernel does not apply.
+template <typename T, int V>
+void launchRows(const ConvolutionParams& params, int outputs, const Operands<T>& o,
+                cudaStream_t stream) {
+  if (!rowKernelApplies(params)) {
+    launchLoop<T, V>(params, o, stream);
+    return;
+  }
+  const RowLaunch l = rowLaunchOf(params, outputs, V);
+  const auto launchWidth = [&](auto width) {
+    constexpr int kWidth = decltype(width)::value;
+    if (l.g.strideW == 1) {
+      launchRowKernel<T, V, kWidth, 1>(outputs, l.grid, l.sharedBytes, l.g, o, stream);
+    } else {
+      launchRowKernel<T, V, kWidth, 2>(outputs, l.grid, l.sharedBytes, l.g, o, stream);
+    }
+  };
+  if (l.g.kernelW == 3) {
+    launchWidth(std::integral_constant<int, 3>{});
+  } else if (l.g.kernelW == 5) {
+    launchWidth(std::integral_constant<int, 5>{});
+  } else {
+    launchWidth(std::integral_constant<int, 7>{});
+  }
+}
+
+template <typename T, int V>
 void launchTiles(const ConvolutionParams& params, const Operands<T>& o, cudaStream_t stream) {
-  constexpr int kChannels = kTileVectors * static_cast<int>(16 / sizeof(T));
+  constexpr int kChannels = kTileVectors * V;
   const DepthwiseGeometry g = geometryOf(params, 1, 1);
   const auto launchShape = [&](auto width, auto stride) {
     constexpr int kWidth = decltype(width)::value;
@@ -474,7 +547,7 @@ void launchTiles(const ConvolutionParams& params, const Operands<T>& o, cudaStre
     const dim3 grid(static_cast<unsigned>(tiles),
                     static_cast<unsigned>((g.channels + kChannels - 1) / kChannels),
                     static_cast<unsigned>(params.batch));
-    depthwiseTileKernel<T, kWidth, kStride>
+    depthwiseTileKernel<T, V, kWidth, kStride>
         <<<grid, kTileThreads, 0, stream>>>(g, o.x, o.weight, o.bias, o.residual, o.out);
   };
   const auto launchWidth = [&](auto stride) {
@@ -493,23 +566,37 @@ void launchTiles(const ConvolutionParams& params, const Operands<T>& o, cudaStre
   }
 }
 
-// Runs `variant` on 16-byte vectors of channels where the channel count and the buffers allow,
-// else one channel a thread on the looping kernel.
+// `variant` on vectors of kBytes.
+template <typename T, int kBytes>
+void launchVectors(const ConvolutionParams& params, int variant, const Operands<T>& o,
+                   cudaStream_t stream) {
+  constexpr int V = static_cast<int>(kBytes / sizeof(T));
+  if (variant == kDepthwiseTiles) {
+    launchTiles<T, V>(params, o, stream);
+  } else {
+    launchRows<T, V>(params, variant, o, stream);
+  }
+}
+
+// Runs `variant` on the widest vectors of channels the channel count and the buffers allow, else
+// one channel a thread on the looping kernel.
 template <typename T>
 void launchOfType(const ConvolutionParams& params, int variant, const ConvolutionTensors& tensors,
                   cudaStream_t stream) {
-  constexpr int kVector = static_cast<int>(16 / sizeof(T));
   const Operands<T> o = operandsOf<T>(tensors);
-  const bool vectors = params.inChannels % kVector == 0 && isAligned16(tensors.x) &&
-                       isAligned16(tensors.out) &&
-                       (tensors.residual == nullptr || isAligned16(tensors.residual)) &&
-                       taps(params) * kVector <= kStagedWeights;
-  if (!vectors) {
-    launchRowsOrLoop<T, 1>(params, 1, o, stream);
-  } else if (variant == kDepthwiseTiles) {
-    launchTiles<T>(params, o, stream);
-  } else {
-    launchRowsOrLoop<T, kVector>(params, variant, o, stream);
+  switch (vectorBytesFor(params, tensors)) {
+    case 16:
+      launchVectors<T, 16>(params, variant, o, stream);
+      break;
+    case 8:
+      launchVectors<T, 8>(params, variant, o, stream);
+      break;
+    case 4:
+      launchVectors<T, 4>(params, variant, o, stream);
+      break;
+    default:
+      launchLoop<T, 1>(params, o, stream);
+      break;
   }
   KILN_CUDA_CHECK_LAUNCH();
 }
@@ -528,9 +615,7 @@ bool depthwiseConvolutionApplies(const ConvolutionParams& params) {
 
 std::vector<int> depthwiseConvolutionVariants(const ConvolutionParams& params) {
   if (!depthwiseConvolutionApplies(params)) return {};
-  const bool vectors = params.inChannels % vectorElements(params.type) == 0 &&
-                       taps(params) * vectorElements(params.type) <= kStagedWeights;
-  if (!vectors || !rowKernelApplies(params)) return {1};
+  if (!anyVectorFits(params) || !rowKernelApplies(params)) return {1};
   if (tiledKernelApplies(params)) return {1, 2, 4, kDepthwiseTiles};
   return {1, 2, 4};
 }

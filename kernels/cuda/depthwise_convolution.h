@@ -4,19 +4,22 @@
 // depthwise convolution does k*k multiply-adds per element it reads, so it is bound by memory,
 // and these kernels aim at reading each input and writing each output once.
 //
-// Each thread computes one 16-byte vector of consecutive channels (8 fp16/bf16 or 4 fp32) at a
-// few consecutive output columns of one row, sliding along the input row so that every input
-// vector it loads feeds each output that reads it; weights are staged in shared memory as fp32,
-// tap-major, so a thread reads its channels' weights as vectors. Two kernels do that:
+// Each thread computes one vector of consecutive channels at a few consecutive output columns of
+// one row, sliding along the input row so that every input vector it loads feeds each output that
+// reads it; weights are staged in shared memory as fp32, tap-major, so a thread reads its
+// channels' weights as vectors. A vector is the widest of 16, 8 or 4 bytes (8, 4 or 2 fp16/bf16,
+// 4, 2 or 1 fp32) that divides the channel count and to which x, out and the residual are
+// aligned (the weights and the bias are read one element at a time). Two kernels do that:
 //   - the row kernel reads its inputs from global memory (widths 3, 5 and 7 at horizontal
 //     stride 1 or 2 without horizontal dilation, 1, 2 or 4 columns a thread), for layers with
 //     few output pixels;
 //   - the tiled kernel stages its block's zero-padded input window in shared memory and reads it
 //     at constant offsets without bounds checks (square widths 3, 5 and 7 at stride 1 or 2), for
 //     large feature maps.
-// Other widths, strides and dilations, channel counts that are not a multiple of a vector, and
-// buffers not 16-byte aligned run a looping kernel with one output a thread. Bias, residual and
-// the activation run in the epilogue; accumulation is fp32; padding may be asymmetric.
+// Other widths, strides and dilations run a looping kernel with one output a thread, on vectors;
+// what no vector fits (an odd fp16/bf16 channel count, buffers not 4-byte aligned) runs it one
+// channel a thread. Bias, residual and the activation run in the epilogue; accumulation is fp32;
+// padding may be asymmetric.
 #pragma once
 
 #include <string>
@@ -35,7 +38,10 @@ bool depthwiseConvolutionApplies(const ConvolutionParams& params);
 // (1 is also the looping kernel); kDepthwiseTiles is the tiled kernel.
 constexpr int kDepthwiseTiles = 16;
 
-// The variants worth timing for params (empty when the kernels do not apply).
+// The variants worth timing for params (empty when the kernels do not apply): the row and tiled
+// kernels where their shapes apply and some vector divides the channel count, else the looping
+// kernel alone. A launch whose buffers are not aligned to that vector runs a narrower one, or
+// the looping kernel one channel a thread.
 std::vector<int> depthwiseConvolutionVariants(const ConvolutionParams& params);
 
 // "Kiln depthwise, 2 columns a thread", "Kiln depthwise, shared-memory tiles".

@@ -809,9 +809,11 @@ TEST(CudaConvolution, TooSmallWorkspaceIsRefused) {
 // ---- Kiln's depthwise kernels -------------------------------------------------------------------
 
 // Depthwise shapes covering each kernel path: the unrolled row kernel (widths 3, 5, 7 at stride
-// 1 and 2), the looping one (other widths, horizontal dilation), channel counts that are not a
-// multiple of a 16-byte vector (one channel a thread), several channel blocks, asymmetric
-// padding, 1-D, and rows whose width is not a multiple of the columns a thread computes.
+// 1 and 2), the looping one (other widths, horizontal dilation), channel counts that take
+// narrower vectors (162 and 6: 2 fp16/bf16 and 2 fp32 channels; 228 and 10: 4 fp16/bf16, and 4
+// and 2 fp32) or none (odd counts in fp16/bf16: one channel a thread), several channel blocks,
+// asymmetric padding, 1-D, and rows whose width is not a multiple of the columns a thread
+// computes.
 std::vector<ConvolutionCase> depthwiseCases() {
   const auto depthwise = [](std::string name, int64_t batch, int64_t channels, Shape in,
                             Shape kernel, Shape stride, Shape pre, Shape post, Shape dilation) {
@@ -839,6 +841,17 @@ std::vector<ConvolutionCase> depthwiseCases() {
       // Several shared-memory tiles in both directions.
       depthwise("dw3x3ManyTiles", 2, 16, {19, 70}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, {1, 1}),
       depthwise("dw5x5Stride2ManyTiles", 1, 24, {37, 41}, {5, 5}, {2, 2}, {2, 2}, {2, 2}, {1, 1}),
+      // Narrower vectors: rexnet's channel counts, and small ones for fp32.
+      depthwise("dw3x3Channels162", 2, 162, {11, 35}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, {1, 1}),
+      depthwise("dw5x5Stride2Channels228", 1, 228, {13, 18}, {5, 5}, {2, 2}, {2, 2}, {2, 2},
+                {1, 1}),
+      depthwise("dw7x7Channels6", 2, 6, {10, 11}, {7, 7}, {1, 1}, {3, 3}, {3, 3}, {1, 1}),
+      depthwise("dw3x3Stride2Channels10", 1, 10, {12, 9}, {3, 3}, {2, 2}, {1, 1}, {0, 0}, {1, 1}),
+      depthwise("dwConv1dChannels18", 2, 18, {21}, {7}, {1}, {3}, {3}, {1}),
+      depthwise("dw3x3DilatedChannels20", 1, 20, {9, 9}, {3, 3}, {1, 1}, {2, 2}, {2, 2}, {2, 2}),
+      // Odd channel counts: one channel a thread in fp16/bf16, 4-byte vectors in fp32.
+      depthwise("dw5x5Stride2Channels33", 1, 33, {11, 12}, {5, 5}, {2, 2}, {2, 2}, {2, 2}, {1, 1}),
+      depthwise("dw3x3Channels99", 1, 99, {6, 7}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, {1, 1}),
   };
   ConvolutionCase relu = cases[1];  // dw3x3Stride2
   relu.name = "dw3x3Stride2Relu";
@@ -878,13 +891,14 @@ ConvolutionAlgorithm kilnDepthwise(int variant) {
 
 // Runs a variant of Kiln's depthwise kernels, with a residual when
 // asked, into an output poisoned with NaN (so every element must be written), and compares it
-// with the CPU reference. `misalign` shifts x, out and the residual by one element off their
-// 16-byte alignment.
+// with the CPU reference. x, out and the residual start `misalign` elements past their 16-byte
+// alignment.
 void checkDepthwise(const ConvolutionCase& c, ScalarType type, int variant, bool withResidual,
-                    bool misalign, uint32_t seed) {
+                    int misalign, uint32_t seed) {
   const ConvolutionParams p = paramsOf(c, type, TensorLayout::kNHWC);
   SCOPED_TRACE(c.name + " " + describe(p) + ": " + describeDepthwiseVariant(variant) +
-               (withResidual ? ", residual" : "") + (misalign ? ", misaligned" : ""));
+               (withResidual ? ", residual" : "") +
+               (misalign != 0 ? ", misaligned by " + std::to_string(misalign) : ""));
   ASSERT_TRUE(depthwiseConvolutionApplies(p));
   const HostOperands operands = makeOperands(p, c.bias, seed);
   const Shape outDims = concat({p.batch, p.outChannels}, p.outSpatial);
@@ -904,9 +918,9 @@ void checkDepthwise(const ConvolutionCase& c, ScalarType type, int variant, bool
     expected[i] = activated(p.activation, expected[i]);
   }
 
-  // Misaligned operands start one element into their buffers.
+  // Misaligned operands start `misalign` elements into their buffers.
   const size_t element = scalarSize(type);
-  const size_t offset = misalign ? element : 0;
+  const size_t offset = static_cast<size_t>(misalign) * element;
   const auto uploadAtOffset = [&](const std::vector<float>& values) {
     std::vector<uint8_t> bytes(offset);
     const std::vector<uint8_t> encoded = encode(type, values);
@@ -972,6 +986,27 @@ TEST(CudaDepthwiseConvolution, AppliesToForwardChannelsLastDepthwiseOnly) {
   EXPECT_THROW(depthwiseConvolution(depthwise, 3, {}, nullptr), std::invalid_argument);
 }
 
+// Any channel count a 16-, 8- or 4-byte vector divides gets the row and tiled kernels; odd fp16 and
+// bf16 counts get the looping kernel alone, and fp32 always has 4-byte (one-element) vectors.
+TEST(CudaDepthwiseConvolution, NarrowerVectorsOfferTheRowAndTiledKernels) {
+  const std::vector<int> all = {1, 2, 4, kDepthwiseTiles};
+  const std::vector<int> loop = {1};
+  const auto variants = [](const std::string& name, ScalarType type) {
+    return depthwiseConvolutionVariants(paramsOf(depthwiseCase(name), type, TensorLayout::kNHWC));
+  };
+  for (ScalarType type : kFloatTypes) {
+    for (const char* name : {"dw3x3Channels162", "dw5x5Stride2Channels228", "dw7x7Channels6",
+                             "dw3x3Stride2Channels10"}) {
+      EXPECT_EQ(variants(name, type), all) << name << " " << scalarName(type);
+    }
+    EXPECT_EQ(variants("dwConv1dChannels18", type), (std::vector<int>{1, 2, 4}));
+    EXPECT_EQ(variants("dw3x3DilatedChannels20", type), loop);
+    const bool fp32 = type == ScalarType::kFloat32;
+    EXPECT_EQ(variants("dw5x5Stride2Channels33", type), fp32 ? all : loop) << scalarName(type);
+    EXPECT_EQ(variants("dwSevenChannels", type), fp32 ? all : loop) << scalarName(type);
+  }
+}
+
 TEST(CudaDepthwiseConvolution, EveryVariantMatchesCpuInEveryType) {
   KILN_SKIP_WITHOUT_GPU();
   uint32_t seed = 3000;
@@ -979,7 +1014,7 @@ TEST(CudaDepthwiseConvolution, EveryVariantMatchesCpuInEveryType) {
     for (ScalarType type : kFloatTypes) {
       const ConvolutionParams p = paramsOf(c, type, TensorLayout::kNHWC);
       for (int variant : depthwiseConvolutionVariants(p)) {
-        checkDepthwise(c, type, variant, false, false, seed++);
+        checkDepthwise(c, type, variant, false, 0, seed++);
       }
     }
   }
@@ -988,20 +1023,31 @@ TEST(CudaDepthwiseConvolution, EveryVariantMatchesCpuInEveryType) {
 TEST(CudaDepthwiseConvolution, ResidualAndReluInTheEpilogue) {
   KILN_SKIP_WITHOUT_GPU();
   uint32_t seed = 4000;
-  for (const ConvolutionCase& c : {depthwiseCase("dw7x7"), depthwiseCase("dw3x3Stride2Relu")}) {
+  for (const ConvolutionCase& c :
+       {depthwiseCase("dw7x7"), depthwiseCase("dw3x3Stride2Relu"),
+        depthwiseCase("dw3x3Channels162"), depthwiseCase("dw5x5Stride2Channels228")}) {
     for (ScalarType type : kFloatTypes) {
       for (int variant : {1, 2, 4, kDepthwiseTiles}) {
-        checkDepthwise(c, type, variant, true, false, seed++);
+        checkDepthwise(c, type, variant, true, 0, seed++);
       }
     }
   }
 }
 
-TEST(CudaDepthwiseConvolution, MisalignedBuffersRunOneChannelAThread) {
+// Buffers one element off their alignment run one channel a thread in fp16/bf16 (and 4-byte
+// vectors in fp32); two elements off, the 4-byte vectors of fp16/bf16 (and 8-byte ones of fp32).
+TEST(CudaDepthwiseConvolution, MisalignedBuffersRunNarrowerVectors) {
   KILN_SKIP_WITHOUT_GPU();
   uint32_t seed = 5000;
   for (const ConvolutionCase& c : {depthwiseCase("dw3x3"), depthwiseCase("dwConv1d")}) {
-    for (ScalarType type : kFloatTypes) checkDepthwise(c, type, 4, true, true, seed++);
+    for (ScalarType type : kFloatTypes) {
+      for (int misalign : {1, 2}) {
+        for (int variant : {4, kDepthwiseTiles}) {
+          if (c.kernel.size() == 1 && variant == kDepthwiseTiles) continue;
+          checkDepthwise(c, type, variant, true, misalign, seed++);
+        }
+      }
+    }
   }
 }
 
