@@ -1451,6 +1451,59 @@ TEST(BuilderChannelsLast, LeavesFloat32AndThreeDimensionalConvolutionsAlone) {
   EXPECT_EQ(countLayers(network, LayerKind::kShuffle), 0u);
 }
 
+// A speech front end in fp16: 1-D conv (k 5, stride 2) -> 1-D conv (k 3, ReLU) -> transpose to
+// (N, L, C) as wav2vec2's feature projection reads it. The convolutions run channels-last (NLC),
+// and the transposes cancel: the input's remains alone.
+TEST(BuilderChannelsLast, OneDimensionalConvolutionsRunChannelsLast) {
+  Network network;
+  Tensor* x = network.addInput("x", DataType::kFloat32, {2, 4, 23});
+  Tensor* half = network.addCast(x, DataType::kFloat16)->output(0);
+  auto constant = [&](const Dims& dims, float start, float step) {
+    const auto count = static_cast<size_t>(volume(dims));
+    Tensor* values = network.addConstant(floatWeights(dims, ramp(count, start, step)))->output(0);
+    return network.addCast(values, DataType::kFloat16)->output(0);
+  };
+  ConvolutionParams strided;
+  strided.outChannels = 6;
+  strided.kernel = {5};
+  strided.stride = {2};
+  Tensor* a =
+      network.addLayer(strided, {half, constant({6, 4, 5}, -0.3f, 0.01f), nullptr, nullptr})
+          ->output(0);
+  ConvolutionParams padded;
+  padded.outChannels = 8;
+  padded.kernel = {3};
+  padded.prePadding = {1};
+  padded.postPadding = {1};
+  padded.activation = FusedActivation::kRelu;
+  Tensor* b = network
+                  .addLayer(padded, {a, constant({8, 6, 3}, 0.2f, -0.01f),
+                                     constant({8}, 0.1f, -0.02f), nullptr})
+                  ->output(0);
+  ShuffleParams toRows;
+  toRows.firstPermutation = {0, 2, 1};
+  network.markOutput(
+      network.addCast(network.addShuffle(b, toRows)->output(0), DataType::kFloat32)->output(0));
+  const std::vector<std::vector<float>> inputs = {ramp(2 * 4 * 23, -1.0f, 0.01f)};
+  const std::vector<std::vector<float>> before = evaluate(network, inputs);
+
+  convertConvolutionsToChannelsLast(network);
+  sinkLayoutTransposes(network);
+  foldConstants(network);
+  eliminateDeadLayers(network);
+
+  EXPECT_EQ(countLayers(network, LayerKind::kShuffle), 1u);
+  for (size_t i = 0; i < network.numLayers(); ++i) {
+    const Layer* layer = network.layer(i);
+    if (layer->kind() == LayerKind::kConvolution) {
+      EXPECT_TRUE(layer->paramsAs<ConvolutionParams>().channelsLast) << layer->name();
+    }
+  }
+  EXPECT_EQ(network.output(0)->dims(), (Dims{2, 10, 8}));
+  network.validate();
+  expectNear(evaluate(network, inputs), before, 0.0f);
+}
+
 // fp16 x -> 1x1 conv (+ bias, + x as residual, ReLU) -> 1x1 conv with stride 2 -> 3x3 conv.
 TEST(BuilderPointwiseConvolutionGemm, OneByOneConvolutionsBecomeFullyConnected) {
   Network network;
