@@ -42,6 +42,10 @@ Layer* foldableConvolution(const Network& network, const Layer& norm) {
   if (conv == nullptr || conv->kind() != LayerKind::kConvolution) return nullptr;
   const auto& convParams = conv->paramsAs<ConvolutionParams>();
   if (convParams.activation != FusedActivation::kNone) return nullptr;
+  // The norm's channels are the convolution's output channels.
+  const size_t rank = x->dims().size();
+  const int64_t axis = p.axis < 0 ? p.axis + static_cast<int64_t>(rank) : p.axis;
+  if (axis != (convParams.channelsLast ? static_cast<int64_t>(rank) - 1 : 1)) return nullptr;
   if (conv->inputs().size() > 3 && conv->input(3) != nullptr) return nullptr;
   if (network.soleReader(x) != &norm) return nullptr;
   if (!isFloatType(x->dtype()) || constantWeights(conv->input(1)) == nullptr) return nullptr;

@@ -276,10 +276,13 @@ void runNormalization(const NormalizationParams& p, const Inputs& in, const Outp
   const float* bias = floatDataOrNull(optionalInput(in, 2), "bias");
   if (p.type == NormalizationType::kBatch) {
     KILN_CHECK(x.dims.size() >= 2, "batch norm needs an input (N, C, ...), got ", toString(x.dims));
+    // (outer, channels, inner) around the channel axis: (N, C, H * W) or, channels-last,
+    // (N * H * W, C, 1).
+    const auto axis = static_cast<size_t>(normalizeAxis(p.axis, x.dims.size(), "axis"));
     ck::BatchNormParams batch;
-    batch.batch = x.dims[0];
-    batch.channels = x.dims[1];
-    batch.spatial = volume(spatialDims(x.dims));
+    batch.batch = volume(Dims(x.dims.begin(), x.dims.begin() + axis));
+    batch.channels = x.dims[axis];
+    batch.spatial = volume(Dims(x.dims.begin() + axis + 1, x.dims.end()));
     batch.epsilon = p.epsilon;
     ck::batchNorm(batch, floatData(x, "x"), scale, bias,
                   floatData(requiredInput(in, 3, "mean"), "mean"),

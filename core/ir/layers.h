@@ -240,7 +240,8 @@ enum class NormalizationType : uint8_t { kBatch, kLayer };
 const char* toString(NormalizationType type);
 
 // kBatch (inference): inputs [x (N, C, ...), scale (C), bias (C), mean (C), var (C)]; scale and
-//   bias may be null. y = (x - mean) / sqrt(var + epsilon) * scale + bias over axis 1.
+//   bias may be null. y = (x - mean) / sqrt(var + epsilon) * scale + bias, C the dim at `axis`
+//   (1 from the converters; the last dim once the builder's layout pass runs it channels-last).
 // kLayer: inputs [x, scale, bias, residual] with scale/bias (may be null) shaped like x's dims
 //   from `axis` on; statistics over the dims from `axis` to the end. A residual (null unless the
 //   builder fused an add into the norm) has x's dims and type: the norm is of x + residual, the

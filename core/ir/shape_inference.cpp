@@ -412,15 +412,18 @@ std::vector<TensorType> inferNormalization(const NormalizationParams& p, const I
                toString(x.dims));
     requiredInput(inputs, 3, "mean");
     requiredInput(inputs, 4, "var");
+    const auto axis =
+        static_cast<size_t>(normalizeAxis(p.axis, x.dims.size(), "batch normalization axis"));
     for (size_t i = 1; i < 5; ++i) {
       if (inputs[i] == nullptr) continue;
       const TensorType& operand = *inputs[i];
       checkSameType(x, operand, "x", kNames[i]);
       KILN_CHECK(operand.dims.size() == 1, "mismatched ranks: ", kNames[i], " ",
                  toString(operand.dims), " must have rank 1 (one value per channel)");
-      mergeEqualDims(operand.dims[0], x.dims[1],
-                     concat("channel mismatch: ", kNames[i], " ", toString(operand.dims),
-                            " and the input ", toString(x.dims), " (dim 1) differ in channels"));
+      mergeEqualDims(
+          operand.dims[0], x.dims[axis],
+          concat("channel mismatch: ", kNames[i], " ", toString(operand.dims), " and the input ",
+                 toString(x.dims), " (dim ", axis, ") differ in channels"));
     }
     return {x};
   }

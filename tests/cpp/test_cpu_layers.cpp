@@ -1065,6 +1065,36 @@ TEST(CpuLayers, BatchNormalization) {
   }
 }
 
+// Over the channel dim that `axis` names: channels last, the norm of the transposed tensor.
+TEST(CpuLayers, BatchNormalizationOverTheLastDim) {
+  const HostTensor x = randomTensor({2, 2, 2, 3}, 22);  // (N, H, W, C)
+  const HostTensor scale = floats({3}, {1.5f, -0.5f, 2.0f});
+  const HostTensor bias = floats({3}, {0.1f, 0.2f, -0.3f});
+  const HostTensor mean = floats({3}, {0.05f, -0.1f, 0.2f});
+  const HostTensor var = floats({3}, {0.5f, 2.0f, 0.01f});
+  for (int64_t axis : {3, -1}) {
+    NormalizationParams p;
+    p.type = NormalizationType::kBatch;
+    p.epsilon = 1e-3;
+    p.axis = axis;
+    const HostTensor y = runLayer({x}, [&](Network& net, const std::vector<Tensor*>& in) {
+      return net
+          .addNormalization(in[0], constant(net, scale), constant(net, bias), constant(net, mean),
+                            constant(net, var), p)
+          ->output(0);
+    });
+    std::vector<float> expected;
+    const std::vector<float> v = x.values<float>();
+    for (size_t i = 0; i < v.size(); ++i) {
+      const size_t c = i % 3;
+      const double value =
+          (v[i] - mean.values<float>()[c]) / std::sqrt(var.values<float>()[c] + 1e-3);
+      expected.push_back(float(value * scale.values<float>()[c] + bias.values<float>()[c]));
+    }
+    expectAllNear(y.values<float>(), expected, 1e-5f);
+  }
+}
+
 TEST(CpuLayers, LayerNormalization) {
   const HostTensor x = randomTensor({2, 3, 4}, 19, -3.0f, 3.0f);
   const std::vector<float> v = x.values<float>();

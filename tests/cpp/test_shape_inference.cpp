@@ -435,6 +435,14 @@ TEST(ShapeInference, BatchNormalization) {
   expectError(p, {&x, &half, &c, &c, &c}, {"dtype mismatch", "scale"});
   const TensorType vector = typeOf({3});
   expectError(p, {&vector, &c, &c, &c, &c}, {"rank >= 2"});
+
+  // Channels last: the channels at the axis named.
+  const NormalizationParams last{NormalizationType::kBatch, 1e-5, -1};
+  const TensorType nhwc = typeOf({2, 4, 4, 3});
+  EXPECT_EQ(inferOne(last, {&nhwc, &c, &c, &c, &c}).dims, nhwc.dims);
+  expectError(last, {&x, &c, &c, &c, &c}, {"channel mismatch", "dim 3"});
+  expectError(NormalizationParams{NormalizationType::kBatch, 1e-5, 4}, {&x, &c, &c, &c, &c},
+              {"axis 4"});
 }
 
 TEST(ShapeInference, LayerNormalization) {

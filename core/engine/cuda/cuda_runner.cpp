@@ -793,10 +793,14 @@ void CudaRunner::State::runLayer(size_t index, const EngineLayer& layer, cudaStr
             KILN_CHECK(x.dims.size() >= 2, "batch norm needs an input (N, C, ...), got ",
                        toString(x.dims));
             const DeviceView& mean = requiredInput(in, 3, "mean");
+            // (outer, channels, inner) around the channel axis; channels last (inner 1), the
+            // kernel's channels-last form, which loads vectors across channels.
+            const auto axis = static_cast<size_t>(normalizeAxis(p.axis, x.dims.size(), "axis"));
             ck::BatchNormParams params;
-            params.batch = x.dims[0];
-            params.channels = x.dims[1];
-            params.spatial = volume(spatialDims(x.dims));
+            params.batch = volume(Dims(x.dims.begin(), x.dims.begin() + axis));
+            params.channels = x.dims[axis];
+            params.spatial = volume(Dims(x.dims.begin() + axis + 1, x.dims.end()));
+            params.channelsLast = axis + 1 == x.dims.size();
             params.epsilon = p.epsilon;
             params.type = toKernelType(x.dtype);
             params.parameterType = toKernelType(mean.dtype);

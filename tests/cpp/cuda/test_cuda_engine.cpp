@@ -216,6 +216,21 @@ std::vector<LayerCase> layerCases() {
                                     weights(n, t, {6}, rng), var, p)
                      ->output(0));
   });
+  // Channels last (the layout pass's): 16 channels in vectors, 6 one at a time.
+  add("batch_norm_channels_last", {{2, 5, 7, 16}, {3, 4, 6}},
+      [](Network& n, auto x, DataType t, std::mt19937& rng) {
+        NormalizationParams p;
+        p.type = NormalizationType::kBatch;
+        p.axis = -1;
+        for (int64_t channels : {16, 6}) {
+          Tensor* var = n.addActivation(weights(n, t, {channels}, rng), {ActivationType::kSigmoid})
+                            ->output(0);
+          n.markOutput(n.addNormalization(x[channels == 16 ? 0 : 1], weights(n, t, {channels}, rng),
+                                          weights(n, t, {channels}, rng),
+                                          weights(n, t, {channels}, rng), var, p)
+                           ->output(0));
+        }
+      });
   add("layer_norm", {{3, 5, 768}}, [](Network& n, auto x, DataType t, std::mt19937& rng) {
     NormalizationParams p;
     p.type = NormalizationType::kLayer;
