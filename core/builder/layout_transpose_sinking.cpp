@@ -11,15 +11,22 @@
 //                f(T(a), b)         -> T(f(a, T'(b))) when T'(b), T's inverse, is read already
 //   layer norm   norm(T(x))         -> T(norm(x)) when p maps the normalized trailing dims onto
 //                                      themselves (scale and bias permuted when it reorders them)
+//   batch norm   bn(T(x))           -> T(bn(x)), over channel dim p[axis] of x
 //   linear       fc(T(x))           -> T(fc(x)) when p keeps the last dim last
 //   reduce       reduce(T(x), axes) -> T'(reduce(x, p[axes])), T' what is left of p (often none)
 //   pool         pool(T_nchw(x))    -> T_nchw(pool_nhwc(x))
-// A move pays when two transposes merge into one, or the one left is smaller (a reduction, a
-// pooling that shrinks) or gone. Any other move leaves as many transposes, so a transpose makes
-// it only when, moved on, it meets its inverse (or a move that pays): a transpose that would
-// stop short stays where it is, next to what it was written with (a reshape that another pass
-// folds it into). A transpose that other layers read too stays for them; a layer reads past it
-// only where that leads to a transpose back, which then goes.
+//   concat       concat(T(a), T(b), c, axis) -> T(concat(a, b, c', p[axis])), each input a
+//                                      transpose by p, a constant or a tensor read transposed back
+//   slice        slice(T(x), axes)  -> T(slice(x, p[axes])) (splits and chunks are slices)
+// A move pays when two transposes merge into one (a concat of several), or the one left is
+// smaller (a reduction, a pooling or a slice that shrinks) or gone. Any other move leaves as many
+// transposes, so a transpose makes it only when, moved on, it meets its inverse (or a move that
+// pays): a transpose that would stop short stays where it is, next to what it was written with (a
+// reshape that another pass folds it into). A transpose that other layers read too stays for them;
+// a layer reads past it only where that leads to a transpose back, which then goes. Looking
+// ahead, a tensor that several layers read leads on where one of them does (each half of a
+// channel split), and a concat's input counts as transposed where it will be once the transposes
+// above it sink (the branches of a CSP stage meet at a concat, each bringing its own).
 //
 // The class of models this serves: convolutional trunks run channels-last, and the ConvNeXt /
 // MetaFormer family whose blocks switch to channels-last for a norm and an MLP (torchvision and
@@ -27,7 +34,11 @@
 // LayerNorm2d: permute -> layer norm over the last dim -> permute back). There the model's own
 // permutes meet the layout pass's transposes, and the block (depthwise conv -> norm over C ->
 // linear -> GELU -> linear -> layer scale -> + residual) runs NHWC from end to end, with a
-// transpose only at the network's edges.
+// transpose only at the network's edges. And CNNs that split and concatenate channels: CSP
+// stages (split in halves, concat after the blocks), DenseNet (each layer concatenates the
+// block's features, then a batch norm and ReLU before its convolution), GhostNet (concat of
+// primary and cheap features, sliced to the output channels): the concat, slice and norm run on
+// NHWC tensors along the permuted axis.
 #include <algorithm>
 #include <string>
 #include <vector>
@@ -306,6 +317,134 @@ Move fullyConnectedMove(const Network& network, const Layer* fc, const Tensor* i
   return move;
 }
 
+// bn(T(x)) -> T(bn(x)) for a batch norm over channel dim a of T(x): the same norm over x's dim
+// p[a] (channels-last after the layout pass), its per-channel operands as they are. The pre-
+// activation norm that a convolution cannot fold: DenseNet's after each concatenation.
+Move batchNormMove(const Layer* norm, const Tensor* input, const Dims& p) {
+  Move move;
+  if (input != norm->input(0)) return move;
+  auto params = norm->paramsAs<NormalizationParams>();
+  params.axis = p.at(static_cast<size_t>(positiveAxis(params.axis, p.size())));
+  move.possible = true;
+  move.params = params;
+  move.operands.assign(norm->inputs().size(), Operand::kKeep);
+  move.operands[0] = Operand::kUntransposed;
+  move.after = p;
+  return move;
+}
+
+Move normalizationMove(const Network& network, const Layer* norm, const Tensor* input,
+                       const Dims& p) {
+  return norm->paramsAs<NormalizationParams>().type == NormalizationType::kBatch
+             ? batchNormMove(norm, input, p)
+             : layerNormMove(network, norm, input, p);
+}
+
+// How many layers a look-ahead (forward to a transpose back, or back up a concat's other
+// inputs) visits at most.
+constexpr int kLookAheadLayers = 64;
+
+// Whether `tensor` is a transpose by p, or would be one once the transposes above it sink: the
+// output of a layer that a transpose by p crosses as it is (an activation, unary, cast or slice,
+// a batch norm, an elementwise layer of tensors that would be, or of one and a constant, a concat
+// of such tensors) whose inputs would be. Looking ahead, the concat that joins the branches of a
+// CSP stage or a ghost module then moves once each branch has brought its transpose down.
+bool transposedOnceSunk(const Network& network, const Tensor* tensor, const Dims& p, int& budget) {
+  if (tensor == nullptr || --budget < 0) return false;
+  const Layer* producer = tensor->producer();
+  if (producer == nullptr || tensor->rank() != static_cast<int64_t>(p.size())) return false;
+  if (const ShuffleParams* transpose = pureTranspose(producer)) {
+    return transpose->firstPermutation == p;
+  }
+  switch (producer->kind()) {
+    case LayerKind::kActivation:
+    case LayerKind::kUnary:
+    case LayerKind::kCast:
+    case LayerKind::kSlice:
+      return transposedOnceSunk(network, producer->input(0), p, budget);
+    case LayerKind::kNormalization:
+      return producer->paramsAs<NormalizationParams>().type == NormalizationType::kBatch &&
+             transposedOnceSunk(network, producer->input(0), p, budget);
+    case LayerKind::kElementwise:
+    case LayerKind::kConcat: {
+      bool any = false;
+      for (const Tensor* operand : producer->inputs()) {
+        if (constantWeights(operand) != nullptr) continue;
+        if (!transposedOnceSunk(network, operand, p, budget)) return false;
+        any = true;
+      }
+      return any;
+    }
+    default:
+      return false;
+  }
+}
+
+// concat(T(a), T(b), ..., axis) -> T(concat(a, b, ..., p[axis])) when every other input is a
+// transpose by p too, a constant (permuted at build time) or a tensor that another layer already
+// reads transposed back; looking ahead, also one that would be a transpose by p once the
+// transposes above it sink. The transposes that the concat alone reads merge into the one after
+// it (the move pays for two or more); one that other layers read too stays for them (DenseNet's
+// features, which every later layer of the block concatenates).
+Move concatMove(const Network& network, const Layer* layer, const Tensor* input, const Dims& p,
+                bool lookingAhead) {
+  Move move;
+  const Dims back = invertPermutation(p);
+  size_t merged = 0;
+  int budget = kLookAheadLayers;
+  for (const Tensor* other : layer->inputs()) {
+    const ShuffleParams* transpose = other == nullptr ? nullptr : pureTranspose(other->producer());
+    if (other == input) {
+      move.operands.push_back(Operand::kUntransposed);
+      ++merged;
+    } else if (transpose != nullptr && transpose->firstPermutation == p) {
+      move.operands.push_back(Operand::kUntransposed);
+      merged += network.soleReader(other) == layer;
+    } else if (other != nullptr && constantWeights(other) != nullptr) {
+      move.operands.push_back(Operand::kPermutedConstant);
+    } else if (other != nullptr && existingTranspose(network, other, back) != nullptr) {
+      move.operands.push_back(Operand::kInverse);
+    } else if (lookingAhead && transposedOnceSunk(network, other, p, budget)) {
+      move.operands.push_back(Operand::kUntransposed);
+      merged += network.soleReader(other) == layer;
+    } else {
+      return move;  // it would need a transpose of its own at run time
+    }
+  }
+  auto params = layer->paramsAs<ConcatParams>();
+  params.axis = p.at(static_cast<size_t>(positiveAxis(params.axis, p.size())));
+  move.possible = true;
+  move.pays = merged >= 2;
+  move.params = params;
+  move.constantPermutation = p;
+  move.after = p;
+  return move;
+}
+
+// slice(T(x), axes) -> T(slice(x, p[axes])): each axis's start, end, step and end reference as
+// they were (a reference's dims are its own). Channel splits and chunks (CSP stages, GhostNet's
+// cut to the output channels) are slices. Pays where the slice shrinks the tensor; a slice that
+// repeats elements (a step of 0) would leave a larger transpose and keeps it before.
+Move sliceMove(const Layer* slice, const Tensor* input, const Dims& p) {
+  Move move;
+  if (input != slice->input(0)) return move;
+  auto params = slice->paramsAs<SliceParams>();
+  for (int64_t& axis : params.axes) axis = p.at(static_cast<size_t>(positiveAxis(axis, p.size())));
+  const Dims& in = input->dims();
+  const Dims& out = slice->output(0)->dims();
+  for (size_t d = 0; d < in.size(); ++d) {
+    if (in[d] < 0 || out[d] < 0) continue;
+    if (out[d] > in[d]) return move;
+    move.pays = move.pays || out[d] < in[d];
+  }
+  move.possible = true;
+  move.params = params;
+  move.operands.assign(slice->inputs().size(), Operand::kKeep);
+  move.operands[0] = Operand::kUntransposed;
+  move.after = p;
+  return move;
+}
+
 // reduce(T(x), axes) -> T'(reduce(x, p[axes])): the same elements reduced; T' orders the dims
 // that stay as T did, and is often the identity (a global mean over H and W of NCHW).
 Move reduceMove(const Layer* reduce, const Tensor* input, const Dims& p) {
@@ -362,32 +501,67 @@ Move poolingMove(const Layer* pooling, const Tensor* input, const Dims& p) {
   return move;
 }
 
-Move planMove(const Network& network, const Layer* layer, const Tensor* input, const Dims& p) {
+// How `layer` would read a transpose by p that `input` is; `lookingAhead` where `input` is not
+// one yet (a transpose that would sink to it), nor maybe the layer's other inputs.
+Move planMove(const Network& network, const Layer* layer, const Tensor* input, const Dims& p,
+              bool lookingAhead) {
   const LayerKind kind = layer->kind();
   if (isPointwise(kind)) return pointwiseMove(network, layer, input, p);
-  if (kind == LayerKind::kNormalization) return layerNormMove(network, layer, input, p);
+  if (kind == LayerKind::kNormalization) return normalizationMove(network, layer, input, p);
   if (kind == LayerKind::kFullyConnected) return fullyConnectedMove(network, layer, input, p);
   if (kind == LayerKind::kReduce) return reduceMove(layer, input, p);
   if (kind == LayerKind::kPooling) return poolingMove(layer, input, p);
+  if (kind == LayerKind::kConcat) return concatMove(network, layer, input, p, lookingAhead);
+  if (kind == LayerKind::kSlice) return sliceMove(layer, input, p);
   return {};
 }
+
+bool someReaderLeadsToACancel(const Network& network, const Tensor* tensor, const Dims& p,
+                              int& budget);
 
 // Whether a transpose by `p` on `tensor`, moved on forward across the layers that read it one
 // after another, meets one that it cancels (a transpose back), or, unless `cancelOnly`, one it
 // merges with or a move that pays. A move that leads to none would leave as many transposes,
 // often where another pass (a chain of shuffles folded into a reshape) could no longer take it.
-bool leadsToAGain(const Network& network, const Tensor* tensor, Dims p, bool cancelOnly) {
-  while (!network.isOutput(tensor)) {
+// Where the tensor has several readers (or is an output), the transpose would stay for them, and
+// it is a gain where one of them leads it on to a transpose back (each half of a channel split
+// on to its next convolution).
+bool leadsToAGain(const Network& network, const Tensor* tensor, Dims p, bool cancelOnly,
+                  int& budget) {
+  while (--budget >= 0) {
     // A reader that transposes back then reads the untransposed tensor.
     if (existingTranspose(network, tensor, invertPermutation(p)) != nullptr) return true;
     const Layer* reader = network.soleReader(tensor);
-    if (reader == nullptr) return false;
+    if (reader == nullptr) return someReaderLeadsToACancel(network, tensor, p, budget);
     if (pureTranspose(reader) != nullptr) return !cancelOnly;  // the two become one
-    const Move move = planMove(network, reader, tensor, p);
+    const Move move = planMove(network, reader, tensor, p, true);
     if (!move.possible) return false;
     if (move.pays && !cancelOnly) return true;
     tensor = reader->output(0);
     p = move.after;
+  }
+  return false;
+}
+
+bool leadsToAGain(const Network& network, const Tensor* tensor, const Dims& p, bool cancelOnly) {
+  int budget = kLookAheadLayers;
+  return leadsToAGain(network, tensor, p, cancelOnly, budget);
+}
+
+// Whether a reader of `tensor` (read once) that would move a transpose by p below it, the
+// transpose staying for the others, leads it on to a transpose back.
+bool someReaderLeadsToACancel(const Network& network, const Tensor* tensor, const Dims& p,
+                              int& budget) {
+  for (const Layer* reader : network.consumers(tensor)) {
+    const std::vector<Tensor*>& inputs = reader->inputs();
+    if (pureTranspose(reader) != nullptr || std::count(inputs.begin(), inputs.end(), tensor) != 1) {
+      continue;
+    }
+    const Move move = planMove(network, reader, tensor, p, true);
+    if (move.possible && leadsToAGain(network, reader->output(0), move.after, true, budget)) {
+      return true;
+    }
+    if (budget < 0) return false;
   }
   return false;
 }
@@ -404,7 +578,7 @@ bool sinkBelow(Network& network, Layer* layer) {
     const std::vector<Tensor*>& inputs = layer->inputs();
     if (transpose == nullptr || std::count(inputs.begin(), inputs.end(), input) != 1) continue;
     const Dims p = transpose->firstPermutation;
-    const Move move = planMove(network, layer, input, p);
+    const Move move = planMove(network, layer, input, p, false);
     if (!move.possible) continue;
     const bool alone = network.soleReader(input) == layer;
     if (alone ? !move.pays && !leadsToAGain(network, layer->output(0), move.after, false)

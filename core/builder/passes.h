@@ -64,9 +64,10 @@ void convertPointwiseConvolutionsToFullyConnected(Network& network);
 
 // Cancels transposes that undo each other, moving them forward to meet across pooling,
 // pointwise layers (constant operands permuted at build time), layer norms and fully connected
-// layers that keep their normalized or reduced dims in place, and reductions: a convolutional
-// trunk, and the channels-last norm and MLP of ConvNeXt-style blocks, then stay channels-last
-// between the network's edges.
+// layers that keep their normalized or reduced dims in place, reductions, batch norms,
+// concatenations and slices (along the permuted axis): a convolutional trunk, its channel splits
+// and concatenations (CSP, DenseNet, GhostNet), and the channels-last norm and MLP of
+// ConvNeXt-style blocks, then stay channels-last between the network's edges.
 void sinkLayoutTransposes(Network& network);
 
 // Moves shuffles that only move rows across fully connected layers, next to the attention

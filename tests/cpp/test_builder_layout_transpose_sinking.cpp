@@ -5,10 +5,14 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <memory>
 #include <string>
+#include <variant>
 #include <vector>
 
+#include "core/builder/builder.h"
 #include "core/builder/passes.h"
+#include "core/engine/execution_context.h"
 #include "core/ir/network.h"
 #include "tests/cpp/network_evaluator.h"
 
@@ -107,6 +111,59 @@ Tensor* layerNorm2d(Network& network, Tensor* x) {
       layerNorm(network, nhwc, 3, constant(network, {channels}, 1.1f, -0.04f, x->dtype()),
                 constant(network, {channels}, 0.2f, 0.01f, x->dtype()));
   return transpose(network, normed, {0, 3, 1, 2});
+}
+
+// A half-precision k x k convolution of x (channels-first) to `outChannels`, padded to keep the
+// size, in `groups` groups, with a bias.
+Tensor* halfConv(Network& network, Tensor* x, int64_t outChannels, int64_t k, float seed,
+                 int64_t groups = 1) {
+  const DataType half = DataType::kFloat16;
+  ConvolutionParams p;
+  p.outChannels = outChannels;
+  p.groups = groups;
+  p.kernel = {k, k};
+  p.prePadding = {k / 2, k / 2};
+  p.postPadding = {k / 2, k / 2};
+  const int64_t perGroup = x->dims()[1] / groups;
+  return network
+      .addLayer(p, {x, constant(network, {outChannels, perGroup, k, k}, -0.1f * seed, 0.017f, half),
+                    constant(network, {outChannels}, 0.05f * seed, -0.02f, half)})
+      ->output(0);
+}
+
+// An inference batch norm over channel dim 1, its operands in x's type.
+Tensor* batchNorm(Network& network, Tensor* x, float seed, int64_t axis = 1) {
+  const int64_t channels = x->dims()[static_cast<size_t>(axis < 0 ? axis + x->rank() : axis)];
+  const DataType type = x->dtype();
+  NormalizationParams p;
+  p.type = NormalizationType::kBatch;
+  p.axis = axis;
+  return network
+      .addNormalization(x, constant(network, {channels}, 0.8f, 0.05f * seed, type),
+                        constant(network, {channels}, -0.1f * seed, 0.03f, type),
+                        constant(network, {channels}, 0.2f, -0.04f * seed, type),
+                        constant(network, {channels}, 0.5f, 0.1f, type), p)
+      ->output(0);
+}
+
+Tensor* relu(Network& network, Tensor* x) {
+  return network.addActivation(x, {ActivationType::kRelu})->output(0);
+}
+
+Tensor* concatenate(Network& network, const std::vector<Tensor*>& xs, int64_t axis) {
+  ConcatParams p;
+  p.axis = axis;
+  return network.addConcat(xs, p)->output(0);
+}
+
+Tensor* slice(Network& network, Tensor* x, int64_t axis, int64_t start, int64_t end,
+              int64_t step = 1) {
+  SliceParams p;
+  p.axes = {axis};
+  p.starts = {start};
+  p.ends = {end};
+  p.steps = {step};
+  return network.addSlice(x, p)->output(0);
 }
 
 // The builder's layout passes, in its order, after the constant folding that precedes them.
@@ -254,6 +311,178 @@ TEST(BuilderLayoutTransposeSinkingBlocks, ConvMlpBlockRunsItsOneByOneConvolution
   network.validate();
   // A 1x1 convolution and a GEMM sum the same products in another order.
   expectEqualOutputs(evaluate(network, inputs), before, 2e-3f);
+}
+
+// ---- CNNs that split and concatenate channels ---------------------------------------------
+//
+// Each block is half precision between a cast of its float32 input and a cast of its output.
+// Checked twice: the layout passes on the network (transposes at its edges only, the same
+// outputs), and the engine that the builder makes of it for the CPU backend (the same two
+// transposes among its layers, outputs equal to the unoptimized network's).
+
+size_t transposes(const Network& network) {
+  size_t count = 0;
+  for (size_t i = 0; i < network.numLayers(); ++i) {
+    const Layer* layer = network.layer(i);
+    count +=
+        layer->kind() == LayerKind::kShuffle && isPureTranspose(layer->paramsAs<ShuffleParams>());
+  }
+  return count;
+}
+
+// The transposes that the channels-last conversion leaves before they sink: two a convolution
+// (its weights' are folded).
+size_t transposesBeforeSinking(const Network& network) {
+  std::unique_ptr<Network> converted = network.clone();
+  foldConstants(*converted);
+  convertConvolutionsToChannelsLast(*converted);
+  foldConstants(*converted);
+  eliminateDeadLayers(*converted);
+  return transposes(*converted);
+}
+
+// The layers of a built engine that move elements: shuffles with a permutation.
+size_t engineTransposes(const Engine& engine) {
+  size_t count = 0;
+  for (const EngineLayer& layer : engine.definition().layers) {
+    const auto* shuffle = std::get_if<ShuffleParams>(&layer.params);
+    count += shuffle != nullptr &&
+             (!shuffle->firstPermutation.empty() || !shuffle->secondPermutation.empty());
+  }
+  return count;
+}
+
+// Builds `network` (one input, one float32 output) for the CPU backend, checks that the engine
+// keeps `expected` transposes and computes what the network does, then runs the layout passes
+// on the network itself and checks the same.
+void expectChannelsLastBetweenTheEdges(Network& network, size_t expected, float tolerance) {
+  const Dims inputDims = network.input(0)->dims();
+  const std::vector<std::vector<float>> inputs = {
+      ramp(static_cast<size_t>(volume(inputDims)), -1.0f, 0.17f)};
+  const std::vector<std::vector<float>> before = evaluate(network, inputs);
+
+  std::shared_ptr<Engine> engine = Builder::build(network, {});
+  EXPECT_EQ(engineTransposes(*engine), expected);
+  std::unique_ptr<ExecutionContext> context = engine->createExecutionContext();
+  context->setInputShapes({inputDims});
+  std::vector<float> out(before.at(0).size());
+  context->execute({inputs[0].data()}, {out.data()});
+  expectEqualOutputs({out}, before, tolerance);
+
+  runLayoutPasses(network);
+  expectTransposesAtTheEdgesOnly(network, expected);
+  for (size_t i = 0; i < network.numLayers(); ++i) {
+    const Layer* layer = network.layer(i);
+    if (layer->kind() == LayerKind::kConvolution) {
+      EXPECT_TRUE(layer->paramsAs<ConvolutionParams>().channelsLast) << layer->name();
+    }
+  }
+  network.validate();
+  expectEqualOutputs(evaluate(network, inputs), before, tolerance);
+}
+
+Tensor* leakyRelu(Network& network, Tensor* x) {
+  return network.addActivation(x, {ActivationType::kLeakyRelu, 0.1})->output(0);
+}
+
+// A CSP stage (timm's CrossStage): a convolution, its channels split in halves, one half through
+// a residual block and a transition convolution, the halves concatenated, a convolution over
+// both. Each convolution but the last is followed by a leaky ReLU, which no convolution fuses.
+TEST(BuilderLayoutTransposeSinkingBlocks, CspStageSplitsAndConcatenatesChannelsLast) {
+  Network network;
+  Tensor* x = network.addInput("x", DataType::kFloat32, {2, 3, 6, 6});
+  Tensor* h = leakyRelu(
+      network, halfConv(network, network.addCast(x, DataType::kFloat16)->output(0), 8, 3, 1.0f));
+  Tensor* kept = slice(network, h, -3, 0, 4);
+  Tensor* blocks = slice(network, h, 1, 4, 8);
+  Tensor* inner = leakyRelu(network, halfConv(network, blocks, 4, 1, 2.0f));
+  inner = leakyRelu(network, halfConv(network, inner, 4, 3, 3.0f));
+  blocks = network.addElementwise(inner, blocks, ElementwiseOp::kSum)->output(0);
+  blocks = leakyRelu(network, halfConv(network, blocks, 4, 1, 4.0f));
+  Tensor* merged = concatenate(network, {kept, blocks}, 1);
+  Tensor* out = halfConv(network, merged, 8, 1, 5.0f);
+  network.markOutput(network.addCast(out, DataType::kFloat32)->output(0));
+  EXPECT_EQ(transposesBeforeSinking(network), 10u);
+
+  expectChannelsLastBetweenTheEdges(network, 2, 2e-3f);
+
+  for (size_t i = 0; i < network.numLayers(); ++i) {
+    const Layer* layer = network.layer(i);
+    if (layer->kind() == LayerKind::kConcat) {
+      EXPECT_EQ(layer->paramsAs<ConcatParams>().axis, 3);
+    } else if (layer->kind() == LayerKind::kSlice) {
+      EXPECT_EQ(layer->paramsAs<SliceParams>().axes, (Dims{3}));
+    }
+  }
+}
+
+// A dense block of two layers and its transition (torchvision's DenseNet): each layer
+// concatenates the block's features so far, then a batch norm and a ReLU that no convolution
+// folds come before its convolution; every feature is read by each later concatenation.
+TEST(BuilderLayoutTransposeSinkingBlocks, DenseBlockConcatenatesAndNormalizesChannelsLast) {
+  Network network;
+  Tensor* x = network.addInput("x", DataType::kFloat32, {2, 3, 6, 6});
+  Tensor* x0 = halfConv(network, network.addCast(x, DataType::kFloat16)->output(0), 4, 3, 1.0f);
+  Tensor* x1 = halfConv(network, relu(network, batchNorm(network, x0, 1.0f)), 3, 3, 2.0f);
+  Tensor* x2 =
+      halfConv(network, relu(network, batchNorm(network, concatenate(network, {x0, x1}, 1), 2.0f)),
+               3, 3, 3.0f);
+  Tensor* features = concatenate(network, {x0, x1, x2}, 1);
+  Tensor* transition =
+      halfConv(network, relu(network, batchNorm(network, features, 3.0f)), 5, 1, 4.0f);
+  PoolingParams average;
+  average.type = PoolingType::kAverage;
+  average.kernel = {2, 2};
+  average.stride = {2, 2};
+  average.prePadding = {0, 0};
+  average.postPadding = {0, 0};
+  Tensor* pooled = network.addPooling(transition, average)->output(0);
+  network.markOutput(network.addCast(pooled, DataType::kFloat32)->output(0));
+  EXPECT_EQ(transposesBeforeSinking(network), 8u);
+
+  expectChannelsLastBetweenTheEdges(network, 2, 2e-3f);
+
+  size_t norms = 0;
+  for (size_t i = 0; i < network.numLayers(); ++i) {
+    const Layer* layer = network.layer(i);
+    if (layer->kind() == LayerKind::kNormalization) {
+      EXPECT_EQ(layer->paramsAs<NormalizationParams>().axis, 3) << layer->name();
+      ++norms;
+    } else if (layer->kind() == LayerKind::kConcat) {
+      EXPECT_EQ(layer->paramsAs<ConcatParams>().axis, 3) << layer->name();
+    }
+  }
+  EXPECT_EQ(norms, 3u);
+}
+
+// GhostNet's bottleneck: two ghost modules (a primary 1x1 convolution, a cheap depthwise one over
+// its output, both concatenated and sliced to the module's channels), and the residual add.
+Tensor* ghostModule(Network& network, Tensor* x, int64_t outChannels, bool activated, float seed) {
+  const int64_t primaryChannels = (outChannels + 1) / 2;
+  Tensor* primary = halfConv(network, x, primaryChannels, 1, seed);
+  if (activated) primary = relu(network, primary);
+  Tensor* cheap = halfConv(network, primary, primaryChannels, 3, seed + 0.5f, primaryChannels);
+  if (activated) cheap = relu(network, cheap);
+  return slice(network, concatenate(network, {primary, cheap}, 1), 1, 0, outChannels);
+}
+
+TEST(BuilderLayoutTransposeSinkingBlocks, GhostBottleneckConcatenatesAndSlicesChannelsLast) {
+  Network network;
+  Tensor* x = network.addInput("x", DataType::kFloat32, {2, 3, 6, 6});
+  Tensor* stem = relu(
+      network, halfConv(network, network.addCast(x, DataType::kFloat16)->output(0), 10, 3, 1.0f));
+  // 6 + 6 channels kept whole, then 5 + 5, and 6 + 6 cut to 11 after the residual add.
+  Tensor* ghost = ghostModule(network, stem, 12, true, 2.0f);
+  ghost = ghostModule(network, ghost, 10, false, 3.0f);
+  Tensor* sum = network.addElementwise(ghost, stem, ElementwiseOp::kSum)->output(0);
+  Tensor* cut = ghostModule(network, sum, 11, true, 4.0f);
+  network.markOutput(network.addCast(cut, DataType::kFloat32)->output(0));
+  EXPECT_EQ(transposesBeforeSinking(network), 14u);
+
+  expectChannelsLastBetweenTheEdges(network, 2, 2e-3f);
+
+  EXPECT_EQ(countLayers(network, LayerKind::kSlice), 3u);
+  EXPECT_EQ(countLayers(network, LayerKind::kConcat), 3u);
 }
 
 // ---- each rewrite on its own ---------------------------------------------------------------
@@ -548,6 +777,178 @@ TEST(BuilderLayoutTransposeSinkingRewrites, AMovedTransposeTakesAnUnusedName) {
   c.sinkAndCompare();
 
   EXPECT_EQ(c.network.output(0)->producer()->name(), "add.moved_2");
+}
+
+// concat(T(x), T(y), c) -> T(concat(x, y, c')): along the permuted axis (given negative here),
+// the constant permuted at build time; the transposes merge into one after the concat, which
+// then cancels the transpose back.
+TEST(BuilderLayoutTransposeSinkingRewrites, ConcatOfTransposesAlikeRunsAlongThePermutedAxis) {
+  Case c;
+  Tensor* x = c.network.addInput("x", DataType::kFloat32, {2, 4, 5, 3});  // NHWC
+  Tensor* y = c.network.addInput("y", DataType::kFloat32, {2, 4, 5, 2});
+  Tensor* merged = concatenate(
+      c.network,
+      {transpose(c.network, x, {0, 3, 1, 2}), constant(c.network, {2, 1, 4, 5}, 0.3f, -0.1f),
+       transpose(c.network, y, {0, 3, 1, 2})},
+      -3);
+  c.network.markOutput(transpose(c.network, relu(c.network, merged), {0, 2, 3, 1}));
+  // Without a transpose back, two transposes still merge into one.
+  c.network.markOutput(concatenate(
+      c.network, {transpose(c.network, x, {0, 3, 1, 2}), transpose(c.network, y, {0, 3, 1, 2})},
+      1));
+  c.prepare();
+
+  c.sinkAndCompare();
+
+  EXPECT_EQ(countLayers(c.network, LayerKind::kShuffle), 1u);
+  const Layer* first = c.network.output(0)->producer()->input(0)->producer();
+  ASSERT_EQ(first->kind(), LayerKind::kConcat);
+  EXPECT_EQ(first->paramsAs<ConcatParams>().axis, 3);
+  EXPECT_EQ(first->input(0), x);
+  EXPECT_EQ(first->input(1)->dims(), (Dims{2, 4, 5, 1}));
+  EXPECT_EQ(first->input(2), y);
+  const Layer* second = c.network.output(1)->producer();
+  ASSERT_EQ(second->kind(), LayerKind::kShuffle);
+  EXPECT_EQ(second->input(0)->producer()->kind(), LayerKind::kConcat);
+}
+
+// DenseNet's features: each is read by every later concatenation. A concat whose output is
+// transposed back reads the untransposed features; the transposes stay for a reader that
+// still needs them and go with the last one.
+TEST(BuilderLayoutTransposeSinkingRewrites, ConcatsReadTransposesThatOtherLayersReadToo) {
+  Case c;
+  Tensor* a = c.network.addInput("a", DataType::kFloat32, {2, 3, 4, 2});
+  Tensor* b = c.network.addInput("b", DataType::kFloat32, {2, 3, 4, 3});
+  Tensor* x0 = transpose(c.network, a, {0, 3, 1, 2});
+  Tensor* x1 = transpose(c.network, b, {0, 3, 1, 2});
+  Tensor* first = batchNorm(c.network, concatenate(c.network, {x0, x1}, 1), 1.0f);
+  c.network.markOutput(transpose(c.network, relu(c.network, first), {0, 2, 3, 1}));
+  Tensor* second = concatenate(c.network, {x1, x0, x1}, 1);
+  c.network.markOutput(transpose(c.network, second, {0, 2, 3, 1}));
+  // Read as it is: x0's transpose stays for it.
+  c.network.markOutput(c.network.addUnary(x0, UnaryOp::kAbs)->output(0));
+  c.prepare();
+
+  c.sinkAndCompare();
+
+  EXPECT_EQ(countLayers(c.network, LayerKind::kShuffle), 1u);
+  const Layer* norm = c.network.output(0)->producer()->input(0)->producer();
+  ASSERT_EQ(norm->kind(), LayerKind::kNormalization);
+  EXPECT_EQ(norm->paramsAs<NormalizationParams>().axis, 3);
+  EXPECT_EQ(norm->input(0)->producer()->input(0), a);
+  const Layer* again = c.network.output(1)->producer();
+  ASSERT_EQ(again->kind(), LayerKind::kConcat);
+  EXPECT_EQ(again->input(0), b);
+  EXPECT_EQ(again->input(1), a);
+}
+
+TEST(BuilderLayoutTransposeSinkingRewrites, ConcatOperandsThatWouldNeedATransposeStay) {
+  Case c;
+  Tensor* x = c.network.addInput("x", DataType::kFloat32, {2, 4, 5, 3});
+  Tensor* plain = c.network.addInput("plain", DataType::kFloat32, {2, 2, 4, 5});
+  Tensor* other = c.network.addInput("other", DataType::kFloat32, {2, 4, 2, 5});
+  // An operand neither transposed nor constant, and one transposed otherwise.
+  c.network.markOutput(transpose(
+      c.network, concatenate(c.network, {transpose(c.network, x, {0, 3, 1, 2}), plain}, 1),
+      {0, 2, 3, 1}));
+  c.network.markOutput(transpose(
+      c.network,
+      concatenate(
+          c.network,
+          {transpose(c.network, x, {0, 3, 1, 2}), transpose(c.network, other, {0, 2, 1, 3})}, 1),
+      {0, 2, 3, 1}));
+  c.prepare();
+
+  c.sinkAndCompare();
+
+  for (size_t o = 0; o < c.network.numOutputs(); ++o) {
+    EXPECT_EQ(c.network.output(o)->producer()->input(0)->producer()->kind(), LayerKind::kConcat)
+        << o;
+  }
+}
+
+// Channel splits, a strided slice and a slice whose end is another tensor's dim, each along the
+// permuted axis, between a transpose and its inverse: none is left.
+TEST(BuilderLayoutTransposeSinkingRewrites, SlicesRunAlongThePermutedAxis) {
+  Case c;
+  Tensor* x = c.network.addInput("x", DataType::kFloat32, {2, 4, 5, 6});  // NHWC
+  Tensor* reference = c.network.addInput("reference", DataType::kFloat32, {1, 4});
+  Tensor* nchw = transpose(c.network, x, {0, 3, 1, 2});
+  c.network.markOutput(transpose(c.network, slice(c.network, nchw, 1, 0, 2), {0, 2, 3, 1}));
+  c.network.markOutput(
+      transpose(c.network, relu(c.network, slice(c.network, nchw, -3, 2, 6)), {0, 2, 3, 1}));
+  c.network.markOutput(transpose(c.network, slice(c.network, nchw, 2, 1, 4, 2), {0, 2, 3, 1}));
+  SliceParams upTo;
+  upTo.axes = {1};
+  upTo.starts = {1};
+  upTo.ends = {0};
+  upTo.endReferences = {1};  // reference's dim 1: 4
+  c.network.markOutput(
+      transpose(c.network, c.network.addSlice(nchw, reference, upTo)->output(0), {0, 2, 3, 1}));
+  c.prepare();
+
+  c.sinkAndCompare();
+
+  EXPECT_EQ(countLayers(c.network, LayerKind::kShuffle), 0u);
+  const Dims axes[] = {{3}, {3}, {1}, {3}};
+  for (size_t o = 0; o < c.network.numOutputs(); ++o) {
+    const Layer* layer = c.network.output(o)->producer();
+    if (layer->kind() == LayerKind::kActivation) layer = layer->input(0)->producer();
+    ASSERT_EQ(layer->kind(), LayerKind::kSlice) << o;
+    EXPECT_EQ(layer->input(0), x) << o;
+    EXPECT_EQ(layer->paramsAs<SliceParams>().axes, axes[o]) << o;
+  }
+  EXPECT_EQ(c.network.output(3)->dims(), (Dims{2, 4, 5, 3}));
+}
+
+// A slice that shrinks moves alone: the transpose after it is smaller. One that keeps every
+// element, or repeats some (a step of 0), moves only to meet a transpose back.
+TEST(BuilderLayoutTransposeSinkingRewrites, ASliceThatShrinksTakesTheTransposeAfterIt) {
+  Case c;
+  Tensor* x = c.network.addInput("x", DataType::kFloat32, {2, 4, 5, 6});
+  c.network.markOutput(slice(c.network, transpose(c.network, x, {0, 3, 1, 2}), 1, 1, 3));
+  c.network.markOutput(slice(c.network, transpose(c.network, x, {0, 3, 1, 2}), 1, 0, 6));
+  Tensor* single = c.network.addInput("single", DataType::kFloat32, {2, 4, 5, 1});
+  c.network.markOutput(
+      transpose(c.network, slice(c.network, transpose(c.network, single, {0, 3, 1, 2}), 1, 0, 3, 0),
+                {0, 2, 3, 1}));
+  c.prepare();
+
+  c.sinkAndCompare();
+
+  const Layer* shrunk = c.network.output(0)->producer();
+  ASSERT_EQ(shrunk->kind(), LayerKind::kShuffle);
+  EXPECT_EQ(shrunk->input(0)->producer()->kind(), LayerKind::kSlice);
+  EXPECT_EQ(shrunk->input(0)->producer()->input(0), x);
+  for (size_t o = 1; o < 3; ++o) {
+    const Layer* whole = c.network.output(o)->producer();
+    if (o == 2) whole = whole->input(0)->producer();
+    ASSERT_EQ(whole->kind(), LayerKind::kSlice) << o;
+    EXPECT_EQ(whole->input(0)->producer()->kind(), LayerKind::kShuffle) << o;
+  }
+}
+
+// bn(T(x)) -> T(bn(x)) over the channel dim moved by T, the per-channel operands as they are.
+TEST(BuilderLayoutTransposeSinkingRewrites, BatchNormRunsOverThePermutedChannelDim) {
+  Case c;
+  Tensor* x = c.network.addInput("x", DataType::kFloat32, {2, 4, 5, 3});  // NHWC
+  Tensor* normed = batchNorm(c.network, transpose(c.network, x, {0, 3, 1, 2}), 1.0f);
+  c.network.markOutput(transpose(c.network, relu(c.network, normed), {0, 2, 3, 1}));
+  // Counted from the end.
+  Tensor* alsoNormed = batchNorm(c.network, transpose(c.network, x, {0, 3, 1, 2}), 2.0f, -3);
+  c.network.markOutput(transpose(c.network, alsoNormed, {0, 2, 3, 1}));
+  c.prepare();
+
+  c.sinkAndCompare();
+
+  EXPECT_EQ(countLayers(c.network, LayerKind::kShuffle), 0u);
+  for (size_t o = 0; o < 2; ++o) {
+    const Layer* norm = c.network.output(o)->producer();
+    if (norm->kind() == LayerKind::kActivation) norm = norm->input(0)->producer();
+    ASSERT_EQ(norm->kind(), LayerKind::kNormalization) << o;
+    EXPECT_EQ(norm->input(0), x) << o;
+    EXPECT_EQ(norm->paramsAs<NormalizationParams>().axis, 3) << o;
+  }
 }
 
 }  // namespace
