@@ -1092,5 +1092,51 @@ TEST(CudaDepthwiseConvolution, AutotuneTimesKilnKernelsBesideCudnn) {
   }
 }
 
+// Every engine of cuDNN's graph API that autotune timed, rebuilt from its stored choice as another
+// context would, computes the convolution: grouped, few-channel stem, 1-D, with a channel
+// multiplier and with asymmetric padding (the scratch path), in each float type and layout.
+TEST(CudaConvolution, EveryTimedGraphEngineMatchesCpu) {
+  KILN_SKIP_WITHOUT_GPU();
+  const std::vector<ConvolutionCase> cases = {
+      {"grouped24", false, 2, 48, 48, 2, {10, 10}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, {}, {1, 1}},
+      {"stem", false, 2, 3, 16, 1, {20, 20}, {7, 7}, {2, 2}, {3, 3}, {3, 3}, {}, {1, 1}},
+      {"conv1dGrouped", false, 2, 32, 32, 4, {40}, {9}, {1}, {4}, {4}, {}, {1}},
+      {"multiplier2", false, 1, 16, 32, 16, {9, 9}, {3, 3}, {2, 2}, {1, 1}, {1, 1}, {}, {1, 1}},
+      {"asymmetric", false, 1, 8, 8, 1, {8, 9}, {4, 4}, {1, 1}, {1, 2}, {2, 1}, {}, {1, 1}},
+  };
+  uint32_t seed = 7000;
+  size_t graphEngines = 0;
+  for (const ConvolutionCase& c : cases) {
+    for (ScalarType type : kFloatTypes) {
+      for (TensorLayout layout : kLayouts) {
+        ConvolutionCase withEpilogue = c;
+        withEpilogue.activation = ConvolutionActivation::kSilu;
+        const ConvolutionParams p = paramsOf(withEpilogue, type, layout);
+        const HostOperands operands = makeOperands(p, true, seed++);
+        const std::vector<float> expected = reference(p, operands);
+        Stream stream;
+        DeviceOperands device = upload(p, operands);
+        DeviceBuffer tuningSpace(size_t{64} << 20);
+        const std::unique_ptr<ConvolutionPlan> tuned =
+            ConvolutionPlan::autotune(sharedHandle(), p, device.tensors(),
+                                      {tuningSpace.data(), tuningSpace.bytes()}, stream.get());
+        for (const auto& [algorithm, ms] : tuned->timedCandidates()) {
+          if (algorithm.kernel != ConvolutionKernel::kCudnnGraph) continue;
+          ++graphEngines;
+          const std::unique_ptr<ConvolutionPlan> plan =
+              ConvolutionPlan::create(sharedHandle(), p, algorithm);
+          EXPECT_TRUE(sameChoice(plan->algorithm(), algorithm)) << describe(p);
+          ASSERT_LE(plan->workspaceSize(), tuningSpace.bytes());
+          convolution(sharedHandle(), *plan, device.tensors(),
+                      {tuningSpace.data(), tuningSpace.bytes()}, stream.get());
+          SCOPED_TRACE(describe(algorithm) + " for " + describe(p));
+          expectClose(p, downloadOut(p, device.out), expected, errorScale(p, operands));
+        }
+      }
+    }
+  }
+  EXPECT_GT(graphEngines, 0u);
+}
+
 }  // namespace
 }  // namespace kiln::cuda_kernels
