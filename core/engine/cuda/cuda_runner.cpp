@@ -678,10 +678,7 @@ void CudaRunner::State::runLayer(size_t index, const EngineLayer& layer, cudaStr
                                                    stream);
               const ck::ConvolutionAlgorithm kept =
                   weights->rememberConvolutionChoice(shape, plan->algorithm());
-              if (kept.kernel != plan->algorithm().kernel ||
-                  kept.algorithm != plan->algorithm().algorithm ||
-                  kept.mathType != plan->algorithm().mathType ||
-                  kept.fusedEpilogue != plan->algorithm().fusedEpilogue) {
+              if (!ck::sameChoice(kept, plan->algorithm())) {
                 // Another context timed this shape first; use its choice.
                 plan = ck::ConvolutionPlan::create(cudnn, params, kept);
               }
