@@ -27,7 +27,9 @@ constexpr int kStagedWeights = 8192;
 constexpr int kMaxVectorsPerBlock = 32;
 
 struct DepthwiseGeometry {
-  int64_t channels;
+  int64_t channels;    // output channels: multiplier * inChannels
+  int64_t inChannels;  // output channel c reads input channel c / multiplier
+  int multiplier;
   int64_t inH, inW, outH, outW;
   int kernelH, kernelW;
   int strideH, strideW;
@@ -91,6 +93,40 @@ __device__ __forceinline__ void storeVector(T* __restrict__ p, const float (&val
   } else {
 #pragma unroll
     for (int e = 0; e < N; ++e) p[e] = elements[e];
+  }
+}
+
+// The inputs of V consecutive output channels from the V / M input channels that feed them, each
+// M of them in turn.
+template <int V, int M>
+__device__ __forceinline__ void widen(const float (&inputs)[V / M], float (&values)[V]) {
+#pragma unroll
+  for (int e = 0; e < V; ++e) values[e] = inputs[e / M];
+}
+
+// The inputs of V consecutive output channels at multiplier M as floats, `p` pointing at the
+// first one's input channel.
+template <typename T, int V, int M>
+__device__ __forceinline__ void loadInputs(const T* __restrict__ p, float (&values)[V]) {
+  static_assert(V % M == 0, "whole input channels a vector");
+  if constexpr (M == 1) {
+    loadVector<T, V>(p, values);
+  } else {
+    float inputs[V / M];
+    loadVector<T, V / M>(p, inputs);
+    widen<V, M>(inputs, values);
+  }
+}
+
+// The input channel of output channel c, the first of a vector. Kernels on vectors of V > 1
+// channels are instantiated for the multiplier M they run at; those on one channel a thread take
+// any multiplier, divided in 32 bits (the grid's dims bound the channels far below 2^32).
+template <int V, int M>
+__device__ __forceinline__ int64_t inputChannel(const DepthwiseGeometry& g, int64_t c) {
+  if constexpr (V == 1) {
+    return static_cast<uint32_t>(c) / static_cast<uint32_t>(g.multiplier);
+  } else {
+    return c / M;
   }
 }
 
@@ -213,7 +249,7 @@ __device__ __forceinline__ void writeOutputs(const DepthwiseGeometry& g, const T
 // kOutputs consecutive output columns a thread, kernel width and horizontal stride fixed, no
 // horizontal dilation: each of the (kOutputs - 1) * kStrideW + kKernelW input vectors of a
 // kernel row is loaded once and feeds every output that reads it.
-template <typename T, int V, int kKernelW, int kStrideW, int kOutputs>
+template <typename T, int V, int M, int kKernelW, int kStrideW, int kOutputs>
 __global__ void __launch_bounds__(kThreads)
     depthwiseRowKernel(DepthwiseGeometry g, const T* __restrict__ x, const T* __restrict__ weight,
                        const T* __restrict__ bias, const T* __restrict__ residual,
@@ -226,6 +262,7 @@ __global__ void __launch_bounds__(kThreads)
   ThreadWork work;
   if (!threadWork<V>(g, kOutputs, work)) return;
 
+  const int64_t inChannel = inputChannel<V, M>(g, work.channel);
   const int64_t iw0 = work.ow0 * kStrideW - g.padW;
   float acc[kOutputs][V] = {};
   for (int kh = 0; kh < g.kernelH; ++kh) {
@@ -234,11 +271,11 @@ __global__ void __launch_bounds__(kThreads)
     float taps[kKernelW][V];
     readTapRow<V, kKernelW>(staged + kh * kKernelW * blockChannels + work.channelInBlock,
                             blockChannels, taps);
-    const T* row = x + (work.n * g.inH + ih) * g.inW * g.channels + work.channel;
+    const T* row = x + (work.n * g.inH + ih) * g.inW * g.inChannels + inChannel;
     const auto input = [&](int s, float(&values)[V]) {
       const int64_t iw = iw0 + s;
       if (iw < 0 || iw >= g.inW) return false;
-      loadVector<T, V>(row + iw * g.channels, values);
+      loadInputs<T, V, M>(row + iw * g.inChannels, values);
       return true;
     };
     accumulateRow<V, kKernelW, kStrideW, kOutputs>(input, taps, acc);
@@ -247,7 +284,7 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // Any kernel size, stride and dilation; one output column a thread.
-template <typename T, int V>
+template <typename T, int V, int M>
 __global__ void __launch_bounds__(kThreads)
     depthwiseGenericKernel(DepthwiseGeometry g, const T* __restrict__ x,
                            const T* __restrict__ weight, const T* __restrict__ bias,
@@ -260,16 +297,17 @@ __global__ void __launch_bounds__(kThreads)
   ThreadWork work;
   if (!threadWork<V>(g, 1, work)) return;
 
+  const int64_t inChannel = inputChannel<V, M>(g, work.channel);
   float acc[1][V] = {};
   for (int kh = 0; kh < g.kernelH; ++kh) {
     const int64_t ih = work.oh * g.strideH - g.padH + static_cast<int64_t>(kh) * g.dilationH;
     if (ih < 0 || ih >= g.inH) continue;
-    const T* row = x + (work.n * g.inH + ih) * g.inW * g.channels + work.channel;
+    const T* row = x + (work.n * g.inH + ih) * g.inW * g.inChannels + inChannel;
     for (int kw = 0; kw < g.kernelW; ++kw) {
       const int64_t iw = work.ow0 * g.strideW - g.padW + static_cast<int64_t>(kw) * g.dilationW;
       if (iw < 0 || iw >= g.inW) continue;
       float values[V];
-      loadVector<T, V>(row + iw * g.channels, values);
+      loadInputs<T, V, M>(row + iw * g.inChannels, values);
       float taps[V];
       readStaged<V>(staged + (kh * g.kernelW + kw) * blockChannels + work.channelInBlock, taps);
 #pragma unroll
@@ -296,12 +334,13 @@ struct DepthwiseTile<2> {
   static constexpr int kRows = 8, kCols = 8, kColumns = 2;
 };
 
-template <typename T, int V, int K, int S>
+template <typename T, int V, int M, int K, int S>
 __global__ void __launch_bounds__(kTileThreads)
     depthwiseTileKernel(DepthwiseGeometry g, const T* __restrict__ x, const T* __restrict__ weight,
                         const T* __restrict__ bias, const T* __restrict__ residual,
                         T* __restrict__ out) {
-  using Word = WordFor<T, V>;
+  // The window holds the V / M input channels of each of the block's vectors.
+  using Word = WordFor<T, V / M>;
   using Tile = DepthwiseTile<S>;
   constexpr int kChannels = kTileVectors * V;
   constexpr int kTaps = K * K;
@@ -309,6 +348,7 @@ __global__ void __launch_bounds__(kTileThreads)
   constexpr int kInCols = (Tile::kCols - 1) * S + K;
   constexpr int kGroups = Tile::kCols / Tile::kColumns;
   static_assert(kTileVectors * Tile::kRows * kGroups == kTileThreads, "one thread a work item");
+  static_assert(kTileThreads % kTileVectors == 0, "each thread stages one vector's inputs");
   __shared__ Word window[kInRows * kInCols * kTileVectors];
   __shared__ __align__(16) float staged[kTaps * kChannels];
 
@@ -320,16 +360,18 @@ __global__ void __launch_bounds__(kTileThreads)
   stageWeights(staged, weight, c0, g.channels, kChannels, kTaps);
   const int64_t ih0 = oh0 * S - g.padH;
   const int64_t iw0 = ow0 * S - g.padW;
+  // Window element i is vector i % kTileVectors of pixel i / kTileVectors: a thread stages
+  // the same vector at every step.
+  const int64_t stagedChannel = c0 + static_cast<int>(threadIdx.x % kTileVectors) * V;
+  const bool channelInside = stagedChannel < g.channels;
+  const T* input = x + n * g.inH * g.inW * g.inChannels + inputChannel<V, M>(g, stagedChannel);
   for (int i = threadIdx.x; i < kInRows * kInCols * kTileVectors; i += kTileThreads) {
-    const int vector = i % kTileVectors;
     const int pixel = i / kTileVectors;
     const int64_t ih = ih0 + pixel / kInCols;
     const int64_t iw = iw0 + pixel % kInCols;
-    const int64_t c = c0 + vector * V;
     Word value{};
-    if (ih >= 0 && ih < g.inH && iw >= 0 && iw < g.inW && c < g.channels) {
-      value = __ldg(
-          reinterpret_cast<const Word*>(x + ((n * g.inH + ih) * g.inW + iw) * g.channels + c));
+    if (ih >= 0 && ih < g.inH && iw >= 0 && iw < g.inW && channelInside) {
+      value = __ldg(reinterpret_cast<const Word*>(input + (ih * g.inW + iw) * g.inChannels));
     }
     window[i] = value;
   }
@@ -345,7 +387,9 @@ __global__ void __launch_bounds__(kTileThreads)
     const Word* inputs =
         window + ((row * S + kh) * kInCols + group * Tile::kColumns * S) * kTileVectors + vector;
     const auto input = [&](int s, float(&values)[V]) {
-      unpack<T, V>(inputs[s * kTileVectors], values);
+      float unpacked[V / M];
+      unpack<T, V / M>(inputs[s * kTileVectors], unpacked);
+      widen<V, M>(unpacked, values);
       return true;
     };
     accumulateRow<V, K, S, Tile::kColumns>(input, taps, acc);
@@ -370,11 +414,30 @@ int64_t taps(const ConvolutionParams& params) { return shapeVolume(params.kernel
 // The vectors the row and tiled kernels run on, widest first: 16, 8 or 4 bytes of channels.
 constexpr int kVectorBytes[] = {16, 8, 4};
 
-// Whether vectors of `bytes` fit params: the channel count is a multiple of the vector and a
-// block's staged weights hold one vector's taps.
+// Output channels per input channel.
+int64_t multiplierOf(const ConvolutionParams& params) {
+  return params.outChannels / params.inChannels;
+}
+
+int64_t vectorElementsOf(const ConvolutionParams& params, int bytes) {
+  return bytes / static_cast<int64_t>(scalarSize(params.type));
+}
+
+// The multiplier the kernels on vectors of `bytes` are instantiated for at params' multiplier:
+// one-element vectors take any (they divide at run time), 16-byte vectors 1 or 2 (at 2 a vector
+// reads half as many input channels, each twice), narrower ones 1; 0 where they have none.
+int64_t kernelMultiplier(const ConvolutionParams& params, int bytes) {
+  const int64_t multiplier = multiplierOf(params);
+  if (vectorElementsOf(params, bytes) == 1 || multiplier == 1) return 1;
+  return multiplier == 2 && bytes == 16 ? 2 : 0;
+}
+
+// Whether vectors of `bytes` fit params: the output channel count is a multiple of the vector,
+// a kernel on it takes the multiplier, and a block's staged weights hold one vector's taps.
 bool vectorFits(const ConvolutionParams& params, int bytes) {
-  const int64_t elements = bytes / static_cast<int64_t>(scalarSize(params.type));
-  return params.inChannels % elements == 0 && taps(params) * elements <= kStagedWeights;
+  const int64_t elements = vectorElementsOf(params, bytes);
+  return params.outChannels % elements == 0 && kernelMultiplier(params, bytes) != 0 &&
+         taps(params) * elements <= kStagedWeights;
 }
 
 // Whether any vector fits params' channels (the buffers' alignment aside).
@@ -404,11 +467,14 @@ bool isAligned(const void* pointer, int bytes) {
 }
 
 // The widest vector (16, 8 or 4 bytes) that fits params and to which the buffers read and
-// written as vectors (x, out and the residual) are aligned; 0 when none is (the looping kernel).
-// The weights and the bias are read one element at a time.
+// written as vectors are aligned: out and the residual to the vector, x to the input channels of
+// one (the vector over the kernel's multiplier). 0 when none is (the looping kernel). The weights
+// and the bias are read one element at a time.
 int vectorBytesFor(const ConvolutionParams& params, const ConvolutionTensors& tensors) {
   for (int bytes : kVectorBytes) {
-    if (vectorFits(params, bytes) && isAligned(tensors.x, bytes) && isAligned(tensors.out, bytes) &&
+    if (!vectorFits(params, bytes)) continue;
+    const int inputBytes = static_cast<int>(bytes / kernelMultiplier(params, bytes));
+    if (isAligned(tensors.x, inputBytes) && isAligned(tensors.out, bytes) &&
         (tensors.residual == nullptr || isAligned(tensors.residual, bytes))) {
       return bytes;
     }
@@ -423,7 +489,9 @@ int vectorBytesFor(const ConvolutionParams& params, const ConvolutionTensors& te
 DepthwiseGeometry geometryOf(const ConvolutionParams& params, int outputs, int vectorElements) {
   const bool twoDims = params.kernel.size() == 2;
   DepthwiseGeometry g{};
-  g.channels = params.inChannels;
+  g.channels = params.outChannels;
+  g.inChannels = params.inChannels;
+  g.multiplier = static_cast<int>(multiplierOf(params));
   g.inH = twoDims ? params.inSpatial[0] : 1;
   g.inW = params.inSpatial.back();
   g.outH = twoDims ? params.outSpatial[0] : 1;
@@ -460,20 +528,20 @@ Operands<T> operandsOf(const ConvolutionTensors& t) {
           static_cast<const T*>(t.bias), static_cast<const T*>(t.residual), static_cast<T*>(t.out)};
 }
 
-template <typename T, int V, int kKernelW, int kStrideW>
+template <typename T, int V, int M, int kKernelW, int kStrideW>
 void launchRowKernel(int outputs, dim3 grid, size_t sharedBytes, const DepthwiseGeometry& g,
                      const Operands<T>& o, cudaStream_t stream) {
   switch (outputs) {
     case 1:
-      depthwiseRowKernel<T, V, kKernelW, kStrideW, 1>
+      depthwiseRowKernel<T, V, M, kKernelW, kStrideW, 1>
           <<<grid, kThreads, sharedBytes, stream>>>(g, o.x, o.weight, o.bias, o.residual, o.out);
       break;
     case 2:
-      depthwiseRowKernel<T, V, kKernelW, kStrideW, 2>
+      depthwiseRowKernel<T, V, M, kKernelW, kStrideW, 2>
           <<<grid, kThreads, sharedBytes, stream>>>(g, o.x, o.weight, o.bias, o.residual, o.out);
       break;
     default:
-      depthwiseRowKernel<T, V, kKernelW, kStrideW, 4>
+      depthwiseRowKernel<T, V, M, kKernelW, kStrideW, 4>
           <<<grid, kThreads, sharedBytes, stream>>>(g, o.x, o.weight, o.bias, o.residual, o.out);
       break;
   }
@@ -499,30 +567,30 @@ RowLaunch rowLaunchOf(const ConvolutionParams& params, int outputs, int vectorEl
   return launch;
 }
 
-// The looping kernel on vectors of V channels, one output a thread.
-template <typename T, int V>
+// The looping kernel on vectors of V channels at multiplier M, one output a thread.
+template <typename T, int V, int M>
 void launchLoop(const ConvolutionParams& params, const Operands<T>& o, cudaStream_t stream) {
   const RowLaunch l = rowLaunchOf(params, 1, V);
-  depthwiseGenericKernel<T, V>
+  depthwiseGenericKernel<T, V, M>
       <<<l.grid, kThreads, l.sharedBytes, stream>>>(l.g, o.x, o.weight, o.bias, o.residual, o.out);
 }
 
-// The row kernel with `outputs` columns a thread on vectors of V channels, or the looping kernel
-// on them where the row kernel does not apply.
-template <typename T, int V>
+// The row kernel with `outputs` columns a thread on vectors of V channels at multiplier M, or the
+// looping kernel on them where the row kernel does not apply.
+template <typename T, int V, int M>
 void launchRows(const ConvolutionParams& params, int outputs, const Operands<T>& o,
                 cudaStream_t stream) {
   if (!rowKernelApplies(params)) {
-    launchLoop<T, V>(params, o, stream);
+    launchLoop<T, V, M>(params, o, stream);
     return;
   }
   const RowLaunch l = rowLaunchOf(params, outputs, V);
   const auto launchWidth = [&](auto width) {
     constexpr int kWidth = decltype(width)::value;
     if (l.g.strideW == 1) {
-      launchRowKernel<T, V, kWidth, 1>(outputs, l.grid, l.sharedBytes, l.g, o, stream);
+      launchRowKernel<T, V, M, kWidth, 1>(outputs, l.grid, l.sharedBytes, l.g, o, stream);
     } else {
-      launchRowKernel<T, V, kWidth, 2>(outputs, l.grid, l.sharedBytes, l.g, o, stream);
+      launchRowKernel<T, V, M, kWidth, 2>(outputs, l.grid, l.sharedBytes, l.g, o, stream);
     }
   };
   if (l.g.kernelW == 3) {
@@ -534,7 +602,7 @@ void launchRows(const ConvolutionParams& params, int outputs, const Operands<T>&
   }
 }
 
-template <typename T, int V>
+template <typename T, int V, int M>
 void launchTiles(const ConvolutionParams& params, const Operands<T>& o, cudaStream_t stream) {
   constexpr int kChannels = kTileVectors * V;
   const DepthwiseGeometry g = geometryOf(params, 1, 1);
@@ -547,7 +615,7 @@ void launchTiles(const ConvolutionParams& params, const Operands<T>& o, cudaStre
     const dim3 grid(static_cast<unsigned>(tiles),
                     static_cast<unsigned>((g.channels + kChannels - 1) / kChannels),
                     static_cast<unsigned>(params.batch));
-    depthwiseTileKernel<T, V, kWidth, kStride>
+    depthwiseTileKernel<T, V, M, kWidth, kStride>
         <<<grid, kTileThreads, 0, stream>>>(g, o.x, o.weight, o.bias, o.residual, o.out);
   };
   const auto launchWidth = [&](auto stride) {
@@ -566,16 +634,29 @@ void launchTiles(const ConvolutionParams& params, const Operands<T>& o, cudaStre
   }
 }
 
-// `variant` on vectors of kBytes.
+// `variant` on vectors of V channels at multiplier M.
+template <typename T, int V, int M>
+void launchVariant(const ConvolutionParams& params, int variant, const Operands<T>& o,
+                   cudaStream_t stream) {
+  if (variant == kDepthwiseTiles) {
+    launchTiles<T, V, M>(params, o, stream);
+  } else {
+    launchRows<T, V, M>(params, variant, o, stream);
+  }
+}
+
+// `variant` on vectors of kBytes, at the multiplier kernelMultiplier gives for them.
 template <typename T, int kBytes>
 void launchVectors(const ConvolutionParams& params, int variant, const Operands<T>& o,
                    cudaStream_t stream) {
   constexpr int V = static_cast<int>(kBytes / sizeof(T));
-  if (variant == kDepthwiseTiles) {
-    launchTiles<T, V>(params, o, stream);
-  } else {
-    launchRows<T, V>(params, variant, o, stream);
+  if constexpr (V > 1 && kBytes == 16) {
+    if (kernelMultiplier(params, kBytes) == 2) {
+      launchVariant<T, V, 2>(params, variant, o, stream);
+      return;
+    }
   }
+  launchVariant<T, V, 1>(params, variant, o, stream);
 }
 
 // Runs `variant` on the widest vectors of channels the channel count and the buffers allow, else
@@ -595,7 +676,7 @@ void launchOfType(const ConvolutionParams& params, int variant, const Convolutio
       launchVectors<T, 4>(params, variant, o, stream);
       break;
     default:
-      launchLoop<T, 1>(params, o, stream);
+      launchLoop<T, 1, 1>(params, o, stream);
       break;
   }
   KILN_CUDA_CHECK_LAUNCH();
@@ -606,7 +687,8 @@ void launchOfType(const ConvolutionParams& params, int variant, const Convolutio
 bool depthwiseConvolutionApplies(const ConvolutionParams& params) {
   const size_t rank = params.kernel.size();
   return !params.transposed && params.layout == TensorLayout::kNHWC && (rank == 1 || rank == 2) &&
-         params.groups == params.inChannels && params.outChannels == params.inChannels &&
+         params.inChannels > 0 && params.groups == params.inChannels &&
+         params.outChannels >= params.inChannels && params.outChannels % params.inChannels == 0 &&
          isFloatType(params.type) && taps(params) <= kStagedWeights &&
          params.inSpatial.size() == rank && params.outSpatial.size() == rank &&
          params.stride.size() == rank && params.prePadding.size() == rank &&
@@ -631,7 +713,7 @@ void depthwiseConvolution(const ConvolutionParams& params, int variant,
   if (!depthwiseConvolutionApplies(params)) {
     invalid(params,
             "Kiln's depthwise kernels need a forward 1-D or 2-D NHWC convolution with "
-            "groups == inChannels == outChannels");
+            "groups == inChannels and outChannels a multiple of inChannels");
   }
   const std::vector<int> variants = depthwiseConvolutionVariants(params);
   if (std::find(variants.begin(), variants.end(), variant) == variants.end()) {

@@ -874,8 +874,51 @@ std::vector<ConvolutionCase> depthwiseCases() {
   return cases;
 }
 
+// Depthwise convolutions with a channel multiplier m (outChannels == m * inChannels, output
+// channel o reading input channel o / m): m == 2 on 16-byte vectors of fp16/bf16 (channel counts
+// a multiple of 8) and fp32 (of 4), on one-element fp32 vectors and on the looping kernel
+// elsewhere; m == 3 and 4 (one-element fp32 vectors, else the looping kernel); with bias,
+// activations, 1-D, dilation (the looping kernel on vectors) and several channel blocks.
+std::vector<ConvolutionCase> multiplierCases() {
+  const auto multiplied = [](std::string name, int64_t batch, int64_t inChannels,
+                             int64_t multiplier, Shape in, Shape kernel, Shape stride, Shape pre,
+                             Shape post, Shape dilation, ConvolutionActivation activation) {
+    ConvolutionCase c{std::move(name),         false,          batch,           inChannels,
+                      multiplier * inChannels, inChannels,     std::move(in),   std::move(kernel),
+                      std::move(stride),       std::move(pre), std::move(post), {},
+                      std::move(dilation)};
+    c.activation = activation;
+    return c;
+  };
+  using A = ConvolutionActivation;
+  return {
+      // FastViT's and MobileOne's downsampling: 7x7 (or 3x3) stride 2, twice the channels.
+      multiplied("dwMultiplier2Downsample7x7", 2, 16, 2, {15, 14}, {7, 7}, {2, 2}, {3, 3}, {3, 3},
+                 {1, 1}, A::kNone),
+      multiplied("dwMultiplier2Channels64Silu", 1, 64, 2, {9, 10}, {3, 3}, {1, 1}, {1, 1}, {1, 1},
+                 {1, 1}, A::kSilu),
+      multiplied("dwMultiplier2Channels10HardSwish", 1, 10, 2, {8, 11}, {5, 5}, {1, 1}, {2, 2},
+                 {2, 2}, {1, 1}, A::kHardSwish),
+      multiplied("dwMultiplier2Channels3", 2, 3, 2, {9, 9}, {3, 3}, {2, 2}, {1, 1}, {1, 1}, {1, 1},
+                 A::kNone),
+      multiplied("dwMultiplier2Conv1d", 2, 12, 2, {30}, {5}, {2}, {2}, {2}, {1}, A::kRelu),
+      multiplied("dwMultiplier2Dilated", 1, 8, 2, {10, 10}, {3, 3}, {1, 1}, {2, 2}, {2, 2}, {2, 2},
+                 A::kNone),
+      multiplied("dwMultiplier3Relu", 2, 8, 3, {7, 9}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, {1, 1},
+                 A::kRelu),
+      multiplied("dwMultiplier3Stride2Relu6", 1, 5, 3, {11, 12}, {5, 5}, {2, 2}, {2, 2}, {2, 2},
+                 {1, 1}, A::kRelu6),
+      multiplied("dwMultiplier4", 1, 4, 4, {6, 7}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, {1, 1},
+                 A::kNone),
+  };
+}
+
 const ConvolutionCase& depthwiseCase(const std::string& name) {
-  static const std::vector<ConvolutionCase> cases = depthwiseCases();
+  static const std::vector<ConvolutionCase> cases = [] {
+    std::vector<ConvolutionCase> all = depthwiseCases();
+    for (ConvolutionCase& c : multiplierCases()) all.push_back(std::move(c));
+    return all;
+  }();
   for (const ConvolutionCase& c : cases) {
     if (c.name == name) return c;
   }
@@ -965,14 +1008,12 @@ TEST(CudaDepthwiseConvolution, AppliesToForwardChannelsLastDepthwiseOnly) {
   nchw.layout = TensorLayout::kNCHW;
   ConvolutionParams grouped = depthwise;
   grouped.groups = depthwise.inChannels / 2;
-  ConvolutionParams multiplier = depthwise;
-  multiplier.outChannels = 2 * depthwise.inChannels;
   ConvolutionParams transposed = depthwise;
   transposed.transposed = true;
   ConvolutionParams threeDims =
       paramsOf(forwardCases()[9], ScalarType::kFloat16, TensorLayout::kNHWC);
   threeDims.groups = threeDims.inChannels = threeDims.outChannels = 8;
-  for (const ConvolutionParams& other : {nchw, grouped, multiplier, transposed, threeDims}) {
+  for (const ConvolutionParams& other : {nchw, grouped, transposed, threeDims}) {
     EXPECT_FALSE(depthwiseConvolutionApplies(other)) << describe(other);
     EXPECT_TRUE(depthwiseConvolutionVariants(other).empty()) << describe(other);
   }
@@ -1007,6 +1048,86 @@ TEST(CudaDepthwiseConvolution, NarrowerVectorsOfferTheRowAndTiledKernels) {
   }
 }
 
+// A channel multiplier applies (outChannels a multiple of groups == inChannels); the row and tiled
+// kernels are offered where a vector takes it: m == 2 at 16 bytes, any m on one-element fp32
+// vectors. Grouped convolutions with more than one input channel a group are still refused.
+TEST(CudaDepthwiseConvolution, ChannelMultiplierApplies) {
+  const std::vector<int> all = {1, 2, 4, kDepthwiseTiles};
+  const std::vector<int> loop = {1};
+  const auto params = [](const std::string& name, ScalarType type) {
+    return paramsOf(depthwiseCase(name), type, TensorLayout::kNHWC);
+  };
+  for (ScalarType type : kFloatTypes) {
+    const bool fp32 = type == ScalarType::kFloat32;
+    for (const ConvolutionCase& c : multiplierCases()) {
+      EXPECT_TRUE(depthwiseConvolutionApplies(params(c.name, type))) << c.name;
+    }
+    EXPECT_EQ(depthwiseConvolutionVariants(params("dwMultiplier2Downsample7x7", type)), all);
+    EXPECT_EQ(depthwiseConvolutionVariants(params("dwMultiplier2Channels64Silu", type)), all);
+    EXPECT_EQ(depthwiseConvolutionVariants(params("dwMultiplier2Conv1d", type)),
+              (std::vector<int>{1, 2, 4}));
+    EXPECT_EQ(depthwiseConvolutionVariants(params("dwMultiplier2Dilated", type)), loop);
+    // 20 output channels: 16-byte fp32 vectors; fp16/bf16 would need 8-byte ones at m == 2.
+    EXPECT_EQ(depthwiseConvolutionVariants(params("dwMultiplier2Channels10HardSwish", type)),
+              fp32 ? all : loop)
+        << scalarName(type);
+    for (const char* name : {"dwMultiplier2Channels3", "dwMultiplier3Relu", "dwMultiplier4"}) {
+      EXPECT_EQ(depthwiseConvolutionVariants(params(name, type)), fp32 ? all : loop)
+          << name << " " << scalarName(type);
+    }
+  }
+  const ConvolutionParams multiplier = params("dwMultiplier2Downsample7x7", ScalarType::kFloat16);
+  ConvolutionParams grouped = multiplier;  // two input channels a group
+  grouped.groups = multiplier.inChannels / 2;
+  ConvolutionParams fewerOutputs = multiplier;
+  fewerOutputs.outChannels = multiplier.inChannels / 2;
+  ConvolutionParams notAMultiple = multiplier;
+  notAMultiple.outChannels = multiplier.inChannels * 3 / 2;
+  for (const ConvolutionParams& other : {grouped, fewerOutputs, notAMultiple}) {
+    EXPECT_FALSE(depthwiseConvolutionApplies(other)) << describe(other);
+    EXPECT_TRUE(depthwiseConvolutionVariants(other).empty()) << describe(other);
+  }
+}
+
+// The CPU reference the GPU tests compare with computes a channel multiplier as torch does: output
+// channel o reads input channel o / m with its own taps (weight (outChannels, 1, kh, kw)).
+TEST(CudaDepthwiseConvolution, CpuReferenceComputesAChannelMultiplier) {
+  for (const char* name : {"dwMultiplier2Downsample7x7", "dwMultiplier3Stride2Relu6"}) {
+    const ConvolutionParams p =
+        paramsOf(depthwiseCase(name), ScalarType::kFloat32, TensorLayout::kNCHW);
+    ConvolutionParams linear = p;
+    linear.activation = ConvolutionActivation::kNone;
+    const HostOperands operands = makeOperands(p, true, 7);
+    const std::vector<float> actual = reference(linear, operands);
+    const int64_t m = p.outChannels / p.inChannels;
+    const int64_t inH = p.inSpatial[0], inW = p.inSpatial[1];
+    const int64_t outH = p.outSpatial[0], outW = p.outSpatial[1];
+    const int64_t kh = p.kernel[0], kw = p.kernel[1];
+    for (int64_t n = 0; n < p.batch; ++n) {
+      for (int64_t o = 0; o < p.outChannels; ++o) {
+        for (int64_t oh = 0; oh < outH; ++oh) {
+          for (int64_t ow = 0; ow < outW; ++ow) {
+            double sum = operands.bias[static_cast<size_t>(o)];
+            for (int64_t i = 0; i < kh; ++i) {
+              for (int64_t j = 0; j < kw; ++j) {
+                const int64_t ih = oh * p.stride[0] - p.prePadding[0] + i * p.dilation[0];
+                const int64_t iw = ow * p.stride[1] - p.prePadding[1] + j * p.dilation[1];
+                if (ih < 0 || ih >= inH || iw < 0 || iw >= inW) continue;
+                sum += static_cast<double>(operands.x[static_cast<size_t>(
+                           ((n * p.inChannels + o / m) * inH + ih) * inW + iw)]) *
+                       operands.weight[static_cast<size_t>((o * kh + i) * kw + j)];
+              }
+            }
+            const size_t at =
+                static_cast<size_t>(((n * p.outChannels + o) * outH + oh) * outW + ow);
+            EXPECT_NEAR(actual[at], sum, 1e-4) << name << " at " << at;
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST(CudaDepthwiseConvolution, EveryVariantMatchesCpuInEveryType) {
   KILN_SKIP_WITHOUT_GPU();
   uint32_t seed = 3000;
@@ -1034,12 +1155,31 @@ TEST(CudaDepthwiseConvolution, ResidualAndReluInTheEpilogue) {
   }
 }
 
+// Every variant offered for a channel multiplier, with and without a residual.
+TEST(CudaDepthwiseConvolution, ChannelMultiplierMatchesCpu) {
+  KILN_SKIP_WITHOUT_GPU();
+  uint32_t seed = 4500;
+  for (const ConvolutionCase& c : multiplierCases()) {
+    for (ScalarType type : kFloatTypes) {
+      const ConvolutionParams p = paramsOf(c, type, TensorLayout::kNHWC);
+      for (int variant : depthwiseConvolutionVariants(p)) {
+        for (bool withResidual : {false, true}) {
+          checkDepthwise(c, type, variant, withResidual, 0, seed++);
+        }
+      }
+    }
+  }
+}
+
 // Buffers one element off their alignment run one channel a thread in fp16/bf16 (and 4-byte
 // vectors in fp32); two elements off, the 4-byte vectors of fp16/bf16 (and 8-byte ones of fp32).
+// At a channel multiplier of 2, which narrower vectors do not take, both run one channel a thread
+// in fp16/bf16 and one-element vectors in fp32.
 TEST(CudaDepthwiseConvolution, MisalignedBuffersRunNarrowerVectors) {
   KILN_SKIP_WITHOUT_GPU();
   uint32_t seed = 5000;
-  for (const ConvolutionCase& c : {depthwiseCase("dw3x3"), depthwiseCase("dwConv1d")}) {
+  for (const ConvolutionCase& c : {depthwiseCase("dw3x3"), depthwiseCase("dwConv1d"),
+                                   depthwiseCase("dwMultiplier2Downsample7x7")}) {
     for (ScalarType type : kFloatTypes) {
       for (int misalign : {1, 2}) {
         for (int variant : {4, kDepthwiseTiles}) {
@@ -1052,8 +1192,8 @@ TEST(CudaDepthwiseConvolution, MisalignedBuffersRunNarrowerVectors) {
 }
 
 // Autotune times Kiln's depthwise kernels beside cuDNN's algorithms for a depthwise convolution
-// (2-D and 1-D), and only cuDNN's for a grouped one; it keeps the fastest it timed, and the plan
-// computes what the CPU does.
+// (2-D and 1-D, and with a channel multiplier), and only cuDNN's for a grouped one; it keeps the
+// fastest it timed, and the plan computes what the CPU does.
 TEST(CudaDepthwiseConvolution, AutotuneTimesKilnKernelsBesideCudnn) {
   KILN_SKIP_WITHOUT_GPU();
   const ConvolutionCase grouped{"grouped", false,  4,      32,     32, 8,     {28, 28},
@@ -1062,8 +1202,22 @@ TEST(CudaDepthwiseConvolution, AutotuneTimesKilnKernelsBesideCudnn) {
                                     {3, 3},      {2, 2}, {1, 1}, {1, 1}, {}, {1, 1}};
   const ConvolutionCase depthwise1d{"depthwise1d", false, 4,   64,  64, 64, {400},
                                     {7},           {1},   {3}, {3}, {}, {1}};
+  // FastViT's first downsampling: 64 -> 128 channels, 7x7 stride 2.
+  const ConvolutionCase multiplier2{"depthwiseMultiplier2",
+                                    false,
+                                    4,
+                                    64,
+                                    128,
+                                    64,
+                                    {56, 56},
+                                    {7, 7},
+                                    {2, 2},
+                                    {3, 3},
+                                    {3, 3},
+                                    {},
+                                    {1, 1}};
   uint32_t seed = 6000;
-  for (const ConvolutionCase& c : {grouped, depthwise2d, depthwise1d}) {
+  for (const ConvolutionCase& c : {grouped, depthwise2d, depthwise1d, multiplier2}) {
     const ConvolutionParams p = paramsOf(c, ScalarType::kFloat16, TensorLayout::kNHWC);
     const HostOperands operands = makeOperands(p, true, seed++);
     Stream stream;
