@@ -126,6 +126,41 @@ MODELS = {
 }
 
 
+# CNNs that split and concatenate channels: DenseNet's dense blocks (each layer concatenates the
+# block's features, then a batch norm and ReLU that no convolution folds), CSPDarkNet's stages
+# (channels split in halves, one through the blocks, both concatenated), GhostNet's ghost modules
+# (primary and cheap features concatenated, sliced to the module's channels).
+def tiny_torchvision_densenet() -> nn.Module:
+    from torchvision.models.densenet import DenseNet
+    return DenseNet(growth_rate=8, block_config=(2, 3), num_init_features=16, bn_size=2,
+                    num_classes=10)
+
+
+def tiny_timm_cspdarknet() -> nn.Module:
+    cspnet = pytest.importorskip("timm.models.cspnet")
+    # cspdarknet53's stages, two of them and narrower.
+    stages = cspnet.CspStagesCfg(depth=(1, 2), out_chs=(16, 32), stride=2, expand_ratio=(2.0, 1.0),
+                                 bottle_ratio=(0.5, 1.0), block_ratio=(1.0, 0.5), down_growth=True,
+                                 block_type="dark")
+    config = cspnet.CspModelCfg(stem=cspnet.CspStemCfg(out_chs=8, kernel_size=3, stride=1, pool=""),
+                                stages=stages)
+    return cspnet.CspNet(config, num_classes=10, zero_init_last=False)
+
+
+def tiny_timm_ghostnet() -> nn.Module:
+    ghostnet = pytest.importorskip("timm.models.ghostnet")
+    # k, expansion, out channels, squeeze-excitation ratio, stride: ghostnet_100's first stages.
+    cfgs = [[[3, 16, 16, 0, 1]], [[3, 48, 24, 0, 2]], [[3, 72, 24, 0, 1]], [[5, 72, 40, 0.25, 2]]]
+    return ghostnet.GhostNet(cfgs, num_classes=10, width=0.5)
+
+
+SPLIT_CONCAT_MODELS = {
+    "torchvision_densenet": tiny_torchvision_densenet,
+    "timm_cspdarknet": tiny_timm_cspdarknet,
+    "timm_ghostnet": tiny_timm_ghostnet,
+}
+
+
 @pytest.mark.parametrize("name", list(MODELS))
 def test_convnext_style_fp16_runs_channels_last_between_the_edges(name: str) -> None:
     torch.manual_seed(0)
@@ -145,6 +180,36 @@ def test_convnext_style_fp16_runs_channels_last_between_the_edges(name: str) -> 
     layers, _, _ = engine_layers(compiled)
     convolutions = [layer for layer in layers if layer.kind == "Convolution"]
     assert convolutions and all("channelsLast=true" in layer.params for layer in convolutions)
+    assert inner_transposes(compiled) == []
+    assert sum(layer.transposes() for layer in layers) <= 2  # into NHWC, back to NCHW
+    error = (actual - expected).abs().max().item() / expected.abs().max().item()
+    assert error < 2e-2, error
+
+
+@pytest.mark.parametrize("name", list(SPLIT_CONCAT_MODELS))
+def test_split_and_concat_fp16_runs_channels_last_between_the_edges(name: str) -> None:
+    """The transposes around concatenations, slices and batch norms move through them: a
+    transpose is left only at each edge of the engine, and outputs equal eager's."""
+    torch.manual_seed(0)
+    model = SPLIT_CONCAT_MODELS[name]().eval()
+    with torch.no_grad():
+        # Statistics and affines as a trained model's, so that no norm is the identity.
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.2, 0.2)
+                module.running_mean.uniform_(-0.2, 0.2)
+                module.running_var.uniform_(0.5, 1.5)
+        x = torch.randn(2, 3, 32, 32)
+        expected = model(x)
+        compiled = kiln.compile(model.half(), ir="dynamo", inputs=[x.half()],
+                                enabled_precisions={torch.half}, device="cpu",
+                                require_full_compilation=True)
+        actual = compiled(x.half()).float()
+    layers, _, _ = engine_layers(compiled)
+    convolutions = [layer for layer in layers if layer.kind == "Convolution"]
+    assert convolutions and all("channelsLast=true" in layer.params for layer in convolutions)
+    assert any(layer.kind in ("Concat", "Slice") for layer in layers)
     assert inner_transposes(compiled) == []
     assert sum(layer.transposes() for layer in layers) <= 2  # into NHWC, back to NCHW
     error = (actual - expected).abs().max().item() / expected.abs().max().item()
