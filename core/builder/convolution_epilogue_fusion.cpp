@@ -46,10 +46,11 @@ std::optional<FusedActivation> fusedActivationOf(const Layer& layer) {
   }
 }
 
-// A depthwise convolution: one input channel a group, one output channel a group.
+// A depthwise convolution: one input channel a group, and one output channel a group or a few
+// (a channel multiplier, as FastViT's and MobileOne's downsampling convolutions).
 bool isDepthwise(const Layer& conv) {
   const auto& p = conv.paramsAs<ConvolutionParams>();
-  return p.groups > 1 && p.groups == p.outChannels && conv.input(1)->dims().size() > 1 &&
+  return p.groups > 1 && p.outChannels % p.groups == 0 && conv.input(1)->dims().size() > 1 &&
          conv.input(1)->dims()[1] == 1;
 }
 

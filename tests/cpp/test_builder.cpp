@@ -295,18 +295,20 @@ TEST(BuilderConvolutionEpilogueFusion, BuiltEngineRunsTheFusedBlock) {
   expectNear({out}, expected, 1e-4f);
 }
 
-// x -> depthwise 3x3 convolution (groups = channels) with a bias -> activation.
-std::unique_ptr<Network> depthwiseThenActivation(int64_t groups, ActivationParams activation) {
+// x (inChannels) -> 3x3 convolution of `groups` groups to 4 channels with a bias -> activation:
+// depthwise when groups == inChannels (with a channel multiplier when inChannels < 4).
+std::unique_ptr<Network> depthwiseThenActivation(int64_t groups, ActivationParams activation,
+                                                 int64_t inChannels = 4) {
   auto network = std::make_unique<Network>();
   constexpr int64_t kChannels = 4;
-  Tensor* x = network->addInput("x", DataType::kFloat32, {2, kChannels, 5, 6});
+  Tensor* x = network->addInput("x", DataType::kFloat32, {2, inChannels, 5, 6});
   ConvolutionParams p;
   p.outChannels = kChannels;
   p.groups = groups;
   p.kernel = {3, 3};
   p.prePadding = {1, 1};
   p.postPadding = {1, 1};
-  const int64_t perGroup = kChannels / groups;
+  const int64_t perGroup = inChannels / groups;
   Tensor* w = network
                   ->addConstant(floatWeights(
                       {kChannels, perGroup, 3, 3},
@@ -337,6 +339,20 @@ TEST(BuilderConvolutionEpilogueFusion, FusesRelu6SiluAndHardSwishIntoDepthwiseCo
     network->validate();
     expectNear(evaluate(*network, inputs), before, 1e-5f);
   }
+}
+
+// A depthwise convolution with a channel multiplier (2 channels to 4, 2 groups) takes them too.
+TEST(BuilderConvolutionEpilogueFusion, FusesSiluIntoDepthwiseConvolutionsWithAMultiplier) {
+  const std::vector<std::vector<float>> inputs = {ramp(2 * 2 * 5 * 6, -4.0f, 0.13f)};
+  std::unique_ptr<Network> network = depthwiseThenActivation(2, {ActivationType::kSilu}, 2);
+  const std::vector<std::vector<float>> before = evaluate(*network, inputs);
+  fuseConvolutionEpilogues(*network);
+  EXPECT_EQ(countLayers(*network, LayerKind::kActivation), 0u);
+  const Layer* conv = network->output(0)->producer();
+  ASSERT_EQ(conv->kind(), LayerKind::kConvolution);
+  EXPECT_EQ(conv->paramsAs<ConvolutionParams>().activation, FusedActivation::kSilu);
+  network->validate();
+  expectNear(evaluate(*network, inputs), before, 1e-5f);
 }
 
 // A grouped (not depthwise) convolution keeps them for the pointwise fusion (a 1x1 convolution
