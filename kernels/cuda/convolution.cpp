@@ -176,26 +176,6 @@ std::vector<Candidate> toCandidates(const std::vector<Perf>& results, int count)
 // rank the fastest first, and each timed one costs build time.
 constexpr size_t kGraphCandidates = 6;
 
-// The forward convolution cuDNN's graph API runs for a plan: on x, or on the padded scratch.
-CudnnGraphConvolutionShape graphShape(const ConvolutionParams& params,
-                                      const CudnnConvolutionGeometry& g) {
-  CudnnGraphConvolutionShape shape;
-  shape.type = params.type;
-  shape.channelsLast = params.layout == TensorLayout::kNHWC;
-  shape.batch = params.batch;
-  shape.inChannels = params.inChannels;
-  shape.outChannels = params.outChannels;
-  shape.groups = params.groups;
-  shape.inSpatial = g.useScratch ? g.scratchSpatial : g.inSpatial;
-  shape.outSpatial = g.outSpatial;
-  shape.kernel = g.kernel;
-  shape.stride = g.stride;
-  shape.padding = g.padding;
-  shape.dilation = g.dilation;
-  shape.allowTf32 = params.allowTf32;
-  return shape;
-}
-
 }  // namespace
 
 const char* toString(ConvolutionActivation activation) {
@@ -656,7 +636,7 @@ std::unique_ptr<ConvolutionPlan> ConvolutionPlan::autotune(const CudnnHandle& ha
   if (!params.transposed) {
     try {
       plan->graph_ = std::make_unique<CudnnGraphConvolution>(
-          handle, graphShape(params, g), commonAlignment({input, tensors.weight, tensors.out}));
+          handle, params, g, commonAlignment({input, tensors.weight, tensors.out}));
       plan->graphPlans_ = plan->graph_->candidates(handle, kGraphCandidates, cudnnWorkspaceBytes);
     } catch (const CudaError&) {
       // cuDNN's graph API refuses this convolution: the legacy algorithms remain.
@@ -684,9 +664,8 @@ std::unique_ptr<ConvolutionPlan> ConvolutionPlan::create(const CudnnHandle& hand
     return plan;
   }
   if (choice.kernel == ConvolutionKernel::kCudnnGraph) {
-    if (params.transposed) invalid(params, "a graph engine runs forward convolutions only");
-    plan->graph_ = std::make_unique<CudnnGraphConvolution>(
-        handle, graphShape(params, plan->geometry_), choice.engine.alignment);
+    plan->graph_ = std::make_unique<CudnnGraphConvolution>(handle, params, plan->geometry_,
+                                                           choice.engine.alignment);
     plan->graphPlans_.push_back(plan->graph_->plan(handle, choice.engine));
     ConvolutionPlanBuilder::finishGraph(*plan, 0, choice.measuredMs);
     return plan;

@@ -1,5 +1,7 @@
 #include "kernels/cuda/cudnn_graph_convolution.h"
 
+#include "kernels/cuda/convolution.h"
+
 #include <algorithm>
 #include <cstdint>
 #include <stdexcept>
@@ -197,27 +199,30 @@ struct CudnnGraphConvolution::Graph {
 };
 
 CudnnGraphConvolution::CudnnGraphConvolution(const CudnnHandle& handle,
-                                             const CudnnGraphConvolutionShape& shape,
+                                             const ConvolutionParams& params,
+                                             const CudnnConvolutionGeometry& geometry,
                                              int64_t alignment)
     : graph_(std::make_unique<Graph>()),
       alignment_(alignment),
-      allowTensorCoresForFloat32_(shape.allowTf32),
-      float32_(shape.type == ScalarType::kFloat32) {
-  const size_t rank = shape.kernel.size();
-  if (rank < 2 || rank > 3 || shape.inSpatial.size() != rank || shape.outSpatial.size() != rank ||
-      shape.stride.size() != rank || shape.padding.size() != rank ||
-      shape.dilation.size() != rank) {
-    throw std::invalid_argument("cuDNN graph convolution: every spatial vector needs 2 or 3 dims");
+      allowTensorCoresForFloat32_(params.allowTf32),
+      float32_(params.type == ScalarType::kFloat32) {
+  if (params.transposed) {
+    throw std::invalid_argument("cuDNN graph convolution: forward convolutions only");
   }
+  const size_t rank = geometry.kernel.size();
+  const bool channelsLast = params.layout == TensorLayout::kNHWC;
   Graph& g = *graph_;
-  g.x = tensorDescriptor(kXId, shape.type, dimsOf(shape.batch, shape.inChannels, shape.inSpatial),
-                         shape.channelsLast, alignment);
-  g.weight =
-      tensorDescriptor(kWeightId, shape.type,
-                       dimsOf(shape.outChannels, shape.inChannels / shape.groups, shape.kernel),
-                       shape.channelsLast, alignment);
-  g.y = tensorDescriptor(kYId, shape.type, dimsOf(shape.batch, shape.outChannels, shape.outSpatial),
-                         shape.channelsLast, alignment);
+  g.x = tensorDescriptor(kXId, params.type,
+                         dimsOf(params.batch, params.inChannels,
+                                geometry.useScratch ? geometry.scratchSpatial : geometry.inSpatial),
+                         channelsLast, alignment);
+  g.weight = tensorDescriptor(
+      kWeightId, params.type,
+      dimsOf(params.outChannels, params.inChannels / params.groups, geometry.kernel), channelsLast,
+      alignment);
+  g.y = tensorDescriptor(kYId, params.type,
+                         dimsOf(params.batch, params.outChannels, geometry.outSpatial),
+                         channelsLast, alignment);
 
   const int64_t spatialDims = static_cast<int64_t>(rank);
   const cudnnDataType_t computeType = CUDNN_DATA_FLOAT;
@@ -228,10 +233,10 @@ CudnnGraphConvolution::CudnnGraphConvolution(const CudnnHandle& handle,
                &computeType);
   setAttribute(g.convolution, CUDNN_ATTR_CONVOLUTION_CONV_MODE, CUDNN_TYPE_CONVOLUTION_MODE, 1,
                &mode);
-  setInts(g.convolution, CUDNN_ATTR_CONVOLUTION_PRE_PADDINGS, shape.padding);
-  setInts(g.convolution, CUDNN_ATTR_CONVOLUTION_POST_PADDINGS, shape.padding);
-  setInts(g.convolution, CUDNN_ATTR_CONVOLUTION_DILATIONS, shape.dilation);
-  setInts(g.convolution, CUDNN_ATTR_CONVOLUTION_FILTER_STRIDES, shape.stride);
+  setInts(g.convolution, CUDNN_ATTR_CONVOLUTION_PRE_PADDINGS, geometry.padding);
+  setInts(g.convolution, CUDNN_ATTR_CONVOLUTION_POST_PADDINGS, geometry.padding);
+  setInts(g.convolution, CUDNN_ATTR_CONVOLUTION_DILATIONS, geometry.dilation);
+  setInts(g.convolution, CUDNN_ATTR_CONVOLUTION_FILTER_STRIDES, geometry.stride);
   finalize(g.convolution);
 
   const float alpha = 1.0f;

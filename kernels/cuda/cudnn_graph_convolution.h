@@ -63,33 +63,18 @@ struct CudnnExecutionPlan {
   std::unique_ptr<BackendDescriptor> plan;
 };
 
-// The dims of one forward convolution as cuDNN sees them: x (batch, inChannels, spatial...),
-// weight (outChannels, inChannels / groups, kernel...) and y (batch, outChannels, spatial...)
-// in NCHW order, with their strides for the layout; cuDNN infers the groups from x's and the
-// weight's channels. Every vector has the same spatial rank (2 or 3).
-struct CudnnGraphConvolutionShape {
-  ScalarType type = ScalarType::kFloat16;
-  bool channelsLast = true;
-  int64_t batch = 1;
-  int64_t inChannels = 0;
-  int64_t outChannels = 0;
-  int64_t groups = 1;
-  Shape inSpatial;
-  Shape outSpatial;
-  Shape kernel;
-  Shape stride;
-  Shape padding;  // before and after each spatial dim
-  Shape dilation;
-  // fp32 only: whether TF32 tensor-core engines may run it.
-  bool allowTf32 = false;
-};
+struct ConvolutionParams;         // kernels/cuda/convolution.h
+struct CudnnConvolutionGeometry;  // kernels/cuda/convolution.h
 
 class CudnnGraphConvolution {
  public:
-  // The operation graph of the convolution, for tensors aligned to `alignment` bytes. Throws
-  // CudaError when cuDNN refuses the graph.
-  CudnnGraphConvolution(const CudnnHandle& handle, const CudnnGraphConvolutionShape& shape,
-                        int64_t alignment);
+  // The operation graph of a forward convolution as its geometry maps it onto cuDNN (on x, or on
+  // the padded scratch), for tensors aligned to `alignment` bytes: x (batch, inChannels,
+  // spatial...), weight (outChannels, inChannels / groups, kernel...) and y in NCHW order with
+  // the strides of params' layout; cuDNN infers the groups from x's and the weight's channels.
+  // Throws CudaError when cuDNN refuses the graph.
+  CudnnGraphConvolution(const CudnnHandle& handle, const ConvolutionParams& params,
+                        const CudnnConvolutionGeometry& geometry, int64_t alignment);
   ~CudnnGraphConvolution();
   CudnnGraphConvolution(const CudnnGraphConvolution&) = delete;
   CudnnGraphConvolution& operator=(const CudnnGraphConvolution&) = delete;
