@@ -226,6 +226,9 @@ std::shared_ptr<Engine> Builder::build(const Network& network, const BuilderConf
   readAttentionOperandsThroughViews(*optimized);
   // After the views: an attention operand then reads its block of the fused GEMM in place.
   fuseSiblingGemms(*optimized);
+  // After the GEMM epilogues, which take ReLU first, and the layout passes, which leave the
+  // depthwise convolutions channels-last.
+  fuseActivationsIntoDepthwiseInputs(*optimized);
   // After the layout passes and the attention views, which leave the shuffles that still copy.
   foldShuffleChainsIntoReshapes(*optimized);
   // Last of the fusions: the epilogue and norm fusions take the pointwise layers they can first.

@@ -27,25 +27,6 @@ Tensor* residualOperand(const Layer& add, const Tensor* out) {
   return other;
 }
 
-// The fused activation `layer` computes, if it is an activation layer that has one.
-std::optional<FusedActivation> fusedActivationOf(const Layer& layer) {
-  if (layer.kind() != LayerKind::kActivation) return std::nullopt;
-  const auto& p = layer.paramsAs<ActivationParams>();
-  switch (p.type) {
-    case ActivationType::kRelu:
-      return FusedActivation::kRelu;
-    case ActivationType::kClip:
-      if (p.alpha == 0.0 && p.beta == 6.0) return FusedActivation::kRelu6;
-      return std::nullopt;
-    case ActivationType::kSilu:
-      return FusedActivation::kSilu;
-    case ActivationType::kHardSwish:
-      return FusedActivation::kHardSwish;
-    default:
-      return std::nullopt;
-  }
-}
-
 // A depthwise convolution: one input channel a group, and one output channel a group or a few
 // (a channel multiplier, as FastViT's and MobileOne's downsampling convolutions).
 bool isDepthwise(const Layer& conv) {
@@ -97,7 +78,10 @@ void fuseConvolutionEpilogues(Network& network) {
           continue;
         }
       }
-      const std::optional<FusedActivation> activation = fusedActivationOf(*reader);
+      const std::optional<FusedActivation> activation =
+          reader->kind() == LayerKind::kActivation
+              ? convolutionActivationOf(reader->paramsAs<ActivationParams>())
+              : std::nullopt;
       if (activation && (*activation == FusedActivation::kRelu || isDepthwise(*conv))) {
         params.activation = *activation;
         conv = replaceWithFused(network, conv, reader, params, residual);

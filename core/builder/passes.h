@@ -86,6 +86,10 @@ void readAttentionOperandsThroughViews(Network& network);
 // get a Slice, and a group whose copies would cost more than the fusion saves stays as it is.
 void fuseSiblingGemms(Network& network);
 
+// Fuses an activation (ReLU, ReLU6, SiLU, hard swish) whose only reader is a channels-last
+// depthwise convolution into that convolution, which applies it to x as it reads it: an inverted
+// residual block's activation after its expansion GEMM then writes and reads no tensor.
+void fuseActivationsIntoDepthwiseInputs(Network& network);
 // Replaces each chain of shuffles (each read only by the next) that moves no element, taken as a
 // whole, by one reshape of the chain's input, which aliases it instead of copying. Leaves the
 // chain's earlier shuffles dead.

@@ -114,9 +114,17 @@ void runConvolution(const ConvolutionParams& p, const Inputs& in, const Outputs&
   const TensorView& x = requiredInput(in, 0, "x");
   const TensorView& weight = requiredInput(in, 1, "weight");
   float* y = floatOutput(out);
-  ck::convolution(convolutionGeometry<ck::ConvolutionParams>(p, x.dims, out[0].dims),
-                  floatData(x, "x"), floatData(weight, "weight"),
-                  floatDataOrNull(optionalInput(in, 2), "bias"), y);
+  const float* input = floatData(x, "x");
+  std::vector<float> activated;
+  if (p.inputActivation != FusedActivation::kNone) {
+    // Activated before the convolution pads it, so padding stays zero.
+    activated.resize(static_cast<size_t>(volume(x.dims)));
+    ck::activation(fusedActivationParams(p.inputActivation), input, activated.data(),
+                   volume(x.dims));
+    input = activated.data();
+  }
+  ck::convolution(convolutionGeometry<ck::ConvolutionParams>(p, x.dims, out[0].dims), input,
+                  floatData(weight, "weight"), floatDataOrNull(optionalInput(in, 2), "bias"), y);
   const int64_t count = volume(out[0].dims);
   if (const float* residual = floatDataOrNull(optionalInput(in, 3), "residual")) {
     for (int64_t i = 0; i < count; ++i) y[i] += residual[i];

@@ -265,6 +265,10 @@ std::string cudaKernel(const EngineLayer& layer) {
       [&](const auto& p) -> std::string {
         using P = std::decay_t<decltype(p)>;
         if constexpr (std::is_same_v<P, ConvolutionParams>) {
+          if (p.inputActivation != FusedActivation::kNone) {
+            return concat("Kiln depthwise convolution (NHWC), ", toString(p.inputActivation),
+                          " on its input", epilogue(p.activation, 2));
+          }
           return concat("cuDNN convolution", p.channelsLast ? " (NHWC)" : " (NCHW)",
                         epilogue(p.activation, 2));
         } else if constexpr (std::is_same_v<P, DeconvolutionParams>) {

@@ -83,6 +83,22 @@ bool isConvolutionActivation(FusedActivation activation) {
   return activation != FusedActivation::kGeluErf && activation != FusedActivation::kGeluTanh;
 }
 
+std::optional<FusedActivation> convolutionActivationOf(const ActivationParams& params) {
+  switch (params.type) {
+    case ActivationType::kRelu:
+      return FusedActivation::kRelu;
+    case ActivationType::kClip:
+      if (params.alpha == 0.0 && params.beta == 6.0) return FusedActivation::kRelu6;
+      return std::nullopt;
+    case ActivationType::kSilu:
+      return FusedActivation::kSilu;
+    case ActivationType::kHardSwish:
+      return FusedActivation::kHardSwish;
+    default:
+      return std::nullopt;
+  }
+}
+
 const char* toString(GatherMode mode) {
   switch (mode) {
     case GatherMode::kAxis:

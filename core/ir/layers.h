@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <limits>
+#include <optional>
 #include <string>
 #include <variant>
 #include <vector>
@@ -36,7 +37,8 @@ bool isConvolutionActivation(FusedActivation activation);
 const char* toString(FusedActivation activation);
 
 // Inputs: [x (N, C, spatial...), weight (K, C/groups, kernel...), bias (K) or null, residual
-// (the output's dims and type) or null]. out = activation(conv(x, weight) + bias + residual).
+// (the output's dims and type) or null]. out = activation(conv(inputActivation(x), weight) + bias
+// + residual), the padding zero after inputActivation as before it.
 // Spatial rank (1, 2 or 3) is kernel.size(); every per-dim vector has that length. Converters
 // give no residual and no activation: the builder fuses them from the layers that follow.
 // channelsLast (set by the builder's layout pass) moves every channel dim last: x (N,
@@ -50,12 +52,16 @@ struct ConvolutionParams {
   Dims dilation;
   int64_t groups = 1;
   FusedActivation activation = FusedActivation::kNone;
+  // Applied to each element of x as it is read (the activation that produced x, fused by the
+  // builder into the depthwise convolution that reads it, so x is not written and read again).
+  FusedActivation inputActivation = FusedActivation::kNone;
   bool channelsLast = false;
   template <typename V>
   void fields(V&& v) {
     v("outChannels", outChannels), v("kernel", kernel), v("stride", stride),
         v("prePadding", prePadding), v("postPadding", postPadding), v("dilation", dilation),
-        v("groups", groups), v("activation", activation), v("channelsLast", channelsLast);
+        v("groups", groups), v("activation", activation), v("inputActivation", inputActivation),
+        v("channelsLast", channelsLast);
   }
 };
 
@@ -185,6 +191,9 @@ struct ActivationParams {
     v("type", type), v("alpha", alpha), v("beta", beta);
   }
 };
+// The fused activation a convolution can apply that computes what an Activation layer of these
+// params computes, if any (ReLU6 is a clip to [0, 6]).
+std::optional<FusedActivation> convolutionActivationOf(const ActivationParams& params);
 
 enum class PoolingType : uint8_t { kMax, kAverage };
 const char* toString(PoolingType type);

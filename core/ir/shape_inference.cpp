@@ -136,6 +136,8 @@ std::vector<TensorType> inferConvolution(const ConvolutionParams& p, const Input
   const size_t rank = w.kernel.size();
   KILN_CHECK(isConvolutionActivation(p.activation), "a convolution's fused activation is none, ",
              "relu, relu6, silu or hardswish, not ", toString(p.activation));
+  KILN_CHECK(isConvolutionActivation(p.inputActivation), "a convolution's input activation is ",
+             "none, relu, relu6, silu or hardswish, not ", toString(p.inputActivation));
   KILN_CHECK(p.groups >= 1, "groups ", p.groups, " must be >= 1");
   KILN_CHECK(p.outChannels >= 1 && p.outChannels % p.groups == 0, "outChannels ", p.outChannels,
              " must be positive and divisible by groups ", p.groups);

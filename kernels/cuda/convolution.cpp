@@ -48,6 +48,11 @@ bool isFloatType(ScalarType type) {
          type == ScalarType::kBFloat16;
 }
 
+// cuDNN's convolutions read x as it is: an input activation needs Kiln's depthwise kernels.
+bool runsOnKilnKernelsOnly(const ConvolutionParams& params) {
+  return params.inputActivation != ConvolutionActivation::kNone;
+}
+
 bool strictFloat32(const ConvolutionParams& params) {
   return params.type == ScalarType::kFloat32 && !params.allowTf32;
 }
@@ -66,6 +71,12 @@ void validate(const ConvolutionParams& params) {
   if (!isFloatType(params.type)) {
     invalid(params, std::string("element type ") + scalarName(params.type) +
                         " is not supported; use float32, float16 or bfloat16");
+  }
+  if (runsOnKilnKernelsOnly(params) && !depthwiseConvolutionApplies(params)) {
+    invalid(params,
+            "an input activation runs in Kiln's depthwise kernels only, which need a forward 1-D "
+            "or 2-D NHWC convolution with groups == inChannels; apply the activation as a layer "
+            "of its own");
   }
   if (params.batch < 0 || params.inChannels <= 0 || params.outChannels <= 0) {
     invalid(params, "batch must be >= 0 and the channel counts > 0");
@@ -205,6 +216,7 @@ std::string describe(const ConvolutionParams& params) {
        << ", dilation=" << shapeString(params.dilation) << ", type=" << scalarName(params.type)
        << ", layout=" << (params.layout == TensorLayout::kNHWC ? "NHWC" : "NCHW")
        << ", activation=" << toString(params.activation)
+       << ", inputActivation=" << toString(params.inputActivation)
        << ", allowTf32=" << (params.allowTf32 ? "true" : "false") << ")";
   return text.str();
 }
@@ -590,6 +602,12 @@ std::unique_ptr<ConvolutionPlan> ConvolutionPlan::select(const CudnnHandle& hand
                                                          size_t maxCudnnWorkspaceBytes) {
   std::unique_ptr<ConvolutionPlan> plan = ConvolutionPlanBuilder::describe(params);
   if (plan->descriptors_ == nullptr) return plan;
+  if (runsOnKilnKernelsOnly(params)) {
+    // The last variant listed is the one for the largest feature maps.
+    ConvolutionPlanBuilder::finishKilnDepthwise(*plan, depthwiseConvolutionVariants(params).back(),
+                                                -1.0f);
+    return plan;
+  }
   ConvolutionPlanBuilder::choose(handle, *plan, ConvolutionPlanBuilder::heuristics(handle, *plan),
                                  maxCudnnWorkspaceBytes, "heuristics");
   return plan;
@@ -609,6 +627,10 @@ std::unique_ptr<ConvolutionPlan> ConvolutionPlan::autotune(const CudnnHandle& ha
   if (workspace.bytes < scratchEnd || (scratchEnd > 0 && workspace.data == nullptr)) {
     invalid(params, "autotune needs a workspace of at least " + std::to_string(scratchEnd) +
                         " bytes for the padding scratch, got " + std::to_string(workspace.bytes));
+  }
+  if (runsOnKilnKernelsOnly(params)) {
+    ConvolutionPlanBuilder::chooseByTiming(handle, *plan, {}, 0, tensors, workspace, stream);
+    return plan;
   }
   char* scratch = static_cast<char*>(workspace.data);
   void* cudnnWorkspace = workspace.bytes > scratchEnd ? scratch + scratchEnd : nullptr;
@@ -662,6 +684,10 @@ std::unique_ptr<ConvolutionPlan> ConvolutionPlan::create(const CudnnHandle& hand
     }
     ConvolutionPlanBuilder::finishKilnDepthwise(*plan, choice.algorithm, choice.measuredMs);
     return plan;
+  }
+  if (runsOnKilnKernelsOnly(params)) {
+    invalid(params, "an input activation runs in Kiln's depthwise kernels only, not in " +
+                        describe(choice));
   }
   if (choice.kernel == ConvolutionKernel::kCudnnGraph) {
     plan->graph_ = std::make_unique<CudnnGraphConvolution>(handle, params, plan->geometry_,

@@ -60,6 +60,9 @@ struct ConvolutionParams {
   ScalarType type = ScalarType::kFloat32;  // float32, float16 or bfloat16
   TensorLayout layout = TensorLayout::kNCHW;
   ConvolutionActivation activation = ConvolutionActivation::kNone;
+  // Applied to each element of x as it is read (padding stays zero). Only Kiln's depthwise
+  // kernels apply it: a plan with one runs them alone.
+  ConvolutionActivation inputActivation = ConvolutionActivation::kNone;
   // float32 only: let cuDNN use TF32 tensor cores (10-bit mantissa products).
   bool allowTf32 = false;
 };

@@ -39,6 +39,7 @@ struct DepthwiseGeometry {
   int64_t tiles;        // batch * outH * columnTiles
   int vectorsPerBlock;
   ConvolutionActivation activation;
+  ConvolutionActivation inputActivation;  // on each input read inside the image
 };
 
 // The word a vector of N elements of T is loaded and stored as: 16, 8 or 4 bytes.
@@ -81,19 +82,35 @@ __device__ __forceinline__ void loadVector(const T* __restrict__ p, float (&valu
   }
 }
 
+// N floats as the word of N elements of T.
 template <typename T, int N>
-__device__ __forceinline__ void storeVector(T* __restrict__ p, const float (&values)[N]) {
+__device__ __forceinline__ WordFor<T, N> pack(const float (&values)[N]) {
   T elements[N];
 #pragma unroll
   for (int e = 0; e < N; ++e) elements[e] = fromFloat<T>(values[e]);
+  WordFor<T, N> word;
+  memcpy(&word, elements, sizeof(word));
+  return word;
+}
+
+template <typename T, int N>
+__device__ __forceinline__ void storeVector(T* __restrict__ p, const float (&values)[N]) {
   if constexpr (kIsWord<T, N>) {
-    WordFor<T, N> word;
-    memcpy(&word, elements, sizeof(word));
-    *reinterpret_cast<WordFor<T, N>*>(p) = word;
+    *reinterpret_cast<WordFor<T, N>*>(p) = pack<T, N>(values);
   } else {
 #pragma unroll
-    for (int e = 0; e < N; ++e) p[e] = elements[e];
+    for (int e = 0; e < N; ++e) p[e] = fromFloat<T>(values[e]);
   }
+}
+
+// The input activation on values read from inside the image (padding stays zero). The branch is
+// uniform across the grid.
+template <int N>
+__device__ __forceinline__ void activateInputs(float (&values)[N],
+                                               ConvolutionActivation activation) {
+  if (activation == ConvolutionActivation::kNone) return;
+#pragma unroll
+  for (int e = 0; e < N; ++e) values[e] = activate(values[e], activation);
 }
 
 // The inputs of V consecutive output channels from the V / M input channels that feed them, each
@@ -276,6 +293,7 @@ __global__ void __launch_bounds__(kThreads)
       const int64_t iw = iw0 + s;
       if (iw < 0 || iw >= g.inW) return false;
       loadInputs<T, V, M>(row + iw * g.inChannels, values);
+      activateInputs<V>(values, g.inputActivation);
       return true;
     };
     accumulateRow<V, kKernelW, kStrideW, kOutputs>(input, taps, acc);
@@ -308,6 +326,7 @@ __global__ void __launch_bounds__(kThreads)
       if (iw < 0 || iw >= g.inW) continue;
       float values[V];
       loadInputs<T, V, M>(row + iw * g.inChannels, values);
+      activateInputs<V>(values, g.inputActivation);
       float taps[V];
       readStaged<V>(staged + (kh * g.kernelW + kw) * blockChannels + work.channelInBlock, taps);
 #pragma unroll
@@ -372,6 +391,13 @@ __global__ void __launch_bounds__(kTileThreads)
     Word value{};
     if (ih >= 0 && ih < g.inH && iw >= 0 && iw < g.inW && channelInside) {
       value = __ldg(reinterpret_cast<const Word*>(input + (ih * g.inW + iw) * g.inChannels));
+      if (g.inputActivation != ConvolutionActivation::kNone) {
+        // Rounded to T as the activation layer it replaces would store it.
+        float values[V / M];
+        unpack<T, V / M>(value, values);
+        activateInputs<V / M>(values, g.inputActivation);
+        value = pack<T, V / M>(values);
+      }
     }
     window[i] = value;
   }
@@ -507,6 +533,7 @@ DepthwiseGeometry geometryOf(const ConvolutionParams& params, int outputs, int v
   g.columnTiles = (g.outW + outputs - 1) / outputs;
   g.tiles = params.batch * g.outH * g.columnTiles;
   g.activation = params.activation;
+  g.inputActivation = params.inputActivation;
   const int64_t vectors = (g.channels + vectorElements - 1) / vectorElements;
   g.vectorsPerBlock = static_cast<int>(std::min<int64_t>(
       {vectors, kMaxVectorsPerBlock, kStagedWeights / (taps(params) * vectorElements)}));

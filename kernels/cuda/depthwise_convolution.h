@@ -26,7 +26,10 @@
 // what no vector fits (an odd fp16/bf16 channel count, buffers not 4-byte aligned, fp16/bf16 at
 // m > 2 or at m == 2 on a channel count that is not a multiple of 8) runs it one channel a
 // thread, at any m. Bias, residual and the activation run in the epilogue; accumulation is fp32;
-// padding may be asymmetric.
+// padding may be asymmetric. An input activation (the SiLU or hard swish after an inverted
+// residual block's expansion GEMM) runs on each input as it is loaded, inside the image only, so
+// the activated tensor is never written: the tiled kernel rounds it to the element type as it
+// stages the window, the others keep it in fp32.
 #pragma once
 
 #include <string>
@@ -54,7 +57,8 @@ std::vector<int> depthwiseConvolutionVariants(const ConvolutionParams& params);
 // "Kiln depthwise, 2 columns a thread", "Kiln depthwise, shared-memory tiles".
 std::string describeDepthwiseVariant(int variant);
 
-// out = activation(depthwise(x, weight) + bias + residual); bias and residual may be null.
+// out = activation(depthwise(inputActivation(x), weight) + bias + residual); bias and residual
+// may be null.
 // variant is one of depthwiseConvolutionVariants(params). Only enqueues work on `stream`; needs
 // no workspace. Throws std::invalid_argument when the kernels or the variant do not apply or a
 // needed pointer is null.

@@ -429,7 +429,8 @@ TEST(NetworkTypes, WeightsCheckTheirSize) {
 TEST(NetworkLayers, DescribeListsEveryField) {
   EXPECT_EQ(describe(conv3x3(8)),
             "Convolution(outChannels=8, kernel=[3, 3], stride=[1, 1], prePadding=[1, 1], "
-            "postPadding=[1, 1], dilation=[1, 1], groups=1, activation=none, channelsLast=false)");
+            "postPadding=[1, 1], dilation=[1, 1], groups=1, activation=none, "
+            "inputActivation=none, channelsLast=false)");
   EXPECT_EQ(describe(ActivationParams{ActivationType::kLeakyRelu, 0.5, 0}),
             "Activation(type=leaky_relu, alpha=0.5, beta=0)");
   EXPECT_EQ(describe(FullyConnectedParams{FusedActivation::kGeluErf}),

@@ -663,6 +663,7 @@ void CudaRunner::State::runLayer(size_t index, const EngineLayer& layer, cudaStr
           params.allowTf32 = engine->definition().tf32.convolutions;
           if constexpr (std::is_same_v<P, ConvolutionParams>) {
             params.activation = convolutionActivation(p.activation);
+            params.inputActivation = convolutionActivation(p.inputActivation);
           }
           const ck::ConvolutionTensors tensors{x.data, requiredInput(in, 1, "weight").data,
                                                optionalData(in, 2), y.data, optionalData(in, 3)};

@@ -51,6 +51,7 @@ struct ConvolutionCase {
   Shape dilation;
   bool bias = true;
   ConvolutionActivation activation = ConvolutionActivation::kNone;
+  ConvolutionActivation inputActivation = ConvolutionActivation::kNone;
 };
 
 // out = (in + pre + post - extent) / stride + 1, or for the transpose
@@ -87,6 +88,7 @@ ConvolutionParams paramsOf(const ConvolutionCase& c, ScalarType type, TensorLayo
   p.type = type;
   p.layout = layout;
   p.activation = c.activation;
+  p.inputActivation = c.inputActivation;
   return p;
 }
 
@@ -382,14 +384,21 @@ float activated(ConvolutionActivation activation, float v) {
   }
 }
 
-// The CPU reference in NCHW, with the activation applied.
+// x as the convolution reads it: with the input activation applied (before the padding).
+std::vector<float> activatedInput(const ConvolutionParams& p, std::vector<float> x) {
+  for (float& v : x) v = activated(p.inputActivation, v);
+  return x;
+}
+
+// The CPU reference in NCHW, with the input activation and the activation applied.
 std::vector<float> reference(const ConvolutionParams& p, const HostOperands& operands) {
   std::vector<float> out(static_cast<size_t>(p.batch * p.outChannels * shapeVolume(p.outSpatial)));
   const float* bias = operands.bias.empty() ? nullptr : operands.bias.data();
+  const std::vector<float> x = activatedInput(p, operands.x);
   if (p.transposed) {
-    ck::deconvolution(cpuParamsOf(p), operands.x.data(), operands.weight.data(), bias, out.data());
+    ck::deconvolution(cpuParamsOf(p), x.data(), operands.weight.data(), bias, out.data());
   } else {
-    ck::convolution(cpuParamsOf(p), operands.x.data(), operands.weight.data(), bias, out.data());
+    ck::convolution(cpuParamsOf(p), x.data(), operands.weight.data(), bias, out.data());
   }
   for (float& v : out) v = activated(p.activation, v);
   return out;
@@ -399,7 +408,8 @@ std::vector<float> reference(const ConvolutionParams& p, const HostOperands& ope
 std::vector<float> errorScale(const ConvolutionParams& p, const HostOperands& operands) {
   ConvolutionParams linear = p;
   linear.activation = ConvolutionActivation::kNone;
-  const HostOperands magnitudes{absolute(operands.x), absolute(operands.weight),
+  linear.inputActivation = ConvolutionActivation::kNone;
+  const HostOperands magnitudes{absolute(activatedInput(p, operands.x)), absolute(operands.weight),
                                 absolute(operands.bias)};
   return reference(linear, magnitudes);
 }
@@ -641,9 +651,11 @@ TEST(CudaConvolutionGeometry, RejectsUnsupportedParams) {
 TEST(CudaConvolutionGeometry, DescribeNamesEveryField) {
   ConvolutionParams p = paramsOf(transposedCases()[0], ScalarType::kFloat16, TensorLayout::kNHWC);
   p.activation = ConvolutionActivation::kRelu;
+  p.inputActivation = ConvolutionActivation::kSilu;
   const std::string text = describe(p);
-  for (const char* field : {"Deconvolution", "groups=1", "outSpatial=[10,12]", "type=float16",
-                            "layout=NHWC", "activation=relu", "allowTf32=false"}) {
+  for (const char* field :
+       {"Deconvolution", "groups=1", "outSpatial=[10,12]", "type=float16", "layout=NHWC",
+        "activation=relu", "inputActivation=silu", "allowTf32=false"}) {
     EXPECT_NE(text.find(field), std::string::npos) << field << " missing from " << text;
   }
 }
@@ -1187,6 +1199,75 @@ TEST(CudaDepthwiseConvolution, MisalignedBuffersRunNarrowerVectors) {
           checkDepthwise(c, type, variant, true, misalign, seed++);
         }
       }
+    }
+  }
+}
+
+// An input activation (the activation of an inverted residual block's expansion, fused into the
+// depthwise convolution that reads it) in every variant: row, tiled and looping kernels, vectors
+// and one channel a thread, channel multipliers, 1-D, padding on every side, with the epilogue's
+// activation and a residual too.
+TEST(CudaDepthwiseConvolution, InputActivationInEveryVariant) {
+  KILN_SKIP_WITHOUT_GPU();
+  const ConvolutionActivation inputActivations[] = {
+      ConvolutionActivation::kSilu, ConvolutionActivation::kHardSwish,
+      ConvolutionActivation::kRelu6, ConvolutionActivation::kRelu};
+  uint32_t seed = 7000;
+  size_t next = 0;
+  for (const char* name :
+       {"dw3x3", "dw3x3Stride2", "dw5x5Stride2SamePadding", "dw7x7Stride2", "dw3x3Dilated",
+        "dw4x4LoopingKernel", "dwSevenChannels", "dwConv1d", "dw3x3Channels162",
+        "dwMultiplier2Downsample7x7", "dwMultiplier3Relu", "dwMultiplier2Channels64Silu"}) {
+    ConvolutionCase c = depthwiseCase(name);
+    for (ScalarType type : kFloatTypes) {
+      c.inputActivation = inputActivations[next++ % std::size(inputActivations)];
+      const ConvolutionParams p = paramsOf(c, type, TensorLayout::kNHWC);
+      for (int variant : depthwiseConvolutionVariants(p)) {
+        checkDepthwise(c, type, variant, variant == 2, 0, seed++);
+      }
+    }
+  }
+}
+
+// A convolution with an input activation runs on Kiln's depthwise kernels alone: autotune times
+// only them, heuristics pick one, a stored cuDNN choice is refused, and a convolution the kernels
+// do not compute (grouped, NCHW) is refused with the reason.
+TEST(CudaDepthwiseConvolution, InputActivationRunsOnKilnKernelsOnly) {
+  KILN_SKIP_WITHOUT_GPU();
+  const ConvolutionCase depthwise{"depthwise", false,  8,      96,     96, 96,    {28, 28},
+                                  {3, 3},      {1, 1}, {1, 1}, {1, 1}, {}, {1, 1}};
+  ConvolutionParams p = paramsOf(depthwise, ScalarType::kFloat16, TensorLayout::kNHWC);
+  p.inputActivation = ConvolutionActivation::kSilu;
+  const HostOperands operands = makeOperands(p, true, 7500);
+  Stream stream;
+  DeviceOperands device = upload(p, operands);
+  DeviceBuffer tuningSpace(size_t{16} << 20);
+  const std::unique_ptr<ConvolutionPlan> tuned = ConvolutionPlan::autotune(
+      sharedHandle(), p, device.tensors(), {tuningSpace.data(), tuningSpace.bytes()}, stream.get());
+  EXPECT_EQ(tuned->timedCandidates().size(), depthwiseConvolutionVariants(p).size());
+  for (const auto& [algorithm, ms] : tuned->timedCandidates()) {
+    EXPECT_EQ(algorithm.kernel, ConvolutionKernel::kKilnDepthwise) << describe(algorithm);
+  }
+  EXPECT_EQ(tuned->algorithm().kernel, ConvolutionKernel::kKilnDepthwise);
+  launch(*tuned, device, stream);
+  expectClose(p, downloadOut(p, device.out), reference(p, operands), errorScale(p, operands));
+
+  const std::unique_ptr<ConvolutionPlan> picked = ConvolutionPlan::select(sharedHandle(), p);
+  EXPECT_EQ(picked->algorithm().kernel, ConvolutionKernel::kKilnDepthwise);
+  ConvolutionAlgorithm cudnn;
+  cudnn.algorithm = CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM;
+  EXPECT_THROW(ConvolutionPlan::create(sharedHandle(), p, cudnn), std::invalid_argument);
+
+  ConvolutionParams grouped = p;
+  grouped.groups = p.inChannels / 2;
+  ConvolutionParams nchw = p;
+  nchw.layout = TensorLayout::kNCHW;
+  for (const ConvolutionParams& other : {grouped, nchw}) {
+    try {
+      ConvolutionPlan::select(sharedHandle(), other);
+      ADD_FAILURE() << "accepted " << describe(other);
+    } catch (const std::invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find("input activation"), std::string::npos) << e.what();
     }
   }
 }
