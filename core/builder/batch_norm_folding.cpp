@@ -2,31 +2,15 @@
 //   bn(conv(x, W) + b) = conv(x, W * s) + (b - mean) * s + beta   (per output channel),
 // so the network loses a pass over the convolution's output. Weights are computed in double
 // and stored in the convolution's type, as TensorRT folds them.
-#include <cmath>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "core/builder/batch_norm_affine.h"
 #include "core/builder/passes.h"
-#include "core/engine/kernel_mapping.h"
-#include "kernels/cpu/cast.h"
 
 namespace kiln {
 namespace {
-
-std::vector<double> toDoubles(const Weights& weights) {
-  std::vector<float> floats(static_cast<size_t>(weights.count()));
-  cpu_kernels::cast(weights.data(), toKernelType(weights.dtype), floats.data(),
-                    cpu_kernels::ScalarType::kFloat32, weights.count());
-  return std::vector<double>(floats.begin(), floats.end());
-}
-
-Weights fromDoubles(DataType dtype, const Dims& dims, const std::vector<double>& values) {
-  const std::vector<float> floats(values.begin(), values.end());
-  std::vector<uint8_t> bytes(floats.size() * elementSize(dtype));
-  cpu_kernels::cast(floats.data(), cpu_kernels::ScalarType::kFloat32, bytes.data(),
-                    toKernelType(dtype), static_cast<int64_t>(floats.size()));
-  return Weights::fromBytes(dtype, dims, std::move(bytes));
-}
 
 bool isFloatType(DataType type) {
   return type == DataType::kFloat32 || type == DataType::kFloat16 || type == DataType::kBFloat16;
@@ -53,18 +37,6 @@ Layer* foldableConvolution(const Network& network, const Layer& norm) {
       constantWeights(conv->input(2)) == nullptr) {
     return nullptr;
   }
-  for (size_t i = 1; i < norm.inputs().size(); ++i) {
-    const Tensor* operand = norm.input(i);
-    if (operand == nullptr) {
-      if (i >= 3) return nullptr;  // mean and var are required
-      continue;
-    }
-    const Weights* weights = constantWeights(operand);
-    if (weights == nullptr || !isFloatType(weights->dtype) ||
-        weights->count() != convParams.outChannels) {
-      return nullptr;
-    }
-  }
   return conv;
 }
 
@@ -78,29 +50,20 @@ void foldBatchNormIntoConvolution(Network& network) {
   for (Layer* norm : norms) {
     Layer* conv = foldableConvolution(network, *norm);
     if (conv == nullptr) continue;
-    const auto& p = norm->paramsAs<NormalizationParams>();
     const auto& convParams = conv->paramsAs<ConvolutionParams>();
     const int64_t channels = convParams.outChannels;
     const Weights& weight = *constantWeights(conv->input(1));
     const Tensor* biasTensor = conv->inputs().size() > 2 ? conv->input(2) : nullptr;
 
+    const std::optional<BatchNormAffine> affine = batchNormAffine(*norm, channels);
+    if (!affine) continue;
     std::vector<double> w = toDoubles(weight);
     std::vector<double> b = biasTensor ? toDoubles(*constantWeights(biasTensor))
                                        : std::vector<double>(static_cast<size_t>(channels), 0.0);
-    auto operand = [&](size_t index, double fill) {
-      const Tensor* tensor = norm->input(index);
-      return tensor ? toDoubles(*constantWeights(tensor))
-                    : std::vector<double>(static_cast<size_t>(channels), fill);
-    };
-    const std::vector<double> scale = operand(1, 1.0);
-    const std::vector<double> shift = operand(2, 0.0);
-    const std::vector<double> mean = operand(3, 0.0);
-    const std::vector<double> var = operand(4, 1.0);
     const size_t perChannel = w.size() / static_cast<size_t>(channels);
     for (size_t k = 0; k < static_cast<size_t>(channels); ++k) {
-      const double s = scale[k] / std::sqrt(var[k] + p.epsilon);
-      for (size_t j = 0; j < perChannel; ++j) w[k * perChannel + j] *= s;
-      b[k] = (b[k] - mean[k]) * s + shift[k];
+      for (size_t j = 0; j < perChannel; ++j) w[k * perChannel + j] *= affine->scale[k];
+      b[k] = b[k] * affine->scale[k] + affine->shift[k];
     }
 
     const DataType dtype = conv->output(0)->dtype();

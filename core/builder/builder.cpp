@@ -229,6 +229,8 @@ std::shared_ptr<Engine> Builder::build(const Network& network, const BuilderConf
   // After the GEMM epilogues, which take ReLU first, and the layout passes, which leave the
   // depthwise convolutions channels-last.
   fuseActivationsIntoDepthwiseInputs(*optimized);
+  // After the folding of batch norms into convolutions, which costs no pass at all.
+  convertBatchNormsToPointwise(*optimized);
   // After the layout passes and the attention views, which leave the shuffles that still copy.
   foldShuffleChainsIntoReshapes(*optimized);
   // Last of the fusions: the epilogue and norm fusions take the pointwise layers they can first.

@@ -90,6 +90,10 @@ void fuseSiblingGemms(Network& network);
 // depthwise convolution into that convolution, which applies it to x as it reads it: an inverted
 // residual block's activation after its expansion GEMM then writes and reads no tensor.
 void fuseActivationsIntoDepthwiseInputs(Network& network);
+// Replaces each inference batch norm with constant statistics by x * scale + shift per channel
+// in fp32 (between casts for fp16 and bf16), for the pointwise fusion to join with the
+// activation after it (DenseNet's and pre-activation networks' BN-ReLU).
+void convertBatchNormsToPointwise(Network& network);
 // Replaces each chain of shuffles (each read only by the next) that moves no element, taken as a
 // whole, by one reshape of the chain's input, which aliases it instead of copying. Leaves the
 // chain's earlier shuffles dead.
