@@ -69,6 +69,24 @@ inline std::vector<std::vector<float>> evaluate(const Network& network,
   return outputs;
 }
 
+// count values start + step * (i % period): a ramp that repeats, so that values stay in range.
+inline std::vector<float> ramp(size_t count, float start, float step, size_t period = 17) {
+  std::vector<float> values(count);
+  for (size_t i = 0; i < count; ++i) values[i] = start + step * static_cast<float>(i % period);
+  return values;
+}
+
+inline void expectNear(const std::vector<std::vector<float>>& actual,
+                       const std::vector<std::vector<float>>& expected, float tolerance) {
+  ASSERT_EQ(actual.size(), expected.size());
+  for (size_t o = 0; o < actual.size(); ++o) {
+    ASSERT_EQ(actual[o].size(), expected[o].size());
+    for (size_t i = 0; i < actual[o].size(); ++i) {
+      EXPECT_NEAR(actual[o][i], expected[o][i], tolerance) << "output " << o << " element " << i;
+    }
+  }
+}
+
 inline size_t countLayers(const Network& network, LayerKind kind) {
   size_t count = 0;
   for (size_t i = 0; i < network.numLayers(); ++i) count += network.layer(i)->kind() == kind;

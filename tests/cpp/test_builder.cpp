@@ -139,12 +139,6 @@ TEST(BuilderConstantFolding, BuiltEngineHasTheFoldedLayersOnly) {
 
 // ---- batch-norm folding and convolution epilogues ---------------------------------------
 
-std::vector<float> ramp(size_t count, float start, float step) {
-  std::vector<float> values(count);
-  for (size_t i = 0; i < count; ++i) values[i] = start + step * static_cast<float>(i % 17);
-  return values;
-}
-
 Tensor* conv3x3(Network& network, Tensor* x, int64_t inChannels, int64_t outChannels, bool withBias,
                 float seed) {
   ConvolutionParams p;
@@ -175,17 +169,6 @@ Tensor* batchNorm(Network& network, Tensor* x, int64_t channels) {
   NormalizationParams p;
   p.epsilon = 1e-3;
   return network.addNormalization(x, scale, shift, mean, var, p)->output(0);
-}
-
-void expectNear(const std::vector<std::vector<float>>& actual,
-                const std::vector<std::vector<float>>& expected, float tolerance) {
-  ASSERT_EQ(actual.size(), expected.size());
-  for (size_t o = 0; o < actual.size(); ++o) {
-    ASSERT_EQ(actual[o].size(), expected[o].size());
-    for (size_t i = 0; i < actual[o].size(); ++i) {
-      EXPECT_NEAR(actual[o][i], expected[o][i], tolerance) << "output " << o << " element " << i;
-    }
-  }
 }
 
 TEST(BuilderBatchNormFolding, FoldsIntoTheConvolutionWithAndWithoutBias) {

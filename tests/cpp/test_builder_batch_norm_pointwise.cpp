@@ -16,27 +16,11 @@
 namespace kiln {
 namespace {
 
-std::vector<float> ramp(size_t count, float start, float step) {
-  std::vector<float> values(count);
-  for (size_t i = 0; i < count; ++i) values[i] = start + step * static_cast<float>(i % 11);
-  return values;
-}
-
-void expectNearOutputs(const std::vector<std::vector<float>>& actual,
-                       const std::vector<std::vector<float>>& expected, float tolerance) {
-  ASSERT_EQ(actual.size(), expected.size());
-  for (size_t o = 0; o < actual.size(); ++o) {
-    ASSERT_EQ(actual[o].size(), expected[o].size());
-    for (size_t i = 0; i < actual[o].size(); ++i) {
-      EXPECT_NEAR(actual[o][i], expected[o][i], tolerance) << "output " << o << " element " << i;
-    }
-  }
-}
-
 Tensor* constant(Network& network, const Dims& dims, float start, float step, DataType type) {
   const auto count = static_cast<size_t>(volume(dims));
   Tensor* values =
-      network.addConstant(Weights::fromValues(DataType::kFloat32, dims, ramp(count, start, step)))
+      network
+          .addConstant(Weights::fromValues(DataType::kFloat32, dims, ramp(count, start, step, 11)))
           ->output(0);
   return type == DataType::kFloat32 ? values : network.addCast(values, type)->output(0);
 }
@@ -61,7 +45,7 @@ TEST(BuilderBatchNormPointwise, ChannelsLastHalfNormAndReluBecomeOnePointwiseLay
   Tensor* normed = batchNorm(network, half, 8, 3, DataType::kFloat16);
   Tensor* relu = network.addActivation(normed, {ActivationType::kRelu})->output(0);
   network.markOutput(network.addCast(relu, DataType::kFloat32)->output(0));
-  const std::vector<std::vector<float>> inputs = {ramp(2 * 3 * 4 * 8, -2.0f, 0.37f)};
+  const std::vector<std::vector<float>> inputs = {ramp(2 * 3 * 4 * 8, -2.0f, 0.37f, 11)};
   const std::vector<std::vector<float>> before = evaluate(network, inputs);
   foldConstants(network);  // the fp16 statistics, cast from fp32 constants
 
@@ -74,14 +58,14 @@ TEST(BuilderBatchNormPointwise, ChannelsLastHalfNormAndReluBecomeOnePointwiseLay
   EXPECT_EQ(countLayers(network, LayerKind::kActivation), 0u);
   network.validate();
   // The norm computed in fp32 either way; only the fp16 rounding of its output differs.
-  expectNearOutputs(evaluate(network, inputs), before, 1e-2f);
+  expectNear(evaluate(network, inputs), before, 1e-2f);
 }
 
 TEST(BuilderBatchNormPointwise, ChannelsFirstFloat32NormBroadcastsOverTheDimsAfterItsAxis) {
   Network network;
   Tensor* x = network.addInput("x", DataType::kFloat32, {2, 3, 4, 5});
   network.markOutput(batchNorm(network, x, 3, 1, DataType::kFloat32));
-  const std::vector<std::vector<float>> inputs = {ramp(2 * 3 * 4 * 5, -1.0f, 0.23f)};
+  const std::vector<std::vector<float>> inputs = {ramp(2 * 3 * 4 * 5, -1.0f, 0.23f, 11)};
   const std::vector<std::vector<float>> before = evaluate(network, inputs);
 
   convertBatchNormsToPointwise(network);
@@ -95,7 +79,7 @@ TEST(BuilderBatchNormPointwise, ChannelsFirstFloat32NormBroadcastsOverTheDimsAft
     }
   }
   network.validate();
-  expectNearOutputs(evaluate(network, inputs), before, 1e-5f);
+  expectNear(evaluate(network, inputs), before, 1e-5f);
 }
 
 // Statistics that are not constants (a norm over a tensor computed at run time) stay a norm.
@@ -131,8 +115,8 @@ TEST(BuilderBatchNormPointwise, BuiltDenseLayerHasNoNormLeft) {
   Tensor* w = constant(network, {16, 12, 1, 1}, -0.3f, 0.05f, DataType::kFloat16);
   Tensor* conv = network.addConvolution(relu, w, nullptr, p)->output(0);
   network.markOutput(network.addCast(conv, DataType::kFloat32)->output(0));
-  const std::vector<std::vector<float>> inputs = {ramp(2 * 8 * 25, -1.5f, 0.29f),
-                                                  ramp(2 * 4 * 25, -0.7f, 0.13f)};
+  const std::vector<std::vector<float>> inputs = {ramp(2 * 8 * 25, -1.5f, 0.29f, 11),
+                                                  ramp(2 * 4 * 25, -0.7f, 0.13f, 11)};
   const std::vector<std::vector<float>> expected = evaluate(network, inputs);
 
   std::shared_ptr<Engine> engine = Builder::build(network, {});
@@ -144,7 +128,7 @@ TEST(BuilderBatchNormPointwise, BuiltDenseLayerHasNoNormLeft) {
   context->setInputShapes({{2, 8, 5, 5}, {2, 4, 5, 5}});
   std::vector<float> out(2 * 16 * 25);
   context->execute({inputs[0].data(), inputs[1].data()}, {out.data()});
-  expectNearOutputs({out}, expected, 3e-2f);
+  expectNear({out}, expected, 3e-2f);
 }
 
 }  // namespace

@@ -17,25 +17,8 @@
 namespace kiln {
 namespace {
 
-std::vector<float> ramp(size_t count, float start, float step) {
-  std::vector<float> values(count);
-  for (size_t i = 0; i < count; ++i) values[i] = start + step * static_cast<float>(i % 17);
-  return values;
-}
-
 // fp16 activations and weights: the values the engine's layers see.
 constexpr float kTolerance = 2e-2f;
-
-void expectNearOutputs(const std::vector<std::vector<float>>& actual,
-                       const std::vector<std::vector<float>>& expected) {
-  ASSERT_EQ(actual.size(), expected.size());
-  for (size_t o = 0; o < actual.size(); ++o) {
-    ASSERT_EQ(actual[o].size(), expected[o].size());
-    for (size_t i = 0; i < actual[o].size(); ++i) {
-      EXPECT_NEAR(actual[o][i], expected[o][i], kTolerance) << "output " << o << " element " << i;
-    }
-  }
-}
 
 Tensor* halfConstant(Network& network, const Dims& dims, float start, float step) {
   const auto count = static_cast<size_t>(volume(dims));
@@ -132,7 +115,7 @@ TEST(BuilderDepthwiseInputActivation, FusesTheExpansionsActivationIntoTheDepthwi
       ASSERT_NE(convs[0]->input(0)->producer(), nullptr);
       EXPECT_EQ(convs[0]->input(0)->producer()->kind(), LayerKind::kFullyConnected);
       network.validate();
-      expectNearOutputs(evaluate(network, {blockInput()}), before);
+      expectNear(evaluate(network, {blockInput()}), before, kTolerance);
     }
   }
 }
@@ -147,7 +130,7 @@ TEST(BuilderDepthwiseInputActivation, FusesIntoADepthwiseConvolutionWithAMultipl
   eliminateDeadLayers(network);
   EXPECT_EQ(countLayers(network, LayerKind::kActivation), 0u);
   network.validate();
-  expectNearOutputs(evaluate(network, {blockInput()}), before);
+  expectNear(evaluate(network, {blockInput()}), before, kTolerance);
 }
 
 // Left alone: an activation another layer also reads (it must be stored), one that is a network
@@ -229,7 +212,7 @@ TEST(BuilderDepthwiseInputActivation, BuiltEngineRunsTheFusedBlock) {
   context->setInputShapes({{2, 8, 7, 6}});
   std::vector<float> out(2 * 8 * 7 * 6);
   context->execute({blockInput().data()}, {out.data()});
-  expectNearOutputs({out}, expected);
+  expectNear({out}, expected, kTolerance);
 }
 
 }  // namespace

@@ -248,8 +248,9 @@ TEST(ShapeInference, ConvolutionTakesNoGelu) {
   for (FusedActivation gelu : {FusedActivation::kGeluErf, FusedActivation::kGeluTanh}) {
     ConvolutionParams p = conv(16, {3, 3});
     p.activation = gelu;
-    expectError(p, {typeOf({2, 3, 8, 8}), typeOf({16, 3, 3, 3})},
-                {"convolution's fused activation is none, relu, relu6, silu or hardswish", toString(gelu)});
+    expectError(
+        p, {typeOf({2, 3, 8, 8}), typeOf({16, 3, 3, 3})},
+        {"convolution's fused activation is none, relu, relu6, silu or hardswish", toString(gelu)});
   }
 }
 
