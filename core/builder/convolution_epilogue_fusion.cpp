@@ -5,8 +5,12 @@
 // instead of one pass per layer. ReLU is fused into every convolution. ReLU6, SiLU and hard
 // swish, which cuDNN's fused call does not take, are fused into depthwise convolutions
 // (MobileNet, EfficientNet, GhostNet, RexNet and the other inverted-residual blocks), whose Kiln
-// kernels apply them as they write; elsewhere they stay for the pointwise fusion, which may join
-// them with what follows, and a 1x1 convolution stays free to become a GEMM.
+// kernels apply them as they write, and into every convolution that cannot become a GEMM (the
+// 3x3 convolutions of EfficientNetV2's fused blocks, SiLU stems): there the bias runs in Kiln's
+// epilogue pass wherever cuDNN's fused call does not, and that pass applies them too, where a
+// separate activation layer would cost a pass of its own. A 1x1 convolution or a patch embedding
+// (stride = kernel, no padding, one group) keeps them for the pointwise fusion and stays free to
+// become a GEMM, whose epilogue does not take them.
 #include <optional>
 #include <string>
 #include <vector>
@@ -33,6 +37,19 @@ bool isDepthwise(const Layer& conv) {
   const auto& p = conv.paramsAs<ConvolutionParams>();
   return p.groups > 1 && p.outChannels % p.groups == 0 && conv.input(1)->dims().size() > 1 &&
          conv.input(1)->dims()[1] == 1;
+}
+
+// A convolution that may run as a GEMM: one group, no padding and stride = kernel, so that its
+// windows tile the input (a 1x1 convolution, a patch embedding).
+bool mayBecomeGemm(const ConvolutionParams& p) {
+  if (p.groups != 1) return false;
+  for (size_t d = 0; d < p.kernel.size(); ++d) {
+    const int64_t stride = d < p.stride.size() ? p.stride[d] : 1;
+    const int64_t pre = d < p.prePadding.size() ? p.prePadding[d] : 0;
+    const int64_t post = d < p.postPadding.size() ? p.postPadding[d] : 0;
+    if (stride != p.kernel[d] || pre != 0 || post != 0) return false;
+  }
+  return true;
 }
 
 // Replaces `conv` and `absorbed` (which reads conv's output) by one convolution with the given
@@ -82,7 +99,8 @@ void fuseConvolutionEpilogues(Network& network) {
           reader->kind() == LayerKind::kActivation
               ? convolutionActivationOf(reader->paramsAs<ActivationParams>())
               : std::nullopt;
-      if (activation && (*activation == FusedActivation::kRelu || isDepthwise(*conv))) {
+      if (activation &&
+          (*activation == FusedActivation::kRelu || isDepthwise(*conv) || !mayBecomeGemm(params))) {
         params.activation = *activation;
         conv = replaceWithFused(network, conv, reader, params, residual);
         changed = true;

@@ -338,18 +338,43 @@ TEST(BuilderConvolutionEpilogueFusion, FusesSiluIntoDepthwiseConvolutionsWithAMu
   expectNear(evaluate(*network, inputs), before, 1e-5f);
 }
 
-// A grouped (not depthwise) convolution keeps them for the pointwise fusion (a 1x1 convolution
-// then stays a GEMM, whose epilogue cannot apply them), and a clip other than [0, 6] is no ReLU6.
-TEST(BuilderConvolutionEpilogueFusion, LeavesOtherActivationsOfOtherConvolutionsAlone) {
+// A grouped or full 3x3 convolution, which cannot become a GEMM, takes them too: its epilogue pass
+// applies them.
+TEST(BuilderConvolutionEpilogueFusion, FusesThemIntoConvolutionsThatCannotBecomeGemms) {
+  const std::vector<std::vector<float>> inputs = {ramp(2 * 4 * 5 * 6, -4.0f, 0.07f)};
   for (const auto& [groups, activation] :
        {std::pair<int64_t, ActivationParams>{2, {ActivationType::kSilu}},
-        {1, {ActivationType::kHardSwish}},
-        {4, {ActivationType::kClip, 0.0, 5.0}},
-        {4, {ActivationType::kSigmoid}}}) {
+        {1, {ActivationType::kHardSwish}}}) {
     std::unique_ptr<Network> network = depthwiseThenActivation(groups, activation);
+    const std::vector<std::vector<float>> before = evaluate(*network, inputs);
     fuseConvolutionEpilogues(*network);
-    EXPECT_EQ(countLayers(*network, LayerKind::kActivation), 1u)
+    EXPECT_EQ(countLayers(*network, LayerKind::kActivation), 0u)
         << "groups " << groups << ", " << toString(activation.type);
+    network->validate();
+    expectNear(evaluate(*network, inputs), before, 1e-5f);
+  }
+}
+
+// A 1x1 convolution keeps them for the pointwise fusion (it may become a GEMM, whose epilogue
+// cannot apply them), and a clip other than [0, 6] or a sigmoid is no fused activation.
+TEST(BuilderConvolutionEpilogueFusion, LeavesOtherActivationsOfOtherConvolutionsAlone) {
+  {
+    Network network;
+    Tensor* x = network.addInput("x", DataType::kFloat32, {2, 4, 5, 6});
+    ConvolutionParams p;
+    p.outChannels = 4;
+    p.kernel = {1, 1};
+    Tensor* w = network.addConstant(floatWeights({4, 4, 1, 1}, ramp(16, -0.5f, 0.07f)))->output(0);
+    Tensor* y = network.addConvolution(x, w, nullptr, p)->output(0);
+    network.markOutput(network.addActivation(y, {ActivationType::kSilu})->output(0));
+    fuseConvolutionEpilogues(network);
+    EXPECT_EQ(countLayers(network, LayerKind::kActivation), 1u) << "a 1x1 convolution";
+  }
+  for (const ActivationParams& activation : {ActivationParams{ActivationType::kClip, 0.0, 5.0},
+                                             ActivationParams{ActivationType::kSigmoid}}) {
+    std::unique_ptr<Network> network = depthwiseThenActivation(4, activation);
+    fuseConvolutionEpilogues(*network);
+    EXPECT_EQ(countLayers(*network, LayerKind::kActivation), 1u) << toString(activation.type);
   }
 }
 
