@@ -95,8 +95,9 @@ void fuseActivationsIntoDepthwiseInputs(Network& network);
 // activation after it (DenseNet's and pre-activation networks' BN-ReLU).
 void convertBatchNormsToPointwise(Network& network);
 // Replaces each chain of shuffles (each read only by the next) that moves no element, taken as a
-// whole, by one reshape of the chain's input, which aliases it instead of copying. Leaves the
-// chain's earlier shuffles dead.
+// whole, by one reshape of the chain's input, which aliases it instead of copying; and a chain
+// of static dims that copies twice or more, where one copy can move every element to its place
+// (window partitions), by that copy. Leaves the chain's earlier shuffles dead.
 void foldShuffleChainsIntoReshapes(Network& network);
 
 // Replaces each connected group of two or more elementwise, unary, activation and cast layers

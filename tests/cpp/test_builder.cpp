@@ -1704,6 +1704,61 @@ TEST(BuilderShuffleChainFolding, ADynamicBatchKeepsItsPlace) {
   network.validate();
 }
 
+// Copying shuffles in a chain: those with a permutation (a reshape is aliased).
+size_t copyingShuffles(const Network& network) {
+  size_t copies = 0;
+  for (size_t i = 0; i < network.numLayers(); ++i) {
+    const Layer* layer = network.layer(i);
+    if (layer->kind() != LayerKind::kShuffle) continue;
+    const auto& p = layer->paramsAs<ShuffleParams>();
+    copies += p.firstPermutation.empty() && p.secondPermutation.empty() ? 0 : 1;
+  }
+  return copies;
+}
+
+// MaxViT's block partition after a channels-last convolution: (N, H, W, C) back to (N, C, H, W),
+// split into 2x2 windows of 3x3 pixels, permuted to (N, 2, 2, 3, 3, C) and flattened to
+// (N, windows, tokens, C): two copies, and a third for the grid partition's transpose of windows
+// and tokens, where one copy moves every element to its place.
+TEST(BuilderShuffleChainFolding, WindowPartitionBecomesOneCopy) {
+  for (bool gridTranspose : {false, true}) {
+    Network network;
+    Tensor* x = network.addInput("x", DataType::kFloat32, {2, 6, 6, 4});
+    Tensor* channelsFirst = shuffle(network, x, {0, 3, 1, 2});
+    Tensor* windows = shuffle(network, channelsFirst, {}, {2, 4, 2, 3, 2, 3});
+    Tensor* tokens = shuffle(network, windows, {0, 2, 4, 3, 5, 1}, {2, 4, 9, 4});
+    if (gridTranspose) tokens = shuffle(network, tokens, {0, 2, 1, 3});
+    network.markOutput(network.addUnary(tokens, UnaryOp::kNeg)->output(0));
+    const std::vector<std::vector<float>> inputs = {ramp(2 * 6 * 6 * 4, -1.0f, 0.01f, 144)};
+    const std::vector<std::vector<float>> before = evaluate(network, inputs);
+    ASSERT_EQ(copyingShuffles(network), gridTranspose ? 3u : 2u);
+
+    foldShuffleChainsIntoReshapes(network);
+    eliminateDeadLayers(network);
+
+    EXPECT_EQ(copyingShuffles(network), 1u) << "grid transpose " << gridTranspose;
+    EXPECT_EQ(countLayers(network, LayerKind::kShuffle), 2u);  // a reshape into blocks, the copy
+    network.validate();
+    expectNear(evaluate(network, inputs), before, 0.0f);
+  }
+}
+
+// A chain of one copy, or with a dynamic dim, stays as it is.
+TEST(BuilderShuffleChainFolding, LeavesOneCopyAndDynamicChainsAlone) {
+  for (int64_t batch : {int64_t{2}, kDynamic}) {
+    Network network;
+    Tensor* x = network.addInput("x", DataType::kFloat32, {batch, 6, 6, 4});
+    Tensor* channelsFirst = shuffle(network, x, {0, 3, 1, 2});
+    Tensor* windows = shuffle(network, channelsFirst, {}, {0, 4, 2, 3, 2, 3});
+    Tensor* tokens = shuffle(network, windows, {0, 2, 4, 3, 5, 1}, {0, 4, 9, 4});
+    network.markOutput(batch == kDynamic ? tokens : channelsFirst);
+    const size_t before = countLayers(network, LayerKind::kShuffle);
+    foldShuffleChainsIntoReshapes(network);
+    eliminateDeadLayers(network);
+    EXPECT_EQ(countLayers(network, LayerKind::kShuffle), batch == kDynamic ? before : 1u);
+  }
+}
+
 // (A) swaps two dims of 3 and 4: a real copy. (B, C) after it undo each other's layout change.
 // (D) is read twice, so a chain through it ends there.
 TEST(BuilderShuffleChainFolding, FoldsOnlyTheSuffixThatMovesNothing) {
