@@ -220,6 +220,8 @@ std::shared_ptr<Engine> Builder::build(const Network& network, const BuilderConf
   sinkLayoutTransposes(*optimized);
   convertPointwiseConvolutionsToFullyConnected(*optimized);
   foldConstants(*optimized);
+  // After the constants fold, which leaves the scale factors scalar constants.
+  recognizeExplicitAttention(*optimized);
   moveRowShufflesTowardAttention(*optimized);
   // After the row shuffles moved: an output projection then reads the residual add directly.
   fuseFullyConnectedEpilogues(*optimized);

@@ -70,6 +70,10 @@ void convertPointwiseConvolutionsToFullyConnected(Network& network);
 // ConvNeXt-style blocks, then stay channels-last between the network's edges.
 void sinkLayoutTransposes(Network& network);
 
+// Replaces attention written out as q @ k^T, scalar scaling, an added bias, a softmax over the
+// keys and @ v (rank 4, (N, H, L, E)) by one Attention layer with the bias as its additive mask
+// (Swin's, LeViT's and EfficientFormer's attention biases, T5's position bias).
+void recognizeExplicitAttention(Network& network);
 // Moves shuffles that only move rows across fully connected layers, next to the attention
 // layers they feed or follow.
 void moveRowShufflesTowardAttention(Network& network);

@@ -1,0 +1,170 @@
+// recognizeExplicitAttention: attention written out in layers (q @ k^T, scaling, a bias,
+// softmax, @ v) becomes one Attention layer with the bias as its additive mask, and what is not
+// that stays. Each test compares the network's outputs before and after.
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <variant>
+#include <vector>
+
+#include "core/builder/builder.h"
+#include "core/builder/passes.h"
+#include "core/engine/execution_context.h"
+#include "core/ir/network.h"
+#include "tests/cpp/network_evaluator.h"
+
+namespace kiln {
+namespace {
+
+constexpr int64_t kBatch = 2, kHeads = 3, kQueries = 5, kKeys = 7, kHeadDim = 8, kValueDim = 4;
+
+Tensor* scalar(Network& network, float value) {
+  return network
+      .addConstant(Weights::fromValues(DataType::kFloat32, {}, std::vector<float>{value}))
+      ->output(0);
+}
+
+struct Written {
+  Network network;
+  Tensor* scores = nullptr;  // q @ k^T, before scaling
+  Tensor* logits = nullptr;  // what the softmax reads
+};
+
+// Options of the written-out attention.
+struct Form {
+  bool scaleQuery = true;        // q * 0.35 before the product, else the scores / 2.5 after
+  bool transposeOperand = true;  // k^T as the product's transposed operand, else a transpose
+  bool bias = true;              // + a (H, L, S) bias
+  int64_t softmaxAxis = -1;
+};
+
+void writeAttention(Written& w, const Form& form) {
+  Network& network = w.network;
+  Tensor* q = network.addInput("q", DataType::kFloat32, {kBatch, kHeads, kQueries, kHeadDim});
+  Tensor* k = network.addInput("k", DataType::kFloat32, {kBatch, kHeads, kKeys, kHeadDim});
+  Tensor* v = network.addInput("v", DataType::kFloat32, {kBatch, kHeads, kKeys, kValueDim});
+  if (form.scaleQuery) {
+    q = network.addElementwise(q, scalar(network, 0.35f), ElementwiseOp::kProd)->output(0);
+  }
+  MatMulParams product;
+  product.transposeB = form.transposeOperand;
+  Tensor* kOperand = k;
+  if (!form.transposeOperand) {
+    // LeViT's keys: (N, S, H, E) permuted straight to (N, H, E, S).
+    ShuffleParams toTokens;
+    toTokens.firstPermutation = {0, 2, 1, 3};
+    Tensor* tokens = network.addShuffle(k, toTokens)->output(0);
+    ShuffleParams transpose;
+    transpose.firstPermutation = {0, 2, 3, 1};
+    kOperand = network.addShuffle(tokens, transpose)->output(0);
+  }
+  w.scores = network.addMatMul(q, kOperand, product)->output(0);
+  Tensor* logits = w.scores;
+  if (!form.scaleQuery) {
+    logits = network.addElementwise(logits, scalar(network, 2.5f), ElementwiseOp::kDiv)->output(0);
+  }
+  if (form.bias) {
+    const auto count = static_cast<size_t>(kHeads * kQueries * kKeys);
+    Tensor* bias =
+        network
+            .addConstant(Weights::fromValues(DataType::kFloat32, {kHeads, kQueries, kKeys},
+                                             ramp(count, -1.0f, 0.13f)))
+            ->output(0);
+    logits = network.addElementwise(bias, logits, ElementwiseOp::kSum)->output(0);
+  }
+  w.logits = logits;
+  SoftmaxParams softmax;
+  softmax.axis = form.softmaxAxis;
+  Tensor* probabilities = network.addSoftmax(logits, softmax)->output(0);
+  network.markOutput(network.addMatMul(probabilities, v, MatMulParams{})->output(0));
+}
+
+std::vector<std::vector<float>> attentionInputs() {
+  return {ramp(kBatch * kHeads * kQueries * kHeadDim, -1.0f, 0.11f),
+          ramp(kBatch * kHeads * kKeys * kHeadDim, -0.8f, 0.09f, 13),
+          ramp(kBatch * kHeads * kKeys * kValueDim, -0.5f, 0.07f, 11)};
+}
+
+TEST(BuilderExplicitAttention, BecomesOneAttentionLayerWithTheBiasAsItsMask) {
+  const Form forms[] = {{true, true, true, -1}, {false, false, true, 3}, {true, false, false, -1}};
+  for (const Form& form : forms) {
+    SCOPED_TRACE(::testing::Message()
+                 << "scale query " << form.scaleQuery << ", transposed operand "
+                 << form.transposeOperand << ", bias " << form.bias);
+    Written w;
+    writeAttention(w, form);
+    const std::vector<std::vector<float>> before = evaluate(w.network, attentionInputs());
+
+    recognizeExplicitAttention(w.network);
+
+    EXPECT_EQ(countLayers(w.network, LayerKind::kSoftmax), 0u);
+    EXPECT_EQ(countLayers(w.network, LayerKind::kMatMul), 0u);
+    // The permutation to k^T is replaced by the one to k, after the one to tokens.
+    EXPECT_EQ(countLayers(w.network, LayerKind::kShuffle), form.transposeOperand ? 0u : 2u);
+    const Layer* attention = w.network.output(0)->producer();
+    ASSERT_EQ(attention->kind(), LayerKind::kAttention);
+    const double scale = form.scaleQuery ? 0.35 : 1.0 / 2.5;
+    EXPECT_NEAR(attention->paramsAs<AttentionParams>().scale, scale, 1e-7);
+    EXPECT_EQ(attention->inputs().size() > 3 && attention->input(3) != nullptr, form.bias);
+    w.network.validate();
+    expectNear(evaluate(w.network, attentionInputs()), before, 1e-5f);
+  }
+}
+
+// Left alone: scores another layer also reads, a softmax over the queries, and a bias that
+// broadcasts the scores to more elements than the product gives.
+TEST(BuilderExplicitAttention, LeavesWhatIsNotOneAttentionAlone) {
+  {
+    Written w;
+    writeAttention(w, {});
+    w.network.markOutput(w.logits);
+    recognizeExplicitAttention(w.network);
+    EXPECT_EQ(countLayers(w.network, LayerKind::kAttention), 0u) << "scores read twice";
+  }
+  {
+    Written w;
+    writeAttention(w, {true, true, true, 2});
+    recognizeExplicitAttention(w.network);
+    EXPECT_EQ(countLayers(w.network, LayerKind::kAttention), 0u) << "softmax over the queries";
+  }
+  {
+    Network network;
+    Tensor* q = network.addInput("q", DataType::kFloat32, {1, kHeads, kQueries, kHeadDim});
+    Tensor* k = network.addInput("k", DataType::kFloat32, {1, kHeads, kKeys, kHeadDim});
+    Tensor* v = network.addInput("v", DataType::kFloat32, {kBatch, kHeads, kKeys, kValueDim});
+    Tensor* bias = network.addInput("bias", DataType::kFloat32, {kBatch, kHeads, kQueries, kKeys});
+    MatMulParams product;
+    product.transposeB = true;
+    Tensor* scores = network.addMatMul(q, k, product)->output(0);
+    Tensor* logits = network.addElementwise(scores, bias, ElementwiseOp::kSum)->output(0);
+    Tensor* probabilities = network.addSoftmax(logits, SoftmaxParams{})->output(0);
+    network.markOutput(network.addMatMul(probabilities, v, MatMulParams{})->output(0));
+    recognizeExplicitAttention(network);
+    EXPECT_EQ(countLayers(network, LayerKind::kAttention), 0u) << "a bias that broadcasts";
+  }
+}
+
+// The builder runs the pass: the engine computes the written-out attention in one layer.
+TEST(BuilderExplicitAttention, BuiltEngineRunsOneAttentionLayer) {
+  Written w;
+  writeAttention(w, {});
+  const std::vector<std::vector<float>> inputs = attentionInputs();
+  const std::vector<std::vector<float>> expected = evaluate(w.network, inputs);
+  std::shared_ptr<Engine> engine = Builder::build(w.network, {});
+  size_t attentions = 0;
+  for (const EngineLayer& layer : engine->definition().layers) {
+    EXPECT_FALSE(std::holds_alternative<SoftmaxParams>(layer.params)) << layer.name;
+    attentions += std::holds_alternative<AttentionParams>(layer.params) ? 1 : 0;
+  }
+  EXPECT_EQ(attentions, 1u);
+  std::unique_ptr<ExecutionContext> context = engine->createExecutionContext();
+  context->setInputShapes({{kBatch, kHeads, kQueries, kHeadDim},
+                           {kBatch, kHeads, kKeys, kHeadDim},
+                           {kBatch, kHeads, kKeys, kValueDim}});
+  std::vector<float> out(kBatch * kHeads * kQueries * kValueDim);
+  context->execute({inputs[0].data(), inputs[1].data(), inputs[2].data()}, {out.data()});
+  expectNear({out}, expected, 1e-5f);
+}
+
+}  // namespace
+}  // namespace kiln
