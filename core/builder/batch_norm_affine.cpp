@@ -2,9 +2,6 @@
 
 #include <cmath>
 
-#include "core/engine/kernel_mapping.h"
-#include "kernels/cpu/cast.h"
-
 namespace kiln {
 namespace {
 
@@ -13,21 +10,6 @@ bool isFloatType(DataType type) {
 }
 
 }  // namespace
-
-std::vector<double> toDoubles(const Weights& weights) {
-  std::vector<float> floats(static_cast<size_t>(weights.count()));
-  cpu_kernels::cast(weights.data(), toKernelType(weights.dtype), floats.data(),
-                    cpu_kernels::ScalarType::kFloat32, weights.count());
-  return std::vector<double>(floats.begin(), floats.end());
-}
-
-Weights fromDoubles(DataType dtype, const Dims& dims, const std::vector<double>& values) {
-  const std::vector<float> floats(values.begin(), values.end());
-  std::vector<uint8_t> bytes(floats.size() * elementSize(dtype));
-  cpu_kernels::cast(floats.data(), cpu_kernels::ScalarType::kFloat32, bytes.data(),
-                    toKernelType(dtype), static_cast<int64_t>(floats.size()));
-  return Weights::fromBytes(dtype, dims, std::move(bytes));
-}
 
 std::optional<BatchNormAffine> batchNormAffine(const Layer& norm, int64_t channels) {
   if (norm.kind() != LayerKind::kNormalization) return std::nullopt;

@@ -6,6 +6,7 @@
 #include <optional>
 #include <vector>
 
+#include "core/builder/constant_values.h"
 #include "core/ir/network.h"
 
 namespace kiln {
@@ -19,9 +20,5 @@ struct BatchNormAffine {
 // beta (or their absence: 1 and 0) and its mean and var are float constants of `channels` values
 // each; nullopt otherwise.
 std::optional<BatchNormAffine> batchNormAffine(const Layer& norm, int64_t channels);
-
-std::vector<double> toDoubles(const Weights& weights);
-// `values` stored as `dtype` (rounded to nearest).
-Weights fromDoubles(DataType dtype, const Dims& dims, const std::vector<double>& values);
 
 }  // namespace kiln

@@ -1,9 +1,10 @@
 // Runs half-precision 1-D and 2-D convolutions channels-last (NLC, NHWC), the layout tensor-core
 // convolutions read (a 1-D convolution runs as 2-D of unit height: speech front ends such as
-// wav2vec2's, and its grouped positional convolution). Given NCHW tensors, cuDNN transposes each input to NHWC and each output back: on the H100,
-// two thirds of ResNet-50's time at batch 256 went to those transposes. Here each convolution gets
-// explicit transposes around it instead; sinkLayoutTransposes then cancels the pairs that meet
-// between neighbouring layers, so a convolutional trunk stays NHWC with a transpose at each edge.
+// wav2vec2's, and its grouped positional convolution). Given NCHW tensors, cuDNN transposes each
+// input to NHWC and each output back: on the H100, two thirds of ResNet-50's time at batch 256 went
+// to those transposes. Here each convolution gets explicit transposes around it instead;
+// sinkLayoutTransposes then cancels the pairs that meet between neighbouring layers, so a
+// convolutional trunk stays NHWC with a transpose at each edge.
 #include <string>
 #include <vector>
 

@@ -16,28 +16,15 @@
 #include <string>
 #include <vector>
 
+#include "core/builder/constant_values.h"
 #include "core/builder/passes.h"
-#include "core/engine/kernel_mapping.h"
 #include "kernels/common/attention_params.h"
-#include "kernels/cpu/cast.h"
 
 namespace kiln {
 namespace {
 
 bool isFloatType(DataType type) {
   return type == DataType::kFloat32 || type == DataType::kFloat16 || type == DataType::kBFloat16;
-}
-
-// The value of a one-element float constant.
-std::optional<double> scalarConstant(const Tensor* tensor) {
-  const Weights* weights = constantWeights(tensor);
-  if (weights == nullptr || weights->count() != 1 || !isFloatType(weights->dtype)) {
-    return std::nullopt;
-  }
-  float value = 0.0f;
-  cpu_kernels::cast(weights->data(), toKernelType(weights->dtype), &value,
-                    cpu_kernels::ScalarType::kFloat32, 1);
-  return static_cast<double>(value);
 }
 
 Layer* soleProducer(const Network& network, const Tensor* tensor, const Layer* reader) {

@@ -18,29 +18,13 @@
 #include <string>
 #include <vector>
 
+#include "core/builder/constant_values.h"
 #include "core/builder/passes.h"
-#include "core/engine/kernel_mapping.h"
-#include "kernels/cpu/cast.h"
 
 namespace kiln {
 namespace {
 
 constexpr size_t kMaxLayers = 16;
-
-// The value of a one-element constant, reshaped or transposed any number of times; else none.
-std::optional<double> scalarConstant(const Tensor* tensor) {
-  while (tensor->producer() != nullptr && tensor->producer()->kind() == LayerKind::kShuffle) {
-    tensor = tensor->producer()->input(0);
-  }
-  const Weights* weights = constantWeights(tensor);
-  if (weights == nullptr || weights->count() != 1 || !isFloatingPoint(weights->dtype)) {
-    return std::nullopt;
-  }
-  float value = 0.0f;
-  cpu_kernels::cast(weights->data(), toKernelType(weights->dtype), &value,
-                    cpu_kernels::ScalarType::kFloat32, 1);
-  return value;
-}
 
 bool isCandidateLayer(const Layer& layer) {
   switch (layer.kind()) {
