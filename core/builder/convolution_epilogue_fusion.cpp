@@ -8,7 +8,8 @@
 // kernels apply them as they write, and into every convolution that cannot become a GEMM (the
 // 3x3 convolutions of EfficientNetV2's fused blocks, SiLU stems): there the bias runs in Kiln's
 // epilogue pass wherever cuDNN's fused call does not, and that pass applies them too, where a
-// separate activation layer would cost a pass of its own. A 1x1 convolution or a patch embedding
+// separate activation layer would cost a pass of its own. One that feeds a depthwise convolution
+// is left to it, which applies it as it reads. A 1x1 convolution or a patch embedding
 // (stride = kernel, no padding, one group) keeps them for the pointwise fusion and stays free to
 // become a GEMM, whose epilogue does not take them.
 #include <optional>
@@ -50,6 +51,16 @@ bool mayBecomeGemm(const ConvolutionParams& p) {
     if (stride != p.kernel[d] || pre != 0 || post != 0) return false;
   }
   return true;
+}
+
+// Whether the only reader of `activation`'s output is a depthwise convolution, which takes the
+// activation as it reads its input (fuseActivationsIntoDepthwiseInputs) at no cost at all, where
+// the epilogue of a convolution whose bias cuDNN fuses would cost a pass (a SiLU stem before
+// EfficientNet's and MobileNetV3's first depthwise convolution).
+bool feedsDepthwise(const Network& network, const Layer& activation) {
+  const Layer* reader = network.soleReader(activation.output(0));
+  return reader != nullptr && reader->kind() == LayerKind::kConvolution &&
+         reader->input(0) == activation.output(0) && isDepthwise(*reader);
 }
 
 // Replaces `conv` and `absorbed` (which reads conv's output) by one convolution with the given
@@ -99,8 +110,8 @@ void fuseConvolutionEpilogues(Network& network) {
           reader->kind() == LayerKind::kActivation
               ? convolutionActivationOf(reader->paramsAs<ActivationParams>())
               : std::nullopt;
-      if (activation &&
-          (*activation == FusedActivation::kRelu || isDepthwise(*conv) || !mayBecomeGemm(params))) {
+      if (activation && (*activation == FusedActivation::kRelu || isDepthwise(*conv) ||
+                         (!mayBecomeGemm(params) && !feedsDepthwise(network, *reader)))) {
         params.activation = *activation;
         conv = replaceWithFused(network, conv, reader, params, residual);
         changed = true;

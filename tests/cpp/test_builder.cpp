@@ -355,6 +355,26 @@ TEST(BuilderConvolutionEpilogueFusion, FusesThemIntoConvolutionsThatCannotBecome
   }
 }
 
+// A SiLU stem before a depthwise convolution (EfficientNet's first block) is left to the
+// depthwise convolution, which applies it as it reads its input.
+TEST(BuilderConvolutionEpilogueFusion, LeavesAnActivationBeforeADepthwiseConvolutionToIt) {
+  Network network;
+  Tensor* x = network.addInput("x", DataType::kFloat32, {2, 4, 5, 6});
+  Tensor* stem = conv3x3(network, x, 4, 4, true, 1.0f);
+  Tensor* activated = network.addActivation(stem, {ActivationType::kSilu})->output(0);
+  ConvolutionParams p;
+  p.outChannels = 4;
+  p.groups = 4;
+  p.kernel = {3, 3};
+  p.prePadding = {1, 1};
+  p.postPadding = {1, 1};
+  Tensor* w = network.addConstant(floatWeights({4, 1, 3, 3}, ramp(36, -0.6f, 0.09f)))->output(0);
+  network.markOutput(network.addConvolution(activated, w, nullptr, p)->output(0));
+  fuseConvolutionEpilogues(network);
+  EXPECT_EQ(countLayers(network, LayerKind::kActivation), 1u);
+  EXPECT_EQ(stem->producer()->paramsAs<ConvolutionParams>().activation, FusedActivation::kNone);
+}
+
 // A 1x1 convolution keeps them for the pointwise fusion (it may become a GEMM, whose epilogue
 // cannot apply them), and a clip other than [0, 6] or a sigmoid is no fused activation.
 TEST(BuilderConvolutionEpilogueFusion, LeavesOtherActivationsOfOtherConvolutionsAlone) {
