@@ -3,13 +3,6 @@
 #include <cmath>
 
 namespace kiln {
-namespace {
-
-bool isFloatType(DataType type) {
-  return type == DataType::kFloat32 || type == DataType::kFloat16 || type == DataType::kBFloat16;
-}
-
-}  // namespace
 
 std::optional<BatchNormAffine> batchNormAffine(const Layer& norm, int64_t channels) {
   if (norm.kind() != LayerKind::kNormalization) return std::nullopt;
@@ -25,7 +18,7 @@ std::optional<BatchNormAffine> batchNormAffine(const Layer& norm, int64_t channe
       continue;
     }
     const Weights* weights = constantWeights(tensor);
-    if (weights == nullptr || !isFloatType(weights->dtype) || weights->count() != channels) {
+    if (weights == nullptr || !isFloatingPoint(weights->dtype) || weights->count() != channels) {
       return std::nullopt;
     }
     operands[i] = toDoubles(*weights);

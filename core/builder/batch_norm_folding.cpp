@@ -12,10 +12,6 @@
 namespace kiln {
 namespace {
 
-bool isFloatType(DataType type) {
-  return type == DataType::kFloat32 || type == DataType::kFloat16 || type == DataType::kBFloat16;
-}
-
 // The convolution a batch norm can fold into: its only reader is the norm, it fuses nothing yet,
 // and every operand is a constant of a float type.
 Layer* foldableConvolution(const Network& network, const Layer& norm) {
@@ -32,7 +28,7 @@ Layer* foldableConvolution(const Network& network, const Layer& norm) {
   if (axis != (convParams.channelsLast ? static_cast<int64_t>(rank) - 1 : 1)) return nullptr;
   if (conv->inputs().size() > 3 && conv->input(3) != nullptr) return nullptr;
   if (network.soleReader(x) != &norm) return nullptr;
-  if (!isFloatType(x->dtype()) || constantWeights(conv->input(1)) == nullptr) return nullptr;
+  if (!isFloatingPoint(x->dtype()) || constantWeights(conv->input(1)) == nullptr) return nullptr;
   if (conv->inputs().size() > 2 && conv->input(2) != nullptr &&
       constantWeights(conv->input(2)) == nullptr) {
     return nullptr;

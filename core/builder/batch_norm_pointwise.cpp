@@ -15,10 +15,6 @@
 namespace kiln {
 namespace {
 
-bool isFloatType(DataType type) {
-  return type == DataType::kFloat32 || type == DataType::kFloat16 || type == DataType::kBFloat16;
-}
-
 // A constant of `values` in fp32 with `channels` along the norm's axis, broadcasting over the
 // dims after it (its dims are (C, 1, ..., 1), as many as the axis and the dims after it).
 Tensor* perChannelConstant(Network& network, const std::vector<double>& values, size_t trailing,
@@ -47,7 +43,8 @@ void convertBatchNormsToPointwise(Network& network) {
     const auto rank = static_cast<int64_t>(dims.size());
     int64_t axis = norm->paramsAs<NormalizationParams>().axis;
     axis = axis < 0 ? axis + rank : axis;
-    if (!isFloatType(x->dtype()) || axis < 0 || axis >= rank || dims[axis] == kDynamic) continue;
+    if (!isFloatingPoint(x->dtype()) || axis < 0 || axis >= rank || dims[axis] == kDynamic)
+      continue;
     const std::optional<BatchNormAffine> affine = batchNormAffine(*norm, dims[axis]);
     if (!affine) continue;
 

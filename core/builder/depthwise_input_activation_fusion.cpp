@@ -24,13 +24,11 @@ bool isChannelsLastDepthwise(const Layer& conv) {
   const auto& p = conv.paramsAs<ConvolutionParams>();
   const Dims& x = conv.input(0)->dims();
   const Dims& weight = conv.input(1)->dims();
-  const DataType type = conv.input(0)->dtype();
-  const bool floatType =
-      type == DataType::kFloat32 || type == DataType::kFloat16 || type == DataType::kBFloat16;
   return p.channelsLast && p.inputActivation == FusedActivation::kNone &&
-         (p.kernel.size() == 1 || p.kernel.size() == 2) && floatType &&
-         volume(p.kernel) <= kMaxTaps && !x.empty() && x.back() == p.groups &&
-         p.outChannels % p.groups == 0 && !weight.empty() && weight.back() == 1;
+         (p.kernel.size() == 1 || p.kernel.size() == 2) &&
+         isFloatingPoint(conv.input(0)->dtype()) && volume(p.kernel) <= kMaxTaps && !x.empty() &&
+         x.back() == p.groups && p.outChannels % p.groups == 0 && !weight.empty() &&
+         weight.back() == 1;
 }
 
 }  // namespace

@@ -23,10 +23,6 @@
 namespace kiln {
 namespace {
 
-bool isFloatType(DataType type) {
-  return type == DataType::kFloat32 || type == DataType::kFloat16 || type == DataType::kBFloat16;
-}
-
 Layer* soleProducer(const Network& network, const Tensor* tensor, const Layer* reader) {
   Layer* producer = tensor->producer();
   if (producer == nullptr || network.soleReader(tensor) != reader) return nullptr;
@@ -148,7 +144,7 @@ std::optional<ExplicitAttention> match(const Network& network, Layer* softmax, L
   }
   const DataType type = a.q->dtype();
   const DataType kType = a.k != nullptr ? a.k->dtype() : a.kSource->dtype();
-  if (!isFloatType(type) || kType != type || a.v->dtype() != type) return std::nullopt;
+  if (!isFloatingPoint(type) || kType != type || a.v->dtype() != type) return std::nullopt;
   if (a.bias != nullptr) {
     const Dims& bias = a.bias->dims();
     const bool typed = a.bias->dtype() == type || a.bias->dtype() == DataType::kFloat32;
