@@ -228,6 +228,9 @@ std::shared_ptr<Engine> Builder::build(const Network& network, const BuilderConf
   readAttentionOperandsThroughViews(*optimized);
   // After the views: an attention operand then reads its block of the fused GEMM in place.
   fuseSiblingGemms(*optimized);
+  // After the GEMM epilogues, which leave a squeeze's first activation fused or an Activation
+  // layer, and before the pointwise fusion, which would take that layer.
+  fuseSqueezeExcitations(*optimized);
   // After the GEMM epilogues, which take ReLU first, and the layout passes, which leave the
   // depthwise convolutions channels-last.
   fuseActivationsIntoDepthwiseInputs(*optimized);

@@ -70,6 +70,11 @@ void convertPointwiseConvolutionsToFullyConnected(Network& network);
 // ConvNeXt-style blocks, then stay channels-last between the network's edges.
 void sinkLayoutTransposes(Network& network);
 
+// Replaces each squeeze of a squeeze-and-excitation block (a global average pool of a
+// channels-last tensor, a fully connected layer, its activation, a second fully connected layer,
+// each the previous one's only reader) by one SqueezeExcitation layer.
+void fuseSqueezeExcitations(Network& network);
+
 // Replaces attention written out as q @ k^T, scalar scaling, an added bias, a softmax over the
 // keys and @ v (rank 4, (N, H, L, E)) by one Attention layer with the bias as its additive mask
 // (Swin's, LeViT's and EfficientFormer's attention biases, T5's position bias).

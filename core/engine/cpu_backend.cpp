@@ -190,6 +190,39 @@ void runFullyConnected(const FullyConnectedParams& p, const Inputs& in, const Ou
   }
 }
 
+// The mean over x's spatial dims, then the two fully connected layers with the hidden activation
+// between them, each step in float32 as the GPU's kernels keep it.
+void runSqueezeExcitation(const SqueezeExcitationParams& p, const Inputs& in, const Outputs& out) {
+  const TensorView& x = requiredInput(in, 0, "x");
+  const TensorView& w1 = requiredInput(in, 1, "w1");
+  const TensorView& w2 = requiredInput(in, 3, "w2");
+  KILN_CHECK(x.dims.size() >= 3 && w1.dims.size() == 2 && w2.dims.size() == 2,
+             "squeeze-and-excitation needs x (N, spatial..., C), w1 (R, C) and w2 (K, R)");
+  const int64_t batch = x.dims.front();
+  const int64_t channels = x.dims.back();
+  const int64_t plane = volume(Dims(x.dims.begin() + 1, x.dims.end() - 1));
+  const float* input = floatData(x, "x");
+  std::vector<float> mean(static_cast<size_t>(batch * channels), 0.0f);
+  for (int64_t n = 0; n < batch; ++n) {
+    float* sums = mean.data() + n * channels;
+    for (int64_t s = 0; s < plane; ++s) {
+      const float* row = input + (n * plane + s) * channels;
+      for (int64_t c = 0; c < channels; ++c) sums[c] += row[c];
+    }
+    for (int64_t c = 0; c < channels; ++c) sums[c] /= static_cast<float>(plane);
+  }
+  const int64_t hiddenFeatures = w1.dims[0];
+  std::vector<float> hidden(static_cast<size_t>(batch * hiddenFeatures));
+  ck::fullyConnected({batch, channels, hiddenFeatures}, mean.data(), floatData(w1, "w1"),
+                     floatDataOrNull(optionalInput(in, 2), "b1"), hidden.data());
+  if (p.hasHiddenActivation) {
+    ck::activation({toActivation(p.hiddenActivation), p.hiddenAlpha, p.hiddenBeta}, hidden.data(),
+                   hidden.data(), static_cast<int64_t>(hidden.size()));
+  }
+  ck::fullyConnected({batch, hiddenFeatures, w2.dims[0]}, hidden.data(), floatData(w2, "w2"),
+                     floatDataOrNull(optionalInput(in, 4), "b2"), floatOutput(out));
+}
+
 void runElementwise(const ElementwiseParams& p, const Inputs& in, const Outputs& out) {
   const TensorView& a = requiredInput(in, 0, "a");
   const TensorView& b = requiredInput(in, 1, "b");
@@ -537,6 +570,8 @@ void dispatch(const LayerParams& params, const Inputs& in, const Outputs& out) {
           runResize(p, in, out);
         } else if constexpr (std::is_same_v<P, CumulativeParams>) {
           runCumulative(p, in, out);
+        } else if constexpr (std::is_same_v<P, SqueezeExcitationParams>) {
+          runSqueezeExcitation(p, in, out);
         } else {
           static_assert(std::is_same_v<P, PointwiseParams>, "every layer kind needs a CPU runner");
           runPointwise(p, in, out);

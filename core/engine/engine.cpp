@@ -283,6 +283,8 @@ std::string cudaKernel(const EngineLayer& layer) {
           return "Kiln fused attention";
         } else if constexpr (std::is_same_v<P, PointwiseParams>) {
           return concat("Kiln generated pointwise kernel (NVRTC, ", p.cudaKernel.architecture, ")");
+        } else if constexpr (std::is_same_v<P, SqueezeExcitationParams>) {
+          return "Kiln squeeze-and-excitation (pooling, MLP)";
         } else if constexpr (std::is_same_v<P, ConstantParams>) {
           return "none (weights)";
         } else {

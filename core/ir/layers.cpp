@@ -335,6 +335,8 @@ const char* toString(LayerKind kind) {
       return "Cumulative";
     case LayerKind::kPointwise:
       return "Pointwise";
+    case LayerKind::kSqueezeExcitation:
+      return "SqueezeExcitation";
   }
   return "UnknownLayer";
 }

@@ -518,13 +518,34 @@ struct PointwiseParams {
   }
 };
 
+// The squeeze of a squeeze-and-excitation block (EfficientNet, MobileNetV3, ReXNet, GhostNet,
+// the MBConv blocks of MaxViT and CoAtNet) as one layer, set by the builder: the mean of x over
+// every dim but the first and the last, then fully connected, the hidden activation, fully
+// connected. Inputs: [x (N, spatial..., C), w1 (R, C), b1 (R) or null, w2 (K, R), b2 (K) or
+// null] -> (N, 1..., K) (x's rank with the spatial dims 1) or, without keepDims, (N, K).
+// out = w2 @ hidden(w1 @ mean(x) + b1) + b2, all in float32 until the output is stored; the
+// gate (a sigmoid) and the scaling stay with the pointwise layer that multiplies x.
+// The hidden activation is an Activation layer's (type, alpha, beta), or none.
+struct SqueezeExcitationParams {
+  bool hasHiddenActivation = false;
+  ActivationType hiddenActivation = ActivationType::kRelu;
+  double hiddenAlpha = 0.0;
+  double hiddenBeta = 0.0;
+  bool keepDims = true;
+  template <typename V>
+  void fields(V&& v) {
+    v("hasHiddenActivation", hasHiddenActivation), v("hiddenActivation", hiddenActivation),
+        v("hiddenAlpha", hiddenAlpha), v("hiddenBeta", hiddenBeta), v("keepDims", keepDims);
+  }
+};
+
 // The order of the alternatives is part of the plan format: append new kinds at the end.
 using LayerParams =
     std::variant<ConvolutionParams, DeconvolutionParams, MatMulParams, FullyConnectedParams,
                  ElementwiseParams, UnaryParams, ActivationParams, PoolingParams, ReduceParams,
                  SoftmaxParams, NormalizationParams, ShuffleParams, ConcatParams, SliceParams,
                  GatherParams, ConstantParams, CastParams, AttentionParams, ResizeParams,
-                 CumulativeParams, PointwiseParams>;
+                 CumulativeParams, PointwiseParams, SqueezeExcitationParams>;
 
 enum class LayerKind : uint8_t {
   kConvolution,
@@ -548,6 +569,7 @@ enum class LayerKind : uint8_t {
   kResize,
   kCumulative,
   kPointwise,
+  kSqueezeExcitation,
 };
 inline LayerKind kindOf(const LayerParams& params) {
   return static_cast<LayerKind>(params.index());

@@ -303,6 +303,44 @@ std::vector<TensorType> inferFullyConnected(const Inputs& inputs) {
   return {{x.dtype, out}};
 }
 
+std::vector<TensorType> inferSqueezeExcitation(const SqueezeExcitationParams& p,
+                                               const Inputs& inputs) {
+  checkInputCount(inputs, 5, 5, "[x, w1, b1, w2, b2]");
+  const TensorType& x = requiredInput(inputs, 0, "x");
+  const TensorType& w1 = requiredInput(inputs, 1, "w1");
+  const TensorType& w2 = requiredInput(inputs, 3, "w2");
+  KILN_CHECK(x.dims.size() >= 3,
+             "squeeze-and-excitation needs x (N, spatial..., C) of rank >= 3, got ",
+             toString(x.dims));
+  KILN_CHECK(isFloatingPoint(x.dtype), "squeeze-and-excitation needs a floating-point x, got ",
+             toString(x.dtype));
+  KILN_CHECK(w1.dims.size() == 2 && w2.dims.size() == 2,
+             "the weights must be (R, C) and (K, R), got ", toString(w1.dims), " and ",
+             toString(w2.dims));
+  checkSameType(x, w1, "x", "w1");
+  checkSameType(x, w2, "x", "w2");
+  mergeEqualDims(x.dims.back(), w1.dims[1],
+                 concat("the channels of x ", toString(x.dims), " and the input features of w1 ",
+                        toString(w1.dims), " differ"));
+  mergeEqualDims(w1.dims[0], w2.dims[1],
+                 concat("the hidden features of w1 ", toString(w1.dims), " and of w2 ",
+                        toString(w2.dims), " differ"));
+  for (size_t i : {size_t{2}, size_t{4}}) {
+    const TensorType* bias = optionalInput(inputs, i);
+    if (bias == nullptr) continue;
+    const TensorType& weight = i == 2 ? w1 : w2;
+    checkSameType(x, *bias, "x", "bias");
+    KILN_CHECK(bias->dims.size() == 1, "a bias must have rank 1, got ", toString(bias->dims));
+    mergeEqualDims(bias->dims[0], weight.dims[0],
+                   concat("the bias ", toString(bias->dims), " differs from the weight ",
+                          toString(weight.dims), "'s output features"));
+  }
+  Dims out = {x.dims[0]};
+  if (p.keepDims) out.insert(out.end(), x.dims.size() - 2, 1);
+  out.push_back(w2.dims[0]);
+  return {{x.dtype, out}};
+}
+
 bool isComparison(ElementwiseOp op) {
   return op == ElementwiseOp::kEqual || op == ElementwiseOp::kLess || op == ElementwiseOp::kGreater;
 }
@@ -930,6 +968,8 @@ std::vector<TensorType> inferOutputTypes(const LayerParams& params, const Inputs
           return inferResize(p, inputs);
         } else if constexpr (std::is_same_v<P, CumulativeParams>) {
           return inferCumulative(p, inputs);
+        } else if constexpr (std::is_same_v<P, SqueezeExcitationParams>) {
+          return inferSqueezeExcitation(p, inputs);
         } else {
           static_assert(std::is_same_v<P, PointwiseParams>,
                         "every layer kind needs shape inference");

@@ -86,4 +86,8 @@ enum class CumulativeFunction : uint8_t { kSum, kProd };
 
 enum class PoolingMode : uint8_t { kMax, kAverage };
 
+// The most channels plus hidden features a squeeze-and-excitation layer takes: the GPU's MLP
+// keeps both vectors in float32 in one block's shared memory (48 KiB).
+constexpr int64_t kMaxSqueezeExcitationFeatures = 12 * 1024;
+
 }  // namespace kiln::kernels

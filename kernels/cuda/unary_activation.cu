@@ -6,18 +6,15 @@
 #include <string>
 #include <type_traits>
 
+#include "kernels/cuda/activation_device.cuh"
 #include "kernels/cuda/pointwise_device.cuh"
 
 namespace kiln::cuda_kernels {
 namespace {
 
+using activation_detail::withFloatActivation;
 using pointwise::BoolByte;
 using pointwise::launchComputeMap;
-
-// Clamps keeping NaN (fminf/fmaxf would drop it; torch keeps it).
-__device__ __forceinline__ float clampKeepingNan(float x, float low, float high) {
-  return x < low ? low : (x > high ? high : x);
-}
 
 // The float functions, computed in float32 with the same formulas as the CPU kernel.
 template <UnaryFunction kFunction>
@@ -97,8 +94,8 @@ struct BoolNot {
 }
 
 template <typename T>
-void floatUnary(UnaryFunction function, ScalarType type, const void* in, void* out,
-                int64_t count, cudaStream_t stream) {
+void floatUnary(UnaryFunction function, ScalarType type, const void* in, void* out, int64_t count,
+                cudaStream_t stream) {
   auto run = [&](auto fn) { launchComputeMap<T>(in, out, count, fn, stream); };
   switch (function) {
     case UnaryFunction::kExp:
@@ -138,8 +135,8 @@ void floatUnary(UnaryFunction function, ScalarType type, const void* in, void* o
 }
 
 template <typename T>
-void integerUnary(UnaryFunction function, ScalarType type, const void* in, void* out,
-                  int64_t count, cudaStream_t stream) {
+void integerUnary(UnaryFunction function, ScalarType type, const void* in, void* out, int64_t count,
+                  cudaStream_t stream) {
   auto run = [&](auto fn) { launchComputeMap<T>(in, out, count, fn, stream); };
   switch (function) {
     case UnaryFunction::kAbs:
@@ -157,88 +154,12 @@ void integerUnary(UnaryFunction function, ScalarType type, const void* in, void*
 
 // ---- activations --------------------------------------------------------------------------------
 
-template <Activation kActivation>
-struct FloatActivation {
-  float alpha;
-  float beta;
-  __device__ __forceinline__ float operator()(float x) const {
-    if constexpr (kActivation == Activation::kRelu) {
-      return x < 0.0f ? 0.0f : x;  // keeps NaN, as torch does
-    } else if constexpr (kActivation == Activation::kSigmoid) {
-      return 1.0f / (1.0f + expf(-x));
-    } else if constexpr (kActivation == Activation::kTanh) {
-      return tanhf(x);
-    } else if constexpr (kActivation == Activation::kLeakyRelu) {
-      return x < 0.0f ? alpha * x : x;
-    } else if constexpr (kActivation == Activation::kElu) {
-      return x > 0.0f ? x : alpha * expm1f(x);
-    } else if constexpr (kActivation == Activation::kSelu) {
-      constexpr float kAlpha = 1.6732632423543772848170429916717f;
-      constexpr float kScale = 1.0507009873554804934193349852946f;
-      return kScale * (x > 0.0f ? x : kAlpha * expm1f(x));
-    } else if constexpr (kActivation == Activation::kSoftplus) {
-      const float scaled = alpha * x;
-      return scaled > beta ? x : log1pf(expf(scaled)) / alpha;
-    } else if constexpr (kActivation == Activation::kClip) {
-      return clampKeepingNan(x, alpha, beta);
-    } else if constexpr (kActivation == Activation::kHardSigmoid) {
-      return clampKeepingNan(x + 3.0f, 0.0f, 6.0f) / 6.0f;
-    } else if constexpr (kActivation == Activation::kHardSwish) {
-      return x * clampKeepingNan(x + 3.0f, 0.0f, 6.0f) / 6.0f;
-    } else if constexpr (kActivation == Activation::kGeluErf) {
-      return 0.5f * x * (1.0f + erff(x * 0.70710678118654752440f));
-    } else if constexpr (kActivation == Activation::kGeluTanh) {
-      constexpr float kSqrt2OverPi = 0.79788456080286535588f;
-      return 0.5f * x * (1.0f + tanhf(kSqrt2OverPi * (x + 0.044715f * x * x * x)));
-    } else if constexpr (kActivation == Activation::kSilu) {
-      return x / (1.0f + expf(-x));
-    } else {
-      static_assert(kActivation == Activation::kMish, "unknown activation");
-      // softplus with torch's threshold of 20, where log1p(exp(x)) == x in float.
-      const float softplus = x > 20.0f ? x : log1pf(expf(x));
-      return x * tanhf(softplus);
-    }
-  }
-};
-
 template <typename T>
 void floatActivation(const ActivationParams& params, const void* in, void* out, int64_t count,
                      cudaStream_t stream) {
-  const float alpha = static_cast<float>(params.alpha);
-  const float beta = static_cast<float>(params.beta);
-  auto run = [&](auto fn) { launchComputeMap<T>(in, out, count, fn, stream); };
-  switch (params.type) {
-    case Activation::kRelu:
-      return run(FloatActivation<Activation::kRelu>{alpha, beta});
-    case Activation::kSigmoid:
-      return run(FloatActivation<Activation::kSigmoid>{alpha, beta});
-    case Activation::kTanh:
-      return run(FloatActivation<Activation::kTanh>{alpha, beta});
-    case Activation::kLeakyRelu:
-      return run(FloatActivation<Activation::kLeakyRelu>{alpha, beta});
-    case Activation::kElu:
-      return run(FloatActivation<Activation::kElu>{alpha, beta});
-    case Activation::kSelu:
-      return run(FloatActivation<Activation::kSelu>{alpha, beta});
-    case Activation::kSoftplus:
-      return run(FloatActivation<Activation::kSoftplus>{alpha, beta});
-    case Activation::kClip:
-      return run(FloatActivation<Activation::kClip>{alpha, beta});
-    case Activation::kHardSigmoid:
-      return run(FloatActivation<Activation::kHardSigmoid>{alpha, beta});
-    case Activation::kHardSwish:
-      return run(FloatActivation<Activation::kHardSwish>{alpha, beta});
-    case Activation::kGeluErf:
-      return run(FloatActivation<Activation::kGeluErf>{alpha, beta});
-    case Activation::kGeluTanh:
-      return run(FloatActivation<Activation::kGeluTanh>{alpha, beta});
-    case Activation::kSilu:
-      return run(FloatActivation<Activation::kSilu>{alpha, beta});
-    case Activation::kMish:
-      return run(FloatActivation<Activation::kMish>{alpha, beta});
-  }
-  throw std::invalid_argument("unknown activation " +
-                              std::to_string(static_cast<int>(params.type)));
+  withFloatActivation(params.type, static_cast<float>(params.alpha),
+                      static_cast<float>(params.beta),
+                      [&](auto fn) { launchComputeMap<T>(in, out, count, fn, stream); });
 }
 
 // max(x, low) then min(x, high) in T; relu is a clamp to [0, max].
@@ -276,8 +197,8 @@ T integerBound(double bound, const char* which) {
 
 }  // namespace
 
-void unary(UnaryFunction function, ScalarType type, const void* input, void* output,
-           int64_t count, cudaStream_t stream) {
+void unary(UnaryFunction function, ScalarType type, const void* input, void* output, int64_t count,
+           cudaStream_t stream) {
   pointwise::visitScalarType(type, [&](auto tag) {
     using T = typename decltype(tag)::type;
     if constexpr (pointwise::kIsFloatStorage<T>) {

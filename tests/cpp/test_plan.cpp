@@ -310,6 +310,13 @@ EngineDefinition everyKindDefinition() {
   d.tensors.push_back({"pointwise.out1", DataType::kBool, {-1}});
   const int32_t pointwiseOut = tensor("pointwise.out0", DataType::kFloat16, {-1});
   d.layers.push_back({"pointwise", pointwise, {c, indices}, {pointwiseOut, pointwiseOut - 1}});
+  SqueezeExcitationParams squeeze;
+  squeeze.hasHiddenActivation = true;
+  squeeze.hiddenActivation = ActivationType::kMish;  // the last value: the reader must accept it
+  squeeze.hiddenAlpha = 0.1;  // not exactly representable: the bits must survive
+  squeeze.hiddenBeta = -2.5;
+  squeeze.keepDims = false;
+  layer("squeeze", squeeze, {a, w, -1, w, b}, f32, {-1, 4});
   d.outputs = {g, a, s};
 
   OptimizationProfile small;

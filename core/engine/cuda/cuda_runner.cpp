@@ -28,6 +28,7 @@
 #include "kernels/cuda/pooling.h"
 #include "kernels/cuda/reduce_softmax.h"
 #include "kernels/cuda/resize.h"
+#include "kernels/cuda/squeeze_excitation.h"
 #include "kernels/cuda/unary_activation.h"
 
 namespace kiln {
@@ -347,6 +348,25 @@ ck::AdaptivePoolingParams adaptivePoolingParams(const PoolingParams& p, const De
   return a;
 }
 
+// x (N, spatial..., C) read as (N, plane, C); w1 (R, C), w2 (K, R).
+ck::SqueezeExcitationParams squeezeExcitationParams(const SqueezeExcitationParams& p, const Dims& x,
+                                                    const Dims& w1, const Dims& w2,
+                                                    DataType dtype) {
+  KILN_CHECK(x.size() >= 3 && w1.size() == 2 && w2.size() == 2,
+             "squeeze-and-excitation needs x (N, spatial..., C), w1 (R, C) and w2 (K, R), got ",
+             toString(x), ", ", toString(w1), " and ", toString(w2));
+  ck::SqueezeExcitationParams s;
+  s.batch = x.front();
+  s.plane = volume(Dims(x.begin() + 1, x.end() - 1));
+  s.channels = x.back();
+  s.hidden = w1[0];
+  s.outFeatures = w2[0];
+  s.hasHiddenActivation = p.hasHiddenActivation;
+  s.hiddenActivation = {toActivation(p.hiddenActivation), p.hiddenAlpha, p.hiddenBeta};
+  s.type = toKernelType(dtype);
+  return s;
+}
+
 // Scratch a layer needs at the given dims, and at any smaller ones of a dynamic profile (its
 // largest shapes are among those it is asked for), beyond the fixed GEMM and convolution
 // workspace.
@@ -366,6 +386,10 @@ size_t layerScratchBytes(const LayerParams& params, const std::vector<const Dims
     DeviceView x{inputTypes.at(0), *inputDims.at(0), nullptr};
     DeviceView out{inputTypes.at(0), *outputDims.at(0), nullptr};
     return ck::adaptivePoolingWorkspaceBound(adaptivePoolingParams(*pooling, x, out));
+  }
+  if (const auto* squeeze = std::get_if<SqueezeExcitationParams>(&params)) {
+    return ck::squeezeExcitationWorkspaceBound(squeezeExcitationParams(
+        *squeeze, *inputDims.at(0), *inputDims.at(1), *inputDims.at(3), inputTypes.at(0)));
   }
   return 0;
 }
@@ -890,6 +914,19 @@ void CudaRunner::State::runLayer(size_t index, const EngineLayer& layer, cudaStr
             outputTypes.push_back(toKernelType(output->dtype));
           }
           weights->pointwiseKernel(index).launch(operands, outputs, outputTypes, y.dims, stream);
+        } else if constexpr (std::is_same_v<P, SqueezeExcitationParams>) {
+          const DeviceView& x = requiredInput(in, 0, "x");
+          const DeviceView& w1 = requiredInput(in, 1, "w1");
+          const DeviceView& w2 = requiredInput(in, 3, "w2");
+          ck::SqueezeExcitationTensors tensors;
+          tensors.x = x.data;
+          tensors.w1 = w1.data;
+          tensors.b1 = optionalData(in, 2);
+          tensors.w2 = w2.data;
+          tensors.b2 = optionalData(in, 4);
+          tensors.out = y.data;
+          ck::squeezeExcitation(squeezeExcitationParams(p, x.dims, w1.dims, w2.dims, x.dtype),
+                                tensors, scratch, stream);
         } else {
           static_assert(std::is_same_v<P, ConstantParams>, "every layer kind needs a CUDA runner");
         }
