@@ -208,9 +208,17 @@ std::string checkGroupNorm(const NodeArgs& args) {
 }
 
 // (N, C, *) -> (N, G, C/G * prod(*)), normalized over the last dim, reshaped back, then the
-// per-channel affine.
+// per-channel affine. One group (PoolFormer's, timm's GroupNorm1) normalizes every dim but the
+// batch: a layer norm over dims 1 on, without reshapes, which the builder's layout pass moves
+// through the transposes of a channels-last trunk as it moves any layer norm whose dims stay
+// among the normalized ones.
 void convertGroupNorm(ConversionContext& ctx, const NodeArgs& args) {
   Tensor* x = ctx.tensor(args, "input");
+  if (groupCount(args) == 1) {
+    ctx.setOutput(args, 0,
+                  channelAffine(ctx, args, normalizeTrailing(ctx, x, 1, args.getDouble("eps"))));
+    return;
+  }
   const Dims original = toDims(args.value("input").shape);
   Tensor* grouped = reshape(ctx, x, {0, groupCount(args), -1});
   Tensor* normalized = normalizeTrailing(ctx, grouped, 2, args.getDouble("eps"));

@@ -220,13 +220,22 @@ bool transposedAlike(const Network& network, const Layer* layer, const Tensor* i
   return other != nullptr && *other == p;
 }
 
+// How many layers a look-ahead (forward to a transpose back, or back up a concat's other
+// inputs) visits at most.
+constexpr int kLookAheadLayers = 64;
+
+bool transposedOnceSunk(const Network& network, const Tensor* tensor, const Dims& p, int& budget);
+
 // f(T(a), ...) -> T(f(a, ...)) for an activation, unary, cast or elementwise f whose every other
 // input is a transpose alike read by f alone (the two merge), a constant (a layer scale, a
 // bias), or a tensor that another layer already reads transposed back (a residual block's
-// input, which its first convolution reads as NHWC). Transposed alike, operands broadcast as
-// before; an operand that f broadcasts up would leave a larger transpose, so only an input of
-// f's output dims moves past a constant or an inverse.
-Move pointwiseMove(const Network& network, const Layer* layer, const Tensor* input, const Dims& p) {
+// input, which its first convolution reads as NHWC); looking ahead, also one that would be a
+// transpose alike once the transposes above it sink (the other side of a residual add, or of
+// PoolFormer's pool(x) - x). Transposed alike, operands broadcast as before; an operand that f
+// broadcasts up would leave a larger transpose, so only an input of f's output dims moves past a
+// constant or an inverse.
+Move pointwiseMove(const Network& network, const Layer* layer, const Tensor* input, const Dims& p,
+                   bool lookingAhead) {
   Move move;
   const Tensor* output = layer->output(0);
   if (output->rank() != static_cast<int64_t>(p.size())) return move;
@@ -238,8 +247,11 @@ Move pointwiseMove(const Network& network, const Layer* layer, const Tensor* inp
     }
   }
   const Dims back = invertPermutation(p);
+  int budget = kLookAheadLayers;
   for (const Tensor* other : layer->inputs()) {
-    if (other == input || transposedAlike(network, layer, other, p)) {
+    if (other == input || transposedAlike(network, layer, other, p) ||
+        (lookingAhead && constantWeights(other) == nullptr &&
+         transposedOnceSunk(network, other, p, budget))) {
       move.operands.push_back(Operand::kUntransposed);
     } else if (fullSize && constantWeights(other) != nullptr) {
       move.operands.push_back(Operand::kPermutedConstant);
@@ -340,9 +352,7 @@ Move normalizationMove(const Network& network, const Layer* norm, const Tensor* 
              : layerNormMove(network, norm, input, p);
 }
 
-// How many layers a look-ahead (forward to a transpose back, or back up a concat's other
-// inputs) visits at most.
-constexpr int kLookAheadLayers = 64;
+Move poolingMove(const Layer* pooling, const Tensor* input, const Dims& p);
 
 // Whether `tensor` is a transpose by p, or would be one once the transposes above it sink: the
 // output of a layer that a transpose by p crosses as it is (an activation, unary, cast or slice,
@@ -363,7 +373,10 @@ bool transposedOnceSunk(const Network& network, const Tensor* tensor, const Dims
     case LayerKind::kSlice:
       return transposedOnceSunk(network, producer->input(0), p, budget);
     case LayerKind::kNormalization:
-      return producer->paramsAs<NormalizationParams>().type == NormalizationType::kBatch &&
+      return normalizationMove(network, producer, producer->input(0), p).possible &&
+             transposedOnceSunk(network, producer->input(0), p, budget);
+    case LayerKind::kPooling:
+      return poolingMove(producer, producer->input(0), p).possible &&
              transposedOnceSunk(network, producer->input(0), p, budget);
     case LayerKind::kElementwise:
     case LayerKind::kConcat: {
@@ -506,7 +519,7 @@ Move poolingMove(const Layer* pooling, const Tensor* input, const Dims& p) {
 Move planMove(const Network& network, const Layer* layer, const Tensor* input, const Dims& p,
               bool lookingAhead) {
   const LayerKind kind = layer->kind();
-  if (isPointwise(kind)) return pointwiseMove(network, layer, input, p);
+  if (isPointwise(kind)) return pointwiseMove(network, layer, input, p, lookingAhead);
   if (kind == LayerKind::kNormalization) return normalizationMove(network, layer, input, p);
   if (kind == LayerKind::kFullyConnected) return fullyConnectedMove(network, layer, input, p);
   if (kind == LayerKind::kReduce) return reduceMove(layer, input, p);

@@ -469,6 +469,70 @@ TEST(BuilderLayoutTransposeSinkingBlocks, GhostBottleneckConcatenatesAndSlicesCh
   EXPECT_EQ(countLayers(network, LayerKind::kConcat), 3u);
 }
 
+// PoolFormer's block as its converter gives it: a group norm of one group (a layer norm over
+// every dim but the batch, then a per-channel affine), pool(x) - x, a layer scale and the residual
+// add; then the norm again, an MLP of 1x1 convolutions and a second residual add. The convolution
+// before the block has two readers (the norm and the residual), and the pool's input two (the
+// pool and the subtraction): the transposes move through both diamonds.
+Tensor* poolFormerBlock(Network& network, Tensor* x, float seed) {
+  const int64_t channels = x->dims()[1];
+  const DataType half = DataType::kFloat16;
+  const auto groupNorm = [&](Tensor* in) {
+    Tensor* normed = layerNorm(network, in, 1, nullptr, nullptr);
+    Tensor* scaled =
+        network
+            .addElementwise(normed, constant(network, {channels, 1, 1}, 0.7f, 0.05f, half),
+                            ElementwiseOp::kProd)
+            ->output(0);
+    return network
+        .addElementwise(scaled, constant(network, {channels, 1, 1}, -0.1f, 0.03f, half),
+                        ElementwiseOp::kSum)
+        ->output(0);
+  };
+  const auto layerScale = [&](Tensor* in, Tensor* residual) {
+    Tensor* scaled = network
+                         .addElementwise(in, constant(network, {channels, 1, 1}, 0.5f, 0.02f, half),
+                                         ElementwiseOp::kProd)
+                         ->output(0);
+    return network.addElementwise(scaled, residual, ElementwiseOp::kSum)->output(0);
+  };
+  Tensor* normed = groupNorm(x);
+  PoolingParams pool;
+  pool.type = PoolingType::kAverage;
+  pool.kernel = {3, 3};
+  pool.stride = {1, 1};
+  pool.prePadding = pool.postPadding = {1, 1};
+  pool.countIncludePad = false;
+  Tensor* pooled = network.addPooling(normed, pool)->output(0);
+  Tensor* mixed = network.addElementwise(pooled, normed, ElementwiseOp::kSub)->output(0);
+  Tensor* h = layerScale(mixed, x);
+  Tensor* hidden = network
+                       .addActivation(halfConv(network, groupNorm(h), 2 * channels, 1, seed),
+                                      {ActivationType::kGeluErf})
+                       ->output(0);
+  return layerScale(halfConv(network, hidden, channels, 1, seed + 1.0f), h);
+}
+
+TEST(BuilderLayoutTransposeSinkingBlocks, PoolFormerBlocksRunChannelsLastBetweenTheEdges) {
+  Network network;
+  Tensor* x = network.addInput("x", DataType::kFloat32, {2, 3, 8, 8});
+  Tensor* h = halfConv(network, network.addCast(x, DataType::kFloat16)->output(0), 6, 3, 1.0f);
+  h = poolFormerBlock(network, h, 2.0f);
+  h = poolFormerBlock(network, h, 3.0f);
+  network.markOutput(network.addCast(h, DataType::kFloat32)->output(0));
+
+  // The engine fuses the affine, the layer scale and the residual add: fewer fp16 roundings.
+  expectChannelsLastBetweenTheEdges(network, 2, 1e-2f);
+
+  EXPECT_EQ(countLayers(network, LayerKind::kPooling), 2u);
+  for (size_t i = 0; i < network.numLayers(); ++i) {
+    const Layer* layer = network.layer(i);
+    if (layer->kind() == LayerKind::kPooling) {
+      EXPECT_TRUE(layer->paramsAs<PoolingParams>().channelsLast) << layer->name();
+    }
+  }
+}
+
 // ---- each rewrite on its own ---------------------------------------------------------------
 
 struct Case {
