@@ -8,10 +8,18 @@
 // with c scalar constants (their product is the attention's scale) and k^T either the matrix
 // multiply's transposed operand or a permutation of a tensor (LeViT's permute(0, 2, 3, 1) of its
 // keys), which then becomes the permutation that gives k. The scores are then
-// never stored: one kernel reads q, k, v and the bias once. Every intermediate tensor must have
+// never stored: one kernel reads q, k, v and the bias once. Attention written with other batch
+// dims takes the same form through reshapes: scores of rank r >= 3 (..., Hd, L, S), computed by a
+// matrix multiply of that rank or of rank 3 over the batch dims merged ((B', L, E), as an einsum
+// or torch.bmm writes it, with reshapes of the scores to rank r and back around the bias and the
+// softmax: MaxViT's block and grid attention, (B, G, H, P, D)), runs as attention over
+// (N, H, L, E) with H the last batch dim of the scores and N the product of the others; q, k and
+// v are reshaped to it, the bias must broadcast over N (a per-head bias) or have the scores'
+// batch dims, and the output is reshaped back. Every intermediate tensor must have
 // the next layer as its only reader. The fused kernel computes the scores and softmax in fp32
 // where the layers rounded them to the tensors' type; a row whose every score is -inf gives
 // zeros where the layers give NaN.
+#include <algorithm>
 #include <optional>
 #include <string>
 #include <vector>
@@ -59,6 +67,24 @@ std::optional<Dims> permutationOf(const Layer& layer) {
 
 bool fitsHeadDim(int64_t dim) { return dim >= 1 && dim <= kernels::kMaxAttentionDim; }
 
+// Whether `layer` is a shuffle that only reshapes (to dims of its own, no reference).
+bool isPureReshape(const Layer& layer) {
+  if (layer.kind() != LayerKind::kShuffle) return false;
+  const auto& p = layer.paramsAs<ShuffleParams>();
+  return p.hasReshape && p.firstPermutation.empty() && p.secondPermutation.empty() &&
+         p.reshapeReferences.empty();
+}
+
+// The product of dims [begin, end), or -1 when one of them is dynamic.
+int64_t product(const Dims& dims, size_t begin, size_t end) {
+  int64_t result = 1;
+  for (size_t i = begin; i < end; ++i) {
+    if (dims[i] < 0) return -1;
+    result *= dims[i];
+  }
+  return result;
+}
+
 struct ExplicitAttention {
   Tensor* q = nullptr;
   Tensor* k = nullptr;
@@ -69,6 +95,11 @@ struct ExplicitAttention {
   Tensor* v = nullptr;
   Tensor* bias = nullptr;
   double scale = 1.0;
+  // For attention over other batch dims: the (N, H) the operands are reshaped to (N -1 where it
+  // is dynamic), and whether the bias has the scores' batch dims (else it broadcasts over N).
+  bool reshaped = false;
+  int64_t heads = 0;
+  bool biasPerBatch = false;
 };
 
 // The attention that ends in `softmax`, if the layers around it compute one.
@@ -156,6 +187,177 @@ std::optional<ExplicitAttention> match(const Network& network, Layer* softmax, L
   return a;
 }
 
+// `operand` of `reader` without the scalar factor applied to it, behind a reshape or not (MaxViT
+// scales its keys before the einsum reshapes them); the factor multiplies `scale`. The reshape
+// goes too: the operands are reshaped to (N, H, ...) anyway.
+Tensor* withoutScaling(const Network& network, Tensor* operand, const Layer* reader,
+                       double& scale) {
+  Layer* producer = soleProducer(network, operand, reader);
+  if (producer != nullptr && isPureReshape(*producer)) {
+    reader = producer;
+    producer = soleProducer(network, producer->input(0), reader);
+  }
+  if (producer == nullptr) return operand;
+  const std::optional<std::pair<Tensor*, double>> scaled = scaledBy(*producer);
+  if (!scaled) return operand;
+  scale *= scaled->second;
+  return scaled->first;
+}
+
+// The dims padded with leading 1s to `rank`.
+Dims alignedTo(const Dims& dims, size_t rank) {
+  Dims aligned(rank - dims.size(), 1);
+  aligned.insert(aligned.end(), dims.begin(), dims.end());
+  return aligned;
+}
+
+bool allStatic(const Dims& dims) {
+  return std::all_of(dims.begin(), dims.end(), [](int64_t d) { return d >= 0; });
+}
+
+// The attention that ends in `softmax` over batch dims other than (N, H): scores of rank r >= 3,
+// reshaped from and to the matrix multiplies' rank where those differ. Static dims only: the
+// reshapes to (N, H, ...) need the batch's volume.
+std::optional<ExplicitAttention> matchReshaped(const Network& network, Layer* softmax,
+                                               Layer** output) {
+  const Dims& scores = softmax->input(0)->dims();
+  const size_t rank = scores.size();
+  const auto axis = softmax->paramsAs<SoftmaxParams>().axis;
+  if (rank < 3 || (axis != -1 && axis != static_cast<int64_t>(rank) - 1) || !allStatic(scores)) {
+    return std::nullopt;
+  }
+  bool reshapes = false;
+  const Tensor* probabilities = softmax->output(0);
+  Layer* weighted = network.soleReader(probabilities);
+  if (weighted != nullptr && isPureReshape(*weighted)) {
+    probabilities = weighted->output(0);
+    weighted = network.soleReader(probabilities);
+    reshapes = true;
+  }
+  if (weighted == nullptr || weighted->kind() != LayerKind::kMatMul ||
+      weighted->input(0) != probabilities) {
+    return std::nullopt;
+  }
+  const auto& weightedParams = weighted->paramsAs<MatMulParams>();
+  if (weightedParams.transposeA || weightedParams.transposeB) return std::nullopt;
+
+  ExplicitAttention a;
+  a.v = weighted->input(1);
+  Layer* reader = softmax;
+  Layer* layer = soleProducer(network, softmax->input(0), reader);
+  if (layer != nullptr && layer->kind() == LayerKind::kElementwise &&
+      layer->paramsAs<ElementwiseParams>().op == ElementwiseOp::kSum) {
+    for (size_t i = 0; i < 2 && a.bias == nullptr; ++i) {
+      const Layer* producer = layer->input(i)->producer();
+      const bool fromScores =
+          producer != nullptr && (producer->kind() == LayerKind::kMatMul ||
+                                  isPureReshape(*producer) || scaledBy(*producer).has_value());
+      if (fromScores) a.bias = layer->input(1 - i);
+    }
+    if (a.bias == nullptr) return std::nullopt;
+    Tensor* unbiased = layer->input(0) == a.bias ? layer->input(1) : layer->input(0);
+    if (unbiased->dims() != scores) return std::nullopt;
+    reader = layer;
+    layer = soleProducer(network, unbiased, reader);
+  }
+  while (layer != nullptr && layer->kind() == LayerKind::kElementwise) {
+    const std::optional<std::pair<Tensor*, double>> scaled = scaledBy(*layer);
+    if (!scaled) return std::nullopt;
+    a.scale *= scaled->second;
+    reader = layer;
+    layer = soleProducer(network, scaled->first, reader);
+  }
+  if (layer != nullptr && isPureReshape(*layer)) {
+    reader = layer;
+    layer = soleProducer(network, layer->input(0), reader);
+    reshapes = true;
+  }
+  // The plain rank-4 form is match()'s.
+  if (!reshapes && rank == 4) return std::nullopt;
+  if (layer == nullptr || layer->kind() != LayerKind::kMatMul) return std::nullopt;
+  const auto& scoreParams = layer->paramsAs<MatMulParams>();
+  if (scoreParams.transposeA || !scoreParams.transposeB) return std::nullopt;
+  a.q = withoutScaling(network, layer->input(0), layer, a.scale);
+  a.k = withoutScaling(network, layer->input(1), layer, a.scale);
+
+  // (batch..., L, E) operands of the scores' batch volume, no broadcasting, static dims.
+  const int64_t queries = scores[rank - 2];
+  const int64_t keys = scores[rank - 1];
+  const int64_t batch = product(scores, 0, rank - 2);
+  const Dims& q = a.q->dims();
+  const Dims& k = a.k->dims();
+  const Dims& v = a.v->dims();
+  const auto batchOf = [](const Dims& dims) { return product(dims, 0, dims.size() - 2); };
+  if (q.size() < 3 || k.size() < 3 || v.size() < 3 || !allStatic(q) || !allStatic(k) ||
+      !allStatic(v) || batchOf(q) != batch || batchOf(k) != batch || batchOf(v) != batch ||
+      q[q.size() - 2] != queries || k[k.size() - 2] != keys || v[v.size() - 2] != keys ||
+      q.back() != k.back() || !fitsHeadDim(q.back()) || !fitsHeadDim(v.back())) {
+    return std::nullopt;
+  }
+  const DataType type = a.q->dtype();
+  if (!isFloatingPoint(type) || a.k->dtype() != type || a.v->dtype() != type) return std::nullopt;
+  a.reshaped = true;
+  a.heads = scores[rank - 3];
+  if (a.bias != nullptr) {
+    const Dims& bias = a.bias->dims();
+    const bool typed = a.bias->dtype() == type || a.bias->dtype() == DataType::kFloat32;
+    if (!typed || bias.empty() || bias.size() > rank || !allStatic(bias) || bias.back() != keys) {
+      return std::nullopt;
+    }
+    const Dims aligned = alignedTo(bias, rank);
+    const Dims leading(aligned.begin(), aligned.end() - 3);
+    a.biasPerBatch = leading == Dims(scores.begin(), scores.end() - 3);
+    if (!a.biasPerBatch && product(leading, 0, leading.size()) != 1) return std::nullopt;
+  }
+  *output = weighted;
+  return a;
+}
+
+Tensor* reshapeTo(Network& network, Tensor* x, const Dims& dims, const std::string& name) {
+  ShuffleParams p;
+  p.hasReshape = true;
+  p.reshapeDims = dims;
+  Layer* reshape = network.addShuffle(x, p);
+  reshape->setName(name);
+  return reshape->output(0);
+}
+
+// The (N, H, ..., last) view of an operand (batch..., rows, last) of N * H batch elements.
+Tensor* toHeads(Network& network, Tensor* x, int64_t heads, const std::string& name) {
+  const Dims& dims = x->dims();
+  const int64_t batch = product(dims, 0, dims.size() - 2);
+  return reshapeTo(network, x, {batch / heads, heads, dims[dims.size() - 2], dims.back()}, name);
+}
+
+// Attention over (N, H, ...) views of q, k, v and the bias, its output reshaped to `weighted`'s.
+void replaceReshaped(Network& network, const ExplicitAttention& a, const Layer* softmax,
+                     Layer* weighted) {
+  const std::string name = softmax->name();
+  Tensor* q = toHeads(network, a.q, a.heads, concat(name, " (queries)"));
+  Tensor* k = toHeads(network, a.k, a.heads, concat(name, " (keys)"));
+  Tensor* v = toHeads(network, a.v, a.heads, concat(name, " (values)"));
+  Tensor* bias = nullptr;
+  if (a.bias != nullptr) {
+    const Dims& scores = softmax->input(0)->dims();
+    const Dims aligned = alignedTo(a.bias->dims(), scores.size());
+    const size_t rank = aligned.size();
+    const int64_t batch = a.biasPerBatch ? product(scores, 0, rank - 3) : 1;
+    bias =
+        reshapeTo(network, a.bias, {batch, aligned[rank - 3], aligned[rank - 2], aligned[rank - 1]},
+                  concat(name, " (bias)"));
+  }
+  AttentionParams params;
+  params.scale = a.scale;
+  Layer* attention = network.addAttention(q, k, v, bias, params);
+  attention->setName(concat(name, " (attention)"));
+  const std::string outputName = weighted->output(0)->name();
+  Tensor* out = reshapeTo(network, attention->output(0), weighted->output(0)->dims(),
+                          concat(name, " (attention output)"));
+  network.replaceAllUsesWith(weighted->output(0), out);
+  network.removeLayer(weighted);
+  out->setName(outputName);
+}
+
 }  // namespace
 
 void recognizeExplicitAttention(Network& network) {
@@ -168,8 +370,13 @@ void recognizeExplicitAttention(Network& network) {
   }
   for (Layer* softmax : softmaxes) {
     Layer* weighted = nullptr;
-    const std::optional<ExplicitAttention> a = match(network, softmax, &weighted);
+    std::optional<ExplicitAttention> a = match(network, softmax, &weighted);
+    if (!a) a = matchReshaped(network, softmax, &weighted);
     if (!a) continue;
+    if (a->reshaped) {
+      replaceReshaped(network, *a, softmax, weighted);
+      continue;
+    }
     Tensor* k = a->k;
     if (k == nullptr && a->kPermutation == Dims{0, 1, 2, 3}) k = a->kSource;
     if (k == nullptr) {

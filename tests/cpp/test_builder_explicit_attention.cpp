@@ -144,6 +144,86 @@ TEST(BuilderExplicitAttention, LeavesWhatIsNotOneAttentionAlone) {
   }
 }
 
+Tensor* reshaped(Network& network, Tensor* x, Dims dims) {
+  ShuffleParams p;
+  p.hasReshape = true;
+  p.reshapeDims = std::move(dims);
+  return network.addShuffle(x, p)->output(0);
+}
+
+// MaxViT's attention, as its einsums convert: (B, G, H, P, D) operands reshaped to (B*G*H, P, D)
+// for the products, the scores reshaped to (B, G, H, P, P) for the bias and the softmax and back;
+// the bias per head (broadcast over B and G) or per batch element, or none; and torch.bmm's form,
+// scores of rank 3 and a bias of the same dims.
+TEST(BuilderExplicitAttention, AttentionOverOtherBatchDimsBecomesOneLayerThroughReshapes) {
+  constexpr int64_t kGroups = 4;
+  enum class Bias { kPerHead, kPerBatch, kNone, kRank3 };
+  for (Bias biasForm : {Bias::kPerHead, Bias::kPerBatch, Bias::kNone, Bias::kRank3}) {
+    SCOPED_TRACE(static_cast<int>(biasForm));
+    const bool rank3 = biasForm == Bias::kRank3;
+    const Dims batchDims = rank3 ? Dims{kBatch * kGroups * kHeads} : Dims{kBatch, kGroups, kHeads};
+    const auto dims = [&](int64_t rows, int64_t columns) {
+      Dims d = batchDims;
+      d.push_back(rows);
+      d.push_back(columns);
+      return d;
+    };
+    constexpr int64_t kMerged = kBatch * kGroups * kHeads;
+    Network network;
+    Tensor* q = network.addInput("q", DataType::kFloat32, dims(kQueries, kHeadDim));
+    Tensor* k = network.addInput("k", DataType::kFloat32, dims(kKeys, kHeadDim));
+    Tensor* v = network.addInput("v", DataType::kFloat32, dims(kKeys, kValueDim));
+    k = network.addElementwise(k, scalar(network, 0.35f), ElementwiseOp::kProd)->output(0);
+    MatMulParams product;
+    product.transposeB = true;
+    Tensor* scores = network
+                         .addMatMul(reshaped(network, q, {kMerged, kQueries, kHeadDim}),
+                                    reshaped(network, k, {kMerged, kKeys, kHeadDim}), product)
+                         ->output(0);
+    Tensor* logits = rank3 ? scores : reshaped(network, scores, dims(kQueries, kKeys));
+    if (biasForm != Bias::kNone) {
+      const Dims biasDims =
+          biasForm == Bias::kPerHead ? Dims{kHeads, kQueries, kKeys} : dims(kQueries, kKeys);
+      const auto count = static_cast<size_t>(volume(biasDims));
+      Tensor* bias = network
+                         .addConstant(Weights::fromValues(DataType::kFloat32, biasDims,
+                                                          ramp(count, -1.0f, 0.13f, 19)))
+                         ->output(0);
+      logits = network.addElementwise(logits, bias, ElementwiseOp::kSum)->output(0);
+    }
+    SoftmaxParams softmax;
+    softmax.axis = static_cast<int64_t>(batchDims.size()) + 1;
+    Tensor* probabilities = network.addSoftmax(logits, softmax)->output(0);
+    Tensor* out =
+        network
+            .addMatMul(rank3 ? probabilities
+                             : reshaped(network, probabilities, {kMerged, kQueries, kKeys}),
+                       reshaped(network, v, {kMerged, kKeys, kValueDim}), MatMulParams{})
+            ->output(0);
+    network.markOutput(reshaped(network, out, dims(kQueries, kValueDim)));
+    const std::vector<std::vector<float>> inputs = {ramp(volume(q->dims()), -1.0f, 0.11f),
+                                                    ramp(volume(k->dims()), -0.8f, 0.09f, 13),
+                                                    ramp(volume(v->dims()), -0.5f, 0.07f, 11)};
+    const std::vector<std::vector<float>> before = evaluate(network, inputs);
+
+    recognizeExplicitAttention(network);
+
+    EXPECT_EQ(countLayers(network, LayerKind::kSoftmax), 0u);
+    EXPECT_EQ(countLayers(network, LayerKind::kMatMul), 0u);
+    ASSERT_EQ(countLayers(network, LayerKind::kAttention), 1u);
+    for (size_t i = 0; i < network.numLayers(); ++i) {
+      const Layer* layer = network.layer(i);
+      if (layer->kind() != LayerKind::kAttention) continue;
+      EXPECT_NEAR(layer->paramsAs<AttentionParams>().scale, 0.35, 1e-7);
+      EXPECT_EQ(layer->input(0)->dims(),
+                (rank3 ? Dims{1, kMerged, kQueries, kHeadDim}
+                       : Dims{kBatch * kGroups, kHeads, kQueries, kHeadDim}));
+    }
+    network.validate();
+    expectNear(evaluate(network, inputs), before, 1e-5f);
+  }
+}
+
 // The builder runs the pass: the engine computes the written-out attention in one layer.
 TEST(BuilderExplicitAttention, BuiltEngineRunsOneAttentionLayer) {
   Written w;
