@@ -202,6 +202,27 @@ bool isPointwise(LayerKind kind) {
          kind == LayerKind::kElementwise;
 }
 
+// The one layer that reads `tensor`, when the tensor is not a network output: soleReader's, or a
+// pointwise layer that reads it as several of its operands (x * x, the square of a norm); else
+// null. Moved below that layer, the transpose leaves none of its reads behind.
+const Layer* onlyReader(const Network& network, const Tensor* tensor) {
+  if (const Layer* sole = network.soleReader(tensor)) return sole;
+  if (network.isOutput(tensor)) return nullptr;
+  const std::vector<Layer*> readers = network.consumers(tensor);
+  if (readers.empty() || !isPointwise(readers[0]->kind())) return nullptr;
+  for (const Layer* reader : readers) {
+    if (reader != readers[0]) return nullptr;
+  }
+  return readers[0];
+}
+
+// How many of `layer`'s inputs are `tensor`: one, or several for a pointwise layer.
+bool readsAsOneOperand(const Layer* layer, const Tensor* tensor) {
+  const std::vector<Tensor*>& inputs = layer->inputs();
+  const auto reads = std::count(inputs.begin(), inputs.end(), tensor);
+  return reads == 1 || (reads > 1 && isPointwise(layer->kind()));
+}
+
 // A transpose of `tensor` by `permutation` that some layer already reads, else null.
 Tensor* existingTranspose(const Network& network, const Tensor* tensor, const Dims& permutation) {
   for (Layer* reader : network.consumers(tensor)) {
@@ -378,6 +399,11 @@ bool transposedOnceSunk(const Network& network, const Tensor* tensor, const Dims
     case LayerKind::kPooling:
       return poolingMove(producer, producer->input(0), p).possible &&
              transposedOnceSunk(network, producer->input(0), p, budget);
+    case LayerKind::kReduce:
+      // Keeping its dims, a reduction leaves the transpose as it was (ConvNeXt-V2's global
+      // response norm: a sum of squares over H and W, then a mean over the channels).
+      return producer->paramsAs<ReduceParams>().keepDims &&
+             transposedOnceSunk(network, producer->input(0), p, budget);
     case LayerKind::kElementwise:
     case LayerKind::kConcat: {
       bool any = false;
@@ -544,7 +570,7 @@ bool leadsToAGain(const Network& network, const Tensor* tensor, Dims p, bool can
   while (--budget >= 0) {
     // A reader that transposes back then reads the untransposed tensor.
     if (existingTranspose(network, tensor, invertPermutation(p)) != nullptr) return true;
-    const Layer* reader = network.soleReader(tensor);
+    const Layer* reader = onlyReader(network, tensor);
     if (reader == nullptr) return someReaderLeadsToACancel(network, tensor, p, budget);
     if (pureTranspose(reader) != nullptr) return !cancelOnly;  // the two become one
     const Move move = planMove(network, reader, tensor, p, true);
@@ -567,7 +593,7 @@ bool someReaderLeadsToACancel(const Network& network, const Tensor* tensor, cons
                               int& budget) {
   for (const Layer* reader : network.consumers(tensor)) {
     const std::vector<Tensor*>& inputs = reader->inputs();
-    if (pureTranspose(reader) != nullptr || std::count(inputs.begin(), inputs.end(), tensor) != 1) {
+    if (pureTranspose(reader) != nullptr || !readsAsOneOperand(reader, tensor)) {
       continue;
     }
     const Move move = planMove(network, reader, tensor, p, true);
@@ -589,11 +615,11 @@ bool sinkBelow(Network& network, Layer* layer) {
     if (input == nullptr) continue;
     const ShuffleParams* transpose = pureTranspose(input->producer());
     const std::vector<Tensor*>& inputs = layer->inputs();
-    if (transpose == nullptr || std::count(inputs.begin(), inputs.end(), input) != 1) continue;
+    if (transpose == nullptr || !readsAsOneOperand(layer, input)) continue;
     const Dims p = transpose->firstPermutation;
     const Move move = planMove(network, layer, input, p, false);
     if (!move.possible) continue;
-    const bool alone = network.soleReader(input) == layer;
+    const bool alone = onlyReader(network, input) == layer;
     if (alone ? !move.pays && !leadsToAGain(network, layer->output(0), move.after, false)
               : !leadsToAGain(network, layer->output(0), move.after, true)) {
       continue;

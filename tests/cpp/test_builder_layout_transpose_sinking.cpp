@@ -533,6 +533,52 @@ TEST(BuilderLayoutTransposeSinkingBlocks, PoolFormerBlocksRunChannelsLastBetween
   }
 }
 
+// ConvNeXt-V2's block with its global response norm in NCHW (timm's conv_mlp form): a 1x1
+// convolution, GELU, the L2 norm over H and W (x * x, a sum keeping dims, a square root), divided
+// by its mean over the channels, x * that scaled and shifted per channel plus x, a 1x1
+// convolution. The transpose moves through the norm's reductions and the square that reads its
+// input twice.
+TEST(BuilderLayoutTransposeSinkingBlocks, GlobalResponseNormRunsChannelsLastBetweenTheEdges) {
+  Network network;
+  Tensor* x = network.addInput("x", DataType::kFloat32, {2, 4, 5, 5});
+  Tensor* h = halfConv(network, network.addCast(x, DataType::kFloat16)->output(0), 8, 1, 1.0f);
+  h = network.addActivation(h, {ActivationType::kGeluErf})->output(0);
+  const auto reduce = [&](Tensor* in, ReduceOp op, Dims axes) {
+    ReduceParams p;
+    p.op = op;
+    p.axes = std::move(axes);
+    p.keepDims = true;
+    return network.addReduce(in, p)->output(0);
+  };
+  Tensor* squares = network.addElementwise(h, h, ElementwiseOp::kProd)->output(0);
+  Tensor* norm =
+      network.addUnary(reduce(squares, ReduceOp::kSum, {2, 3}), UnaryOp::kSqrt)->output(0);
+  Tensor* meanNorm = network
+                         .addElementwise(reduce(norm, ReduceOp::kAvg, {1}),
+                                         constant(network, {}, 1e-3f, 0.0f, DataType::kFloat16),
+                                         ElementwiseOp::kSum)
+                         ->output(0);
+  Tensor* response = network.addElementwise(norm, meanNorm, ElementwiseOp::kDiv)->output(0);
+  Tensor* scaled = network.addElementwise(h, response, ElementwiseOp::kProd)->output(0);
+  scaled =
+      network
+          .addElementwise(scaled, constant(network, {1, 8, 1, 1}, 0.5f, 0.1f, DataType::kFloat16),
+                          ElementwiseOp::kProd)
+          ->output(0);
+  scaled =
+      network
+          .addElementwise(scaled, constant(network, {1, 8, 1, 1}, -0.2f, 0.05f, DataType::kFloat16),
+                          ElementwiseOp::kSum)
+          ->output(0);
+  Tensor* grn = network.addElementwise(scaled, h, ElementwiseOp::kSum)->output(0);
+  h = halfConv(network, grn, 4, 1, 2.0f);
+  network.markOutput(network.addCast(h, DataType::kFloat32)->output(0));
+
+  expectChannelsLastBetweenTheEdges(network, 2, 1e-2f);
+
+  EXPECT_EQ(countLayers(network, LayerKind::kReduce), 2u);
+}
+
 // ---- each rewrite on its own ---------------------------------------------------------------
 
 struct Case {
