@@ -95,11 +95,13 @@ struct ExplicitAttention {
   Tensor* v = nullptr;
   Tensor* bias = nullptr;
   double scale = 1.0;
-  // For attention over other batch dims: the (N, H) the operands are reshaped to (N -1 where it
-  // is dynamic), and whether the bias has the scores' batch dims (else it broadcasts over N).
+  // For attention over other batch dims: the H the operands are reshaped to (N, H, ...) with,
+  // and the biases, each with the dims of the scores it is added to (the view it broadcasts
+  // against), to be reshaped to the finest of the views and summed.
   bool reshaped = false;
   int64_t heads = 0;
-  bool biasPerBatch = false;
+  std::vector<std::pair<Tensor*, Dims>> biases;
+  Dims finest;  // the batch dims of the finest view
 };
 
 // The attention that ends in `softmax`, if the layers around it compute one.
@@ -204,6 +206,13 @@ Tensor* withoutScaling(const Network& network, Tensor* operand, const Layer* rea
   return scaled->first;
 }
 
+bool isIdentityPermutation(const Dims& permutation) {
+  for (size_t i = 0; i < permutation.size(); ++i) {
+    if (permutation[i] != static_cast<int64_t>(i)) return false;
+  }
+  return true;
+}
+
 // The dims padded with leading 1s to `rank`.
 Dims alignedTo(const Dims& dims, size_t rank) {
   Dims aligned(rank - dims.size(), 1);
@@ -215,9 +224,69 @@ bool allStatic(const Dims& dims) {
   return std::all_of(dims.begin(), dims.end(), [](int64_t d) { return d >= 0; });
 }
 
-// The attention that ends in `softmax` over batch dims other than (N, H): scores of rank r >= 3,
-// reshaped from and to the matrix multiplies' rank where those differ. Static dims only: the
-// reshapes to (N, H, ...) need the batch's volume.
+// Where each of `view`'s dims falls among `finest`'s: the range [first, last) of finest dims
+// whose product it is, or nullopt when `view` is no merge of adjacent finest dims. Finest dims of
+// 1 that no view dim needs fall in no range.
+std::optional<std::vector<std::pair<size_t, size_t>>> groupsOf(const Dims& view,
+                                                               const Dims& finest) {
+  std::vector<std::pair<size_t, size_t>> groups;
+  size_t f = 0;
+  for (int64_t d : view) {
+    const size_t first = f;
+    int64_t merged = 1;
+    while (f < finest.size() && merged < d) merged *= finest[f++];
+    if (merged != d) return std::nullopt;
+    groups.emplace_back(first, f);
+  }
+  for (; f < finest.size(); ++f) {
+    if (finest[f] != 1) return std::nullopt;
+  }
+  return groups;
+}
+
+// A bias's dims (broadcasting against `view`, of the scores' (..., L, S)) over the finest view's
+// batch dims: each view dim the bias has in full becomes its finest dims, each it broadcasts over
+// their 1s. nullopt when a dim is neither.
+std::optional<Dims> biasOverFinest(const Dims& bias, const Dims& view, const Dims& finest) {
+  const Dims aligned = alignedTo(bias, view.size());
+  const Dims viewBatch(view.begin(), view.end() - 2);
+  const std::optional<std::vector<std::pair<size_t, size_t>>> groups = groupsOf(viewBatch, finest);
+  if (!groups) return std::nullopt;
+  Dims out(finest.size(), 1);
+  for (size_t d = 0; d < viewBatch.size(); ++d) {
+    if (aligned[d] == 1) continue;
+    if (aligned[d] != viewBatch[d]) return std::nullopt;
+    for (size_t f = (*groups)[d].first; f < (*groups)[d].second; ++f) out[f] = finest[f];
+  }
+  out.push_back(aligned[aligned.size() - 2]);
+  out.push_back(aligned.back());
+  return out;
+}
+
+// The side of a sum that carries the scores (of the sum's dims, from the product, a reshape, a
+// scaling or another sum), the other being a bias: its index, or nullopt.
+std::optional<size_t> scoresSide(const Network& network, const Layer& sum) {
+  for (size_t i = 0; i < 2; ++i) {
+    const Tensor* input = sum.input(i);
+    const Layer* producer = input->producer();
+    if (producer == nullptr || input->dims() != sum.output(0)->dims() ||
+        network.soleReader(input) != &sum) {
+      continue;
+    }
+    const bool scores = producer->kind() == LayerKind::kMatMul || isPureReshape(*producer) ||
+                        scaledBy(*producer).has_value() ||
+                        (producer->kind() == LayerKind::kElementwise &&
+                         producer->paramsAs<ElementwiseParams>().op == ElementwiseOp::kSum);
+    if (scores) return i;
+  }
+  return std::nullopt;
+}
+
+// The attention that ends in `softmax` over batch dims other than (N, H): scores of rank r >= 3
+// computed at that rank or by a product over merged batch dims, with reshapes, biases and
+// scalar factors between the product and the softmax in any order (Swin's shifted windows add
+// the position bias at (B*W, H, L, S) and the shift mask at (B, W, H, L, S)). Static dims only:
+// the reshapes to (N, H, ...) need the batch's volume.
 std::optional<ExplicitAttention> matchReshaped(const Network& network, Layer* softmax,
                                                Layer** output) {
   const Dims& scores = softmax->input(0)->dims();
@@ -243,49 +312,62 @@ std::optional<ExplicitAttention> matchReshaped(const Network& network, Layer* so
 
   ExplicitAttention a;
   a.v = weighted->input(1);
+  std::vector<Dims> views = {scores};
+  // A bias added before a scaling would be scaled too: the kernel adds its mask unscaled.
+  bool scaledAfter = false;
   Layer* reader = softmax;
   Layer* layer = soleProducer(network, softmax->input(0), reader);
-  if (layer != nullptr && layer->kind() == LayerKind::kElementwise &&
-      layer->paramsAs<ElementwiseParams>().op == ElementwiseOp::kSum) {
-    for (size_t i = 0; i < 2 && a.bias == nullptr; ++i) {
-      const Layer* producer = layer->input(i)->producer();
-      const bool fromScores =
-          producer != nullptr && (producer->kind() == LayerKind::kMatMul ||
-                                  isPureReshape(*producer) || scaledBy(*producer).has_value());
-      if (fromScores) a.bias = layer->input(1 - i);
+  while (layer != nullptr && layer->kind() != LayerKind::kMatMul) {
+    Tensor* next = nullptr;
+    if (isPureReshape(*layer)) {
+      next = layer->input(0);
+      views.push_back(next->dims());
+      reshapes = true;
+    } else if (layer->kind() == LayerKind::kElementwise &&
+               layer->paramsAs<ElementwiseParams>().op == ElementwiseOp::kSum) {
+      const std::optional<size_t> side = scoresSide(network, *layer);
+      if (!side || scaledAfter) return std::nullopt;
+      next = layer->input(*side);
+      a.biases.emplace_back(layer->input(1 - *side), next->dims());
+    } else if (const std::optional<std::pair<Tensor*, double>> scaled = scaledBy(*layer)) {
+      a.scale *= scaled->second;
+      scaledAfter = true;
+      next = scaled->first;
+    } else {
+      return std::nullopt;
     }
-    if (a.bias == nullptr) return std::nullopt;
-    Tensor* unbiased = layer->input(0) == a.bias ? layer->input(1) : layer->input(0);
-    if (unbiased->dims() != scores) return std::nullopt;
     reader = layer;
-    layer = soleProducer(network, unbiased, reader);
-  }
-  while (layer != nullptr && layer->kind() == LayerKind::kElementwise) {
-    const std::optional<std::pair<Tensor*, double>> scaled = scaledBy(*layer);
-    if (!scaled) return std::nullopt;
-    a.scale *= scaled->second;
-    reader = layer;
-    layer = soleProducer(network, scaled->first, reader);
-  }
-  if (layer != nullptr && isPureReshape(*layer)) {
-    reader = layer;
-    layer = soleProducer(network, layer->input(0), reader);
-    reshapes = true;
+    layer = soleProducer(network, next, reader);
   }
   // The plain rank-4 form is match()'s.
   if (!reshapes && rank == 4) return std::nullopt;
-  if (layer == nullptr || layer->kind() != LayerKind::kMatMul) return std::nullopt;
+  if (layer == nullptr) return std::nullopt;
   const auto& scoreParams = layer->paramsAs<MatMulParams>();
-  if (scoreParams.transposeA || !scoreParams.transposeB) return std::nullopt;
+  if (scoreParams.transposeA) return std::nullopt;
   a.q = withoutScaling(network, layer->input(0), layer, a.scale);
-  a.k = withoutScaling(network, layer->input(1), layer, a.scale);
+  if (scoreParams.transposeB) {
+    a.k = withoutScaling(network, layer->input(1), layer, a.scale);
+  } else {
+    // k^T as a permutation of a tensor (Swin's k.transpose(-2, -1)): the permutation to k.
+    Layer* permute = soleProducer(network, layer->input(1), layer);
+    const ShuffleParams* transpose = permute != nullptr && permute->kind() == LayerKind::kShuffle
+                                         ? &permute->paramsAs<ShuffleParams>()
+                                         : nullptr;
+    if (transpose == nullptr || !isPureTranspose(*transpose) ||
+        transpose->firstPermutation.size() < 3) {
+      return std::nullopt;
+    }
+    a.kPermutation = transpose->firstPermutation;
+    std::swap(a.kPermutation[a.kPermutation.size() - 2], a.kPermutation.back());
+    a.kSource = permute->input(0);
+  }
 
   // (batch..., L, E) operands of the scores' batch volume, no broadcasting, static dims.
   const int64_t queries = scores[rank - 2];
   const int64_t keys = scores[rank - 1];
   const int64_t batch = product(scores, 0, rank - 2);
   const Dims& q = a.q->dims();
-  const Dims& k = a.k->dims();
+  const Dims k = a.k != nullptr ? a.k->dims() : permuteDims(a.kSource->dims(), a.kPermutation);
   const Dims& v = a.v->dims();
   const auto batchOf = [](const Dims& dims) { return product(dims, 0, dims.size() - 2); };
   if (q.size() < 3 || k.size() < 3 || v.size() < 3 || !allStatic(q) || !allStatic(k) ||
@@ -295,20 +377,47 @@ std::optional<ExplicitAttention> matchReshaped(const Network& network, Layer* so
     return std::nullopt;
   }
   const DataType type = a.q->dtype();
-  if (!isFloatingPoint(type) || a.k->dtype() != type || a.v->dtype() != type) return std::nullopt;
-  a.reshaped = true;
-  a.heads = scores[rank - 3];
-  if (a.bias != nullptr) {
-    const Dims& bias = a.bias->dims();
-    const bool typed = a.bias->dtype() == type || a.bias->dtype() == DataType::kFloat32;
-    if (!typed || bias.empty() || bias.size() > rank || !allStatic(bias) || bias.back() != keys) {
+  const DataType kType = a.k != nullptr ? a.k->dtype() : a.kSource->dtype();
+  if (!isFloatingPoint(type) || kType != type || a.v->dtype() != type) return std::nullopt;
+
+  // The finest view: the views' batch dims of the highest rank, of which every other is a merge.
+  Dims finest;
+  for (const Dims& view : views) {
+    if (view.size() - 2 > finest.size()) finest = Dims(view.begin(), view.end() - 2);
+  }
+  for (const Dims& view : views) {
+    if (!allStatic(view) || view[view.size() - 2] != queries || view.back() != keys ||
+        !groupsOf(Dims(view.begin(), view.end() - 2), finest)) {
       return std::nullopt;
     }
-    const Dims aligned = alignedTo(bias, rank);
-    const Dims leading(aligned.begin(), aligned.end() - 3);
-    a.biasPerBatch = leading == Dims(scores.begin(), scores.end() - 3);
-    if (!a.biasPerBatch && product(leading, 0, leading.size()) != 1) return std::nullopt;
   }
+  // H: the finest dims that some bias has in full, from the first such on (every later one in
+  // full too); N: those before, over which every bias broadcasts. Without a bias, H is the last.
+  size_t split = finest.size() - 1;
+  if (!a.biases.empty()) {
+    Dims combined(finest.size(), 1);
+    const DataType biasType = a.biases.front().first->dtype();
+    for (const auto& [bias, view] : a.biases) {
+      const Dims& dims = bias->dims();
+      const bool typed =
+          bias->dtype() == biasType && (biasType == type || biasType == DataType::kFloat32);
+      if (!typed || dims.empty() || dims.size() > view.size() || !allStatic(dims) ||
+          dims.back() != keys) {
+        return std::nullopt;
+      }
+      const std::optional<Dims> over = biasOverFinest(dims, view, finest);
+      if (!over) return std::nullopt;
+      for (size_t f = 0; f < finest.size(); ++f) combined[f] = std::max(combined[f], (*over)[f]);
+    }
+    split = finest.size();
+    while (split > 0 && combined[split - 1] == finest[split - 1]) --split;
+    for (size_t f = 0; f < split; ++f) {
+      if (combined[f] != 1) return std::nullopt;
+    }
+  }
+  a.reshaped = true;
+  a.heads = product(finest, split, finest.size());
+  a.finest = finest;
   *output = weighted;
   return a;
 }
@@ -334,17 +443,35 @@ void replaceReshaped(Network& network, const ExplicitAttention& a, const Layer* 
                      Layer* weighted) {
   const std::string name = softmax->name();
   Tensor* q = toHeads(network, a.q, a.heads, concat(name, " (queries)"));
-  Tensor* k = toHeads(network, a.k, a.heads, concat(name, " (keys)"));
+  Tensor* keys = a.k;
+  if (keys == nullptr) {
+    keys = a.kSource;
+    if (!isIdentityPermutation(a.kPermutation)) {
+      ShuffleParams permute;
+      permute.firstPermutation = a.kPermutation;
+      Layer* permuted = network.addShuffle(a.kSource, permute);
+      permuted->setName(concat(name, " (keys permuted)"));
+      keys = permuted->output(0);
+    }
+  }
+  Tensor* k = toHeads(network, keys, a.heads, concat(name, " (keys)"));
   Tensor* v = toHeads(network, a.v, a.heads, concat(name, " (values)"));
+  // The biases over the finest view, summed (a constant the next folding evaluates), then
+  // (1, H, L or 1, S): every bias broadcasts over N.
   Tensor* bias = nullptr;
-  if (a.bias != nullptr) {
-    const Dims& scores = softmax->input(0)->dims();
-    const Dims aligned = alignedTo(a.bias->dims(), scores.size());
-    const size_t rank = aligned.size();
-    const int64_t batch = a.biasPerBatch ? product(scores, 0, rank - 3) : 1;
-    bias =
-        reshapeTo(network, a.bias, {batch, aligned[rank - 3], aligned[rank - 2], aligned[rank - 1]},
-                  concat(name, " (bias)"));
+  const Dims& scores = softmax->input(0)->dims();
+  for (size_t i = 0; i < a.biases.size(); ++i) {
+    const auto& [term, view] = a.biases[i];
+    const Dims over = *biasOverFinest(term->dims(), view, a.finest);
+    Tensor* reshapedTerm = reshapeTo(network, term, over, concat(name, " (bias ", i, ")"));
+    bias = bias == nullptr
+               ? reshapedTerm
+               : network.addElementwise(bias, reshapedTerm, ElementwiseOp::kSum)->output(0);
+  }
+  if (bias != nullptr) {
+    const Dims& dims = bias->dims();
+    bias = reshapeTo(network, bias, {1, a.heads, dims[dims.size() - 2], scores.back()},
+                     concat(name, " (mask)"));
   }
   AttentionParams params;
   params.scale = a.scale;
@@ -368,6 +495,7 @@ void recognizeExplicitAttention(Network& network) {
       softmaxes.push_back(layer);
     }
   }
+  bool summedBiases = false;
   for (Layer* softmax : softmaxes) {
     Layer* weighted = nullptr;
     std::optional<ExplicitAttention> a = match(network, softmax, &weighted);
@@ -375,6 +503,7 @@ void recognizeExplicitAttention(Network& network) {
     if (!a) continue;
     if (a->reshaped) {
       replaceReshaped(network, *a, softmax, weighted);
+      summedBiases = summedBiases || a->biases.size() > 1;
       continue;
     }
     Tensor* k = a->k;
@@ -396,6 +525,8 @@ void recognizeExplicitAttention(Network& network) {
     attention->output(0)->setName(outputName);
   }
   eliminateDeadLayers(network);
+  // Constant biases summed into one mask become one constant.
+  if (summedBiases) foldConstants(network);
 }
 
 }  // namespace kiln

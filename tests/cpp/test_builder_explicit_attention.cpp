@@ -215,9 +215,86 @@ TEST(BuilderExplicitAttention, AttentionOverOtherBatchDimsBecomesOneLayerThrough
       const Layer* layer = network.layer(i);
       if (layer->kind() != LayerKind::kAttention) continue;
       EXPECT_NEAR(layer->paramsAs<AttentionParams>().scale, 0.35, 1e-7);
+      // N: the batch dims every bias broadcasts over; H: the rest.
+      const bool perHead = biasForm == Bias::kPerHead || biasForm == Bias::kNone;
       EXPECT_EQ(layer->input(0)->dims(),
-                (rank3 ? Dims{1, kMerged, kQueries, kHeadDim}
-                       : Dims{kBatch * kGroups, kHeads, kQueries, kHeadDim}));
+                (perHead ? Dims{kBatch * kGroups, kHeads, kQueries, kHeadDim}
+                         : Dims{1, kMerged, kQueries, kHeadDim}));
+    }
+    network.validate();
+    expectNear(evaluate(network, inputs), before, 1e-5f);
+  }
+}
+
+// Swin's shifted windows: the position bias (H, L, S) added at (B*W, H, L, S), the scores reshaped
+// to (B, W, H, L, S) for the shift mask (1, W, 1, L, S) and back. The biases sum to one mask of
+// (1, W*H, L, S) over the batch. A scaling after a bias would scale the bias too: that stays.
+TEST(BuilderExplicitAttention, SwinShiftedWindowAttentionSumsItsBiasesIntoOneMask) {
+  constexpr int64_t kWindows = 4;
+  // Scaled last, keys transposed by a shuffle (Swin's k.transpose(-2, -1)).
+  for (const auto& [scaleLast, keysTransposed] :
+       {std::pair{false, false}, std::pair{false, true}, std::pair{true, false}}) {
+    SCOPED_TRACE(::testing::Message()
+                 << "scaled last " << scaleLast << ", keys transposed " << keysTransposed);
+    Network network;
+    Tensor* q =
+        network.addInput("q", DataType::kFloat32, {kBatch * kWindows, kHeads, kQueries, kHeadDim});
+    Tensor* k =
+        network.addInput("k", DataType::kFloat32, {kBatch * kWindows, kHeads, kKeys, kHeadDim});
+    Tensor* v =
+        network.addInput("v", DataType::kFloat32, {kBatch * kWindows, kHeads, kKeys, kValueDim});
+    if (!scaleLast) {
+      q = network.addElementwise(q, scalar(network, 0.35f), ElementwiseOp::kProd)->output(0);
+    }
+    MatMulParams product;
+    product.transposeB = !keysTransposed;
+    Tensor* keys = k;
+    if (keysTransposed) {
+      ShuffleParams transpose;
+      transpose.firstPermutation = {0, 1, 3, 2};
+      keys = network.addShuffle(k, transpose)->output(0);
+    }
+    Tensor* scores = network.addMatMul(q, keys, product)->output(0);
+    const auto constant = [&](const Dims& dims, float start) {
+      const auto count = static_cast<size_t>(volume(dims));
+      return network
+          .addConstant(Weights::fromValues(DataType::kFloat32, dims, ramp(count, start, 0.13f, 17)))
+          ->output(0);
+    };
+    scores =
+        network
+            .addElementwise(scores, constant({kHeads, kQueries, kKeys}, -1.0f), ElementwiseOp::kSum)
+            ->output(0);
+    Tensor* shifted = reshaped(network, scores, {kBatch, kWindows, kHeads, kQueries, kKeys});
+    shifted = network
+                  .addElementwise(shifted, constant({1, kWindows, 1, kQueries, kKeys}, -2.0f),
+                                  ElementwiseOp::kSum)
+                  ->output(0);
+    Tensor* logits = reshaped(network, shifted, {kBatch * kWindows, kHeads, kQueries, kKeys});
+    if (scaleLast) {
+      logits =
+          network.addElementwise(logits, scalar(network, 0.35f), ElementwiseOp::kProd)->output(0);
+    }
+    Tensor* probabilities = network.addSoftmax(logits, SoftmaxParams{})->output(0);
+    network.markOutput(network.addMatMul(probabilities, v, MatMulParams{})->output(0));
+    const std::vector<std::vector<float>> inputs = {ramp(volume(q->dims()), -1.0f, 0.11f),
+                                                    ramp(volume(k->dims()), -0.8f, 0.09f, 13),
+                                                    ramp(volume(v->dims()), -0.5f, 0.07f, 11)};
+    const std::vector<std::vector<float>> before = evaluate(network, inputs);
+
+    recognizeExplicitAttention(network);
+
+    if (scaleLast) {
+      EXPECT_EQ(countLayers(network, LayerKind::kAttention), 0u);
+      continue;
+    }
+    ASSERT_EQ(countLayers(network, LayerKind::kAttention), 1u);
+    EXPECT_EQ(countLayers(network, LayerKind::kSoftmax), 0u);
+    for (size_t i = 0; i < network.numLayers(); ++i) {
+      const Layer* layer = network.layer(i);
+      if (layer->kind() != LayerKind::kAttention) continue;
+      EXPECT_EQ(layer->input(0)->dims(), (Dims{kBatch, kWindows * kHeads, kQueries, kHeadDim}));
+      EXPECT_EQ(layer->input(3)->dims(), (Dims{1, kWindows * kHeads, kQueries, kKeys}));
     }
     network.validate();
     expectNear(evaluate(network, inputs), before, 1e-5f);
