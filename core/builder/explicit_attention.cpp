@@ -85,6 +85,18 @@ int64_t product(const Dims& dims, size_t begin, size_t end) {
   return result;
 }
 
+// probabilities @ v: the matrix multiply that alone reads `probabilities` as its first operand,
+// neither operand transposed; else null.
+Layer* productWithValues(const Network& network, const Tensor* probabilities) {
+  Layer* product = network.soleReader(probabilities);
+  if (product == nullptr || product->kind() != LayerKind::kMatMul ||
+      product->input(0) != probabilities) {
+    return nullptr;
+  }
+  const auto& params = product->paramsAs<MatMulParams>();
+  return params.transposeA || params.transposeB ? nullptr : product;
+}
+
 struct ExplicitAttention {
   Tensor* q = nullptr;
   Tensor* k = nullptr;
@@ -110,13 +122,8 @@ std::optional<ExplicitAttention> match(const Network& network, Layer* softmax, L
   const Dims& scoreDims = softmax->input(0)->dims();
   const auto axis = softmax->paramsAs<SoftmaxParams>().axis;
   if (scoreDims.size() != 4 || (axis != 3 && axis != -1)) return std::nullopt;
-  Layer* weighted = network.soleReader(probabilities);
-  if (weighted == nullptr || weighted->kind() != LayerKind::kMatMul ||
-      weighted->input(0) != probabilities) {
-    return std::nullopt;
-  }
-  const auto& weightedParams = weighted->paramsAs<MatMulParams>();
-  if (weightedParams.transposeA || weightedParams.transposeB) return std::nullopt;
+  Layer* weighted = productWithValues(network, probabilities);
+  if (weighted == nullptr) return std::nullopt;
 
   ExplicitAttention a;
   a.v = weighted->input(1);
@@ -297,18 +304,13 @@ std::optional<ExplicitAttention> matchReshaped(const Network& network, Layer* so
   }
   bool reshapes = false;
   const Tensor* probabilities = softmax->output(0);
-  Layer* weighted = network.soleReader(probabilities);
-  if (weighted != nullptr && isPureReshape(*weighted)) {
-    probabilities = weighted->output(0);
-    weighted = network.soleReader(probabilities);
+  if (const Layer* reshape = network.soleReader(probabilities);
+      reshape != nullptr && isPureReshape(*reshape)) {
+    probabilities = reshape->output(0);
     reshapes = true;
   }
-  if (weighted == nullptr || weighted->kind() != LayerKind::kMatMul ||
-      weighted->input(0) != probabilities) {
-    return std::nullopt;
-  }
-  const auto& weightedParams = weighted->paramsAs<MatMulParams>();
-  if (weightedParams.transposeA || weightedParams.transposeB) return std::nullopt;
+  Layer* weighted = productWithValues(network, probabilities);
+  if (weighted == nullptr) return std::nullopt;
 
   ExplicitAttention a;
   a.v = weighted->input(1);

@@ -76,6 +76,18 @@ inline std::vector<float> ramp(size_t count, float start, float step, size_t per
   return values;
 }
 
+// A Constant layer's output of `dims` holding ramp(volume, start, step, period) as float32,
+// cast to `type` by a Cast layer (which constant folding evaluates).
+inline Tensor* rampConstant(Network& network, const Dims& dims, float start, float step,
+                            DataType type = DataType::kFloat32, size_t period = 13) {
+  const auto count = static_cast<size_t>(volume(dims));
+  Tensor* values = network
+                       .addConstant(Weights::fromValues(DataType::kFloat32, dims,
+                                                        ramp(count, start, step, period)))
+                       ->output(0);
+  return type == DataType::kFloat32 ? values : network.addCast(values, type)->output(0);
+}
+
 inline void expectNear(const std::vector<std::vector<float>>& actual,
                        const std::vector<std::vector<float>>& expected, float tolerance) {
   ASSERT_EQ(actual.size(), expected.size());

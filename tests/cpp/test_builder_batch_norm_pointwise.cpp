@@ -17,12 +17,7 @@ namespace kiln {
 namespace {
 
 Tensor* constant(Network& network, const Dims& dims, float start, float step, DataType type) {
-  const auto count = static_cast<size_t>(volume(dims));
-  Tensor* values =
-      network
-          .addConstant(Weights::fromValues(DataType::kFloat32, dims, ramp(count, start, step, 11)))
-          ->output(0);
-  return type == DataType::kFloat32 ? values : network.addCast(values, type)->output(0);
+  return rampConstant(network, dims, start, step, type, 11);
 }
 
 // A trained model's batch norm over `channels` along `axis`: no channel is the identity.

@@ -28,12 +28,7 @@ Tensor* transpose(Network& network, Tensor* x, Dims permutation) {
 // A constant of `dims` with ramp values, in `type`.
 Tensor* constant(Network& network, const Dims& dims, float start, float step,
                  DataType type = DataType::kFloat32) {
-  const auto count = static_cast<size_t>(volume(dims));
-  Tensor* values =
-      network
-          .addConstant(Weights::fromValues(DataType::kFloat32, dims, ramp(count, start, step, 13)))
-          ->output(0);
-  return type == DataType::kFloat32 ? values : network.addCast(values, type)->output(0);
+  return rampConstant(network, dims, start, step, type);
 }
 
 Tensor* layerNorm(Network& network, Tensor* x, int64_t axis, Tensor* scale, Tensor* bias,

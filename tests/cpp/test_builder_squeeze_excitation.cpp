@@ -17,12 +17,7 @@ namespace kiln {
 namespace {
 
 Tensor* constant(Network& network, const Dims& dims, float start, float step, DataType type) {
-  const auto count = static_cast<size_t>(volume(dims));
-  Tensor* values =
-      network
-          .addConstant(Weights::fromValues(DataType::kFloat32, dims, ramp(count, start, step, 13)))
-          ->output(0);
-  return type == DataType::kFloat32 ? values : network.addCast(values, type)->output(0);
+  return rampConstant(network, dims, start, step, type);
 }
 
 Tensor* fullyConnected(Network& network, Tensor* x, int64_t outFeatures, DataType type,
