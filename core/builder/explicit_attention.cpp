@@ -443,7 +443,7 @@ Tensor* toHeads(Network& network, Tensor* x, int64_t heads, const std::string& n
 // Attention over (N, H, ...) views of q, k, v and the bias, its output reshaped to `weighted`'s.
 void replaceReshaped(Network& network, const ExplicitAttention& a, const Layer* softmax,
                      Layer* weighted) {
-  const std::string name = softmax->name();
+  const std::string& name = softmax->name();
   Tensor* q = toHeads(network, a.q, a.heads, concat(name, " (queries)"));
   Tensor* keys = a.k;
   if (keys == nullptr) {
