@@ -222,6 +222,8 @@ std::shared_ptr<Engine> Builder::build(const Network& network, const BuilderConf
   foldConstants(*optimized);
   // After the constants fold, which leaves the scale factors scalar constants.
   recognizeExplicitAttention(*optimized);
+  // After the attention recognition, which sums the biases it finds at several views.
+  foldConstants(*optimized);
   moveRowShufflesTowardAttention(*optimized);
   // After the row shuffles moved: an output projection then reads the residual add directly.
   fuseFullyConnectedEpilogues(*optimized);

@@ -9,13 +9,14 @@
 // multiply's transposed operand or a permutation of a tensor (LeViT's permute(0, 2, 3, 1) of its
 // keys), which then becomes the permutation that gives k. The scores are then
 // never stored: one kernel reads q, k, v and the bias once. Attention written with other batch
-// dims takes the same form through reshapes: scores of rank r >= 3 (..., Hd, L, S), computed by a
+// dims takes the same form through reshapes: scores of rank r >= 3 (..., L, S), computed by a
 // matrix multiply of that rank or of rank 3 over the batch dims merged ((B', L, E), as an einsum
-// or torch.bmm writes it, with reshapes of the scores to rank r and back around the bias and the
-// softmax: MaxViT's block and grid attention, (B, G, H, P, D)), runs as attention over
-// (N, H, L, E) with H the last batch dim of the scores and N the product of the others; q, k and
-// v are reshaped to it, the bias must broadcast over N (a per-head bias) or have the scores'
-// batch dims, and the output is reshaped back. Every intermediate tensor must have
+// or torch.bmm writes it), with reshapes, biases and scalar factors between the product and the
+// softmax (MaxViT's block and grid attention, (B, G, H, P, D); Swin's shifted windows, whose
+// position bias and shift mask are added at two views). It runs as attention over (N, H, L, E)
+// views of q, k and v: the biases, over the finest of the views, sum to one mask that has the
+// trailing batch dims in full (H) and broadcasts over the leading ones (N); without a bias H is
+// the last batch dim. The output is reshaped back. Every intermediate tensor must have
 // the next layer as its only reader. The fused kernel computes the scores and softmax in fp32
 // where the layers rounded them to the tensors' type; a row whose every score is -inf gives
 // zeros where the layers give NaN.
@@ -26,6 +27,8 @@
 
 #include "core/builder/constant_values.h"
 #include "core/builder/passes.h"
+#include "core/engine/layer_dims.h"
+#include "core/engine/memory_plan.h"
 #include "kernels/common/attention_params.h"
 
 namespace kiln {
@@ -67,23 +70,12 @@ std::optional<Dims> permutationOf(const Layer& layer) {
 
 bool fitsHeadDim(int64_t dim) { return dim >= 1 && dim <= kernels::kMaxAttentionDim; }
 
-// Whether `layer` is a shuffle that only reshapes (to dims of its own, no reference).
-bool isPureReshape(const Layer& layer) {
-  if (layer.kind() != LayerKind::kShuffle) return false;
-  const auto& p = layer.paramsAs<ShuffleParams>();
-  return p.hasReshape && p.firstPermutation.empty() && p.secondPermutation.empty() &&
-         p.reshapeReferences.empty();
+bool isReshape(const Layer& layer) {
+  return layer.kind() == LayerKind::kShuffle && isReshapeOnly(layer.paramsAs<ShuffleParams>());
 }
 
-// The product of dims [begin, end), or -1 when one of them is dynamic.
-int64_t product(const Dims& dims, size_t begin, size_t end) {
-  int64_t result = 1;
-  for (size_t i = begin; i < end; ++i) {
-    if (dims[i] < 0) return -1;
-    result *= dims[i];
-  }
-  return result;
-}
+// The volume of the batch dims (all but the last two).
+int64_t batchVolume(const Dims& dims) { return volume(Dims(dims.begin(), dims.end() - 2)); }
 
 // probabilities @ v: the matrix multiply that alone reads `probabilities` as its first operand,
 // neither operand transposed; else null.
@@ -107,13 +99,13 @@ struct ExplicitAttention {
   Tensor* v = nullptr;
   Tensor* bias = nullptr;
   double scale = 1.0;
-  // For attention over other batch dims: the H the operands are reshaped to (N, H, ...) with,
-  // and the biases, each with the dims of the scores it is added to (the view it broadcasts
-  // against), to be reshaped to the finest of the views and summed.
-  bool reshaped = false;
+  // For attention over other batch dims (matchReshaped's, when `finest` is not empty): the
+  // batch dims of the finest view, the H the operands are reshaped to (N, H, ...) with, and the
+  // biases, each with the dims of the scores it is added to (the view it broadcasts against), to
+  // be reshaped to the finest view and summed.
+  Dims finest;
   int64_t heads = 0;
   std::vector<std::pair<Tensor*, Dims>> biases;
-  Dims finest;  // the batch dims of the finest view
 };
 
 // The attention that ends in `softmax`, if the layers around it compute one.
@@ -202,7 +194,7 @@ std::optional<ExplicitAttention> match(const Network& network, Layer* softmax, L
 Tensor* withoutScaling(const Network& network, Tensor* operand, const Layer* reader,
                        double& scale) {
   Layer* producer = soleProducer(network, operand, reader);
-  if (producer != nullptr && isPureReshape(*producer)) {
+  if (producer != nullptr && isReshape(*producer)) {
     reader = producer;
     producer = soleProducer(network, producer->input(0), reader);
   }
@@ -211,24 +203,6 @@ Tensor* withoutScaling(const Network& network, Tensor* operand, const Layer* rea
   if (!scaled) return operand;
   scale *= scaled->second;
   return scaled->first;
-}
-
-bool isIdentityPermutation(const Dims& permutation) {
-  for (size_t i = 0; i < permutation.size(); ++i) {
-    if (permutation[i] != static_cast<int64_t>(i)) return false;
-  }
-  return true;
-}
-
-// The dims padded with leading 1s to `rank`.
-Dims alignedTo(const Dims& dims, size_t rank) {
-  Dims aligned(rank - dims.size(), 1);
-  aligned.insert(aligned.end(), dims.begin(), dims.end());
-  return aligned;
-}
-
-bool allStatic(const Dims& dims) {
-  return std::all_of(dims.begin(), dims.end(), [](int64_t d) { return d >= 0; });
 }
 
 // Where each of `view`'s dims falls among `finest`'s: the range [first, last) of finest dims
@@ -255,7 +229,7 @@ std::optional<std::vector<std::pair<size_t, size_t>>> groupsOf(const Dims& view,
 // batch dims: each view dim the bias has in full becomes its finest dims, each it broadcasts over
 // their 1s. nullopt when a dim is neither.
 std::optional<Dims> biasOverFinest(const Dims& bias, const Dims& view, const Dims& finest) {
-  const Dims aligned = alignedTo(bias, view.size());
+  const Dims aligned = alignToRank(bias, view.size());
   const Dims viewBatch(view.begin(), view.end() - 2);
   const std::optional<std::vector<std::pair<size_t, size_t>>> groups = groupsOf(viewBatch, finest);
   if (!groups) return std::nullopt;
@@ -280,7 +254,7 @@ std::optional<size_t> scoresSide(const Network& network, const Layer& sum) {
         network.soleReader(input) != &sum) {
       continue;
     }
-    const bool scores = producer->kind() == LayerKind::kMatMul || isPureReshape(*producer) ||
+    const bool scores = producer->kind() == LayerKind::kMatMul || isReshape(*producer) ||
                         scaledBy(*producer).has_value() ||
                         (producer->kind() == LayerKind::kElementwise &&
                          producer->paramsAs<ElementwiseParams>().op == ElementwiseOp::kSum);
@@ -299,13 +273,13 @@ std::optional<ExplicitAttention> matchReshaped(const Network& network, Layer* so
   const Dims& scores = softmax->input(0)->dims();
   const size_t rank = scores.size();
   const auto axis = softmax->paramsAs<SoftmaxParams>().axis;
-  if (rank < 3 || (axis != -1 && axis != static_cast<int64_t>(rank) - 1) || !allStatic(scores)) {
+  if (rank < 3 || (axis != -1 && axis != static_cast<int64_t>(rank) - 1) || !isStatic(scores)) {
     return std::nullopt;
   }
   bool reshapes = false;
   const Tensor* probabilities = softmax->output(0);
   if (const Layer* reshape = network.soleReader(probabilities);
-      reshape != nullptr && isPureReshape(*reshape)) {
+      reshape != nullptr && isReshape(*reshape)) {
     probabilities = reshape->output(0);
     reshapes = true;
   }
@@ -321,7 +295,7 @@ std::optional<ExplicitAttention> matchReshaped(const Network& network, Layer* so
   Layer* layer = soleProducer(network, softmax->input(0), reader);
   while (layer != nullptr && layer->kind() != LayerKind::kMatMul) {
     Tensor* next = nullptr;
-    if (isPureReshape(*layer)) {
+    if (isReshape(*layer)) {
       next = layer->input(0);
       views.push_back(next->dims());
       reshapes = true;
@@ -367,15 +341,15 @@ std::optional<ExplicitAttention> matchReshaped(const Network& network, Layer* so
   // (batch..., L, E) operands of the scores' batch volume, no broadcasting, static dims.
   const int64_t queries = scores[rank - 2];
   const int64_t keys = scores[rank - 1];
-  const int64_t batch = product(scores, 0, rank - 2);
+  const int64_t batch = batchVolume(scores);
   const Dims& q = a.q->dims();
   const Dims k = a.k != nullptr ? a.k->dims() : permuteDims(a.kSource->dims(), a.kPermutation);
   const Dims& v = a.v->dims();
-  const auto batchOf = [](const Dims& dims) { return product(dims, 0, dims.size() - 2); };
-  if (q.size() < 3 || k.size() < 3 || v.size() < 3 || !allStatic(q) || !allStatic(k) ||
-      !allStatic(v) || batchOf(q) != batch || batchOf(k) != batch || batchOf(v) != batch ||
-      q[q.size() - 2] != queries || k[k.size() - 2] != keys || v[v.size() - 2] != keys ||
-      q.back() != k.back() || !fitsHeadDim(q.back()) || !fitsHeadDim(v.back())) {
+  if (q.size() < 3 || k.size() < 3 || v.size() < 3 || !isStatic(q) || !isStatic(k) ||
+      !isStatic(v) || batchVolume(q) != batch || batchVolume(k) != batch ||
+      batchVolume(v) != batch || q[q.size() - 2] != queries || k[k.size() - 2] != keys ||
+      v[v.size() - 2] != keys || q.back() != k.back() || !fitsHeadDim(q.back()) ||
+      !fitsHeadDim(v.back())) {
     return std::nullopt;
   }
   const DataType type = a.q->dtype();
@@ -388,7 +362,7 @@ std::optional<ExplicitAttention> matchReshaped(const Network& network, Layer* so
     if (view.size() - 2 > finest.size()) finest = Dims(view.begin(), view.end() - 2);
   }
   for (const Dims& view : views) {
-    if (!allStatic(view) || view[view.size() - 2] != queries || view.back() != keys ||
+    if (!isStatic(view) || view[view.size() - 2] != queries || view.back() != keys ||
         !groupsOf(Dims(view.begin(), view.end() - 2), finest)) {
       return std::nullopt;
     }
@@ -403,7 +377,7 @@ std::optional<ExplicitAttention> matchReshaped(const Network& network, Layer* so
       const Dims& dims = bias->dims();
       const bool typed =
           bias->dtype() == biasType && (biasType == type || biasType == DataType::kFloat32);
-      if (!typed || dims.empty() || dims.size() > view.size() || !allStatic(dims) ||
+      if (!typed || dims.empty() || dims.size() > view.size() || !isStatic(dims) ||
           dims.back() != keys) {
         return std::nullopt;
       }
@@ -417,11 +391,21 @@ std::optional<ExplicitAttention> matchReshaped(const Network& network, Layer* so
       if (combined[f] != 1) return std::nullopt;
     }
   }
-  a.reshaped = true;
-  a.heads = product(finest, split, finest.size());
+  a.heads = volume(Dims(finest.begin() + static_cast<std::ptrdiff_t>(split), finest.end()));
   a.finest = finest;
   *output = weighted;
   return a;
+}
+
+// k: the matched keys, or the permutation of their source that gives them.
+Tensor* keysOf(Network& network, const ExplicitAttention& a, const std::string& name) {
+  if (a.k != nullptr) return a.k;
+  if (isIdentityPermutation(a.kPermutation)) return a.kSource;
+  ShuffleParams permute;
+  permute.firstPermutation = a.kPermutation;
+  Layer* keys = network.addShuffle(a.kSource, permute);
+  keys->setName(concat(name, " (keys)"));
+  return keys->output(0);
 }
 
 Tensor* reshapeTo(Network& network, Tensor* x, const Dims& dims, const std::string& name) {
@@ -436,29 +420,18 @@ Tensor* reshapeTo(Network& network, Tensor* x, const Dims& dims, const std::stri
 // The (N, H, ..., last) view of an operand (batch..., rows, last) of N * H batch elements.
 Tensor* toHeads(Network& network, Tensor* x, int64_t heads, const std::string& name) {
   const Dims& dims = x->dims();
-  const int64_t batch = product(dims, 0, dims.size() - 2);
-  return reshapeTo(network, x, {batch / heads, heads, dims[dims.size() - 2], dims.back()}, name);
+  return reshapeTo(network, x,
+                   {batchVolume(dims) / heads, heads, dims[dims.size() - 2], dims.back()}, name);
 }
 
 // Attention over (N, H, ...) views of q, k, v and the bias, its output reshaped to `weighted`'s.
 void replaceReshaped(Network& network, const ExplicitAttention& a, const Layer* softmax,
                      Layer* weighted) {
   const std::string& name = softmax->name();
-  Tensor* q = toHeads(network, a.q, a.heads, concat(name, " (queries)"));
-  Tensor* keys = a.k;
-  if (keys == nullptr) {
-    keys = a.kSource;
-    if (!isIdentityPermutation(a.kPermutation)) {
-      ShuffleParams permute;
-      permute.firstPermutation = a.kPermutation;
-      Layer* permuted = network.addShuffle(a.kSource, permute);
-      permuted->setName(concat(name, " (keys permuted)"));
-      keys = permuted->output(0);
-    }
-  }
-  Tensor* k = toHeads(network, keys, a.heads, concat(name, " (keys)"));
-  Tensor* v = toHeads(network, a.v, a.heads, concat(name, " (values)"));
-  // The biases over the finest view, summed (a constant the next folding evaluates), then
+  Tensor* q = toHeads(network, a.q, a.heads, concat(name, " (query heads)"));
+  Tensor* k = toHeads(network, keysOf(network, a, name), a.heads, concat(name, " (key heads)"));
+  Tensor* v = toHeads(network, a.v, a.heads, concat(name, " (value heads)"));
+  // The biases over the finest view, summed (constants: the builder folds the sum), then
   // (1, H, L or 1, S): every bias broadcasts over N.
   Tensor* bias = nullptr;
   const Dims& scores = softmax->input(0)->dims();
@@ -497,26 +470,16 @@ void recognizeExplicitAttention(Network& network) {
       softmaxes.push_back(layer);
     }
   }
-  bool summedBiases = false;
   for (Layer* softmax : softmaxes) {
     Layer* weighted = nullptr;
     std::optional<ExplicitAttention> a = match(network, softmax, &weighted);
     if (!a) a = matchReshaped(network, softmax, &weighted);
     if (!a) continue;
-    if (a->reshaped) {
+    if (!a->finest.empty()) {
       replaceReshaped(network, *a, softmax, weighted);
-      summedBiases = summedBiases || a->biases.size() > 1;
       continue;
     }
-    Tensor* k = a->k;
-    if (k == nullptr && a->kPermutation == Dims{0, 1, 2, 3}) k = a->kSource;
-    if (k == nullptr) {
-      ShuffleParams permute;
-      permute.firstPermutation = a->kPermutation;
-      Layer* keys = network.addShuffle(a->kSource, permute);
-      keys->setName(concat(softmax->name(), " (keys)"));
-      k = keys->output(0);
-    }
+    Tensor* k = keysOf(network, *a, softmax->name());
     AttentionParams params;
     params.scale = a->scale;
     Layer* attention = network.addAttention(a->q, k, a->v, a->bias, params);
@@ -527,8 +490,6 @@ void recognizeExplicitAttention(Network& network) {
     attention->output(0)->setName(outputName);
   }
   eliminateDeadLayers(network);
-  // Constant biases summed into one mask become one constant.
-  if (summedBiases) foldConstants(network);
 }
 
 }  // namespace kiln

@@ -56,13 +56,6 @@ const ShuffleParams* pureTranspose(const Layer* layer) {
   return isPureTranspose(params) ? &params : nullptr;
 }
 
-bool isIdentity(const Dims& permutation) {
-  for (size_t i = 0; i < permutation.size(); ++i) {
-    if (permutation[i] != static_cast<int64_t>(i)) return false;
-  }
-  return true;
-}
-
 // The permutation of a transpose whose one reader is `reader` (so that moving it below the
 // reader leaves no other reader without it), else null.
 const Dims* movableTranspose(const Network& network, const Tensor* input, const Layer* reader) {
@@ -111,7 +104,7 @@ void replaceByTransposed(Network& network, Layer* layer, const LayerParams& para
   const std::string name = layer->name();
   Layer* applied = network.addLayer(params, inputs);
   Tensor* result = applied->output(0);
-  if (!isIdentity(permutation)) {
+  if (!isIdentityPermutation(permutation)) {
     result = addTranspose(network, result, permutation, concat(name, ".moved"));
   }
   replaceLayer(network, layer, result);
@@ -157,7 +150,7 @@ bool composeTransposes(Network& network, Layer* outer) {
     composed[i] = first->firstPermutation.at(static_cast<size_t>(second->firstPermutation[i]));
   }
   Tensor* x = inner->input(0);
-  if (!isIdentity(composed)) {
+  if (!isIdentityPermutation(composed)) {
     const std::string name = outer->name();
     Tensor* transposed = addTranspose(network, x, composed, concat(name, ".composed"));
     replaceLayer(network, outer, transposed);
@@ -216,7 +209,8 @@ const Layer* onlyReader(const Network& network, const Tensor* tensor) {
   return readers[0];
 }
 
-// How many of `layer`'s inputs are `tensor`: one, or several for a pointwise layer.
+// Whether `layer` reads `tensor` as one of its operands, or as several where it is pointwise
+// (x * x): a transpose of it then moves below the layer as one.
 bool readsAsOneOperand(const Layer* layer, const Tensor* tensor) {
   const std::vector<Tensor*>& inputs = layer->inputs();
   const auto reads = std::count(inputs.begin(), inputs.end(), tensor);
@@ -305,7 +299,7 @@ Move layerNormMove(const Network& network, const Layer* norm, const Tensor* inpu
     if (p[i] < axis) return move;
     within.push_back(p[i] - axis);
   }
-  const bool reordered = !isIdentity(within);
+  const bool reordered = !isIdentityPermutation(within);
   const std::vector<Tensor*>& inputs = norm->inputs();
   move.operands = {Operand::kUntransposed};
   for (size_t i = 1; i < inputs.size(); ++i) {
@@ -587,12 +581,11 @@ bool leadsToAGain(const Network& network, const Tensor* tensor, const Dims& p, b
   return leadsToAGain(network, tensor, p, cancelOnly, budget);
 }
 
-// Whether a reader of `tensor` (read once) that would move a transpose by p below it, the
-// transpose staying for the others, leads it on to a transpose back.
+// Whether a reader of `tensor` (reading it as one operand) that would move a transpose by p below
+// it, the transpose staying for the others, leads it on to a transpose back.
 bool someReaderLeadsToACancel(const Network& network, const Tensor* tensor, const Dims& p,
                               int& budget) {
   for (const Layer* reader : network.consumers(tensor)) {
-    const std::vector<Tensor*>& inputs = reader->inputs();
     if (pureTranspose(reader) != nullptr || !readsAsOneOperand(reader, tensor)) {
       continue;
     }

@@ -177,13 +177,6 @@ bool isPlainReshape(const ShuffleParams& p) {
   return p.firstPermutation.empty() && p.secondPermutation.empty();
 }
 
-bool isStatic(const Dims& dims) {
-  for (int64_t d : dims) {
-    if (d < 0) return false;
-  }
-  return true;
-}
-
 // A chain that copies, as one copy: its input viewed as `blocks` (its dims split where the chain
 // splits them), permuted by `permutation` into the order the chain leaves them in.
 struct OneCopy {

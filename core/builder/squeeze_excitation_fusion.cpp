@@ -68,27 +68,6 @@ bool isPlainFullyConnected(const Layer* layer, const Tensor* x) {
          layer->input(1)->dtype() == x->dtype();
 }
 
-// The Activation layer's (type, alpha, beta) of a fused activation.
-ActivationParams activationOf(FusedActivation activation) {
-  switch (activation) {
-    case FusedActivation::kRelu:
-      return {ActivationType::kRelu};
-    case FusedActivation::kRelu6:
-      return {ActivationType::kClip, 0.0, 6.0};
-    case FusedActivation::kSilu:
-      return {ActivationType::kSilu};
-    case FusedActivation::kHardSwish:
-      return {ActivationType::kHardSwish};
-    case FusedActivation::kGeluErf:
-      return {ActivationType::kGeluErf};
-    case FusedActivation::kGeluTanh:
-      return {ActivationType::kGeluTanh};
-    case FusedActivation::kNone:
-      break;
-  }
-  return {};
-}
-
 void setHiddenActivation(SqueezeExcitationParams& params, const ActivationParams& activation) {
   params.hasHiddenActivation = true;
   params.hiddenActivation = activation.type;
@@ -107,7 +86,7 @@ std::optional<Squeeze> matchSqueeze(const Network& network, Layer* pool) {
   const FusedActivation fused = s.first->paramsAs<FullyConnectedParams>().activation;
   Layer* next = network.soleReader(hidden);
   if (fused != FusedActivation::kNone) {
-    setHiddenActivation(s.params, activationOf(fused));
+    setHiddenActivation(s.params, activationParamsOf(fused));
   } else if (next != nullptr && next->kind() == LayerKind::kActivation) {
     s.activation = next;
     setHiddenActivation(s.params, next->paramsAs<ActivationParams>());

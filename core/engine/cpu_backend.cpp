@@ -102,8 +102,8 @@ void runChannelsFirst(P p, const Inputs& in, const Outputs& out,
 
 // The CPU kernel's parameters of a fused activation (ReLU6 is a clip to [0, 6]).
 ck::ActivationParams fusedActivationParams(FusedActivation activation) {
-  if (activation == FusedActivation::kRelu6) return {kernels::Activation::kClip, 0.0, 6.0};
-  return {toActivation(activation)};
+  const ActivationParams params = activationParamsOf(activation);
+  return {toActivation(params.type), params.alpha, params.beta};
 }
 
 void runConvolution(const ConvolutionParams& p, const Inputs& in, const Outputs& out) {
@@ -201,16 +201,12 @@ void runSqueezeExcitation(const SqueezeExcitationParams& p, const Inputs& in, co
   const int64_t batch = x.dims.front();
   const int64_t channels = x.dims.back();
   const int64_t plane = volume(Dims(x.dims.begin() + 1, x.dims.end() - 1));
-  const float* input = floatData(x, "x");
-  std::vector<float> mean(static_cast<size_t>(batch * channels), 0.0f);
-  for (int64_t n = 0; n < batch; ++n) {
-    float* sums = mean.data() + n * channels;
-    for (int64_t s = 0; s < plane; ++s) {
-      const float* row = input + (n * plane + s) * channels;
-      for (int64_t c = 0; c < channels; ++c) sums[c] += row[c];
-    }
-    for (int64_t c = 0; c < channels; ++c) sums[c] /= static_cast<float>(plane);
-  }
+  std::vector<float> mean(static_cast<size_t>(batch * channels));
+  ck::reduce({kernels::ReduceFunction::kMean,
+              ck::ScalarType::kFloat32,
+              {batch, plane, channels},
+              {false, true, false}},
+             floatData(x, "x"), mean.data());
   const int64_t hiddenFeatures = w1.dims[0];
   std::vector<float> hidden(static_cast<size_t>(batch * hiddenFeatures));
   ck::fullyConnected({batch, channels, hiddenFeatures}, mean.data(), floatData(w1, "w1"),

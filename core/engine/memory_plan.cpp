@@ -68,13 +68,8 @@ std::vector<int64_t> largestTensorBytes(const EngineDefinition& definition) {
 }
 
 bool isReshapeOnly(const ShuffleParams& shuffle) {
-  auto isIdentity = [](const Dims& permutation) {
-    for (size_t i = 0; i < permutation.size(); ++i) {
-      if (permutation[i] != static_cast<int64_t>(i)) return false;
-    }
-    return true;
-  };
-  return isIdentity(shuffle.firstPermutation) && isIdentity(shuffle.secondPermutation);
+  return isIdentityPermutation(shuffle.firstPermutation) &&
+         isIdentityPermutation(shuffle.secondPermutation);
 }
 
 MemoryPlan planMemory(const EngineDefinition& definition, const std::vector<int64_t>& tensorBytes,

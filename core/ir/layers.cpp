@@ -37,6 +37,13 @@ Dims toChannelsFirstPermutation(size_t rank) {
   return invertPermutation(toChannelsLastPermutation(rank));
 }
 
+bool isIdentityPermutation(const Dims& permutation) {
+  for (size_t i = 0; i < permutation.size(); ++i) {
+    if (permutation[i] != static_cast<int64_t>(i)) return false;
+  }
+  return true;
+}
+
 bool isPureTranspose(const ShuffleParams& p) {
   return !p.firstPermutation.empty() && !p.hasReshape && p.secondPermutation.empty();
 }
@@ -97,6 +104,25 @@ std::optional<FusedActivation> convolutionActivationOf(const ActivationParams& p
     default:
       return std::nullopt;
   }
+}
+
+ActivationParams activationParamsOf(FusedActivation activation) {
+  switch (activation) {
+    case FusedActivation::kRelu:
+    case FusedActivation::kNone:
+      return {ActivationType::kRelu};
+    case FusedActivation::kRelu6:
+      return {ActivationType::kClip, 0.0, 6.0};
+    case FusedActivation::kSilu:
+      return {ActivationType::kSilu};
+    case FusedActivation::kHardSwish:
+      return {ActivationType::kHardSwish};
+    case FusedActivation::kGeluErf:
+      return {ActivationType::kGeluErf};
+    case FusedActivation::kGeluTanh:
+      return {ActivationType::kGeluTanh};
+  }
+  return {};
 }
 
 const char* toString(GatherMode mode) {

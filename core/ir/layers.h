@@ -194,6 +194,9 @@ struct ActivationParams {
 // The fused activation a convolution can apply that computes what an Activation layer of these
 // params computes, if any (ReLU6 is a clip to [0, 6]).
 std::optional<FusedActivation> convolutionActivationOf(const ActivationParams& params);
+// The Activation layer's params that compute a fused activation (ReLU6: a clip to [0, 6]); the
+// default params (ReLU) for none.
+ActivationParams activationParamsOf(FusedActivation activation);
 
 enum class PoolingType : uint8_t { kMax, kAverage };
 const char* toString(PoolingType type);
@@ -291,6 +294,8 @@ struct ShuffleParams {
 Dims permuteDims(const Dims& dims, const Dims& permutation);
 // The permutation that undoes `permutation`.
 Dims invertPermutation(const Dims& permutation);
+// Whether `permutation` keeps every dim in place (an empty one does).
+bool isIdentityPermutation(const Dims& permutation);
 // A shuffle's dims after its reshape and before its second transpose, from its output dims.
 Dims shuffleReshapedDims(const ShuffleParams& p, const Dims& outputDims);
 // The permutations between (N, C, spatial...) and (N, spatial..., C) for tensors of `rank`.

@@ -37,8 +37,6 @@ PoolingSplit poolingSplit(const SqueezeExcitationParams& p) {
   return {std::max<int64_t>(1, (p.plane + rows - 1) / rows), rows};
 }
 
-size_t alignTo256(size_t bytes) { return (bytes + 255) / 256 * 256; }
-
 // partials[(n * chunks + chunk) * C + c] = the sum of x[n, rows of the chunk, c]. Each thread
 // owns one vector of kVec channels and every rowsInParallel-th row of the chunk; threads of the
 // same vector fold their sums in shared memory.
@@ -186,14 +184,12 @@ bool squeezeExcitationFits(int64_t channels, int64_t hidden) {
 
 size_t squeezeExcitationWorkspaceSize(const SqueezeExcitationParams& params) {
   const PoolingSplit split = poolingSplit(params);
-  return alignTo256(static_cast<size_t>(params.batch * split.chunks * params.channels) *
-                    sizeof(float));
+  return static_cast<size_t>(params.batch * split.chunks * params.channels) * sizeof(float);
 }
 
 size_t squeezeExcitationWorkspaceBound(const SqueezeExcitationParams& params) {
   // chunks <= ceil(kTargetBlocks / batch), so batch * chunks <= batch + kTargetBlocks.
-  return alignTo256(static_cast<size_t>((params.batch + kTargetBlocks) * params.channels) *
-                    sizeof(float));
+  return static_cast<size_t>((params.batch + kTargetBlocks) * params.channels) * sizeof(float);
 }
 
 void squeezeExcitation(const SqueezeExcitationParams& params,

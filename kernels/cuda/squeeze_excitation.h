@@ -44,7 +44,7 @@ struct SqueezeExcitationTensors {
 // Whether the MLP's float32 mean and hidden vectors fit one block's shared memory (48 KiB).
 bool squeezeExcitationFits(int64_t channels, int64_t hidden);
 
-// Bytes of workspace (256-byte aligned) squeezeExcitation needs for params, and at least that for
+// Bytes of workspace squeezeExcitation needs for params, and at least that for
 // any params with no larger batch, plane and channels.
 size_t squeezeExcitationWorkspaceSize(const SqueezeExcitationParams& params);
 size_t squeezeExcitationWorkspaceBound(const SqueezeExcitationParams& params);
