@@ -159,7 +159,7 @@ def build(backend: str, model: torch.nn.Module, inputs: Sequence[torch.Tensor],
     if backend == "kiln":
         import kiln  # only this backend needs Kiln built, so the others can run without it
 
-        return kiln.compile(model, ir="dynamo", inputs=list(inputs), enabled_precisions={dtype})
+        return kiln.compile(model, ir="default", inputs=list(inputs), enabled_precisions={dtype})
     torch._dynamo.reset()
     mode = {"inductor": None, "inductor-max-autotune": "max-autotune",
             "inductor-reduce-overhead": "reduce-overhead"}[backend]

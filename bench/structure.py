@@ -55,7 +55,7 @@ def relative_errors(actual: torch.Tensor, expected: torch.Tensor) -> tuple[float
 
 
 def inspect_model(name: str, batch: int, accuracy: bool) -> dict:
-    """The zoo model's fp16 engine (kiln.compile, dynamo) on the CPU: its layer counts and, with
+    """The zoo model's fp16 engine (kiln.compile, default ir) on the CPU: its layer counts and, with
     `accuracy`, its output's errors against fp32 eager on the same inputs."""
     torch.manual_seed(0)
     model = zoo.build(name).eval()
@@ -64,7 +64,7 @@ def inspect_model(name: str, batch: int, accuracy: bool) -> dict:
     started = time.time()
     with torch.no_grad():
         reference = model(*inputs) if accuracy else None
-        compiled = kiln.compile(model.half(), ir="dynamo", inputs=half_inputs,
+        compiled = kiln.compile(model.half(), ir="default", inputs=half_inputs,
                                 enabled_precisions={torch.half}, device="cpu")
         row = {"model": name, "layers": layer_counts(kiln.inspect(compiled)),
                "ops_in_torch": kiln.summary(compiled)["ops_in_torch"]}

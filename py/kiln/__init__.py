@@ -45,8 +45,11 @@ def summary(module: torch.nn.Module) -> dict[str, Any]:
     "ops_in_torch": int, "fallback": [(op, reason), ...]}``.
 
     Kept on the module returned by kiln.compile (not in saved files)."""
+    from kiln.dynamo_backend import DynamoCompiledModule
     from kiln.fx_partition import SUMMARY_ATTR
 
+    if isinstance(module, DynamoCompiledModule):
+        return module.summary()
     found = getattr(module, SUMMARY_ATTR, None)
     if found is None:
         raise ValueError(

@@ -24,7 +24,13 @@ from kiln.fx_partition import (
 )
 from kiln.input import Input
 
-_IRS = {"default": "dynamo", "dynamo": "dynamo", "ts": "ts", "torchscript": "ts"}
+_IRS = {
+    "default": "dynamo",
+    "dynamo": "dynamo",
+    "ts": "ts",
+    "torchscript": "ts",
+    "torch_compile": "torch_compile",
+}
 
 
 def backend_for_device(device: str | torch.device | None) -> str:
@@ -163,7 +169,7 @@ def _check_input_devices(inputs: list[tuple[Input, torch.Tensor | None]], backen
 
 def compile(
     module: torch.nn.Module,
-    ir: Literal["default", "dynamo", "ts", "torchscript"] = "default",
+    ir: Literal["default", "dynamo", "ts", "torchscript", "torch_compile"] = "default",
     inputs: Sequence[Input | torch.Tensor] | None = None,
     *,
     enabled_precisions: Iterable[torch.dtype] = frozenset({torch.float32}),
@@ -178,8 +184,13 @@ def compile(
 
     Args:
         module: the model (put in eval mode). For ``ir="ts"`` it may already be a ScriptModule.
-        ir: ``"dynamo"`` (the default: torch.export, returns a ``torch.fx.GraphModule``) or
-            ``"ts"`` (TorchScript: returns a ``torch.jit.ScriptModule``).
+        ir: ``"dynamo"`` (torch.export, returns a ``torch.fx.GraphModule``), ``"ts"``
+            (TorchScript: returns a ``torch.jit.ScriptModule``) or ``"torch_compile"``
+            (torch.compile with Kiln as its backend, which splits the forward where dynamo
+            cannot capture it: returns a :class:`kiln.dynamo_backend.DynamoCompiledModule`).
+            ``"default"`` is ``"dynamo"``, and ``"torch_compile"`` when torch.export cannot
+            capture the module whole (data-dependent control flow) and
+            ``require_full_compilation`` is off; a warning says so.
         inputs: one :class:`kiln.Input` or example tensor per forward argument. Dynamic dims
             (``min_shape != max_shape``) give engines that accept every shape in the range.
         enabled_precisions: the float dtypes engines may use; they compute in the model's own
@@ -206,9 +217,9 @@ def compile(
     resolved_ir = _IRS[ir]
     if ir == "default" and isinstance(module, torch.jit.ScriptModule):
         resolved_ir = "ts"
-    if resolved_ir == "dynamo" and isinstance(module, torch.jit.ScriptModule):
+    if resolved_ir != "ts" and isinstance(module, torch.jit.ScriptModule):
         raise TypeError(
-            "ir='dynamo' needs a Python nn.Module; a ScriptModule compiles with ir='ts'"
+            f"ir={ir!r} needs a Python nn.Module; a ScriptModule compiles with ir='ts'"
         )
     resolved_inputs = _resolve_inputs(inputs)
     check_precisions(enabled_precisions, resolved_inputs)
@@ -230,7 +241,21 @@ def compile(
         if resolved_ir == "ts":
             with torchscript_warnings_silenced():
                 return _compile_ts(module, resolved_inputs, settings)
-        return _compile_dynamo(module, resolved_inputs, settings)
+        if resolved_ir == "torch_compile":
+            return _compile_torch_compile(module, resolved_inputs, settings, allow_tf32)
+        try:
+            exported = _export(module, resolved_inputs)
+        except ExportError as error:
+            if ir != "default" or require_full_compilation:
+                raise
+            logger.warning(
+                "kiln.compile: torch.export cannot capture the module whole (%s); compiling it "
+                "with ir='torch_compile' instead, where the parts dynamo cannot capture run in "
+                "Python between engines. Pass ir='dynamo' to get this error instead.",
+                _first_line(error.__cause__),
+            )
+            return _compile_torch_compile(module, resolved_inputs, settings, allow_tf32)
+        return _compile_dynamo(exported, resolved_inputs, settings)
 
 
 # -- TorchScript -------------------------------------------------------------------------------
@@ -323,6 +348,15 @@ def _dynamic_shapes(
     return shapes if dynamic else None
 
 
+class ExportError(RuntimeError):
+    """torch.export could not capture the module; the cause is torch.export's own error."""
+
+
+def _first_line(error: BaseException | None) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def _export(
     module: torch.nn.Module, inputs: list[tuple[Input, torch.Tensor | None]]
 ) -> ExportedProgram:
@@ -331,9 +365,10 @@ def _export(
     try:
         exported = torch.export.export(module, args, dynamic_shapes=_dynamic_shapes(inputs, args))
     except Exception as error:
-        raise RuntimeError(
+        raise ExportError(
             f"kiln.compile(ir='dynamo'): torch.export could not capture the module: {error}\n"
-            "Fix what torch.export reports, or try ir='ts'."
+            "Fix what torch.export reports, or try ir='torch_compile' (graph breaks allowed) or "
+            "ir='ts'."
         ) from error
     return exported.run_decompositions(decomposition_table())
 
@@ -408,11 +443,10 @@ def _restore_output_structure(gm: fx.GraphModule, exported: ExportedProgram) -> 
 
 
 def _compile_dynamo(
-    module: torch.nn.Module,
+    exported: ExportedProgram,
     inputs: list[tuple[Input, torch.Tensor | None]],
     settings: BuildSettings,
 ) -> fx.GraphModule:
-    exported = _export(module, inputs)
     gm = exported.graph_module
     constants = _constants(exported)
     user_nodes = [n for n in gm.graph.nodes if n.op == "placeholder" and n.name not in constants]
@@ -425,3 +459,37 @@ def _compile_dynamo(
     compiled = compile_graph(gm, constants, SymbolRanges.of_graph(gm, overrides), settings)
     _restore_output_structure(compiled, exported)
     return compiled
+
+
+# -- torch.compile -----------------------------------------------------------------------------
+
+
+def _compile_torch_compile(
+    module: torch.nn.Module,
+    inputs: list[tuple[Input, torch.Tensor | None]],
+    settings: BuildSettings,
+    allow_tf32: bool | None,
+) -> torch.nn.Module:
+    from kiln.dynamo_backend import compile_module  # it imports this module
+
+    device = torch.device(settings.backend)
+    specs = [spec for spec, _ in inputs]
+    runs = [[_export_example(spec, tensor, device) for spec, tensor in inputs]]
+    # Then the max and the min shapes, where they differ from what ran already.
+    seen = {tuple(tuple(x.shape) for x in runs[0])}
+    for which in ("max", "min"):
+        shapes = tuple(tuple(spec.shape_at(which)) for spec in specs)
+        if shapes not in seen:
+            seen.add(shapes)
+            runs.append(
+                [tensor if tensor is not None else spec.example_tensor(which).to(device)
+                 for spec, tensor in inputs]
+            )
+    options = {
+        "min_block_size": settings.min_block_size,
+        "torch_executed_ops": settings.torch_executed_ops,
+        "require_full_compilation": settings.require_full_compilation,
+        "debug": settings.debug,
+        "allow_tf32": allow_tf32,
+    }
+    return compile_module(module, specs, runs, options)

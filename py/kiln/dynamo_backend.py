@@ -19,11 +19,15 @@ inputs with a message naming their profile.
 
 Compilation errors are raised, not hidden behind a fallback to eager. The compiled graph is for
 inference: it does not record autograd history.
+
+:class:`DynamoCompiledModule` is what ``kiln.compile(ir="torch_compile")`` returns: the module
+under torch.compile with this backend, its engines built when kiln.compile returns.
 """
 
 from __future__ import annotations
 
 import contextlib
+import operator
 
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -42,7 +46,8 @@ from torch.fx.node import map_arg
 from kiln._logging import debug_logging, logger
 from kiln.compile import backend_for_device, build_settings
 from kiln.fx_importer import DEFAULT_DYNAMIC_DIM_MAX, SymbolRanges
-from kiln.fx_partition import compile_graph, decomposition_table
+from kiln.fx_partition import SUMMARY_ATTR, compile_graph, decomposition_table
+from kiln.input import Input
 
 _OPTIONS = {
     "min_block_size": 3,
@@ -169,33 +174,140 @@ def kiln_backend(
             f"torch.compile(backend='kiln') takes no mode (got {mode!r}); "
             "pass Kiln settings through options={...}"
         )
-    opts = _parse_options(options)
-    dynamic_dim_max = opts["dynamic_dim_max"]
-    if isinstance(dynamic_dim_max, bool) or not isinstance(dynamic_dim_max, int) or dynamic_dim_max < 1:
-        raise ValueError(f"option dynamic_dim_max must be a positive int, got {dynamic_dim_max!r}")
-    settings = build_settings(
-        min_block_size=opts["min_block_size"],
-        torch_executed_ops=opts["torch_executed_ops"],
-        require_full_compilation=opts["require_full_compilation"],
-        backend=backend_for_device(_device_of(example_inputs)),
-        debug=opts["debug"],
-        allow_tf32=opts["allow_tf32"],
-    )
-    with debug_logging(settings.debug):
-        logger.debug("torch.compile(backend='kiln'): dynamo graph\n%s", gm.code)
-        try:
-            traced, constants, kept = _lower_to_aten(gm, example_inputs)
-        except Exception as error:
-            raise RuntimeError(
-                f"Kiln could not lower the graph torch.compile captured to aten ops: {error}"
-            ) from error
-        logger.debug("torch.compile(backend='kiln'): aten graph\n%s", traced.code)
-        compiled = compile_graph(
-            traced, constants, SymbolRanges.of_graph(traced, dynamic_dim_max=dynamic_dim_max), settings
+    return _FrozenGraph(gm, example_inputs, _parse_options(options), on_build=None).run
+
+
+class _FrozenGraph:
+    """One dynamo graph, built into engines with its module tensors frozen.
+
+    Dynamo passes parameters and buffers as graph inputs without guarding on which tensors they
+    are, so it reuses a graph for another module of the same code: the part after a graph break
+    inside a transformer layer's forward runs for every layer, each with its own weights. The
+    graph is built once per set of module tensors (told apart by identity, each set kept alive
+    while the graph is); a run with a new set builds it again.
+    """
+
+    def __init__(
+        self,
+        gm: fx.GraphModule,
+        example_inputs: Sequence[Any],
+        opts: Mapping[str, Any],
+        on_build: Callable[[fx.GraphModule], None] | None,
+    ) -> None:
+        dynamic_dim_max = opts["dynamic_dim_max"]
+        if isinstance(dynamic_dim_max, bool) or not isinstance(dynamic_dim_max, int) or dynamic_dim_max < 1:
+            raise ValueError(f"option dynamic_dim_max must be a positive int, got {dynamic_dim_max!r}")
+        self._gm = gm
+        self._dynamic_dim_max = dynamic_dim_max
+        self._on_build = on_build
+        self._settings = build_settings(
+            min_block_size=opts["min_block_size"],
+            torch_executed_ops=opts["torch_executed_ops"],
+            require_full_compilation=opts["require_full_compilation"],
+            backend=backend_for_device(_device_of(example_inputs)),
+            debug=opts["debug"],
+            allow_tf32=opts["allow_tf32"],
+        )
+        self._builds: list[tuple[tuple[torch.Tensor, ...], fx.GraphModule]] = []
+        compiled = self._build(example_inputs)
+        self._frozen = [i for i in range(len(example_inputs)) if i not in self._kept]
+        self._builds.append((self._frozen_tensors(example_inputs), compiled))
+
+    def _frozen_tensors(self, args: Sequence[Any]) -> tuple[torch.Tensor, ...]:
+        return tuple(args[i] for i in self._frozen)
+
+    def _build(self, example_inputs: Sequence[Any]) -> fx.GraphModule:
+        with debug_logging(self._settings.debug):
+            logger.debug("torch.compile(backend='kiln'): dynamo graph\n%s", self._gm.code)
+            try:
+                traced, constants, self._kept = _lower_to_aten(self._gm, example_inputs)
+            except Exception as error:
+                raise RuntimeError(
+                    f"Kiln could not lower the graph torch.compile captured to aten ops: {error}"
+                ) from error
+            logger.debug("torch.compile(backend='kiln'): aten graph\n%s", traced.code)
+            compiled = compile_graph(
+                traced,
+                constants,
+                SymbolRanges.of_graph(traced, dynamic_dim_max=self._dynamic_dim_max),
+                self._settings,
+            )
+        if self._on_build is not None:
+            self._on_build(compiled)
+        return compiled
+
+    def run(self, *args: Any) -> Any:
+        frozen = self._frozen_tensors(args)
+        for tensors, compiled in self._builds:
+            if all(map(operator.is_, frozen, tensors)):
+                break
+        else:
+            logger.info("torch.compile(backend='kiln'): a graph runs with other module tensors; building it for them")
+            compiled = self._build(args)
+            self._builds.append((frozen, compiled))
+        return compiled(*[args[i] for i in self._kept])
+
+
+class DynamoCompiledModule(torch.nn.Module):
+    """A module under ``torch.compile`` with Kiln as its backend, as ``kiln.compile(ir=
+    "torch_compile")`` returns it. Dynamo splits the forward where it cannot capture it whole
+    (data-dependent control flow such as ``if not torch.isfinite(x).all():``, unsupported Python):
+    those parts run in Python, each captured graph runs in Kiln engines. ``graphs`` holds each
+    compiled graph with its engines, for kiln.inspect, kiln.profile and kiln.summary. A shape
+    outside the inputs' ranges makes dynamo capture and Kiln build again, as torch.compile does.
+    It cannot be saved: its Python parts are not TorchScript (compile with ``ir="ts"`` to save).
+    """
+
+    def __init__(self, module: torch.nn.Module, options: Mapping[str, Any], dynamic: bool) -> None:
+        super().__init__()
+        self.graphs = torch.nn.ModuleList()
+        self.compiled = torch.compile(
+            module, backend=self._compile_graph, options=dict(options), dynamic=None if dynamic else False
         )
 
-    def run(*args: Any) -> Any:
-        return compiled(*[args[i] for i in kept])
+    def _compile_graph(
+        self, gm: fx.GraphModule, example_inputs: Sequence[Any], *, options: Mapping[str, Any] | None = None
+    ) -> Callable[..., Any]:
+        return _FrozenGraph(gm, example_inputs, _parse_options(options), on_build=self.graphs.append).run
 
-    run.kiln_module = compiled  # type: ignore[attr-defined]
-    return run
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.compiled(*args, **kwargs)
+
+    def summary(self) -> dict[str, Any]:
+        """The compile summaries of every graph, summed; ``graphs`` counts them."""
+        summaries = [getattr(graph, SUMMARY_ATTR) for graph in self.graphs]
+        return {
+            "graphs": len(summaries),
+            "engines": sum(s["engines"] for s in summaries),
+            "ops_in_kiln": sum(s["ops_in_kiln"] for s in summaries),
+            "ops_in_torch": sum(s["ops_in_torch"] for s in summaries),
+            "fallback": [entry for s in summaries for entry in s["fallback"]],
+        }
+
+
+def compile_module(
+    module: torch.nn.Module,
+    specs: Sequence[Input],
+    runs: Sequence[Sequence[torch.Tensor]],
+    options: Mapping[str, Any],
+) -> DynamoCompiledModule:
+    """``module`` under torch.compile with this backend, run on each list of example arguments
+    in ``runs`` (one tensor per spec), so that its engines are built now. The first run's
+    examples are marked dynamic in their specs' dynamic dims, with their ranges (the others may
+    hold sizes of 1, which dynamo specializes). Runs at several sizes build what
+    later calls in the ranges need: dynamo captures a graph that resumes after a graph break with
+    static shapes and makes a dim dynamic at its second size, and it specializes dims of size 1.
+    """
+    compiled = DynamoCompiledModule(module, options, dynamic=any(spec.is_dynamic for spec in specs))
+    for spec, example in zip(specs, runs[0]):
+        for d in spec.dynamic_dims:
+            torch._dynamo.mark_dynamic(example, d, min=spec.min_shape[d], max=spec.max_shape[d])
+    for examples in runs:
+        with torch.no_grad():
+            compiled(*examples)
+    if not compiled.graphs:
+        raise RuntimeError(
+            "kiln.compile(ir='torch_compile'): torch.compile captured no graph from the module, "
+            "so nothing runs in Kiln"
+        )
+    return compiled

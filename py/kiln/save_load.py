@@ -17,6 +17,7 @@ import torch.fx as fx
 
 from kiln import _C  # noqa: F401 - loads libkiln_runtime.so: the Engine class and execute_engine
 from kiln._logging import logger, torchscript_warnings_silenced
+from kiln.dynamo_backend import DynamoCompiledModule
 from kiln.input import Input
 
 PathLike = str | os.PathLike[str]
@@ -74,6 +75,12 @@ def _save(
     if isinstance(module, torch.jit.ScriptModule):
         torch.jit.save(module, path)
         return
+    if isinstance(module, DynamoCompiledModule):
+        raise TypeError(
+            "kiln.save: a module compiled with ir='torch_compile' (or by ir='default' when "
+            "torch.export could not capture it) runs Python between its engines and cannot be "
+            "saved; compile it with ir='ts' to save it"
+        )
     if not isinstance(module, fx.GraphModule):
         raise TypeError(
             f"kiln.save expects a module returned by kiln.compile (a ScriptModule or a "
