@@ -15,6 +15,7 @@
 //   linear       fc(T(x))           -> T(fc(x)) when p keeps the last dim last
 //   reduce       reduce(T(x), axes) -> T'(reduce(x, p[axes])), T' what is left of p (often none)
 //   pool         pool(T_nchw(x))    -> T_nchw(pool_nhwc(x))
+//   resize       resize(T_nchw(x))  -> T_nchw(resize_nhwc(x))
 //   concat       concat(T(a), T(b), c, axis) -> T(concat(a, b, c', p[axis])), each input a
 //                                      transpose by p, a constant or a tensor read transposed back
 //   slice        slice(T(x), axes)  -> T(slice(x, p[axes])) (splits and chunks are slices)
@@ -38,7 +39,8 @@
 // stages (split in halves, concat after the blocks), DenseNet (each layer concatenates the
 // block's features, then a batch norm and ReLU before its convolution), GhostNet (concat of
 // primary and cheap features, sliced to the output channels): the concat, slice and norm run on
-// NHWC tensors along the permuted axis.
+// NHWC tensors along the permuted axis. And the multi-resolution nets (HRNet, DeepLab's ASPP,
+// feature pyramids) whose upsampled branches join others channels-last.
 #include <algorithm>
 #include <string>
 #include <vector>
@@ -368,6 +370,7 @@ Move normalizationMove(const Network& network, const Layer* norm, const Tensor* 
 }
 
 Move poolingMove(const Layer* pooling, const Tensor* input, const Dims& p);
+Move resizeMove(const Layer* resize, const Tensor* input, const Dims& p);
 
 // Whether `tensor` is a transpose by p, or would be one once the transposes above it sink: the
 // output of a layer that a transpose by p crosses as it is (an activation, unary, cast or slice,
@@ -392,6 +395,9 @@ bool transposedOnceSunk(const Network& network, const Tensor* tensor, const Dims
              transposedOnceSunk(network, producer->input(0), p, budget);
     case LayerKind::kPooling:
       return poolingMove(producer, producer->input(0), p).possible &&
+             transposedOnceSunk(network, producer->input(0), p, budget);
+    case LayerKind::kResize:
+      return resizeMove(producer, producer->input(0), p).possible &&
              transposedOnceSunk(network, producer->input(0), p, budget);
     case LayerKind::kReduce:
       // Keeping its dims, a reduction leaves the transpose as it was (ConvNeXt-V2's global
@@ -534,6 +540,24 @@ Move poolingMove(const Layer* pooling, const Tensor* input, const Dims& p) {
   return move;
 }
 
+// resize(T_nchw(x)) -> T_nchw(resize_nhwc(x)): HRNet's and DeepLab's upsampled branches join
+// channels-last ones; pays where the resize shrinks the tensor.
+Move resizeMove(const Layer* resize, const Tensor* input, const Dims& p) {
+  Move move;
+  auto params = resize->paramsAs<ResizeParams>();
+  const size_t rank = p.size();
+  if (params.channelsLast || rank < 3 || p != toChannelsFirstPermutation(rank)) return move;
+  params.channelsLast = true;
+  const Dims& in = input->dims();
+  const Dims& out = resize->output(0)->dims();
+  move.pays = isStatic(in) && isStatic(out) && volume(out) < volume(in);
+  move.possible = true;
+  move.params = params;
+  move.operands = {Operand::kUntransposed};
+  move.after = p;
+  return move;
+}
+
 // How `layer` would read a transpose by p that `input` is; `lookingAhead` where `input` is not
 // one yet (a transpose that would sink to it), nor maybe the layer's other inputs.
 Move planMove(const Network& network, const Layer* layer, const Tensor* input, const Dims& p,
@@ -544,6 +568,7 @@ Move planMove(const Network& network, const Layer* layer, const Tensor* input, c
   if (kind == LayerKind::kFullyConnected) return fullyConnectedMove(network, layer, input, p);
   if (kind == LayerKind::kReduce) return reduceMove(layer, input, p);
   if (kind == LayerKind::kPooling) return poolingMove(layer, input, p);
+  if (kind == LayerKind::kResize) return resizeMove(layer, input, p);
   if (kind == LayerKind::kConcat) return concatMove(network, layer, input, p, lookingAhead);
   if (kind == LayerKind::kSlice) return sliceMove(layer, input, p);
   return {};

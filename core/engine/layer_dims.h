@@ -149,12 +149,19 @@ KernelParams attentionGeometry(const LayerParams& p, const Dims& qTensor, const 
 template <typename KernelParams>
 KernelParams resizeGeometry(const ResizeParams& p, const Dims& x, const Dims& out) {
   KILN_CHECK(x.size() == p.outputSize.size() + 2 && out.size() == x.size(),
-             "resize needs an input (N, C, spatial...) with ", p.outputSize.size(),
-             " spatial dims, got ", toString(x));
+             "resize needs an input ", p.channelsLast ? "(N, spatial..., C)" : "(N, C, spatial...)",
+             " with ", p.outputSize.size(), " spatial dims, got ", toString(x));
   KernelParams r;
-  r.planes = x[0] * x[1];
-  r.inSpatial = spatialDims(x);
-  r.outSpatial = spatialDims(out);
+  if (p.channelsLast) {
+    r.planes = x[0];
+    r.channels = x.back();
+    r.inSpatial.assign(x.begin() + 1, x.end() - 1);
+    r.outSpatial.assign(out.begin() + 1, out.end() - 1);
+  } else {
+    r.planes = x[0] * x[1];
+    r.inSpatial = spatialDims(x);
+    r.outSpatial = spatialDims(out);
+  }
   r.scales = p.scales;
   r.alignCorners = p.alignCorners;
   return r;

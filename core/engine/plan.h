@@ -18,8 +18,8 @@ namespace kiln {
 // and their CUDA kernels; 9: attention row views (dynamic dims), reshape dims from a reference;
 // 10: the network's layer count before the builder's passes; 11: ReLU6, SiLU and hard swish fused
 // into convolutions; 12: batch norm over the channel axis it names (channels-last); 13: a
-// convolution's input activation; 14: squeeze-and-excitation layers.
-constexpr uint32_t kPlanFormatVersion = 14;
+// convolution's input activation; 14: squeeze-and-excitation layers; 15: channels-last resize.
+constexpr uint32_t kPlanFormatVersion = 15;
 extern const char* const kKilnVersion;
 
 // A plan that cannot be loaded; the message says why (truncated, corrupt, not a Kiln plan,

@@ -437,16 +437,18 @@ const char* toString(ResizeMode mode);
 // dims -> (N, C, outputSize...). `scales` is empty or has one entry per spatial dim: the scale
 // factor torch was given for that dim (0 = none), which sets the source-coordinate ratio to
 // 1 / scale instead of in / out (unless alignCorners). The rules are torch's CPU kernels',
-// including their exact copies along a dim whose size does not change.
+// including their exact copies along a dim whose size does not change. With channelsLast the
+// input is (N, spatial..., C) and the output (N, outputSize..., C).
 struct ResizeParams {
   ResizeMode mode = ResizeMode::kNearest;
   Dims outputSize;
   std::vector<double> scales;
   bool alignCorners = false;
+  bool channelsLast = false;
   template <typename V>
   void fields(V&& v) {
     v("mode", mode), v("outputSize", outputSize), v("scales", scales),
-        v("alignCorners", alignCorners);
+        v("alignCorners", alignCorners), v("channelsLast", channelsLast);
   }
 };
 

@@ -724,7 +724,8 @@ std::vector<TensorType> inferResize(const ResizeParams& p, const Inputs& inputs)
              toString(p.outputSize));
   KILN_CHECK(x.dims.size() == spatial + 2, "mismatched ranks: resize's outputSize ",
              toString(p.outputSize), " has ", spatial, " dims, but the input ", toString(x.dims),
-             " is not (N, C, spatial...) with that many spatial dims");
+             p.channelsLast ? " is not (N, spatial..., C)" : " is not (N, C, spatial...)",
+             " with that many spatial dims");
   checkAllAtLeast(p.outputSize, 1, "outputSize");
   KILN_CHECK(p.scales.empty() || p.scales.size() == spatial, "resize takes no scales or one per ",
              "spatial dim, got ", p.scales.size(), " for ", spatial, " spatial dims");
@@ -733,8 +734,10 @@ std::vector<TensorType> inferResize(const ResizeParams& p, const Inputs& inputs)
   }
   KILN_CHECK(p.mode != ResizeMode::kCubic || spatial == 2,
              "cubic resize takes 2 spatial dims (bicubic), got ", spatial);
-  Dims out = {x.dims[0], x.dims[1]};
+  Dims out = {x.dims[0]};
+  if (!p.channelsLast) out.push_back(x.dims[1]);
   out.insert(out.end(), p.outputSize.begin(), p.outputSize.end());
+  if (p.channelsLast) out.push_back(x.dims.back());
   return {{x.dtype, out}};
 }
 

@@ -20,6 +20,7 @@ std::array<ResizeAxis, 3> resizeAxes(const ResizeParams& params) {
     throw std::invalid_argument("resize: cubic takes 2 spatial dims, got " + std::to_string(rank));
   }
   if (params.planes < 0) throw std::invalid_argument("resize: planes must not be negative");
+  if (params.channels < 1) throw std::invalid_argument("resize: channels must be at least 1");
   std::array<ResizeAxis, 3> axes{};
   for (size_t d = 0; d < rank; ++d) {
     ResizeAxis& axis = axes[3 - rank + d];

@@ -27,11 +27,13 @@ enum class ResizeMode : uint8_t {
   kCubic,         // bicubic, A = -0.75
 };
 
-// Input (planes, inSpatial...) -> output (planes, outSpatial...), planes = N * C, row-major.
+// Input (planes, inSpatial..., channels) -> output (planes, outSpatial..., channels), row-major:
+// planes = N * C and channels = 1 channels-first, planes = N and channels = C channels-last.
 // scales is empty or has one entry per spatial dim: torch's scale factor for that dim (0 = none).
 struct ResizeParams {
   ResizeMode mode = ResizeMode::kNearest;
   int64_t planes = 0;
+  int64_t channels = 1;
   Shape inSpatial;
   Shape outSpatial;
   std::vector<double> scales;

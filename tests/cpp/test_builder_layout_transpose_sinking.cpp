@@ -528,6 +528,44 @@ TEST(BuilderLayoutTransposeSinkingBlocks, PoolFormerBlocksRunChannelsLastBetween
   }
 }
 
+// HRNet's exchange of two resolutions: the high branch pooled and convolved to the low one, the
+// low one convolved and upsampled (nearest and bilinear) back, each added to the other branch,
+// then a ReLU and a convolution. The resizes run channels-last and no transpose is left between
+// the convolutions.
+TEST(BuilderLayoutTransposeSinkingBlocks, UpsampledBranchesJoinChannelsLast) {
+  for (ResizeMode mode : {ResizeMode::kNearest, ResizeMode::kLinear}) {
+    SCOPED_TRACE(toString(mode));
+    Network network;
+    Tensor* x = network.addInput("x", DataType::kFloat32, {2, 3, 8, 8});
+    Tensor* high = halfConv(network, network.addCast(x, DataType::kFloat16)->output(0), 6, 3, 1.0f);
+    PoolingParams average;
+    average.type = PoolingType::kAverage;
+    average.kernel = {2, 2};
+    average.stride = {2, 2};
+    average.prePadding = {0, 0};
+    average.postPadding = {0, 0};
+    Tensor* low = halfConv(network, network.addPooling(high, average)->output(0), 6, 3, 2.0f);
+    ResizeParams upsample;
+    upsample.mode = mode;
+    upsample.outputSize = {8, 8};
+    Tensor* upsampled = network.addResize(halfConv(network, low, 6, 1, 3.0f), upsample)->output(0);
+    Tensor* joined = network.addElementwise(high, upsampled, ElementwiseOp::kSum)->output(0);
+    Tensor* out = halfConv(
+        network, network.addActivation(joined, {ActivationType::kRelu})->output(0), 4, 3, 4.0f);
+    network.markOutput(network.addCast(out, DataType::kFloat32)->output(0));
+
+    expectChannelsLastBetweenTheEdges(network, 2, 1e-2f);
+
+    EXPECT_EQ(countLayers(network, LayerKind::kResize), 1u);
+    for (size_t i = 0; i < network.numLayers(); ++i) {
+      const Layer* layer = network.layer(i);
+      if (layer->kind() == LayerKind::kResize) {
+        EXPECT_TRUE(layer->paramsAs<ResizeParams>().channelsLast) << layer->name();
+      }
+    }
+  }
+}
+
 // ConvNeXt-V2's block with its global response norm in NCHW (timm's conv_mlp form): a 1x1
 // convolution, GELU, the L2 norm over H and W (x * x, a sum keeping dims, a square root), divided
 // by its mean over the channels, x * that scaled and shifted per channel plus x, a 1x1

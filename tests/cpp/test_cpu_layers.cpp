@@ -1552,12 +1552,13 @@ TEST(CpuLayers, ConstantOutput) {
 }
 
 HostTensor runResize(const HostTensor& x, ResizeMode mode, Dims outputSize, bool alignCorners,
-                     std::vector<double> scales = {}) {
+                     std::vector<double> scales = {}, bool channelsLast = false) {
   ResizeParams p;
   p.mode = mode;
   p.outputSize = std::move(outputSize);
   p.alignCorners = alignCorners;
   p.scales = std::move(scales);
+  p.channelsLast = channelsLast;
   return runLayer({x}, [&](Network& net, const std::vector<Tensor*>& in) {
     return net.addResize(in[0], p)->output(0);
   });
@@ -1648,6 +1649,39 @@ TEST(CpuLayers, ResizeBicubicWeightsAndClampedBorders) {
                  2.227046f,  1.776329f,  0.800332f,  -0.273888f, -0.379478f, 0.0152f,
                  -0.466615f, 1.376045f,  2.788465f,  1.805077f,  -1.251656f, -3.749723f},
                 1e-5f);
+}
+
+// (N, C, S) -> (N, S, C) with toChannelsLast, back with !toChannelsLast; S the spatial volume.
+std::vector<float> moveChannels(const std::vector<float>& x, int64_t n, int64_t c, int64_t s,
+                                bool toChannelsLast) {
+  std::vector<float> y(x.size());
+  for (int64_t b = 0; b < n; ++b) {
+    for (int64_t k = 0; k < c; ++k) {
+      for (int64_t i = 0; i < s; ++i) {
+        const size_t first = static_cast<size_t>((b * c + k) * s + i);
+        const size_t last = static_cast<size_t>((b * s + i) * c + k);
+        y[toChannelsLast ? last : first] = x[toChannelsLast ? first : last];
+      }
+    }
+  }
+  return y;
+}
+
+TEST(CpuLayers, ResizeChannelsLastEqualsChannelsFirstTransposed) {
+  std::vector<float> values(2 * 3 * 4 * 5);
+  for (size_t i = 0; i < values.size(); ++i) values[i] = std::sin(0.7f * static_cast<float>(i));
+  const HostTensor nchw = floats({2, 3, 4, 5}, values);
+  const HostTensor nhwc = floats({2, 4, 5, 3}, moveChannels(values, 2, 3, 20, true));
+  for (ResizeMode mode : {ResizeMode::kNearest, ResizeMode::kLinear, ResizeMode::kCubic}) {
+    for (const Dims& size : {Dims{8, 10}, Dims{3, 7}}) {
+      SCOPED_TRACE(std::string(toString(mode)) + " to " + toString(size));
+      const HostTensor first = runResize(nchw, mode, size, false);
+      const HostTensor last = runResize(nhwc, mode, size, false, {}, true);
+      EXPECT_EQ(last.dims, (Dims{2, size[0], size[1], 3}));
+      expectAllNear(moveChannels(last.values<float>(), 2, 3, size[0] * size[1], false),
+                    first.values<float>(), 1e-6f);
+    }
+  }
 }
 
 TEST(CpuLayers, ResizeHalfPrecisionRunsThroughFloat32) {

@@ -62,19 +62,21 @@ struct ResizeCase {
   std::vector<double> scales;
 };
 
+// channels > 1: channels-last, the CPU reference indexing as the kernel does.
 void checkResize(gk::ResizeMode mode, bool alignCorners, const ResizeCase& c, gk::ScalarType type,
-                 uint32_t seed, const Stream& stream) {
+                 int64_t channels, uint32_t seed, const Stream& stream) {
   gk::ResizeParams params;
   params.mode = mode;
   params.planes = 6;
+  params.channels = channels;
   params.inSpatial = c.in;
   params.outSpatial = c.out;
   params.scales = c.scales;
   params.alignCorners = alignCorners;
   params.type = type;
   const std::vector<float> x =
-      quantize(randomFloats(params.planes * volumeOf(c.in), seed, -4.0f, 4.0f), type);
-  std::vector<float> expected(static_cast<size_t>(params.planes * volumeOf(c.out)));
+      quantize(randomFloats(params.planes * volumeOf(c.in) * channels, seed, -4.0f, 4.0f), type);
+  std::vector<float> expected(static_cast<size_t>(params.planes * volumeOf(c.out) * channels));
   ck::resize(params, x.data(), expected.data());
   // An odd offset: the kernel must not assume aligned rows.
   const DeviceTensor in(encode(x, type), gk::scalarSize(type));
@@ -112,10 +114,13 @@ TEST(CudaResize, EveryModeMatchesCpu) {
         for (const auto* cases : {&oneD, &twoD, &threeD}) {
           if (mode == gk::ResizeMode::kCubic && cases != &twoD) continue;
           for (const ResizeCase& c : *cases) {
-            SCOPED_TRACE(std::string(gk::scalarName(type)) + " mode " +
-                         std::to_string(static_cast<int>(mode)) + " " + shapeName(c.in) + " -> " +
-                         shapeName(c.out) + (alignCorners ? " aligned" : ""));
-            checkResize(mode, alignCorners, c, type, ++seed, stream);
+            for (int64_t channels : {1, 3}) {
+              SCOPED_TRACE(std::string(gk::scalarName(type)) + " mode " +
+                           std::to_string(static_cast<int>(mode)) + " " + shapeName(c.in) + " -> " +
+                           shapeName(c.out) + (alignCorners ? " aligned" : "") + " channels " +
+                           std::to_string(channels));
+              checkResize(mode, alignCorners, c, type, channels, ++seed, stream);
+            }
           }
         }
       }
