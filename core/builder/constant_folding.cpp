@@ -7,14 +7,26 @@
 namespace kiln {
 namespace {
 
-// Folding trades build time and plan size for run time; results larger than this stay layers.
+// Folding trades build time and plan size for run time; results larger than this stay layers,
+// unless they take the place of their one constant input (a weight's layout transpose).
 constexpr int64_t kMaxFoldedElements = int64_t{4} << 20;
 
 bool isConstant(const Tensor* tensor) {
   return tensor->producer() != nullptr && tensor->producer()->kind() == LayerKind::kConstant;
 }
 
-bool isFoldable(const Layer& layer) {
+// Whether folding `layer` leaves the plan no larger: it reads one constant, which nothing else
+// reads, and its output is no larger.
+bool replacesItsInput(const Network& network, const Layer& layer) {
+  if (layer.inputs().size() != 1 || layer.outputs().size() != 1) return false;
+  const Tensor* input = layer.input(0);
+  return input != nullptr && network.consumers(input).size() == 1 && !network.isOutput(input) &&
+         isStatic(input->dims()) &&
+         volume(layer.output(0)->dims()) * elementSize(layer.output(0)->dtype()) <=
+             volume(input->dims()) * elementSize(input->dtype());
+}
+
+bool isFoldable(const Network& network, const Layer& layer) {
   if (layer.kind() == LayerKind::kConstant) return false;
   bool anyInput = false;
   for (const Tensor* input : layer.inputs()) {
@@ -24,7 +36,10 @@ bool isFoldable(const Layer& layer) {
   }
   if (!anyInput) return false;
   for (const Tensor* output : layer.outputs()) {
-    if (!isStatic(output->dims()) || volume(output->dims()) > kMaxFoldedElements) return false;
+    if (!isStatic(output->dims())) return false;
+    if (volume(output->dims()) > kMaxFoldedElements && !replacesItsInput(network, layer)) {
+      return false;
+    }
   }
   return true;
 }
@@ -70,7 +85,7 @@ void foldConstants(Network& network) {
   for (size_t i = 0; i < network.numLayers(); ++i) layers.push_back(network.layer(i));
   // In network order, so that a chain of constant layers folds in one sweep.
   for (Layer* layer : layers) {
-    if (!isFoldable(*layer)) continue;
+    if (!isFoldable(network, *layer)) continue;
     std::vector<std::vector<uint8_t>> results = evaluate(*layer);
     const std::string layerName = layer->name();
     std::vector<std::string> outputNames;

@@ -114,6 +114,36 @@ TEST(BuilderConstantFolding, LeavesLargeResultsAndNonConstantLayersAlone) {
   EXPECT_EQ(countLayers(network, LayerKind::kElementwise), 2u);
 }
 
+// A large weight's layout transpose (HRNet's last 3x3 convolution, 1024 x 512 x 3 x 3, to NHWC)
+// folds when nothing else reads the weight: the folded weight takes its place. With another
+// reader both would be kept, so it stays a layer.
+TEST(BuilderConstantFolding, FoldsALargeTransposeThatReplacesItsWeight) {
+  for (bool sharedWeight : {false, true}) {
+    SCOPED_TRACE(sharedWeight ? "shared weight" : "weight read once");
+    Network network;
+    Tensor* x = network.addInput("x", DataType::kFloat32, {1});
+    const Dims dims = {1024, 512, 3, 3};
+    std::vector<float> values(static_cast<size_t>(volume(dims)));
+    for (size_t i = 0; i < values.size(); ++i) values[i] = static_cast<float>(i % 251);
+    Tensor* weight = network.addConstant(floatWeights(dims, values))->output(0);
+    ShuffleParams nhwc;
+    nhwc.firstPermutation = {0, 2, 3, 1};
+    Tensor* transposed = network.addShuffle(weight, nhwc)->output(0);
+    ReduceParams sum;
+    sum.op = ReduceOp::kSum;
+    Tensor* total = network.addReduce(transposed, sum)->output(0);
+    if (sharedWeight) {
+      Tensor* other = network.addReduce(weight, sum)->output(0);
+      total = network.addElementwise(total, other, ElementwiseOp::kSum)->output(0);
+    }
+    network.markOutput(network.addElementwise(total, x, ElementwiseOp::kProd)->output(0));
+
+    foldConstants(network);
+
+    EXPECT_EQ(countLayers(network, LayerKind::kShuffle), sharedWeight ? 1u : 0u);
+  }
+}
+
 TEST(BuilderConstantFolding, BuiltEngineHasTheFoldedLayersOnly) {
   Network network;
   Tensor* x = network.addInput("x", DataType::kFloat32, {3});
