@@ -37,7 +37,9 @@ struct Case {
   bool biases;
   bool hasActivation;
   gk::Activation activation;
-  size_t misalignment;  // bytes the input starts past a 16-byte boundary
+  // Elements the input starts past a 16-byte boundary (a whole element: no tensor starts inside
+  // one, and a float32 two bytes off is no valid address).
+  size_t misalignment;
 };
 
 // The reference: the mean over the plane, then the MLP, all in float32 on the quantized operands.
@@ -86,7 +88,7 @@ void runCase(const Case& c, gk::ScalarType type, uint32_t seed, const Stream& st
   params.hasHiddenActivation = c.hasActivation;
   params.hiddenActivation = {c.activation, 0.0, 6.0};
   params.type = type;
-  const DeviceTensor input(encode(x, type), c.misalignment);
+  const DeviceTensor input(encode(x, type), c.misalignment * gk::scalarSize(type));
   const DeviceTensor weight1(encode(w1, type), 0);
   const DeviceTensor bias1(encode(b1, type), 0);
   const DeviceTensor weight2(encode(w2, type), 0);
@@ -126,7 +128,7 @@ TEST(CudaSqueezeExcitation, MatchesTheCpuStepsOnEveryPath) {
       {3, 28 * 28, 72, 24, 72, true, true, gk::Activation::kRelu, 0},
       {2, 50, 37, 5, 37, false, true, gk::Activation::kClip, 0},
       // No activation, a misaligned input (the scalar loads), more outputs than channels.
-      {4, 9, 16, 4, 40, true, false, gk::Activation::kRelu, 2},
+      {4, 9, 16, 4, 40, true, false, gk::Activation::kRelu, 1},
       // More channel vectors than a block has threads.
       {2, 64, 4096, 16, 64, true, true, gk::Activation::kGeluErf, 0},
   };
