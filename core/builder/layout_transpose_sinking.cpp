@@ -369,8 +369,8 @@ Move normalizationMove(const Network& network, const Layer* norm, const Tensor* 
              : layerNormMove(network, norm, input, p);
 }
 
-Move poolingMove(const Layer* pooling, const Tensor* input, const Dims& p);
-Move resizeMove(const Layer* resize, const Tensor* input, const Dims& p);
+template <typename Params>
+Move spatialMove(const Layer* layer, const Tensor* input, const Dims& p);
 
 // Whether `tensor` is a transpose by p, or would be one once the transposes above it sink: the
 // output of a layer that a transpose by p crosses as it is (an activation, unary, cast or slice,
@@ -394,10 +394,10 @@ bool transposedOnceSunk(const Network& network, const Tensor* tensor, const Dims
       return normalizationMove(network, producer, producer->input(0), p).possible &&
              transposedOnceSunk(network, producer->input(0), p, budget);
     case LayerKind::kPooling:
-      return poolingMove(producer, producer->input(0), p).possible &&
+      return spatialMove<PoolingParams>(producer, producer->input(0), p).possible &&
              transposedOnceSunk(network, producer->input(0), p, budget);
     case LayerKind::kResize:
-      return resizeMove(producer, producer->input(0), p).possible &&
+      return spatialMove<ResizeParams>(producer, producer->input(0), p).possible &&
              transposedOnceSunk(network, producer->input(0), p, budget);
     case LayerKind::kReduce:
       // Keeping its dims, a reduction leaves the transpose as it was (ConvNeXt-V2's global
@@ -521,36 +521,21 @@ Move reduceMove(const Layer* reduce, const Tensor* input, const Dims& p) {
   return move;
 }
 
-// pooling(T_nchw(x)) -> T_nchw(pooling_nhwc(x)); pays where the pooling shrinks the tensor.
-Move poolingMove(const Layer* pooling, const Tensor* input, const Dims& p) {
+// f(T_nchw(x)) -> T_nchw(f_nhwc(x)) for a pooling or a resize (HRNet's and DeepLab's upsampled
+// branches join channels-last ones), whose Params say channelsLast; pays where f shrinks a
+// spatial dim.
+template <typename Params>
+Move spatialMove(const Layer* layer, const Tensor* input, const Dims& p) {
   Move move;
-  auto params = pooling->paramsAs<PoolingParams>();
+  auto params = layer->paramsAs<Params>();
   const size_t rank = p.size();
   if (params.channelsLast || rank < 3 || p != toChannelsFirstPermutation(rank)) return move;
   params.channelsLast = true;
   const Dims& in = input->dims();
-  const Dims& out = pooling->output(0)->dims();
+  const Dims& out = layer->output(0)->dims();
   for (size_t d = 2; d < rank; ++d) {
     move.pays = move.pays || (in[d] >= 0 && out[d] >= 0 && out[d] < in[d]);
   }
-  move.possible = true;
-  move.params = params;
-  move.operands = {Operand::kUntransposed};
-  move.after = p;
-  return move;
-}
-
-// resize(T_nchw(x)) -> T_nchw(resize_nhwc(x)): HRNet's and DeepLab's upsampled branches join
-// channels-last ones; pays where the resize shrinks the tensor.
-Move resizeMove(const Layer* resize, const Tensor* input, const Dims& p) {
-  Move move;
-  auto params = resize->paramsAs<ResizeParams>();
-  const size_t rank = p.size();
-  if (params.channelsLast || rank < 3 || p != toChannelsFirstPermutation(rank)) return move;
-  params.channelsLast = true;
-  const Dims& in = input->dims();
-  const Dims& out = resize->output(0)->dims();
-  move.pays = isStatic(in) && isStatic(out) && volume(out) < volume(in);
   move.possible = true;
   move.params = params;
   move.operands = {Operand::kUntransposed};
@@ -567,8 +552,8 @@ Move planMove(const Network& network, const Layer* layer, const Tensor* input, c
   if (kind == LayerKind::kNormalization) return normalizationMove(network, layer, input, p);
   if (kind == LayerKind::kFullyConnected) return fullyConnectedMove(network, layer, input, p);
   if (kind == LayerKind::kReduce) return reduceMove(layer, input, p);
-  if (kind == LayerKind::kPooling) return poolingMove(layer, input, p);
-  if (kind == LayerKind::kResize) return resizeMove(layer, input, p);
+  if (kind == LayerKind::kPooling) return spatialMove<PoolingParams>(layer, input, p);
+  if (kind == LayerKind::kResize) return spatialMove<ResizeParams>(layer, input, p);
   if (kind == LayerKind::kConcat) return concatMove(network, layer, input, p, lookingAhead);
   if (kind == LayerKind::kSlice) return sliceMove(layer, input, p);
   return {};

@@ -360,6 +360,18 @@ void expectChannelsLastBetweenTheEdges(Network& network, size_t expected, float 
   expectNear(evaluate(network, inputs), before, tolerance);
 }
 
+// `count` layers of `kind` (whose Params have channelsLast), each channels-last.
+template <typename Params>
+void expectChannelsLastLayers(const Network& network, LayerKind kind, size_t count) {
+  EXPECT_EQ(countLayers(network, kind), count);
+  for (size_t i = 0; i < network.numLayers(); ++i) {
+    const Layer* layer = network.layer(i);
+    if (layer->kind() == kind) {
+      EXPECT_TRUE(layer->paramsAs<Params>().channelsLast) << layer->name();
+    }
+  }
+}
+
 Tensor* leakyRelu(Network& network, Tensor* x) {
   return network.addActivation(x, {ActivationType::kLeakyRelu, 0.1})->output(0);
 }
@@ -519,13 +531,7 @@ TEST(BuilderLayoutTransposeSinkingBlocks, PoolFormerBlocksRunChannelsLastBetween
   // The engine fuses the affine, the layer scale and the residual add: fewer fp16 roundings.
   expectChannelsLastBetweenTheEdges(network, 2, 1e-2f);
 
-  EXPECT_EQ(countLayers(network, LayerKind::kPooling), 2u);
-  for (size_t i = 0; i < network.numLayers(); ++i) {
-    const Layer* layer = network.layer(i);
-    if (layer->kind() == LayerKind::kPooling) {
-      EXPECT_TRUE(layer->paramsAs<PoolingParams>().channelsLast) << layer->name();
-    }
-  }
+  expectChannelsLastLayers<PoolingParams>(network, LayerKind::kPooling, 2);
 }
 
 // HRNet's exchange of two resolutions: the high branch pooled and convolved to the low one, the
@@ -556,13 +562,7 @@ TEST(BuilderLayoutTransposeSinkingBlocks, UpsampledBranchesJoinChannelsLast) {
 
     expectChannelsLastBetweenTheEdges(network, 2, 1e-2f);
 
-    EXPECT_EQ(countLayers(network, LayerKind::kResize), 1u);
-    for (size_t i = 0; i < network.numLayers(); ++i) {
-      const Layer* layer = network.layer(i);
-      if (layer->kind() == LayerKind::kResize) {
-        EXPECT_TRUE(layer->paramsAs<ResizeParams>().channelsLast) << layer->name();
-      }
-    }
+    expectChannelsLastLayers<ResizeParams>(network, LayerKind::kResize, 1);
   }
 }
 
