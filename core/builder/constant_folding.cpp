@@ -21,7 +21,6 @@ bool replacesItsInput(const Network& network, const Layer& layer) {
   if (layer.inputs().size() != 1 || layer.outputs().size() != 1) return false;
   const Tensor* input = layer.input(0);
   return input != nullptr && network.consumers(input).size() == 1 && !network.isOutput(input) &&
-         isStatic(input->dims()) &&
          volume(layer.output(0)->dims()) * elementSize(layer.output(0)->dtype()) <=
              volume(input->dims()) * elementSize(input->dtype());
 }

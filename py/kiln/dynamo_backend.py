@@ -208,19 +208,21 @@ class _FrozenGraph:
             debug=opts["debug"],
             allow_tf32=opts["allow_tf32"],
         )
-        self._builds: list[tuple[tuple[torch.Tensor, ...], fx.GraphModule]] = []
-        compiled = self._build(example_inputs)
+        compiled, self._kept = self._build(example_inputs)
+        # Which arguments are frozen depends on their sources alone, the same for every build.
         self._frozen = [i for i in range(len(example_inputs)) if i not in self._kept]
-        self._builds.append((self._frozen_tensors(example_inputs), compiled))
+        self._builds = [(self._frozen_tensors(example_inputs), compiled)]
 
     def _frozen_tensors(self, args: Sequence[Any]) -> tuple[torch.Tensor, ...]:
         return tuple(args[i] for i in self._frozen)
 
-    def _build(self, example_inputs: Sequence[Any]) -> fx.GraphModule:
+    def _build(self, example_inputs: Sequence[Any]) -> tuple[fx.GraphModule, list[int]]:
+        """The graph built with these arguments' module tensors, and the indices of the
+        arguments it takes at run time."""
         with debug_logging(self._settings.debug):
             logger.debug("torch.compile(backend='kiln'): dynamo graph\n%s", self._gm.code)
             try:
-                traced, constants, self._kept = _lower_to_aten(self._gm, example_inputs)
+                traced, constants, kept = _lower_to_aten(self._gm, example_inputs)
             except Exception as error:
                 raise RuntimeError(
                     f"Kiln could not lower the graph torch.compile captured to aten ops: {error}"
@@ -234,7 +236,7 @@ class _FrozenGraph:
             )
         if self._on_build is not None:
             self._on_build(compiled)
-        return compiled
+        return compiled, kept
 
     def run(self, *args: Any) -> Any:
         frozen = self._frozen_tensors(args)
@@ -243,7 +245,7 @@ class _FrozenGraph:
                 break
         else:
             logger.info("torch.compile(backend='kiln'): a graph runs with other module tensors; building it for them")
-            compiled = self._build(args)
+            compiled, _ = self._build(args)
             self._builds.append((frozen, compiled))
         return compiled(*[args[i] for i in self._kept])
 

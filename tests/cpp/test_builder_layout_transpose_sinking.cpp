@@ -372,6 +372,17 @@ void expectChannelsLastLayers(const Network& network, LayerKind kind, size_t cou
   }
 }
 
+// A 2x2 average pooling of stride 2, no padding.
+Tensor* averagePool2x2(Network& network, Tensor* x) {
+  PoolingParams average;
+  average.type = PoolingType::kAverage;
+  average.kernel = {2, 2};
+  average.stride = {2, 2};
+  average.prePadding = {0, 0};
+  average.postPadding = {0, 0};
+  return network.addPooling(x, average)->output(0);
+}
+
 Tensor* leakyRelu(Network& network, Tensor* x) {
   return network.addActivation(x, {ActivationType::kLeakyRelu, 0.1})->output(0);
 }
@@ -421,13 +432,7 @@ TEST(BuilderLayoutTransposeSinkingBlocks, DenseBlockConcatenatesAndNormalizesCha
   Tensor* features = concatenate(network, {x0, x1, x2}, 1);
   Tensor* transition =
       halfConv(network, relu(network, batchNorm(network, features, 3.0f)), 5, 1, 4.0f);
-  PoolingParams average;
-  average.type = PoolingType::kAverage;
-  average.kernel = {2, 2};
-  average.stride = {2, 2};
-  average.prePadding = {0, 0};
-  average.postPadding = {0, 0};
-  Tensor* pooled = network.addPooling(transition, average)->output(0);
+  Tensor* pooled = averagePool2x2(network, transition);
   network.markOutput(network.addCast(pooled, DataType::kFloat32)->output(0));
   EXPECT_EQ(transposesBeforeSinking(network), 8u);
 
@@ -544,13 +549,7 @@ TEST(BuilderLayoutTransposeSinkingBlocks, UpsampledBranchesJoinChannelsLast) {
     Network network;
     Tensor* x = network.addInput("x", DataType::kFloat32, {2, 3, 8, 8});
     Tensor* high = halfConv(network, network.addCast(x, DataType::kFloat16)->output(0), 6, 3, 1.0f);
-    PoolingParams average;
-    average.type = PoolingType::kAverage;
-    average.kernel = {2, 2};
-    average.stride = {2, 2};
-    average.prePadding = {0, 0};
-    average.postPadding = {0, 0};
-    Tensor* low = halfConv(network, network.addPooling(high, average)->output(0), 6, 3, 2.0f);
+    Tensor* low = halfConv(network, averagePool2x2(network, high), 6, 3, 2.0f);
     ResizeParams upsample;
     upsample.mode = mode;
     upsample.outputSize = {8, 8};
